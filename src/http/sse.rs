@@ -1,0 +1,86 @@
+//! `GET /views/{name}/sse`: a snapshot, then one `diff` per transaction that
+//! changed the view, `progress` when the view moved without changes, and `error`
+//! if the view fails. A subscriber that falls too far behind gets a new snapshot
+//! marked `"reset": true` instead of a gap.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{lookup, ApiError, AppState};
+use crate::pg::Lsn;
+use crate::views::{snapshot_json, sse_bytes, Event, EventKind, Registry};
+
+struct Subscription {
+    reg: AppState,
+    view: usize,
+    rx: broadcast::Receiver<Arc<Event>>,
+    /// LSN of the last event sent; older progress is skipped.
+    last: Lsn,
+    /// An event to send before reading the channel again.
+    pending: Option<Bytes>,
+    done: bool,
+}
+
+fn start(reg: &Registry, view: usize, reset: bool) -> (Bytes, broadcast::Receiver<Arc<Event>>, Lsn, bool) {
+    let (snap, rx) = reg.subscribe(view);
+    let v = &reg.views()[view];
+    let snapshot = sse_bytes("snapshot", Some(snap.lsn), &snapshot_json(&v.def.columns, &snap, reset));
+    match &snap.error {
+        Some(message) => {
+            let mut data = String::from("{\"message\":");
+            crate::repr::write_json_string(message, &mut data);
+            data.push('}');
+            let mut both = snapshot.to_vec();
+            both.extend_from_slice(&sse_bytes("error", None, &data));
+            (Bytes::from(both), rx, snap.lsn, true)
+        }
+        None => (snapshot, rx, snap.lsn, false),
+    }
+}
+
+pub async fn stream(State(reg): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let view = lookup(&reg, &name)?;
+    let (first, rx, last, done) = start(&reg, view, false);
+    let sub = Subscription { reg, view, rx, last, pending: Some(first), done };
+    let body = futures::stream::unfold(sub, |mut sub| async move {
+        loop {
+            if let Some(bytes) = sub.pending.take() {
+                return Some((Ok::<Bytes, std::io::Error>(bytes), sub));
+            }
+            if sub.done {
+                return None;
+            }
+            match sub.rx.recv().await {
+                Ok(ev) => {
+                    if ev.kind == EventKind::Progress && ev.lsn <= sub.last {
+                        continue;
+                    }
+                    sub.last = sub.last.max(ev.lsn);
+                    if ev.kind == EventKind::Error {
+                        sub.done = true;
+                    }
+                    return Some((Ok(ev.sse.clone()), sub));
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let (snap, rx, last, done) = start(&sub.reg, sub.view, true);
+                    sub.rx = rx;
+                    sub.last = last;
+                    sub.done = done;
+                    sub.pending = Some(snap);
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache"), (header::HeaderName::from_static("x-accel-buffering"), "no")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}

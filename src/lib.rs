@@ -1,0 +1,22 @@
+//! viewcast: live SQL views over PostgreSQL, in pipeline order.
+//!
+//! - [`pg`]: replication client, pgoutput decoder, catalog, snapshot, the source
+//! - [`repr`]: SQL types and values, text decoding, `to_json` encoding
+//! - [`sql`]: parse, bind and plan a view (refusals happen here)
+//! - [`dataflow`]: timely workers; `render/` turns plans into operators
+//! - [`views`]: per-view contents, encoded events, subscribers
+//! - [`http`]: SSE, snapshot JSON, health, the live page
+//! - [`server`]: wires the above together; [`config`]: its settings
+//! - [`client`]: a small SSE client (the `tail` command, tests, benchmarks)
+//! - [`demo`]: the self-contained demo (throwaway Postgres, writer, views)
+
+pub mod client;
+pub mod config;
+pub mod dataflow;
+pub mod demo;
+pub mod http;
+pub mod pg;
+pub mod repr;
+pub mod server;
+pub mod sql;
+pub mod views;

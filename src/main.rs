@@ -1,0 +1,76 @@
+//! The `viewcast` command: `serve`, `demo`, `tail`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use viewcast::config::{default_workers, Config, DEFAULT_LISTEN, DEFAULT_PUBLICATION};
+
+#[derive(Parser)]
+#[command(name = "viewcast", version, about = "Live SQL views over PostgreSQL logical replication")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Follow a database and serve the views in a directory of .sql files.
+    Serve {
+        /// Database to follow (conninfo or postgres:// URL); needs wal_level=logical.
+        #[arg(long, env = "VIEWCAST_PG")]
+        pg: String,
+        /// Directory of NAME.sql files, one view each.
+        #[arg(long, env = "VIEWCAST_QUERIES", default_value = "queries")]
+        queries: PathBuf,
+        /// Address to serve HTTP on.
+        #[arg(long, env = "VIEWCAST_LISTEN", default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Dataflow worker threads (default: the number of cores).
+        #[arg(long, env = "VIEWCAST_WORKERS")]
+        workers: Option<usize>,
+        /// Publication to create or extend with the tables the views read.
+        #[arg(long, env = "VIEWCAST_PUBLICATION", default_value = DEFAULT_PUBLICATION)]
+        publication: String,
+    },
+    /// Start a throwaway PostgreSQL with example data and a writer, and serve queries/.
+    Demo {
+        #[arg(long, default_value = "queries")]
+        queries: PathBuf,
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Print a view's events as they arrive: `viewcast tail 127.0.0.1:8080 orders`.
+    Tail { addr: String, view: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve { pg, queries, listen, workers, publication } => {
+            let config = Config { pg, queries, listen, workers: workers.unwrap_or_else(default_workers), publication };
+            viewcast::server::run(config, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("viewcast serve")?;
+        }
+        Command::Demo { queries, listen, workers } => {
+            viewcast::demo::run(queries, listen, workers.unwrap_or_else(default_workers)).await?;
+        }
+        Command::Tail { addr, view } => {
+            let mut c = viewcast::client::SseClient::connect(&addr, &format!("/views/{view}/sse")).await?;
+            while let Some(ev) = c.next_event().await? {
+                println!("{} {} {}", ev.event, ev.id.unwrap_or_default(), ev.data);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! A throwaway PostgreSQL cluster from the local server binaries, for `demo`,
+//! the tests and the benchmarks: `initdb` into a temporary directory, logical
+//! WAL, a free port on 127.0.0.1, removed again on drop.
+//!
+//! `initdb` refuses to run as root, so as root the binaries run as the
+//! `postgres` OS user (via `runuser`) and the directory is owned by it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub struct EmbeddedPostgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    run_as: Option<String>,
+    pub port: u16,
+    running: bool,
+}
+
+/// The directory holding `initdb`, `pg_ctl` and `postgres`: `VIEWCAST_PG_BIN`, or
+/// the newest `/usr/lib/postgresql/*/bin`.
+pub fn find_bin_dir() -> Result<PathBuf, String> {
+    if let Ok(dir) = std::env::var("VIEWCAST_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| "PostgreSQL server binaries not found: install them (e.g. apt-get install postgresql-15) or set VIEWCAST_PG_BIN".to_string())?
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p).ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin; set VIEWCAST_PG_BIN".to_string())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+impl EmbeddedPostgres {
+    /// Creates and starts a new cluster. Blocking; takes a few seconds.
+    pub fn start() -> Result<EmbeddedPostgres, String> {
+        let bin = find_bin_dir()?;
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("viewcast-pg-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let run_as = is_root().then(|| "postgres".to_string());
+        if let Some(user) = &run_as {
+            let ok = Command::new("chown").arg("-R").arg(user).arg(&dir).status().map(|s| s.success()).unwrap_or(false);
+            if !ok {
+                return Err(format!("running as root: could not chown {} to the {user} user (does it exist?)", dir.display()));
+            }
+        }
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("no free port: {e}"))?.port();
+        let mut pg = EmbeddedPostgres { dir, bin, run_as, port, running: false };
+        let data = pg.data_dir();
+        pg.run("initdb", &["-D", path_str(&data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"])?;
+        let conf = format!(
+            "\nwal_level = logical\nmax_wal_senders = 64\nmax_replication_slots = 64\nmax_connections = 200\n\
+             listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+             fsync = off\nfull_page_writes = off\ntimezone = 'UTC'\nlog_min_messages = warning\n",
+            path_str(&pg.dir)
+        );
+        let conf_path = data.join("postgresql.conf");
+        let mut existing = std::fs::read_to_string(&conf_path).map_err(|e| format!("read postgresql.conf: {e}"))?;
+        existing.push_str(&conf);
+        std::fs::write(&conf_path, existing).map_err(|e| format!("write postgresql.conf: {e}"))?;
+        let log = pg.dir.join("postgres.log");
+        pg.run("pg_ctl", &["-D", path_str(&data), "-l", path_str(&log), "-w", "-t", "60", "start"])?;
+        pg.running = true;
+        Ok(pg)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(program);
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let out = cmd.args(args).stdin(Stdio::null()).output().map_err(|e| format!("run {}: {e}", exe.display()))?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
+            return Err(format!(
+                "{program} failed: {}{}\n{log}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A conninfo for database `db` as the `postgres` superuser.
+    pub fn conninfo(&self, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+    }
+
+    /// Stops the server immediately (as a crash would), keeping the data.
+    pub fn stop(&mut self) -> Result<(), String> {
+        if self.running {
+            self.running = false;
+            self.run("pg_ctl", &["-D", path_str(&self.data_dir()), "-m", "immediate", "-w", "stop"])?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped server again on the same port.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop()?;
+        let log = self.dir.join("postgres.log");
+        self.run("pg_ctl", &["-D", path_str(&self.data_dir()), "-l", path_str(&log), "-w", "-t", "60", "start"])?;
+        self.running = true;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,394 @@
+//! A logical replication client that speaks the wire protocol itself.
+//!
+//! `tokio-postgres` 0.7 cannot open replication connections, so this module
+//! builds one from `postgres-protocol`'s message codecs: startup with
+//! `replication=database`, authentication (trust, cleartext, MD5,
+//! SCRAM-SHA-256), simple-query replication commands, then CopyBoth streaming.
+//!
+//! Inside CopyBoth the server sends `XLogData` (`w`) messages carrying pgoutput
+//! payloads and primary keepalives (`k`); we send standby status updates (`r`)
+//! reporting how far we have applied. The server holds WAL back for the slot
+//! until we report it flushed, so we only ever report what the dataflow has
+//! already applied (see "Streaming Replication Protocol" in the PostgreSQL docs).
+
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::{backend, frontend};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_postgres::config::{Host, SslMode};
+
+use super::lsn::Lsn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("replication connection: {0}")]
+    Io(#[from] io::Error),
+    #[error("postgres error {code}: {message}{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Server { code: String, message: String, detail: Option<String> },
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("replication protocol violation: {0}")]
+    Protocol(String),
+    #[error("unsupported connection setting: {0}")]
+    Unsupported(String),
+    #[error("the replication connection was closed by the server")]
+    Closed,
+}
+
+impl ReplicationError {
+    /// Whether retrying after reconnecting can help (the server went away), as
+    /// opposed to a definite error such as bad credentials or a bad setting.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplicationError::Io(_) | ReplicationError::Closed => true,
+            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08* connection errors
+            ReplicationError::Server { code, .. } => code.starts_with("57P") || code.starts_with("08"),
+            _ => false,
+        }
+    }
+}
+
+trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
+
+/// A replication slot created with an exported snapshot.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub name: String,
+    pub consistent_point: Lsn,
+    pub snapshot_name: String,
+}
+
+/// One message from the CopyBoth stream.
+#[derive(Debug)]
+pub enum StreamMessage {
+    XLogData { wal_start: Lsn, wal_end: Lsn, data: Bytes },
+    Keepalive { wal_end: Lsn, reply_requested: bool },
+}
+
+pub struct ReplicationConnection {
+    stream: Box<dyn AsyncStream>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+/// Microseconds since 2000-01-01, the epoch of protocol timestamps.
+fn pg_now() -> i64 {
+    const PG_EPOCH_OFFSET_SECS: u64 = 946_684_800;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (now.as_micros() as i64) - (PG_EPOCH_OFFSET_SECS as i64) * 1_000_000
+}
+
+fn server_error(body: &backend::ErrorResponseBody) -> ReplicationError {
+    let mut code = String::new();
+    let mut message = String::new();
+    let mut detail = None;
+    let mut fields = body.fields();
+    while let Ok(Some(f)) = fields.next() {
+        match f.type_() {
+            b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            b'D' => detail = Some(String::from_utf8_lossy(f.value_bytes()).into_owned()),
+            _ => {}
+        }
+    }
+    ReplicationError::Server { code, message, detail }
+}
+
+impl ReplicationConnection {
+    /// Opens a `replication=database` connection and authenticates.
+    pub async fn connect(config: &tokio_postgres::Config) -> Result<Self, ReplicationError> {
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(ReplicationError::Unsupported("sslmode=require: viewcast does not speak TLS yet; use sslmode=disable or prefer".into()));
+        }
+        let hosts = config.get_hosts();
+        let ports = config.get_ports();
+        let mut last_err = None;
+        let candidates: Vec<(Host, u16)> = if hosts.is_empty() {
+            vec![(Host::Unix("/var/run/postgresql".into()), ports.first().copied().unwrap_or(5432))]
+        } else {
+            hosts.iter().enumerate().map(|(i, h)| (h.clone(), ports.get(i).or(ports.first()).copied().unwrap_or(5432))).collect()
+        };
+        for (host, port) in candidates {
+            let stream: Result<Box<dyn AsyncStream>, io::Error> = match &host {
+                Host::Tcp(h) => tokio::net::TcpStream::connect((h.as_str(), port)).await.map(|s| {
+                    let _ = s.set_nodelay(true);
+                    Box::new(s) as Box<dyn AsyncStream>
+                }),
+                #[cfg(unix)]
+                Host::Unix(dir) => tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                    .await
+                    .map(|s| Box::new(s) as Box<dyn AsyncStream>),
+                #[cfg(not(unix))]
+                Host::Unix(_) => Err(io::Error::other("unix sockets are not supported here")),
+            };
+            match stream {
+                Ok(stream) => {
+                    let mut conn = ReplicationConnection { stream, read_buf: BytesMut::with_capacity(64 * 1024), write_buf: BytesMut::new() };
+                    conn.startup(config).await?;
+                    return Ok(conn);
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(ReplicationError::Io(last_err.unwrap_or_else(|| io::Error::other("no host to connect to"))))
+    }
+
+    async fn flush(&mut self) -> Result<(), ReplicationError> {
+        self.stream.write_all(&self.write_buf).await?;
+        self.write_buf.clear();
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Reads one backend message. Cancel-safe: partial input stays in `read_buf`.
+    async fn read_message(&mut self) -> Result<backend::Message, ReplicationError> {
+        loop {
+            if let Some(msg) = backend::Message::parse(&mut self.read_buf)? {
+                return Ok(msg);
+            }
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                return Err(ReplicationError::Closed);
+            }
+        }
+    }
+
+    async fn startup(&mut self, config: &tokio_postgres::Config) -> Result<(), ReplicationError> {
+        let user = config
+            .get_user()
+            .map(str::to_string)
+            .or_else(|| std::env::var("PGUSER").ok())
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "postgres".into());
+        let dbname = config.get_dbname().unwrap_or(&user).to_string();
+        // Session settings fix the text formats of values so they decode the same
+        // way from pgoutput and from the snapshot's COPY.
+        let params = [
+            ("user", user.as_str()),
+            ("database", dbname.as_str()),
+            ("replication", "database"),
+            ("application_name", config.get_application_name().unwrap_or("viewcast")),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "UTC"),
+            ("extra_float_digits", "1"),
+            ("bytea_output", "hex"),
+            ("IntervalStyle", "postgres"),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut self.write_buf)?;
+        self.flush().await?;
+        let password = config.get_password();
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            match self.read_message().await? {
+                backend::Message::AuthenticationOk => {}
+                backend::Message::AuthenticationCleartextPassword => {
+                    let pw = password.ok_or_else(|| ReplicationError::Auth("the server asks for a password and none was given".into()))?;
+                    frontend::password_message(pw, &mut self.write_buf)?;
+                    self.flush().await?;
+                }
+                backend::Message::AuthenticationMd5Password(body) => {
+                    let pw = password.ok_or_else(|| ReplicationError::Auth("the server asks for a password and none was given".into()))?;
+                    let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), pw, body.salt());
+                    frontend::password_message(hash.as_bytes(), &mut self.write_buf)?;
+                    self.flush().await?;
+                }
+                backend::Message::AuthenticationSasl(body) => {
+                    let pw = password.ok_or_else(|| ReplicationError::Auth("the server asks for a password and none was given".into()))?;
+                    let mut mechanisms = body.mechanisms();
+                    let mut has_scram = false;
+                    while let Some(m) = mechanisms.next()? {
+                        has_scram |= m == "SCRAM-SHA-256";
+                    }
+                    if !has_scram {
+                        return Err(ReplicationError::Auth("the server offers no SASL mechanism viewcast supports (SCRAM-SHA-256)".into()));
+                    }
+                    let s = ScramSha256::new(pw, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.write_buf)?;
+                    self.flush().await?;
+                    scram = Some(s);
+                }
+                backend::Message::AuthenticationSaslContinue(body) => {
+                    let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("SASL continue without SASL start".into()))?;
+                    s.update(body.data()).map_err(|e| ReplicationError::Auth(e.to_string()))?;
+                    frontend::sasl_response(s.message(), &mut self.write_buf)?;
+                    self.flush().await?;
+                }
+                backend::Message::AuthenticationSaslFinal(body) => {
+                    let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("SASL final without SASL start".into()))?;
+                    s.finish(body.data()).map_err(|e| ReplicationError::Auth(e.to_string()))?;
+                }
+                backend::Message::ErrorResponse(body) => {
+                    return Err(match server_error(&body) {
+                        ReplicationError::Server { code, message, .. } if code == "28P01" || code == "28000" => {
+                            ReplicationError::Auth(message)
+                        }
+                        e => e,
+                    });
+                }
+                backend::Message::ReadyForQuery(_) => return Ok(()),
+                backend::Message::ParameterStatus(_) | backend::Message::BackendKeyData(_) | backend::Message::NoticeResponse(_) => {}
+                _ => return Err(ReplicationError::Protocol("unexpected message during startup".into())),
+            }
+        }
+    }
+
+    /// Runs a replication command with the simple query protocol and returns its
+    /// rows as text.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
+        frontend::query(sql, &mut self.write_buf)?;
+        self.flush().await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            match self.read_message().await? {
+                backend::Message::DataRow(body) => {
+                    let mut row = Vec::new();
+                    let buf = body.buffer();
+                    let mut ranges = body.ranges();
+                    while let Some(r) = ranges.next()? {
+                        row.push(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
+                    }
+                    rows.push(row);
+                }
+                backend::Message::ErrorResponse(body) => error = Some(server_error(&body)),
+                backend::Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
+    /// Creates a temporary logical slot with an exported snapshot. The snapshot
+    /// stays valid until the next command on this connection.
+    pub async fn create_slot(&mut self, name: &str) -> Result<Slot, ReplicationError> {
+        let rows = self
+            .simple_query(&format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')", quote_ident(name)))
+            .await?;
+        let row = rows.first().ok_or_else(|| ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+        let get = |i: usize| row.get(i).cloned().flatten().ok_or_else(|| ReplicationError::Protocol(format!("CREATE_REPLICATION_SLOT row lacks column {i}")));
+        Ok(Slot {
+            name: get(0)?,
+            consistent_point: get(1)?.parse().map_err(ReplicationError::Protocol)?,
+            snapshot_name: get(2)?,
+        })
+    }
+
+    /// Starts streaming pgoutput changes for `publication` from `start`.
+    pub async fn start_replication(
+        mut self,
+        slot: &str,
+        publication: &str,
+        start: Lsn,
+        proto_version: u32,
+    ) -> Result<ReplicationStream, ReplicationError> {
+        let sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{}', publication_names '{}')",
+            quote_ident(slot),
+            start,
+            proto_version,
+            quote_ident(publication).replace('\'', "''")
+        );
+        frontend::query(&sql, &mut self.write_buf)?;
+        self.flush().await?;
+        loop {
+            // postgres-protocol has no CopyBothResponse ('W') type: recognise it here.
+            if self.read_buf.len() < 5 {
+                if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                    return Err(ReplicationError::Closed);
+                }
+                continue;
+            }
+            if self.read_buf[0] == b'W' {
+                let len = u32::from_be_bytes([self.read_buf[1], self.read_buf[2], self.read_buf[3], self.read_buf[4]]) as usize;
+                if self.read_buf.len() < len + 1 {
+                    if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                        return Err(ReplicationError::Closed);
+                    }
+                    continue;
+                }
+                let _ = self.read_buf.split_to(len + 1);
+                break;
+            }
+            match self.read_message().await? {
+                backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
+                backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) => {}
+                _ => return Err(ReplicationError::Protocol("expected CopyBothResponse after START_REPLICATION".into())),
+            }
+        }
+        Ok(ReplicationStream { conn: self })
+    }
+}
+
+/// The CopyBoth phase of a replication connection.
+pub struct ReplicationStream {
+    conn: ReplicationConnection,
+}
+
+impl ReplicationStream {
+    /// The next XLogData or keepalive. Cancel-safe.
+    pub async fn next(&mut self) -> Result<StreamMessage, ReplicationError> {
+        loop {
+            match self.conn.read_message().await? {
+                backend::Message::CopyData(body) => {
+                    let mut data = body.into_bytes();
+                    if data.is_empty() {
+                        return Err(ReplicationError::Protocol("empty CopyData message".into()));
+                    }
+                    let tag = data.get_u8();
+                    match tag {
+                        b'w' if data.len() >= 24 => {
+                            let wal_start = Lsn(data.get_u64());
+                            let wal_end = Lsn(data.get_u64());
+                            let _send_time = data.get_i64();
+                            return Ok(StreamMessage::XLogData { wal_start, wal_end, data });
+                        }
+                        b'k' if data.len() >= 17 => {
+                            let wal_end = Lsn(data.get_u64());
+                            let _send_time = data.get_i64();
+                            let reply_requested = data.get_u8() == 1;
+                            return Ok(StreamMessage::Keepalive { wal_end, reply_requested });
+                        }
+                        _ => {
+                            return Err(ReplicationError::Protocol(format!(
+                                "malformed CopyData message (tag {:?}, {} bytes)",
+                                tag as char,
+                                data.len()
+                            )))
+                        }
+                    }
+                }
+                backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
+                backend::Message::CopyDone => return Err(ReplicationError::Closed),
+                backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) => {}
+                _ => return Err(ReplicationError::Protocol("unexpected message in CopyBoth".into())),
+            }
+        }
+    }
+
+    /// Sends a standby status update: everything up to `applied` is written,
+    /// flushed and applied, so the server may recycle WAL before it.
+    pub async fn send_status(&mut self, applied: Lsn, reply_requested: bool) -> Result<(), ReplicationError> {
+        let mut payload = BytesMut::with_capacity(34);
+        payload.put_u8(b'r');
+        payload.put_u64(applied.0);
+        payload.put_u64(applied.0);
+        payload.put_u64(applied.0);
+        payload.put_i64(pg_now());
+        payload.put_u8(u8::from(reply_requested));
+        frontend::CopyData::new(payload.freeze())?.write(&mut self.conn.write_buf);
+        self.conn.flush().await
+    }
+}
+
+/// Quotes an identifier for a replication command.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}

@@ -1,0 +1,118 @@
+//! The initial contents of a table, read with COPY inside the transaction that
+//! imported the replication slot's exported snapshot.
+
+use bytes::{Buf, BytesMut};
+use futures::StreamExt;
+use tokio_postgres::Transaction;
+
+use crate::pg::catalog::TableInfo;
+use crate::repr::{Datum, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot COPY of {table} failed: {source}")]
+    Postgres { table: String, source: tokio_postgres::Error },
+    #[error("snapshot of {table}: {message}")]
+    Decode { table: String, message: String },
+}
+
+/// Reads every row of `table` with `COPY ... TO STDOUT` (text format), decoded
+/// with the same codec as pgoutput's text values.
+pub async fn copy_table(tx: &Transaction<'_>, table: &TableInfo) -> Result<Vec<Row>, SnapshotError> {
+    let name = table.qualified_name();
+    let cols: Vec<String> = table.columns.iter().map(|c| crate::pg::catalog::quote_if_needed(&c.name)).collect();
+    let sql = format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), name);
+    let pg_err = |source| SnapshotError::Postgres { table: name.clone(), source };
+    let stream = tx.copy_out(&sql).await.map_err(pg_err)?;
+    futures::pin_mut!(stream);
+    let mut buf = BytesMut::new();
+    let mut rows = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk.map_err(pg_err)?);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line = buf.split_to(nl);
+            buf.advance(1);
+            rows.push(parse_line(&line, table).map_err(|message| SnapshotError::Decode { table: name.clone(), message })?);
+        }
+    }
+    if !buf.is_empty() {
+        rows.push(parse_line(&buf, table).map_err(|message| SnapshotError::Decode { table: name.clone(), message })?);
+    }
+    Ok(rows)
+}
+
+/// Parses one line of COPY's text format: tab-separated fields, `\N` for NULL,
+/// backslash escapes inside values.
+pub fn parse_line(line: &[u8], table: &TableInfo) -> Result<Row, String> {
+    let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
+    if fields.len() != table.columns.len() {
+        return Err(format!("COPY row has {} fields, table has {} columns", fields.len(), table.columns.len()));
+    }
+    fields
+        .into_iter()
+        .zip(&table.columns)
+        .map(|(f, col)| {
+            if f == b"\\N" {
+                return Ok(Datum::Null);
+            }
+            let text = unescape(f)?;
+            Datum::from_text(&col.ty, &text).map_err(|e| format!("column {}: {e}", col.name))
+        })
+        .collect()
+}
+
+fn unescape(f: &[u8]) -> Result<String, String> {
+    let mut out = Vec::with_capacity(f.len());
+    let mut i = 0;
+    while i < f.len() {
+        if f[i] != b'\\' || i + 1 == f.len() {
+            out.push(f[i]);
+            i += 1;
+            continue;
+        }
+        let c = f[i + 1];
+        i += 2;
+        match c {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut v = (c - b'0') as u32;
+                let mut n = 1;
+                while n < 3 && i < f.len() && (b'0'..=b'7').contains(&f[i]) {
+                    v = v * 8 + (f[i] - b'0') as u32;
+                    i += 1;
+                    n += 1;
+                }
+                out.push(v as u8);
+            }
+            b'x' => {
+                let mut v = 0u32;
+                let mut n = 0;
+                while n < 2 && i < f.len() && f[i].is_ascii_hexdigit() {
+                    v = v * 16 + (f[i] as char).to_digit(16).unwrap_or(0);
+                    i += 1;
+                    n += 1;
+                }
+                out.push(v as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    String::from_utf8(out).map_err(|_| "COPY value is not valid UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_copy_text() {
+        assert_eq!(unescape(b"a\\tb\\nc\\\\d").unwrap(), "a\tb\nc\\d");
+        assert_eq!(unescape(b"\\101\\x42").unwrap(), "AB");
+        assert_eq!(unescape(b"\\\\x00ff").unwrap(), "\\x00ff");
+    }
+}

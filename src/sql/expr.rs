@@ -1,0 +1,540 @@
+//! Scalar expressions over one row, evaluated with PostgreSQL's semantics:
+//! three-valued logic, NULL propagation, integer overflow and division by zero
+//! as errors, and the result types Postgres gives.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::repr::{Datum, Numeric, Type, F64};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    And,
+    Or,
+    Concat,
+}
+
+impl BinOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Mod => "%",
+            BinOp::Eq => "=",
+            BinOp::NotEq => "<>",
+            BinOp::Lt => "<",
+            BinOp::LtEq => "<=",
+            BinOp::Gt => ">",
+            BinOp::GtEq => ">=",
+            BinOp::And => "AND",
+            BinOp::Or => "OR",
+            BinOp::Concat => "||",
+        }
+    }
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq)
+    }
+    pub fn is_arithmetic(self) -> bool {
+        matches!(self, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod)
+    }
+}
+
+/// A scalar expression; `Column(i)` reads the i-th value of the input row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    Column(usize),
+    Literal(Datum),
+    Not(Box<Expr>),
+    Neg(Box<Expr>, Type),
+    /// Arithmetic carries its result type so overflow is checked at that width.
+    Binary { op: BinOp, left: Box<Expr>, right: Box<Expr>, ty: Type },
+    IsNull { expr: Box<Expr>, negated: bool },
+    InList { expr: Box<Expr>, list: Vec<Expr>, negated: bool },
+    Like { expr: Box<Expr>, pattern: Box<Expr>, negated: bool, case_insensitive: bool },
+    Cast { expr: Box<Expr>, to: Type },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
+    Err(EvalError(msg.into()))
+}
+
+impl Expr {
+    pub fn column(i: usize) -> Expr {
+        Expr::Column(i)
+    }
+
+    /// Columns the expression reads.
+    pub fn columns(&self, out: &mut Vec<usize>) {
+        match self {
+            Expr::Column(i) => out.push(*i),
+            Expr::Literal(_) => {}
+            Expr::Not(e) | Expr::Neg(e, _) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } => e.columns(out),
+            Expr::Binary { left, right, .. } => {
+                left.columns(out);
+                right.columns(out);
+            }
+            Expr::InList { expr, list, .. } => {
+                expr.columns(out);
+                list.iter().for_each(|e| e.columns(out));
+            }
+            Expr::Like { expr, pattern, .. } => {
+                expr.columns(out);
+                pattern.columns(out);
+            }
+        }
+    }
+
+    pub fn max_column(&self) -> Option<usize> {
+        let mut v = Vec::new();
+        self.columns(&mut v);
+        v.into_iter().max()
+    }
+
+    pub fn min_column(&self) -> Option<usize> {
+        let mut v = Vec::new();
+        self.columns(&mut v);
+        v.into_iter().min()
+    }
+
+    /// Renumbers column references: `Column(i)` becomes `Column(f(i))`.
+    pub fn remap(&self, f: &impl Fn(usize) -> usize) -> Expr {
+        let b = |e: &Expr| Box::new(e.remap(f));
+        match self {
+            Expr::Column(i) => Expr::Column(f(*i)),
+            Expr::Literal(d) => Expr::Literal(d.clone()),
+            Expr::Not(e) => Expr::Not(b(e)),
+            Expr::Neg(e, t) => Expr::Neg(b(e), t.clone()),
+            Expr::Binary { op, left, right, ty } => Expr::Binary { op: *op, left: b(left), right: b(right), ty: ty.clone() },
+            Expr::IsNull { expr, negated } => Expr::IsNull { expr: b(expr), negated: *negated },
+            Expr::InList { expr, list, negated } => {
+                Expr::InList { expr: b(expr), list: list.iter().map(|e| e.remap(f)).collect(), negated: *negated }
+            }
+            Expr::Like { expr, pattern, negated, case_insensitive } => {
+                Expr::Like { expr: b(expr), pattern: b(pattern), negated: *negated, case_insensitive: *case_insensitive }
+            }
+            Expr::Cast { expr, to } => Expr::Cast { expr: b(expr), to: to.clone() },
+        }
+    }
+
+    pub fn eval(&self, row: &[Datum]) -> Result<Datum, EvalError> {
+        match self {
+            Expr::Column(i) => Ok(row.get(*i).cloned().unwrap_or(Datum::Null)),
+            Expr::Literal(d) => Ok(d.clone()),
+            Expr::Not(e) => Ok(match e.eval(row)? {
+                Datum::Bool(b) => Datum::Bool(!b),
+                _ => Datum::Null,
+            }),
+            Expr::Neg(e, ty) => {
+                let v = e.eval(row)?;
+                arith(BinOp::Sub, &zero_of(ty), &v, ty)
+            }
+            Expr::Binary { op: BinOp::And, left, right, .. } => {
+                let l = left.eval(row)?;
+                if l == Datum::Bool(false) {
+                    return Ok(l);
+                }
+                let r = right.eval(row)?;
+                Ok(match (l, r) {
+                    (_, Datum::Bool(false)) => Datum::Bool(false),
+                    (Datum::Bool(true), Datum::Bool(true)) => Datum::Bool(true),
+                    _ => Datum::Null,
+                })
+            }
+            Expr::Binary { op: BinOp::Or, left, right, .. } => {
+                let l = left.eval(row)?;
+                if l == Datum::Bool(true) {
+                    return Ok(l);
+                }
+                let r = right.eval(row)?;
+                Ok(match (l, r) {
+                    (_, Datum::Bool(true)) => Datum::Bool(true),
+                    (Datum::Bool(false), Datum::Bool(false)) => Datum::Bool(false),
+                    _ => Datum::Null,
+                })
+            }
+            Expr::Binary { op, left, right, ty } => {
+                let l = left.eval(row)?;
+                let r = right.eval(row)?;
+                if l.is_null() || r.is_null() {
+                    return Ok(Datum::Null);
+                }
+                if op.is_comparison() {
+                    let ord = sql_cmp(&l, &r)?;
+                    return Ok(Datum::Bool(match op {
+                        BinOp::Eq => ord == Ordering::Equal,
+                        BinOp::NotEq => ord != Ordering::Equal,
+                        BinOp::Lt => ord == Ordering::Less,
+                        BinOp::LtEq => ord != Ordering::Greater,
+                        BinOp::Gt => ord == Ordering::Greater,
+                        _ => ord != Ordering::Less,
+                    }));
+                }
+                if *op == BinOp::Concat {
+                    return Ok(Datum::Text(format!("{}{}", text_of(&l), text_of(&r))));
+                }
+                arith(*op, &l, &r, ty)
+            }
+            Expr::IsNull { expr, negated } => Ok(Datum::Bool(expr.eval(row)?.is_null() != *negated)),
+            Expr::InList { expr, list, negated } => {
+                let v = expr.eval(row)?;
+                if v.is_null() {
+                    return Ok(Datum::Null);
+                }
+                let mut saw_null = false;
+                for e in list {
+                    let x = e.eval(row)?;
+                    if x.is_null() {
+                        saw_null = true;
+                    } else if sql_cmp(&v, &x)? == Ordering::Equal {
+                        return Ok(Datum::Bool(!negated));
+                    }
+                }
+                Ok(if saw_null { Datum::Null } else { Datum::Bool(*negated) })
+            }
+            Expr::Like { expr, pattern, negated, case_insensitive } => {
+                let v = expr.eval(row)?;
+                let p = pattern.eval(row)?;
+                match (v, p) {
+                    (Datum::Text(s), Datum::Text(p)) => {
+                        let m = if *case_insensitive { like(&s.to_lowercase(), &p.to_lowercase())? } else { like(&s, &p)? };
+                        Ok(Datum::Bool(m != *negated))
+                    }
+                    (Datum::Null, _) | (_, Datum::Null) => Ok(Datum::Null),
+                    _ => err("LIKE needs text operands"),
+                }
+            }
+            Expr::Cast { expr, to } => cast(expr.eval(row)?, to),
+        }
+    }
+
+    /// Evaluates a predicate: only `true` keeps a row.
+    pub fn eval_predicate(&self, row: &[Datum]) -> Result<bool, EvalError> {
+        Ok(self.eval(row)? == Datum::Bool(true))
+    }
+}
+
+fn zero_of(ty: &Type) -> Datum {
+    match ty {
+        Type::Numeric => Datum::Numeric(Numeric::zero()),
+        Type::Float4 => Datum::Float4(F64(0.0)),
+        Type::Float8 => Datum::Float8(F64(0.0)),
+        _ => Datum::Int(0),
+    }
+}
+
+fn text_of(d: &Datum) -> String {
+    match d {
+        Datum::Text(s) | Datum::Json(s) => s.clone(),
+        Datum::Numeric(n) => n.to_string(),
+        Datum::Int(i) => i.to_string(),
+        Datum::Bool(b) => (if *b { "true" } else { "false" }).to_string(),
+        other => {
+            // to_json quoting aside, the text form is what the JSON string holds.
+            let j = other.to_json_string();
+            j.trim_matches('"').to_string()
+        }
+    }
+}
+
+fn as_numeric(d: &Datum) -> Option<Numeric> {
+    match d {
+        Datum::Int(i) => Some(Numeric::from_i64(*i)),
+        Datum::Numeric(n) => Some(n.clone()),
+        _ => None,
+    }
+}
+
+fn as_f64(d: &Datum) -> Option<f64> {
+    match d {
+        Datum::Int(i) => Some(*i as f64),
+        Datum::Numeric(n) => Some(n.to_f64()),
+        Datum::Float4(f) | Datum::Float8(f) => Some(f.0),
+        _ => None,
+    }
+}
+
+/// Compares two non-NULL values as SQL does, across the numeric types.
+pub fn sql_cmp(a: &Datum, b: &Datum) -> Result<Ordering, EvalError> {
+    Ok(match (a, b) {
+        (Datum::Int(x), Datum::Int(y)) => x.cmp(y),
+        (Datum::Numeric(x), Datum::Numeric(y)) => x.cmp_value(y),
+        (Datum::Int(_), Datum::Numeric(_)) | (Datum::Numeric(_), Datum::Int(_)) => {
+            as_numeric(a).unwrap_or_else(Numeric::zero).cmp_value(&as_numeric(b).unwrap_or_else(Numeric::zero))
+        }
+        (Datum::Float4(_) | Datum::Float8(_), _) | (_, Datum::Float4(_) | Datum::Float8(_)) => match (as_f64(a), as_f64(b)) {
+            (Some(x), Some(y)) => F64(x).cmp(&F64(y)),
+            _ => return err(format!("cannot compare {a:?} with {b:?}")),
+        },
+        (Datum::Date(d), Datum::Timestamp(t)) | (Datum::Date(d), Datum::TimestampTz(t)) => {
+            (*d as i64 * 86_400_000_000).cmp(t)
+        }
+        (Datum::Timestamp(t), Datum::Date(d)) | (Datum::TimestampTz(t), Datum::Date(d)) => {
+            t.cmp(&(*d as i64 * 86_400_000_000))
+        }
+        _ if std::mem::discriminant(a) == std::mem::discriminant(b) => a.cmp(b),
+        _ => return err(format!("cannot compare {} with {}", a.to_json_string(), b.to_json_string())),
+    })
+}
+
+fn int_range(ty: &Type) -> (i128, i128, &'static str) {
+    match ty {
+        Type::Int2 => (i16::MIN as i128, i16::MAX as i128, "smallint"),
+        Type::Int4 => (i32::MIN as i128, i32::MAX as i128, "integer"),
+        _ => (i64::MIN as i128, i64::MAX as i128, "bigint"),
+    }
+}
+
+/// Arithmetic at result type `ty`.
+pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalError> {
+    if l.is_null() || r.is_null() {
+        return Ok(Datum::Null);
+    }
+    match ty {
+        Type::Int2 | Type::Int4 | Type::Int8 => {
+            let (Datum::Int(a), Datum::Int(b)) = (l, r) else { return err("integer arithmetic on non-integers") };
+            let (a, b) = (*a as i128, *b as i128);
+            let v = match op {
+                BinOp::Add => a + b,
+                BinOp::Sub => a - b,
+                BinOp::Mul => a * b,
+                BinOp::Div | BinOp::Mod if b == 0 => return err("division by zero"),
+                BinOp::Div => a / b,
+                BinOp::Mod => a % b,
+                _ => return err(format!("operator {} is not arithmetic", op.symbol())),
+            };
+            let (lo, hi, name) = int_range(ty);
+            if v < lo || v > hi {
+                return err(format!("{name} out of range"));
+            }
+            Ok(Datum::Int(v as i64))
+        }
+        Type::Numeric => {
+            let (Some(a), Some(b)) = (as_numeric(l), as_numeric(r)) else { return err("numeric arithmetic on non-numbers") };
+            Ok(Datum::Numeric(match op {
+                BinOp::Add => a.add(&b),
+                BinOp::Sub => a.sub(&b),
+                BinOp::Mul => a.mul(&b),
+                BinOp::Div => a.div(&b).map_err(|e| EvalError(e.to_string()))?,
+                BinOp::Mod => {
+                    // a - trunc(a / b) * b, at the larger scale of the operands.
+                    let q = a.div(&b).map_err(|e| EvalError(e.to_string()))?;
+                    let q = truncate(&q);
+                    a.sub(&q.mul(&b))
+                }
+                _ => return err(format!("operator {} is not arithmetic", op.symbol())),
+            }))
+        }
+        Type::Float4 | Type::Float8 => {
+            let (Some(a), Some(b)) = (as_f64(l), as_f64(r)) else { return err("float arithmetic on non-numbers") };
+            let v = match op {
+                BinOp::Add => a + b,
+                BinOp::Sub => a - b,
+                BinOp::Mul => a * b,
+                BinOp::Div if b == 0.0 => return err("division by zero"),
+                BinOp::Div => a / b,
+                BinOp::Mod => return err("operator does not exist: double precision % double precision"),
+                _ => return err(format!("operator {} is not arithmetic", op.symbol())),
+            };
+            if v.is_infinite() && a.is_finite() && b.is_finite() {
+                return err("value out of range: overflow");
+            }
+            Ok(if *ty == Type::Float4 { Datum::Float4(F64(v as f32 as f64)) } else { Datum::Float8(F64(v)) })
+        }
+        Type::Date => match (op, l, r) {
+            (BinOp::Add, Datum::Date(d), Datum::Int(n)) | (BinOp::Add, Datum::Int(n), Datum::Date(d)) => {
+                Ok(Datum::Date(d.checked_add(*n as i32).ok_or_else(|| EvalError("date out of range".into()))?))
+            }
+            (BinOp::Sub, Datum::Date(d), Datum::Int(n)) => {
+                Ok(Datum::Date(d.checked_sub(*n as i32).ok_or_else(|| EvalError("date out of range".into()))?))
+            }
+            _ => err(format!("operator {} is not supported for dates here", op.symbol())),
+        },
+        _ => match (op, l, r) {
+            (BinOp::Sub, Datum::Date(a), Datum::Date(b)) => Ok(Datum::Int(*a as i64 - *b as i64)),
+            _ => err(format!("operator {} is not supported for type {}", op.symbol(), ty.name())),
+        },
+    }
+}
+
+fn truncate(n: &Numeric) -> Numeric {
+    match n {
+        Numeric::Finite { mantissa, scale } => {
+            let d = num_bigint::BigInt::from(10u32).pow(*scale);
+            Numeric::Finite { mantissa: mantissa / d, scale: 0 }
+        }
+        other => other.clone(),
+    }
+}
+
+/// `value::to` with Postgres's conversion rules for the supported types.
+pub fn cast(v: Datum, to: &Type) -> Result<Datum, EvalError> {
+    if v.is_null() {
+        return Ok(v);
+    }
+    let range_check = |i: i64| -> Result<Datum, EvalError> {
+        let (lo, hi, name) = int_range(to);
+        if (i as i128) < lo || (i as i128) > hi {
+            return err(format!("{name} out of range"));
+        }
+        Ok(Datum::Int(i))
+    };
+    match (to, &v) {
+        (Type::Int2 | Type::Int4 | Type::Int8, Datum::Int(i)) => range_check(*i),
+        (Type::Int2 | Type::Int4 | Type::Int8, Datum::Numeric(n)) => {
+            range_check(n.to_i64_rounded().ok_or_else(|| EvalError(format!("{} out of range", int_range(to).2)))?)
+        }
+        (Type::Int2 | Type::Int4 | Type::Int8, Datum::Float4(f) | Datum::Float8(f)) => {
+            let r = f.0.round_ties_even();
+            if !r.is_finite() || r.abs() > 9.2e18 {
+                return err(format!("{} out of range", int_range(to).2));
+            }
+            range_check(r as i64)
+        }
+        (Type::Numeric, Datum::Int(i)) => Ok(Datum::Numeric(Numeric::from_i64(*i))),
+        (Type::Numeric, Datum::Numeric(_)) => Ok(v),
+        (Type::Numeric, Datum::Float4(f) | Datum::Float8(f)) => {
+            let mut s = String::new();
+            v.write_json(&mut s);
+            let _ = f;
+            Numeric::parse(s.trim_matches('"')).map(Datum::Numeric).map_err(|e| EvalError(e.to_string()))
+        }
+        (Type::Float8, _) => as_f64(&v).map(|f| Datum::Float8(F64(f))).ok_or_else(|| EvalError(format!("cannot cast {v:?} to float8"))),
+        (Type::Float4, _) => {
+            as_f64(&v).map(|f| Datum::Float4(F64(f as f32 as f64))).ok_or_else(|| EvalError(format!("cannot cast {v:?} to float4")))
+        }
+        (Type::Text | Type::Varchar | Type::Bpchar, _) => Ok(Datum::Text(text_of(&v))),
+        (_, Datum::Text(s)) => Datum::from_text(to, s).map_err(|e| EvalError(e.0)),
+        (Type::Timestamp, Datum::Date(d)) => Ok(Datum::Timestamp(*d as i64 * 86_400_000_000)),
+        (Type::TimestampTz, Datum::Date(d)) => Ok(Datum::TimestampTz(*d as i64 * 86_400_000_000)),
+        (Type::TimestampTz, Datum::Timestamp(t)) => Ok(Datum::TimestampTz(*t)),
+        (Type::Timestamp, Datum::TimestampTz(t)) => Ok(Datum::Timestamp(*t)),
+        (Type::Date, Datum::Timestamp(t) | Datum::TimestampTz(t)) => Ok(Datum::Date(t.div_euclid(86_400_000_000) as i32)),
+        (Type::Jsonb | Type::Json, Datum::Json(_)) => Ok(v),
+        _ => err(format!("cannot cast {} to {}", v.to_json_string(), to.name())),
+    }
+}
+
+/// SQL LIKE with `%`, `_` and backslash escapes.
+fn like(s: &str, pattern: &str) -> Result<bool, EvalError> {
+    let s: Vec<char> = s.chars().collect();
+    let mut p: Vec<(char, bool)> = Vec::new(); // (char, is_literal)
+    let mut it = pattern.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some(n) => p.push((n, true)),
+                None => return err("LIKE pattern must not end with escape character"),
+            }
+        } else {
+            p.push((c, false));
+        }
+    }
+    // Iterative matcher with backtracking on the last '%'.
+    let (mut si, mut pi) = (0usize, 0usize);
+    let (mut star_p, mut star_s) = (None::<usize>, 0usize);
+    while si < s.len() {
+        if pi < p.len() && !p[pi].1 && p[pi].0 == '%' {
+            star_p = Some(pi);
+            star_s = si;
+            pi += 1;
+        } else if pi < p.len() && ((!p[pi].1 && p[pi].0 == '_') || p[pi].0 == s[si]) {
+            si += 1;
+            pi += 1;
+        } else if let Some(sp) = star_p {
+            pi = sp + 1;
+            star_s += 1;
+            si = star_s;
+        } else {
+            return Ok(false);
+        }
+    }
+    while pi < p.len() && !p[pi].1 && p[pi].0 == '%' {
+        pi += 1;
+    }
+    Ok(pi == p.len())
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Column(i) => write!(f, "#{i}"),
+            Expr::Literal(d) => write!(f, "{}", d.to_json_string()),
+            Expr::Not(e) => write!(f, "NOT ({e})"),
+            Expr::Neg(e, _) => write!(f, "-({e})"),
+            Expr::Binary { op, left, right, .. } => write!(f, "({left} {} {right})", op.symbol()),
+            Expr::IsNull { expr, negated } => write!(f, "({expr} IS {}NULL)", if *negated { "NOT " } else { "" }),
+            Expr::InList { expr, list, negated } => {
+                write!(f, "({expr} {}IN (", if *negated { "NOT " } else { "" })?;
+                for (i, e) in list.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                write!(f, "))")
+            }
+            Expr::Like { expr, pattern, negated, case_insensitive } => write!(
+                f,
+                "({expr} {}{} {pattern})",
+                if *negated { "NOT " } else { "" },
+                if *case_insensitive { "ILIKE" } else { "LIKE" }
+            ),
+            Expr::Cast { expr, to } => write!(f, "{expr}::{}", to.name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit(d: Datum) -> Box<Expr> {
+        Box::new(Expr::Literal(d))
+    }
+
+    #[test]
+    fn three_valued_logic() {
+        let and = |a, b| Expr::Binary { op: BinOp::And, left: lit(a), right: lit(b), ty: Type::Bool }.eval(&[]).unwrap();
+        assert_eq!(and(Datum::Null, Datum::Bool(false)), Datum::Bool(false));
+        assert_eq!(and(Datum::Null, Datum::Bool(true)), Datum::Null);
+        let inl = Expr::InList { expr: lit(Datum::Int(1)), list: vec![Expr::Literal(Datum::Int(2)), Expr::Literal(Datum::Null)], negated: true };
+        assert_eq!(inl.eval(&[]).unwrap(), Datum::Null);
+    }
+
+    #[test]
+    fn overflow_and_division_errors() {
+        assert!(arith(BinOp::Add, &Datum::Int(i32::MAX as i64), &Datum::Int(1), &Type::Int4).is_err());
+        assert_eq!(arith(BinOp::Add, &Datum::Int(i32::MAX as i64), &Datum::Int(1), &Type::Int8).unwrap(), Datum::Int(2147483648));
+        assert!(arith(BinOp::Div, &Datum::Int(1), &Datum::Int(0), &Type::Int4).is_err());
+        assert_eq!(arith(BinOp::Div, &Datum::Int(-7), &Datum::Int(2), &Type::Int4).unwrap(), Datum::Int(-3));
+    }
+
+    #[test]
+    fn like_patterns() {
+        assert!(like("hello", "h%o").unwrap());
+        assert!(like("hello", "h_llo").unwrap());
+        assert!(!like("hello", "h_lo").unwrap());
+        assert!(like("50%", "50\\%").unwrap());
+        assert!(like("", "%").unwrap());
+        assert!(like("abcabc", "%abc").unwrap());
+    }
+}

@@ -1,0 +1,238 @@
+//! SQL → plan, off the worker threads.
+//!
+//! ```text
+//! queries/NAME.sql ─ parse (sqlparser, PostgreSQL dialect)
+//!                  ─ table_refs: which tables to load from the Postgres catalog
+//!                  ─ bind: names and types → Plan (plan.rs), or a BindError
+//! ```
+//! A view whose SQL is refused never reaches the dataflow; other views are unaffected.
+
+pub mod bind;
+pub mod expr;
+pub mod plan;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sqlparser::ast::{self, Spanned, Statement};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Span;
+
+use crate::pg::catalog::TableInfo;
+use crate::repr::Type;
+pub use plan::Plan;
+
+/// A refused query: what is wrong and where (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindError {
+    pub message: String,
+    pub position: Option<(u64, u64)>,
+}
+
+impl BindError {
+    pub fn new(message: impl Into<String>, span: Span) -> Self {
+        let position = (span.start.line > 0).then_some((span.start.line, span.start.column));
+        BindError { message: message.into(), position }
+    }
+
+    /// The message, its position, and the offending line with a caret under the spot.
+    pub fn render(&self, sql: &str) -> String {
+        match self.position {
+            Some((line, col)) => {
+                let text = sql.lines().nth(line as usize - 1).unwrap_or("");
+                format!("{} at line {line}, column {col}\n  {text}\n  {}^", self.message, " ".repeat(col.saturating_sub(1) as usize))
+            }
+            None => self.message.clone(),
+        }
+    }
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((l, c)) => write!(f, "{} at line {l}, column {c}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// One output column of a view.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type", serialize_with = "type_name")]
+    pub ty: Type,
+}
+
+fn type_name<S: serde::Serializer>(t: &Type, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.name())
+}
+
+/// The tables views may read, loaded from Postgres before binding.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    pub tables: Vec<Arc<TableInfo>>,
+    /// Names that could not be loaded, with the reason (unknown table, no key, ...).
+    pub refused: Vec<(Vec<String>, String)>,
+}
+
+impl Catalog {
+    /// Finds a table by `name` or `schema.name`; an unqualified name prefers `public`.
+    pub fn lookup(&self, parts: &[String]) -> Result<(usize, &TableInfo), String> {
+        if let Some((_, reason)) = self.refused.iter().find(|(p, _)| p.as_slice() == parts) {
+            return Err(reason.clone());
+        }
+        let found: Vec<(usize, &Arc<TableInfo>)> = self
+            .tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| match parts {
+                [name] => &t.name == name,
+                [schema, name] => &t.schema == schema && &t.name == name,
+                _ => false,
+            })
+            .collect();
+        let pick = found.iter().find(|(_, t)| t.schema == "public").or(found.first()).map(|&(i, t)| (i, t));
+        match pick {
+            Some((i, t)) => Ok((i, t.as_ref())),
+            None => Err(format!("relation \"{}\" does not exist", parts.join("."))),
+        }
+    }
+}
+
+/// A bound view: its plan and output columns.
+#[derive(Debug, Clone)]
+pub struct CompiledView {
+    pub plan: Plan,
+    pub columns: Vec<Column>,
+}
+
+/// Parses one view definition: exactly one SELECT statement.
+pub fn parse(sql: &str) -> Result<ast::Query, BindError> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
+        // sqlparser reports "... at Line: L, Column: C"; keep its text as is.
+        BindError { message: format!("syntax error: {e}"), position: None }
+    })?;
+    match statements.as_slice() {
+        [Statement::Query(q)] => Ok((**q).clone()),
+        [] => Err(BindError { message: "the file holds no SQL statement".into(), position: None }),
+        [other] => Err(BindError::new(
+            format!("a view must be a SELECT statement, not {}", other.to_string().split_whitespace().next().unwrap_or("?")),
+            other.span(),
+        )),
+        _ => Err(BindError { message: "a view must be exactly one SELECT statement".into(), position: None }),
+    }
+}
+
+/// Every table name a query mentions in FROM, as written (folded to lower case).
+pub fn table_refs(q: &ast::Query) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let _ = ast::visit_relations(q, |name| {
+        let parts = bind::object_name_parts(name);
+        if !out.contains(&parts) {
+            out.push(parts);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+/// Parses and binds a view against the catalog.
+pub fn compile(sql: &str, catalog: &Catalog) -> Result<CompiledView, BindError> {
+    let q = parse(sql)?;
+    let (plan, columns) = bind::Binder::new(catalog).bind_query(&q)?;
+    Ok(CompiledView { plan, columns })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::catalog::ColumnInfo;
+
+    fn catalog() -> Catalog {
+        let t = |name: &str, cols: &[(&str, Type)]| {
+            Arc::new(TableInfo {
+                oid: 1,
+                schema: "public".into(),
+                name: name.into(),
+                columns: cols.iter().map(|(n, t)| ColumnInfo { name: n.to_string(), ty: t.clone(), type_oid: 0 }).collect(),
+                key: Some(vec![0]),
+                replica_identity: 'd',
+            })
+        };
+        Catalog {
+            tables: vec![
+                t("customers", &[("id", Type::Int4), ("name", Type::Text), ("tier", Type::Text)]),
+                t("orders", &[("id", Type::Int4), ("customer_id", Type::Int4), ("amount", Type::Numeric), ("at", Type::TimestampTz)]),
+                t("odd", &[("id", Type::Int4), ("span", Type::Unsupported { oid: 1186, name: "interval".into() })]),
+            ],
+            refused: vec![],
+        }
+    }
+
+    fn plan(sql: &str) -> String {
+        match compile(sql, &catalog()) {
+            Ok(v) => v.plan.to_string(),
+            Err(e) => panic!("{}", e.render(sql)),
+        }
+    }
+
+    fn refuse(sql: &str) -> String {
+        compile(sql, &catalog()).unwrap_err().render(sql)
+    }
+
+    #[test]
+    fn join_keys_come_from_where_and_on() {
+        let p = plan("SELECT c.name, o.amount FROM customers c, orders o WHERE o.customer_id = c.id AND o.amount > 10");
+        assert!(p.contains("InnerJoin on (#0) = (#1)"), "{p}");
+        assert!(p.contains("Filter (#2 > 10)"), "{p}");
+        let p = plan("SELECT c.name FROM customers c LEFT JOIN orders o ON o.customer_id = c.id AND o.amount > 5");
+        assert!(p.contains("LeftJoin on (#0) = (#1)"), "{p}");
+    }
+
+    #[test]
+    fn aggregates_and_result_types() {
+        let v = compile("SELECT customer_id, count(*), sum(amount), avg(id), sum(id) AS s FROM orders GROUP BY 1 HAVING count(*) > 1", &catalog())
+            .unwrap();
+        let types: Vec<&str> = v.columns.iter().map(|c| c.ty.name()).collect();
+        assert_eq!(types, ["int4", "int8", "numeric", "numeric", "int8"]);
+        assert_eq!(v.columns[1].name, "count");
+        assert_eq!(v.columns[4].name, "s");
+        let v = compile("SELECT count(*) FROM orders", &catalog()).unwrap();
+        assert!(matches!(v.plan, Plan::Reduce { ref keys, .. } if keys.is_empty()) || v.plan.to_string().contains("Reduce keys=[]"));
+    }
+
+    #[test]
+    fn refusals_name_the_construct_and_position() {
+        let e = refuse("SELECT id FROM orders\nWHERE amount > 1 LIMIT 5");
+        assert!(e.contains("LIMIT"), "{e}");
+        let e = refuse("SELECT nope FROM orders");
+        assert!(e.contains("column \"nope\" does not exist at line 1, column 8"), "{e}");
+        let e = refuse("SELECT * FROM missing");
+        assert!(e.contains("relation \"missing\" does not exist"), "{e}");
+        let e = refuse("SELECT id FROM orders UNION SELECT id FROM customers");
+        assert!(e.contains("UNION"), "{e}");
+        let e = refuse("SELECT customer_id, amount FROM orders GROUP BY customer_id");
+        assert!(e.contains("must appear in the GROUP BY clause"), "{e}");
+        let e = refuse("SELECT span FROM odd");
+        assert!(e.contains("interval"), "{e}");
+        let e = refuse("SELECT name FROM customers WHERE name = 1");
+        assert!(e.contains("operator does not exist: text = int4"), "{e}");
+        let e = refuse("DELETE FROM orders");
+        assert!(e.contains("SELECT"), "{e}");
+        let e = refuse("SELEC 1");
+        assert!(e.contains("syntax error"), "{e}");
+    }
+
+    #[test]
+    fn string_literals_take_the_other_operand_type() {
+        let p = plan("SELECT id FROM orders WHERE at >= '2024-01-01 00:00:00+00'");
+        assert!(p.contains("\"2024-01-01T00:00:00+00:00\""), "{p}");
+        let e = refuse("SELECT id FROM orders WHERE at >= 'not a time'");
+        assert!(e.contains("timestamp"), "{e}");
+    }
+}

@@ -1,0 +1,280 @@
+//! The registry of views: each view's definition, its current contents (the
+//! multiset a new subscriber starts from), and a broadcast channel of encoded
+//! events. Every diff batch is encoded to SSE bytes once and the bytes are
+//! shared by all of the view's subscribers.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use crate::pg::Lsn;
+use crate::repr::{write_json_string, write_row_json, Row};
+use crate::sql::Column;
+
+/// Events a slow subscriber may fall behind by before it is sent a fresh
+/// snapshot (marked as a reset) instead of the diffs it missed.
+const CHANNEL_CAPACITY: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Diff,
+    Progress,
+    Error,
+}
+
+/// One encoded SSE event.
+#[derive(Debug)]
+pub struct Event {
+    pub kind: EventKind,
+    pub lsn: Lsn,
+    pub sse: Bytes,
+}
+
+pub struct ViewDef {
+    pub name: String,
+    pub sql: String,
+    pub columns: Vec<Column>,
+    pub plan: String,
+}
+
+struct ViewState {
+    rows: HashMap<Row, i64>,
+    lsn: Lsn,
+    /// Last progress LSN broadcast to subscribers.
+    announced: Lsn,
+    error: Option<String>,
+}
+
+pub struct View {
+    pub def: ViewDef,
+    state: Mutex<ViewState>,
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+/// A view that was refused at compile time.
+pub struct Refused {
+    pub name: String,
+    pub sql: String,
+    pub error: String,
+}
+
+/// What a subscriber starts from.
+pub struct Snapshot {
+    pub lsn: Lsn,
+    pub rows: Vec<Row>,
+    pub error: Option<String>,
+}
+
+pub struct Registry {
+    views: Vec<View>,
+    by_name: HashMap<String, usize>,
+    pub refused: Vec<Refused>,
+    /// Which views read each table, to fail them when the table fails.
+    readers: Vec<Vec<usize>>,
+    streaming: AtomicBool,
+    /// The snapshot's LSN: healthy once progress has reached it while streaming.
+    ready_at: Mutex<Lsn>,
+    progress: Mutex<Lsn>,
+}
+
+fn columns_json(columns: &[Column]) -> String {
+    serde_json::to_string(columns).unwrap_or_else(|_| "[]".into())
+}
+
+impl Registry {
+    pub fn new(defs: Vec<(ViewDef, Vec<usize>)>, refused: Vec<Refused>, num_tables: usize) -> Registry {
+        let mut readers = vec![Vec::new(); num_tables];
+        let mut views = Vec::new();
+        let mut by_name = HashMap::new();
+        for (i, (def, tables)) in defs.into_iter().enumerate() {
+            for t in tables {
+                if !readers[t].contains(&i) {
+                    readers[t].push(i);
+                }
+            }
+            by_name.insert(def.name.clone(), i);
+            let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
+            views.push(View {
+                def,
+                state: Mutex::new(ViewState { rows: HashMap::new(), lsn: Lsn(0), announced: Lsn(0), error: None }),
+                tx,
+            });
+        }
+        Registry { views, by_name, refused, readers, streaming: AtomicBool::new(false), ready_at: Mutex::new(Lsn(u64::MAX)), progress: Mutex::new(Lsn(0)) }
+    }
+
+    pub fn views(&self) -> &[View] {
+        &self.views
+    }
+
+    pub fn get(&self, name: &str) -> Option<(usize, &View)> {
+        self.by_name.get(name).map(|i| (*i, &self.views[*i]))
+    }
+
+    pub fn refused(&self, name: &str) -> Option<&Refused> {
+        self.refused.iter().find(|r| r.name == name)
+    }
+
+    /// The source is streaming after a snapshot taken at `snapshot_lsn`.
+    pub fn set_streaming(&self, up: bool, snapshot_lsn: Lsn) {
+        if up {
+            *self.ready_at.lock().expect("ready lock") = snapshot_lsn;
+        }
+        self.streaming.store(up, Ordering::SeqCst);
+    }
+
+    /// Streaming, and the views reflect the snapshot.
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.load(Ordering::SeqCst) && self.progress() >= *self.ready_at.lock().expect("ready lock")
+    }
+
+    pub fn progress(&self) -> Lsn {
+        *self.progress.lock().expect("progress lock")
+    }
+
+    /// Applies one transaction's changes to a view and broadcasts them as one diff event.
+    pub fn apply(&self, view: usize, lsn: Lsn, changes: &[(Row, isize)]) {
+        let v = &self.views[view];
+        let mut st = v.state.lock().expect("view lock");
+        if st.error.is_some() {
+            return;
+        }
+        for (row, diff) in changes {
+            let n = st.rows.entry(row.clone()).or_insert(0);
+            *n += *diff as i64;
+            if *n == 0 {
+                st.rows.remove(row);
+            }
+        }
+        st.lsn = lsn;
+        st.announced = lsn;
+        let mut data = String::with_capacity(64 + changes.len() * 32);
+        let _ = write!(data, "{{\"lsn\":\"{lsn}\",\"changes\":[");
+        for (i, (row, diff)) in changes.iter().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str("{\"row\":");
+            write_row_json(row, &mut data);
+            let _ = write!(data, ",\"diff\":{diff}}}");
+        }
+        data.push_str("]}");
+        let _ = v.tx.send(Arc::new(Event { kind: EventKind::Diff, lsn, sse: sse_bytes("diff", Some(lsn), &data) }));
+    }
+
+    /// Records that every view is complete up to `lsn`.
+    pub fn advance(&self, lsn: Lsn) {
+        let mut p = self.progress.lock().expect("progress lock");
+        if lsn > *p {
+            *p = lsn;
+        }
+        drop(p);
+        for v in &self.views {
+            let mut st = v.state.lock().expect("view lock");
+            if lsn > st.lsn {
+                st.lsn = lsn;
+            }
+        }
+    }
+
+    /// Broadcasts a progress event to views whose LSN moved since the last one
+    /// (or to all of them when `heartbeat`).
+    pub fn announce_progress(&self, heartbeat: bool) {
+        for v in &self.views {
+            let mut st = v.state.lock().expect("view lock");
+            if st.error.is_some() || (!heartbeat && st.lsn <= st.announced) {
+                continue;
+            }
+            st.announced = st.lsn;
+            let lsn = st.lsn;
+            let data = format!("{{\"lsn\":\"{lsn}\"}}");
+            let _ = v.tx.send(Arc::new(Event { kind: EventKind::Progress, lsn, sse: sse_bytes("progress", None, &data) }));
+        }
+    }
+
+    /// Puts a view into the error state and tells its subscribers.
+    pub fn fail(&self, view: usize, message: &str) {
+        let v = &self.views[view];
+        let mut st = v.state.lock().expect("view lock");
+        if st.error.is_some() {
+            return;
+        }
+        tracing::error!(view = %v.def.name, error = %message, "view failed");
+        st.error = Some(message.to_string());
+        let lsn = st.lsn;
+        let mut data = String::from("{\"message\":");
+        write_json_string(message, &mut data);
+        data.push('}');
+        let _ = v.tx.send(Arc::new(Event { kind: EventKind::Error, lsn, sse: sse_bytes("error", None, &data) }));
+    }
+
+    pub fn fail_table(&self, table: usize, message: &str) {
+        for &v in self.readers.get(table).map(Vec::as_slice).unwrap_or(&[]) {
+            self.fail(v, message);
+        }
+    }
+
+    pub fn fail_all(&self, message: &str) {
+        for i in 0..self.views.len() {
+            self.fail(i, message);
+        }
+    }
+
+    /// The current contents and a receiver for everything after them, taken
+    /// atomically so no event falls between the two.
+    pub fn subscribe(&self, view: usize) -> (Snapshot, broadcast::Receiver<Arc<Event>>) {
+        let v = &self.views[view];
+        let st = v.state.lock().expect("view lock");
+        let rx = v.tx.subscribe();
+        (Snapshot { lsn: st.lsn, rows: expand(&st.rows), error: st.error.clone() }, rx)
+    }
+
+    pub fn snapshot(&self, view: usize) -> Snapshot {
+        self.subscribe(view).0
+    }
+}
+
+/// A multiset as a list with each row repeated by its multiplicity.
+fn expand(rows: &HashMap<Row, i64>) -> Vec<Row> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (row, n) in rows {
+        for _ in 0..(*n).max(0) {
+            out.push(row.clone());
+        }
+    }
+    out
+}
+
+/// Encodes one SSE event.
+pub fn sse_bytes(event: &str, id: Option<Lsn>, data: &str) -> Bytes {
+    let mut s = String::with_capacity(data.len() + 48);
+    let _ = writeln!(s, "event: {event}");
+    if let Some(id) = id {
+        let _ = writeln!(s, "id: {id}");
+    }
+    let _ = write!(s, "data: {data}\n\n");
+    Bytes::from(s)
+}
+
+/// The JSON of a snapshot: `{"lsn", "columns", "rows"}` (plus `"reset": true`
+/// when it replaces diffs a subscriber fell too far behind to receive).
+pub fn snapshot_json(columns: &[Column], snap: &Snapshot, reset: bool) -> String {
+    let mut s = String::with_capacity(64 + snap.rows.len() * 32);
+    let _ = write!(s, "{{\"lsn\":\"{}\",\"columns\":{},\"rows\":[", snap.lsn, columns_json(columns));
+    for (i, row) in snap.rows.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        write_row_json(row, &mut s);
+    }
+    s.push(']');
+    if reset {
+        s.push_str(",\"reset\":true");
+    }
+    s.push('}');
+    s
+}
