@@ -127,6 +127,29 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
+    /// Leaves the cluster running for the rest of this process's life: a small
+    /// watchdog process stops it and removes its directory once the process
+    /// exits, however it exits. For test binaries, whose statics never drop.
+    pub fn stop_when_process_exits(mut self) -> Result<(), String> {
+        let pid = std::process::id();
+        let pg_ctl = self.bin.join("pg_ctl");
+        let stop = match &self.run_as {
+            Some(user) => format!("runuser -u {user} -- {} -D {} -m immediate stop", pg_ctl.display(), self.data_dir().display()),
+            None => format!("{} -D {} -m immediate stop", pg_ctl.display(), self.data_dir().display()),
+        };
+        let script = format!("while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {}", self.dir.display());
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start cleanup watchdog: {e}"))?;
+        self.running = false;
+        self.dir = PathBuf::new();
+        Ok(())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -139,6 +162,8 @@ fn path_str(p: &Path) -> &str {
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         let _ = self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

@@ -173,6 +173,11 @@ fn common_type(a: &Type, b: &Type) -> Option<Type> {
 }
 
 fn cast_to(e: Expr, from: &Type, to: &Type) -> Expr {
+    if let Expr::Literal(d) = &e {
+        if let Ok(folded) = super::expr::cast(d.clone(), to) {
+            return Expr::Literal(folded);
+        }
+    }
     if from == to || (from.is_integer() && to.is_integer()) || (from.is_string() && to.is_string()) || *from == Type::Unknown {
         e
     } else {

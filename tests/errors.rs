@@ -1,0 +1,73 @@
+//! Bad views are refused with a clear error and never take the others down.
+
+use crate::support::{TestDb, TestServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_views_leave_the_others_running() {
+    let db = TestDb::new("refusals").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, amount int); CREATE TABLE nokey (a int, b text); INSERT INTO t VALUES (1, 5);").await;
+    let views = [
+        ("good", "SELECT id, amount FROM t"),
+        ("syntax", "SELEC id FROM t"),
+        ("unsupported", "SELECT id FROM t\nUNION SELECT amount FROM t"),
+        ("unknown_column", "SELECT id, nope FROM t"),
+        ("no_key", "SELECT a FROM nokey"),
+        ("not_a_table", "SELECT * FROM missing_table"),
+    ];
+    let server = TestServer::start(&db, &views).await;
+
+    let (status, list) = server.get("/views").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["good"]);
+
+    for (name, needle) in [
+        ("syntax", "syntax error"),
+        ("unsupported", "UNION"),
+        ("unknown_column", "column \"nope\" does not exist at line 1, column 12"),
+        ("no_key", "REPLICA IDENTITY FULL"),
+        ("not_a_table", "relation \"missing_table\" does not exist"),
+    ] {
+        let (status, body) = server.get(&format!("/views/{name}")).await;
+        assert_eq!(status, 422, "{name}: {body}");
+        let msg = body["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{name}: {msg}");
+        let (status, _) = server.get(&format!("/views/{name}/sse")).await;
+        assert_eq!(status, 422);
+    }
+    let (status, _) = server.get("/views/nothing_here").await;
+    assert_eq!(status, 404);
+
+    let mut f = server.follow("good").await;
+    db.exec("INSERT INTO t VALUES (2, 6)").await;
+    let lsn = db.lsn().await;
+    f.wait_for(lsn).await;
+    assert_eq!(f.rows.len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_errors_fail_only_their_view() {
+    let db = TestDb::new("runtime_errors").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, amount int); INSERT INTO t VALUES (1, 5);").await;
+    let views = [("ratio", "SELECT id, 100 / amount AS r FROM t"), ("plain", "SELECT id, amount FROM t"), ("overflow", "SELECT sum(amount * 1000000) FROM t")];
+    let server = TestServer::start(&db, &views).await;
+    let mut ratio = server.follow("ratio").await;
+    let mut plain = server.follow("plain").await;
+    let mut overflow = server.follow("overflow").await;
+    db.exec("INSERT INTO t VALUES (2, 0)").await;
+    db.exec("INSERT INTO t VALUES (3, 5000)").await;
+    let lsn = db.lsn().await;
+    plain.wait_for(lsn).await;
+    assert_eq!(plain.rows.len(), 3);
+    for (f, needle) in [(&mut ratio, "division by zero"), (&mut overflow, "integer out of range")] {
+        while f.error.is_none() {
+            f.next().await.expect("an error event");
+        }
+        assert!(f.error.as_deref().unwrap().contains(needle), "{:?}", f.error);
+    }
+    let (status, body) = server.get("/views/ratio").await;
+    assert_eq!(status, 500);
+    assert!(body["error"].as_str().unwrap().contains("division by zero"));
+    server.stop().await;
+}

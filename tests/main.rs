@@ -1,0 +1,7 @@
+//! Integration tests against a real PostgreSQL (see tests/support).
+
+mod errors;
+mod oracle;
+mod scenarios;
+mod support;
+mod types;

@@ -1,0 +1,92 @@
+//! A seeded random stream of inserts, updates and deletes over three related
+//! tables; after every transaction each view equals Postgres running its SQL.
+
+use viewcast::demo::Rng;
+
+use crate::support::{assert_same, TestDb, TestServer};
+
+const VIEWS: &[(&str, &str)] = &[
+    ("joined", "SELECT c.name, o.qty, p.price FROM orders o JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id WHERE o.qty > 1"),
+    ("left_joined", "SELECT o.id, o.status, c.region FROM orders o LEFT JOIN customers c ON c.id = o.customer_id"),
+    (
+        "revenue",
+        "SELECT c.region, count(*) AS n, sum(o.qty * p.price) AS revenue, avg(o.qty) AS mean_qty
+         FROM orders o JOIN customers c ON o.customer_id = c.id JOIN products p ON p.id = o.product_id
+         GROUP BY c.region HAVING count(*) > 2",
+    ),
+    ("categories", "SELECT DISTINCT p.category, o.status FROM orders o, products p WHERE o.product_id = p.id"),
+    (
+        "open_per_customer",
+        "SELECT c.id, count(o.id) AS open_orders, max(o.qty) AS biggest FROM customers c LEFT JOIN orders o ON o.customer_id = c.id AND o.status <> 'cancelled' GROUP BY c.id",
+    ),
+    ("totals", "SELECT count(*), sum(qty), min(status), max(qty), avg(qty) FROM orders"),
+    ("filters", "SELECT id, qty FROM orders WHERE (status IN ('new', 'paid') OR qty BETWEEN 3 AND 5) AND NOT (customer_id IS NULL) AND status LIKE '%a%'"),
+];
+
+const STATUSES: &[&str] = &["new", "paid", "shipped", "cancelled"];
+const REGIONS: &[&str] = &["'north'", "'south'", "'east'", "NULL"];
+
+fn random_statement(rng: &mut Rng, next_id: &mut i64) -> String {
+    let cust = |rng: &mut Rng| if rng.below(8) == 0 { "NULL".to_string() } else { (1 + rng.below(12)).to_string() };
+    match rng.below(12) {
+        0..=3 => {
+            *next_id += 1;
+            format!(
+                "INSERT INTO orders VALUES ({}, {}, {}, {}, '{}')",
+                next_id,
+                cust(rng),
+                1 + rng.below(6),
+                1 + rng.below(6),
+                STATUSES[rng.below(4) as usize]
+            )
+        }
+        4 => format!("UPDATE orders SET qty = qty + 1 WHERE id % 7 = {}", rng.below(7)),
+        5 => format!("UPDATE orders SET status = '{}' WHERE id = (SELECT id FROM orders ORDER BY id OFFSET {} LIMIT 1)", STATUSES[rng.below(4) as usize], rng.below(20)),
+        6 => format!("UPDATE orders SET customer_id = {} WHERE id % 5 = {}", cust(rng), rng.below(5)),
+        7 => format!("DELETE FROM orders WHERE id = (SELECT id FROM orders ORDER BY id OFFSET {} LIMIT 1)", rng.below(20)),
+        8 => format!("UPDATE customers SET region = {} WHERE id = {}", REGIONS[rng.below(4) as usize], 1 + rng.below(12)),
+        9 => {
+            let id = 1 + rng.below(12);
+            format!("DELETE FROM customers WHERE id = {id}; INSERT INTO customers VALUES ({id}, 'again {id}', {}) ON CONFLICT DO NOTHING", REGIONS[rng.below(4) as usize])
+        }
+        10 => format!("UPDATE products SET price = price + 0.25 WHERE id = {}", 1 + rng.below(6)),
+        _ => format!("UPDATE orders SET id = id + 1000 WHERE id = (SELECT max(id) FROM orders WHERE id < 1000) AND {} = {}", rng.below(2), rng.below(2)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_transactions_match_postgres() {
+    let seed: u64 = std::env::var("VIEWCAST_ORACLE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    let transactions: usize = std::env::var("VIEWCAST_ORACLE_TXNS").ok().and_then(|s| s.parse().ok()).unwrap_or(80);
+    let db = TestDb::new("oracle").await;
+    db.exec(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text);
+         CREATE TABLE products (id int PRIMARY KEY, price numeric(8,2) NOT NULL, category text NOT NULL);
+         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, product_id int NOT NULL, qty int NOT NULL, status text NOT NULL);
+         INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east',NULL])[1 + i % 4] FROM generate_series(1, 10) i;
+         INSERT INTO products SELECT i, i * 2.5, (ARRAY['a','b'])[1 + i % 2] FROM generate_series(1, 6) i;
+         INSERT INTO orders SELECT i, 1 + i % 11, 1 + i % 6, 1 + i % 4, (ARRAY['new','paid','shipped','cancelled'])[1 + i % 4] FROM generate_series(1, 25) i;",
+    )
+    .await;
+    let server = TestServer::start(&db, VIEWS).await;
+    let mut followers = Vec::new();
+    for (name, _) in VIEWS {
+        followers.push(server.follow(name).await);
+    }
+    let mut rng = Rng::new(seed);
+    let mut next_id = 100i64;
+    for n in 0..transactions {
+        let stmts: Vec<String> = (0..1 + rng.below(4)).map(|_| random_statement(&mut rng, &mut next_id)).collect();
+        db.exec(&format!("BEGIN; {}; COMMIT;", stmts.join("; "))).await;
+        let lsn = db.lsn().await;
+        for (f, (name, sql)) in followers.iter_mut().zip(VIEWS) {
+            f.wait_for(lsn).await;
+            let want = db.oracle(sql).await;
+            if f.rows != want {
+                eprintln!("seed {seed}, transaction {n}: {}", stmts.join("; "));
+            }
+            assert_same(name, lsn, &f.rows, &want);
+        }
+    }
+    server.stop().await;
+}

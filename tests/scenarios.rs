@@ -1,0 +1,160 @@
+//! One behaviour per test: upstream transactions interleaved with what a
+//! subscriber must see.
+
+use crate::support::{assert_same, TestDb, TestServer};
+
+const ORDERS: &str = "CREATE TABLE orders (id int PRIMARY KEY, customer text, amount numeric(10,2), note text);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statement_transaction_arrives_as_one_diff() {
+    let db = TestDb::new("multi_stmt").await;
+    db.exec(ORDERS).await;
+    db.exec("INSERT INTO orders VALUES (1, 'ann', 10, 'x')").await;
+    let server = TestServer::start(&db, &[("all_orders", "SELECT id, customer, amount FROM orders")]).await;
+    let mut f = server.follow("all_orders").await;
+    let before = f.events.len();
+    db.exec("BEGIN; INSERT INTO orders VALUES (2, 'bob', 20, 'y'); INSERT INTO orders VALUES (3, 'cy', 30, 'z'); UPDATE orders SET amount = 11 WHERE id = 1; DELETE FROM orders WHERE id = 3; COMMIT;").await;
+    let lsn = db.lsn().await;
+    f.wait_for(lsn).await;
+    let diffs = f.diffs_since(before);
+    assert_eq!(diffs.len(), 1, "one transaction, one diff: {diffs:?}");
+    let changes = diffs[0].data["changes"].as_array().unwrap();
+    // +bob, -ann(10.00), +ann(11.00); cy was inserted and deleted inside the transaction.
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert_same("all_orders", lsn, &f.rows, &db.oracle("SELECT id, customer, amount FROM orders").await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_transaction_never_appears() {
+    let db = TestDb::new("rollback").await;
+    db.exec(ORDERS).await;
+    let server = TestServer::start(&db, &[("all_orders", "SELECT id, customer FROM orders")]).await;
+    let mut f = server.follow("all_orders").await;
+    db.exec("BEGIN; INSERT INTO orders VALUES (1, 'ghost', 1, ''); ROLLBACK;").await;
+    db.exec("INSERT INTO orders VALUES (2, 'real', 2, '')").await;
+    let lsn = db.lsn().await;
+    f.wait_for(lsn).await;
+    assert!(!f.events.iter().any(|e| e.data.to_string().contains("ghost")), "rolled back row was seen: {:?}", f.events);
+    assert_same("all_orders", lsn, &f.rows, &db.oracle("SELECT id, customer FROM orders").await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_of_key_and_delete_with_default_replica_identity() {
+    let db = TestDb::new("key_update").await;
+    db.exec(ORDERS).await;
+    db.exec("INSERT INTO orders SELECT i, 'c' || i, i * 1.5, 'n' FROM generate_series(1, 5) i").await;
+    // The view projects non-key columns only: the server must know the old rows itself.
+    let sql = "SELECT customer, amount FROM orders WHERE amount > 2";
+    let server = TestServer::start(&db, &[("v", sql)]).await;
+    let mut f = server.follow("v").await;
+    for stmt in [
+        "UPDATE orders SET id = 10 WHERE id = 1",
+        "UPDATE orders SET id = 11, amount = 100 WHERE id = 2",
+        "DELETE FROM orders WHERE id = 3",
+        "UPDATE orders SET customer = 'renamed' WHERE id = 4",
+        "DELETE FROM orders WHERE id = 11",
+    ] {
+        db.exec(stmt).await;
+        let lsn = db.lsn().await;
+        f.wait_for(lsn).await;
+        assert_same("v", lsn, &f.rows, &db.oracle(sql).await);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_toasted_value_is_filled_in() {
+    let db = TestDb::new("toast").await;
+    db.exec("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)").await;
+    // ~40 kB of poorly compressible text is stored out of line (TOASTed).
+    db.exec("INSERT INTO docs SELECT 1, 'first', string_agg(md5(i::text), '') FROM generate_series(1, 1250) i").await;
+    let sql = "SELECT id, title, body FROM docs";
+    let server = TestServer::start(&db, &[("docs_view", sql)]).await;
+    let mut f = server.follow("docs_view").await;
+    db.exec("UPDATE docs SET title = 'second' WHERE id = 1").await;
+    let lsn = db.lsn().await;
+    f.wait_for(lsn).await;
+    assert_same("docs_view", lsn, &f.rows, &db.oracle(sql).await);
+    let row = f.rows.keys().next().expect("one row");
+    assert!(row.len() > 40_000 && row.contains("second"), "body kept, title updated");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nulls_in_join_keys_and_aggregates() {
+    let db = TestDb::new("nulls").await;
+    db.exec(
+        "CREATE TABLE c (id int PRIMARY KEY, name text);
+         CREATE TABLE o (id int PRIMARY KEY, cid int, amount int);
+         INSERT INTO c VALUES (1, 'a'), (2, NULL), (3, 'c');
+         INSERT INTO o VALUES (1, 1, 10), (2, NULL, 5), (3, 1, NULL), (4, 2, 7);",
+    )
+    .await;
+    let views = [
+        ("joined", "SELECT c.name, o.amount FROM o JOIN c ON c.id = o.cid"),
+        ("left_joined", "SELECT o.id, c.name FROM o LEFT JOIN c ON c.id = o.cid"),
+        ("per_customer", "SELECT cid, count(*) AS n, count(amount) AS with_amount, sum(amount) AS total, avg(amount) AS mean, min(amount), max(amount) FROM o GROUP BY cid"),
+        ("overall", "SELECT count(*), sum(amount), avg(amount) FROM o WHERE amount > 1000"),
+        ("by_name", "SELECT c.name, count(o.id) AS orders FROM c LEFT JOIN o ON o.cid = c.id GROUP BY c.name"),
+    ];
+    let server = TestServer::start(&db, &views).await;
+    let mut followers = Vec::new();
+    for (name, _) in &views {
+        followers.push(server.follow(name).await);
+    }
+    for stmt in [
+        "SELECT 1",
+        "INSERT INTO o VALUES (5, NULL, NULL)",
+        "UPDATE o SET cid = 3 WHERE id = 2",
+        "UPDATE c SET name = NULL WHERE id = 1",
+        "INSERT INTO o VALUES (6, 3, 2000)",
+        "DELETE FROM o WHERE amount IS NULL",
+        "DELETE FROM o",
+    ] {
+        db.exec(stmt).await;
+        let lsn = db.lsn().await;
+        for (f, (name, sql)) in followers.iter_mut().zip(&views) {
+            f.wait_for(lsn).await;
+            assert_same(name, lsn, &f.rows, &db.oracle(sql).await);
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reaches_the_current_wal_position_without_changes() {
+    let db = TestDb::new("progress").await;
+    db.exec("CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);").await;
+    let server = TestServer::start(&db, &[("w", "SELECT id FROM watched")]).await;
+    let mut f = server.follow("w").await;
+    db.exec("INSERT INTO other VALUES (1)").await;
+    let lsn = db.lsn().await;
+    f.wait_for(lsn).await;
+    assert!(f.events.iter().any(|e| e.event == "progress"), "progress events arrive");
+    assert!(f.rows.is_empty());
+    let (status, body) = server.get("/views/w").await;
+    assert_eq!(status, 200);
+    assert!(body["lsn"].as_str().unwrap().parse::<viewcast::pg::Lsn>().unwrap() >= lsn);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_empties_views_and_snapshot_endpoint_matches() {
+    let db = TestDb::new("truncate").await;
+    db.exec(ORDERS).await;
+    db.exec("INSERT INTO orders SELECT i, 'c', i, '' FROM generate_series(1, 50) i").await;
+    let sql = "SELECT customer, count(*) AS n, sum(amount) AS s FROM orders GROUP BY customer";
+    let server = TestServer::start(&db, &[("agg", sql)]).await;
+    let mut f = server.follow("agg").await;
+    let (status, body) = server.get("/views/agg").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(body["columns"][2]["type"], "numeric");
+    db.exec("TRUNCATE orders").await;
+    let lsn = db.lsn().await;
+    f.wait_for(lsn).await;
+    assert_same("agg", lsn, &f.rows, &db.oracle(sql).await);
+    server.stop().await;
+}

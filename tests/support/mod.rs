@@ -1,0 +1,251 @@
+//! Test support: one throwaway PostgreSQL per test binary (or the server named
+//! by `VIEWCAST_TEST_PG`), a database per test, a viewcast server per test, and
+//! an SSE follower that builds a view's state the way a subscriber would.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use viewcast::client::SseClient;
+use viewcast::config::Config;
+use viewcast::pg::embedded::EmbeddedPostgres;
+use viewcast::pg::Lsn;
+use viewcast::server::Running;
+
+/// Base conninfo (without dbname) of the shared cluster.
+fn cluster() -> &'static str {
+    static BASE: OnceLock<String> = OnceLock::new();
+    BASE.get_or_init(|| {
+        if let Ok(conninfo) = std::env::var("VIEWCAST_TEST_PG") {
+            return conninfo;
+        }
+        let pg = EmbeddedPostgres::start().expect("start a throwaway PostgreSQL (are the server binaries installed?)");
+        let base = format!("host=127.0.0.1 port={} user=postgres", pg.port);
+        pg.stop_when_process_exits().expect("cleanup watchdog");
+        base
+    })
+}
+
+pub struct TestDb {
+    pub conninfo: String,
+    pub client: tokio_postgres::Client,
+}
+
+pub async fn connect(conninfo: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client.batch_execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1").await.expect("session settings");
+    client
+}
+
+impl TestDb {
+    /// A fresh database named after the test.
+    pub async fn new(name: &str) -> TestDb {
+        let base = cluster().to_string();
+        let admin = connect(&format!("{base} dbname=postgres")).await;
+        let db = format!("t_{name}");
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.expect("drop db");
+        admin.batch_execute(&format!("CREATE DATABASE {db}")).await.expect("create db");
+        let conninfo = format!("{base} dbname={db}");
+        let client = connect(&conninfo).await;
+        TestDb { conninfo, client }
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The WAL position now; after a commit, the view must reach it.
+    pub async fn lsn(&self) -> Lsn {
+        let s: String = self.client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.expect("lsn").get(0);
+        s.parse().expect("lsn text")
+    }
+
+    /// Rows of `sql` as Postgres renders them with to_json, one object per row, as a multiset.
+    pub async fn oracle(&self, sql: &str) -> BTreeMap<String, i64> {
+        let q = format!("SELECT to_json(t)::text FROM ({}) t", sql.trim().trim_end_matches(';'));
+        let rows = self.client.query(&q, &[]).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let text: String = r.get(0);
+            let v: Value = serde_json::from_str(&text).expect("to_json output");
+            *out.entry(v.to_string()).or_insert(0) += 1;
+        }
+        out
+    }
+}
+
+pub struct TestServer {
+    pub running: Running,
+    pub addr: String,
+    dir: PathBuf,
+}
+
+impl TestServer {
+    /// Starts viewcast on `db` with the given views and waits until it is healthy.
+    pub async fn start(db: &TestDb, views: &[(&str, &str)]) -> TestServer {
+        let dir = std::env::temp_dir().join(format!("viewcast-queries-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).expect("queries dir");
+        for (name, sql) in views {
+            std::fs::write(dir.join(format!("{name}.sql")), sql).expect("write view");
+        }
+        let config = Config {
+            pg: db.conninfo.clone(),
+            queries: dir.clone(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            workers: 2,
+            publication: "viewcast".into(),
+        };
+        let running = viewcast::server::start(config).await.expect("server starts");
+        let addr = running.addr.to_string();
+        let server = TestServer { running, addr, dir };
+        server.wait_healthy().await;
+        server
+    }
+
+    pub async fn wait_healthy(&self) {
+        for _ in 0..300 {
+            if let Ok((200, _)) = viewcast::client::get(&self.addr, "/healthz").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not become healthy");
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (status, body) = viewcast::client::get(&self.addr, path).await.expect("GET");
+        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
+    pub async fn follow(&self, view: &str) -> Follower {
+        Follower::new(&self.addr, view).await
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// One event as the follower saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub event: String,
+    pub lsn: Option<Lsn>,
+    pub data: Value,
+}
+
+/// Follows a view's SSE stream and keeps the multiset a subscriber would show.
+pub struct Follower {
+    client: SseClient,
+    pub columns: Vec<String>,
+    pub rows: BTreeMap<String, i64>,
+    pub lsn: Lsn,
+    pub events: Vec<Seen>,
+    pub error: Option<String>,
+}
+
+fn row_key(columns: &[String], row: &Value) -> String {
+    let values = row.as_array().expect("row is an array");
+    assert_eq!(values.len(), columns.len(), "row width matches columns");
+    let mut obj = serde_json::Map::new();
+    for (c, v) in columns.iter().zip(values) {
+        obj.insert(c.clone(), v.clone());
+    }
+    Value::Object(obj).to_string()
+}
+
+impl Follower {
+    pub async fn new(addr: &str, view: &str) -> Follower {
+        let client = SseClient::connect(addr, &format!("/views/{view}/sse")).await.expect("subscribe");
+        let mut f = Follower { client, columns: vec![], rows: BTreeMap::new(), lsn: Lsn(0), events: vec![], error: None };
+        f.next().await.expect("snapshot event");
+        f
+    }
+
+    /// Reads and applies one event.
+    pub async fn next(&mut self) -> Option<Seen> {
+        let ev = tokio::time::timeout(Duration::from_secs(30), self.client.next_event()).await.expect("event within 30 s").expect("stream")?;
+        let data: Value = serde_json::from_str(&ev.data).expect("event data is JSON");
+        let lsn = data.get("lsn").and_then(|l| l.as_str()).map(|l| l.parse::<Lsn>().expect("lsn"));
+        match ev.event.as_str() {
+            "snapshot" => {
+                self.columns = data["columns"].as_array().expect("columns").iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect();
+                self.rows.clear();
+                for row in data["rows"].as_array().expect("rows") {
+                    *self.rows.entry(row_key(&self.columns, row)).or_insert(0) += 1;
+                }
+            }
+            "diff" => {
+                for ch in data["changes"].as_array().expect("changes") {
+                    let k = row_key(&self.columns, &ch["row"]);
+                    let n = self.rows.entry(k.clone()).or_insert(0);
+                    *n += ch["diff"].as_i64().expect("diff");
+                    if *n == 0 {
+                        self.rows.remove(&k);
+                    }
+                }
+            }
+            "progress" => {}
+            "error" => self.error = Some(data["message"].as_str().unwrap_or("").to_string()),
+            other => panic!("unexpected event {other}"),
+        }
+        if let Some(l) = lsn {
+            assert!(l >= self.lsn, "LSNs never go back: {l} after {}", self.lsn);
+            self.lsn = l;
+        }
+        let seen = Seen { event: ev.event, lsn, data };
+        self.events.push(seen.clone());
+        Some(seen)
+    }
+
+    /// Reads events until the view has reached `lsn`.
+    pub async fn wait_for(&mut self, lsn: Lsn) {
+        while self.lsn < lsn {
+            if self.next().await.is_none() {
+                panic!("stream ended before {lsn}");
+            }
+            if let Some(e) = &self.error {
+                panic!("view failed: {e}");
+            }
+        }
+    }
+
+    /// Events from index `from` on that were diffs.
+    pub fn diffs_since(&self, from: usize) -> Vec<&Seen> {
+        self.events[from..].iter().filter(|e| e.event == "diff").collect()
+    }
+}
+
+/// Asserts two multisets are equal, printing the differing rows first.
+pub fn assert_same(view: &str, at: Lsn, got: &BTreeMap<String, i64>, want: &BTreeMap<String, i64>) {
+    if got == want {
+        return;
+    }
+    let mut report = format!("view {view} differs from Postgres at {at}:\n");
+    for (k, n) in want {
+        let g = got.get(k).copied().unwrap_or(0);
+        if g != *n {
+            report.push_str(&format!("  postgres {n} × viewcast {g} × {k}\n"));
+        }
+    }
+    for (k, g) in got {
+        if !want.contains_key(k) {
+            report.push_str(&format!("  postgres 0 × viewcast {g} × {k}\n"));
+        }
+    }
+    panic!("{report}");
+}
