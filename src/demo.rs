@@ -10,20 +10,8 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::pg::embedded::EmbeddedPostgres;
 
-pub const SCHEMA: &str = "
-CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE products (id int PRIMARY KEY, name text NOT NULL, category text NOT NULL, price numeric(10,2) NOT NULL);
-CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL REFERENCES customers, status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE order_items (order_id bigint NOT NULL REFERENCES orders ON DELETE CASCADE, product_id int NOT NULL REFERENCES products, quantity int NOT NULL, PRIMARY KEY (order_id, product_id));
-INSERT INTO customers (id, name, region)
-  SELECT i, 'customer ' || i, (ARRAY['north','south','east','west'])[1 + i % 4] FROM generate_series(1, 40) i;
-INSERT INTO products (id, name, category, price)
-  SELECT i, 'product ' || i, (ARRAY['books','games','tools'])[1 + i % 3], (5 + (i * 37) % 95)::numeric + 0.99 FROM generate_series(1, 15) i;
-INSERT INTO orders (id, customer_id, status)
-  SELECT i, 1 + (i * 7) % 40, (ARRAY['new','paid','shipped'])[1 + i % 3] FROM generate_series(1, 60) i;
-INSERT INTO order_items (order_id, product_id, quantity)
-  SELECT o, 1 + (o * 5 + k) % 15, 1 + (o + k) % 4 FROM generate_series(1, 60) o, generate_series(0, 1) k;
-";
+/// The example schema and data (also used by docker-compose.yml).
+pub const SCHEMA: &str = include_str!("../examples/shop_schema.sql");
 
 /// A small deterministic generator, so demo runs are repeatable.
 pub struct Rng(u64);
@@ -32,14 +20,14 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 

@@ -60,6 +60,7 @@ impl Running {
     /// Stops the source, the HTTP server and the workers.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
+        self.registry.close();
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }

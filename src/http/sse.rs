@@ -25,6 +25,7 @@ struct Subscription {
     /// An event to send before reading the channel again.
     pending: Option<Bytes>,
     done: bool,
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 fn start(reg: &Registry, view: usize, reset: bool) -> (Bytes, broadcast::Receiver<Arc<Event>>, Lsn, bool) {
@@ -47,7 +48,8 @@ fn start(reg: &Registry, view: usize, reset: bool) -> (Bytes, broadcast::Receive
 pub async fn stream(State(reg): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let view = lookup(&reg, &name)?;
     let (first, rx, last, done) = start(&reg, view, false);
-    let sub = Subscription { reg, view, rx, last, pending: Some(first), done };
+    let closed = reg.closed();
+    let sub = Subscription { reg, view, rx, last, pending: Some(first), done, closed };
     let body = futures::stream::unfold(sub, |mut sub| async move {
         loop {
             if let Some(bytes) = sub.pending.take() {
@@ -56,7 +58,11 @@ pub async fn stream(State(reg): State<AppState>, Path(name): Path<String>) -> Re
             if sub.done {
                 return None;
             }
-            match sub.rx.recv().await {
+            let received = tokio::select! {
+                r = sub.rx.recv() => r,
+                _ = sub.closed.wait_for(|c| *c) => return None,
+            };
+            match received {
                 Ok(ev) => {
                     if ev.kind == EventKind::Progress && ev.lsn <= sub.last {
                         continue;

@@ -387,7 +387,7 @@ impl<'a> Binder<'a> {
                 let name = ident_name(id);
                 for item in &s.projection {
                     if let SelectItem::ExprWithAlias { expr, alias } = item {
-                        if ident_name(alias) == name && !self.from_has_column(s, &name) {
+                        if ident_name(alias) == name && !self.any_from_column_named(s, &name) {
                             return Ok(expr.clone());
                         }
                     }
@@ -398,7 +398,7 @@ impl<'a> Binder<'a> {
         }
     }
 
-    fn from_has_column(&self, s: &ast::Select, name: &str) -> bool {
+    fn any_from_column_named(&self, s: &ast::Select, name: &str) -> bool {
         s.from.iter().any(|twj| {
             self.bind_table_with_joins(twj).map(|(_, sc)| sc.cols.iter().any(|c| c.name == name)).unwrap_or(false)
         })

@@ -79,6 +79,8 @@ pub struct Registry {
     /// The snapshot's LSN: healthy once progress has reached it while streaming.
     ready_at: Mutex<Lsn>,
     progress: Mutex<Lsn>,
+    /// Turns true when the server stops, ending every subscriber's stream.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 fn columns_json(columns: &[Column]) -> String {
@@ -104,7 +106,16 @@ impl Registry {
                 tx,
             });
         }
-        Registry { views, by_name, refused, readers, streaming: AtomicBool::new(false), ready_at: Mutex::new(Lsn(u64::MAX)), progress: Mutex::new(Lsn(0)) }
+        Registry { views, by_name, refused, readers, streaming: AtomicBool::new(false), ready_at: Mutex::new(Lsn(u64::MAX)), progress: Mutex::new(Lsn(0)), closed: tokio::sync::watch::channel(false).0 }
+    }
+
+    /// Ends all subscriber streams (server shutdown).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    pub fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closed.subscribe()
     }
 
     pub fn views(&self) -> &[View] {
