@@ -2,6 +2,7 @@
 
 mod errors;
 mod oracle;
+mod restart;
 mod scenarios;
 mod support;
 mod types;

@@ -100,6 +100,9 @@ pub struct Source {
     state: Vec<TableState>,
     /// pgoutput relation id → table index.
     relations: HashMap<u32, usize>,
+    /// State entries as they were before the changes of the transaction being
+    /// received, so a connection lost before its Commit can be undone.
+    undo: Vec<(usize, Row, Option<(Row, isize)>)>,
 }
 
 fn key_of(info: &TableInfo, row: &Row) -> Row {
@@ -117,7 +120,7 @@ impl Source {
     pub fn new(config: SourceConfig) -> Result<Source, String> {
         let pg_config: tokio_postgres::Config = config.conninfo.parse().map_err(|e| format!("invalid --pg conninfo: {e}"))?;
         let state = config.tables.iter().map(|_| TableState::default()).collect();
-        Ok(Source { config, pg_config, state, relations: HashMap::new() })
+        Ok(Source { config, pg_config, state, relations: HashMap::new(), undo: Vec::new() })
     }
 
     /// Runs until `shutdown` turns true or a definite error. Transient errors
@@ -162,6 +165,7 @@ impl Source {
     }
 
     async fn session_with(&mut self, client: &mut tokio_postgres::Client, sink: &mut dyn Sink) -> Result<(), SourceError> {
+        self.rollback_uncommitted();
         client.batch_execute(SESSION_SETTINGS).await?;
         self.ensure_publication(client).await?;
 
@@ -175,10 +179,17 @@ impl Source {
         let tx = client.transaction().await?;
         tx.batch_execute(&format!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'", slot.snapshot_name))
             .await?;
+        // Read everything first: if the connection drops halfway, the state
+        // still matches what the dataflow holds.
+        let mut fresh = Vec::with_capacity(self.config.tables.len());
+        for info in &self.config.tables {
+            fresh.push(copy_table(&tx, info).await?);
+        }
+        tx.commit().await?;
         let mut updates: Updates = Vec::new();
         let mut loaded = 0usize;
-        for (i, info) in self.config.tables.iter().enumerate() {
-            let rows = copy_table(&tx, info).await?;
+        for (i, rows) in fresh.into_iter().enumerate() {
+            let info = &self.config.tables[i];
             loaded += rows.len();
             let state = &mut self.state[i];
             for (_, (row, n)) in state.rows.drain() {
@@ -191,7 +202,6 @@ impl Source {
             }
             state.failed = false;
         }
-        tx.commit().await?;
         info!(tables = self.config.tables.len(), rows = loaded, lsn = %slot.consistent_point, "snapshot loaded");
         sink.transaction(slot.consistent_point, updates);
 
@@ -209,6 +219,7 @@ impl Source {
                         match msg {
                             LogicalMessage::Begin(_) => in_tx = Some(Vec::new()),
                             LogicalMessage::Commit(c) => {
+                                self.undo.clear();
                                 let updates = in_tx.take().unwrap_or_default();
                                 sink.transaction(c.end_lsn, updates);
                                 applied = c.end_lsn;
@@ -270,6 +281,21 @@ impl Source {
         Ok(())
     }
 
+    /// Restores the state to the last committed transaction: the changes of a
+    /// transaction whose Commit never arrived were never handed to the dataflow.
+    fn rollback_uncommitted(&mut self) {
+        while let Some((i, key, previous)) = self.undo.pop() {
+            match previous {
+                Some(entry) => {
+                    self.state[i].rows.insert(key, entry);
+                }
+                None => {
+                    self.state[i].rows.remove(&key);
+                }
+            }
+        }
+    }
+
     fn relation(&mut self, r: Relation, sink: &mut dyn Sink) {
         let Some(i) = self.config.tables.iter().position(|t| t.schema == r.namespace && t.name == r.name) else { return };
         self.relations.insert(r.id, i);
@@ -293,8 +319,9 @@ impl Source {
             LogicalMessage::Truncate(t) => {
                 for id in t.relation_ids {
                     if let Some(&i) = self.relations.get(&id) {
-                        for (_, (row, n)) in self.state[i].rows.drain() {
-                            out.push((i, row, -n));
+                        for (key, (row, n)) in self.state[i].rows.drain() {
+                            out.push((i, row.clone(), -n));
+                            self.undo.push((i, key, Some((row, n))));
                         }
                     }
                 }
@@ -337,6 +364,7 @@ impl Source {
                     }
                 };
                 let state = &mut self.state[i].rows;
+                self.undo.push((i, key.clone(), state.get(&key).cloned()));
                 let Some(entry) = state.get_mut(&key) else {
                     return Err(format!("{}: change to a row viewcast does not know (key {key:?})", info.qualified_name()));
                 };
@@ -352,7 +380,9 @@ impl Source {
         if let Some(t) = new {
             let row = decode(&info, t, old_row.as_ref())?;
             let key = key_of(&info, &row);
-            self.state[i].rows.entry(key).or_insert_with(|| (row.clone(), 0)).1 += 1;
+            let rows = &mut self.state[i].rows;
+            self.undo.push((i, key.clone(), rows.get(&key).cloned()));
+            rows.entry(key).or_insert_with(|| (row.clone(), 0)).1 += 1;
             out.push((i, row, 1));
         }
         Ok(())

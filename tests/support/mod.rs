@@ -57,6 +57,11 @@ impl TestDb {
         TestDb { conninfo, client }
     }
 
+    /// A database on another server (e.g. a cluster a test restarts).
+    pub async fn on(conninfo: &str) -> TestDb {
+        TestDb { conninfo: conninfo.to_string(), client: connect(conninfo).await }
+    }
+
     pub async fn exec(&self, sql: &str) {
         self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
