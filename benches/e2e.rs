@@ -24,11 +24,16 @@ use viewcast::pg::embedded::{find_bin_dir, EmbeddedPostgres};
 use viewcast::pg::Lsn;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn connect(conninfo: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await.expect("connect");
+    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -36,19 +41,41 @@ async fn connect(conninfo: &str) -> tokio_postgres::Client {
 }
 
 async fn lsn(client: &tokio_postgres::Client) -> Lsn {
-    let s: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.expect("lsn").get(0);
+    let s: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .expect("lsn")
+        .get(0);
     s.parse().expect("lsn")
 }
 
 /// Writes the backlog; returns the number of row changes written.
-async fn write_backlog(client: &tokio_postgres::Client, first_id: i64, small: u64, bulk_rows: u64) -> u64 {
+async fn write_backlog(
+    client: &tokio_postgres::Client,
+    first_id: i64,
+    small: u64,
+    bulk_rows: u64,
+) -> u64 {
     let mut rows = 0;
-    let insert = client.prepare("INSERT INTO orders VALUES ($1, $2, $3::float8)").await.expect("prepare");
+    let insert = client
+        .prepare("INSERT INTO orders VALUES ($1, $2, $3::float8)")
+        .await
+        .expect("prepare");
     for i in 0..small as i64 {
         let id = first_id + i;
         let amount = format!("{}.{:02}", id % 500, id % 100);
         client.execute("BEGIN", &[]).await.expect("begin");
-        client.execute(&insert, &[&id, &((id % 100) as i32 + 1), &amount.parse::<f64>().unwrap_or(0.0)]).await.expect("insert");
+        client
+            .execute(
+                &insert,
+                &[
+                    &id,
+                    &((id % 100) as i32 + 1),
+                    &amount.parse::<f64>().unwrap_or(0.0),
+                ],
+            )
+            .await
+            .expect("insert");
         client.execute("COMMIT", &[]).await.expect("commit");
         rows += 1;
     }
@@ -78,7 +105,10 @@ async fn main() {
     let small = env("BENCH_SMALL_TXNS", 5000);
     let bulk = env("BENCH_BULK_ROWS", 50_000);
     let rate = env("BENCH_RATE", 200);
-    let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start).await.unwrap().expect("start PostgreSQL");
+    let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
+        .await
+        .unwrap()
+        .expect("start PostgreSQL");
     let conninfo = pg.conninfo("postgres");
     let client = connect(&conninfo).await;
     client
@@ -92,7 +122,10 @@ async fn main() {
         .expect("schema");
 
     // 1. pg_recvlogical drains a backlog from a slot created before it was written.
-    client.batch_execute("SELECT pg_create_logical_replication_slot('recv', 'pgoutput')").await.expect("slot");
+    client
+        .batch_execute("SELECT pg_create_logical_replication_slot('recv', 'pgoutput')")
+        .await
+        .expect("slot");
     let t = Instant::now();
     let rows = write_backlog(&client, 1, small, bulk).await;
     let write_secs = t.elapsed().as_secs_f64();
@@ -100,12 +133,29 @@ async fn main() {
     let recv = find_bin_dir().expect("bin dir").join("pg_recvlogical");
     let t = Instant::now();
     let status = Command::new(&recv)
-        .args(["-d", &conninfo, "--slot", "recv", "--start", "--endpos", &end.to_string(), "-o", "proto_version=1", "-o", "publication_names=viewcast", "-f", "/dev/null"])
+        .args([
+            "-d",
+            &conninfo,
+            "--slot",
+            "recv",
+            "--start",
+            "--endpos",
+            &end.to_string(),
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=viewcast",
+            "-f",
+            "/dev/null",
+        ])
         .status()
         .expect("run pg_recvlogical");
     assert!(status.success(), "pg_recvlogical failed");
     let recv_secs = t.elapsed().as_secs_f64();
-    client.batch_execute("SELECT pg_drop_replication_slot('recv')").await.expect("drop slot");
+    client
+        .batch_execute("SELECT pg_drop_replication_slot('recv')")
+        .await
+        .expect("drop slot");
 
     // 2. viewcast follows the same workload written again.
     let dir = std::env::temp_dir().join(format!("viewcast-bench-{}", std::process::id()));
@@ -115,9 +165,21 @@ async fn main() {
         "SELECT c.region, count(*) AS orders, sum(o.amount) AS revenue FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.region",
     )
     .unwrap();
-    std::fs::write(dir.join("probe.sql"), "SELECT id FROM orders WHERE id >= 100000000").unwrap();
-    let config = Config { pg: conninfo.clone(), queries: dir.clone(), listen: "127.0.0.1:0".parse().unwrap(), workers: 2, publication: "viewcast".into() };
-    let running = viewcast::server::start(config).await.expect("viewcast starts");
+    std::fs::write(
+        dir.join("probe.sql"),
+        "SELECT id FROM orders WHERE id >= 100000000",
+    )
+    .unwrap();
+    let config = Config {
+        pg: conninfo.clone(),
+        queries: dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
+        publication: "viewcast".into(),
+    };
+    let running = viewcast::server::start(config)
+        .await
+        .expect("viewcast starts");
     let addr = running.addr.to_string();
     while !running.registry.is_streaming() {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -134,7 +196,9 @@ async fn main() {
     let vc_lag = after_write.elapsed().as_secs_f64();
 
     // 3. Latency at a steady rate: commit acknowledged → diff received over SSE.
-    let mut sse = SseClient::connect(&addr, "/views/probe/sse").await.expect("subscribe");
+    let mut sse = SseClient::connect(&addr, "/views/probe/sse")
+        .await
+        .expect("subscribe");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
     let reader = tokio::spawn(async move {
         while let Ok(Some(ev)) = sse.next_event().await {
@@ -157,7 +221,10 @@ async fn main() {
     for i in 0..total as i64 {
         tick.tick().await;
         let id = 100_000_000 + i;
-        client.execute("INSERT INTO orders VALUES ($1, 1, 1)", &[&id]).await.expect("insert");
+        client
+            .execute("INSERT INTO orders VALUES ($1, 1, 1)", &[&id])
+            .await
+            .expect("insert");
         committed.insert(id, Instant::now());
     }
     let mut latencies = Vec::new();
@@ -175,11 +242,34 @@ async fn main() {
     println!();
     println!("viewcast end-to-end benchmark (2 workers; {small} single-row transactions + 3 bulk transactions of {bulk} rows)");
     println!("{:<44} {:>12} {:>12}", "", "seconds", "rows/s");
-    println!("{:<44} {:>12.2} {:>12.0}", "write the backlog (reference writer)", write_secs, rows as f64 / write_secs);
-    println!("{:<44} {:>12.2} {:>12.0}", "pg_recvlogical drains it (pgoutput)", recv_secs, rows as f64 / recv_secs);
-    println!("{:<44} {:>12.2} {:>12.0}", "write it again while viewcast follows", write2_secs, rows2 as f64 / write2_secs);
-    println!("{:<44} {:>12.2} {:>12.0}", "viewcast: first write to views caught up", vc_secs, rows2 as f64 / vc_secs);
-    println!("{:<44} {:>12.2}", "viewcast: lag after the writer finished", vc_lag);
+    println!(
+        "{:<44} {:>12.2} {:>12.0}",
+        "write the backlog (reference writer)",
+        write_secs,
+        rows as f64 / write_secs
+    );
+    println!(
+        "{:<44} {:>12.2} {:>12.0}",
+        "pg_recvlogical drains it (pgoutput)",
+        recv_secs,
+        rows as f64 / recv_secs
+    );
+    println!(
+        "{:<44} {:>12.2} {:>12.0}",
+        "write it again while viewcast follows",
+        write2_secs,
+        rows2 as f64 / write2_secs
+    );
+    println!(
+        "{:<44} {:>12.2} {:>12.0}",
+        "viewcast: first write to views caught up",
+        vc_secs,
+        rows2 as f64 / vc_secs
+    );
+    println!(
+        "{:<44} {:>12.2}",
+        "viewcast: lag after the writer finished", vc_lag
+    );
     println!(
         "ratio: viewcast end-to-end rows/s ÷ pg_recvlogical drain rows/s = {:.2}",
         (rows2 as f64 / vc_secs) / (rows as f64 / recv_secs)

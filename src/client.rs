@@ -35,9 +35,16 @@ impl SseClient {
     /// Opens `GET path` on `addr` (`host:port`) and reads the response head.
     pub async fn connect(addr: &str, path: &str) -> Result<SseClient, ClientError> {
         let mut stream = TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
         stream.write_all(req.as_bytes()).await?;
-        let mut c = SseClient { stream, buf: BytesMut::new(), chunked: false, chunk_left: 0, body: BytesMut::new() };
+        let mut c = SseClient {
+            stream,
+            buf: BytesMut::new(),
+            chunked: false,
+            chunk_left: 0,
+            body: BytesMut::new(),
+        };
         let head = loop {
             if let Some(i) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&c.buf[..i]).into_owned();
@@ -45,14 +52,25 @@ impl SseClient {
                 break head;
             }
             if c.stream.read_buf(&mut c.buf).await? == 0 {
-                return Err(ClientError::Protocol("connection closed before the response head".into()));
+                return Err(ClientError::Protocol(
+                    "connection closed before the response head".into(),
+                ));
             }
         };
-        let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| ClientError::Protocol(head.clone()))?;
-        c.chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ClientError::Protocol(head.clone()))?;
+        c.chunked = head.lines().any(|l| {
+            l.to_ascii_lowercase().starts_with("transfer-encoding:")
+                && l.to_ascii_lowercase().contains("chunked")
+        });
         if status != 200 {
             let mut body = String::new();
-            while let Ok(Ok(Some(bytes))) = tokio::time::timeout(std::time::Duration::from_secs(2), c.read_body()).await {
+            while let Ok(Ok(Some(bytes))) =
+                tokio::time::timeout(std::time::Duration::from_secs(2), c.read_body()).await
+            {
                 body.push_str(&String::from_utf8_lossy(&bytes));
                 if !body.is_empty() {
                     break;
@@ -86,8 +104,11 @@ impl SseClient {
                 if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
                     let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
                     self.buf.advance(i + 2);
-                    let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                        .map_err(|_| ClientError::Protocol(format!("bad chunk size {line:?}")))?;
+                    let size =
+                        usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                            .map_err(|_| {
+                                ClientError::Protocol(format!("bad chunk size {line:?}"))
+                            })?;
                     if size == 0 {
                         return Ok(None);
                     }
@@ -107,7 +128,11 @@ impl SseClient {
             if let Some(i) = self.body.windows(2).position(|w| w == b"\n\n") {
                 let block = String::from_utf8_lossy(&self.body[..i]).into_owned();
                 self.body.advance(i + 2);
-                let mut ev = SseEvent { event: "message".into(), id: None, data: String::new() };
+                let mut ev = SseEvent {
+                    event: "message".into(),
+                    id: None,
+                    data: String::new(),
+                };
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("event: ") {
                         ev.event = v.to_string();
@@ -138,9 +163,22 @@ pub async fn get(addr: &str, path: &str) -> Result<(u16, String), ClientError> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| ClientError::Protocol("no response head".into()))?;
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| ClientError::Protocol(head.to_string()))?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| ClientError::Protocol("no response head".into()))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ClientError::Protocol(head.to_string()))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 

@@ -24,5 +24,7 @@ pub struct Config {
 
 /// Default worker count: the machine's cores.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

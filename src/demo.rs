@@ -18,7 +18,10 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1)
+        Rng(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            | 1)
     }
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -33,19 +36,31 @@ impl Rng {
 
 /// Commits one realistic transaction: a new order with items, a status change,
 /// or the removal of an old shipped order.
-pub async fn write_one(client: &mut tokio_postgres::Client, rng: &mut Rng, next_order: &mut i64) -> Result<(), tokio_postgres::Error> {
+pub async fn write_one(
+    client: &mut tokio_postgres::Client,
+    rng: &mut Rng,
+    next_order: &mut i64,
+) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     match rng.below(10) {
         0..=4 => {
             let id = *next_order;
             *next_order += 1;
             let customer = 1 + rng.below(40) as i32;
-            tx.execute("INSERT INTO orders (id, customer_id, status) VALUES ($1, $2, 'new')", &[&id, &customer]).await?;
+            tx.execute(
+                "INSERT INTO orders (id, customer_id, status) VALUES ($1, $2, 'new')",
+                &[&id, &customer],
+            )
+            .await?;
             let first = rng.below(15) as i32;
             for k in 0..(1 + rng.below(3) as i32) {
                 let product = 1 + (first + k) % 15;
                 let qty = 1 + rng.below(4) as i32;
-                tx.execute("INSERT INTO order_items (order_id, product_id, quantity) VALUES ($1, $2, $3)", &[&id, &product, &qty]).await?;
+                tx.execute(
+                    "INSERT INTO order_items (order_id, product_id, quantity) VALUES ($1, $2, $3)",
+                    &[&id, &product, &qty],
+                )
+                .await?;
             }
         }
         5..=7 => {
@@ -67,18 +82,33 @@ pub async fn write_one(client: &mut tokio_postgres::Client, rng: &mut Rng, next_
     tx.commit().await
 }
 
-pub async fn run(queries: PathBuf, listen: std::net::SocketAddr, workers: usize) -> anyhow::Result<()> {
+pub async fn run(
+    queries: PathBuf,
+    listen: std::net::SocketAddr,
+    workers: usize,
+) -> anyhow::Result<()> {
     info!("starting a throwaway PostgreSQL");
-    let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start).await?.map_err(anyhow::Error::msg)?;
+    let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
+        .await?
+        .map_err(anyhow::Error::msg)?;
     let conninfo = pg.conninfo("postgres");
     let (mut client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     client.batch_execute(SCHEMA).await?;
-    let config = Config { pg: conninfo, queries, listen, workers, publication: crate::config::DEFAULT_PUBLICATION.into() };
+    let config = Config {
+        pg: conninfo,
+        queries,
+        listen,
+        workers,
+        publication: crate::config::DEFAULT_PUBLICATION.into(),
+    };
     let running = crate::server::start(config).await?;
-    println!("viewcast demo: open http://{}/ (Ctrl-C to stop)", running.addr);
+    println!(
+        "viewcast demo: open http://{}/ (Ctrl-C to stop)",
+        running.addr
+    );
     let mut rng = Rng::new(42);
     let mut next_order = 1000i64;
     let ctrl_c = tokio::signal::ctrl_c();

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use viewcast::config::{default_workers, Config, DEFAULT_LISTEN, DEFAULT_PUBLICATION};
 
 #[derive(Parser)]
-#[command(name = "viewcast", version, about = "Live SQL views over PostgreSQL logical replication")]
+#[command(
+    name = "viewcast",
+    version,
+    about = "Live SQL views over PostgreSQL logical replication"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,23 +54,42 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve { pg, queries, listen, workers, publication } => {
-            let config = Config { pg, queries, listen, workers: workers.unwrap_or_else(default_workers), publication };
+        Command::Serve {
+            pg,
+            queries,
+            listen,
+            workers,
+            publication,
+        } => {
+            let config = Config {
+                pg,
+                queries,
+                listen,
+                workers: workers.unwrap_or_else(default_workers),
+                publication,
+            };
             viewcast::server::run(config, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await
             .context("viewcast serve")?;
         }
-        Command::Demo { queries, listen, workers } => {
+        Command::Demo {
+            queries,
+            listen,
+            workers,
+        } => {
             viewcast::demo::run(queries, listen, workers.unwrap_or_else(default_workers)).await?;
         }
         Command::Tail { addr, view } => {
-            let mut c = viewcast::client::SseClient::connect(&addr, &format!("/views/{view}/sse")).await?;
+            let mut c =
+                viewcast::client::SseClient::connect(&addr, &format!("/views/{view}/sse")).await?;
             while let Some(ev) = c.next_event().await? {
                 println!("{} {} {}", ev.event, ev.id.unwrap_or_default(), ev.data);
             }

@@ -34,7 +34,10 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot read the queries directory {path}: {source}")]
-    Queries { path: String, source: std::io::Error },
+    Queries {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid --pg conninfo: {0}")]
     Conninfo(String),
     #[error("cannot connect to PostgreSQL: {0}")]
@@ -42,7 +45,10 @@ pub enum ServerError {
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("dataflow: {0}")]
     Dataflow(String),
 }
@@ -73,14 +79,23 @@ impl Running {
 
 /// Reads `dir/*.sql`, sorted by name: one view per file, named by the file stem.
 pub fn read_queries(dir: &Path) -> Result<Vec<(String, String)>, ServerError> {
-    let err = |source| ServerError::Queries { path: dir.display().to_string(), source };
+    let err = |source| ServerError::Queries {
+        path: dir.display().to_string(),
+        source,
+    };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let path = entry.map_err(err)?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("sql") {
             continue;
         }
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
+        let Some(name) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
         let sql = std::fs::read_to_string(&path).map_err(err)?;
         out.push((name, sql));
     }
@@ -88,7 +103,9 @@ pub fn read_queries(dir: &Path) -> Result<Vec<(String, String)>, ServerError> {
     Ok(out)
 }
 
-async fn connect_with_patience(pg: &tokio_postgres::Config) -> Result<tokio_postgres::Client, ServerError> {
+async fn connect_with_patience(
+    pg: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, ServerError> {
     let start = std::time::Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
@@ -114,7 +131,14 @@ async fn connect_with_patience(pg: &tokio_postgres::Config) -> Result<tokio_post
 pub async fn compile_views(
     client: &tokio_postgres::Client,
     queries: &[(String, String)],
-) -> Result<(Catalog, Vec<(String, String, sql::CompiledView)>, Vec<Refused>), ServerError> {
+) -> Result<
+    (
+        Catalog,
+        Vec<(String, String, sql::CompiledView)>,
+        Vec<Refused>,
+    ),
+    ServerError,
+> {
     let mut catalog = Catalog::default();
     let mut wanted: Vec<Vec<String>> = Vec::new();
     for (_, text) in queries {
@@ -133,7 +157,9 @@ pub async fn compile_views(
                     catalog.tables.push(Arc::new(info));
                 }
             }
-            Err(CatalogError::Postgres(e)) => return Err(ServerError::Catalog(CatalogError::Postgres(e))),
+            Err(CatalogError::Postgres(e)) => {
+                return Err(ServerError::Catalog(CatalogError::Postgres(e)))
+            }
             Err(e) => catalog.refused.push((parts, e.to_string())),
         }
     }
@@ -145,7 +171,11 @@ pub async fn compile_views(
             Err(e) => {
                 let rendered = e.render(text);
                 error!(view = %name, "view refused: {rendered}");
-                refused.push(Refused { name: name.clone(), sql: text.clone(), error: e.to_string() });
+                refused.push(Refused {
+                    name: name.clone(),
+                    sql: text.clone(),
+                    error: e.to_string(),
+                });
             }
         }
     }
@@ -172,32 +202,55 @@ impl Sink for DataflowSink {
     }
     fn failed(&mut self, message: String) {
         error!(error = %message, "replication stopped");
-        self.registry.fail_all(&format!("replication stopped: {message}"));
+        self.registry
+            .fail_all(&format!("replication stopped: {message}"));
     }
 }
 
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     let queries = read_queries(&config.queries)?;
-    let pg: tokio_postgres::Config = config.pg.parse().map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))?;
+    let pg: tokio_postgres::Config = config
+        .pg
+        .parse()
+        .map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))?;
     let client = connect_with_patience(&pg).await?;
-    client.batch_execute(SESSION_SETTINGS).await.map_err(ServerError::Connect)?;
+    client
+        .batch_execute(SESSION_SETTINGS)
+        .await
+        .map_err(ServerError::Connect)?;
     let (catalog, compiled, refused) = compile_views(&client, &queries).await?;
     drop(client);
-    info!(views = compiled.len(), refused = refused.len(), tables = catalog.tables.len(), "views compiled");
+    info!(
+        views = compiled.len(),
+        refused = refused.len(),
+        tables = catalog.tables.len(),
+        "views compiled"
+    );
 
     let mut defs = Vec::new();
     let mut plans = Vec::new();
     for (name, text, view) in compiled {
         let mut tables = Vec::new();
         view.plan.tables(&mut tables);
-        defs.push((ViewDef { name, sql: text, columns: view.columns, plan: view.plan.to_string() }, tables));
+        defs.push((
+            ViewDef {
+                name,
+                sql: text,
+                columns: view.columns,
+                plan: view.plan.to_string(),
+            },
+            tables,
+        ));
         plans.push(view.plan);
     }
     let registry = Arc::new(Registry::new(defs, refused, catalog.tables.len()));
 
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
-    let dataflow = Arc::new(Dataflow::start(config.workers, catalog.tables.len(), plans, out_tx).map_err(ServerError::Dataflow)?);
+    let dataflow = Arc::new(
+        Dataflow::start(config.workers, catalog.tables.len(), plans, out_tx)
+            .map_err(ServerError::Dataflow)?,
+    );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -235,14 +288,33 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         }
     }));
 
-    let source = Source::new(SourceConfig { conninfo: config.pg.clone(), publication: config.publication.clone(), tables: catalog.tables.clone() })
-        .map_err(ServerError::Conninfo)?;
-    let mut sink = DataflowSink { dataflow: dataflow.clone(), registry: registry.clone() };
+    let source = Source::new(SourceConfig {
+        conninfo: config.pg.clone(),
+        publication: config.publication.clone(),
+        tables: catalog.tables.clone(),
+    })
+    .map_err(ServerError::Conninfo)?;
+    let mut sink = DataflowSink {
+        dataflow: dataflow.clone(),
+        registry: registry.clone(),
+    };
     let stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move { source.run(&mut sink, stop).await }));
+    tasks.push(tokio::spawn(
+        async move { source.run(&mut sink, stop).await },
+    ));
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let app = crate::http::router(registry.clone());
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -254,7 +326,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         }
     }));
     info!(%addr, "serving");
-    Ok(Running { addr, registry, shutdown, tasks, dataflow: Some(dataflow) })
+    Ok(Running {
+        addr,
+        registry,
+        shutdown,
+        tasks,
+        dataflow: Some(dataflow),
+    })
 }
 
 /// Runs the server until `shutdown` completes.

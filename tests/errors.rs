@@ -9,7 +9,10 @@ async fn refused_views_leave_the_others_running() {
     let views = [
         ("good", "SELECT id, amount FROM t"),
         ("syntax", "SELEC id FROM t"),
-        ("unsupported", "SELECT id FROM t\nUNION SELECT amount FROM t"),
+        (
+            "unsupported",
+            "SELECT id FROM t\nUNION SELECT amount FROM t",
+        ),
         ("unknown_column", "SELECT id, nope FROM t"),
         ("no_key", "SELECT a FROM nokey"),
         ("not_a_table", "SELECT * FROM missing_table"),
@@ -18,13 +21,21 @@ async fn refused_views_leave_the_others_running() {
 
     let (status, list) = server.get("/views").await;
     assert_eq!(status, 200);
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["good"]);
 
     for (name, needle) in [
         ("syntax", "syntax error"),
         ("unsupported", "UNION"),
-        ("unknown_column", "column \"nope\" does not exist at line 1, column 12"),
+        (
+            "unknown_column",
+            "column \"nope\" does not exist at line 1, column 12",
+        ),
         ("no_key", "REPLICA IDENTITY FULL"),
         ("not_a_table", "relation \"missing_table\" does not exist"),
     ] {
@@ -49,8 +60,13 @@ async fn refused_views_leave_the_others_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_errors_fail_only_their_view() {
     let db = TestDb::new("runtime_errors").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY, amount int); INSERT INTO t VALUES (1, 5);").await;
-    let views = [("ratio", "SELECT id, 100 / amount AS r FROM t"), ("plain", "SELECT id, amount FROM t"), ("overflow", "SELECT sum(amount * 1000000) FROM t")];
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, amount int); INSERT INTO t VALUES (1, 5);")
+        .await;
+    let views = [
+        ("ratio", "SELECT id, 100 / amount AS r FROM t"),
+        ("plain", "SELECT id, amount FROM t"),
+        ("overflow", "SELECT sum(amount * 1000000) FROM t"),
+    ];
     let server = TestServer::start(&db, &views).await;
     let mut ratio = server.follow("ratio").await;
     let mut plain = server.follow("plain").await;
@@ -60,11 +76,18 @@ async fn runtime_errors_fail_only_their_view() {
     let lsn = db.lsn().await;
     plain.wait_for(lsn).await;
     assert_eq!(plain.rows.len(), 3);
-    for (f, needle) in [(&mut ratio, "division by zero"), (&mut overflow, "integer out of range")] {
+    for (f, needle) in [
+        (&mut ratio, "division by zero"),
+        (&mut overflow, "integer out of range"),
+    ] {
         while f.error.is_none() {
             f.next().await.expect("an error event");
         }
-        assert!(f.error.as_deref().unwrap().contains(needle), "{:?}", f.error);
+        assert!(
+            f.error.as_deref().unwrap().contains(needle),
+            "{:?}",
+            f.error
+        );
     }
     let (status, body) = server.get("/views/ratio").await;
     assert_eq!(status, 500);

@@ -27,7 +27,13 @@ const STATUSES: &[&str] = &["new", "paid", "shipped", "cancelled"];
 const REGIONS: &[&str] = &["'north'", "'south'", "'east'", "NULL"];
 
 fn random_statement(rng: &mut Rng, next_id: &mut i64) -> String {
-    let cust = |rng: &mut Rng| if rng.below(8) == 0 { "NULL".to_string() } else { (1 + rng.below(12)).to_string() };
+    let cust = |rng: &mut Rng| {
+        if rng.below(8) == 0 {
+            "NULL".to_string()
+        } else {
+            (1 + rng.below(12)).to_string()
+        }
+    };
     match rng.below(12) {
         0..=3 => {
             *next_id += 1;
@@ -56,8 +62,14 @@ fn random_statement(rng: &mut Rng, next_id: &mut i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_transactions_match_postgres() {
-    let seed: u64 = std::env::var("VIEWCAST_ORACLE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
-    let transactions: usize = std::env::var("VIEWCAST_ORACLE_TXNS").ok().and_then(|s| s.parse().ok()).unwrap_or(80);
+    let seed: u64 = std::env::var("VIEWCAST_ORACLE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let transactions: usize = std::env::var("VIEWCAST_ORACLE_TXNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(80);
     let db = TestDb::new("oracle").await;
     db.exec(
         "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text);
@@ -76,8 +88,11 @@ async fn random_transactions_match_postgres() {
     let mut rng = Rng::new(seed);
     let mut next_id = 100i64;
     for n in 0..transactions {
-        let stmts: Vec<String> = (0..1 + rng.below(4)).map(|_| random_statement(&mut rng, &mut next_id)).collect();
-        db.exec(&format!("BEGIN; {}; COMMIT;", stmts.join("; "))).await;
+        let stmts: Vec<String> = (0..1 + rng.below(4))
+            .map(|_| random_statement(&mut rng, &mut next_id))
+            .collect();
+        db.exec(&format!("BEGIN; {}; COMMIT;", stmts.join("; ")))
+            .await;
         let lsn = db.lsn().await;
         for (f, (name, sql)) in followers.iter_mut().zip(VIEWS) {
             f.wait_for(lsn).await;

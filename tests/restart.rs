@@ -9,7 +9,10 @@ use crate::support::{assert_same, TestDb, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_resumes_without_gaps() {
-    let mut pg = tokio::task::spawn_blocking(EmbeddedPostgres::start).await.unwrap().expect("own cluster");
+    let mut pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
+        .await
+        .unwrap()
+        .expect("own cluster");
     let conninfo = pg.conninfo("postgres");
     let db = TestDb::on(&conninfo).await;
     db.exec("CREATE TABLE t (id int PRIMARY KEY, grp text, n int); INSERT INTO t SELECT i, 'g' || (i % 3), i FROM generate_series(1, 30) i;").await;
@@ -28,7 +31,8 @@ async fn postgres_restart_resumes_without_gaps() {
     // Changes made before viewcast has reconnected arrive through the new snapshot,
     // the rest through the new stream.
     let db = TestDb::on(&conninfo).await;
-    db.exec("DELETE FROM t WHERE id % 5 = 0; INSERT INTO t VALUES (100, 'new', 1);").await;
+    db.exec("DELETE FROM t WHERE id % 5 = 0; INSERT INTO t VALUES (100, 'new', 1);")
+        .await;
     let (status, _) = server.get("/healthz").await;
     assert!(status == 200 || status == 503);
     server.wait_healthy().await;

@@ -3,14 +3,20 @@
 
 use crate::support::{assert_same, TestDb, TestServer};
 
-const ORDERS: &str = "CREATE TABLE orders (id int PRIMARY KEY, customer text, amount numeric(10,2), note text);";
+const ORDERS: &str =
+    "CREATE TABLE orders (id int PRIMARY KEY, customer text, amount numeric(10,2), note text);";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_statement_transaction_arrives_as_one_diff() {
     let db = TestDb::new("multi_stmt").await;
     db.exec(ORDERS).await;
-    db.exec("INSERT INTO orders VALUES (1, 'ann', 10, 'x')").await;
-    let server = TestServer::start(&db, &[("all_orders", "SELECT id, customer, amount FROM orders")]).await;
+    db.exec("INSERT INTO orders VALUES (1, 'ann', 10, 'x')")
+        .await;
+    let server = TestServer::start(
+        &db,
+        &[("all_orders", "SELECT id, customer, amount FROM orders")],
+    )
+    .await;
     let mut f = server.follow("all_orders").await;
     let before = f.events.len();
     db.exec("BEGIN; INSERT INTO orders VALUES (2, 'bob', 20, 'y'); INSERT INTO orders VALUES (3, 'cy', 30, 'z'); UPDATE orders SET amount = 11 WHERE id = 1; DELETE FROM orders WHERE id = 3; COMMIT;").await;
@@ -21,7 +27,12 @@ async fn multi_statement_transaction_arrives_as_one_diff() {
     let changes = diffs[0].data["changes"].as_array().unwrap();
     // +bob, -ann(10.00), +ann(11.00); cy was inserted and deleted inside the transaction.
     assert_eq!(changes.len(), 3, "{changes:?}");
-    assert_same("all_orders", lsn, &f.rows, &db.oracle("SELECT id, customer, amount FROM orders").await);
+    assert_same(
+        "all_orders",
+        lsn,
+        &f.rows,
+        &db.oracle("SELECT id, customer, amount FROM orders").await,
+    );
     server.stop().await;
 }
 
@@ -31,12 +42,25 @@ async fn rolled_back_transaction_never_appears() {
     db.exec(ORDERS).await;
     let server = TestServer::start(&db, &[("all_orders", "SELECT id, customer FROM orders")]).await;
     let mut f = server.follow("all_orders").await;
-    db.exec("BEGIN; INSERT INTO orders VALUES (1, 'ghost', 1, ''); ROLLBACK;").await;
-    db.exec("INSERT INTO orders VALUES (2, 'real', 2, '')").await;
+    db.exec("BEGIN; INSERT INTO orders VALUES (1, 'ghost', 1, ''); ROLLBACK;")
+        .await;
+    db.exec("INSERT INTO orders VALUES (2, 'real', 2, '')")
+        .await;
     let lsn = db.lsn().await;
     f.wait_for(lsn).await;
-    assert!(!f.events.iter().any(|e| e.data.to_string().contains("ghost")), "rolled back row was seen: {:?}", f.events);
-    assert_same("all_orders", lsn, &f.rows, &db.oracle("SELECT id, customer FROM orders").await);
+    assert!(
+        !f.events
+            .iter()
+            .any(|e| e.data.to_string().contains("ghost")),
+        "rolled back row was seen: {:?}",
+        f.events
+    );
+    assert_same(
+        "all_orders",
+        lsn,
+        &f.rows,
+        &db.oracle("SELECT id, customer FROM orders").await,
+    );
     server.stop().await;
 }
 
@@ -44,7 +68,8 @@ async fn rolled_back_transaction_never_appears() {
 async fn update_of_key_and_delete_with_default_replica_identity() {
     let db = TestDb::new("key_update").await;
     db.exec(ORDERS).await;
-    db.exec("INSERT INTO orders SELECT i, 'c' || i, i * 1.5, 'n' FROM generate_series(1, 5) i").await;
+    db.exec("INSERT INTO orders SELECT i, 'c' || i, i * 1.5, 'n' FROM generate_series(1, 5) i")
+        .await;
     // The view projects non-key columns only: the server must know the old rows itself.
     let sql = "SELECT customer, amount FROM orders WHERE amount > 2";
     let server = TestServer::start(&db, &[("v", sql)]).await;
@@ -67,18 +92,23 @@ async fn update_of_key_and_delete_with_default_replica_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_toasted_value_is_filled_in() {
     let db = TestDb::new("toast").await;
-    db.exec("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)").await;
+    db.exec("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")
+        .await;
     // ~40 kB of poorly compressible text is stored out of line (TOASTed).
     db.exec("INSERT INTO docs SELECT 1, 'first', string_agg(md5(i::text), '') FROM generate_series(1, 1250) i").await;
     let sql = "SELECT id, title, body FROM docs";
     let server = TestServer::start(&db, &[("docs_view", sql)]).await;
     let mut f = server.follow("docs_view").await;
-    db.exec("UPDATE docs SET title = 'second' WHERE id = 1").await;
+    db.exec("UPDATE docs SET title = 'second' WHERE id = 1")
+        .await;
     let lsn = db.lsn().await;
     f.wait_for(lsn).await;
     assert_same("docs_view", lsn, &f.rows, &db.oracle(sql).await);
     let row = f.rows.keys().next().expect("one row");
-    assert!(row.len() > 40_000 && row.contains("second"), "body kept, title updated");
+    assert!(
+        row.len() > 40_000 && row.contains("second"),
+        "body kept, title updated"
+    );
     server.stop().await;
 }
 
@@ -126,17 +156,28 @@ async fn nulls_in_join_keys_and_aggregates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_reaches_the_current_wal_position_without_changes() {
     let db = TestDb::new("progress").await;
-    db.exec("CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);").await;
+    db.exec("CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);")
+        .await;
     let server = TestServer::start(&db, &[("w", "SELECT id FROM watched")]).await;
     let mut f = server.follow("w").await;
     db.exec("INSERT INTO other VALUES (1)").await;
     let lsn = db.lsn().await;
     f.wait_for(lsn).await;
-    assert!(f.events.iter().any(|e| e.event == "progress"), "progress events arrive");
+    assert!(
+        f.events.iter().any(|e| e.event == "progress"),
+        "progress events arrive"
+    );
     assert!(f.rows.is_empty());
     let (status, body) = server.get("/views/w").await;
     assert_eq!(status, 200);
-    assert!(body["lsn"].as_str().unwrap().parse::<viewcast::pg::Lsn>().unwrap() >= lsn);
+    assert!(
+        body["lsn"]
+            .as_str()
+            .unwrap()
+            .parse::<viewcast::pg::Lsn>()
+            .unwrap()
+            >= lsn
+    );
     server.stop().await;
 }
 
@@ -144,7 +185,8 @@ async fn progress_reaches_the_current_wal_position_without_changes() {
 async fn truncate_empties_views_and_snapshot_endpoint_matches() {
     let db = TestDb::new("truncate").await;
     db.exec(ORDERS).await;
-    db.exec("INSERT INTO orders SELECT i, 'c', i, '' FROM generate_series(1, 50) i").await;
+    db.exec("INSERT INTO orders SELECT i, 'c', i, '' FROM generate_series(1, 50) i")
+        .await;
     let sql = "SELECT customer, count(*) AS n, sum(amount) AS s FROM orders GROUP BY customer";
     let server = TestServer::start(&db, &[("agg", sql)]).await;
     let mut f = server.follow("agg").await;

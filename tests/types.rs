@@ -30,18 +30,50 @@ async fn every_type_round_trips_to_to_json() {
     assert_same("all_types (snapshot)", lsn, &f.rows, &db.oracle(sql).await);
 
     // The same values again through the replication stream.
-    db.exec(&format!("INSERT INTO t VALUES {}", VALUES.replace("(1,", "(11,").replace("(2,", "(12,").replace("(3,", "(13,").replace("(4,", "(14,")))
+    db.exec(&format!(
+        "INSERT INTO t VALUES {}",
+        VALUES
+            .replace("(1,", "(11,")
+            .replace("(2,", "(12,")
+            .replace("(3,", "(13,")
+            .replace("(4,", "(14,")
+    ))
+    .await;
+    db.exec("UPDATE t SET f = f * 2, e = e / 3 WHERE id > 10")
         .await;
-    db.exec("UPDATE t SET f = f * 2, e = e / 3 WHERE id > 10").await;
     let lsn = db.lsn().await;
     f.wait_for(lsn).await;
     assert_same("all_types (stream)", lsn, &f.rows, &db.oracle(sql).await);
 
     let (_, views) = server.get("/views").await;
-    let types: Vec<&str> = views[0]["columns"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = views[0]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
     assert_eq!(
         types,
-        ["int4", "int2", "int4", "int8", "float4", "float8", "numeric", "text", "varchar", "bpchar", "bool", "date", "timestamp", "timestamptz", "uuid", "json", "jsonb", "bytea"]
+        [
+            "int4",
+            "int2",
+            "int4",
+            "int8",
+            "float4",
+            "float8",
+            "numeric",
+            "text",
+            "varchar",
+            "bpchar",
+            "bool",
+            "date",
+            "timestamp",
+            "timestamptz",
+            "uuid",
+            "json",
+            "jsonb",
+            "bytea"
+        ]
     );
     server.stop().await;
 }

@@ -41,7 +41,10 @@ pub enum Command {
 #[derive(Debug)]
 pub enum Output {
     /// The consolidated changes of each view that changed at `lsn`.
-    Batch { lsn: u64, views: Vec<(usize, Vec<(Row, isize)>)> },
+    Batch {
+        lsn: u64,
+        views: Vec<(usize, Vec<(Row, isize)>)>,
+    },
     /// All times up to and including `lsn` are complete.
     Progress { lsn: u64 },
     /// A view failed while evaluating (overflow, division by zero, ...).
@@ -64,7 +67,12 @@ const IDLE_PARK: Duration = Duration::from_millis(50);
 impl Dataflow {
     /// Starts `workers` threads, each building the same dataflow: one input per
     /// table and one output per plan.
-    pub fn start(workers: usize, num_tables: usize, plans: Vec<Plan>, out: OutputSender) -> Result<Dataflow, String> {
+    pub fn start(
+        workers: usize,
+        num_tables: usize,
+        plans: Vec<Plan>,
+        out: OutputSender,
+    ) -> Result<Dataflow, String> {
         let workers = workers.max(1);
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
@@ -80,17 +88,31 @@ impl Dataflow {
         let out = Arc::new(Mutex::new(out));
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
-            let rx = receivers.lock().expect("receiver lock").get_mut(index).and_then(Option::take).expect("one receiver per worker");
-            let _ = thread_tx.lock().expect("thread lock").send((index, std::thread::current()));
+            let rx = receivers
+                .lock()
+                .expect("receiver lock")
+                .get_mut(index)
+                .and_then(Option::take)
+                .expect("one receiver per worker");
+            let _ = thread_tx
+                .lock()
+                .expect("thread lock")
+                .send((index, std::thread::current()));
             let out = out.lock().expect("output lock").clone();
             run_worker(worker, rx, num_tables, &plans, out);
         })?;
         let mut threads: Vec<Option<Thread>> = vec![None; workers];
         for _ in 0..workers {
-            let (i, t) = thread_rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "dataflow workers did not start".to_string())?;
+            let (i, t) = thread_rx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| "dataflow workers did not start".to_string())?;
             threads[i] = Some(t);
         }
-        Ok(Dataflow { senders, threads: threads.into_iter().flatten().collect(), guards: Mutex::new(Some(guards)) })
+        Ok(Dataflow {
+            senders,
+            threads: threads.into_iter().flatten().collect(),
+            guards: Mutex::new(Some(guards)),
+        })
     }
 
     fn send(&self, make: impl Fn() -> Command) {
@@ -102,7 +124,10 @@ impl Dataflow {
 
     pub fn apply(&self, lsn: u64, updates: Updates) {
         let updates = Arc::new(updates);
-        self.send(|| Command::Apply { lsn, updates: updates.clone() });
+        self.send(|| Command::Apply {
+            lsn,
+            updates: updates.clone(),
+        });
     }
 
     pub fn advance(&self, lsn: u64) {
@@ -124,7 +149,13 @@ impl Drop for Dataflow {
 
 type Buffer = Rc<RefCell<BTreeMap<u64, Vec<((usize, Row), isize)>>>>;
 
-fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>, num_tables: usize, plans: &[Plan], out: OutputSender) {
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    rx: Receiver<Command>,
+    num_tables: usize,
+    plans: &[Plan],
+    out: OutputSender,
+) {
     let index = worker.index();
     let peers = worker.peers();
     let buffer: Buffer = Rc::new(RefCell::new(BTreeMap::new()));
@@ -148,7 +179,10 @@ fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>, num_ta
                 .exchange(|_| 0)
                 .as_collection()
                 .inspect(move |(data, time, diff)| {
-                    buf.borrow_mut().entry(*time).or_default().push((data.clone(), *diff));
+                    buf.borrow_mut()
+                        .entry(*time)
+                        .or_default()
+                        .push((data.clone(), *diff));
                 })
                 .probe_with(&probe);
         }
@@ -159,16 +193,17 @@ fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>, num_ta
     }
     let mut time = 0u64;
     let mut last_progress: Option<u64> = None;
-    let advance = |inputs: &mut Vec<differential_dataflow::input::InputSession<u64, Row, isize>>,
-                       unit: &mut differential_dataflow::input::InputSession<u64, (), isize>,
-                       to: u64| {
-        for i in inputs.iter_mut() {
-            i.advance_to(to);
-            i.flush();
-        }
-        unit.advance_to(to);
-        unit.flush();
-    };
+    let advance =
+        |inputs: &mut Vec<differential_dataflow::input::InputSession<u64, Row, isize>>,
+         unit: &mut differential_dataflow::input::InputSession<u64, (), isize>,
+         to: u64| {
+            for i in inputs.iter_mut() {
+                i.advance_to(to);
+                i.flush();
+            }
+            unit.advance_to(to);
+            unit.flush();
+        };
     loop {
         let mut disconnected = false;
         loop {
@@ -210,8 +245,15 @@ fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>, num_ta
 }
 
 /// Sends every buffered time the probe has passed, oldest first, then progress.
-fn release(probe: &ProbeHandle<u64>, buffer: &Buffer, last_progress: &mut Option<u64>, out: &OutputSender) {
-    let Some(frontier) = probe.with_frontier(|f| f.first().copied()) else { return };
+fn release(
+    probe: &ProbeHandle<u64>,
+    buffer: &Buffer,
+    last_progress: &mut Option<u64>,
+    out: &OutputSender,
+) {
+    let Some(frontier) = probe.with_frontier(|f| f.first().copied()) else {
+        return;
+    };
     let ready = {
         let mut b = buffer.borrow_mut();
         let later = b.split_off(&frontier);

@@ -54,7 +54,10 @@ pub(crate) fn lookup(reg: &Registry, name: &str) -> Result<usize, ApiError> {
         return Ok(i);
     }
     match reg.refused(name) {
-        Some(r) => Err(ApiError::Refused { name: name.to_string(), error: r.error.clone() }),
+        Some(r) => Err(ApiError::Refused {
+            name: name.to_string(),
+            error: r.error.clone(),
+        }),
         None => Err(ApiError::NotFound(name.to_string())),
     }
 }
@@ -62,18 +65,33 @@ pub(crate) fn lookup(reg: &Registry, name: &str) -> Result<usize, ApiError> {
 async fn healthz(State(reg): State<AppState>) -> Response {
     let lsn = reg.progress().to_string();
     if reg.is_streaming() {
-        (StatusCode::OK, Json(json!({ "status": "streaming", "lsn": lsn }))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "streaming", "lsn": lsn })),
+        )
+            .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "starting", "lsn": lsn }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "starting", "lsn": lsn })),
+        )
+            .into_response()
     }
 }
 
 async fn list_views(State(reg): State<AppState>) -> Response {
-    let list: Vec<_> = reg.views().iter().map(|v| json!({ "name": v.def.name, "sql": v.def.sql, "columns": v.def.columns })).collect();
+    let list: Vec<_> = reg
+        .views()
+        .iter()
+        .map(|v| json!({ "name": v.def.name, "sql": v.def.sql, "columns": v.def.columns }))
+        .collect();
     Json(list).into_response()
 }
 
-async fn view_contents(State(reg): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn view_contents(
+    State(reg): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let i = lookup(&reg, &name)?;
     let view = &reg.views()[i];
     let snap = reg.snapshot(i);

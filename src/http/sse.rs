@@ -28,10 +28,18 @@ struct Subscription {
     closed: tokio::sync::watch::Receiver<bool>,
 }
 
-fn start(reg: &Registry, view: usize, reset: bool) -> (Bytes, broadcast::Receiver<Arc<Event>>, Lsn, bool) {
+fn start(
+    reg: &Registry,
+    view: usize,
+    reset: bool,
+) -> (Bytes, broadcast::Receiver<Arc<Event>>, Lsn, bool) {
     let (snap, rx) = reg.subscribe(view);
     let v = &reg.views()[view];
-    let snapshot = sse_bytes("snapshot", Some(snap.lsn), &snapshot_json(&v.def.columns, &snap, reset));
+    let snapshot = sse_bytes(
+        "snapshot",
+        Some(snap.lsn),
+        &snapshot_json(&v.def.columns, &snap, reset),
+    );
     match &snap.error {
         Some(message) => {
             let mut data = String::from("{\"message\":");
@@ -45,11 +53,22 @@ fn start(reg: &Registry, view: usize, reset: bool) -> (Bytes, broadcast::Receive
     }
 }
 
-pub async fn stream(State(reg): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn stream(
+    State(reg): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let view = lookup(&reg, &name)?;
     let (first, rx, last, done) = start(&reg, view, false);
     let closed = reg.closed();
-    let sub = Subscription { reg, view, rx, last, pending: Some(first), done, closed };
+    let sub = Subscription {
+        reg,
+        view,
+        rx,
+        last,
+        pending: Some(first),
+        done,
+        closed,
+    };
     let body = futures::stream::unfold(sub, |mut sub| async move {
         loop {
             if let Some(bytes) = sub.pending.take() {
@@ -85,7 +104,11 @@ pub async fn stream(State(reg): State<AppState>, Path(name): Path<String>) -> Re
         }
     });
     Ok((
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache"), (header::HeaderName::from_static("x-accel-buffering"), "no")],
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
         Body::from_stream(body),
     )
         .into_response())

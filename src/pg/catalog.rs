@@ -29,15 +29,27 @@ pub struct TableInfo {
 
 impl TableInfo {
     pub fn qualified_name(&self) -> String {
-        format!("{}.{}", quote_if_needed(&self.schema), quote_if_needed(&self.name))
+        format!(
+            "{}.{}",
+            quote_if_needed(&self.schema),
+            quote_if_needed(&self.name)
+        )
     }
 }
 
 /// Quotes an identifier when Postgres would need it quoted.
 pub fn quote_if_needed(s: &str) -> String {
-    let plain = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain { s.to_string() } else { format!("\"{}\"", s.replace('"', "\"\"")) }
+    let plain = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +67,11 @@ pub enum CatalogError {
 /// Loads a table by `name` or `schema.name`, resolved with the session's search_path.
 pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, CatalogError> {
     let display = parts.join(".");
-    let regclass_text = parts.iter().map(|p| quote_if_needed(p)).collect::<Vec<_>>().join(".");
+    let regclass_text = parts
+        .iter()
+        .map(|p| quote_if_needed(p))
+        .collect::<Vec<_>>()
+        .join(".");
     let row = client
         .query_opt(
             "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, c.relkind::text
@@ -64,11 +80,15 @@ pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, 
             &[&regclass_text],
         )
         .await?;
-    let Some(row) = row else { return Err(CatalogError::NotFound(display)) };
+    let Some(row) = row else {
+        return Err(CatalogError::NotFound(display));
+    };
     let oid: u32 = row.get(0);
     let relkind: String = row.get(4);
     if relkind != "r" && relkind != "p" {
-        return Err(CatalogError::NotFound(format!("{display} (not a table: views must read tables)")));
+        return Err(CatalogError::NotFound(format!(
+            "{display} (not a table: views must read tables)"
+        )));
     }
     let schema: String = row.get(1);
     let name: String = row.get(2);
@@ -88,7 +108,11 @@ pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, 
         .map(|r| {
             let type_oid: u32 = r.get(1);
             let tname: String = r.get(2);
-            ColumnInfo { name: r.get(0), ty: Type::from_oid(type_oid, &tname), type_oid }
+            ColumnInfo {
+                name: r.get(0),
+                ty: Type::from_oid(type_oid, &tname),
+                type_oid,
+            }
         })
         .collect();
     // Primary key first; otherwise the replica identity index.
@@ -100,12 +124,30 @@ pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, 
             &[&oid],
         )
         .await?;
-    let primary: Vec<i16> = key_rows.iter().filter(|r| r.get::<_, bool>(0)).map(|r| r.get(1)).collect();
-    let replident: Vec<i16> = key_rows.iter().filter(|r| !r.get::<_, bool>(0)).map(|r| r.get(1)).collect();
-    let to_positions = |nums: &[i16]| -> Option<Vec<usize>> { nums.iter().map(|n| attnums.iter().position(|a| a == n)).collect() };
+    let primary: Vec<i16> = key_rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(0))
+        .map(|r| r.get(1))
+        .collect();
+    let replident: Vec<i16> = key_rows
+        .iter()
+        .filter(|r| !r.get::<_, bool>(0))
+        .map(|r| r.get(1))
+        .collect();
+    let to_positions = |nums: &[i16]| -> Option<Vec<usize>> {
+        nums.iter()
+            .map(|n| attnums.iter().position(|a| a == n))
+            .collect()
+    };
     let qualified = format!("{}.{}", quote_if_needed(&schema), quote_if_needed(&name));
     let key = match replica_identity {
-        'f' => if primary.is_empty() { None } else { to_positions(&primary) },
+        'f' => {
+            if primary.is_empty() {
+                None
+            } else {
+                to_positions(&primary)
+            }
+        }
         'i' if !replident.is_empty() => to_positions(&replident),
         'd' if !primary.is_empty() => to_positions(&primary),
         'n' => return Err(CatalogError::NoKey(qualified, "NOTHING")),
@@ -114,5 +156,12 @@ pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, 
     if replica_identity != 'f' && key.is_none() {
         return Err(CatalogError::NoKey(qualified, "DEFAULT"));
     }
-    Ok(TableInfo { oid, schema, name, columns, key, replica_identity })
+    Ok(TableInfo {
+        oid,
+        schema,
+        name,
+        columns,
+        key,
+        replica_identity,
+    })
 }

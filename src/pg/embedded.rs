@@ -36,11 +36,18 @@ pub fn find_bin_dir() -> Result<PathBuf, String> {
         })
         .collect();
     found.sort();
-    found.pop().map(|(_, p)| p).ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin; set VIEWCAST_PG_BIN".to_string())
+    found
+        .pop()
+        .map(|(_, p)| p)
+        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin; set VIEWCAST_PG_BIN".to_string())
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 impl EmbeddedPostgres {
@@ -53,15 +60,45 @@ impl EmbeddedPostgres {
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let run_as = is_root().then(|| "postgres".to_string());
         if let Some(user) = &run_as {
-            let ok = Command::new("chown").arg("-R").arg(user).arg(&dir).status().map(|s| s.success()).unwrap_or(false);
+            let ok = Command::new("chown")
+                .arg("-R")
+                .arg(user)
+                .arg(&dir)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
             if !ok {
-                return Err(format!("running as root: could not chown {} to the {user} user (does it exist?)", dir.display()));
+                return Err(format!(
+                    "running as root: could not chown {} to the {user} user (does it exist?)",
+                    dir.display()
+                ));
             }
         }
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("no free port: {e}"))?.port();
-        let mut pg = EmbeddedPostgres { dir, bin, run_as, port, running: false };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let mut pg = EmbeddedPostgres {
+            dir,
+            bin,
+            run_as,
+            port,
+            running: false,
+        };
         let data = pg.data_dir();
-        pg.run("initdb", &["-D", path_str(&data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"])?;
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                path_str(&data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+        )?;
         let conf = format!(
             "\nwal_level = logical\nmax_wal_senders = 64\nmax_replication_slots = 64\nmax_connections = 200\n\
              listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
@@ -69,11 +106,24 @@ impl EmbeddedPostgres {
             path_str(&pg.dir)
         );
         let conf_path = data.join("postgresql.conf");
-        let mut existing = std::fs::read_to_string(&conf_path).map_err(|e| format!("read postgresql.conf: {e}"))?;
+        let mut existing = std::fs::read_to_string(&conf_path)
+            .map_err(|e| format!("read postgresql.conf: {e}"))?;
         existing.push_str(&conf);
         std::fs::write(&conf_path, existing).map_err(|e| format!("write postgresql.conf: {e}"))?;
         let log = pg.dir.join("postgres.log");
-        pg.run("pg_ctl", &["-D", path_str(&data), "-l", path_str(&log), "-w", "-t", "60", "start"])?;
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data),
+                "-l",
+                path_str(&log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )?;
         pg.running = true;
         Ok(pg)
     }
@@ -92,7 +142,11 @@ impl EmbeddedPostgres {
             }
             None => Command::new(&exe),
         };
-        let out = cmd.args(args).stdin(Stdio::null()).output().map_err(|e| format!("run {}: {e}", exe.display()))?;
+        let out = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run {}: {e}", exe.display()))?;
         if !out.status.success() {
             let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
             return Err(format!(
@@ -106,14 +160,27 @@ impl EmbeddedPostgres {
 
     /// A conninfo for database `db` as the `postgres` superuser.
     pub fn conninfo(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            self.port
+        )
     }
 
     /// Stops the server immediately (as a crash would), keeping the data.
     pub fn stop(&mut self) -> Result<(), String> {
         if self.running {
             self.running = false;
-            self.run("pg_ctl", &["-D", path_str(&self.data_dir()), "-m", "immediate", "-w", "stop"])?;
+            self.run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    path_str(&self.data_dir()),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+            )?;
         }
         Ok(())
     }
@@ -122,7 +189,19 @@ impl EmbeddedPostgres {
     pub fn restart(&mut self) -> Result<(), String> {
         self.stop()?;
         let log = self.dir.join("postgres.log");
-        self.run("pg_ctl", &["-D", path_str(&self.data_dir()), "-l", path_str(&log), "-w", "-t", "60", "start"])?;
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&self.data_dir()),
+                "-l",
+                path_str(&log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )?;
         self.running = true;
         Ok(())
     }
@@ -134,10 +213,21 @@ impl EmbeddedPostgres {
         let pid = std::process::id();
         let pg_ctl = self.bin.join("pg_ctl");
         let stop = match &self.run_as {
-            Some(user) => format!("runuser -u {user} -- {} -D {} -m immediate stop", pg_ctl.display(), self.data_dir().display()),
-            None => format!("{} -D {} -m immediate stop", pg_ctl.display(), self.data_dir().display()),
+            Some(user) => format!(
+                "runuser -u {user} -- {} -D {} -m immediate stop",
+                pg_ctl.display(),
+                self.data_dir().display()
+            ),
+            None => format!(
+                "{} -D {} -m immediate stop",
+                pg_ctl.display(),
+                self.data_dir().display()
+            ),
         };
-        let script = format!("while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {}", self.dir.display());
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {}",
+            self.dir.display()
+        );
         Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())

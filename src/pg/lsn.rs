@@ -17,7 +17,9 @@ impl fmt::Display for Lsn {
 impl FromStr for Lsn {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hi, lo) = s.split_once('/').ok_or_else(|| format!("invalid LSN {s:?}"))?;
+        let (hi, lo) = s
+            .split_once('/')
+            .ok_or_else(|| format!("invalid LSN {s:?}"))?;
         let hi = u64::from_str_radix(hi, 16).map_err(|_| format!("invalid LSN {s:?}"))?;
         let lo = u64::from_str_radix(lo, 16).map_err(|_| format!("invalid LSN {s:?}"))?;
         if hi > u32::MAX as u64 || lo > u32::MAX as u64 {

@@ -196,9 +196,18 @@ impl Reader {
                 b't' | b'b' => {
                     let len = self.u32("tuple value length")? as usize;
                     let data = self.take(len, "tuple value")?;
-                    if kind == b't' { TupleValue::Text(data) } else { TupleValue::Binary(data) }
+                    if kind == b't' {
+                        TupleValue::Text(data)
+                    } else {
+                        TupleValue::Binary(data)
+                    }
                 }
-                other => return Err(DecodeError(format!("unknown tuple value kind {:?} in column {i}", other as char))),
+                other => {
+                    return Err(DecodeError(format!(
+                        "unknown tuple value kind {:?} in column {i}",
+                        other as char
+                    )))
+                }
             });
         }
         Ok(cols)
@@ -207,12 +216,18 @@ impl Reader {
         match tag {
             b'K' => Ok(OldTuple::Key(self.tuple()?)),
             b'O' => Ok(OldTuple::Full(self.tuple()?)),
-            other => Err(DecodeError(format!("expected old tuple tag 'K' or 'O', got {:?}", other as char))),
+            other => Err(DecodeError(format!(
+                "expected old tuple tag 'K' or 'O', got {:?}",
+                other as char
+            ))),
         }
     }
     fn expect_new(&mut self, tag: u8) -> Result<Tuple, DecodeError> {
         if tag != b'N' {
-            return Err(DecodeError(format!("expected new tuple tag 'N', got {:?}", tag as char)));
+            return Err(DecodeError(format!(
+                "expected new tuple tag 'N', got {:?}",
+                tag as char
+            )));
         }
         self.tuple()
     }
@@ -235,7 +250,10 @@ impl LogicalMessage {
                 end_lsn: r.lsn("commit end LSN")?,
                 commit_time: r.u64("commit timestamp")? as i64,
             }),
-            b'O' => LogicalMessage::Origin(Origin { commit_lsn: r.lsn("origin LSN")?, name: r.cstr("origin name")? }),
+            b'O' => LogicalMessage::Origin(Origin {
+                commit_lsn: r.lsn("origin LSN")?,
+                name: r.cstr("origin name")?,
+            }),
             b'R' => {
                 let id = r.u32("relation id")?;
                 let namespace = r.cstr("relation namespace")?;
@@ -254,7 +272,13 @@ impl LogicalMessage {
                         type_modifier: r.i32("column type modifier")?,
                     });
                 }
-                LogicalMessage::Relation(Relation { id, namespace, name, replica_identity, columns })
+                LogicalMessage::Relation(Relation {
+                    id,
+                    namespace,
+                    name,
+                    replica_identity,
+                    columns,
+                })
             }
             b'Y' => LogicalMessage::Type(TypeMessage {
                 id: r.u32("type id")?,
@@ -264,7 +288,10 @@ impl LogicalMessage {
             b'I' => {
                 let relation_id = r.u32("insert relation id")?;
                 let t = r.u8("insert tuple tag")?;
-                LogicalMessage::Insert(Insert { relation_id, new: r.expect_new(t)? })
+                LogicalMessage::Insert(Insert {
+                    relation_id,
+                    new: r.expect_new(t)?,
+                })
             }
             b'U' => {
                 let relation_id = r.u32("update relation id")?;
@@ -276,12 +303,19 @@ impl LogicalMessage {
                     let t2 = r.u8("update new tuple tag")?;
                     (Some(old), r.expect_new(t2)?)
                 };
-                LogicalMessage::Update(Update { relation_id, old, new })
+                LogicalMessage::Update(Update {
+                    relation_id,
+                    old,
+                    new,
+                })
             }
             b'D' => {
                 let relation_id = r.u32("delete relation id")?;
                 let t = r.u8("delete tuple tag")?;
-                LogicalMessage::Delete(Delete { relation_id, old: r.old_tuple(t)? })
+                LogicalMessage::Delete(Delete {
+                    relation_id,
+                    old: r.old_tuple(t)?,
+                })
             }
             b'T' => {
                 let n = r.u32("truncate relation count")?;
@@ -290,19 +324,36 @@ impl LogicalMessage {
                 for _ in 0..n {
                     relation_ids.push(r.u32("truncate relation id")?);
                 }
-                LogicalMessage::Truncate(Truncate { options, relation_ids })
+                LogicalMessage::Truncate(Truncate {
+                    options,
+                    relation_ids,
+                })
             }
             b'M' => {
                 let flags = r.u8("message flags")?;
                 let lsn = r.lsn("message LSN")?;
                 let prefix = r.cstr("message prefix")?;
                 let len = r.u32("message length")? as usize;
-                LogicalMessage::Message(Message { transactional: flags & 1 == 1, lsn, prefix, content: r.take(len, "message content")? })
+                LogicalMessage::Message(Message {
+                    transactional: flags & 1 == 1,
+                    lsn,
+                    prefix,
+                    content: r.take(len, "message content")?,
+                })
             }
-            other => return Err(DecodeError(format!("unknown message tag {:?}", other as char))),
+            other => {
+                return Err(DecodeError(format!(
+                    "unknown message tag {:?}",
+                    other as char
+                )))
+            }
         };
         if r.pos != r.buf.len() {
-            return Err(DecodeError(format!("{} trailing bytes after message {:?}", r.buf.len() - r.pos, tag as char)));
+            return Err(DecodeError(format!(
+                "{} trailing bytes after message {:?}",
+                r.buf.len() - r.pos,
+                tag as char
+            )));
         }
         Ok(msg)
     }
@@ -337,7 +388,11 @@ mod tests {
         b.put_u32(77);
         assert_eq!(
             LogicalMessage::parse(b.freeze()).unwrap(),
-            LogicalMessage::Begin(Begin { final_lsn: Lsn(0x10), commit_time: 5, xid: 77 })
+            LogicalMessage::Begin(Begin {
+                final_lsn: Lsn(0x10),
+                commit_time: 5,
+                xid: 77
+            })
         );
         let mut b = BytesMut::new();
         b.put_u8(b'C');
@@ -346,7 +401,9 @@ mod tests {
         b.put_u64(0x20);
         b.put_i64(5);
         match LogicalMessage::parse(b.freeze()).unwrap() {
-            LogicalMessage::Commit(c) => assert_eq!((c.commit_lsn, c.end_lsn), (Lsn(0x10), Lsn(0x20))),
+            LogicalMessage::Commit(c) => {
+                assert_eq!((c.commit_lsn, c.end_lsn), (Lsn(0x10), Lsn(0x20)))
+            }
             m => panic!("unexpected {m:?}"),
         }
     }
@@ -367,7 +424,9 @@ mod tests {
         b.put_slice(b"note\0");
         b.put_u32(25);
         b.put_i32(-1);
-        let LogicalMessage::Relation(r) = LogicalMessage::parse(b.freeze()).unwrap() else { panic!() };
+        let LogicalMessage::Relation(r) = LogicalMessage::parse(b.freeze()).unwrap() else {
+            panic!()
+        };
         assert_eq!(r.name, "orders");
         assert_eq!(r.columns[0].flags, 1);
         assert_eq!(r.columns[1].type_oid, 25);
@@ -379,8 +438,16 @@ mod tests {
         tuple(&mut b, &[Some("1"), None]);
         b.put_u8(b'N');
         tuple(&mut b, &[Some("2"), Some("<toast>")]);
-        let LogicalMessage::Update(u) = LogicalMessage::parse(b.freeze()).unwrap() else { panic!() };
-        assert_eq!(u.old, Some(OldTuple::Key(vec![TupleValue::Text(Bytes::from("1")), TupleValue::Null])));
+        let LogicalMessage::Update(u) = LogicalMessage::parse(b.freeze()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            u.old,
+            Some(OldTuple::Key(vec![
+                TupleValue::Text(Bytes::from("1")),
+                TupleValue::Null
+            ]))
+        );
         assert_eq!(u.new[1], TupleValue::UnchangedToast);
 
         let mut b = BytesMut::new();
@@ -388,13 +455,29 @@ mod tests {
         b.put_u32(16384);
         b.put_u8(b'O');
         tuple(&mut b, &[Some("1"), Some("x")]);
-        assert!(matches!(LogicalMessage::parse(b.freeze()).unwrap(), LogicalMessage::Delete(Delete { old: OldTuple::Full(_), .. })));
+        assert!(matches!(
+            LogicalMessage::parse(b.freeze()).unwrap(),
+            LogicalMessage::Delete(Delete {
+                old: OldTuple::Full(_),
+                ..
+            })
+        ));
     }
 
     #[test]
     fn malformed_input_is_an_error() {
-        for bytes in [&b""[..], b"B\0\0", b"Z", b"I\0\0\0\x01X", b"I\0\0\0\x01N\0\x01q", b"R\0\0\0\x01public"] {
-            assert!(LogicalMessage::parse(Bytes::copy_from_slice(bytes)).is_err(), "{bytes:?}");
+        for bytes in [
+            &b""[..],
+            b"B\0\0",
+            b"Z",
+            b"I\0\0\0\x01X",
+            b"I\0\0\0\x01N\0\x01q",
+            b"R\0\0\0\x01public",
+        ] {
+            assert!(
+                LogicalMessage::parse(Bytes::copy_from_slice(bytes)).is_err(),
+                "{bytes:?}"
+            );
         }
         // A length that runs past the end.
         let mut b = BytesMut::new();

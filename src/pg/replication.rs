@@ -28,7 +28,11 @@ pub enum ReplicationError {
     #[error("replication connection: {0}")]
     Io(#[from] io::Error),
     #[error("postgres error {code}: {message}{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Server { code: String, message: String, detail: Option<String> },
+    Server {
+        code: String,
+        message: String,
+        detail: Option<String>,
+    },
     #[error("authentication failed: {0}")]
     Auth(String),
     #[error("replication protocol violation: {0}")]
@@ -46,7 +50,9 @@ impl ReplicationError {
         match self {
             ReplicationError::Io(_) | ReplicationError::Closed => true,
             // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08* connection errors
-            ReplicationError::Server { code, .. } => code.starts_with("57P") || code.starts_with("08"),
+            ReplicationError::Server { code, .. } => {
+                code.starts_with("57P") || code.starts_with("08")
+            }
             _ => false,
         }
     }
@@ -66,8 +72,15 @@ pub struct Slot {
 /// One message from the CopyBoth stream.
 #[derive(Debug)]
 pub enum StreamMessage {
-    XLogData { wal_start: Lsn, wal_end: Lsn, data: Bytes },
-    Keepalive { wal_end: Lsn, reply_requested: bool },
+    XLogData {
+        wal_start: Lsn,
+        wal_end: Lsn,
+        data: Bytes,
+    },
+    Keepalive {
+        wal_end: Lsn,
+        reply_requested: bool,
+    },
 }
 
 pub struct ReplicationConnection {
@@ -79,7 +92,9 @@ pub struct ReplicationConnection {
 /// Microseconds since 2000-01-01, the epoch of protocol timestamps.
 fn pg_now() -> i64 {
     const PG_EPOCH_OFFSET_SECS: u64 = 946_684_800;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     (now.as_micros() as i64) - (PG_EPOCH_OFFSET_SECS as i64) * 1_000_000
 }
 
@@ -96,46 +111,75 @@ fn server_error(body: &backend::ErrorResponseBody) -> ReplicationError {
             _ => {}
         }
     }
-    ReplicationError::Server { code, message, detail }
+    ReplicationError::Server {
+        code,
+        message,
+        detail,
+    }
 }
 
 impl ReplicationConnection {
     /// Opens a `replication=database` connection and authenticates.
     pub async fn connect(config: &tokio_postgres::Config) -> Result<Self, ReplicationError> {
         if config.get_ssl_mode() == SslMode::Require {
-            return Err(ReplicationError::Unsupported("sslmode=require: viewcast does not speak TLS yet; use sslmode=disable or prefer".into()));
+            return Err(ReplicationError::Unsupported(
+                "sslmode=require: viewcast does not speak TLS yet; use sslmode=disable or prefer"
+                    .into(),
+            ));
         }
         let hosts = config.get_hosts();
         let ports = config.get_ports();
         let mut last_err = None;
         let candidates: Vec<(Host, u16)> = if hosts.is_empty() {
-            vec![(Host::Unix("/var/run/postgresql".into()), ports.first().copied().unwrap_or(5432))]
+            vec![(
+                Host::Unix("/var/run/postgresql".into()),
+                ports.first().copied().unwrap_or(5432),
+            )]
         } else {
-            hosts.iter().enumerate().map(|(i, h)| (h.clone(), ports.get(i).or(ports.first()).copied().unwrap_or(5432))).collect()
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    (
+                        h.clone(),
+                        ports.get(i).or(ports.first()).copied().unwrap_or(5432),
+                    )
+                })
+                .collect()
         };
         for (host, port) in candidates {
             let stream: Result<Box<dyn AsyncStream>, io::Error> = match &host {
-                Host::Tcp(h) => tokio::net::TcpStream::connect((h.as_str(), port)).await.map(|s| {
-                    let _ = s.set_nodelay(true);
-                    Box::new(s) as Box<dyn AsyncStream>
-                }),
-                #[cfg(unix)]
-                Host::Unix(dir) => tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                Host::Tcp(h) => tokio::net::TcpStream::connect((h.as_str(), port))
                     .await
-                    .map(|s| Box::new(s) as Box<dyn AsyncStream>),
+                    .map(|s| {
+                        let _ = s.set_nodelay(true);
+                        Box::new(s) as Box<dyn AsyncStream>
+                    }),
+                #[cfg(unix)]
+                Host::Unix(dir) => {
+                    tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                        .await
+                        .map(|s| Box::new(s) as Box<dyn AsyncStream>)
+                }
                 #[cfg(not(unix))]
                 Host::Unix(_) => Err(io::Error::other("unix sockets are not supported here")),
             };
             match stream {
                 Ok(stream) => {
-                    let mut conn = ReplicationConnection { stream, read_buf: BytesMut::with_capacity(64 * 1024), write_buf: BytesMut::new() };
+                    let mut conn = ReplicationConnection {
+                        stream,
+                        read_buf: BytesMut::with_capacity(64 * 1024),
+                        write_buf: BytesMut::new(),
+                    };
                     conn.startup(config).await?;
                     return Ok(conn);
                 }
                 Err(e) => last_err = Some(e),
             }
         }
-        Err(ReplicationError::Io(last_err.unwrap_or_else(|| io::Error::other("no host to connect to"))))
+        Err(ReplicationError::Io(last_err.unwrap_or_else(|| {
+            io::Error::other("no host to connect to")
+        })))
     }
 
     async fn flush(&mut self) -> Result<(), ReplicationError> {
@@ -171,7 +215,10 @@ impl ReplicationConnection {
             ("user", user.as_str()),
             ("database", dbname.as_str()),
             ("replication", "database"),
-            ("application_name", config.get_application_name().unwrap_or("viewcast")),
+            (
+                "application_name",
+                config.get_application_name().unwrap_or("viewcast"),
+            ),
             ("client_encoding", "UTF8"),
             ("DateStyle", "ISO, MDY"),
             ("TimeZone", "UTC"),
@@ -187,59 +234,99 @@ impl ReplicationConnection {
             match self.read_message().await? {
                 backend::Message::AuthenticationOk => {}
                 backend::Message::AuthenticationCleartextPassword => {
-                    let pw = password.ok_or_else(|| ReplicationError::Auth("the server asks for a password and none was given".into()))?;
+                    let pw = password.ok_or_else(|| {
+                        ReplicationError::Auth(
+                            "the server asks for a password and none was given".into(),
+                        )
+                    })?;
                     frontend::password_message(pw, &mut self.write_buf)?;
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationMd5Password(body) => {
-                    let pw = password.ok_or_else(|| ReplicationError::Auth("the server asks for a password and none was given".into()))?;
-                    let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), pw, body.salt());
+                    let pw = password.ok_or_else(|| {
+                        ReplicationError::Auth(
+                            "the server asks for a password and none was given".into(),
+                        )
+                    })?;
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        user.as_bytes(),
+                        pw,
+                        body.salt(),
+                    );
                     frontend::password_message(hash.as_bytes(), &mut self.write_buf)?;
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationSasl(body) => {
-                    let pw = password.ok_or_else(|| ReplicationError::Auth("the server asks for a password and none was given".into()))?;
+                    let pw = password.ok_or_else(|| {
+                        ReplicationError::Auth(
+                            "the server asks for a password and none was given".into(),
+                        )
+                    })?;
                     let mut mechanisms = body.mechanisms();
                     let mut has_scram = false;
                     while let Some(m) = mechanisms.next()? {
                         has_scram |= m == "SCRAM-SHA-256";
                     }
                     if !has_scram {
-                        return Err(ReplicationError::Auth("the server offers no SASL mechanism viewcast supports (SCRAM-SHA-256)".into()));
+                        return Err(ReplicationError::Auth(
+                            "the server offers no SASL mechanism viewcast supports (SCRAM-SHA-256)"
+                                .into(),
+                        ));
                     }
                     let s = ScramSha256::new(pw, ChannelBinding::unsupported());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.write_buf)?;
+                    frontend::sasl_initial_response(
+                        "SCRAM-SHA-256",
+                        s.message(),
+                        &mut self.write_buf,
+                    )?;
                     self.flush().await?;
                     scram = Some(s);
                 }
                 backend::Message::AuthenticationSaslContinue(body) => {
-                    let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("SASL continue without SASL start".into()))?;
-                    s.update(body.data()).map_err(|e| ReplicationError::Auth(e.to_string()))?;
+                    let s = scram.as_mut().ok_or_else(|| {
+                        ReplicationError::Protocol("SASL continue without SASL start".into())
+                    })?;
+                    s.update(body.data())
+                        .map_err(|e| ReplicationError::Auth(e.to_string()))?;
                     frontend::sasl_response(s.message(), &mut self.write_buf)?;
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationSaslFinal(body) => {
-                    let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("SASL final without SASL start".into()))?;
-                    s.finish(body.data()).map_err(|e| ReplicationError::Auth(e.to_string()))?;
+                    let s = scram.as_mut().ok_or_else(|| {
+                        ReplicationError::Protocol("SASL final without SASL start".into())
+                    })?;
+                    s.finish(body.data())
+                        .map_err(|e| ReplicationError::Auth(e.to_string()))?;
                 }
                 backend::Message::ErrorResponse(body) => {
                     return Err(match server_error(&body) {
-                        ReplicationError::Server { code, message, .. } if code == "28P01" || code == "28000" => {
+                        ReplicationError::Server { code, message, .. }
+                            if code == "28P01" || code == "28000" =>
+                        {
                             ReplicationError::Auth(message)
                         }
                         e => e,
                     });
                 }
                 backend::Message::ReadyForQuery(_) => return Ok(()),
-                backend::Message::ParameterStatus(_) | backend::Message::BackendKeyData(_) | backend::Message::NoticeResponse(_) => {}
-                _ => return Err(ReplicationError::Protocol("unexpected message during startup".into())),
+                backend::Message::ParameterStatus(_)
+                | backend::Message::BackendKeyData(_)
+                | backend::Message::NoticeResponse(_) => {}
+                _ => {
+                    return Err(ReplicationError::Protocol(
+                        "unexpected message during startup".into(),
+                    ))
+                }
             }
         }
     }
 
     /// Runs a replication command with the simple query protocol and returns its
     /// rows as text.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
         frontend::query(sql, &mut self.write_buf)?;
         self.flush().await?;
         let mut rows = Vec::new();
@@ -270,10 +357,19 @@ impl ReplicationConnection {
     /// stays valid until the next command on this connection.
     pub async fn create_slot(&mut self, name: &str) -> Result<Slot, ReplicationError> {
         let rows = self
-            .simple_query(&format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')", quote_ident(name)))
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
+                quote_ident(name)
+            ))
             .await?;
-        let row = rows.first().ok_or_else(|| ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
-        let get = |i: usize| row.get(i).cloned().flatten().ok_or_else(|| ReplicationError::Protocol(format!("CREATE_REPLICATION_SLOT row lacks column {i}")));
+        let row = rows.first().ok_or_else(|| {
+            ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no row".into())
+        })?;
+        let get = |i: usize| {
+            row.get(i).cloned().flatten().ok_or_else(|| {
+                ReplicationError::Protocol(format!("CREATE_REPLICATION_SLOT row lacks column {i}"))
+            })
+        };
         Ok(Slot {
             name: get(0)?,
             consistent_point: get(1)?.parse().map_err(ReplicationError::Protocol)?,
@@ -307,7 +403,12 @@ impl ReplicationConnection {
                 continue;
             }
             if self.read_buf[0] == b'W' {
-                let len = u32::from_be_bytes([self.read_buf[1], self.read_buf[2], self.read_buf[3], self.read_buf[4]]) as usize;
+                let len = u32::from_be_bytes([
+                    self.read_buf[1],
+                    self.read_buf[2],
+                    self.read_buf[3],
+                    self.read_buf[4],
+                ]) as usize;
                 if self.read_buf.len() < len + 1 {
                     if self.stream.read_buf(&mut self.read_buf).await? == 0 {
                         return Err(ReplicationError::Closed);
@@ -320,7 +421,11 @@ impl ReplicationConnection {
             match self.read_message().await? {
                 backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
                 backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) => {}
-                _ => return Err(ReplicationError::Protocol("expected CopyBothResponse after START_REPLICATION".into())),
+                _ => {
+                    return Err(ReplicationError::Protocol(
+                        "expected CopyBothResponse after START_REPLICATION".into(),
+                    ))
+                }
             }
         }
         Ok(ReplicationStream { conn: self })
@@ -348,13 +453,20 @@ impl ReplicationStream {
                             let wal_start = Lsn(data.get_u64());
                             let wal_end = Lsn(data.get_u64());
                             let _send_time = data.get_i64();
-                            return Ok(StreamMessage::XLogData { wal_start, wal_end, data });
+                            return Ok(StreamMessage::XLogData {
+                                wal_start,
+                                wal_end,
+                                data,
+                            });
                         }
                         b'k' if data.len() >= 17 => {
                             let wal_end = Lsn(data.get_u64());
                             let _send_time = data.get_i64();
                             let reply_requested = data.get_u8() == 1;
-                            return Ok(StreamMessage::Keepalive { wal_end, reply_requested });
+                            return Ok(StreamMessage::Keepalive {
+                                wal_end,
+                                reply_requested,
+                            });
                         }
                         _ => {
                             return Err(ReplicationError::Protocol(format!(
@@ -368,14 +480,22 @@ impl ReplicationStream {
                 backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
                 backend::Message::CopyDone => return Err(ReplicationError::Closed),
                 backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) => {}
-                _ => return Err(ReplicationError::Protocol("unexpected message in CopyBoth".into())),
+                _ => {
+                    return Err(ReplicationError::Protocol(
+                        "unexpected message in CopyBoth".into(),
+                    ))
+                }
             }
         }
     }
 
     /// Sends a standby status update: everything up to `applied` is written,
     /// flushed and applied, so the server may recycle WAL before it.
-    pub async fn send_status(&mut self, applied: Lsn, reply_requested: bool) -> Result<(), ReplicationError> {
+    pub async fn send_status(
+        &mut self,
+        applied: Lsn,
+        reply_requested: bool,
+    ) -> Result<(), ReplicationError> {
         let mut payload = BytesMut::with_capacity(34);
         payload.put_u8(b'r');
         payload.put_u64(applied.0);

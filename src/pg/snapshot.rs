@@ -11,18 +11,31 @@ use crate::repr::{Datum, Row};
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot COPY of {table} failed: {source}")]
-    Postgres { table: String, source: tokio_postgres::Error },
+    Postgres {
+        table: String,
+        source: tokio_postgres::Error,
+    },
     #[error("snapshot of {table}: {message}")]
     Decode { table: String, message: String },
 }
 
 /// Reads every row of `table` with `COPY ... TO STDOUT` (text format), decoded
 /// with the same codec as pgoutput's text values.
-pub async fn copy_table(tx: &Transaction<'_>, table: &TableInfo) -> Result<Vec<Row>, SnapshotError> {
+pub async fn copy_table(
+    tx: &Transaction<'_>,
+    table: &TableInfo,
+) -> Result<Vec<Row>, SnapshotError> {
     let name = table.qualified_name();
-    let cols: Vec<String> = table.columns.iter().map(|c| crate::pg::catalog::quote_if_needed(&c.name)).collect();
+    let cols: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| crate::pg::catalog::quote_if_needed(&c.name))
+        .collect();
     let sql = format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), name);
-    let pg_err = |source| SnapshotError::Postgres { table: name.clone(), source };
+    let pg_err = |source| SnapshotError::Postgres {
+        table: name.clone(),
+        source,
+    };
     let stream = tx.copy_out(&sql).await.map_err(pg_err)?;
     futures::pin_mut!(stream);
     let mut buf = BytesMut::new();
@@ -32,11 +45,21 @@ pub async fn copy_table(tx: &Transaction<'_>, table: &TableInfo) -> Result<Vec<R
         while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
             let line = buf.split_to(nl);
             buf.advance(1);
-            rows.push(parse_line(&line, table).map_err(|message| SnapshotError::Decode { table: name.clone(), message })?);
+            rows.push(
+                parse_line(&line, table).map_err(|message| SnapshotError::Decode {
+                    table: name.clone(),
+                    message,
+                })?,
+            );
         }
     }
     if !buf.is_empty() {
-        rows.push(parse_line(&buf, table).map_err(|message| SnapshotError::Decode { table: name.clone(), message })?);
+        rows.push(
+            parse_line(&buf, table).map_err(|message| SnapshotError::Decode {
+                table: name.clone(),
+                message,
+            })?,
+        );
     }
     Ok(rows)
 }
@@ -46,7 +69,11 @@ pub async fn copy_table(tx: &Transaction<'_>, table: &TableInfo) -> Result<Vec<R
 pub fn parse_line(line: &[u8], table: &TableInfo) -> Result<Row, String> {
     let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
     if fields.len() != table.columns.len() {
-        return Err(format!("COPY row has {} fields, table has {} columns", fields.len(), table.columns.len()));
+        return Err(format!(
+            "COPY row has {} fields, table has {} columns",
+            fields.len(),
+            table.columns.len()
+        ));
     }
     fields
         .into_iter()

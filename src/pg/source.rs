@@ -54,7 +54,8 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         match self {
             SourceError::Replication(e) => e.is_transient(),
-            SourceError::Postgres(e) | SourceError::Snapshot(SnapshotError::Postgres { source: e, .. }) => match e.code() {
+            SourceError::Postgres(e)
+            | SourceError::Snapshot(SnapshotError::Postgres { source: e, .. }) => match e.code() {
                 None => true,
                 Some(code) => {
                     let c = code.code();
@@ -88,6 +89,9 @@ pub struct SourceConfig {
 
 /// Current rows of one table: identity key → (row, multiplicity). The key is
 /// the primary key (or replica identity index) columns, or the whole row.
+/// A state entry as it was before a change: (table, key, previous row and multiplicity).
+type UndoEntry = (usize, Row, Option<(Row, isize)>);
+
 #[derive(Default)]
 struct TableState {
     rows: HashMap<Row, (Row, isize)>,
@@ -102,7 +106,7 @@ pub struct Source {
     relations: HashMap<u32, usize>,
     /// State entries as they were before the changes of the transaction being
     /// received, so a connection lost before its Commit can be undone.
-    undo: Vec<(usize, Row, Option<(Row, isize)>)>,
+    undo: Vec<UndoEntry>,
 }
 
 fn key_of(info: &TableInfo, row: &Row) -> Row {
@@ -113,14 +117,28 @@ fn key_of(info: &TableInfo, row: &Row) -> Row {
 }
 
 /// Session settings that fix the text formats values are decoded from.
-pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 1; \
+pub const SESSION_SETTINGS: &str =
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 1; \
      SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'";
 
 impl Source {
     pub fn new(config: SourceConfig) -> Result<Source, String> {
-        let pg_config: tokio_postgres::Config = config.conninfo.parse().map_err(|e| format!("invalid --pg conninfo: {e}"))?;
-        let state = config.tables.iter().map(|_| TableState::default()).collect();
-        Ok(Source { config, pg_config, state, relations: HashMap::new(), undo: Vec::new() })
+        let pg_config: tokio_postgres::Config = config
+            .conninfo
+            .parse()
+            .map_err(|e| format!("invalid --pg conninfo: {e}"))?;
+        let state = config
+            .tables
+            .iter()
+            .map(|_| TableState::default())
+            .collect();
+        Ok(Source {
+            config,
+            pg_config,
+            state,
+            relations: HashMap::new(),
+            undo: Vec::new(),
+        })
     }
 
     /// Runs until `shutdown` turns true or a definite error. Transient errors
@@ -164,13 +182,21 @@ impl Source {
         result
     }
 
-    async fn session_with(&mut self, client: &mut tokio_postgres::Client, sink: &mut dyn Sink) -> Result<(), SourceError> {
+    async fn session_with(
+        &mut self,
+        client: &mut tokio_postgres::Client,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SourceError> {
         self.rollback_uncommitted();
         client.batch_execute(SESSION_SETTINGS).await?;
         self.ensure_publication(client).await?;
 
         let mut repl = ReplicationConnection::connect(&self.pg_config).await?;
-        let slot_name = format!("viewcast_{}_{}", std::process::id(), SLOT_COUNTER.fetch_add(1, Ordering::SeqCst));
+        let slot_name = format!(
+            "viewcast_{}_{}",
+            std::process::id(),
+            SLOT_COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         let slot = repl.create_slot(&slot_name).await?;
         info!(slot = %slot.name, consistent_point = %slot.consistent_point, "replication slot created");
 
@@ -205,7 +231,14 @@ impl Source {
         info!(tables = self.config.tables.len(), rows = loaded, lsn = %slot.consistent_point, "snapshot loaded");
         sink.transaction(slot.consistent_point, updates);
 
-        let mut stream = repl.start_replication(&slot.name, &self.config.publication, slot.consistent_point, 1).await?;
+        let mut stream = repl
+            .start_replication(
+                &slot.name,
+                &self.config.publication,
+                slot.consistent_point,
+                1,
+            )
+            .await?;
         sink.streaming(true, slot.consistent_point);
         self.relations.clear();
         let mut applied = slot.consistent_point;
@@ -249,14 +282,27 @@ impl Source {
     async fn ensure_publication(&self, client: &tokio_postgres::Client) -> Result<(), SourceError> {
         let name = &self.config.publication;
         let quoted = super::replication::quote_ident(name);
-        let row = client.query_opt("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[name]).await?;
-        let wanted: Vec<String> = self.config.tables.iter().map(|t| t.qualified_name()).collect();
+        let row = client
+            .query_opt(
+                "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+                &[name],
+            )
+            .await?;
+        let wanted: Vec<String> = self
+            .config
+            .tables
+            .iter()
+            .map(|t| t.qualified_name())
+            .collect();
         match row {
             None => {
                 let sql = if wanted.is_empty() {
                     format!("CREATE PUBLICATION {quoted}")
                 } else {
-                    format!("CREATE PUBLICATION {quoted} FOR TABLE {}", wanted.join(", "))
+                    format!(
+                        "CREATE PUBLICATION {quoted} FOR TABLE {}",
+                        wanted.join(", ")
+                    )
                 };
                 client.batch_execute(&sql).await?;
                 info!(publication = %name, tables = wanted.len(), "publication created");
@@ -264,7 +310,8 @@ impl Source {
             Some(r) if r.get::<_, bool>(0) => {}
             Some(_) => {
                 let have = client.query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[name]).await?;
-                let have: Vec<(String, String)> = have.iter().map(|r| (r.get(0), r.get(1))).collect();
+                let have: Vec<(String, String)> =
+                    have.iter().map(|r| (r.get(0), r.get(1))).collect();
                 let missing: Vec<String> = self
                     .config
                     .tables
@@ -273,7 +320,12 @@ impl Source {
                     .map(|t| t.qualified_name())
                     .collect();
                 if !missing.is_empty() {
-                    client.batch_execute(&format!("ALTER PUBLICATION {quoted} ADD TABLE {}", missing.join(", "))).await?;
+                    client
+                        .batch_execute(&format!(
+                            "ALTER PUBLICATION {quoted} ADD TABLE {}",
+                            missing.join(", ")
+                        ))
+                        .await?;
                     info!(publication = %name, added = missing.len(), "publication extended");
                 }
             }
@@ -297,11 +349,21 @@ impl Source {
     }
 
     fn relation(&mut self, r: Relation, sink: &mut dyn Sink) {
-        let Some(i) = self.config.tables.iter().position(|t| t.schema == r.namespace && t.name == r.name) else { return };
+        let Some(i) = self
+            .config
+            .tables
+            .iter()
+            .position(|t| t.schema == r.namespace && t.name == r.name)
+        else {
+            return;
+        };
         self.relations.insert(r.id, i);
         let info = &self.config.tables[i];
         let same = r.columns.len() == info.columns.len()
-            && r.columns.iter().zip(&info.columns).all(|(a, b)| a.name == b.name && a.type_oid == b.type_oid);
+            && r.columns
+                .iter()
+                .zip(&info.columns)
+                .all(|(a, b)| a.name == b.name && a.type_oid == b.type_oid);
         if !same && !self.state[i].failed {
             self.state[i].failed = true;
             sink.table_failed(
@@ -313,9 +375,18 @@ impl Source {
 
     fn change(&mut self, msg: LogicalMessage, out: &mut Updates, sink: &mut dyn Sink) {
         let (rel, result) = match msg {
-            LogicalMessage::Insert(m) => (m.relation_id, self.apply(m.relation_id, None, Some(&m.new), out)),
-            LogicalMessage::Update(m) => (m.relation_id, self.apply(m.relation_id, Some(m.old.as_ref()), Some(&m.new), out)),
-            LogicalMessage::Delete(m) => (m.relation_id, self.apply(m.relation_id, Some(Some(&m.old)), None, out)),
+            LogicalMessage::Insert(m) => (
+                m.relation_id,
+                self.apply(m.relation_id, None, Some(&m.new), out),
+            ),
+            LogicalMessage::Update(m) => (
+                m.relation_id,
+                self.apply(m.relation_id, Some(m.old.as_ref()), Some(&m.new), out),
+            ),
+            LogicalMessage::Delete(m) => (
+                m.relation_id,
+                self.apply(m.relation_id, Some(Some(&m.old)), None, out),
+            ),
             LogicalMessage::Truncate(t) => {
                 for id in t.relation_ids {
                     if let Some(&i) = self.relations.get(&id) {
@@ -341,8 +412,16 @@ impl Source {
 
     /// Applies one row change to the table state and emits its updates. `old` is
     /// `Some(None)` for an update that sent no old tuple (key unchanged).
-    fn apply(&mut self, rel: u32, old: Option<Option<&OldTuple>>, new: Option<&Tuple>, out: &mut Updates) -> Result<(), String> {
-        let Some(&i) = self.relations.get(&rel) else { return Ok(()) };
+    fn apply(
+        &mut self,
+        rel: u32,
+        old: Option<Option<&OldTuple>>,
+        new: Option<&Tuple>,
+        out: &mut Updates,
+    ) -> Result<(), String> {
+        let Some(&i) = self.relations.get(&rel) else {
+            return Ok(());
+        };
         if self.state[i].failed {
             return Ok(());
         }
@@ -358,15 +437,26 @@ impl Source {
                         let t = new.ok_or("update without a new tuple")?;
                         let partial = decode_partial(&info, t);
                         match &info.key {
-                            Some(cols) => cols.iter().map(|c| partial[*c].clone().unwrap_or(Datum::Null).key_form()).collect(),
-                            None => return Err(format!("update of {} without an old row", info.qualified_name())),
+                            Some(cols) => cols
+                                .iter()
+                                .map(|c| partial[*c].clone().unwrap_or(Datum::Null).key_form())
+                                .collect(),
+                            None => {
+                                return Err(format!(
+                                    "update of {} without an old row",
+                                    info.qualified_name()
+                                ))
+                            }
                         }
                     }
                 };
                 let state = &mut self.state[i].rows;
                 self.undo.push((i, key.clone(), state.get(&key).cloned()));
                 let Some(entry) = state.get_mut(&key) else {
-                    return Err(format!("{}: change to a row viewcast does not know (key {key:?})", info.qualified_name()));
+                    return Err(format!(
+                        "{}: change to a row viewcast does not know (key {key:?})",
+                        info.qualified_name()
+                    ));
                 };
                 entry.1 -= 1;
                 let row = entry.0.clone();
@@ -392,7 +482,12 @@ impl Source {
 /// Decodes a tuple's text values; unchanged TOAST values come from `old`.
 fn decode(info: &TableInfo, t: &Tuple, old: Option<&Row>) -> Result<Row, String> {
     if t.len() != info.columns.len() {
-        return Err(format!("{}: tuple has {} columns, table has {}", info.qualified_name(), t.len(), info.columns.len()));
+        return Err(format!(
+            "{}: tuple has {} columns, table has {}",
+            info.qualified_name(),
+            t.len(),
+            info.columns.len()
+        ));
     }
     t.iter()
         .zip(&info.columns)
@@ -400,13 +495,22 @@ fn decode(info: &TableInfo, t: &Tuple, old: Option<&Row>) -> Result<Row, String>
         .map(|(i, (v, col))| match v {
             TupleValue::Null => Ok(Datum::Null),
             TupleValue::Text(b) => {
-                let s = std::str::from_utf8(b).map_err(|_| format!("column {}: value is not UTF-8", col.name))?;
-                Datum::from_text(&col.ty, s).map_err(|e| format!("column {} of {}: {e}", col.name, info.qualified_name()))
+                let s = std::str::from_utf8(b)
+                    .map_err(|_| format!("column {}: value is not UTF-8", col.name))?;
+                Datum::from_text(&col.ty, s)
+                    .map_err(|e| format!("column {} of {}: {e}", col.name, info.qualified_name()))
             }
-            TupleValue::UnchangedToast => old
-                .and_then(|o| o.get(i).cloned())
-                .ok_or_else(|| format!("column {} of {}: unchanged TOAST value without a known old row", col.name, info.qualified_name())),
-            TupleValue::Binary(_) => Err(format!("column {}: binary values were not requested", col.name)),
+            TupleValue::UnchangedToast => old.and_then(|o| o.get(i).cloned()).ok_or_else(|| {
+                format!(
+                    "column {} of {}: unchanged TOAST value without a known old row",
+                    col.name,
+                    info.qualified_name()
+                )
+            }),
+            TupleValue::Binary(_) => Err(format!(
+                "column {}: binary values were not requested",
+                col.name
+            )),
         })
         .collect()
 }
@@ -417,7 +521,9 @@ fn decode_partial(info: &TableInfo, t: &Tuple) -> Vec<Option<Datum>> {
         .zip(&info.columns)
         .map(|(v, col)| match v {
             TupleValue::Null => Some(Datum::Null),
-            TupleValue::Text(b) => std::str::from_utf8(b).ok().and_then(|s| Datum::from_text(&col.ty, s).ok()),
+            TupleValue::Text(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| Datum::from_text(&col.ty, s).ok()),
             _ => None,
         })
         .collect()

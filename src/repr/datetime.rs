@@ -68,7 +68,11 @@ fn parse_ymd(s: &str, bc: bool) -> Option<i64> {
 /// Parses `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]][ BC]` into microseconds from the
 /// epoch (UTC when an offset is present).
 pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
-    let kind = if with_zone { "timestamp with time zone" } else { "timestamp" };
+    let kind = if with_zone {
+        "timestamp with time zone"
+    } else {
+        "timestamp"
+    };
     match s {
         "infinity" => return Ok(TS_POS_INF),
         "-infinity" => return Ok(TS_NEG_INF),
@@ -86,20 +90,33 @@ pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
         None => (rest.strip_suffix('Z').unwrap_or(rest), None),
     };
     let mut tp = time.splitn(3, ':');
-    let h: i64 = tp.next().and_then(|x| x.parse().ok()).ok_or_else(|| bad(kind, s))?;
-    let mi: i64 = tp.next().and_then(|x| x.parse().ok()).ok_or_else(|| bad(kind, s))?;
+    let h: i64 = tp
+        .next()
+        .and_then(|x| x.parse().ok())
+        .ok_or_else(|| bad(kind, s))?;
+    let mi: i64 = tp
+        .next()
+        .and_then(|x| x.parse().ok())
+        .ok_or_else(|| bad(kind, s))?;
     let sec_text = tp.next().unwrap_or("0");
     let (sec, frac) = sec_text.split_once('.').unwrap_or((sec_text, ""));
     let sec: i64 = sec.parse().map_err(|_| bad(kind, s))?;
     if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(kind, s));
     }
-    let micros_frac: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad(kind, s))? };
+    let micros_frac: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().map_err(|_| bad(kind, s))?
+    };
     let mut total = days * MICROS_PER_DAY + ((h * 60 + mi) * 60 + sec) * 1_000_000 + micros_frac;
     if let Some(off) = offset {
         let sign = if off.starts_with('-') { -1 } else { 1 };
         let mut op = off[1..].split(':');
-        let oh: i64 = op.next().and_then(|x| x.parse().ok()).ok_or_else(|| bad(kind, s))?;
+        let oh: i64 = op
+            .next()
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(|| bad(kind, s))?;
         let om: i64 = op.next().map(|x| x.parse().unwrap_or(0)).unwrap_or(0);
         let os: i64 = op.next().map(|x| x.parse().unwrap_or(0)).unwrap_or(0);
         total -= sign * ((oh * 60 + om) * 60 + os) * 1_000_000;
@@ -143,7 +160,13 @@ pub fn format_timestamp(micros: i64, with_zone: bool, out: &mut String) {
     write_year(out, y);
     let secs = rem / 1_000_000;
     let frac = rem % 1_000_000;
-    let _ = write!(out, "-{m:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let _ = write!(
+        out,
+        "-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
     if frac != 0 {
         let f = format!("{frac:06}");
         out.push('.');
@@ -170,10 +193,18 @@ mod tests {
     #[test]
     fn timestamps_render_like_to_json() {
         let mut out = String::new();
-        format_timestamp(parse_timestamp("2024-02-29 13:14:15.120000", false).unwrap(), false, &mut out);
+        format_timestamp(
+            parse_timestamp("2024-02-29 13:14:15.120000", false).unwrap(),
+            false,
+            &mut out,
+        );
         assert_eq!(out, "2024-02-29T13:14:15.12");
         out.clear();
-        format_timestamp(parse_timestamp("2024-02-29 13:14:15+05:30", true).unwrap(), true, &mut out);
+        format_timestamp(
+            parse_timestamp("2024-02-29 13:14:15+05:30", true).unwrap(),
+            true,
+            &mut out,
+        );
         assert_eq!(out, "2024-02-29T07:44:15+00:00");
         out.clear();
         format_date(parse_date("1999-12-31").unwrap(), &mut out);

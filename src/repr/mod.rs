@@ -41,7 +41,10 @@ pub enum Type {
     /// The type of a bare NULL or a string literal before it meets a typed operand.
     Unknown,
     /// A column type viewcast cannot decode; carried as text, refused if a view reads it.
-    Unsupported { oid: u32, name: String },
+    Unsupported {
+        oid: u32,
+        name: String,
+    },
 }
 
 impl Type {
@@ -64,7 +67,10 @@ impl Type {
             1700 => Type::Numeric,
             2950 => Type::Uuid,
             3802 => Type::Jsonb,
-            _ => Type::Unsupported { oid, name: name.to_string() },
+            _ => Type::Unsupported {
+                oid,
+                name: name.to_string(),
+            },
         }
     }
 
@@ -161,7 +167,11 @@ impl Eq for F64 {}
 impl Hash for F64 {
     fn hash<H: Hasher>(&self, state: &mut H) {
         let v = if self.0 == 0.0 { 0.0 } else { self.0 };
-        if v.is_nan() { u64::MAX.hash(state) } else { v.to_bits().hash(state) }
+        if v.is_nan() {
+            u64::MAX.hash(state)
+        } else {
+            v.to_bits().hash(state)
+        }
     }
 }
 
@@ -205,16 +215,26 @@ impl Datum {
                 "f" | "false" => Datum::Bool(false),
                 _ => return Err(bad()),
             },
-            Type::Int2 | Type::Int4 | Type::Int8 => Datum::Int(s.trim().parse().map_err(|_| bad())?),
+            Type::Int2 | Type::Int4 | Type::Int8 => {
+                Datum::Int(s.trim().parse().map_err(|_| bad())?)
+            }
             Type::Float4 => Datum::Float4(F64(parse_float(s).ok_or_else(bad)? as f32 as f64)),
             Type::Float8 => Datum::Float8(F64(parse_float(s).ok_or_else(bad)?)),
-            Type::Numeric => Datum::Numeric(Numeric::parse(s).map_err(|e| DecodeError(e.to_string()))?),
-            Type::Text | Type::Varchar | Type::Bpchar | Type::Unknown | Type::Unsupported { .. } => {
-                Datum::Text(s.to_string())
+            Type::Numeric => {
+                Datum::Numeric(Numeric::parse(s).map_err(|e| DecodeError(e.to_string()))?)
             }
+            Type::Text
+            | Type::Varchar
+            | Type::Bpchar
+            | Type::Unknown
+            | Type::Unsupported { .. } => Datum::Text(s.to_string()),
             Type::Date => Datum::Date(datetime::parse_date(s).map_err(DecodeError)?),
-            Type::Timestamp => Datum::Timestamp(datetime::parse_timestamp(s, false).map_err(DecodeError)?),
-            Type::TimestampTz => Datum::TimestampTz(datetime::parse_timestamp(s, true).map_err(DecodeError)?),
+            Type::Timestamp => {
+                Datum::Timestamp(datetime::parse_timestamp(s, false).map_err(DecodeError)?)
+            }
+            Type::TimestampTz => {
+                Datum::TimestampTz(datetime::parse_timestamp(s, true).map_err(DecodeError)?)
+            }
             Type::Uuid => {
                 let hex: String = s.chars().filter(|c| *c != '-').collect();
                 if hex.len() != 32 {
@@ -274,7 +294,15 @@ impl Datum {
             }
             Datum::Uuid(u) => {
                 let h = format!("{u:032x}");
-                let _ = write!(out, "\"{}-{}-{}-{}-{}\"", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
+                let _ = write!(
+                    out,
+                    "\"{}-{}-{}-{}-{}\"",
+                    &h[0..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..32]
+                );
             }
             Datum::Json(j) => out.push_str(j),
         }
@@ -313,12 +341,20 @@ fn write_float(v: f64, single: bool, out: &mut String) {
         return out.push_str("\"NaN\"");
     }
     if v.is_infinite() {
-        return out.push_str(if v > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" });
+        return out.push_str(if v > 0.0 {
+            "\"Infinity\""
+        } else {
+            "\"-Infinity\""
+        });
     }
     if v == 0.0 {
         return out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
     }
-    let sci = if single { format!("{:e}", v as f32) } else { format!("{v:e}") };
+    let sci = if single {
+        format!("{:e}", v as f32)
+    } else {
+        format!("{v:e}")
+    };
     let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (neg, mant) = match mant.strip_prefix('-') {
@@ -400,7 +436,10 @@ mod tests {
         assert_eq!(json(Type::Float8, "1.5"), "1.5");
         assert_eq!(json(Type::Float8, "1e+20"), "1e+20");
         assert_eq!(json(Type::Float8, "123456789012345"), "123456789012345");
-        assert_eq!(json(Type::Float8, "1.23456789012345e+15"), "1.23456789012345e+15");
+        assert_eq!(
+            json(Type::Float8, "1.23456789012345e+15"),
+            "1.23456789012345e+15"
+        );
         assert_eq!(json(Type::Float8, "0.0001"), "0.0001");
         assert_eq!(json(Type::Float8, "1e-05"), "1e-05");
         assert_eq!(json(Type::Float8, "-0"), "-0");
@@ -413,7 +452,10 @@ mod tests {
     #[test]
     fn other_types_render_like_to_json() {
         assert_eq!(json(Type::Bytea, "\\x00ff"), "\"\\\\x00ff\"");
-        assert_eq!(json(Type::Uuid, "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), "\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\"");
+        assert_eq!(
+            json(Type::Uuid, "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"),
+            "\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\""
+        );
         assert_eq!(json(Type::Text, "a\"b\n\u{1}"), "\"a\\\"b\\n\\u0001\"");
         assert_eq!(json(Type::Jsonb, "{\"a\": [1, 2]}"), "{\"a\": [1, 2]}");
         assert_eq!(json(Type::Bool, "t"), "true");

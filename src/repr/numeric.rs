@@ -42,7 +42,10 @@ fn pow10(n: u32) -> BigInt {
 
 impl Numeric {
     pub fn from_i64(v: i64) -> Self {
-        Numeric::Finite { mantissa: BigInt::from(v), scale: 0 }
+        Numeric::Finite {
+            mantissa: BigInt::from(v),
+            scale: 0,
+        }
     }
 
     pub fn zero() -> Self {
@@ -77,7 +80,11 @@ impl Numeric {
             return Err(err());
         }
         let all: String = format!("{int_part}{frac_part}");
-        let mut mantissa: BigInt = if all.is_empty() { BigInt::zero() } else { all.parse().map_err(|_| err())? };
+        let mut mantissa: BigInt = if all.is_empty() {
+            BigInt::zero()
+        } else {
+            all.parse().map_err(|_| err())?
+        };
         if neg {
             mantissa = -mantissa;
         }
@@ -86,7 +93,10 @@ impl Numeric {
             mantissa *= pow10((-scale) as u32);
             scale = 0;
         }
-        Ok(Numeric::Finite { mantissa, scale: scale as u32 })
+        Ok(Numeric::Finite {
+            mantissa,
+            scale: scale as u32,
+        })
     }
 
     fn special_rank(&self) -> i8 {
@@ -109,9 +119,21 @@ impl Numeric {
 
     pub fn add(&self, other: &Numeric) -> Numeric {
         match (self, other) {
-            (Numeric::Finite { mantissa: a, scale: sa }, Numeric::Finite { mantissa: b, scale: sb }) => {
+            (
+                Numeric::Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Numeric::Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => {
                 let (a, b, s) = Self::aligned(a, *sa, b, *sb);
-                Numeric::Finite { mantissa: a + b, scale: s }
+                Numeric::Finite {
+                    mantissa: a + b,
+                    scale: s,
+                }
             }
             (Numeric::NaN, _) | (_, Numeric::NaN) => Numeric::NaN,
             (Numeric::PosInf, Numeric::NegInf) | (Numeric::NegInf, Numeric::PosInf) => Numeric::NaN,
@@ -122,7 +144,10 @@ impl Numeric {
 
     pub fn neg(&self) -> Numeric {
         match self {
-            Numeric::Finite { mantissa, scale } => Numeric::Finite { mantissa: -mantissa, scale: *scale },
+            Numeric::Finite { mantissa, scale } => Numeric::Finite {
+                mantissa: -mantissa,
+                scale: *scale,
+            },
             Numeric::NaN => Numeric::NaN,
             Numeric::PosInf => Numeric::NegInf,
             Numeric::NegInf => Numeric::PosInf,
@@ -135,9 +160,19 @@ impl Numeric {
 
     pub fn mul(&self, other: &Numeric) -> Numeric {
         match (self, other) {
-            (Numeric::Finite { mantissa: a, scale: sa }, Numeric::Finite { mantissa: b, scale: sb }) => {
-                Numeric::Finite { mantissa: a * b, scale: sa + sb }
-            }
+            (
+                Numeric::Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Numeric::Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => Numeric::Finite {
+                mantissa: a * b,
+                scale: sa + sb,
+            },
             (Numeric::NaN, _) | (_, Numeric::NaN) => Numeric::NaN,
             (x, y) => {
                 let sign = x.signum() * y.signum();
@@ -172,23 +207,36 @@ impl Numeric {
         let digits = mantissa.abs().to_string();
         // Decimal exponent of the leading digit: value = 0.d1d2... * 10^(e)
         let e = digits.len() as i64 - scale as i64; // number of integer digits (may be <= 0)
-        // Postgres groups digits in base 10000 aligned at the decimal point.
-        // The leading base-10000 group index (weight) w satisfies: group covers decimal
-        // exponents [4w, 4w+3] for the integer-position of the digit.
+                                                    // Postgres groups digits in base 10000 aligned at the decimal point.
+                                                    // The leading base-10000 group index (weight) w satisfies: group covers decimal
+                                                    // exponents [4w, 4w+3] for the integer-position of the digit.
         let lead_pos = e - 1; // decimal position of leading digit (10^lead_pos)
         let weight = Integer::div_floor(&lead_pos, &4);
         // Value of the leading group: digits at positions 4w+3 .. 4w.
         let group_low = weight * 4;
         let take = (lead_pos - group_low + 1) as usize; // how many digits of the mantissa fall in the group
         let first: i64 = digits[..take.min(digits.len())].parse().unwrap_or(0);
-        let first = if take > digits.len() { first * 10i64.pow((take - digits.len()) as u32) } else { first };
+        let first = if take > digits.len() {
+            first * 10i64.pow((take - digits.len()) as u32)
+        } else {
+            first
+        };
         (weight, first)
     }
 
     /// Division with Postgres's result scale; rounds half away from zero.
     pub fn div(&self, other: &Numeric) -> Result<Numeric, NumericError> {
         match (self, other) {
-            (Numeric::Finite { mantissa: a, scale: sa }, Numeric::Finite { mantissa: b, scale: sb }) => {
+            (
+                Numeric::Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Numeric::Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => {
                 if b.is_zero() {
                     return Err(NumericError::DivisionByZero);
                 }
@@ -204,14 +252,20 @@ impl Numeric {
                     .clamp(0, MAX_DISPLAY_SCALE) as u32;
                 Ok(Self::div_to_scale(a, *sa, b, *sb, rscale))
             }
-            (_, Numeric::Finite { mantissa, .. }) if mantissa.is_zero() => Err(NumericError::DivisionByZero),
+            (_, Numeric::Finite { mantissa, .. }) if mantissa.is_zero() => {
+                Err(NumericError::DivisionByZero)
+            }
             (Numeric::NaN, _) | (_, Numeric::NaN) => Ok(Numeric::NaN),
             (Numeric::Finite { .. }, _) => Ok(Numeric::zero()),
             (x, y) if y.special_rank() != 0 => {
                 let _ = x;
                 Ok(Numeric::NaN)
             }
-            (x, y) => Ok(if x.signum() * y.signum() > 0 { Numeric::PosInf } else { Numeric::NegInf }),
+            (x, y) => Ok(if x.signum() * y.signum() > 0 {
+                Numeric::PosInf
+            } else {
+                Numeric::NegInf
+            }),
         }
     }
 
@@ -219,14 +273,21 @@ impl Numeric {
     fn div_to_scale(a: &BigInt, sa: u32, b: &BigInt, sb: u32, rscale: u32) -> Numeric {
         // result mantissa = a * 10^(rscale + sb - sa) / b
         let shift = rscale as i64 + sb as i64 - sa as i64;
-        let (num, den) = if shift >= 0 { (a * pow10(shift as u32), b.clone()) } else { (a.clone(), b * pow10((-shift) as u32)) };
+        let (num, den) = if shift >= 0 {
+            (a * pow10(shift as u32), b.clone())
+        } else {
+            (a.clone(), b * pow10((-shift) as u32))
+        };
         let (q, r) = num.abs().div_rem(&den.abs());
         let mut q = q;
         if (r * 2u32) >= den.abs() {
             q += 1u32;
         }
         let negative = (num.sign() == Sign::Minus) != (den.sign() == Sign::Minus);
-        Numeric::Finite { mantissa: if negative { -q } else { q }, scale: rscale }
+        Numeric::Finite {
+            mantissa: if negative { -q } else { q },
+            scale: rscale,
+        }
     }
 
     pub fn to_f64(&self) -> f64 {
@@ -257,7 +318,10 @@ impl Numeric {
         match self {
             Numeric::Finite { mantissa, scale: s } => {
                 if *s <= scale {
-                    Numeric::Finite { mantissa: mantissa * pow10(scale - s), scale }
+                    Numeric::Finite {
+                        mantissa: mantissa * pow10(scale - s),
+                        scale,
+                    }
                 } else {
                     Self::div_to_scale(mantissa, *s, &BigInt::from(1), 0, scale)
                 }
@@ -277,7 +341,10 @@ impl Numeric {
                     m /= &ten;
                     s -= 1;
                 }
-                Numeric::Finite { mantissa: m, scale: s }
+                Numeric::Finite {
+                    mantissa: m,
+                    scale: s,
+                }
             }
             other => other.clone(),
         }
@@ -286,7 +353,16 @@ impl Numeric {
     /// Compares numerically, ignoring display scale.
     pub fn cmp_value(&self, other: &Numeric) -> Ordering {
         match (self, other) {
-            (Numeric::Finite { mantissa: a, scale: sa }, Numeric::Finite { mantissa: b, scale: sb }) => {
+            (
+                Numeric::Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Numeric::Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => {
                 let (a, b, _) = Self::aligned(a, *sa, b, *sb);
                 a.cmp(&b)
             }
@@ -310,7 +386,11 @@ impl fmt::Display for Numeric {
                 if scale == 0 {
                     return f.write_str(&digits);
                 }
-                let padded = if digits.len() <= scale { format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits) } else { digits };
+                let padded = if digits.len() <= scale {
+                    format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
+                } else {
+                    digits
+                };
                 let (i, frac) = padded.split_at(padded.len() - scale);
                 write!(f, "{i}.{frac}")
             }
@@ -360,7 +440,15 @@ mod tests {
 
     #[test]
     fn parse_and_display_keep_scale() {
-        for s in ["0", "1.50", "-0.001", "123456789012345678901234567890.1", "NaN", "Infinity", "-Infinity"] {
+        for s in [
+            "0",
+            "1.50",
+            "-0.001",
+            "123456789012345678901234567890.1",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+        ] {
             assert_eq!(n(s).to_string(), s);
         }
         assert_eq!(n("1e3").to_string(), "1000");

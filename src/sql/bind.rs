@@ -3,9 +3,9 @@
 //! here with the construct's name and position, before any worker sees it.
 
 use sqlparser::ast::{
-    self as ast, BinaryOperator, Distinct, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
-    JoinConstraint, JoinOperator, ObjectNamePart, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Spanned, TableFactor,
-    UnaryOperator, Value,
+    self as ast, BinaryOperator, Distinct, DuplicateTreatment, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, JoinConstraint, JoinOperator, ObjectNamePart, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Spanned, TableFactor, UnaryOperator, Value,
 };
 
 use sqlparser::tokenizer::Span;
@@ -23,7 +23,11 @@ fn unsupported(what: impl std::fmt::Display, span: Span) -> BindError {
 
 /// Identifier as Postgres folds it: unquoted names are lower-cased.
 pub fn ident_name(id: &ast::Ident) -> String {
-    if id.quote_style.is_some() { id.value.clone() } else { id.value.to_lowercase() }
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_lowercase()
+    }
 }
 
 pub fn object_name_parts(name: &ast::ObjectName) -> Vec<String> {
@@ -50,7 +54,9 @@ struct Scope {
 
 impl Scope {
     fn concat(&self, other: &Scope) -> Scope {
-        Scope { cols: self.cols.iter().chain(other.cols.iter()).cloned().collect() }
+        Scope {
+            cols: self.cols.iter().chain(other.cols.iter()).cloned().collect(),
+        }
     }
 
     fn resolve(&self, qualifier: Option<&str>, name: &str, span: Span) -> Result<(usize, Type)> {
@@ -58,7 +64,9 @@ impl Scope {
             .cols
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.name == name && qualifier.is_none_or(|q| c.qualifier.as_deref() == Some(q)))
+            .filter(|(_, c)| {
+                c.name == name && qualifier.is_none_or(|q| c.qualifier.as_deref() == Some(q))
+            })
             .map(|(i, _)| i)
             .collect();
         let shown = match qualifier {
@@ -69,19 +77,33 @@ impl Scope {
             [i] => {
                 let ty = self.cols[*i].ty.clone();
                 if let Type::Unsupported { name: tn, .. } = &ty {
-                    return Err(BindError::new(format!("column \"{shown}\" has type {tn}, which viewcast does not support"), span));
+                    return Err(BindError::new(
+                        format!(
+                            "column \"{shown}\" has type {tn}, which viewcast does not support"
+                        ),
+                        span,
+                    ));
                 }
                 Ok((*i, ty))
             }
             [] => {
                 if let Some(q) = qualifier {
                     if !self.cols.iter().any(|c| c.qualifier.as_deref() == Some(q)) {
-                        return Err(BindError::new(format!("missing FROM-clause entry for table \"{q}\""), span));
+                        return Err(BindError::new(
+                            format!("missing FROM-clause entry for table \"{q}\""),
+                            span,
+                        ));
                     }
                 }
-                Err(BindError::new(format!("column \"{shown}\" does not exist"), span))
+                Err(BindError::new(
+                    format!("column \"{shown}\" does not exist"),
+                    span,
+                ))
             }
-            _ => Err(BindError::new(format!("column reference \"{shown}\" is ambiguous"), span)),
+            _ => Err(BindError::new(
+                format!("column reference \"{shown}\" is ambiguous"),
+                span,
+            )),
         }
     }
 }
@@ -100,12 +122,19 @@ pub struct Binder<'a> {
 
 fn split_conjuncts(e: &ast::Expr, out: &mut Vec<ast::Expr>) {
     match e {
-        ast::Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+        ast::Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
             split_conjuncts(left, out);
             split_conjuncts(right, out);
         }
         ast::Expr::Nested(inner) => match inner.as_ref() {
-            ast::Expr::BinaryOp { op: BinaryOperator::And, .. } => split_conjuncts(inner, out),
+            ast::Expr::BinaryOp {
+                op: BinaryOperator::And,
+                ..
+            } => split_conjuncts(inner, out),
             _ => out.push(e.clone()),
         },
         _ => out.push(e.clone()),
@@ -137,9 +166,16 @@ fn default_name(e: &ast::Expr) -> String {
     match e {
         ast::Expr::Identifier(id) => ident_name(id),
         ast::Expr::CompoundIdentifier(ids) => ids.last().map(ident_name).unwrap_or_default(),
-        ast::Expr::Function(f) => object_name_parts(&f.name).last().cloned().unwrap_or_default(),
-        ast::Expr::Cast { expr, data_type, .. } => match default_name(expr).as_str() {
-            "?column?" => Type::from_sql_name(&data_type.to_string()).map(|t| t.name().to_string()).unwrap_or("?column?".into()),
+        ast::Expr::Function(f) => object_name_parts(&f.name)
+            .last()
+            .cloned()
+            .unwrap_or_default(),
+        ast::Expr::Cast {
+            expr, data_type, ..
+        } => match default_name(expr).as_str() {
+            "?column?" => Type::from_sql_name(&data_type.to_string())
+                .map(|t| t.name().to_string())
+                .unwrap_or("?column?".into()),
             n => n.to_string(),
         },
         ast::Expr::Nested(inner) => default_name(inner),
@@ -166,7 +202,13 @@ fn common_type(a: &Type, b: &Type) -> Option<Type> {
         (Float4 | Float8, y) | (y, Float4 | Float8) if y.is_numeric_family() => Some(Float8),
         (Numeric, y) | (y, Numeric) if y.is_integer() => Some(Numeric),
         (x, y) if x.is_string() && y.is_string() => Some(Text),
-        (Date | Timestamp | TimestampTz, Date | Timestamp | TimestampTz) => Some(if *a == TimestampTz || *b == TimestampTz { TimestampTz } else { Timestamp }),
+        (Date | Timestamp | TimestampTz, Date | Timestamp | TimestampTz) => {
+            Some(if *a == TimestampTz || *b == TimestampTz {
+                TimestampTz
+            } else {
+                Timestamp
+            })
+        }
         (Json, Jsonb) | (Jsonb, Json) => None,
         _ => None,
     }
@@ -178,10 +220,17 @@ fn cast_to(e: Expr, from: &Type, to: &Type) -> Expr {
             return Expr::Literal(folded);
         }
     }
-    if from == to || (from.is_integer() && to.is_integer()) || (from.is_string() && to.is_string()) || *from == Type::Unknown {
+    if from == to
+        || (from.is_integer() && to.is_integer())
+        || (from.is_string() && to.is_string())
+        || *from == Type::Unknown
+    {
         e
     } else {
-        Expr::Cast { expr: Box::new(e), to: to.clone() }
+        Expr::Cast {
+            expr: Box::new(e),
+            to: to.clone(),
+        }
     }
 }
 
@@ -195,10 +244,19 @@ impl<'a> Binder<'a> {
             return Err(unsupported("WITH (common table expressions)", with.span()));
         }
         if let Some(l) = &q.limit_clause {
-            return Err(unsupported("LIMIT/OFFSET (top-k views are not supported yet)", l.span()));
+            return Err(unsupported(
+                "LIMIT/OFFSET (top-k views are not supported yet)",
+                l.span(),
+            ));
         }
         if let Some(f) = &q.fetch {
-            return Err(unsupported("FETCH", f.quantity.as_ref().map(|e| e.span()).unwrap_or(Span::empty())));
+            return Err(unsupported(
+                "FETCH",
+                f.quantity
+                    .as_ref()
+                    .map(|e| e.span())
+                    .unwrap_or(Span::empty()),
+            ));
         }
         if !q.locks.is_empty() {
             return Err(unsupported("FOR UPDATE/SHARE", Span::empty()));
@@ -208,15 +266,26 @@ impl<'a> Binder<'a> {
         match q.body.as_ref() {
             SetExpr::Select(s) => self.bind_select(s),
             SetExpr::Query(inner) => self.bind_query(inner),
-            SetExpr::SetOperation { op, .. } => Err(unsupported(format!("{op} (set operations)"), q.body.span())),
+            SetExpr::SetOperation { op, .. } => {
+                Err(unsupported(format!("{op} (set operations)"), q.body.span()))
+            }
             SetExpr::Values(_) => Err(unsupported("VALUES", q.body.span())),
-            other => Err(unsupported(format!("statement {}", other.to_string().split_whitespace().next().unwrap_or("")), q.body.span())),
+            other => Err(unsupported(
+                format!(
+                    "statement {}",
+                    other.to_string().split_whitespace().next().unwrap_or("")
+                ),
+                q.body.span(),
+            )),
         }
     }
 
     fn bind_select(&self, s: &ast::Select) -> Result<(Plan, Vec<Column>)> {
         if let Some(Distinct::On(exprs)) = &s.distinct {
-            return Err(unsupported("DISTINCT ON", exprs.first().map(|e| e.span()).unwrap_or(Span::empty())));
+            return Err(unsupported(
+                "DISTINCT ON",
+                exprs.first().map(|e| e.span()).unwrap_or(Span::empty()),
+            ));
         }
         if s.into.is_some() {
             return Err(unsupported("SELECT INTO", s.span()));
@@ -241,7 +310,10 @@ impl<'a> Binder<'a> {
         let mut conjuncts = Vec::new();
         if let Some(w) = &s.selection {
             if contains_aggregate(w) {
-                return Err(BindError::new("aggregate functions are not allowed in WHERE", w.span()));
+                return Err(BindError::new(
+                    "aggregate functions are not allowed in WHERE",
+                    w.span(),
+                ));
             }
             let mut parts = Vec::new();
             split_conjuncts(w, &mut parts);
@@ -257,14 +329,19 @@ impl<'a> Binder<'a> {
         let group_exprs: Vec<ast::Expr> = match &s.group_by {
             GroupByExpr::Expressions(exprs, mods) => {
                 if !mods.is_empty() {
-                    return Err(unsupported("GROUP BY modifiers (ROLLUP/CUBE/GROUPING SETS)", s.span()));
+                    return Err(unsupported(
+                        "GROUP BY modifiers (ROLLUP/CUBE/GROUPING SETS)",
+                        s.span(),
+                    ));
                 }
                 exprs.clone()
             }
             GroupByExpr::All(_) => return Err(unsupported("GROUP BY ALL", s.span())),
         };
         let has_aggs = s.projection.iter().any(|item| match item {
-            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => contains_aggregate(e),
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                contains_aggregate(e)
+            }
             _ => false,
         }) || s.having.as_ref().is_some_and(contains_aggregate);
         let aggregating = has_aggs || !group_exprs.is_empty() || s.having.is_some();
@@ -272,11 +349,18 @@ impl<'a> Binder<'a> {
         let mut exprs = Vec::new();
         let mut columns = Vec::new();
         if aggregating {
-            let mut ctx = AggContext { keys: Vec::new(), key_types: Vec::new(), aggs: Vec::new() };
+            let mut ctx = AggContext {
+                keys: Vec::new(),
+                key_types: Vec::new(),
+                aggs: Vec::new(),
+            };
             for g in &group_exprs {
                 let g = self.resolve_group_ref(g, s)?;
                 if contains_aggregate(&g) {
-                    return Err(BindError::new("aggregate functions are not allowed in GROUP BY", g.span()));
+                    return Err(BindError::new(
+                        "aggregate functions are not allowed in GROUP BY",
+                        g.span(),
+                    ));
                 }
                 let (e, ty) = self.bind_expr(&g, &scope, &mut None)?;
                 if !ctx.keys.contains(&e) {
@@ -290,14 +374,25 @@ impl<'a> Binder<'a> {
                     SelectItem::UnnamedExpr(e) => {
                         let (b, ty) = self.bind_expr(e, &scope, &mut ctx)?;
                         exprs.push(b);
-                        columns.push(Column { name: default_name(e), ty });
+                        columns.push(Column {
+                            name: default_name(e),
+                            ty,
+                        });
                     }
                     SelectItem::ExprWithAlias { expr, alias } => {
                         let (b, ty) = self.bind_expr(expr, &scope, &mut ctx)?;
                         exprs.push(b);
-                        columns.push(Column { name: ident_name(alias), ty });
+                        columns.push(Column {
+                            name: ident_name(alias),
+                            ty,
+                        });
                     }
-                    other => return Err(unsupported(format!("{other} with GROUP BY or aggregates"), other.span())),
+                    other => {
+                        return Err(unsupported(
+                            format!("{other} with GROUP BY or aggregates"),
+                            other.span(),
+                        ))
+                    }
                 }
             }
             let having = match &s.having {
@@ -309,9 +404,16 @@ impl<'a> Binder<'a> {
                 None => None,
             };
             let ctx = ctx.expect("aggregate context is present while aggregating");
-            plan = Plan::Reduce { input: Box::new(plan), keys: ctx.keys, aggs: ctx.aggs };
+            plan = Plan::Reduce {
+                input: Box::new(plan),
+                keys: ctx.keys,
+                aggs: ctx.aggs,
+            };
             if let Some(h) = having {
-                plan = Plan::Filter { input: Box::new(plan), predicates: vec![h] };
+                plan = Plan::Filter {
+                    input: Box::new(plan),
+                    predicates: vec![h],
+                };
             }
         } else {
             for item in &s.projection {
@@ -319,48 +421,73 @@ impl<'a> Binder<'a> {
                     SelectItem::UnnamedExpr(e) => {
                         let (b, ty) = self.bind_expr(e, &scope, &mut None)?;
                         exprs.push(b);
-                        columns.push(Column { name: default_name(e), ty });
+                        columns.push(Column {
+                            name: default_name(e),
+                            ty,
+                        });
                     }
                     SelectItem::ExprWithAlias { expr, alias } => {
                         let (b, ty) = self.bind_expr(expr, &scope, &mut None)?;
                         exprs.push(b);
-                        columns.push(Column { name: ident_name(alias), ty });
+                        columns.push(Column {
+                            name: ident_name(alias),
+                            ty,
+                        });
                     }
                     SelectItem::Wildcard(_) => {
                         for (i, c) in scope.cols.iter().enumerate() {
                             check_supported(c, item.span())?;
                             exprs.push(Expr::Column(i));
-                            columns.push(Column { name: c.name.clone(), ty: c.ty.clone() });
+                            columns.push(Column {
+                                name: c.name.clone(),
+                                ty: c.ty.clone(),
+                            });
                         }
                     }
                     SelectItem::QualifiedWildcard(kind, _) => {
                         let q = match kind {
-                            SelectItemQualifiedWildcardKind::ObjectName(n) => object_name_parts(n).last().cloned().unwrap_or_default(),
-                            SelectItemQualifiedWildcardKind::Expr(e) => return Err(unsupported(format!("{e}.*"), e.span())),
+                            SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                                object_name_parts(n).last().cloned().unwrap_or_default()
+                            }
+                            SelectItemQualifiedWildcardKind::Expr(e) => {
+                                return Err(unsupported(format!("{e}.*"), e.span()))
+                            }
                         };
                         let mut any = false;
                         for (i, c) in scope.cols.iter().enumerate() {
                             if c.qualifier.as_deref() == Some(q.as_str()) {
                                 check_supported(c, item.span())?;
                                 exprs.push(Expr::Column(i));
-                                columns.push(Column { name: c.name.clone(), ty: c.ty.clone() });
+                                columns.push(Column {
+                                    name: c.name.clone(),
+                                    ty: c.ty.clone(),
+                                });
                                 any = true;
                             }
                         }
                         if !any {
-                            return Err(BindError::new(format!("missing FROM-clause entry for table \"{q}\""), item.span()));
+                            return Err(BindError::new(
+                                format!("missing FROM-clause entry for table \"{q}\""),
+                                item.span(),
+                            ));
                         }
                     }
                     other => return Err(unsupported(other.to_string(), other.span())),
                 }
             }
         }
-        let identity = exprs.len() == plan.arity() && exprs.iter().enumerate().all(|(i, e)| *e == Expr::Column(i));
+        let identity = exprs.len() == plan.arity()
+            && exprs.iter().enumerate().all(|(i, e)| *e == Expr::Column(i));
         if !identity {
-            plan = Plan::Project { input: Box::new(plan), exprs };
+            plan = Plan::Project {
+                input: Box::new(plan),
+                exprs,
+            };
         }
         if matches!(s.distinct, Some(Distinct::Distinct)) {
-            plan = Plan::Distinct { input: Box::new(plan) };
+            plan = Plan::Distinct {
+                input: Box::new(plan),
+            };
         }
         Ok((plan, columns))
     }
@@ -369,16 +496,24 @@ impl<'a> Binder<'a> {
     fn resolve_group_ref(&self, g: &ast::Expr, s: &ast::Select) -> Result<ast::Expr> {
         let item_expr = |i: usize| -> Option<ast::Expr> {
             match s.projection.get(i)? {
-                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e.clone()),
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    Some(e.clone())
+                }
                 _ => None,
             }
         };
         match g {
             ast::Expr::Value(v) => {
                 if let Value::Number(n, _) = &v.value {
-                    let pos: usize = n.parse().map_err(|_| BindError::new(format!("non-integer constant in GROUP BY: {n}"), g.span()))?;
-                    return item_expr(pos.wrapping_sub(1))
-                        .ok_or_else(|| BindError::new(format!("GROUP BY position {pos} is not in select list"), g.span()));
+                    let pos: usize = n.parse().map_err(|_| {
+                        BindError::new(format!("non-integer constant in GROUP BY: {n}"), g.span())
+                    })?;
+                    return item_expr(pos.wrapping_sub(1)).ok_or_else(|| {
+                        BindError::new(
+                            format!("GROUP BY position {pos} is not in select list"),
+                            g.span(),
+                        )
+                    });
                 }
                 Ok(g.clone())
             }
@@ -400,7 +535,9 @@ impl<'a> Binder<'a> {
 
     fn any_from_column_named(&self, s: &ast::Select, name: &str) -> bool {
         s.from.iter().any(|twj| {
-            self.bind_table_with_joins(twj).map(|(_, sc)| sc.cols.iter().any(|c| c.name == name)).unwrap_or(false)
+            self.bind_table_with_joins(twj)
+                .map(|(_, sc)| sc.cols.iter().any(|c| c.name == name))
+                .unwrap_or(false)
         })
     }
 
@@ -413,18 +550,29 @@ impl<'a> Binder<'a> {
                 JoinOperator::Join(c) | JoinOperator::Inner(c) => (JoinKind::Inner, c),
                 JoinOperator::CrossJoin(c) => (JoinKind::Inner, c),
                 JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
-                JoinOperator::Right(_) | JoinOperator::RightOuter(_) => return Err(unsupported("RIGHT JOIN", join.relation.span())),
-                JoinOperator::FullOuter(_) => return Err(unsupported("FULL OUTER JOIN", join.relation.span())),
+                JoinOperator::Right(_) | JoinOperator::RightOuter(_) => {
+                    return Err(unsupported("RIGHT JOIN", join.relation.span()))
+                }
+                JoinOperator::FullOuter(_) => {
+                    return Err(unsupported("FULL OUTER JOIN", join.relation.span()))
+                }
                 other => {
                     let text = format!("{other:?}");
-                    let name = text.split(['(', ' ', '{']).next().unwrap_or("join").to_string();
+                    let name = text
+                        .split(['(', ' ', '{'])
+                        .next()
+                        .unwrap_or("join")
+                        .to_string();
                     return Err(unsupported(format!("{name} join"), join.relation.span()));
                 }
             };
             let conjuncts = match constraint {
                 JoinConstraint::On(e) => {
                     if contains_aggregate(e) {
-                        return Err(BindError::new("aggregate functions are not allowed in JOIN conditions", e.span()));
+                        return Err(BindError::new(
+                            "aggregate functions are not allowed in JOIN conditions",
+                            e.span(),
+                        ));
                     }
                     let mut parts = Vec::new();
                     split_conjuncts(e, &mut parts);
@@ -438,12 +586,19 @@ impl<'a> Binder<'a> {
                 }
                 JoinConstraint::None => {
                     if kind == JoinKind::Left {
-                        return Err(BindError::new("LEFT JOIN needs an ON condition", join.relation.span()));
+                        return Err(BindError::new(
+                            "LEFT JOIN needs an ON condition",
+                            join.relation.span(),
+                        ));
                     }
                     Vec::new()
                 }
-                JoinConstraint::Using(_) => return Err(unsupported("JOIN ... USING", join.relation.span())),
-                JoinConstraint::Natural => return Err(unsupported("NATURAL JOIN", join.relation.span())),
+                JoinConstraint::Using(_) => {
+                    return Err(unsupported("JOIN ... USING", join.relation.span()))
+                }
+                JoinConstraint::Natural => {
+                    return Err(unsupported("NATURAL JOIN", join.relation.span()))
+                }
             };
             plan = make_join(plan, rplan, conjuncts, kind);
             scope = combined;
@@ -453,12 +608,17 @@ impl<'a> Binder<'a> {
 
     fn bind_factor(&self, f: &TableFactor) -> Result<(Plan, Scope)> {
         match f {
-            TableFactor::Table { name, alias, args, .. } => {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
                 if args.is_some() {
                     return Err(unsupported("table functions", f.span()));
                 }
                 let parts = object_name_parts(name);
-                let (index, info) = self.catalog.lookup(&parts).map_err(|m| BindError::new(m, name.span()))?;
+                let (index, info) = self
+                    .catalog
+                    .lookup(&parts)
+                    .map_err(|m| BindError::new(m, name.span()))?;
                 let qualifier = match alias {
                     Some(a) => ident_name(&a.name),
                     None => parts.last().cloned().unwrap_or_default(),
@@ -466,7 +626,11 @@ impl<'a> Binder<'a> {
                 let mut cols: Vec<ScopeCol> = info
                     .columns
                     .iter()
-                    .map(|c| ScopeCol { qualifier: Some(qualifier.clone()), name: c.name.clone(), ty: c.ty.clone() })
+                    .map(|c| ScopeCol {
+                        qualifier: Some(qualifier.clone()),
+                        name: c.name.clone(),
+                        ty: c.ty.clone(),
+                    })
                     .collect();
                 if let Some(a) = alias {
                     if a.columns.len() > cols.len() {
@@ -479,9 +643,19 @@ impl<'a> Binder<'a> {
                         c.name = ident_name(&def.name);
                     }
                 }
-                Ok((Plan::Get { table: index, name: info.qualified_name(), arity: cols.len() }, Scope { cols }))
+                Ok((
+                    Plan::Get {
+                        table: index,
+                        name: info.qualified_name(),
+                        arity: cols.len(),
+                    },
+                    Scope { cols },
+                ))
             }
-            TableFactor::NestedJoin { table_with_joins, alias } => {
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
                 if alias.is_some() {
                     return Err(unsupported("alias on a parenthesized join", f.span()));
                 }
@@ -508,7 +682,10 @@ impl<'a> Binder<'a> {
             let (lo, hi) = (offsets[i], offsets[i] + sc.cols.len());
             let mut local = Vec::new();
             for slot in pending.iter_mut() {
-                let inside = slot.as_ref().is_some_and(|e| e.min_column().is_some_and(|m| m >= lo) && e.max_column().is_some_and(|m| m < hi));
+                let inside = slot.as_ref().is_some_and(|e| {
+                    e.min_column().is_some_and(|m| m >= lo)
+                        && e.max_column().is_some_and(|m| m < hi)
+                });
                 if inside {
                     let e = slot.take().expect("checked above");
                     local.push(e.remap(&|c| c - lo));
@@ -522,7 +699,10 @@ impl<'a> Binder<'a> {
             let hi = offsets[i] + right.arity();
             let mut eligible = Vec::new();
             for slot in pending.iter_mut() {
-                if slot.as_ref().is_some_and(|e| e.max_column().is_some_and(|m| m < hi)) {
+                if slot
+                    .as_ref()
+                    .is_some_and(|e| e.max_column().is_some_and(|m| m < hi))
+                {
                     eligible.push(slot.take().expect("checked above"));
                 }
             }
@@ -533,7 +713,12 @@ impl<'a> Binder<'a> {
 
     /// Binds a scalar expression. With an aggregate context, the result reads the
     /// Reduce's output (group keys, then aggregates) instead of the FROM row.
-    fn bind_expr(&self, e: &ast::Expr, scope: &Scope, agg: &mut Option<AggContext>) -> Result<(Expr, Type)> {
+    fn bind_expr(
+        &self,
+        e: &ast::Expr,
+        scope: &Scope,
+        agg: &mut Option<AggContext>,
+    ) -> Result<(Expr, Type)> {
         if let Some(ctx) = agg.as_mut() {
             if let ast::Expr::Function(f) = e {
                 let name = object_name_parts(&f.name).join(".");
@@ -559,7 +744,10 @@ impl<'a> Binder<'a> {
                         return Ok((plain, ty));
                     }
                 }
-                if matches!(e, ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)) {
+                if matches!(
+                    e,
+                    ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
+                ) {
                     let (_, _) = self.bind_expr(e, scope, &mut None)?;
                     return Err(BindError::new(
                         format!("column \"{e}\" must appear in the GROUP BY clause or be used in an aggregate function"),
@@ -570,7 +758,10 @@ impl<'a> Binder<'a> {
         } else if let ast::Expr::Function(f) = e {
             let name = object_name_parts(&f.name).join(".");
             if is_aggregate_name(&name) {
-                return Err(BindError::new(format!("aggregate function {name}() is not allowed here"), e.span()));
+                return Err(BindError::new(
+                    format!("aggregate function {name}() is not allowed here"),
+                    e.span(),
+                ));
             }
         }
 
@@ -604,7 +795,10 @@ impl<'a> Binder<'a> {
                             return Ok((Expr::Literal(negate_literal(d)), ty));
                         }
                         if !ty.is_numeric_family() {
-                            return Err(BindError::new(format!("operator does not exist: - {}", ty.name()), span));
+                            return Err(BindError::new(
+                                format!("operator does not exist: - {}", ty.name()),
+                                span,
+                            ));
                         }
                         Ok((Expr::Neg(Box::new(x), ty.clone()), ty))
                     }
@@ -619,35 +813,87 @@ impl<'a> Binder<'a> {
             }
             ast::Expr::IsNull(x) | ast::Expr::IsNotNull(x) => {
                 let (b, _) = self.bind_expr(x, scope, agg)?;
-                Ok((Expr::IsNull { expr: Box::new(b), negated: matches!(e, ast::Expr::IsNotNull(_)) }, Type::Bool))
+                Ok((
+                    Expr::IsNull {
+                        expr: Box::new(b),
+                        negated: matches!(e, ast::Expr::IsNotNull(_)),
+                    },
+                    Type::Bool,
+                ))
             }
-            ast::Expr::InList { expr, list, negated } => {
+            ast::Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let (x, xt) = self.bind_expr(expr, scope, agg)?;
                 let mut items = Vec::new();
                 let mut ty = xt.clone();
                 let mut bound = Vec::new();
                 for item in list {
                     let (b, bt) = self.bind_expr(item, scope, agg)?;
-                    ty = common_type(&ty, &bt)
-                        .ok_or_else(|| BindError::new(format!("IN types {} and {} cannot be matched", ty.name(), bt.name()), item.span()))?;
+                    ty = common_type(&ty, &bt).ok_or_else(|| {
+                        BindError::new(
+                            format!("IN types {} and {} cannot be matched", ty.name(), bt.name()),
+                            item.span(),
+                        )
+                    })?;
                     bound.push((b, bt));
                 }
                 let x = coerce(x, &xt, &ty, expr.span())?;
                 for ((b, bt), item) in bound.into_iter().zip(list) {
                     items.push(coerce(b, &bt, &ty, item.span())?);
                 }
-                Ok((Expr::InList { expr: Box::new(x), list: items, negated: *negated }, Type::Bool))
+                Ok((
+                    Expr::InList {
+                        expr: Box::new(x),
+                        list: items,
+                        negated: *negated,
+                    },
+                    Type::Bool,
+                ))
             }
-            ast::Expr::Between { expr, negated, low, high } => {
+            ast::Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
                 let (x, xt) = self.bind_expr(expr, scope, agg)?;
                 let (lo, lot) = self.bind_expr(low, scope, agg)?;
                 let (hi, hit) = self.bind_expr(high, scope, agg)?;
-                let (ge, _) = bind_binary(&BinaryOperator::GtEq, x.clone(), xt.clone(), lo, lot, span)?;
+                let (ge, _) =
+                    bind_binary(&BinaryOperator::GtEq, x.clone(), xt.clone(), lo, lot, span)?;
                 let (le, _) = bind_binary(&BinaryOperator::LtEq, x, xt, hi, hit, span)?;
-                let both = Expr::Binary { op: BinOp::And, left: Box::new(ge), right: Box::new(le), ty: Type::Bool };
-                Ok((if *negated { Expr::Not(Box::new(both)) } else { both }, Type::Bool))
+                let both = Expr::Binary {
+                    op: BinOp::And,
+                    left: Box::new(ge),
+                    right: Box::new(le),
+                    ty: Type::Bool,
+                };
+                Ok((
+                    if *negated {
+                        Expr::Not(Box::new(both))
+                    } else {
+                        both
+                    },
+                    Type::Bool,
+                ))
             }
-            ast::Expr::Like { negated, any, expr, pattern, escape_char } | ast::Expr::ILike { negated, any, expr, pattern, escape_char } => {
+            ast::Expr::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            }
+            | ast::Expr::ILike {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
                 if *any || escape_char.is_some() {
                     return Err(unsupported("LIKE ANY / ESCAPE", span));
                 }
@@ -655,40 +901,80 @@ impl<'a> Binder<'a> {
                 let (p, pt) = self.bind_expr(pattern, scope, agg)?;
                 for t in [&xt, &pt] {
                     if !t.is_string() && *t != Type::Unknown {
-                        return Err(BindError::new(format!("operator does not exist: {} ~~ {}", xt.name(), pt.name()), span));
+                        return Err(BindError::new(
+                            format!("operator does not exist: {} ~~ {}", xt.name(), pt.name()),
+                            span,
+                        ));
                     }
                 }
                 let ci = matches!(e, ast::Expr::ILike { .. });
-                Ok((Expr::Like { expr: Box::new(x), pattern: Box::new(p), negated: *negated, case_insensitive: ci }, Type::Bool))
+                Ok((
+                    Expr::Like {
+                        expr: Box::new(x),
+                        pattern: Box::new(p),
+                        negated: *negated,
+                        case_insensitive: ci,
+                    },
+                    Type::Bool,
+                ))
             }
-            ast::Expr::Cast { expr, data_type, format: None, .. } => {
-                let to = Type::from_sql_name(&data_type.to_string()).ok_or_else(|| unsupported(format!("type {data_type}"), span))?;
+            ast::Expr::Cast {
+                expr,
+                data_type,
+                format: None,
+                ..
+            } => {
+                let to = Type::from_sql_name(&data_type.to_string())
+                    .ok_or_else(|| unsupported(format!("type {data_type}"), span))?;
                 let (x, xt) = self.bind_expr(expr, scope, agg)?;
                 if let Expr::Literal(Datum::Text(s)) = &x {
-                    return Ok((Expr::Literal(Datum::from_text(&to, s).map_err(|er| BindError::new(er.0, span))?), to));
+                    return Ok((
+                        Expr::Literal(
+                            Datum::from_text(&to, s).map_err(|er| BindError::new(er.0, span))?,
+                        ),
+                        to,
+                    ));
                 }
                 if xt == to {
                     return Ok((x, to));
                 }
-                Ok((Expr::Cast { expr: Box::new(x), to: to.clone() }, to))
+                Ok((
+                    Expr::Cast {
+                        expr: Box::new(x),
+                        to: to.clone(),
+                    },
+                    to,
+                ))
             }
             ast::Expr::TypedString(ts) => {
-                let to = Type::from_sql_name(&ts.data_type.to_string()).ok_or_else(|| unsupported(format!("type {}", ts.data_type), span))?;
+                let to = Type::from_sql_name(&ts.data_type.to_string())
+                    .ok_or_else(|| unsupported(format!("type {}", ts.data_type), span))?;
                 let text = match &ts.value.value {
                     Value::SingleQuotedString(s) => s.clone(),
                     other => return Err(unsupported(format!("literal {other}"), span)),
                 };
-                Ok((Expr::Literal(Datum::from_text(&to, &text).map_err(|er| BindError::new(er.0, span))?), to))
+                Ok((
+                    Expr::Literal(
+                        Datum::from_text(&to, &text).map_err(|er| BindError::new(er.0, span))?,
+                    ),
+                    to,
+                ))
             }
             ast::Expr::Function(f) => {
                 let name = object_name_parts(&f.name).join(".");
                 Err(unsupported(format!("function {name}()"), span))
             }
-            ast::Expr::Subquery(_) | ast::Expr::InSubquery { .. } | ast::Expr::Exists { .. } => Err(unsupported("subqueries", span)),
+            ast::Expr::Subquery(_) | ast::Expr::InSubquery { .. } | ast::Expr::Exists { .. } => {
+                Err(unsupported("subqueries", span))
+            }
             ast::Expr::Case { .. } => Err(unsupported("CASE", span)),
             other => {
                 let text = format!("{other:?}");
-                let kind = text.split(['(', ' ', '{']).next().unwrap_or("expression").to_string();
+                let kind = text
+                    .split(['(', ' ', '{'])
+                    .next()
+                    .unwrap_or("expression")
+                    .to_string();
                 Err(unsupported(format!("expression {kind} ({other})"), span))
             }
         }
@@ -710,12 +996,20 @@ impl<'a> Binder<'a> {
             _ => return Err(BindError::new(format!("{name}() needs an argument"), span)),
         };
         if !list.clauses.is_empty() {
-            return Err(unsupported(format!("ORDER BY or other clauses inside {name}()"), span));
+            return Err(unsupported(
+                format!("ORDER BY or other clauses inside {name}()"),
+                span,
+            ));
         }
         let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
         let arg = match list.args.as_slice() {
             [FunctionArg::Unnamed(a)] => a,
-            _ => return Err(BindError::new(format!("{name}() takes exactly one argument"), span)),
+            _ => {
+                return Err(BindError::new(
+                    format!("{name}() takes exactly one argument"),
+                    span,
+                ))
+            }
         };
         let arg_expr = match arg {
             FunctionArgExpr::Wildcard if name == "count" && !distinct => {
@@ -731,10 +1025,18 @@ impl<'a> Binder<'a> {
             _ => return Err(BindError::new(format!("{name}(*) is not valid"), span)),
         };
         if contains_aggregate(arg_expr) {
-            return Err(BindError::new("aggregate function calls cannot be nested", arg_expr.span()));
+            return Err(BindError::new(
+                "aggregate function calls cannot be nested",
+                arg_expr.span(),
+            ));
         }
         let (input, ty) = self.bind_expr(arg_expr, scope, &mut None)?;
-        let no_fn = || BindError::new(format!("function {name}({}) does not exist", ty.name()), span);
+        let no_fn = || {
+            BindError::new(
+                format!("function {name}({}) does not exist", ty.name()),
+                span,
+            )
+        };
         let (func, output_type) = match name {
             "count" => (AggFunc::Count, Type::Int8),
             "sum" => (
@@ -759,17 +1061,36 @@ impl<'a> Binder<'a> {
                 if matches!(ty, Type::Json | Type::Bool | Type::Unknown | Type::Bytea) {
                     return Err(no_fn());
                 }
-                (if name == "min" { AggFunc::Min } else { AggFunc::Max }, ty.clone())
+                (
+                    if name == "min" {
+                        AggFunc::Min
+                    } else {
+                        AggFunc::Max
+                    },
+                    ty.clone(),
+                )
             }
             _ => return Err(no_fn()),
         };
-        Ok(Aggregate { func, input, input_type: ty, output_type, distinct })
+        Ok(Aggregate {
+            func,
+            input,
+            input_type: ty,
+            output_type,
+            distinct,
+        })
     }
 }
 
 fn check_supported(c: &ScopeCol, span: Span) -> Result<()> {
     if let Type::Unsupported { name, .. } = &c.ty {
-        return Err(BindError::new(format!("column \"{}\" has type {name}, which viewcast does not support", c.name), span));
+        return Err(BindError::new(
+            format!(
+                "column \"{}\" has type {name}, which viewcast does not support",
+                c.name
+            ),
+            span,
+        ));
     }
     Ok(())
 }
@@ -778,7 +1099,10 @@ fn expect_bool(ty: &Type, what: &str, span: Span) -> Result<()> {
     if matches!(ty, Type::Bool | Type::Unknown) {
         Ok(())
     } else {
-        Err(BindError::new(format!("{what} must be type boolean, not type {}", ty.name()), span))
+        Err(BindError::new(
+            format!("{what} must be type boolean, not type {}", ty.name()),
+            span,
+        ))
     }
 }
 
@@ -795,14 +1119,20 @@ fn literal(v: &Value, span: Span) -> Result<(Expr, Type)> {
     Ok(match v {
         Value::Number(n, _) => {
             if let Ok(i) = n.parse::<i64>() {
-                let ty = if i32::try_from(i).is_ok() { Type::Int4 } else { Type::Int8 };
+                let ty = if i32::try_from(i).is_ok() {
+                    Type::Int4
+                } else {
+                    Type::Int8
+                };
                 (Expr::Literal(Datum::Int(i)), ty)
             } else {
                 let num = Numeric::parse(n).map_err(|e| BindError::new(e.to_string(), span))?;
                 (Expr::Literal(Datum::Numeric(num)), Type::Numeric)
             }
         }
-        Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => (Expr::Literal(Datum::Text(s.clone())), Type::Unknown),
+        Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => {
+            (Expr::Literal(Datum::Text(s.clone())), Type::Unknown)
+        }
         Value::Boolean(b) => (Expr::Literal(Datum::Bool(*b)), Type::Bool),
         Value::Null => (Expr::Literal(Datum::Null), Type::Unknown),
         other => return Err(unsupported(format!("literal {other}"), span)),
@@ -817,14 +1147,23 @@ fn coerce(e: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
             if *to == Type::Unknown || to.is_string() {
                 return Ok(e);
             }
-            return Datum::from_text(to, s).map(Expr::Literal).map_err(|er| BindError::new(er.0, span));
+            return Datum::from_text(to, s)
+                .map(Expr::Literal)
+                .map_err(|er| BindError::new(er.0, span));
         }
         return Ok(e);
     }
     Ok(cast_to(e, from, to))
 }
 
-fn bind_binary(op: &BinaryOperator, l: Expr, lt: Type, r: Expr, rt: Type, span: Span) -> Result<(Expr, Type)> {
+fn bind_binary(
+    op: &BinaryOperator,
+    l: Expr,
+    lt: Type,
+    r: Expr,
+    rt: Type,
+    span: Span,
+) -> Result<(Expr, Type)> {
     let bop = match op {
         BinaryOperator::Plus => BinOp::Add,
         BinaryOperator::Minus => BinOp::Sub,
@@ -842,8 +1181,23 @@ fn bind_binary(op: &BinaryOperator, l: Expr, lt: Type, r: Expr, rt: Type, span: 
         BinaryOperator::StringConcat => BinOp::Concat,
         other => return Err(unsupported(format!("operator {other}"), span)),
     };
-    let mismatch = || BindError::new(format!("operator does not exist: {} {} {}", lt.name(), bop.symbol(), rt.name()), span);
-    let bin = |l: Expr, r: Expr, ty: Type| Expr::Binary { op: bop, left: Box::new(l), right: Box::new(r), ty };
+    let mismatch = || {
+        BindError::new(
+            format!(
+                "operator does not exist: {} {} {}",
+                lt.name(),
+                bop.symbol(),
+                rt.name()
+            ),
+            span,
+        )
+    };
+    let bin = |l: Expr, r: Expr, ty: Type| Expr::Binary {
+        op: bop,
+        left: Box::new(l),
+        right: Box::new(r),
+        ty,
+    };
     match bop {
         BinOp::And | BinOp::Or => {
             expect_bool(&lt, &format!("argument of {}", bop.symbol()), span)?;
@@ -851,7 +1205,11 @@ fn bind_binary(op: &BinaryOperator, l: Expr, lt: Type, r: Expr, rt: Type, span: 
             Ok((bin(l, r, Type::Bool), Type::Bool))
         }
         op if op.is_comparison() => {
-            let ty = if lt == Type::Unknown && rt == Type::Unknown { Type::Text } else { common_type(&lt, &rt).ok_or_else(mismatch)? };
+            let ty = if lt == Type::Unknown && rt == Type::Unknown {
+                Type::Text
+            } else {
+                common_type(&lt, &rt).ok_or_else(mismatch)?
+            };
             if matches!(ty, Type::Json) {
                 return Err(mismatch());
             }
@@ -868,14 +1226,22 @@ fn bind_binary(op: &BinaryOperator, l: Expr, lt: Type, r: Expr, rt: Type, span: 
         _ => {
             // Date arithmetic: date ± integer and date - date.
             match (&lt, &rt, bop) {
-                (Type::Date, t, BinOp::Add | BinOp::Sub) if t.is_integer() => return Ok((bin(l, r, Type::Date), Type::Date)),
-                (t, Type::Date, BinOp::Add) if t.is_integer() => return Ok((bin(l, r, Type::Date), Type::Date)),
-                (Type::Date, Type::Date, BinOp::Sub) => return Ok((bin(l, r, Type::Int4), Type::Int4)),
+                (Type::Date, t, BinOp::Add | BinOp::Sub) if t.is_integer() => {
+                    return Ok((bin(l, r, Type::Date), Type::Date))
+                }
+                (t, Type::Date, BinOp::Add) if t.is_integer() => {
+                    return Ok((bin(l, r, Type::Date), Type::Date))
+                }
+                (Type::Date, Type::Date, BinOp::Sub) => {
+                    return Ok((bin(l, r, Type::Int4), Type::Int4))
+                }
                 _ => {}
             }
             let ty = match (&lt, &rt) {
                 (Type::Float4, Type::Float4) => Type::Float4,
-                (a, b) if a.is_numeric_family() && b.is_numeric_family() => common_type(a, b).ok_or_else(mismatch)?,
+                (a, b) if a.is_numeric_family() && b.is_numeric_family() => {
+                    common_type(a, b).ok_or_else(mismatch)?
+                }
                 (Type::Unknown, b) if b.is_numeric_family() => b.clone(),
                 (a, Type::Unknown) if a.is_numeric_family() => a.clone(),
                 _ => return Err(mismatch()),
@@ -893,11 +1259,21 @@ fn bind_binary(op: &BinaryOperator, l: Expr, lt: Type, r: Expr, rt: Type, span: 
 fn filter(plan: Plan, predicates: Vec<Expr>) -> Plan {
     if predicates.is_empty() {
         plan
-    } else if let Plan::Filter { input, predicates: mut existing } = plan {
+    } else if let Plan::Filter {
+        input,
+        predicates: mut existing,
+    } = plan
+    {
         existing.extend(predicates);
-        Plan::Filter { input, predicates: existing }
+        Plan::Filter {
+            input,
+            predicates: existing,
+        }
     } else {
-        Plan::Filter { input: Box::new(plan), predicates }
+        Plan::Filter {
+            input: Box::new(plan),
+            predicates,
+        }
     }
 }
 
@@ -907,19 +1283,29 @@ fn filter(plan: Plan, predicates: Vec<Expr>) -> Plan {
 fn make_join(left: Plan, right: Plan, conjuncts: Vec<Expr>, kind: JoinKind) -> Plan {
     let la = left.arity();
     let right_arity = right.arity();
-    let (mut lk, mut rk, mut residual, mut lpush, mut rpush) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut lk, mut rk, mut residual, mut lpush, mut rpush) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let side = |e: &Expr| -> (bool, bool) {
         let mut cols = Vec::new();
         e.columns(&mut cols);
         (cols.iter().any(|c| *c < la), cols.iter().any(|c| *c >= la))
     };
     for c in conjuncts {
-        if let Expr::Binary { op: BinOp::Eq, left: a, right: b, ty } = &c {
+        if let Expr::Binary {
+            op: BinOp::Eq,
+            left: a,
+            right: b,
+            ty,
+        } = &c
+        {
             let (al, ar) = side(a);
             let (bl, br) = side(b);
             let key = |x: &Expr| -> Expr {
                 if matches!(ty, Type::Numeric | Type::Float4 | Type::Float8) {
-                    Expr::Cast { expr: Box::new(x.clone()), to: ty.clone() }
+                    Expr::Cast {
+                        expr: Box::new(x.clone()),
+                        to: ty.clone(),
+                    }
                 } else {
                     x.clone()
                 }

@@ -47,10 +47,16 @@ impl BinOp {
         }
     }
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq)
+        matches!(
+            self,
+            BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq
+        )
     }
     pub fn is_arithmetic(self) -> bool {
-        matches!(self, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod)
+        matches!(
+            self,
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod
+        )
     }
 }
 
@@ -62,11 +68,31 @@ pub enum Expr {
     Not(Box<Expr>),
     Neg(Box<Expr>, Type),
     /// Arithmetic carries its result type so overflow is checked at that width.
-    Binary { op: BinOp, left: Box<Expr>, right: Box<Expr>, ty: Type },
-    IsNull { expr: Box<Expr>, negated: bool },
-    InList { expr: Box<Expr>, list: Vec<Expr>, negated: bool },
-    Like { expr: Box<Expr>, pattern: Box<Expr>, negated: bool, case_insensitive: bool },
-    Cast { expr: Box<Expr>, to: Type },
+    Binary {
+        op: BinOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+        ty: Type,
+    },
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        negated: bool,
+        case_insensitive: bool,
+    },
+    Cast {
+        expr: Box<Expr>,
+        to: Type,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -87,7 +113,10 @@ impl Expr {
         match self {
             Expr::Column(i) => out.push(*i),
             Expr::Literal(_) => {}
-            Expr::Not(e) | Expr::Neg(e, _) | Expr::IsNull { expr: e, .. } | Expr::Cast { expr: e, .. } => e.columns(out),
+            Expr::Not(e)
+            | Expr::Neg(e, _)
+            | Expr::IsNull { expr: e, .. }
+            | Expr::Cast { expr: e, .. } => e.columns(out),
             Expr::Binary { left, right, .. } => {
                 left.columns(out);
                 right.columns(out);
@@ -123,15 +152,45 @@ impl Expr {
             Expr::Literal(d) => Expr::Literal(d.clone()),
             Expr::Not(e) => Expr::Not(b(e)),
             Expr::Neg(e, t) => Expr::Neg(b(e), t.clone()),
-            Expr::Binary { op, left, right, ty } => Expr::Binary { op: *op, left: b(left), right: b(right), ty: ty.clone() },
-            Expr::IsNull { expr, negated } => Expr::IsNull { expr: b(expr), negated: *negated },
-            Expr::InList { expr, list, negated } => {
-                Expr::InList { expr: b(expr), list: list.iter().map(|e| e.remap(f)).collect(), negated: *negated }
-            }
-            Expr::Like { expr, pattern, negated, case_insensitive } => {
-                Expr::Like { expr: b(expr), pattern: b(pattern), negated: *negated, case_insensitive: *case_insensitive }
-            }
-            Expr::Cast { expr, to } => Expr::Cast { expr: b(expr), to: to.clone() },
+            Expr::Binary {
+                op,
+                left,
+                right,
+                ty,
+            } => Expr::Binary {
+                op: *op,
+                left: b(left),
+                right: b(right),
+                ty: ty.clone(),
+            },
+            Expr::IsNull { expr, negated } => Expr::IsNull {
+                expr: b(expr),
+                negated: *negated,
+            },
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => Expr::InList {
+                expr: b(expr),
+                list: list.iter().map(|e| e.remap(f)).collect(),
+                negated: *negated,
+            },
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => Expr::Like {
+                expr: b(expr),
+                pattern: b(pattern),
+                negated: *negated,
+                case_insensitive: *case_insensitive,
+            },
+            Expr::Cast { expr, to } => Expr::Cast {
+                expr: b(expr),
+                to: to.clone(),
+            },
         }
     }
 
@@ -147,7 +206,12 @@ impl Expr {
                 let v = e.eval(row)?;
                 arith(BinOp::Sub, &zero_of(ty), &v, ty)
             }
-            Expr::Binary { op: BinOp::And, left, right, .. } => {
+            Expr::Binary {
+                op: BinOp::And,
+                left,
+                right,
+                ..
+            } => {
                 let l = left.eval(row)?;
                 if l == Datum::Bool(false) {
                     return Ok(l);
@@ -159,7 +223,12 @@ impl Expr {
                     _ => Datum::Null,
                 })
             }
-            Expr::Binary { op: BinOp::Or, left, right, .. } => {
+            Expr::Binary {
+                op: BinOp::Or,
+                left,
+                right,
+                ..
+            } => {
                 let l = left.eval(row)?;
                 if l == Datum::Bool(true) {
                     return Ok(l);
@@ -171,7 +240,12 @@ impl Expr {
                     _ => Datum::Null,
                 })
             }
-            Expr::Binary { op, left, right, ty } => {
+            Expr::Binary {
+                op,
+                left,
+                right,
+                ty,
+            } => {
                 let l = left.eval(row)?;
                 let r = right.eval(row)?;
                 if l.is_null() || r.is_null() {
@@ -193,8 +267,14 @@ impl Expr {
                 }
                 arith(*op, &l, &r, ty)
             }
-            Expr::IsNull { expr, negated } => Ok(Datum::Bool(expr.eval(row)?.is_null() != *negated)),
-            Expr::InList { expr, list, negated } => {
+            Expr::IsNull { expr, negated } => {
+                Ok(Datum::Bool(expr.eval(row)?.is_null() != *negated))
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let v = expr.eval(row)?;
                 if v.is_null() {
                     return Ok(Datum::Null);
@@ -208,14 +288,27 @@ impl Expr {
                         return Ok(Datum::Bool(!negated));
                     }
                 }
-                Ok(if saw_null { Datum::Null } else { Datum::Bool(*negated) })
+                Ok(if saw_null {
+                    Datum::Null
+                } else {
+                    Datum::Bool(*negated)
+                })
             }
-            Expr::Like { expr, pattern, negated, case_insensitive } => {
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => {
                 let v = expr.eval(row)?;
                 let p = pattern.eval(row)?;
                 match (v, p) {
                     (Datum::Text(s), Datum::Text(p)) => {
-                        let m = if *case_insensitive { like(&s.to_lowercase(), &p.to_lowercase())? } else { like(&s, &p)? };
+                        let m = if *case_insensitive {
+                            like(&s.to_lowercase(), &p.to_lowercase())?
+                        } else {
+                            like(&s, &p)?
+                        };
                         Ok(Datum::Bool(m != *negated))
                     }
                     (Datum::Null, _) | (_, Datum::Null) => Ok(Datum::Null),
@@ -277,13 +370,15 @@ pub fn sql_cmp(a: &Datum, b: &Datum) -> Result<Ordering, EvalError> {
     Ok(match (a, b) {
         (Datum::Int(x), Datum::Int(y)) => x.cmp(y),
         (Datum::Numeric(x), Datum::Numeric(y)) => x.cmp_value(y),
-        (Datum::Int(_), Datum::Numeric(_)) | (Datum::Numeric(_), Datum::Int(_)) => {
-            as_numeric(a).unwrap_or_else(Numeric::zero).cmp_value(&as_numeric(b).unwrap_or_else(Numeric::zero))
+        (Datum::Int(_), Datum::Numeric(_)) | (Datum::Numeric(_), Datum::Int(_)) => as_numeric(a)
+            .unwrap_or_else(Numeric::zero)
+            .cmp_value(&as_numeric(b).unwrap_or_else(Numeric::zero)),
+        (Datum::Float4(_) | Datum::Float8(_), _) | (_, Datum::Float4(_) | Datum::Float8(_)) => {
+            match (as_f64(a), as_f64(b)) {
+                (Some(x), Some(y)) => F64(x).cmp(&F64(y)),
+                _ => return err(format!("cannot compare {a:?} with {b:?}")),
+            }
         }
-        (Datum::Float4(_) | Datum::Float8(_), _) | (_, Datum::Float4(_) | Datum::Float8(_)) => match (as_f64(a), as_f64(b)) {
-            (Some(x), Some(y)) => F64(x).cmp(&F64(y)),
-            _ => return err(format!("cannot compare {a:?} with {b:?}")),
-        },
         (Datum::Date(d), Datum::Timestamp(t)) | (Datum::Date(d), Datum::TimestampTz(t)) => {
             (*d as i64 * 86_400_000_000).cmp(t)
         }
@@ -291,7 +386,13 @@ pub fn sql_cmp(a: &Datum, b: &Datum) -> Result<Ordering, EvalError> {
             t.cmp(&(*d as i64 * 86_400_000_000))
         }
         _ if std::mem::discriminant(a) == std::mem::discriminant(b) => a.cmp(b),
-        _ => return err(format!("cannot compare {} with {}", a.to_json_string(), b.to_json_string())),
+        _ => {
+            return err(format!(
+                "cannot compare {} with {}",
+                a.to_json_string(),
+                b.to_json_string()
+            ))
+        }
     })
 }
 
@@ -310,7 +411,9 @@ pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalEr
     }
     match ty {
         Type::Int2 | Type::Int4 | Type::Int8 => {
-            let (Datum::Int(a), Datum::Int(b)) = (l, r) else { return err("integer arithmetic on non-integers") };
+            let (Datum::Int(a), Datum::Int(b)) = (l, r) else {
+                return err("integer arithmetic on non-integers");
+            };
             let (a, b) = (*a as i128, *b as i128);
             let v = match op {
                 BinOp::Add => a + b,
@@ -328,7 +431,9 @@ pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalEr
             Ok(Datum::Int(v as i64))
         }
         Type::Numeric => {
-            let (Some(a), Some(b)) = (as_numeric(l), as_numeric(r)) else { return err("numeric arithmetic on non-numbers") };
+            let (Some(a), Some(b)) = (as_numeric(l), as_numeric(r)) else {
+                return err("numeric arithmetic on non-numbers");
+            };
             Ok(Datum::Numeric(match op {
                 BinOp::Add => a.add(&b),
                 BinOp::Sub => a.sub(&b),
@@ -344,33 +449,51 @@ pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalEr
             }))
         }
         Type::Float4 | Type::Float8 => {
-            let (Some(a), Some(b)) = (as_f64(l), as_f64(r)) else { return err("float arithmetic on non-numbers") };
+            let (Some(a), Some(b)) = (as_f64(l), as_f64(r)) else {
+                return err("float arithmetic on non-numbers");
+            };
             let v = match op {
                 BinOp::Add => a + b,
                 BinOp::Sub => a - b,
                 BinOp::Mul => a * b,
                 BinOp::Div if b == 0.0 => return err("division by zero"),
                 BinOp::Div => a / b,
-                BinOp::Mod => return err("operator does not exist: double precision % double precision"),
+                BinOp::Mod => {
+                    return err("operator does not exist: double precision % double precision")
+                }
                 _ => return err(format!("operator {} is not arithmetic", op.symbol())),
             };
             if v.is_infinite() && a.is_finite() && b.is_finite() {
                 return err("value out of range: overflow");
             }
-            Ok(if *ty == Type::Float4 { Datum::Float4(F64(v as f32 as f64)) } else { Datum::Float8(F64(v)) })
+            Ok(if *ty == Type::Float4 {
+                Datum::Float4(F64(v as f32 as f64))
+            } else {
+                Datum::Float8(F64(v))
+            })
         }
         Type::Date => match (op, l, r) {
-            (BinOp::Add, Datum::Date(d), Datum::Int(n)) | (BinOp::Add, Datum::Int(n), Datum::Date(d)) => {
-                Ok(Datum::Date(d.checked_add(*n as i32).ok_or_else(|| EvalError("date out of range".into()))?))
-            }
-            (BinOp::Sub, Datum::Date(d), Datum::Int(n)) => {
-                Ok(Datum::Date(d.checked_sub(*n as i32).ok_or_else(|| EvalError("date out of range".into()))?))
-            }
-            _ => err(format!("operator {} is not supported for dates here", op.symbol())),
+            (BinOp::Add, Datum::Date(d), Datum::Int(n))
+            | (BinOp::Add, Datum::Int(n), Datum::Date(d)) => Ok(Datum::Date(
+                d.checked_add(*n as i32)
+                    .ok_or_else(|| EvalError("date out of range".into()))?,
+            )),
+            (BinOp::Sub, Datum::Date(d), Datum::Int(n)) => Ok(Datum::Date(
+                d.checked_sub(*n as i32)
+                    .ok_or_else(|| EvalError("date out of range".into()))?,
+            )),
+            _ => err(format!(
+                "operator {} is not supported for dates here",
+                op.symbol()
+            )),
         },
         _ => match (op, l, r) {
             (BinOp::Sub, Datum::Date(a), Datum::Date(b)) => Ok(Datum::Int(*a as i64 - *b as i64)),
-            _ => err(format!("operator {} is not supported for type {}", op.symbol(), ty.name())),
+            _ => err(format!(
+                "operator {} is not supported for type {}",
+                op.symbol(),
+                ty.name()
+            )),
         },
     }
 }
@@ -379,7 +502,10 @@ fn truncate(n: &Numeric) -> Numeric {
     match n {
         Numeric::Finite { mantissa, scale } => {
             let d = num_bigint::BigInt::from(10u32).pow(*scale);
-            Numeric::Finite { mantissa: mantissa / d, scale: 0 }
+            Numeric::Finite {
+                mantissa: mantissa / d,
+                scale: 0,
+            }
         }
         other => other.clone(),
     }
@@ -399,9 +525,10 @@ pub fn cast(v: Datum, to: &Type) -> Result<Datum, EvalError> {
     };
     match (to, &v) {
         (Type::Int2 | Type::Int4 | Type::Int8, Datum::Int(i)) => range_check(*i),
-        (Type::Int2 | Type::Int4 | Type::Int8, Datum::Numeric(n)) => {
-            range_check(n.to_i64_rounded().ok_or_else(|| EvalError(format!("{} out of range", int_range(to).2)))?)
-        }
+        (Type::Int2 | Type::Int4 | Type::Int8, Datum::Numeric(n)) => range_check(
+            n.to_i64_rounded()
+                .ok_or_else(|| EvalError(format!("{} out of range", int_range(to).2)))?,
+        ),
         (Type::Int2 | Type::Int4 | Type::Int8, Datum::Float4(f) | Datum::Float8(f)) => {
             let r = f.0.round_ties_even();
             if !r.is_finite() || r.abs() > 9.2e18 {
@@ -415,21 +542,31 @@ pub fn cast(v: Datum, to: &Type) -> Result<Datum, EvalError> {
             let mut s = String::new();
             v.write_json(&mut s);
             let _ = f;
-            Numeric::parse(s.trim_matches('"')).map(Datum::Numeric).map_err(|e| EvalError(e.to_string()))
+            Numeric::parse(s.trim_matches('"'))
+                .map(Datum::Numeric)
+                .map_err(|e| EvalError(e.to_string()))
         }
-        (Type::Float8, _) => as_f64(&v).map(|f| Datum::Float8(F64(f))).ok_or_else(|| EvalError(format!("cannot cast {v:?} to float8"))),
-        (Type::Float4, _) => {
-            as_f64(&v).map(|f| Datum::Float4(F64(f as f32 as f64))).ok_or_else(|| EvalError(format!("cannot cast {v:?} to float4")))
-        }
+        (Type::Float8, _) => as_f64(&v)
+            .map(|f| Datum::Float8(F64(f)))
+            .ok_or_else(|| EvalError(format!("cannot cast {v:?} to float8"))),
+        (Type::Float4, _) => as_f64(&v)
+            .map(|f| Datum::Float4(F64(f as f32 as f64)))
+            .ok_or_else(|| EvalError(format!("cannot cast {v:?} to float4"))),
         (Type::Text | Type::Varchar | Type::Bpchar, _) => Ok(Datum::Text(text_of(&v))),
         (_, Datum::Text(s)) => Datum::from_text(to, s).map_err(|e| EvalError(e.0)),
         (Type::Timestamp, Datum::Date(d)) => Ok(Datum::Timestamp(*d as i64 * 86_400_000_000)),
         (Type::TimestampTz, Datum::Date(d)) => Ok(Datum::TimestampTz(*d as i64 * 86_400_000_000)),
         (Type::TimestampTz, Datum::Timestamp(t)) => Ok(Datum::TimestampTz(*t)),
         (Type::Timestamp, Datum::TimestampTz(t)) => Ok(Datum::Timestamp(*t)),
-        (Type::Date, Datum::Timestamp(t) | Datum::TimestampTz(t)) => Ok(Datum::Date(t.div_euclid(86_400_000_000) as i32)),
+        (Type::Date, Datum::Timestamp(t) | Datum::TimestampTz(t)) => {
+            Ok(Datum::Date(t.div_euclid(86_400_000_000) as i32))
+        }
         (Type::Jsonb | Type::Json, Datum::Json(_)) => Ok(v),
-        _ => err(format!("cannot cast {} to {}", v.to_json_string(), to.name())),
+        _ => err(format!(
+            "cannot cast {} to {}",
+            v.to_json_string(),
+            to.name()
+        )),
     }
 }
 
@@ -480,9 +617,17 @@ impl fmt::Display for Expr {
             Expr::Literal(d) => write!(f, "{}", d.to_json_string()),
             Expr::Not(e) => write!(f, "NOT ({e})"),
             Expr::Neg(e, _) => write!(f, "-({e})"),
-            Expr::Binary { op, left, right, .. } => write!(f, "({left} {} {right})", op.symbol()),
-            Expr::IsNull { expr, negated } => write!(f, "({expr} IS {}NULL)", if *negated { "NOT " } else { "" }),
-            Expr::InList { expr, list, negated } => {
+            Expr::Binary {
+                op, left, right, ..
+            } => write!(f, "({left} {} {right})", op.symbol()),
+            Expr::IsNull { expr, negated } => {
+                write!(f, "({expr} IS {}NULL)", if *negated { "NOT " } else { "" })
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 write!(f, "({expr} {}IN (", if *negated { "NOT " } else { "" })?;
                 for (i, e) in list.iter().enumerate() {
                     if i > 0 {
@@ -492,7 +637,12 @@ impl fmt::Display for Expr {
                 }
                 write!(f, "))")
             }
-            Expr::Like { expr, pattern, negated, case_insensitive } => write!(
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => write!(
                 f,
                 "({expr} {}{} {pattern})",
                 if *negated { "NOT " } else { "" },
@@ -513,19 +663,50 @@ mod tests {
 
     #[test]
     fn three_valued_logic() {
-        let and = |a, b| Expr::Binary { op: BinOp::And, left: lit(a), right: lit(b), ty: Type::Bool }.eval(&[]).unwrap();
+        let and = |a, b| {
+            Expr::Binary {
+                op: BinOp::And,
+                left: lit(a),
+                right: lit(b),
+                ty: Type::Bool,
+            }
+            .eval(&[])
+            .unwrap()
+        };
         assert_eq!(and(Datum::Null, Datum::Bool(false)), Datum::Bool(false));
         assert_eq!(and(Datum::Null, Datum::Bool(true)), Datum::Null);
-        let inl = Expr::InList { expr: lit(Datum::Int(1)), list: vec![Expr::Literal(Datum::Int(2)), Expr::Literal(Datum::Null)], negated: true };
+        let inl = Expr::InList {
+            expr: lit(Datum::Int(1)),
+            list: vec![Expr::Literal(Datum::Int(2)), Expr::Literal(Datum::Null)],
+            negated: true,
+        };
         assert_eq!(inl.eval(&[]).unwrap(), Datum::Null);
     }
 
     #[test]
     fn overflow_and_division_errors() {
-        assert!(arith(BinOp::Add, &Datum::Int(i32::MAX as i64), &Datum::Int(1), &Type::Int4).is_err());
-        assert_eq!(arith(BinOp::Add, &Datum::Int(i32::MAX as i64), &Datum::Int(1), &Type::Int8).unwrap(), Datum::Int(2147483648));
+        assert!(arith(
+            BinOp::Add,
+            &Datum::Int(i32::MAX as i64),
+            &Datum::Int(1),
+            &Type::Int4
+        )
+        .is_err());
+        assert_eq!(
+            arith(
+                BinOp::Add,
+                &Datum::Int(i32::MAX as i64),
+                &Datum::Int(1),
+                &Type::Int8
+            )
+            .unwrap(),
+            Datum::Int(2147483648)
+        );
         assert!(arith(BinOp::Div, &Datum::Int(1), &Datum::Int(0), &Type::Int4).is_err());
-        assert_eq!(arith(BinOp::Div, &Datum::Int(-7), &Datum::Int(2), &Type::Int4).unwrap(), Datum::Int(-3));
+        assert_eq!(
+            arith(BinOp::Div, &Datum::Int(-7), &Datum::Int(2), &Type::Int4).unwrap(),
+            Datum::Int(-3)
+        );
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub struct BindError {
 impl BindError {
     pub fn new(message: impl Into<String>, span: Span) -> Self {
         let position = (span.start.line > 0).then_some((span.start.line, span.start.column));
-        BindError { message: message.into(), position }
+        BindError {
+            message: message.into(),
+            position,
+        }
     }
 
     /// The message, its position, and the offending line with a caret under the spot.
@@ -42,7 +45,11 @@ impl BindError {
         match self.position {
             Some((line, col)) => {
                 let text = sql.lines().nth(line as usize - 1).unwrap_or("");
-                format!("{} at line {line}, column {col}\n  {text}\n  {}^", self.message, " ".repeat(col.saturating_sub(1) as usize))
+                format!(
+                    "{} at line {line}, column {col}\n  {text}\n  {}^",
+                    self.message,
+                    " ".repeat(col.saturating_sub(1) as usize)
+                )
             }
             None => self.message.clone(),
         }
@@ -96,7 +103,11 @@ impl Catalog {
                 _ => false,
             })
             .collect();
-        let pick = found.iter().find(|(_, t)| t.schema == "public").or(found.first()).map(|&(i, t)| (i, t));
+        let pick = found
+            .iter()
+            .find(|(_, t)| t.schema == "public")
+            .or(found.first())
+            .map(|&(i, t)| (i, t));
         match pick {
             Some((i, t)) => Ok((i, t.as_ref())),
             None => Err(format!("relation \"{}\" does not exist", parts.join("."))),
@@ -115,16 +126,28 @@ pub struct CompiledView {
 pub fn parse(sql: &str) -> Result<ast::Query, BindError> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
         // sqlparser reports "... at Line: L, Column: C"; keep its text as is.
-        BindError { message: format!("syntax error: {e}"), position: None }
+        BindError {
+            message: format!("syntax error: {e}"),
+            position: None,
+        }
     })?;
     match statements.as_slice() {
         [Statement::Query(q)] => Ok((**q).clone()),
-        [] => Err(BindError { message: "the file holds no SQL statement".into(), position: None }),
+        [] => Err(BindError {
+            message: "the file holds no SQL statement".into(),
+            position: None,
+        }),
         [other] => Err(BindError::new(
-            format!("a view must be a SELECT statement, not {}", other.to_string().split_whitespace().next().unwrap_or("?")),
+            format!(
+                "a view must be a SELECT statement, not {}",
+                other.to_string().split_whitespace().next().unwrap_or("?")
+            ),
             other.span(),
         )),
-        _ => Err(BindError { message: "a view must be exactly one SELECT statement".into(), position: None }),
+        _ => Err(BindError {
+            message: "a view must be exactly one SELECT statement".into(),
+            position: None,
+        }),
     }
 }
 
@@ -159,16 +182,50 @@ mod tests {
                 oid: 1,
                 schema: "public".into(),
                 name: name.into(),
-                columns: cols.iter().map(|(n, t)| ColumnInfo { name: n.to_string(), ty: t.clone(), type_oid: 0 }).collect(),
+                columns: cols
+                    .iter()
+                    .map(|(n, t)| ColumnInfo {
+                        name: n.to_string(),
+                        ty: t.clone(),
+                        type_oid: 0,
+                    })
+                    .collect(),
                 key: Some(vec![0]),
                 replica_identity: 'd',
             })
         };
         Catalog {
             tables: vec![
-                t("customers", &[("id", Type::Int4), ("name", Type::Text), ("tier", Type::Text)]),
-                t("orders", &[("id", Type::Int4), ("customer_id", Type::Int4), ("amount", Type::Numeric), ("at", Type::TimestampTz)]),
-                t("odd", &[("id", Type::Int4), ("span", Type::Unsupported { oid: 1186, name: "interval".into() })]),
+                t(
+                    "customers",
+                    &[
+                        ("id", Type::Int4),
+                        ("name", Type::Text),
+                        ("tier", Type::Text),
+                    ],
+                ),
+                t(
+                    "orders",
+                    &[
+                        ("id", Type::Int4),
+                        ("customer_id", Type::Int4),
+                        ("amount", Type::Numeric),
+                        ("at", Type::TimestampTz),
+                    ],
+                ),
+                t(
+                    "odd",
+                    &[
+                        ("id", Type::Int4),
+                        (
+                            "span",
+                            Type::Unsupported {
+                                oid: 1186,
+                                name: "interval".into(),
+                            },
+                        ),
+                    ],
+                ),
             ],
             refused: vec![],
         }
@@ -203,7 +260,10 @@ mod tests {
         assert_eq!(v.columns[1].name, "count");
         assert_eq!(v.columns[4].name, "s");
         let v = compile("SELECT count(*) FROM orders", &catalog()).unwrap();
-        assert!(matches!(v.plan, Plan::Reduce { ref keys, .. } if keys.is_empty()) || v.plan.to_string().contains("Reduce keys=[]"));
+        assert!(
+            matches!(v.plan, Plan::Reduce { ref keys, .. } if keys.is_empty())
+                || v.plan.to_string().contains("Reduce keys=[]")
+        );
     }
 
     #[test]
@@ -211,7 +271,10 @@ mod tests {
         let e = refuse("SELECT id FROM orders\nWHERE amount > 1 LIMIT 5");
         assert!(e.contains("LIMIT"), "{e}");
         let e = refuse("SELECT nope FROM orders");
-        assert!(e.contains("column \"nope\" does not exist at line 1, column 8"), "{e}");
+        assert!(
+            e.contains("column \"nope\" does not exist at line 1, column 8"),
+            "{e}"
+        );
         let e = refuse("SELECT * FROM missing");
         assert!(e.contains("relation \"missing\" does not exist"), "{e}");
         let e = refuse("SELECT id FROM orders UNION SELECT id FROM customers");

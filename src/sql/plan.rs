@@ -51,18 +51,37 @@ pub enum JoinKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Plan {
     /// All rows of a base table (an index into the server's table list).
-    Get { table: usize, name: String, arity: usize },
+    Get {
+        table: usize,
+        name: String,
+        arity: usize,
+    },
     /// Rows for which every predicate is true.
-    Filter { input: Box<Plan>, predicates: Vec<Expr> },
+    Filter {
+        input: Box<Plan>,
+        predicates: Vec<Expr>,
+    },
     /// One output column per expression.
     Project { input: Box<Plan>, exprs: Vec<Expr> },
     /// Equi-join on `left_keys = right_keys`; output is the left row followed by the
     /// right row. `residual` is checked on that output as part of the join condition.
-    Join { left: Box<Plan>, right: Box<Plan>, kind: JoinKind, left_keys: Vec<Expr>, right_keys: Vec<Expr>, residual: Vec<Expr>, right_arity: usize },
+    Join {
+        left: Box<Plan>,
+        right: Box<Plan>,
+        kind: JoinKind,
+        left_keys: Vec<Expr>,
+        right_keys: Vec<Expr>,
+        residual: Vec<Expr>,
+        right_arity: usize,
+    },
     /// Group by `keys`; output is the key values followed by one value per
     /// aggregate. With no keys it is a global aggregate: exactly one row, even
     /// over no input.
-    Reduce { input: Box<Plan>, keys: Vec<Expr>, aggs: Vec<Aggregate> },
+    Reduce {
+        input: Box<Plan>,
+        keys: Vec<Expr>,
+        aggs: Vec<Aggregate>,
+    },
     /// Removes duplicate rows.
     Distinct { input: Box<Plan> },
 }
@@ -73,7 +92,9 @@ impl Plan {
             Plan::Get { arity, .. } => *arity,
             Plan::Filter { input, .. } | Plan::Distinct { input } => input.arity(),
             Plan::Project { exprs, .. } => exprs.len(),
-            Plan::Join { left, right_arity, .. } => left.arity() + right_arity,
+            Plan::Join {
+                left, right_arity, ..
+            } => left.arity() + right_arity,
             Plan::Reduce { keys, aggs, .. } => keys.len() + aggs.len(),
         }
     }
@@ -82,9 +103,10 @@ impl Plan {
     pub fn tables(&self, out: &mut Vec<usize>) {
         match self {
             Plan::Get { table, .. } => out.push(*table),
-            Plan::Filter { input, .. } | Plan::Project { input, .. } | Plan::Reduce { input, .. } | Plan::Distinct { input } => {
-                input.tables(out)
-            }
+            Plan::Filter { input, .. }
+            | Plan::Project { input, .. }
+            | Plan::Reduce { input, .. }
+            | Plan::Distinct { input } => input.tables(out),
             Plan::Join { left, right, .. } => {
                 left.tables(out);
                 right.tables(out);
@@ -94,7 +116,12 @@ impl Plan {
 
     fn explain(&self, depth: usize, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pad = "  ".repeat(depth);
-        let list = |v: &[Expr]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
+        let list = |v: &[Expr]| {
+            v.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match self {
             Plan::Get { name, .. } => writeln!(f, "{pad}Get {name}"),
             Plan::Filter { input, predicates } => {
@@ -105,8 +132,22 @@ impl Plan {
                 writeln!(f, "{pad}Project {}", list(exprs))?;
                 input.explain(depth + 1, f)
             }
-            Plan::Join { left, right, kind, left_keys, right_keys, residual, .. } => {
-                write!(f, "{pad}{:?}Join on ({}) = ({})", kind, list(left_keys), list(right_keys))?;
+            Plan::Join {
+                left,
+                right,
+                kind,
+                left_keys,
+                right_keys,
+                residual,
+                ..
+            } => {
+                write!(
+                    f,
+                    "{pad}{:?}Join on ({}) = ({})",
+                    kind,
+                    list(left_keys),
+                    list(right_keys)
+                )?;
                 if !residual.is_empty() {
                     write!(f, " and {}", list(residual))?;
                 }
@@ -119,10 +160,20 @@ impl Plan {
                     .iter()
                     .map(|a| match a.func {
                         AggFunc::CountStar => "count(*)".to_string(),
-                        func => format!("{}({}{})", func.name(), if a.distinct { "DISTINCT " } else { "" }, a.input),
+                        func => format!(
+                            "{}({}{})",
+                            func.name(),
+                            if a.distinct { "DISTINCT " } else { "" },
+                            a.input
+                        ),
                     })
                     .collect();
-                writeln!(f, "{pad}Reduce keys=[{}] aggs=[{}]", list(keys), aggs.join(", "))?;
+                writeln!(
+                    f,
+                    "{pad}Reduce keys=[{}] aggs=[{}]",
+                    list(keys),
+                    aggs.join(", ")
+                )?;
                 input.explain(depth + 1, f)
             }
             Plan::Distinct { input } => {

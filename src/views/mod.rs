@@ -88,7 +88,11 @@ fn columns_json(columns: &[Column]) -> String {
 }
 
 impl Registry {
-    pub fn new(defs: Vec<(ViewDef, Vec<usize>)>, refused: Vec<Refused>, num_tables: usize) -> Registry {
+    pub fn new(
+        defs: Vec<(ViewDef, Vec<usize>)>,
+        refused: Vec<Refused>,
+        num_tables: usize,
+    ) -> Registry {
         let mut readers = vec![Vec::new(); num_tables];
         let mut views = Vec::new();
         let mut by_name = HashMap::new();
@@ -102,11 +106,25 @@ impl Registry {
             let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
             views.push(View {
                 def,
-                state: Mutex::new(ViewState { rows: HashMap::new(), lsn: Lsn(0), announced: Lsn(0), error: None }),
+                state: Mutex::new(ViewState {
+                    rows: HashMap::new(),
+                    lsn: Lsn(0),
+                    announced: Lsn(0),
+                    error: None,
+                }),
                 tx,
             });
         }
-        Registry { views, by_name, refused, readers, streaming: AtomicBool::new(false), ready_at: Mutex::new(Lsn(u64::MAX)), progress: Mutex::new(Lsn(0)), closed: tokio::sync::watch::channel(false).0 }
+        Registry {
+            views,
+            by_name,
+            refused,
+            readers,
+            streaming: AtomicBool::new(false),
+            ready_at: Mutex::new(Lsn(u64::MAX)),
+            progress: Mutex::new(Lsn(0)),
+            closed: tokio::sync::watch::channel(false).0,
+        }
     }
 
     /// Ends all subscriber streams (server shutdown).
@@ -140,7 +158,8 @@ impl Registry {
 
     /// Streaming, and the views reflect the snapshot.
     pub fn is_streaming(&self) -> bool {
-        self.streaming.load(Ordering::SeqCst) && self.progress() >= *self.ready_at.lock().expect("ready lock")
+        self.streaming.load(Ordering::SeqCst)
+            && self.progress() >= *self.ready_at.lock().expect("ready lock")
     }
 
     pub fn progress(&self) -> Lsn {
@@ -174,7 +193,11 @@ impl Registry {
             let _ = write!(data, ",\"diff\":{diff}}}");
         }
         data.push_str("]}");
-        let _ = v.tx.send(Arc::new(Event { kind: EventKind::Diff, lsn, sse: sse_bytes("diff", Some(lsn), &data) }));
+        let _ = v.tx.send(Arc::new(Event {
+            kind: EventKind::Diff,
+            lsn,
+            sse: sse_bytes("diff", Some(lsn), &data),
+        }));
     }
 
     /// Records that every view is complete up to `lsn`.
@@ -203,7 +226,11 @@ impl Registry {
             st.announced = st.lsn;
             let lsn = st.lsn;
             let data = format!("{{\"lsn\":\"{lsn}\"}}");
-            let _ = v.tx.send(Arc::new(Event { kind: EventKind::Progress, lsn, sse: sse_bytes("progress", None, &data) }));
+            let _ = v.tx.send(Arc::new(Event {
+                kind: EventKind::Progress,
+                lsn,
+                sse: sse_bytes("progress", None, &data),
+            }));
         }
     }
 
@@ -220,7 +247,11 @@ impl Registry {
         let mut data = String::from("{\"message\":");
         write_json_string(message, &mut data);
         data.push('}');
-        let _ = v.tx.send(Arc::new(Event { kind: EventKind::Error, lsn, sse: sse_bytes("error", None, &data) }));
+        let _ = v.tx.send(Arc::new(Event {
+            kind: EventKind::Error,
+            lsn,
+            sse: sse_bytes("error", None, &data),
+        }));
     }
 
     pub fn fail_table(&self, table: usize, message: &str) {
@@ -241,7 +272,14 @@ impl Registry {
         let v = &self.views[view];
         let st = v.state.lock().expect("view lock");
         let rx = v.tx.subscribe();
-        (Snapshot { lsn: st.lsn, rows: expand(&st.rows), error: st.error.clone() }, rx)
+        (
+            Snapshot {
+                lsn: st.lsn,
+                rows: expand(&st.rows),
+                error: st.error.clone(),
+            },
+            rx,
+        )
     }
 
     pub fn snapshot(&self, view: usize) -> Snapshot {
@@ -275,7 +313,12 @@ pub fn sse_bytes(event: &str, id: Option<Lsn>, data: &str) -> Bytes {
 /// when it replaces diffs a subscriber fell too far behind to receive).
 pub fn snapshot_json(columns: &[Column], snap: &Snapshot, reset: bool) -> String {
     let mut s = String::with_capacity(64 + snap.rows.len() * 32);
-    let _ = write!(s, "{{\"lsn\":\"{}\",\"columns\":{},\"rows\":[", snap.lsn, columns_json(columns));
+    let _ = write!(
+        s,
+        "{{\"lsn\":\"{}\",\"columns\":{},\"rows\":[",
+        snap.lsn,
+        columns_json(columns)
+    );
     for (i, row) in snap.rows.iter().enumerate() {
         if i > 0 {
             s.push(',');

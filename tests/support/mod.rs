@@ -23,7 +23,8 @@ fn cluster() -> &'static str {
         if let Ok(conninfo) = std::env::var("VIEWCAST_TEST_PG") {
             return conninfo;
         }
-        let pg = EmbeddedPostgres::start().expect("start a throwaway PostgreSQL (are the server binaries installed?)");
+        let pg = EmbeddedPostgres::start()
+            .expect("start a throwaway PostgreSQL (are the server binaries installed?)");
         let base = format!("host=127.0.0.1 port={} user=postgres", pg.port);
         pg.stop_when_process_exits().expect("cleanup watchdog");
         base
@@ -36,11 +37,16 @@ pub struct TestDb {
 }
 
 pub async fn connect(conninfo: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await.expect("connect");
+    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    client.batch_execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1").await.expect("session settings");
+    client
+        .batch_execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1")
+        .await
+        .expect("session settings");
     client
 }
 
@@ -50,8 +56,14 @@ impl TestDb {
         let base = cluster().to_string();
         let admin = connect(&format!("{base} dbname=postgres")).await;
         let db = format!("t_{name}");
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.expect("drop db");
-        admin.batch_execute(&format!("CREATE DATABASE {db}")).await.expect("create db");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+            .expect("drop db");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .expect("create db");
         let conninfo = format!("{base} dbname={db}");
         let client = connect(&conninfo).await;
         TestDb { conninfo, client }
@@ -59,23 +71,41 @@ impl TestDb {
 
     /// A database on another server (e.g. a cluster a test restarts).
     pub async fn on(conninfo: &str) -> TestDb {
-        TestDb { conninfo: conninfo.to_string(), client: connect(conninfo).await }
+        TestDb {
+            conninfo: conninfo.to_string(),
+            client: connect(conninfo).await,
+        }
     }
 
     pub async fn exec(&self, sql: &str) {
-        self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// The WAL position now; after a commit, the view must reach it.
     pub async fn lsn(&self) -> Lsn {
-        let s: String = self.client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.expect("lsn").get(0);
+        let s: String = self
+            .client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .expect("lsn")
+            .get(0);
         s.parse().expect("lsn text")
     }
 
     /// Rows of `sql` as Postgres renders them with to_json, one object per row, as a multiset.
     pub async fn oracle(&self, sql: &str) -> BTreeMap<String, i64> {
-        let q = format!("SELECT to_json(t)::text FROM ({}) t", sql.trim().trim_end_matches(';'));
-        let rows = self.client.query(&q, &[]).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+        let q = format!(
+            "SELECT to_json(t)::text FROM ({}) t",
+            sql.trim().trim_end_matches(';')
+        );
+        let rows = self
+            .client
+            .query(&q, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
         let mut out = BTreeMap::new();
         for r in rows {
             let text: String = r.get(0);
@@ -95,7 +125,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts viewcast on `db` with the given views and waits until it is healthy.
     pub async fn start(db: &TestDb, views: &[(&str, &str)]) -> TestServer {
-        let dir = std::env::temp_dir().join(format!("viewcast-queries-{}-{}", std::process::id(), rand_suffix()));
+        let dir = std::env::temp_dir().join(format!(
+            "viewcast-queries-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
         std::fs::create_dir_all(&dir).expect("queries dir");
         for (name, sql) in views {
             std::fs::write(dir.join(format!("{name}.sql")), sql).expect("write view");
@@ -107,7 +141,9 @@ impl TestServer {
             workers: 2,
             publication: "viewcast".into(),
         };
-        let running = viewcast::server::start(config).await.expect("server starts");
+        let running = viewcast::server::start(config)
+            .await
+            .expect("server starts");
         let addr = running.addr.to_string();
         let server = TestServer { running, addr, dir };
         server.wait_healthy().await;
@@ -126,7 +162,10 @@ impl TestServer {
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let (status, body) = viewcast::client::get(&self.addr, path).await.expect("GET");
-        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
     }
 
     pub async fn follow(&self, view: &str) -> Follower {
@@ -175,20 +214,40 @@ fn row_key(columns: &[String], row: &Value) -> String {
 
 impl Follower {
     pub async fn new(addr: &str, view: &str) -> Follower {
-        let client = SseClient::connect(addr, &format!("/views/{view}/sse")).await.expect("subscribe");
-        let mut f = Follower { client, columns: vec![], rows: BTreeMap::new(), lsn: Lsn(0), events: vec![], error: None };
+        let client = SseClient::connect(addr, &format!("/views/{view}/sse"))
+            .await
+            .expect("subscribe");
+        let mut f = Follower {
+            client,
+            columns: vec![],
+            rows: BTreeMap::new(),
+            lsn: Lsn(0),
+            events: vec![],
+            error: None,
+        };
         f.next().await.expect("snapshot event");
         f
     }
 
     /// Reads and applies one event.
     pub async fn next(&mut self) -> Option<Seen> {
-        let ev = tokio::time::timeout(Duration::from_secs(30), self.client.next_event()).await.expect("event within 30 s").expect("stream")?;
+        let ev = tokio::time::timeout(Duration::from_secs(30), self.client.next_event())
+            .await
+            .expect("event within 30 s")
+            .expect("stream")?;
         let data: Value = serde_json::from_str(&ev.data).expect("event data is JSON");
-        let lsn = data.get("lsn").and_then(|l| l.as_str()).map(|l| l.parse::<Lsn>().expect("lsn"));
+        let lsn = data
+            .get("lsn")
+            .and_then(|l| l.as_str())
+            .map(|l| l.parse::<Lsn>().expect("lsn"));
         match ev.event.as_str() {
             "snapshot" => {
-                self.columns = data["columns"].as_array().expect("columns").iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect();
+                self.columns = data["columns"]
+                    .as_array()
+                    .expect("columns")
+                    .iter()
+                    .map(|c| c["name"].as_str().unwrap_or("").to_string())
+                    .collect();
                 self.rows.clear();
                 for row in data["rows"].as_array().expect("rows") {
                     *self.rows.entry(row_key(&self.columns, row)).or_insert(0) += 1;
@@ -212,7 +271,11 @@ impl Follower {
             assert!(l >= self.lsn, "LSNs never go back: {l} after {}", self.lsn);
             self.lsn = l;
         }
-        let seen = Seen { event: ev.event, lsn, data };
+        let seen = Seen {
+            event: ev.event,
+            lsn,
+            data,
+        };
         self.events.push(seen.clone());
         Some(seen)
     }
@@ -231,7 +294,10 @@ impl Follower {
 
     /// Events from index `from` on that were diffs.
     pub fn diffs_since(&self, from: usize) -> Vec<&Seen> {
-        self.events[from..].iter().filter(|e| e.event == "diff").collect()
+        self.events[from..]
+            .iter()
+            .filter(|e| e.event == "diff")
+            .collect()
     }
 }
 

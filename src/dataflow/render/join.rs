@@ -9,7 +9,6 @@
 //! ```
 //! Rows whose key has a NULL never match (SQL `=`), so they are not arranged.
 
-
 use super::project::eval_all;
 use super::{render as render_plan, Arr, Coll, Context};
 use crate::repr::{Datum, Row};
@@ -75,8 +74,15 @@ pub fn render<'s>(
         JoinKind::Left => {
             let left_arity = left.arity();
             let left_all = render_plan(left, ctx);
-            let matched_left = matched.clone().map(move |row| row[..left_arity].to_vec()).distinct();
-            let left_matched = left_all.clone().map(|r| (r, ())).semijoin(matched_left).map(|(r, ())| r);
+            let matched_left = matched
+                .clone()
+                .map(move |row| row[..left_arity].to_vec())
+                .distinct();
+            let left_matched = left_all
+                .clone()
+                .map(|r| (r, ()))
+                .semijoin(matched_left)
+                .map(|(r, ())| r);
             let unmatched = left_all.concat(left_matched.negate());
             let padded = unmatched.map(move |mut r| {
                 r.extend(std::iter::repeat_n(Datum::Null, right_arity));

@@ -34,7 +34,10 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn report(&self, e: EvalError) {
-        let _ = self.out.send(Output::ViewError { view: self.view, message: e.0 });
+        let _ = self.out.send(Output::ViewError {
+            view: self.view,
+            message: e.0,
+        });
     }
 }
 
@@ -49,12 +52,26 @@ pub struct Context<'s> {
 }
 
 impl<'s> Context<'s> {
-    pub fn new(tables: Vec<Coll<'s>>, unit: VecCollection<'s, u64, (), isize>, out: OutputSender) -> Self {
-        Context { tables, unit, out, view: 0, collections: HashMap::new(), arrangements: HashMap::new() }
+    pub fn new(
+        tables: Vec<Coll<'s>>,
+        unit: VecCollection<'s, u64, (), isize>,
+        out: OutputSender,
+    ) -> Self {
+        Context {
+            tables,
+            unit,
+            out,
+            view: 0,
+            collections: HashMap::new(),
+            arrangements: HashMap::new(),
+        }
     }
 
     pub fn reporter(&self) -> Reporter {
-        Reporter { view: self.view, out: self.out.clone() }
+        Reporter {
+            view: self.view,
+            out: self.out.clone(),
+        }
     }
 }
 
@@ -74,9 +91,24 @@ pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
             let input = render(input, ctx);
             project::render(input, exprs.clone(), ctx.reporter())
         }
-        Plan::Join { left, right, kind, left_keys, right_keys, residual, right_arity } => {
-            join::render(left, right, *kind, left_keys, right_keys, residual, *right_arity, ctx)
-        }
+        Plan::Join {
+            left,
+            right,
+            kind,
+            left_keys,
+            right_keys,
+            residual,
+            right_arity,
+        } => join::render(
+            left,
+            right,
+            *kind,
+            left_keys,
+            right_keys,
+            residual,
+            *right_arity,
+            ctx,
+        ),
         Plan::Reduce { input, keys, aggs } => {
             let input = render(input, ctx);
             let unit = ctx.unit.clone();
