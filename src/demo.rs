@@ -111,7 +111,7 @@ pub async fn run(
     );
     let mut rng = Rng::new(42);
     let mut next_order = 1000i64;
-    let ctrl_c = tokio::signal::ctrl_c();
+    let ctrl_c = crate::server::shutdown_signal();
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {

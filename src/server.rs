@@ -255,8 +255,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let mut tasks = Vec::new();
 
     let reg = registry.clone();
+    let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
-        while let Some(out) = out_rx.recv().await {
+        loop {
+            let out = tokio::select! {
+                out = out_rx.recv() => match out {
+                    Some(out) => out,
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            };
             match out {
                 Output::Batch { lsn, views } => {
                     for (v, changes) in views {
@@ -342,4 +350,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     info!("shutting down");
     running.stop().await;
     Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
