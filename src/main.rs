@@ -74,7 +74,9 @@ async fn main() -> anyhow::Result<()> {
                 workers: workers.unwrap_or_else(default_workers),
                 publication,
             };
-            viewcast::server::run(config, viewcast::server::shutdown_signal()).await.context("viewcast serve")?;
+            viewcast::server::run(config, viewcast::server::shutdown_signal())
+                .await
+                .context("viewcast serve")?;
         }
         Command::Demo {
             queries,

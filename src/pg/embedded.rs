@@ -110,12 +110,18 @@ impl EmbeddedPostgres {
             .map_err(|e| format!("read postgresql.conf: {e}"))?;
         existing.push_str(&conf);
         std::fs::write(&conf_path, existing).map_err(|e| format!("write postgresql.conf: {e}"))?;
-        let log = pg.dir.join("postgres.log");
-        pg.run(
+        pg.start_server()?;
+        pg.running = true;
+        Ok(pg)
+    }
+
+    fn start_server(&self) -> Result<(), String> {
+        let log = self.dir.join("postgres.log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                path_str(&data),
+                path_str(&self.data_dir()),
                 "-l",
                 path_str(&log),
                 "-w",
@@ -123,9 +129,7 @@ impl EmbeddedPostgres {
                 "60",
                 "start",
             ],
-        )?;
-        pg.running = true;
-        Ok(pg)
+        )
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -188,20 +192,7 @@ impl EmbeddedPostgres {
     /// Starts a stopped server again on the same port.
     pub fn restart(&mut self) -> Result<(), String> {
         self.stop()?;
-        let log = self.dir.join("postgres.log");
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                path_str(&self.data_dir()),
-                "-l",
-                path_str(&log),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        )?;
+        self.start_server()?;
         self.running = true;
         Ok(())
     }
