@@ -1,4 +1,4 @@
--- How many orders are in each status, and their average item count.
+-- How many orders are in each status.
 SELECT status, count(*) AS orders
 FROM orders
 GROUP BY status

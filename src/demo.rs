@@ -43,7 +43,7 @@ pub async fn write_one(
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     match rng.below(10) {
-        0..=4 => {
+        0..=3 => {
             let id = *next_order;
             *next_order += 1;
             let customer = 1 + rng.below(40) as i32;
@@ -63,7 +63,7 @@ pub async fn write_one(
                 .await?;
             }
         }
-        5..=7 => {
+        4..=7 => {
             tx.execute(
                 "UPDATE orders SET status = CASE status WHEN 'new' THEN 'paid' WHEN 'paid' THEN 'shipped' ELSE status END
                  WHERE id = (SELECT id FROM orders WHERE status IN ('new', 'paid') ORDER BY id OFFSET $1 LIMIT 1)",

@@ -209,6 +209,13 @@ impl Sink for DataflowSink {
 
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    // Bind first: a taken port should fail before anything is started.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let queries = read_queries(&config.queries)?;
     let pg: tokio_postgres::Config = config
         .pg
@@ -311,12 +318,6 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         async move { source.run(&mut sink, stop).await },
     ));
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Listen {
-            addr: config.listen,
-            source,
-        })?;
     let addr = listener
         .local_addr()
         .map_err(|source| ServerError::Listen {

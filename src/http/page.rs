@@ -21,6 +21,8 @@ const PAGE: &str = r#"<!doctype html>
  th { background: #f4f4f4; }
  tr.changed td { background: #fff6c2; transition: background 1.5s; }
  .error { color: #b00020; white-space: pre-wrap; }
+ #views { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
+ section { max-height: 32rem; overflow: auto; }
  pre { background: #f8f8f8; padding: .4rem; font-size: 12px; }
 </style>
 </head>
@@ -29,6 +31,16 @@ const PAGE: &str = r#"<!doctype html>
 <div id="views"></div>
 <script>
 const root = document.getElementById('views');
+function compareRows(a, b) {
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i], y = b[i];
+    if (x === y) continue;
+    if (x === null) return 1; if (y === null) return -1;
+    if (typeof x === 'number' && typeof y === 'number') return x - y;
+    return String(x) < String(y) ? -1 : 1;
+  }
+  return 0;
+}
 function cell(v) { return v === null ? 'NULL' : (typeof v === 'object' ? JSON.stringify(v) : String(v)); }
 function mount(view) {
   const sec = document.createElement('section');
@@ -42,7 +54,7 @@ function mount(view) {
   const changed = new Set();
   function render(lsn) {
     meta.textContent = `${[...rows.values()].reduce((a, r) => a + r.count, 0)} rows @ ${lsn}`;
-    const sorted = [...rows.entries()].sort((a, b) => a[0] < b[0] ? -1 : 1);
+    const sorted = [...rows.values()].sort((a, b) => compareRows(a.row, b.row)).map(r => [JSON.stringify(r.row), r]);
     body.innerHTML = '';
     for (const [k, r] of sorted) for (let i = 0; i < r.count; i++) {
       const tr = document.createElement('tr');
