@@ -40,7 +40,7 @@ pub enum ServerError {
     },
     #[error("invalid --pg conninfo: {0}")]
     Conninfo(String),
-    #[error("cannot connect to PostgreSQL: {0}")]
+    #[error("cannot connect to PostgreSQL: {}", crate::pg::error_text(.0))]
     Connect(tokio_postgres::Error),
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
@@ -117,7 +117,7 @@ async fn connect_with_patience(
                 return Ok(client);
             }
             Err(e) if e.as_db_error().is_none() && start.elapsed() < CONNECT_PATIENCE => {
-                warn!(error = %e, "postgres not reachable yet; retrying");
+                warn!(error = %crate::pg::error_text(&e), "postgres not reachable yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(3));
             }

@@ -60,7 +60,7 @@ pub enum CatalogError {
         "table \"{0}\" has no primary key and REPLICA IDENTITY {1}; add a primary key or run ALTER TABLE {0} REPLICA IDENTITY FULL"
     )]
     NoKey(String, &'static str),
-    #[error("catalog query failed: {0}")]
+    #[error("catalog query failed: {}", super::error_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
 }
 

@@ -11,3 +11,24 @@ pub mod snapshot;
 pub mod source;
 
 pub use lsn::Lsn;
+
+/// A `tokio_postgres` error with what Postgres said: its message, detail, hint
+/// and SQLSTATE (the error's own Display is only "db error").
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}

@@ -10,7 +10,7 @@ use crate::repr::{Datum, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot COPY of {table} failed: {source}")]
+    #[error("snapshot COPY of {table} failed: {}", super::error_text(source))]
     Postgres {
         table: String,
         source: tokio_postgres::Error,

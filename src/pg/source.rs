@@ -41,12 +41,15 @@ static SLOT_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub enum SourceError {
     #[error(transparent)]
     Replication(#[from] ReplicationError),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", super::error_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("{0}")]
     Decode(String),
+    /// Something the user must set up (permissions, publication).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl SourceError {
@@ -304,7 +307,12 @@ impl Source {
                         wanted.join(", ")
                     )
                 };
-                client.batch_execute(&sql).await?;
+                if let Err(e) = client.batch_execute(&sql).await {
+                    return Err(SourceError::Setup(format!(
+                        "cannot create publication {quoted}: {}; create it as the tables' owner with: {sql}",
+                        super::error_text(&e)
+                    )));
+                }
                 info!(publication = %name, tables = wanted.len(), "publication created");
             }
             Some(r) if r.get::<_, bool>(0) => {}
@@ -320,12 +328,13 @@ impl Source {
                     .map(|t| t.qualified_name())
                     .collect();
                 if !missing.is_empty() {
-                    client
-                        .batch_execute(&format!(
-                            "ALTER PUBLICATION {quoted} ADD TABLE {}",
-                            missing.join(", ")
-                        ))
-                        .await?;
+                    let sql = format!("ALTER PUBLICATION {quoted} ADD TABLE {}", missing.join(", "));
+                    if let Err(e) = client.batch_execute(&sql).await {
+                        return Err(SourceError::Setup(format!(
+                            "publication {quoted} lacks tables the views read and cannot be extended: {}; run: {sql}",
+                            super::error_text(&e)
+                        )));
+                    }
                     info!(publication = %name, added = missing.len(), "publication extended");
                 }
             }
