@@ -1,5 +1,6 @@
 //! Integration tests against a real PostgreSQL (see tests/support).
 
+mod auth;
 mod errors;
 mod oracle;
 mod restart;

@@ -328,7 +328,10 @@ impl Source {
                     .map(|t| t.qualified_name())
                     .collect();
                 if !missing.is_empty() {
-                    let sql = format!("ALTER PUBLICATION {quoted} ADD TABLE {}", missing.join(", "));
+                    let sql = format!(
+                        "ALTER PUBLICATION {quoted} ADD TABLE {}",
+                        missing.join(", ")
+                    );
                     if let Err(e) = client.batch_execute(&sql).await {
                         return Err(SourceError::Setup(format!(
                             "publication {quoted} lacks tables the views read and cannot be extended: {}; run: {sql}",

@@ -16,7 +16,14 @@ use viewcast::pg::embedded::EmbeddedPostgres;
 use viewcast::pg::Lsn;
 use viewcast::server::Running;
 
+/// Whether the shared cluster asks scram_u and md5_u for passwords.
+pub static HBA_WRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Base conninfo (without dbname) of the shared cluster.
+pub fn base_conninfo() -> &'static str {
+    cluster()
+}
+
 fn cluster() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
@@ -26,6 +33,12 @@ fn cluster() -> &'static str {
         let pg = EmbeddedPostgres::start()
             .expect("start a throwaway PostgreSQL (are the server binaries installed?)");
         let base = format!("host=127.0.0.1 port={} user=postgres", pg.port);
+        // The users scram_u and md5_u must authenticate with that method (see tests/auth.rs).
+        let hba = pg.dir().join("data").join("pg_hba.conf");
+        let original = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        let ours = "host all,replication scram_u 127.0.0.1/32 scram-sha-256\nhost all,replication md5_u 127.0.0.1/32 md5\n";
+        std::fs::write(&hba, format!("{ours}{original}")).expect("write pg_hba.conf");
+        HBA_WRITTEN.store(true, std::sync::atomic::Ordering::SeqCst);
         pg.stop_when_process_exits().expect("cleanup watchdog");
         base
     })
@@ -81,7 +94,7 @@ impl TestDb {
         self.client
             .batch_execute(sql)
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            .unwrap_or_else(|e| panic!("{sql}: {}", viewcast::pg::error_text(&e)));
     }
 
     /// The WAL position now; after a commit, the view must reach it.
