@@ -99,14 +99,29 @@ async fn runtime_errors_fail_only_their_view() {
 async fn a_changed_table_fails_its_views_with_a_clear_message() {
     let db = TestDb::new("schema_change").await;
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY); INSERT INTO t VALUES (1, 'a');").await;
-    let server = TestServer::start(&db, &[("on_t", "SELECT id, v FROM t"), ("on_u", "SELECT id FROM u")]).await;
+    let server = TestServer::start(
+        &db,
+        &[
+            ("on_t", "SELECT id, v FROM t"),
+            ("on_u", "SELECT id FROM u"),
+        ],
+    )
+    .await;
     let mut on_t = server.follow("on_t").await;
     let mut on_u = server.follow("on_u").await;
-    db.exec("ALTER TABLE t ADD COLUMN extra int; INSERT INTO t VALUES (2, 'b', 7);").await;
+    db.exec("ALTER TABLE t ADD COLUMN extra int; INSERT INTO t VALUES (2, 'b', 7);")
+        .await;
     while on_t.error.is_none() {
         on_t.next().await.expect("an error event");
     }
-    assert!(on_t.error.as_deref().unwrap().contains("columns of table public.t changed"), "{:?}", on_t.error);
+    assert!(
+        on_t.error
+            .as_deref()
+            .unwrap()
+            .contains("columns of table public.t changed"),
+        "{:?}",
+        on_t.error
+    );
     db.exec("INSERT INTO u VALUES (1)").await;
     on_u.wait_for(db.lsn().await).await;
     assert_eq!(on_u.rows.len(), 1, "views on other tables keep going");
