@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::dataflow::{Dataflow, Output, Updates};
+use crate::dataflow::{Dataflow, InFlight, Output, Updates, DEFAULT_MAX_IN_FLIGHT_ROWS};
 use crate::pg::catalog::{load_table, CatalogError};
 use crate::pg::source::{Sink, Source, SourceConfig, SESSION_SETTINGS};
 use crate::pg::Lsn;
@@ -261,6 +261,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
+    let in_flight = Arc::new(InFlight::new(DEFAULT_MAX_IN_FLIGHT_ROWS));
+    let in_flight_pump = in_flight.clone();
     let reg = registry.clone();
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -273,12 +275,15 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 _ = stop.wait_for(|s| *s) => return,
             };
             match out {
+                Output::Progress { lsn } => {
+                    reg.advance(Lsn(lsn));
+                    in_flight_pump.release_through(lsn);
+                }
                 Output::Batch { lsn, views } => {
                     for (v, changes) in views {
                         reg.apply(v, Lsn(lsn), &changes);
                     }
                 }
-                Output::Progress { lsn } => reg.advance(Lsn(lsn)),
                 Output::ViewError { view, message } => reg.fail(view, &message),
             }
         }
@@ -307,6 +312,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         conninfo: config.pg.clone(),
         publication: config.publication.clone(),
         tables: catalog.tables.clone(),
+        in_flight,
     })
     .map_err(ServerError::Conninfo)?;
     let mut sink = DataflowSink {

@@ -53,6 +53,61 @@ pub enum Output {
 
 pub type OutputSender = tokio::sync::mpsc::UnboundedSender<Output>;
 
+/// Default bound on rows handed to the workers but not yet released as view
+/// output: enough to keep the workers busy, small enough (a few hundred MB at
+/// most) that a large backlog waits in Postgres's WAL instead of in memory.
+pub const DEFAULT_MAX_IN_FLIGHT_ROWS: usize = 500_000;
+
+/// Credit for rows in flight between the source and the view outputs. The
+/// source reserves credit before it hands a transaction over and the credit
+/// comes back when the workers' progress passes that transaction's LSN.
+pub struct InFlight {
+    credit: tokio::sync::Semaphore,
+    max: usize,
+    pending: Mutex<std::collections::VecDeque<(u64, u32)>>,
+}
+
+impl InFlight {
+    pub fn new(max_rows: usize) -> InFlight {
+        let max = max_rows.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        InFlight {
+            credit: tokio::sync::Semaphore::new(max),
+            max,
+            pending: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Waits until `rows` (at most the whole bound) may be handed over, and
+    /// records them against `lsn`.
+    pub async fn reserve(&self, lsn: u64, rows: usize) {
+        let n = rows.clamp(1, self.max) as u32;
+        if let Ok(permit) = self.credit.acquire_many(n).await {
+            permit.forget();
+        }
+        self.pending
+            .lock()
+            .expect("in-flight lock")
+            .push_back((lsn, n));
+    }
+
+    /// Returns the credit of every transaction at or before `lsn`.
+    pub fn release_through(&self, lsn: u64) {
+        let mut pending = self.pending.lock().expect("in-flight lock");
+        while let Some(&(l, n)) = pending.front() {
+            if l > lsn {
+                break;
+            }
+            pending.pop_front();
+            self.credit.add_permits(n as usize);
+        }
+    }
+
+    /// Rows currently in flight.
+    pub fn rows(&self) -> usize {
+        self.max - self.credit.available_permits()
+    }
+}
+
 /// Handle to the running workers. Dropping it stops them.
 pub struct Dataflow {
     senders: Vec<Sender<Command>>,
@@ -276,5 +331,32 @@ fn release(
     if frontier > 0 && *last_progress != Some(frontier - 1) {
         *last_progress = Some(frontier - 1);
         let _ = out.send(Output::Progress { lsn: frontier - 1 });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_flight_credit_waits_for_progress() {
+        let f = Arc::new(InFlight::new(10));
+        f.reserve(1, 6).await;
+        f.reserve(2, 4).await;
+        assert_eq!(f.rows(), 10);
+        let g = f.clone();
+        let waiter = tokio::spawn(async move { g.reserve(3, 1).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiter.is_finished(),
+            "no credit until progress passes an LSN"
+        );
+        f.release_through(1);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("credit returned")
+            .unwrap();
+        f.release_through(3);
+        assert_eq!(f.rows(), 0);
     }
 }

@@ -26,7 +26,7 @@ use super::lsn::Lsn;
 use super::pgoutput::{LogicalMessage, OldTuple, Relation, Tuple, TupleValue};
 use super::replication::{ReplicationConnection, ReplicationError, StreamMessage};
 use super::snapshot::{copy_table, SnapshotError};
-use crate::dataflow::Updates;
+use crate::dataflow::{InFlight, Updates};
 use crate::repr::{Datum, Row};
 
 /// How often the applied position is reported to Postgres when nothing else
@@ -88,6 +88,8 @@ pub struct SourceConfig {
     pub conninfo: String,
     pub publication: String,
     pub tables: Vec<Arc<TableInfo>>,
+    /// Credit for rows handed over but not yet through the dataflow.
+    pub in_flight: Arc<InFlight>,
 }
 
 /// Current rows of one table: identity key → (row, multiplicity). The key is
@@ -232,6 +234,10 @@ impl Source {
             state.failed = false;
         }
         info!(tables = self.config.tables.len(), rows = loaded, lsn = %slot.consistent_point, "snapshot loaded");
+        self.config
+            .in_flight
+            .reserve(slot.consistent_point.0, updates.len())
+            .await;
         sink.transaction(slot.consistent_point, updates);
 
         let mut stream = repl
@@ -257,6 +263,16 @@ impl Source {
                             LogicalMessage::Commit(c) => {
                                 self.undo.clear();
                                 let updates = in_tx.take().unwrap_or_default();
+                                // Wait for credit; the server hears from us meanwhile,
+                                // so a long wait is not taken for a dead connection.
+                                let reserve = self.config.in_flight.reserve(c.end_lsn.0, updates.len());
+                                tokio::pin!(reserve);
+                                loop {
+                                    tokio::select! {
+                                        _ = &mut reserve => break,
+                                        _ = status.tick() => stream.send_status(applied, false).await?,
+                                    }
+                                }
                                 sink.transaction(c.end_lsn, updates);
                                 applied = c.end_lsn;
                             }
