@@ -34,9 +34,22 @@ pub struct SseClient {
 impl SseClient {
     /// Opens `GET path` on `addr` (`host:port`) and reads the response head.
     pub async fn connect(addr: &str, path: &str) -> Result<SseClient, ClientError> {
+        Self::connect_from(addr, path, None).await
+    }
+
+    /// As [`SseClient::connect`], resuming after the event with id `last_event_id`.
+    pub async fn connect_from(
+        addr: &str,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseClient, ClientError> {
         let mut stream = TcpStream::connect(addr).await?;
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        let resume = last_event_id
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{resume}\r\n"
+        );
         stream.write_all(req.as_bytes()).await?;
         let mut c = SseClient {
             stream,

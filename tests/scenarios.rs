@@ -200,3 +200,45 @@ async fn truncate_empties_views_and_snapshot_endpoint_matches() {
     assert_same("agg", lsn, &f.rows, &db.oracle(sql).await);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_subscriber_resumes_with_the_diffs_it_missed() {
+    let db = TestDb::new("resume").await;
+    db.exec(ORDERS).await;
+    db.exec("INSERT INTO orders SELECT i, 'c' || (i % 3), i, '' FROM generate_series(1, 9) i")
+        .await;
+    let sql = "SELECT customer, count(*) AS n FROM orders GROUP BY customer";
+    let server = TestServer::start(&db, &[("per_customer", sql)]).await;
+    let mut f = server.follow("per_customer").await;
+    db.exec("INSERT INTO orders VALUES (10, 'c1', 1, '')").await;
+    f.wait_for(db.lsn().await).await;
+
+    // The subscriber goes away; three transactions commit meanwhile.
+    let mut f = f.reconnect(&server.addr, "per_customer").await;
+    for stmt in [
+        "DELETE FROM orders WHERE id = 1",
+        "INSERT INTO orders VALUES (11, 'c9', 1, '')",
+        "UPDATE orders SET customer = 'c0' WHERE id = 2",
+    ] {
+        db.exec(stmt).await;
+    }
+    let lsn = db.lsn().await;
+    f.wait_for(lsn).await;
+    assert!(
+        f.events.iter().all(|e| e.event != "snapshot"),
+        "resumed without a snapshot: {:?}",
+        f.events
+    );
+    assert_eq!(f.events.iter().filter(|e| e.event == "diff").count(), 3);
+    assert_same("per_customer", lsn, &f.rows, &db.oracle(sql).await);
+
+    // A position the server cannot vouch for gets a snapshot marked as a reset.
+    let mut stale = server.follow("per_customer").await;
+    stale.lsn = viewcast::pg::Lsn(1);
+    let mut stale = stale.reconnect(&server.addr, "per_customer").await;
+    let ev = stale.next().await.expect("an event");
+    assert_eq!(ev.event, "snapshot");
+    assert_eq!(ev.data["reset"], true);
+    assert_same("per_customer", lsn, &stale.rows, &db.oracle(sql).await);
+    server.stop().await;
+}

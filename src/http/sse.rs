@@ -1,13 +1,16 @@
 //! `GET /views/{name}/sse`: a snapshot, then one `diff` per transaction that
 //! changed the view, `progress` when the view moved without changes, and `error`
 //! if the view fails. A subscriber that falls too far behind gets a new snapshot
-//! marked `"reset": true` instead of a gap.
+//! marked `"reset": true` instead of a gap. A subscriber that reconnects with
+//! `Last-Event-ID: <lsn>` gets the diffs after that LSN from the view's
+//! history, or a snapshot marked as a reset when the history no longer reaches
+//! back that far.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -56,9 +59,27 @@ fn start(
 pub async fn stream(
     State(reg): State<AppState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let view = lookup(&reg, &name)?;
-    let (first, rx, last, done) = start(&reg, view, false);
+    // A reconnecting EventSource sends the id of the last event it received.
+    let resume_from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<Lsn>().ok());
+    let resumed = resume_from.and_then(|from| reg.resume(view, from).map(|r| (from, r)));
+    let (first, rx, last, done) = match resumed {
+        Some((from, (missed, _now, rx))) => {
+            let mut bytes = Vec::new();
+            let mut last = from;
+            for e in missed {
+                bytes.extend_from_slice(&e.sse);
+                last = last.max(e.lsn);
+            }
+            (Bytes::from(bytes), rx, last, false)
+        }
+        None => start(&reg, view, resume_from.is_some()),
+    };
     let closed = reg.closed();
     let sub = Subscription {
         reg,

@@ -3,7 +3,7 @@
 //! events. Every diff batch is encoded to SSE bytes once and the bytes are
 //! shared by all of the view's subscribers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,9 @@ use crate::sql::Column;
 /// Events a slow subscriber may fall behind by before it is sent a fresh
 /// snapshot (marked as a reset) instead of the diffs it missed.
 const CHANNEL_CAPACITY: usize = 4096;
+/// Diff events kept per view so a reconnecting subscriber can resume from the
+/// LSN it reached (a few seconds of a busy view, minutes of a quiet one).
+const HISTORY_LEN: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
@@ -44,6 +47,11 @@ pub struct ViewDef {
 struct ViewState {
     rows: HashMap<Row, i64>,
     lsn: Lsn,
+    /// The latest diff events, for subscribers resuming after a reconnect.
+    history: VecDeque<Arc<Event>>,
+    /// Every diff after this LSN is still in `history` (`None` before the first
+    /// diff of this server's life: nothing before it can be resumed).
+    history_floor: Option<Lsn>,
     /// Last progress LSN broadcast to subscribers.
     announced: Lsn,
     error: Option<String>,
@@ -109,6 +117,8 @@ impl Registry {
                 state: Mutex::new(ViewState {
                     rows: HashMap::new(),
                     lsn: Lsn(0),
+                    history: VecDeque::new(),
+                    history_floor: None,
                     announced: Lsn(0),
                     error: None,
                 }),
@@ -193,11 +203,23 @@ impl Registry {
             let _ = write!(data, ",\"diff\":{diff}}}");
         }
         data.push_str("]}");
-        let _ = v.tx.send(Arc::new(Event {
+        let event = Arc::new(Event {
             kind: EventKind::Diff,
             lsn,
             sse: sse_bytes("diff", Some(lsn), &data),
-        }));
+        });
+        if st.history_floor.is_none() {
+            // The first diff takes the view from empty: resuming needs a later position.
+            st.history_floor = Some(lsn);
+        } else {
+            st.history.push_back(event.clone());
+            if st.history.len() > HISTORY_LEN {
+                if let Some(old) = st.history.pop_front() {
+                    st.history_floor = Some(old.lsn);
+                }
+            }
+        }
+        let _ = v.tx.send(event);
     }
 
     /// Records that every view is complete up to `lsn`.
@@ -264,6 +286,29 @@ impl Registry {
         for i in 0..self.views.len() {
             self.fail(i, message);
         }
+    }
+
+    /// For a subscriber that has the view's contents at `from`: the diff events
+    /// after `from` and a receiver for everything after them, or `None` when
+    /// the server no longer has every diff since `from` (it then needs a snapshot).
+    pub fn resume(
+        &self,
+        view: usize,
+        from: Lsn,
+    ) -> Option<(Vec<Arc<Event>>, Lsn, broadcast::Receiver<Arc<Event>>)> {
+        let v = &self.views[view];
+        let st = v.state.lock().expect("view lock");
+        let floor = st.history_floor?;
+        if st.error.is_some() || from < floor || from > st.lsn {
+            return None;
+        }
+        let missed = st
+            .history
+            .iter()
+            .filter(|e| e.lsn > from)
+            .cloned()
+            .collect();
+        Some((missed, st.lsn, v.tx.subscribe()))
     }
 
     /// The current contents and a receiver for everything after them, taken

@@ -226,6 +226,20 @@ fn row_key(columns: &[String], row: &Value) -> String {
 }
 
 impl Follower {
+    /// Reconnects `self`'s view with `Last-Event-ID`, keeping the state built so
+    /// far, as a browser's EventSource does; nothing is read yet.
+    pub async fn reconnect(self, addr: &str, view: &str) -> Follower {
+        let id = self.lsn.to_string();
+        let client = SseClient::connect_from(addr, &format!("/views/{view}/sse"), Some(&id))
+            .await
+            .expect("resume");
+        Follower {
+            client,
+            events: vec![],
+            ..self
+        }
+    }
+
     pub async fn new(addr: &str, view: &str) -> Follower {
         let client = SseClient::connect(addr, &format!("/views/{view}/sse"))
             .await
