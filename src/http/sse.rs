@@ -17,7 +17,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{lookup, ApiError, AppState};
 use crate::pg::Lsn;
-use crate::views::{snapshot_json, sse_bytes, Event, EventKind, Registry};
+use crate::views::{snapshot_json, sse_bytes, Event, EventKind, Registry, Resumed};
 
 struct Subscription {
     reg: AppState,
@@ -69,7 +69,7 @@ pub async fn stream(
         .and_then(|v| v.trim().parse::<Lsn>().ok());
     let resumed = resume_from.and_then(|from| reg.resume(view, from).map(|r| (from, r)));
     let (first, rx, last, done) = match resumed {
-        Some((from, (missed, _now, rx))) => {
+        Some((from, Resumed { missed, rx })) => {
             let mut bytes = Vec::new();
             let mut last = from;
             for e in missed {

@@ -70,6 +70,12 @@ pub struct Refused {
     pub error: String,
 }
 
+/// A resumed subscription: the diffs missed since the client's LSN, then the live receiver.
+pub struct Resumed {
+    pub missed: Vec<Arc<Event>>,
+    pub rx: broadcast::Receiver<Arc<Event>>,
+}
+
 /// What a subscriber starts from.
 pub struct Snapshot {
     pub lsn: Lsn,
@@ -291,11 +297,7 @@ impl Registry {
     /// For a subscriber that has the view's contents at `from`: the diff events
     /// after `from` and a receiver for everything after them, or `None` when
     /// the server no longer has every diff since `from` (it then needs a snapshot).
-    pub fn resume(
-        &self,
-        view: usize,
-        from: Lsn,
-    ) -> Option<(Vec<Arc<Event>>, Lsn, broadcast::Receiver<Arc<Event>>)> {
+    pub fn resume(&self, view: usize, from: Lsn) -> Option<Resumed> {
         let v = &self.views[view];
         let st = v.state.lock().expect("view lock");
         let floor = st.history_floor?;
@@ -308,7 +310,10 @@ impl Registry {
             .filter(|e| e.lsn > from)
             .cloned()
             .collect();
-        Some((missed, st.lsn, v.tx.subscribe()))
+        Some(Resumed {
+            missed,
+            rx: v.tx.subscribe(),
+        })
     }
 
     /// The current contents and a receiver for everything after them, taken
