@@ -242,3 +242,41 @@ async fn reconnecting_subscriber_resumes_with_the_diffs_it_missed() {
     assert_same("per_customer", lsn, &stale.rows, &db.oracle(sql).await);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_identity_full_with_and_without_a_key() {
+    let db = TestDb::new("identity_full").await;
+    db.exec(
+        "CREATE TABLE keyed (id int PRIMARY KEY, tag text, body text);
+         ALTER TABLE keyed REPLICA IDENTITY FULL;
+         INSERT INTO keyed SELECT 1, 'a', string_agg(md5(i::text), '') FROM generate_series(1, 1250) i;
+         CREATE TABLE bag (v int, w text);
+         ALTER TABLE bag REPLICA IDENTITY FULL;
+         INSERT INTO bag VALUES (1, 'x'), (1, 'x'), (2, NULL);",
+    )
+    .await;
+    let views = [
+        ("keyed_view", "SELECT id, tag, body FROM keyed"),
+        ("bag_view", "SELECT v, w FROM bag"),
+    ];
+    let server = TestServer::start(&db, &views).await;
+    let mut followers = vec![
+        server.follow(views[0].0).await,
+        server.follow(views[1].0).await,
+    ];
+    for stmt in [
+        "UPDATE keyed SET tag = 'b' WHERE id = 1",
+        "DELETE FROM bag WHERE ctid = (SELECT min(ctid) FROM bag WHERE v = 1)",
+        "UPDATE bag SET w = 'y' WHERE v = 2",
+        "INSERT INTO bag VALUES (2, 'y')",
+        "DELETE FROM keyed",
+    ] {
+        db.exec(stmt).await;
+        let lsn = db.lsn().await;
+        for (f, (name, sql)) in followers.iter_mut().zip(&views) {
+            f.wait_for(lsn).await;
+            assert_same(name, lsn, &f.rows, &db.oracle(sql).await);
+        }
+    }
+    server.stop().await;
+}

@@ -458,24 +458,32 @@ impl Source {
         let old_row = match old {
             None => None,
             Some(old_tuple) => {
-                let key = match old_tuple {
-                    Some(OldTuple::Key(t)) => key_of(&info, &decode(&info, t, None)?),
-                    Some(OldTuple::Full(t)) => key_of(&info, &decode(&info, t, None)?),
+                // Only the key columns are needed (and only they are sure to be
+                // present: others may be NULL in a key tuple or unchanged TOAST).
+                let tuple = match old_tuple {
+                    Some(OldTuple::Key(t)) | Some(OldTuple::Full(t)) => t,
+                    None => new.ok_or("update without a new tuple")?,
+                };
+                let key: Row = match &info.key {
+                    Some(cols) => {
+                        let partial = decode_partial(&info, tuple);
+                        cols.iter()
+                            .map(|c| match partial.get(*c) {
+                                Some(Some(d)) => Ok(d.key_form()),
+                                _ => Err(format!(
+                                    "{}: key column {} missing from the change",
+                                    info.qualified_name(),
+                                    info.columns[*c].name
+                                )),
+                            })
+                            .collect::<Result<_, _>>()?
+                    }
+                    None if old_tuple.is_some() => decode(&info, tuple, None)?,
                     None => {
-                        let t = new.ok_or("update without a new tuple")?;
-                        let partial = decode_partial(&info, t);
-                        match &info.key {
-                            Some(cols) => cols
-                                .iter()
-                                .map(|c| partial[*c].clone().unwrap_or(Datum::Null).key_form())
-                                .collect(),
-                            None => {
-                                return Err(format!(
-                                    "update of {} without an old row",
-                                    info.qualified_name()
-                                ))
-                            }
-                        }
+                        return Err(format!(
+                            "update of {} without an old row",
+                            info.qualified_name()
+                        ))
                     }
                 };
                 let state = &mut self.state[i].rows;
