@@ -260,7 +260,7 @@ async fn replica_identity_full_with_and_without_a_key() {
         ("bag_view", "SELECT v, w FROM bag"),
     ];
     let server = TestServer::start(&db, &views).await;
-    let mut followers = vec![
+    let mut followers = [
         server.follow(views[0].0).await,
         server.follow(views[1].0).await,
     ];
