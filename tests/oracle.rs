@@ -19,6 +19,19 @@ const VIEWS: &[(&str, &str)] = &[
         "open_per_customer",
         "SELECT c.id, count(o.id) AS open_orders, max(o.qty) AS biggest FROM customers c LEFT JOIN orders o ON o.customer_id = c.id AND o.status <> 'cancelled' GROUP BY c.id",
     ),
+    (
+        "bounds",
+        "SELECT o.status, min(c.name) AS first_name, max(c.name) AS last_name, min(o.placed_at), max(o.placed_at),
+                count(DISTINCT o.customer_id) AS customers
+         FROM orders o, customers c WHERE o.customer_id = c.id GROUP BY o.status",
+    ),
+    (
+        "prices",
+        "SELECT p.category, avg(p.price) AS avg_price, min(p.price), max(p.price), sum(DISTINCT o.qty) AS qtys
+         FROM products p, orders o, customers c
+         WHERE p.id = o.product_id AND o.customer_id = c.id AND c.region IS NOT NULL
+         GROUP BY p.category",
+    ),
     ("totals", "SELECT count(*), sum(qty), min(status), max(qty), avg(qty) FROM orders"),
     ("filters", "SELECT id, qty FROM orders WHERE (status IN ('new', 'paid') OR qty BETWEEN 3 AND 5) AND NOT (customer_id IS NULL) AND status LIKE '%a%'"),
 ];
@@ -38,12 +51,13 @@ fn random_statement(rng: &mut Rng, next_id: &mut i64) -> String {
         0..=3 => {
             *next_id += 1;
             format!(
-                "INSERT INTO orders VALUES ({}, {}, {}, {}, '{}')",
+                "INSERT INTO orders VALUES ({}, {}, {}, {}, '{}', timestamptz '2024-01-01 00:00:00+00' + interval '1 minute' * {})",
                 next_id,
                 cust(rng),
                 1 + rng.below(6),
                 1 + rng.below(6),
-                STATUSES[rng.below(4) as usize]
+                STATUSES[rng.below(4) as usize],
+                rng.below(100_000)
             )
         }
         4 => format!("UPDATE orders SET qty = qty + 1 WHERE id % 7 = {}", rng.below(7)),
@@ -74,7 +88,8 @@ async fn random_transactions_match_postgres() {
     db.exec(
         "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text);
          CREATE TABLE products (id int PRIMARY KEY, price numeric(8,2) NOT NULL, category text NOT NULL);
-         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, product_id int NOT NULL, qty int NOT NULL, status text NOT NULL);
+         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, product_id int NOT NULL, qty int NOT NULL, status text NOT NULL,
+                              placed_at timestamptz NOT NULL DEFAULT '2024-01-01 00:00:00+00');
          INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east',NULL])[1 + i % 4] FROM generate_series(1, 10) i;
          INSERT INTO products SELECT i, i * 2.5, (ARRAY['a','b'])[1 + i % 2] FROM generate_series(1, 6) i;
          INSERT INTO orders SELECT i, 1 + i % 11, 1 + i % 6, 1 + i % 4, (ARRAY['new','paid','shipped','cancelled'])[1 + i % 4] FROM generate_series(1, 25) i;",
