@@ -1,7 +1,7 @@
 //! One behaviour per test: upstream transactions interleaved with what a
 //! subscriber must see.
 
-use crate::support::{assert_same, TestDb, TestServer};
+use crate::support::{assert_same, check_view, check_views, TestDb, TestServer};
 
 const ORDERS: &str =
     "CREATE TABLE orders (id int PRIMARY KEY, customer text, amount numeric(10,2), note text);";
@@ -82,9 +82,7 @@ async fn update_of_key_and_delete_with_default_replica_identity() {
         "DELETE FROM orders WHERE id = 11",
     ] {
         db.exec(stmt).await;
-        let lsn = db.lsn().await;
-        f.wait_for(lsn).await;
-        assert_same("v", lsn, &f.rows, &db.oracle(sql).await);
+        check_view(&db, &mut f, "v", sql).await;
     }
     server.stop().await;
 }
@@ -101,9 +99,7 @@ async fn unchanged_toasted_value_is_filled_in() {
     let mut f = server.follow("docs_view").await;
     db.exec("UPDATE docs SET title = 'second' WHERE id = 1")
         .await;
-    let lsn = db.lsn().await;
-    f.wait_for(lsn).await;
-    assert_same("docs_view", lsn, &f.rows, &db.oracle(sql).await);
+    check_view(&db, &mut f, "docs_view", sql).await;
     let row = f.rows.keys().next().expect("one row");
     assert!(
         row.len() > 40_000 && row.contains("second"),
@@ -144,11 +140,7 @@ async fn nulls_in_join_keys_and_aggregates() {
         "DELETE FROM o",
     ] {
         db.exec(stmt).await;
-        let lsn = db.lsn().await;
-        for (f, (name, sql)) in followers.iter_mut().zip(&views) {
-            f.wait_for(lsn).await;
-            assert_same(name, lsn, &f.rows, &db.oracle(sql).await);
-        }
+        check_views(&db, &mut followers, &views).await;
     }
     server.stop().await;
 }
@@ -195,9 +187,7 @@ async fn truncate_empties_views_and_snapshot_endpoint_matches() {
     assert_eq!(body["rows"].as_array().unwrap().len(), 1);
     assert_eq!(body["columns"][2]["type"], "numeric");
     db.exec("TRUNCATE orders").await;
-    let lsn = db.lsn().await;
-    f.wait_for(lsn).await;
-    assert_same("agg", lsn, &f.rows, &db.oracle(sql).await);
+    check_view(&db, &mut f, "agg", sql).await;
     server.stop().await;
 }
 
@@ -272,11 +262,7 @@ async fn replica_identity_full_with_and_without_a_key() {
         "DELETE FROM keyed",
     ] {
         db.exec(stmt).await;
-        let lsn = db.lsn().await;
-        for (f, (name, sql)) in followers.iter_mut().zip(&views) {
-            f.wait_for(lsn).await;
-            assert_same(name, lsn, &f.rows, &db.oracle(sql).await);
-        }
+        check_views(&db, &mut followers, &views).await;
     }
     server.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Every supported type round-trips to exactly what Postgres's `to_json` gives,
 //! both from the snapshot (COPY) and from the stream (pgoutput).
 
-use crate::support::{assert_same, TestDb, TestServer};
+use crate::support::{check_view, TestDb, TestServer};
 
 const VALUES: &str = "
  (1, -32768, 2147483647, 9223372036854775807, 1.5, 1e+20, 123.4500, 'quote \" back\\\\slash
@@ -25,9 +25,7 @@ async fn every_type_round_trips_to_to_json() {
     let sql = "SELECT * FROM t";
     let server = TestServer::start(&db, &[("all_types", sql)]).await;
     let mut f = server.follow("all_types").await;
-    let lsn = db.lsn().await;
-    f.wait_for(lsn).await;
-    assert_same("all_types (snapshot)", lsn, &f.rows, &db.oracle(sql).await);
+    check_view(&db, &mut f, "all_types (snapshot)", sql).await;
 
     // The same values again through the replication stream.
     db.exec(&format!(
@@ -41,9 +39,7 @@ async fn every_type_round_trips_to_to_json() {
     .await;
     db.exec("UPDATE t SET f = f * 2, e = e / 3 WHERE id > 10")
         .await;
-    let lsn = db.lsn().await;
-    f.wait_for(lsn).await;
-    assert_same("all_types (stream)", lsn, &f.rows, &db.oracle(sql).await);
+    check_view(&db, &mut f, "all_types (stream)", sql).await;
 
     let (_, views) = server.get("/views").await;
     let types: Vec<&str> = views[0]["columns"]

@@ -347,3 +347,19 @@ pub fn assert_same(view: &str, at: Lsn, got: &BTreeMap<String, i64>, want: &BTre
     }
     panic!("{report}");
 }
+
+/// Waits until every follower has reached the current WAL position, then
+/// compares each with Postgres running its view's SQL. Returns that LSN.
+pub async fn check_views(db: &TestDb, followers: &mut [Follower], views: &[(&str, &str)]) -> Lsn {
+    let lsn = db.lsn().await;
+    for (f, (name, sql)) in followers.iter_mut().zip(views) {
+        f.wait_for(lsn).await;
+        assert_same(name, lsn, &f.rows, &db.oracle(sql).await);
+    }
+    lsn
+}
+
+/// [`check_views`] for one view.
+pub async fn check_view(db: &TestDb, f: &mut Follower, name: &str, sql: &str) -> Lsn {
+    check_views(db, std::slice::from_mut(f), &[(name, sql)]).await
+}
