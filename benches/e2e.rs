@@ -12,7 +12,8 @@
 //! 3. commit → SSE receipt latency (p50/p99) at a steady write rate.
 //!
 //! Sizes: `BENCH_SMALL_TXNS` (default 5000), `BENCH_BULK_ROWS` (default 50000,
-//! three bulk transactions), `BENCH_RATE` (default 200 tx/s for 10 s).
+//! three bulk transactions), `BENCH_RATE` (default 200 tx/s for 10 s),
+//! `BENCH_WORKERS` (default 2).
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -174,7 +175,7 @@ async fn main() {
         pg: conninfo.clone(),
         queries: dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 2,
+        workers: env("BENCH_WORKERS", 2) as usize,
         publication: "viewcast".into(),
     };
     let running = viewcast::server::start(config)
@@ -240,7 +241,7 @@ async fn main() {
     latencies.sort();
 
     println!();
-    println!("viewcast end-to-end benchmark (2 workers; {small} single-row transactions + 3 bulk transactions of {bulk} rows)");
+    println!("viewcast end-to-end benchmark ({} workers; {small} single-row transactions + 3 bulk transactions of {bulk} rows)", env("BENCH_WORKERS", 2));
     println!("{:<44} {:>12} {:>12}", "", "seconds", "rows/s");
     println!(
         "{:<44} {:>12.2} {:>12.0}",
