@@ -29,6 +29,8 @@ pub struct SseClient {
     /// Remaining bytes of the current chunk.
     chunk_left: usize,
     body: BytesMut,
+    /// How much of `body` has been searched for the end of an event.
+    scanned: usize,
 }
 
 impl SseClient {
@@ -57,6 +59,7 @@ impl SseClient {
             chunked: false,
             chunk_left: 0,
             body: BytesMut::new(),
+            scanned: 0,
         };
         let head = loop {
             if let Some(i) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -138,9 +141,17 @@ impl SseClient {
     /// The next event; `None` when the server closes the stream.
     pub async fn next_event(&mut self) -> Result<Option<SseEvent>, ClientError> {
         loop {
-            if let Some(i) = self.body.windows(2).position(|w| w == b"\n\n") {
+            // Resume the search where the last one stopped: one large event
+            // arrives in many reads, and rescanning it each time is quadratic.
+            let from = self.scanned.saturating_sub(1);
+            if let Some(i) = self.body[from..]
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| i + from)
+            {
                 let block = String::from_utf8_lossy(&self.body[..i]).into_owned();
                 self.body.advance(i + 2);
+                self.scanned = 0;
                 let mut ev = SseEvent {
                     event: "message".into(),
                     id: None,
@@ -160,6 +171,7 @@ impl SseClient {
                 }
                 return Ok(Some(ev));
             }
+            self.scanned = self.body.len();
             match self.read_body().await? {
                 Some(bytes) => self.body.extend_from_slice(&bytes),
                 None => return Ok(None),

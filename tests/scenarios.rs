@@ -266,3 +266,24 @@ async fn replica_identity_full_with_and_without_a_key() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_sees_a_half_loaded_view() {
+    let db = TestDb::new("loading").await;
+    db.exec("CREATE TABLE big (id int PRIMARY KEY, g int); INSERT INTO big SELECT i, i % 10 FROM generate_series(1, 100000) i;").await;
+    let server = TestServer::start_unwaited(&db, &[("all_big", "SELECT id, g FROM big")]).await;
+    // Right away: either "not ready" or everything, never part of it.
+    let (status, body) = server.get("/views/all_big").await;
+    match status {
+        503 => assert!(body["error"].as_str().unwrap().contains("loading")),
+        200 => assert_eq!(body["rows"].as_array().unwrap().len(), 100_000),
+        other => panic!("unexpected status {other}: {body}"),
+    }
+    let f = server.follow("all_big").await;
+    assert_eq!(
+        f.rows.len(),
+        100_000,
+        "the first snapshot holds the whole table"
+    );
+    server.stop().await;
+}

@@ -23,6 +23,8 @@ pub enum ApiError {
     Refused { name: String, error: String },
     #[error("view \"{name}\" failed: {error}")]
     Failed { name: String, error: String },
+    #[error("view \"{0}\" is still loading its initial snapshot; retry shortly")]
+    NotReady(String),
 }
 
 impl IntoResponse for ApiError {
@@ -31,6 +33,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
@@ -95,6 +98,9 @@ async fn view_contents(
     let i = lookup(&reg, &name)?;
     let view = &reg.views()[i];
     let snap = reg.snapshot(i);
+    if snap.error.is_none() && !reg.is_loaded() {
+        return Err(ApiError::NotReady(name));
+    }
     if let Some(error) = snap.error {
         return Err(ApiError::Failed { name, error });
     }

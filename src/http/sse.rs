@@ -62,6 +62,8 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let view = lookup(&reg, &name)?;
+    // Start from the initial snapshot, not from the empty view before it.
+    reg.wait_loaded().await;
     // A reconnecting EventSource sends the id of the last event it received.
     let resume_from = headers
         .get("last-event-id")

@@ -95,6 +95,9 @@ pub struct Registry {
     progress: Mutex<Lsn>,
     /// Turns true when the server stops, ending every subscriber's stream.
     closed: tokio::sync::watch::Sender<bool>,
+    /// Turns true once the views first hold the initial snapshot; stays true
+    /// while reconnecting (the contents stay valid as of their LSN).
+    loaded: tokio::sync::watch::Sender<bool>,
 }
 
 fn columns_json(columns: &[Column]) -> String {
@@ -140,6 +143,7 @@ impl Registry {
             ready_at: Mutex::new(Lsn(u64::MAX)),
             progress: Mutex::new(Lsn(0)),
             closed: tokio::sync::watch::channel(false).0,
+            loaded: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -168,6 +172,9 @@ impl Registry {
     pub fn set_streaming(&self, up: bool, snapshot_lsn: Lsn) {
         if up {
             *self.ready_at.lock().expect("ready lock") = snapshot_lsn;
+            if self.progress() >= snapshot_lsn {
+                self.loaded.send_replace(true);
+            }
         }
         self.streaming.store(up, Ordering::SeqCst);
     }
@@ -241,6 +248,24 @@ impl Registry {
                 st.lsn = lsn;
             }
         }
+        if !*self.loaded.borrow() && lsn >= *self.ready_at.lock().expect("ready lock") {
+            self.loaded.send_replace(true);
+        }
+    }
+
+    /// Whether the views hold the initial snapshot yet.
+    pub fn is_loaded(&self) -> bool {
+        *self.loaded.borrow()
+    }
+
+    /// Waits until the views hold the initial snapshot (or the server stops).
+    pub async fn wait_loaded(&self) {
+        let mut loaded = self.loaded.subscribe();
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            _ = loaded.wait_for(|l| *l) => {}
+            _ = closed.wait_for(|c| *c) => {}
+        }
     }
 
     /// Broadcasts a progress event to views whose LSN moved since the last one
@@ -292,6 +317,8 @@ impl Registry {
         for i in 0..self.views.len() {
             self.fail(i, message);
         }
+        // Nothing more will load: let waiting subscribers see the error.
+        self.loaded.send_replace(true);
     }
 
     /// For a subscriber that has the view's contents at `from`: the diff events

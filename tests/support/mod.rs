@@ -138,6 +138,13 @@ pub struct TestServer {
 impl TestServer {
     /// Starts viewcast on `db` with the given views and waits until it is healthy.
     pub async fn start(db: &TestDb, views: &[(&str, &str)]) -> TestServer {
+        let server = Self::start_unwaited(db, views).await;
+        server.wait_healthy().await;
+        server
+    }
+
+    /// Starts viewcast without waiting for the initial snapshot.
+    pub async fn start_unwaited(db: &TestDb, views: &[(&str, &str)]) -> TestServer {
         let dir = std::env::temp_dir().join(format!(
             "viewcast-queries-{}-{}",
             std::process::id(),
@@ -158,9 +165,7 @@ impl TestServer {
             .await
             .expect("server starts");
         let addr = running.addr.to_string();
-        let server = TestServer { running, addr, dir };
-        server.wait_healthy().await;
-        server
+        TestServer { running, addr, dir }
     }
 
     pub async fn wait_healthy(&self) {
