@@ -268,7 +268,7 @@ impl Datum {
             Datum::Float4(f) => write_float(f.0, true, out),
             Datum::Float8(f) => write_float(f.0, false, out),
             Datum::Numeric(n) => match n {
-                Numeric::Finite { .. } => {
+                Numeric::Small { .. } | Numeric::Big(_) => {
                     let _ = write!(out, "{n}");
                 }
                 _ => write_json_string(&n.to_string(), out),

@@ -5,7 +5,12 @@
 //! but compare equal as numbers. Division picks its result scale the way
 //! Postgres's `select_div_scale` does, so `avg(int)` renders exactly as
 //! Postgres renders it (`2.5000000000000000`).
+//!
+//! Most values fit an `i64` mantissa and are stored inline (`Small`); larger
+//! ones are boxed big integers. The form is canonical — `Small` whenever the
+//! mantissa fits — so derived equality and hashing agree with the value.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -22,7 +27,13 @@ const MAX_DISPLAY_SCALE: i64 = 1000;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Numeric {
-    Finite { mantissa: BigInt, scale: u32 },
+    /// A finite value whose mantissa fits an i64.
+    Small {
+        mantissa: i64,
+        scale: u32,
+    },
+    /// A finite value with a larger mantissa.
+    Big(Box<(BigInt, u32)>),
     NaN,
     PosInf,
     NegInf,
@@ -41,9 +52,28 @@ fn pow10(n: u32) -> BigInt {
 }
 
 impl Numeric {
+    /// A finite value in canonical form.
+    pub fn finite(mantissa: BigInt, scale: u32) -> Numeric {
+        match mantissa.to_i64() {
+            Some(m) => Numeric::Small { mantissa: m, scale },
+            None => Numeric::Big(Box::new((mantissa, scale))),
+        }
+    }
+
+    /// Mantissa and scale of a finite value.
+    pub fn parts(&self) -> Option<(Cow<'_, BigInt>, u32)> {
+        match self {
+            Numeric::Small { mantissa, scale } => {
+                Some((Cow::Owned(BigInt::from(*mantissa)), *scale))
+            }
+            Numeric::Big(b) => Some((Cow::Borrowed(&b.0), b.1)),
+            _ => None,
+        }
+    }
+
     pub fn from_i64(v: i64) -> Self {
-        Numeric::Finite {
-            mantissa: BigInt::from(v),
+        Numeric::Small {
+            mantissa: v,
             scale: 0,
         }
     }
@@ -79,7 +109,7 @@ impl Numeric {
         {
             return Err(err());
         }
-        let all: String = format!("{int_part}{frac_part}");
+        let all = format!("{int_part}{frac_part}");
         let mut mantissa: BigInt = if all.is_empty() {
             BigInt::zero()
         } else {
@@ -93,22 +123,19 @@ impl Numeric {
             mantissa *= pow10((-scale) as u32);
             scale = 0;
         }
-        Ok(Numeric::Finite {
-            mantissa,
-            scale: scale as u32,
-        })
+        Ok(Numeric::finite(mantissa, scale as u32))
     }
 
     fn special_rank(&self) -> i8 {
         match self {
             Numeric::NegInf => -1,
-            Numeric::Finite { .. } => 0,
+            Numeric::Small { .. } | Numeric::Big(_) => 0,
             Numeric::PosInf => 1,
             Numeric::NaN => 2,
         }
     }
 
-    /// Mantissa and scale rescaled to a common scale with `other`.
+    /// Both mantissas at the larger of the two scales.
     fn aligned(a: &BigInt, sa: u32, b: &BigInt, sb: u32) -> (BigInt, BigInt, u32) {
         match sa.cmp(&sb) {
             Ordering::Equal => (a.clone(), b.clone(), sa),
@@ -117,37 +144,69 @@ impl Numeric {
         }
     }
 
+    /// Both small mantissas at the larger scale, when that fits an i128.
+    fn aligned_small(&self, other: &Numeric) -> Option<(i128, i128, u32)> {
+        let (
+            Numeric::Small {
+                mantissa: a,
+                scale: sa,
+            },
+            Numeric::Small {
+                mantissa: b,
+                scale: sb,
+            },
+        ) = (self, other)
+        else {
+            return None;
+        };
+        let s = (*sa).max(*sb);
+        let up = |m: i64, from: u32| -> Option<i128> {
+            10i128
+                .checked_pow(s - from)
+                .and_then(|p| (m as i128).checked_mul(p))
+        };
+        Some((up(*a, *sa)?, up(*b, *sb)?, s))
+    }
+
+    fn from_i128(m: i128, scale: u32) -> Numeric {
+        match i64::try_from(m) {
+            Ok(m) => Numeric::Small { mantissa: m, scale },
+            Err(_) => Numeric::finite(BigInt::from(m), scale),
+        }
+    }
+
     pub fn add(&self, other: &Numeric) -> Numeric {
-        match (self, other) {
-            (
-                Numeric::Finite {
-                    mantissa: a,
-                    scale: sa,
-                },
-                Numeric::Finite {
-                    mantissa: b,
-                    scale: sb,
-                },
-            ) => {
-                let (a, b, s) = Self::aligned(a, *sa, b, *sb);
-                Numeric::Finite {
-                    mantissa: a + b,
-                    scale: s,
-                }
+        if let Some((a, b, s)) = self.aligned_small(other) {
+            if let Some(sum) = a.checked_add(b) {
+                return Numeric::from_i128(sum, s);
             }
-            (Numeric::NaN, _) | (_, Numeric::NaN) => Numeric::NaN,
-            (Numeric::PosInf, Numeric::NegInf) | (Numeric::NegInf, Numeric::PosInf) => Numeric::NaN,
-            (Numeric::PosInf, _) | (_, Numeric::PosInf) => Numeric::PosInf,
-            _ => Numeric::NegInf,
+        }
+        match (self.parts(), other.parts()) {
+            (Some((a, sa)), Some((b, sb))) => {
+                let (a, b, s) = Self::aligned(&a, sa, &b, sb);
+                Numeric::finite(a + b, s)
+            }
+            _ => match (self, other) {
+                (Numeric::NaN, _) | (_, Numeric::NaN) => Numeric::NaN,
+                (Numeric::PosInf, Numeric::NegInf) | (Numeric::NegInf, Numeric::PosInf) => {
+                    Numeric::NaN
+                }
+                (Numeric::PosInf, _) | (_, Numeric::PosInf) => Numeric::PosInf,
+                _ => Numeric::NegInf,
+            },
         }
     }
 
     pub fn neg(&self) -> Numeric {
         match self {
-            Numeric::Finite { mantissa, scale } => Numeric::Finite {
-                mantissa: -mantissa,
-                scale: *scale,
+            Numeric::Small { mantissa, scale } => match mantissa.checked_neg() {
+                Some(m) => Numeric::Small {
+                    mantissa: m,
+                    scale: *scale,
+                },
+                None => Numeric::finite(-BigInt::from(*mantissa), *scale),
             },
+            Numeric::Big(b) => Numeric::finite(-&b.0, b.1),
             Numeric::NaN => Numeric::NaN,
             Numeric::PosInf => Numeric::NegInf,
             Numeric::NegInf => Numeric::PosInf,
@@ -159,35 +218,36 @@ impl Numeric {
     }
 
     pub fn mul(&self, other: &Numeric) -> Numeric {
-        match (self, other) {
-            (
-                Numeric::Finite {
-                    mantissa: a,
-                    scale: sa,
-                },
-                Numeric::Finite {
-                    mantissa: b,
-                    scale: sb,
-                },
-            ) => Numeric::Finite {
-                mantissa: a * b,
-                scale: sa + sb,
+        if let (
+            Numeric::Small {
+                mantissa: a,
+                scale: sa,
             },
-            (Numeric::NaN, _) | (_, Numeric::NaN) => Numeric::NaN,
-            (x, y) => {
-                let sign = x.signum() * y.signum();
-                match sign.cmp(&0) {
+            Numeric::Small {
+                mantissa: b,
+                scale: sb,
+            },
+        ) = (self, other)
+        {
+            return Numeric::from_i128(*a as i128 * *b as i128, sa + sb);
+        }
+        match (self.parts(), other.parts()) {
+            (Some((a, sa)), Some((b, sb))) => Numeric::finite(a.as_ref() * b.as_ref(), sa + sb),
+            _ => match (self, other) {
+                (Numeric::NaN, _) | (_, Numeric::NaN) => Numeric::NaN,
+                (x, y) => match (x.signum() * y.signum()).cmp(&0) {
                     Ordering::Equal => Numeric::NaN,
                     Ordering::Greater => Numeric::PosInf,
                     Ordering::Less => Numeric::NegInf,
-                }
-            }
+                },
+            },
         }
     }
 
     fn signum(&self) -> i32 {
         match self {
-            Numeric::Finite { mantissa, .. } => match mantissa.sign() {
+            Numeric::Small { mantissa, .. } => mantissa.signum() as i32,
+            Numeric::Big(b) => match b.0.sign() {
                 Sign::Minus => -1,
                 Sign::NoSign => 0,
                 Sign::Plus => 1,
@@ -198,6 +258,10 @@ impl Numeric {
         }
     }
 
+    fn is_zero(&self) -> bool {
+        matches!(self, Numeric::Small { mantissa: 0, .. })
+    }
+
     /// Weight (position of the first nonzero base-10000 digit, as Postgres counts it)
     /// and that digit, for `select_div_scale`.
     fn weight_and_first_digit(mantissa: &BigInt, scale: u32) -> (i64, i64) {
@@ -205,16 +269,11 @@ impl Numeric {
             return (0, 0);
         }
         let digits = mantissa.abs().to_string();
-        // Decimal exponent of the leading digit: value = 0.d1d2... * 10^(e)
-        let e = digits.len() as i64 - scale as i64; // number of integer digits (may be <= 0)
-                                                    // Postgres groups digits in base 10000 aligned at the decimal point.
-                                                    // The leading base-10000 group index (weight) w satisfies: group covers decimal
-                                                    // exponents [4w, 4w+3] for the integer-position of the digit.
-        let lead_pos = e - 1; // decimal position of leading digit (10^lead_pos)
+        // Decimal position of the leading digit (10^lead_pos); Postgres groups
+        // digits in base 10000 aligned at the decimal point.
+        let lead_pos = digits.len() as i64 - scale as i64 - 1;
         let weight = Integer::div_floor(&lead_pos, &4);
-        // Value of the leading group: digits at positions 4w+3 .. 4w.
-        let group_low = weight * 4;
-        let take = (lead_pos - group_low + 1) as usize; // how many digits of the mantissa fall in the group
+        let take = (lead_pos - weight * 4 + 1) as usize;
         let first: i64 = digits[..take.min(digits.len())].parse().unwrap_or(0);
         let first = if take > digits.len() {
             first * 10i64.pow((take - digits.len()) as u32)
@@ -226,42 +285,29 @@ impl Numeric {
 
     /// Division with Postgres's result scale; rounds half away from zero.
     pub fn div(&self, other: &Numeric) -> Result<Numeric, NumericError> {
-        match (self, other) {
-            (
-                Numeric::Finite {
-                    mantissa: a,
-                    scale: sa,
-                },
-                Numeric::Finite {
-                    mantissa: b,
-                    scale: sb,
-                },
-            ) => {
-                if b.is_zero() {
-                    return Err(NumericError::DivisionByZero);
-                }
-                let (w1, f1) = Self::weight_and_first_digit(a, *sa);
-                let (w2, f2) = Self::weight_and_first_digit(b, *sb);
+        if matches!(self, Numeric::NaN) || matches!(other, Numeric::NaN) {
+            return Ok(Numeric::NaN);
+        }
+        if other.is_zero() {
+            return Err(NumericError::DivisionByZero);
+        }
+        match (self.parts(), other.parts()) {
+            (Some((a, sa)), Some((b, sb))) => {
+                let (w1, f1) = Self::weight_and_first_digit(&a, sa);
+                let (w2, f2) = Self::weight_and_first_digit(&b, sb);
                 let mut qweight = w1 - w2;
                 if f1 <= f2 {
                     qweight -= 1;
                 }
                 let rscale = (MIN_SIG_DIGITS - qweight * 4)
-                    .max(*sa as i64)
-                    .max(*sb as i64)
+                    .max(sa as i64)
+                    .max(sb as i64)
                     .clamp(0, MAX_DISPLAY_SCALE) as u32;
-                Ok(Self::div_to_scale(a, *sa, b, *sb, rscale))
+                Ok(Self::div_to_scale(&a, sa, &b, sb, rscale))
             }
-            (_, Numeric::Finite { mantissa, .. }) if mantissa.is_zero() => {
-                Err(NumericError::DivisionByZero)
-            }
-            (Numeric::NaN, _) | (_, Numeric::NaN) => Ok(Numeric::NaN),
-            (Numeric::Finite { .. }, _) => Ok(Numeric::zero()),
-            (x, y) if y.special_rank() != 0 => {
-                let _ = x;
-                Ok(Numeric::NaN)
-            }
-            (x, y) => Ok(if x.signum() * y.signum() > 0 {
+            (Some(_), None) => Ok(Numeric::zero()),
+            (None, None) => Ok(Numeric::NaN),
+            (None, Some(_)) => Ok(if self.signum() * other.signum() > 0 {
                 Numeric::PosInf
             } else {
                 Numeric::NegInf
@@ -278,21 +324,17 @@ impl Numeric {
         } else {
             (a.clone(), b * pow10((-shift) as u32))
         };
-        let (q, r) = num.abs().div_rem(&den.abs());
-        let mut q = q;
+        let (mut q, r) = num.abs().div_rem(&den.abs());
         if (r * 2u32) >= den.abs() {
             q += 1u32;
         }
         let negative = (num.sign() == Sign::Minus) != (den.sign() == Sign::Minus);
-        Numeric::Finite {
-            mantissa: if negative { -q } else { q },
-            scale: rscale,
-        }
+        Numeric::finite(if negative { -q } else { q }, rscale)
     }
 
     pub fn to_f64(&self) -> f64 {
         match self {
-            Numeric::Finite { .. } => self.to_string().parse().unwrap_or(f64::NAN),
+            Numeric::Small { .. } | Numeric::Big(_) => self.to_string().parse().unwrap_or(f64::NAN),
             Numeric::NaN => f64::NAN,
             Numeric::PosInf => f64::INFINITY,
             Numeric::NegInf => f64::NEG_INFINITY,
@@ -301,50 +343,52 @@ impl Numeric {
 
     /// The integer value, rounded half away from zero as Postgres casts numeric to int.
     pub fn to_i64_rounded(&self) -> Option<i64> {
-        match self {
-            Numeric::Finite { mantissa, scale } => {
-                let r = Self::div_to_scale(mantissa, *scale, &BigInt::from(1), 0, 0);
-                match r {
-                    Numeric::Finite { mantissa, .. } => mantissa.to_i64(),
-                    _ => None,
-                }
-            }
+        let (m, s) = self.parts()?;
+        match Self::div_to_scale(&m, s, &BigInt::from(1), 0, 0) {
+            Numeric::Small { mantissa, .. } => Some(mantissa),
             _ => None,
+        }
+    }
+
+    /// The integer part (truncated toward zero).
+    pub fn trunc(&self) -> Numeric {
+        match self.parts() {
+            Some((m, s)) => Numeric::finite(m.as_ref() / pow10(s), 0),
+            None => self.clone(),
         }
     }
 
     /// Rounds (half away from zero) or pads to exactly `scale` fractional digits.
     pub fn with_scale(&self, scale: u32) -> Numeric {
-        match self {
-            Numeric::Finite { mantissa, scale: s } => {
-                if *s <= scale {
-                    Numeric::Finite {
-                        mantissa: mantissa * pow10(scale - s),
-                        scale,
-                    }
-                } else {
-                    Self::div_to_scale(mantissa, *s, &BigInt::from(1), 0, scale)
-                }
-            }
-            other => other.clone(),
+        match self.parts() {
+            Some((m, s)) if s <= scale => Numeric::finite(m.as_ref() * pow10(scale - s), scale),
+            Some((m, s)) => Self::div_to_scale(&m, s, &BigInt::from(1), 0, scale),
+            None => self.clone(),
         }
     }
 
     /// The same value with trailing fractional zeros removed (for equality-based keys).
     pub fn normalized(&self) -> Numeric {
         match self {
-            Numeric::Finite { mantissa, scale } => {
-                let mut m = mantissa.clone();
-                let mut s = *scale;
+            Numeric::Small { mantissa, scale } => {
+                let (mut m, mut s) = (*mantissa, *scale);
+                while s > 0 && m % 10 == 0 {
+                    m /= 10;
+                    s -= 1;
+                }
+                Numeric::Small {
+                    mantissa: m,
+                    scale: s,
+                }
+            }
+            Numeric::Big(b) => {
+                let (mut m, mut s) = (b.0.clone(), b.1);
                 let ten = BigInt::from(10);
                 while s > 0 && (&m % &ten).is_zero() {
                     m /= &ten;
                     s -= 1;
                 }
-                Numeric::Finite {
-                    mantissa: m,
-                    scale: s,
-                }
+                Numeric::finite(m, s)
             }
             other => other.clone(),
         }
@@ -352,49 +396,51 @@ impl Numeric {
 
     /// Compares numerically, ignoring display scale.
     pub fn cmp_value(&self, other: &Numeric) -> Ordering {
-        match (self, other) {
-            (
-                Numeric::Finite {
-                    mantissa: a,
-                    scale: sa,
-                },
-                Numeric::Finite {
-                    mantissa: b,
-                    scale: sb,
-                },
-            ) => {
-                let (a, b, _) = Self::aligned(a, *sa, b, *sb);
+        if let Some((a, b, _)) = self.aligned_small(other) {
+            return a.cmp(&b);
+        }
+        match (self.parts(), other.parts()) {
+            (Some((a, sa)), Some((b, sb))) => {
+                let (a, b, _) = Self::aligned(&a, sa, &b, sb);
                 a.cmp(&b)
             }
             _ => self.special_rank().cmp(&other.special_rank()),
+        }
+    }
+
+    fn scale(&self) -> u32 {
+        match self {
+            Numeric::Small { scale, .. } => *scale,
+            Numeric::Big(b) => b.1,
+            _ => 0,
         }
     }
 }
 
 impl fmt::Display for Numeric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Numeric::NaN => f.write_str("NaN"),
-            Numeric::PosInf => f.write_str("Infinity"),
-            Numeric::NegInf => f.write_str("-Infinity"),
-            Numeric::Finite { mantissa, scale } => {
-                let digits = mantissa.abs().to_string();
-                let scale = *scale as usize;
-                if mantissa.sign() == Sign::Minus {
-                    f.write_str("-")?;
-                }
-                if scale == 0 {
-                    return f.write_str(&digits);
-                }
-                let padded = if digits.len() <= scale {
-                    format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
-                } else {
-                    digits
-                };
-                let (i, frac) = padded.split_at(padded.len() - scale);
-                write!(f, "{i}.{frac}")
-            }
+        let (m, scale) = match self {
+            Numeric::NaN => return f.write_str("NaN"),
+            Numeric::PosInf => return f.write_str("Infinity"),
+            Numeric::NegInf => return f.write_str("-Infinity"),
+            Numeric::Small { mantissa, scale } => (Cow::Owned(BigInt::from(*mantissa)), *scale),
+            Numeric::Big(b) => (Cow::Borrowed(&b.0), b.1),
+        };
+        let digits = m.abs().to_string();
+        let scale = scale as usize;
+        if m.sign() == Sign::Minus {
+            f.write_str("-")?;
         }
+        if scale == 0 {
+            return f.write_str(&digits);
+        }
+        let padded = if digits.len() <= scale {
+            format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
+        } else {
+            digits
+        };
+        let (i, frac) = padded.split_at(padded.len() - scale);
+        write!(f, "{i}.{frac}")
     }
 }
 
@@ -402,10 +448,8 @@ impl fmt::Display for Numeric {
 /// two renderings of one value stay distinct rows.
 impl Ord for Numeric {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.cmp_value(other).then_with(|| match (self, other) {
-            (Numeric::Finite { scale: a, .. }, Numeric::Finite { scale: b, .. }) => a.cmp(b),
-            _ => Ordering::Equal,
-        })
+        self.cmp_value(other)
+            .then_with(|| self.scale().cmp(&other.scale()))
     }
 }
 impl PartialOrd for Numeric {
@@ -421,11 +465,11 @@ impl PartialEq for Numeric {
 impl Eq for Numeric {}
 impl Hash for Numeric {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.special_rank().hash(state);
-        if let Numeric::Finite { mantissa, scale } = self {
-            // Equal values with equal scales have equal mantissas.
-            mantissa.hash(state);
-            scale.hash(state);
+        // The form is canonical, so equal values with equal scales hash alike.
+        match self {
+            Numeric::Small { mantissa, scale } => (0u8, mantissa, scale).hash(state),
+            Numeric::Big(b) => (1u8, &b.0, b.1).hash(state),
+            other => other.special_rank().hash(state),
         }
     }
 }
@@ -486,5 +530,17 @@ mod tests {
         assert_eq!(n("2.5").to_i64_rounded(), Some(3));
         assert_eq!(n("-2.5").to_i64_rounded(), Some(-3));
         assert_eq!(n("1.005").with_scale(2).to_string(), "1.01");
+        assert_eq!(n("-7.9").trunc().to_string(), "-7");
+        // Values past i64 take the big form and come back when they fit again.
+        let big = n("9223372036854775807").add(&n("1"));
+        assert!(matches!(big, Numeric::Big(_)));
+        assert_eq!(big.to_string(), "9223372036854775808");
+        assert!(matches!(big.sub(&n("1")), Numeric::Small { .. }));
+        assert_eq!(big.sub(&n("1")), n("9223372036854775807"));
+        assert_eq!(
+            n("1e30").mul(&n("1e-30")).cmp_value(&n("1")),
+            Ordering::Equal
+        );
+        assert_eq!(n("NaN").div(&n("0")), Ok(Numeric::NaN));
     }
 }

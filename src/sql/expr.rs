@@ -499,16 +499,7 @@ pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalEr
 }
 
 fn truncate(n: &Numeric) -> Numeric {
-    match n {
-        Numeric::Finite { mantissa, scale } => {
-            let d = num_bigint::BigInt::from(10u32).pow(*scale);
-            Numeric::Finite {
-                mantissa: mantissa / d,
-                scale: 0,
-            }
-        }
-        other => other.clone(),
-    }
+    n.trunc()
 }
 
 /// `value::to` with Postgres's conversion rules for the supported types.
