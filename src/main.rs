@@ -1,4 +1,4 @@
-//! The `viewcast` command: `serve`, `demo`, `tail`.
+//! The `viewcast` command: `serve`, `demo`, `check`, `tail`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +47,14 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Compile the views in a directory against a database and print each plan
+    /// or why it is refused; exits with status 1 if any view is refused.
+    Check {
+        #[arg(default_value = "queries")]
+        queries: PathBuf,
+        #[arg(long, env = "VIEWCAST_PG")]
+        pg: String,
+    },
     /// Print a view's events as they arrive: `viewcast tail 127.0.0.1:8080 orders`.
     Tail { addr: String, view: String },
 }
@@ -84,6 +92,15 @@ async fn main() -> anyhow::Result<()> {
             workers,
         } => {
             viewcast::demo::run(queries, listen, workers.unwrap_or_else(default_workers)).await?;
+        }
+        Command::Check { queries, pg } => {
+            let (report, ok) = viewcast::server::check(&pg, &queries)
+                .await
+                .context("viewcast check")?;
+            print!("{report}");
+            if !ok {
+                std::process::exit(1);
+            }
         }
         Command::Tail { addr, view } => {
             let mut c =

@@ -175,6 +175,7 @@ pub async fn compile_views(
                     name: name.clone(),
                     sql: text.clone(),
                     error: e.to_string(),
+                    detail: rendered,
                 });
             }
         }
@@ -348,6 +349,43 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tasks,
         dataflow: Some(dataflow),
     })
+}
+
+/// `viewcast check`: compiles every view in `queries` against the database's
+/// catalog and describes each one (columns and plan, or why it is refused).
+/// Returns the report and whether every view compiled.
+pub async fn check(pg: &str, queries: &Path) -> Result<(String, bool), ServerError> {
+    let views = read_queries(queries)?;
+    let pg: tokio_postgres::Config = pg
+        .parse()
+        .map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))?;
+    let client = connect_with_patience(&pg).await?;
+    client
+        .batch_execute(SESSION_SETTINGS)
+        .await
+        .map_err(ServerError::Connect)?;
+    let (_, compiled, refused) = compile_views(&client, &views).await?;
+    let mut report = String::new();
+    for (name, _) in &views {
+        if let Some((_, _, view)) = compiled.iter().find(|(n, _, _)| n == name) {
+            let cols: Vec<String> = view
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.ty.name()))
+                .collect();
+            report.push_str(&format!(
+                "{name}: ok ({})\n{}\n",
+                cols.join(", "),
+                view.plan
+            ));
+        } else if let Some(r) = refused.iter().find(|r| &r.name == name) {
+            report.push_str(&format!(
+                "{name}: refused\n  {}\n\n",
+                r.detail.replace('\n', "\n  ")
+            ));
+        }
+    }
+    Ok((report, refused.is_empty()))
 }
 
 /// Runs the server until `shutdown` completes.

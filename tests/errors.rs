@@ -127,3 +127,43 @@ async fn a_changed_table_fails_its_views_with_a_clear_message() {
     assert_eq!(on_u.rows.len(), 1, "views on other tables keep going");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_plans_and_refusals() {
+    let db = TestDb::new("check_cmd").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, amount int); CREATE TABLE u (id int PRIMARY KEY, t_id int);").await;
+    let dir = std::env::temp_dir().join(format!("viewcast-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("good.sql"),
+        "SELECT t.id, count(*) FROM t JOIN u ON u.t_id = t.id GROUP BY t.id",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bad.sql"),
+        "SELECT id\nFROM t\nWHERE amount > 1 LIMIT 3",
+    )
+    .unwrap();
+    let (report, ok) = viewcast::server::check(&db.conninfo, &dir)
+        .await
+        .expect("check runs");
+    assert!(!ok, "a refused view makes check fail");
+    assert!(
+        report.contains("good: ok (id int4, count int8)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("InnerJoin on (#0) = (#1)") && report.contains("Get public.u"),
+        "{report}"
+    );
+    assert!(
+        report.contains("bad: refused") && report.contains("LIMIT") && report.contains('^'),
+        "{report}"
+    );
+    std::fs::remove_file(dir.join("bad.sql")).unwrap();
+    let (_, ok) = viewcast::server::check(&db.conninfo, &dir)
+        .await
+        .expect("check runs");
+    assert!(ok);
+    let _ = std::fs::remove_dir_all(&dir);
+}

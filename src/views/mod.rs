@@ -67,7 +67,10 @@ pub struct View {
 pub struct Refused {
     pub name: String,
     pub sql: String,
+    /// One line: what is wrong and where.
     pub error: String,
+    /// The error with the offending line and a caret under the spot.
+    pub detail: String,
 }
 
 /// A resumed subscription: the diffs missed since the client's LSN, then the live receiver.
