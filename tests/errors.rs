@@ -167,3 +167,14 @@ async fn check_prints_plans_and_refusals() {
     assert!(ok);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_even_when_every_view_is_refused() {
+    let db = TestDb::new("all_refused").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    // TestServer::start waits for /healthz to answer 200.
+    let server = TestServer::start(&db, &[("bad", "SELECT nope FROM t")]).await;
+    let (_, list) = server.get("/views").await;
+    assert_eq!(list.as_array().unwrap().len(), 0);
+    server.stop().await;
+}

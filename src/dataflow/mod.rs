@@ -224,6 +224,8 @@ fn run_worker(
             tables.push(coll);
         }
         let (unit_input, unit) = scope.new_collection::<(), isize>();
+        // The probe also watches an input, so progress flows even with no views.
+        unit.clone().probe_with(&probe);
         let mut ctx = render::Context::new(tables, unit, out.clone());
         for (vi, plan) in plans.iter().enumerate() {
             ctx.view = vi;
