@@ -287,3 +287,29 @@ async fn nobody_sees_a_half_loaded_view() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quoted_identifiers_and_other_schemas() {
+    let db = TestDb::new("identifiers").await;
+    db.exec(
+        r#"CREATE SCHEMA shop;
+           CREATE TABLE "User" ("Id" int PRIMARY KEY, "Full Name" text);
+           CREATE TABLE shop.items (id int PRIMARY KEY, "ownerId" int, price numeric);
+           INSERT INTO "User" VALUES (1, 'Ann'), (2, 'Bob');
+           INSERT INTO shop.items VALUES (10, 1, 2.50), (11, 1, 1), (12, 3, 7);"#,
+    )
+    .await;
+    let views = [(
+        "owners",
+        r#"SELECT u."Full Name", sum(i.price) AS "Total" FROM "User" u LEFT JOIN shop.items i ON i."ownerId" = u."Id" GROUP BY u."Full Name""#,
+    )];
+    let server = TestServer::start(&db, &views).await;
+    let mut followers = [server.follow("owners").await];
+    check_views(&db, &mut followers, &views).await;
+    db.exec(r#"UPDATE "User" SET "Full Name" = 'Bobby' WHERE "Id" = 2; INSERT INTO shop.items VALUES (13, 2, 4.25);"#).await;
+    check_views(&db, &mut followers, &views).await;
+    let (_, list) = server.get("/views").await;
+    assert_eq!(list[0]["columns"][0]["name"], "Full Name");
+    assert_eq!(list[0]["columns"][1]["name"], "Total");
+    server.stop().await;
+}
