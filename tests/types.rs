@@ -1,7 +1,7 @@
 //! Every supported type round-trips to exactly what Postgres's `to_json` gives,
 //! both from the snapshot (COPY) and from the stream (pgoutput).
 
-use crate::support::{check_view, TestDb, TestServer};
+use crate::support::{check_view, check_views, TestDb, TestServer};
 
 const VALUES: &str = "
  (1, -32768, 2147483647, 9223372036854775807, 1.5, 1e+20, 123.4500, 'quote \" back\\\\slash
@@ -71,5 +71,47 @@ async fn every_type_round_trips_to_to_json() {
             "bytea"
         ]
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enums_and_domains() {
+    let db = TestDb::new("enums_domains").await;
+    db.exec(
+        "CREATE TYPE status_t AS ENUM ('new', 'paid', 'shipped');
+         CREATE DOMAIN email AS text CHECK (VALUE LIKE '%@%');
+         CREATE DOMAIN money_d AS numeric(10,2) CHECK (VALUE >= 0);
+         CREATE TABLE t (id int PRIMARY KEY, status status_t NOT NULL, contact email, amount money_d);
+         INSERT INTO t VALUES (1, 'new', 'a@x', 1.50), (2, 'paid', 'b@x', 2), (3, 'shipped', NULL, 3.25);",
+    )
+    .await;
+    let views = [
+        ("by_status", "SELECT status, count(*) AS n, sum(amount) AS total FROM t WHERE status IN ('new', 'paid') GROUP BY status"),
+        ("contacts", "SELECT id, contact, status, amount FROM t WHERE status <> 'shipped'"),
+        ("ordered", "SELECT id FROM t WHERE status < 'paid'"),
+        ("latest", "SELECT max(status) FROM t"),
+    ];
+    let server = TestServer::start(&db, &views).await;
+    for name in ["ordered", "latest"] {
+        let (status, body) = server.get(&format!("/views/{name}")).await;
+        assert_eq!(status, 422, "{name}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("enum"), "{body}");
+    }
+    let served = &views[..2];
+    let mut followers = [
+        server.follow("by_status").await,
+        server.follow("contacts").await,
+    ];
+    check_views(&db, &mut followers, served).await;
+    db.exec("UPDATE t SET status = 'paid', amount = amount + 1 WHERE id = 1; INSERT INTO t VALUES (4, 'new', 'd@x', 0);").await;
+    check_views(&db, &mut followers, served).await;
+    let (_, list) = server.get("/views").await;
+    let types: Vec<&str> = list[1]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["int4", "text", "status_t", "numeric"]);
     server.stop().await;
 }

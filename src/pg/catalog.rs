@@ -95,8 +95,10 @@ pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, 
     let replica_identity = row.get::<_, String>(3).chars().next().unwrap_or('d');
     let cols = client
         .query(
-            "SELECT a.attname::text, a.atttypid, t.typname::text, a.attnum
+            "SELECT a.attname::text, a.atttypid, t.typname::text, a.attnum, t.typtype::text,
+                    COALESCE(b.oid, 0::oid), COALESCE(b.typname::text, '')
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+             LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
              ORDER BY a.attnum",
             &[&oid],
@@ -108,9 +110,20 @@ pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, 
         .map(|r| {
             let type_oid: u32 = r.get(1);
             let tname: String = r.get(2);
+            let typtype: String = r.get(4);
+            let ty = match typtype.as_str() {
+                // An enum's values are its labels.
+                "e" => Type::Enum {
+                    oid: type_oid,
+                    name: tname,
+                },
+                // A domain's values are its base type's.
+                "d" => Type::from_oid(r.get(5), &r.get::<_, String>(6)),
+                _ => Type::from_oid(type_oid, &tname),
+            };
             ColumnInfo {
                 name: r.get(0),
-                ty: Type::from_oid(type_oid, &tname),
+                ty,
                 type_oid,
             }
         })

@@ -38,6 +38,12 @@ pub enum Type {
     Json,
     Jsonb,
     Bytea,
+    /// A user-defined enum: values are their labels. Postgres orders enums by
+    /// declaration, so ordering comparisons on them are refused.
+    Enum {
+        oid: u32,
+        name: String,
+    },
     /// The type of a bare NULL or a string literal before it meets a typed operand.
     Unknown,
     /// A column type viewcast cannot decode; carried as text, refused if a view reads it.
@@ -95,7 +101,7 @@ impl Type {
             Type::Jsonb => "jsonb",
             Type::Bytea => "bytea",
             Type::Unknown => "unknown",
-            Type::Unsupported { name, .. } => name,
+            Type::Enum { name, .. } | Type::Unsupported { name, .. } => name,
         }
     }
 
@@ -226,6 +232,7 @@ impl Datum {
             Type::Text
             | Type::Varchar
             | Type::Bpchar
+            | Type::Enum { .. }
             | Type::Unknown
             | Type::Unsupported { .. } => Datum::Text(s.to_string()),
             Type::Date => Datum::Date(datetime::parse_date(s).map_err(DecodeError)?),

@@ -1061,6 +1061,15 @@ impl<'a> Binder<'a> {
                 if matches!(ty, Type::Json | Type::Bool | Type::Unknown | Type::Bytea) {
                     return Err(no_fn());
                 }
+                if matches!(ty, Type::Enum { .. }) {
+                    return Err(unsupported(
+                        format!(
+                            "{name}() over enum type {} (Postgres orders enums by declaration)",
+                            ty.name()
+                        ),
+                        span,
+                    ));
+                }
                 (
                     if name == "min" {
                         AggFunc::Min
@@ -1212,6 +1221,16 @@ fn bind_binary(
             };
             if matches!(ty, Type::Json) {
                 return Err(mismatch());
+            }
+            if matches!(ty, Type::Enum { .. }) && !matches!(bop, BinOp::Eq | BinOp::NotEq) {
+                return Err(unsupported(
+                    format!(
+                        "ordering comparison {} on enum type {} (Postgres orders enums by declaration)",
+                        bop.symbol(),
+                        ty.name()
+                    ),
+                    span,
+                ));
             }
             let l = coerce(l, &lt, &ty, span)?;
             let r = coerce(r, &rt, &ty, span)?;
