@@ -83,16 +83,25 @@ impl SseClient {
                 && l.to_ascii_lowercase().contains("chunked")
         });
         if status != 200 {
-            let mut body = String::new();
-            while let Ok(Ok(Some(bytes))) =
-                tokio::time::timeout(std::time::Duration::from_secs(2), c.read_body()).await
-            {
-                body.push_str(&String::from_utf8_lossy(&bytes));
-                if !body.is_empty() {
-                    break;
+            // Read the whole error body: Content-Length bytes, or to the end of
+            // the chunks, giving up after a short wait.
+            let length = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            let mut body = Vec::new();
+            while length.is_none_or(|n| body.len() < n) {
+                match tokio::time::timeout(std::time::Duration::from_secs(2), c.read_body()).await {
+                    Ok(Ok(Some(bytes))) => body.extend_from_slice(&bytes),
+                    _ => break,
                 }
             }
-            return Err(ClientError::Status { status, body });
+            return Err(ClientError::Status {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
         }
         Ok(c)
     }

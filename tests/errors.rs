@@ -46,6 +46,15 @@ async fn refused_views_leave_the_others_running() {
         let (status, _) = server.get(&format!("/views/{name}/sse")).await;
         assert_eq!(status, 422);
     }
+    // The SSE client reports the whole JSON error of a refused view.
+    match viewcast::client::SseClient::connect(&server.addr, "/views/unsupported/sse").await {
+        Err(viewcast::client::ClientError::Status { status, body }) => {
+            assert_eq!(status, 422);
+            let v: serde_json::Value = serde_json::from_str(&body).expect("a complete JSON body");
+            assert!(v["error"].as_str().unwrap().contains("UNION"), "{body}");
+        }
+        other => panic!("expected a 422, got {:?}", other.map(|_| ())),
+    }
     let (status, _) = server.get("/views/nothing_here").await;
     assert_eq!(status, 404);
 
