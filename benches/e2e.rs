@@ -174,7 +174,7 @@ async fn main() {
     let config = Config {
         pg: conninfo.clone(),
         queries: dir.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: "127.0.0.1:0".into(),
         workers: env("BENCH_WORKERS", 2) as usize,
         publication: "viewcast".into(),
     };

@@ -1,7 +1,6 @@
 //! One typed configuration for the server, filled from flags and environment
 //! variables by `main.rs` (flags win).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Default publication name; one per database is enough for any number of views.
@@ -15,7 +14,8 @@ pub struct Config {
     pub pg: String,
     /// Directory of `NAME.sql` files, one view each.
     pub queries: PathBuf,
-    pub listen: SocketAddr,
+    /// `host:port` to serve HTTP on; a host name is resolved.
+    pub listen: String,
     /// Timely worker threads.
     pub workers: usize,
     /// Publication to create or extend with the tables the views read.

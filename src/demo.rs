@@ -82,11 +82,7 @@ pub async fn write_one(
     tx.commit().await
 }
 
-pub async fn run(
-    queries: PathBuf,
-    listen: std::net::SocketAddr,
-    workers: usize,
-) -> anyhow::Result<()> {
+pub async fn run(queries: PathBuf, listen: String, workers: usize) -> anyhow::Result<()> {
     info!("starting a throwaway PostgreSQL");
     let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
         .await?

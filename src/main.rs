@@ -1,6 +1,5 @@
 //! The `viewcast` command: `serve`, `demo`, `check`, `tail`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -30,7 +29,7 @@ enum Command {
         queries: PathBuf,
         /// Address to serve HTTP on.
         #[arg(long, env = "VIEWCAST_LISTEN", default_value = DEFAULT_LISTEN)]
-        listen: SocketAddr,
+        listen: String,
         /// Dataflow worker threads (default: the number of cores).
         #[arg(long, env = "VIEWCAST_WORKERS")]
         workers: Option<usize>,
@@ -43,7 +42,7 @@ enum Command {
         #[arg(long, default_value = "queries")]
         queries: PathBuf,
         #[arg(long, default_value = DEFAULT_LISTEN)]
-        listen: SocketAddr,
+        listen: String,
         #[arg(long)]
         workers: Option<usize>,
     },

@@ -46,7 +46,7 @@ pub enum ServerError {
     Catalog(#[from] CatalogError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        addr: SocketAddr,
+        addr: String,
         source: std::io::Error,
     },
     #[error("dataflow: {0}")]
@@ -211,10 +211,10 @@ impl Sink for DataflowSink {
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     // Bind first: a taken port should fail before anything is started.
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(config.listen.as_str())
         .await
         .map_err(|source| ServerError::Listen {
-            addr: config.listen,
+            addr: config.listen.clone(),
             source,
         })?;
     let queries = read_queries(&config.queries)?;
@@ -328,7 +328,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let addr = listener
         .local_addr()
         .map_err(|source| ServerError::Listen {
-            addr: config.listen,
+            addr: config.listen.clone(),
             source,
         })?;
     let app = crate::http::router(registry.clone());

@@ -63,7 +63,7 @@ async fn password_authentication() {
     let config = viewcast::config::Config {
         pg: bad,
         queries: dir.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: "127.0.0.1:0".into(),
         workers: 1,
         publication: "viewcast".into(),
     };

@@ -157,7 +157,7 @@ impl TestServer {
         let config = Config {
             pg: db.conninfo.clone(),
             queries: dir.clone(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
+            listen: "127.0.0.1:0".into(),
             workers: 2,
             publication: "viewcast".into(),
         };
