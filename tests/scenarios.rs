@@ -170,6 +170,25 @@ async fn progress_reaches_the_current_wal_position_without_changes() {
             .unwrap()
             >= lsn
     );
+    // What the views have applied is acknowledged to Postgres, so the slot
+    // does not hold WAL back (the slot belongs to this test's database).
+    let mut confirmed = viewcast::pg::Lsn(0);
+    for _ in 0..100 {
+        let row = db
+            .client
+            .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE database = current_database()", &[])
+            .await
+            .expect("one slot for this database");
+        confirmed = row.get::<_, String>(0).parse().unwrap();
+        if confirmed >= lsn {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        confirmed >= lsn,
+        "slot confirmed {confirmed}, views reached {lsn}"
+    );
     server.stop().await;
 }
 

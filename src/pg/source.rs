@@ -30,8 +30,9 @@ use crate::dataflow::{InFlight, Updates};
 use crate::repr::{Datum, Row};
 
 /// How often the applied position is reported to Postgres when nothing else
-/// prompts it; well inside the default `wal_sender_timeout` of 60 s.
-const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// prompts it: often enough that WAL is released promptly under a steady
+/// stream of commits, and far inside the default `wal_sender_timeout` of 60 s.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -287,8 +288,9 @@ impl Source {
                         if in_tx.is_none() && wal_end > applied {
                             applied = wal_end;
                             sink.progress(wal_end);
-                        }
-                        if reply_requested {
+                            // Idle: say at once that everything sent so far is done.
+                            stream.send_status(applied, false).await?;
+                        } else if reply_requested {
                             stream.send_status(applied, false).await?;
                         }
                     }
