@@ -252,7 +252,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         ));
         plans.push(view.plan);
     }
-    let registry = Arc::new(Registry::new(defs, refused, catalog.tables.len()));
+    let in_flight = Arc::new(InFlight::new(DEFAULT_MAX_IN_FLIGHT_ROWS));
+    let registry = Arc::new(Registry::new(
+        defs,
+        refused,
+        catalog.tables.len(),
+        in_flight.clone(),
+    ));
 
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
     let dataflow = Arc::new(
@@ -262,7 +268,6 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let in_flight = Arc::new(InFlight::new(DEFAULT_MAX_IN_FLIGHT_ROWS));
     let in_flight_pump = in_flight.clone();
     let reg = registry.clone();
     let mut stop = shutdown_rx.clone();

@@ -189,6 +189,21 @@ async fn progress_reaches_the_current_wal_position_without_changes() {
         confirmed >= lsn,
         "slot confirmed {confirmed}, views reached {lsn}"
     );
+    let (status, metrics) = viewcast::client::get(&server.addr, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "viewcast_streaming 1",
+        "viewcast_view_rows{view=\"w\"} 0",
+        "viewcast_view_subscribers{view=\"w\"} 1",
+        "viewcast_view_failed{view=\"w\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
     server.stop().await;
 }
 

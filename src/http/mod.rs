@@ -45,6 +45,7 @@ pub fn router(registry: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/views", get(list_views))
         .route("/views/{name}", get(view_contents))
         .route("/views/{name}/sse", get(sse::stream))
@@ -80,6 +81,14 @@ async fn healthz(State(reg): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn metrics(State(reg): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        reg.metrics(),
+    )
+        .into_response()
 }
 
 async fn list_views(State(reg): State<AppState>) -> Response {

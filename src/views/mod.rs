@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use crate::dataflow::InFlight;
 use crate::pg::Lsn;
 use crate::repr::{write_json_string, write_row_json, Row};
 use crate::sql::Column;
@@ -61,6 +62,8 @@ pub struct View {
     pub def: ViewDef,
     state: Mutex<ViewState>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Diff events sent since startup.
+    diffs: std::sync::atomic::AtomicU64,
 }
 
 /// A view that was refused at compile time.
@@ -101,6 +104,8 @@ pub struct Registry {
     /// Turns true once the views first hold the initial snapshot; stays true
     /// while reconnecting (the contents stay valid as of their LSN).
     loaded: tokio::sync::watch::Sender<bool>,
+    /// Rows between the source and the view outputs (for metrics).
+    in_flight: Arc<InFlight>,
 }
 
 fn columns_json(columns: &[Column]) -> String {
@@ -112,6 +117,7 @@ impl Registry {
         defs: Vec<(ViewDef, Vec<usize>)>,
         refused: Vec<Refused>,
         num_tables: usize,
+        in_flight: Arc<InFlight>,
     ) -> Registry {
         let mut readers = vec![Vec::new(); num_tables];
         let mut views = Vec::new();
@@ -135,6 +141,7 @@ impl Registry {
                     error: None,
                 }),
                 tx,
+                diffs: std::sync::atomic::AtomicU64::new(0),
             });
         }
         Registry {
@@ -147,6 +154,7 @@ impl Registry {
             progress: Mutex::new(Lsn(0)),
             closed: tokio::sync::watch::channel(false).0,
             loaded: tokio::sync::watch::channel(false).0,
+            in_flight,
         }
     }
 
@@ -235,6 +243,7 @@ impl Registry {
                 }
             }
         }
+        v.diffs.fetch_add(1, Ordering::Relaxed);
         let _ = v.tx.send(event);
     }
 
@@ -254,6 +263,86 @@ impl Registry {
         if !*self.loaded.borrow() && lsn >= *self.ready_at.lock().expect("ready lock") {
             self.loaded.send_replace(true);
         }
+    }
+
+    /// Prometheus text exposition of the server's and each view's state.
+    pub fn metrics(&self) -> String {
+        let in_flight_rows = self.in_flight.rows();
+        let mut m = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, samples: Vec<(Option<&str>, f64)>| {
+            let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (view, value) in samples {
+                match view {
+                    Some(v) => {
+                        let _ = writeln!(
+                            m,
+                            "{name}{{view=\"{}\"}} {value}",
+                            v.replace('\\', "\\\\").replace('"', "\\\"")
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(m, "{name} {value}");
+                    }
+                }
+            }
+        };
+        gauge(
+            "viewcast_progress_lsn",
+            "LSN every view is complete up to.",
+            "gauge",
+            vec![(None, self.progress().0 as f64)],
+        );
+        gauge(
+            "viewcast_streaming",
+            "1 while replication streams with the snapshot loaded.",
+            "gauge",
+            vec![(None, f64::from(u8::from(self.is_streaming())))],
+        );
+        gauge(
+            "viewcast_in_flight_rows",
+            "Rows handed to the workers and not yet in view output.",
+            "gauge",
+            vec![(None, in_flight_rows as f64)],
+        );
+        gauge(
+            "viewcast_views_refused",
+            "Views refused at startup.",
+            "gauge",
+            vec![(None, self.refused.len() as f64)],
+        );
+        let mut rows = Vec::new();
+        let mut subscribers = Vec::new();
+        let mut diffs = Vec::new();
+        let mut failed = Vec::new();
+        for v in &self.views {
+            let name = Some(v.def.name.as_str());
+            let st = v.state.lock().expect("view lock");
+            rows.push((name, st.rows.values().sum::<i64>() as f64));
+            failed.push((name, f64::from(u8::from(st.error.is_some()))));
+            drop(st);
+            subscribers.push((name, v.tx.receiver_count() as f64));
+            diffs.push((name, v.diffs.load(Ordering::Relaxed) as f64));
+        }
+        gauge("viewcast_view_rows", "Rows in the view.", "gauge", rows);
+        gauge(
+            "viewcast_view_subscribers",
+            "Open SSE subscriptions to the view.",
+            "gauge",
+            subscribers,
+        );
+        gauge(
+            "viewcast_view_diffs_total",
+            "Diff events the view has sent.",
+            "counter",
+            diffs,
+        );
+        gauge(
+            "viewcast_view_failed",
+            "1 if the view is in an error state.",
+            "gauge",
+            failed,
+        );
+        m
     }
 
     /// Whether the views hold the initial snapshot yet.
