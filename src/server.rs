@@ -126,19 +126,34 @@ async fn connect_with_patience(
     }
 }
 
+type Compiled = (
+    Catalog,
+    Vec<(String, String, sql::CompiledView)>,
+    Vec<Refused>,
+);
+
+/// Connects to `pg` (waiting for it to come up) and compiles every view.
+async fn connect_and_compile(
+    pg: &str,
+    queries: &[(String, String)],
+) -> Result<Compiled, ServerError> {
+    let pg: tokio_postgres::Config = pg
+        .parse()
+        .map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))?;
+    let client = connect_with_patience(&pg).await?;
+    client
+        .batch_execute(SESSION_SETTINGS)
+        .await
+        .map_err(ServerError::Connect)?;
+    compile_views(&client, queries).await
+}
+
 /// Compiles every view against the catalog. Refused views are returned with
 /// their error and never reach the dataflow.
 pub async fn compile_views(
     client: &tokio_postgres::Client,
     queries: &[(String, String)],
-) -> Result<
-    (
-        Catalog,
-        Vec<(String, String, sql::CompiledView)>,
-        Vec<Refused>,
-    ),
-    ServerError,
-> {
+) -> Result<Compiled, ServerError> {
     let mut catalog = Catalog::default();
     let mut wanted: Vec<Vec<String>> = Vec::new();
     for (_, text) in queries {
@@ -218,17 +233,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             source,
         })?;
     let queries = read_queries(&config.queries)?;
-    let pg: tokio_postgres::Config = config
-        .pg
-        .parse()
-        .map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))?;
-    let client = connect_with_patience(&pg).await?;
-    client
-        .batch_execute(SESSION_SETTINGS)
-        .await
-        .map_err(ServerError::Connect)?;
-    let (catalog, compiled, refused) = compile_views(&client, &queries).await?;
-    drop(client);
+    let (catalog, compiled, refused) = connect_and_compile(&config.pg, &queries).await?;
     info!(
         views = compiled.len(),
         refused = refused.len(),
@@ -246,7 +251,6 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 name,
                 sql: text,
                 columns: view.columns,
-                plan: view.plan.to_string(),
             },
             tables,
         ));
@@ -361,15 +365,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 /// Returns the report and whether every view compiled.
 pub async fn check(pg: &str, queries: &Path) -> Result<(String, bool), ServerError> {
     let views = read_queries(queries)?;
-    let pg: tokio_postgres::Config = pg
-        .parse()
-        .map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))?;
-    let client = connect_with_patience(&pg).await?;
-    client
-        .batch_execute(SESSION_SETTINGS)
-        .await
-        .map_err(ServerError::Connect)?;
-    let (_, compiled, refused) = compile_views(&client, &views).await?;
+    let (_, compiled, refused) = connect_and_compile(pg, &views).await?;
     let mut report = String::new();
     for (name, _) in &views {
         if let Some((_, _, view)) = compiled.iter().find(|(n, _, _)| n == name) {

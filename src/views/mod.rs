@@ -42,7 +42,6 @@ pub struct ViewDef {
     pub name: String,
     pub sql: String,
     pub columns: Vec<Column>,
-    pub plan: String,
 }
 
 struct ViewState {
