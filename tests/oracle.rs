@@ -32,6 +32,11 @@ const VIEWS: &[(&str, &str)] = &[
          WHERE p.id = o.product_id AND o.customer_id = c.id AND c.region IS NOT NULL
          GROUP BY p.category",
     ),
+    (
+        "rounded",
+        "SELECT o.id, (o.qty * p.price / 3)::numeric(8,1) AS third, o.qty::numeric(3,1) AS q
+         FROM orders o JOIN products p ON p.id = o.product_id WHERE o.qty > 2",
+    ),
     ("totals", "SELECT count(*), sum(qty), min(status), max(qty), avg(qty) FROM orders"),
     ("filters", "SELECT id, qty FROM orders WHERE (status IN ('new', 'paid') OR qty BETWEEN 3 AND 5) AND NOT (customer_id IS NULL) AND status LIKE '%a%'"),
 ];

@@ -45,6 +45,8 @@ pub enum NumericError {
     Syntax(String),
     #[error("division by zero")]
     DivisionByZero,
+    #[error("numeric field overflow: a field with precision {precision}, scale {scale} must round to an absolute value less than 10^{}", precision - scale)]
+    FieldOverflow { precision: u32, scale: u32 },
 }
 
 fn pow10(n: u32) -> BigInt {
@@ -358,6 +360,27 @@ impl Numeric {
         }
     }
 
+    /// The value as a `numeric(precision, scale)` column holds it: rounded half
+    /// away from zero to `scale` digits, and an error when the integer part has
+    /// more than `precision - scale` digits. NaN passes; infinities do not fit.
+    pub fn apply_typmod(&self, precision: u32, scale: u32) -> Result<Numeric, NumericError> {
+        let overflow = NumericError::FieldOverflow { precision, scale };
+        match self {
+            Numeric::NaN => Ok(Numeric::NaN),
+            Numeric::PosInf | Numeric::NegInf => Err(overflow),
+            _ => {
+                let rounded = self.with_scale(scale);
+                let text = rounded.to_string();
+                let int_part = text.trim_start_matches('-').split('.').next().unwrap_or("");
+                let int_digits = int_part.trim_start_matches('0').len() as u32;
+                if int_digits > precision.saturating_sub(scale) {
+                    return Err(overflow);
+                }
+                Ok(rounded)
+            }
+        }
+    }
+
     /// Rounds (half away from zero) or pads to exactly `scale` fractional digits.
     pub fn with_scale(&self, scale: u32) -> Numeric {
         match self.parts() {
@@ -530,6 +553,17 @@ mod tests {
         assert_eq!(n("2.5").to_i64_rounded(), Some(3));
         assert_eq!(n("-2.5").to_i64_rounded(), Some(-3));
         assert_eq!(n("1.005").with_scale(2).to_string(), "1.01");
+        assert_eq!(n("1.234").apply_typmod(10, 2).unwrap().to_string(), "1.23");
+        assert_eq!(n("-0.5").apply_typmod(3, 0).unwrap().to_string(), "-1");
+        assert_eq!(n("7").apply_typmod(5, 2).unwrap().to_string(), "7.00");
+        assert_eq!(
+            n("999.995").apply_typmod(5, 2),
+            Err(NumericError::FieldOverflow {
+                precision: 5,
+                scale: 2
+            })
+        );
+        assert!(n("Infinity").apply_typmod(5, 2).is_err());
         assert_eq!(n("-7.9").trunc().to_string(), "-7");
         // Values past i64 take the big form and come back when they fit again.
         let big = n("9223372036854775807").add(&n("1"));

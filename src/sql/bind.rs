@@ -184,6 +184,55 @@ fn default_name(e: &ast::Expr) -> String {
     }
 }
 
+/// The type a cast names and, for `numeric(p, s)`, its precision and scale.
+/// Lengths on strings (`varchar(3)`, `char(5)`) are refused: they truncate or
+/// pad in Postgres and viewcast does not apply them yet.
+fn cast_target(data_type: &ast::DataType, span: Span) -> Result<(Type, Option<(u32, u32)>)> {
+    let text = data_type.to_string();
+    let to =
+        Type::from_sql_name(&text).ok_or_else(|| unsupported(format!("type {data_type}"), span))?;
+    let Some(args) = text
+        .split_once('(')
+        .map(|(_, rest)| rest.trim_end_matches(')'))
+    else {
+        return Ok((to, None));
+    };
+    match to {
+        Type::Numeric => {
+            let nums: Vec<u32> = args
+                .split(',')
+                .map(|a| a.trim().parse().ok())
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    BindError::new(format!("invalid type modifier in {data_type}"), span)
+                })?;
+            let (precision, scale) = match nums.as_slice() {
+                [p] => (*p, 0),
+                [p, s] => (*p, *s),
+                _ => {
+                    return Err(BindError::new(
+                        format!("invalid type modifier in {data_type}"),
+                        span,
+                    ))
+                }
+            };
+            if !(1..=1000).contains(&precision) || scale > precision {
+                return Err(BindError::new(
+                    format!("NUMERIC precision {precision} must be between 1 and 1000, and scale {scale} at most the precision"),
+                    span,
+                ));
+            }
+            Ok((to, Some((precision, scale))))
+        }
+        Type::Varchar | Type::Bpchar => Err(unsupported(
+            format!("cast to {data_type} (string lengths are not applied yet); cast to text"),
+            span,
+        )),
+        // Time precision and the like: accepted without effect only where it has none.
+        _ => Err(unsupported(format!("type modifier in {data_type}"), span)),
+    }
+}
+
 /// The common type two operands are compared or combined in.
 fn common_type(a: &Type, b: &Type) -> Option<Type> {
     use Type::*;
@@ -924,41 +973,50 @@ impl<'a> Binder<'a> {
                 format: None,
                 ..
             } => {
-                let to = Type::from_sql_name(&data_type.to_string())
-                    .ok_or_else(|| unsupported(format!("type {data_type}"), span))?;
+                let (to, typmod) = cast_target(data_type, span)?;
                 let (x, xt) = self.bind_expr(expr, scope, agg)?;
-                if let Expr::Literal(Datum::Text(s)) = &x {
-                    return Ok((
-                        Expr::Literal(
-                            Datum::from_text(&to, s).map_err(|er| BindError::new(er.0, span))?,
-                        ),
-                        to,
-                    ));
-                }
-                if xt == to {
-                    return Ok((x, to));
-                }
-                Ok((
+                let cast = if let Expr::Literal(Datum::Text(s)) = &x {
+                    Expr::Literal(
+                        Datum::from_text(&to, s).map_err(|er| BindError::new(er.0, span))?,
+                    )
+                } else if xt == to {
+                    x
+                } else {
                     Expr::Cast {
                         expr: Box::new(x),
                         to: to.clone(),
+                    }
+                };
+                let bound = match typmod {
+                    Some((precision, scale)) => Expr::NumericTypmod {
+                        expr: Box::new(cast),
+                        precision,
+                        scale,
                     },
-                    to,
-                ))
+                    None => cast,
+                };
+                // A cast of a constant is done once, here.
+                if bound.max_column().is_none() && !matches!(bound, Expr::Literal(_)) {
+                    let value = bound.eval(&[]).map_err(|e| BindError::new(e.0, span))?;
+                    return Ok((Expr::Literal(value), to));
+                }
+                Ok((bound, to))
             }
             ast::Expr::TypedString(ts) => {
-                let to = Type::from_sql_name(&ts.data_type.to_string())
-                    .ok_or_else(|| unsupported(format!("type {}", ts.data_type), span))?;
+                let (to, typmod) = cast_target(&ts.data_type, span)?;
                 let text = match &ts.value.value {
                     Value::SingleQuotedString(s) => s.clone(),
                     other => return Err(unsupported(format!("literal {other}"), span)),
                 };
-                Ok((
-                    Expr::Literal(
-                        Datum::from_text(&to, &text).map_err(|er| BindError::new(er.0, span))?,
-                    ),
-                    to,
-                ))
+                let mut value =
+                    Datum::from_text(&to, &text).map_err(|er| BindError::new(er.0, span))?;
+                if let (Some((precision, scale)), Datum::Numeric(n)) = (typmod, &value) {
+                    value = Datum::Numeric(
+                        n.apply_typmod(precision, scale)
+                            .map_err(|e| BindError::new(e.to_string(), span))?,
+                    );
+                }
+                Ok((Expr::Literal(value), to))
             }
             ast::Expr::Function(f) => {
                 let name = object_name_parts(&f.name).join(".");

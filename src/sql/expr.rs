@@ -93,6 +93,13 @@ pub enum Expr {
         expr: Box<Expr>,
         to: Type,
     },
+    /// A numeric value held to `numeric(precision, scale)`, as an explicit cast
+    /// with a type modifier does after the cast itself.
+    NumericTypmod {
+        expr: Box<Expr>,
+        precision: u32,
+        scale: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -104,10 +111,6 @@ fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
 }
 
 impl Expr {
-    pub fn column(i: usize) -> Expr {
-        Expr::Column(i)
-    }
-
     /// Columns the expression reads.
     pub fn columns(&self, out: &mut Vec<usize>) {
         match self {
@@ -116,7 +119,8 @@ impl Expr {
             Expr::Not(e)
             | Expr::Neg(e, _)
             | Expr::IsNull { expr: e, .. }
-            | Expr::Cast { expr: e, .. } => e.columns(out),
+            | Expr::Cast { expr: e, .. }
+            | Expr::NumericTypmod { expr: e, .. } => e.columns(out),
             Expr::Binary { left, right, .. } => {
                 left.columns(out);
                 right.columns(out);
@@ -190,6 +194,15 @@ impl Expr {
             Expr::Cast { expr, to } => Expr::Cast {
                 expr: b(expr),
                 to: to.clone(),
+            },
+            Expr::NumericTypmod {
+                expr,
+                precision,
+                scale,
+            } => Expr::NumericTypmod {
+                expr: b(expr),
+                precision: *precision,
+                scale: *scale,
             },
         }
     }
@@ -316,6 +329,17 @@ impl Expr {
                 }
             }
             Expr::Cast { expr, to } => cast(expr.eval(row)?, to),
+            Expr::NumericTypmod {
+                expr,
+                precision,
+                scale,
+            } => match expr.eval(row)? {
+                Datum::Numeric(n) => n
+                    .apply_typmod(*precision, *scale)
+                    .map(Datum::Numeric)
+                    .map_err(|e| EvalError(e.to_string())),
+                other => Ok(other),
+            },
         }
     }
 
@@ -640,6 +664,11 @@ impl fmt::Display for Expr {
                 if *case_insensitive { "ILIKE" } else { "LIKE" }
             ),
             Expr::Cast { expr, to } => write!(f, "{expr}::{}", to.name()),
+            Expr::NumericTypmod {
+                expr,
+                precision,
+                scale,
+            } => write!(f, "{expr}::numeric({precision},{scale})"),
         }
     }
 }

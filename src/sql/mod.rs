@@ -292,6 +292,21 @@ mod tests {
     }
 
     #[test]
+    fn numeric_casts_keep_their_precision_and_scale() {
+        let p = plan("SELECT amount::numeric(6,1) FROM orders WHERE amount > '1.25'::numeric(4,1)");
+        assert!(p.contains("#2::numeric(6,1)"), "{p}");
+        // The constant is cast once, while binding: 1.25 rounds to 1.3.
+        assert!(p.contains("(#2 > 1.3)"), "{p}");
+        assert!(plan("SELECT NUMERIC(5,2) '1.234' AS x FROM orders").contains("1.23"));
+        let e = refuse("SELECT 12345::numeric(3,1) FROM orders");
+        assert!(e.contains("numeric field overflow"), "{e}");
+        let e = refuse("SELECT name::varchar(3) FROM customers");
+        assert!(e.contains("string lengths"), "{e}");
+        let e = refuse("SELECT at::timestamp(0) FROM orders");
+        assert!(e.contains("type modifier"), "{e}");
+    }
+
+    #[test]
     fn string_literals_take_the_other_operand_type() {
         let p = plan("SELECT id FROM orders WHERE at >= '2024-01-01 00:00:00+00'");
         assert!(p.contains("\"2024-01-01T00:00:00+00:00\""), "{p}");
