@@ -156,10 +156,12 @@ pub async fn compile_views(
 ) -> Result<Compiled, ServerError> {
     let mut catalog = Catalog::default();
     let mut wanted: Vec<Vec<String>> = Vec::new();
+    let is_view =
+        |parts: &[String]| matches!(parts, [single] if queries.iter().any(|(n, _)| n == single));
     for (_, text) in queries {
         if let Ok(q) = sql::parse(text) {
             for r in sql::table_refs(&q) {
-                if !wanted.contains(&r) {
+                if !wanted.contains(&r) && !is_view(&r) {
                     wanted.push(r);
                 }
             }
@@ -180,8 +182,9 @@ pub async fn compile_views(
     }
     let mut ok = Vec::new();
     let mut refused = Vec::new();
-    for (name, text) in queries {
-        match sql::compile(text, &catalog) {
+    let results = sql::compile_all(queries, &catalog);
+    for ((name, text), result) in queries.iter().zip(results) {
+        match result {
             Ok(v) => ok.push((name.clone(), text.clone(), v)),
             Err(e) => {
                 let rendered = e.render(text);

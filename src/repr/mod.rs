@@ -117,6 +117,14 @@ impl Type {
         matches!(self, Type::Text | Type::Varchar | Type::Bpchar)
     }
 
+    /// Whether `<`, `min`, ORDER BY and the like are supported on the type.
+    pub fn is_orderable(&self) -> bool {
+        !matches!(
+            self,
+            Type::Json | Type::Jsonb | Type::Enum { .. } | Type::Unsupported { .. }
+        )
+    }
+
     /// Parses a type name as written in a cast (`x::int8`, `CAST(x AS numeric(10,2))`).
     pub fn from_sql_name(name: &str) -> Option<Type> {
         let lower = name.to_ascii_lowercase();

@@ -199,6 +199,10 @@ impl Numeric {
         }
     }
 
+    pub fn is_negative(&self) -> bool {
+        self.signum() < 0
+    }
+
     pub fn neg(&self) -> Numeric {
         match self {
             Numeric::Small { mantissa, scale } => match mantissa.checked_neg() {
@@ -246,7 +250,8 @@ impl Numeric {
         }
     }
 
-    fn signum(&self) -> i32 {
+    /// -1, 0 or 1 (NaN counts as 0, infinities by their sign).
+    pub fn signum(&self) -> i32 {
         match self {
             Numeric::Small { mantissa, .. } => mantissa.signum() as i32,
             Numeric::Big(b) => match b.0.sign() {

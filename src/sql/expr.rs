@@ -100,7 +100,33 @@ pub enum Expr {
         precision: u32,
         scale: u32,
     },
+    /// Searched CASE: the first branch whose condition is true, else `otherwise`.
+    Case {
+        branches: Vec<(Expr, Expr)>,
+        otherwise: Box<Expr>,
+    },
+    /// The first non-NULL argument.
+    Coalesce(Vec<Expr>),
+    /// GREATEST / LEAST: NULLs are ignored; NULL only if all are.
+    Extremum {
+        args: Vec<Expr>,
+        greatest: bool,
+    },
+    /// `IS [NOT] DISTINCT FROM`: equality where NULL equals NULL.
+    IsDistinct {
+        left: Box<Expr>,
+        right: Box<Expr>,
+        negated: bool,
+    },
+    /// A scalar function (see `func.rs`), with its result type.
+    Call {
+        func: Func,
+        args: Vec<Expr>,
+        ty: Type,
+    },
 }
+
+pub use super::func::Func;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{0}")]
@@ -133,6 +159,23 @@ impl Expr {
                 expr.columns(out);
                 pattern.columns(out);
             }
+            Expr::Case {
+                branches,
+                otherwise,
+            } => {
+                for (c, v) in branches {
+                    c.columns(out);
+                    v.columns(out);
+                }
+                otherwise.columns(out);
+            }
+            Expr::Coalesce(args) | Expr::Extremum { args, .. } | Expr::Call { args, .. } => {
+                args.iter().for_each(|e| e.columns(out))
+            }
+            Expr::IsDistinct { left, right, .. } => {
+                left.columns(out);
+                right.columns(out);
+            }
         }
     }
 
@@ -150,9 +193,44 @@ impl Expr {
 
     /// Renumbers column references: `Column(i)` becomes `Column(f(i))`.
     pub fn remap(&self, f: &impl Fn(usize) -> usize) -> Expr {
-        let b = |e: &Expr| Box::new(e.remap(f));
+        self.replace_columns(&|i| Expr::Column(f(i)))
+    }
+
+    /// Replaces every column reference `Column(i)` with `f(i)`.
+    pub fn replace_columns(&self, f: &impl Fn(usize) -> Expr) -> Expr {
+        let b = |e: &Expr| Box::new(e.replace_columns(f));
+        let all = |v: &[Expr]| v.iter().map(|e| e.replace_columns(f)).collect::<Vec<_>>();
         match self {
-            Expr::Column(i) => Expr::Column(f(*i)),
+            Expr::Column(i) => f(*i),
+            Expr::Case {
+                branches,
+                otherwise,
+            } => Expr::Case {
+                branches: branches
+                    .iter()
+                    .map(|(c, v)| (c.replace_columns(f), v.replace_columns(f)))
+                    .collect(),
+                otherwise: b(otherwise),
+            },
+            Expr::Coalesce(args) => Expr::Coalesce(all(args)),
+            Expr::Extremum { args, greatest } => Expr::Extremum {
+                args: all(args),
+                greatest: *greatest,
+            },
+            Expr::IsDistinct {
+                left,
+                right,
+                negated,
+            } => Expr::IsDistinct {
+                left: b(left),
+                right: b(right),
+                negated: *negated,
+            },
+            Expr::Call { func, args, ty } => Expr::Call {
+                func: func.clone(),
+                args: all(args),
+                ty: ty.clone(),
+            },
             Expr::Literal(d) => Expr::Literal(d.clone()),
             Expr::Not(e) => Expr::Not(b(e)),
             Expr::Neg(e, t) => Expr::Neg(b(e), t.clone()),
@@ -177,7 +255,7 @@ impl Expr {
                 negated,
             } => Expr::InList {
                 expr: b(expr),
-                list: list.iter().map(|e| e.remap(f)).collect(),
+                list: all(list),
                 negated: *negated,
             },
             Expr::Like {
@@ -265,7 +343,13 @@ impl Expr {
                     return Ok(Datum::Null);
                 }
                 if op.is_comparison() {
-                    let ord = sql_cmp(&l, &r)?;
+                    let ord = match (ty, &l, &r) {
+                        // char(n): trailing spaces are not significant.
+                        (Type::Bpchar, Datum::Text(a), Datum::Text(b)) => {
+                            a.trim_end_matches(' ').cmp(b.trim_end_matches(' '))
+                        }
+                        _ => sql_cmp(&l, &r)?,
+                    };
                     return Ok(Datum::Bool(match op {
                         BinOp::Eq => ord == Ordering::Equal,
                         BinOp::NotEq => ord != Ordering::Equal,
@@ -340,6 +424,66 @@ impl Expr {
                     .map_err(|e| EvalError(e.to_string())),
                 other => Ok(other),
             },
+            Expr::Case {
+                branches,
+                otherwise,
+            } => {
+                for (c, v) in branches {
+                    if c.eval_predicate(row)? {
+                        return v.eval(row);
+                    }
+                }
+                otherwise.eval(row)
+            }
+            Expr::Coalesce(args) => {
+                for a in args {
+                    let v = a.eval(row)?;
+                    if !v.is_null() {
+                        return Ok(v);
+                    }
+                }
+                Ok(Datum::Null)
+            }
+            Expr::Extremum { args, greatest } => {
+                let mut best = Datum::Null;
+                for a in args {
+                    let v = a.eval(row)?;
+                    if v.is_null() {
+                        continue;
+                    }
+                    if best.is_null() {
+                        best = v;
+                        continue;
+                    }
+                    let ord = sql_cmp(&v, &best)?;
+                    if (*greatest && ord == Ordering::Greater)
+                        || (!*greatest && ord == Ordering::Less)
+                    {
+                        best = v;
+                    }
+                }
+                Ok(best)
+            }
+            Expr::IsDistinct {
+                left,
+                right,
+                negated,
+            } => {
+                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                let same = match (l.is_null(), r.is_null()) {
+                    (true, true) => true,
+                    (false, false) => sql_cmp(&l, &r)? == Ordering::Equal,
+                    _ => false,
+                };
+                Ok(Datum::Bool(same == *negated))
+            }
+            Expr::Call { func, args, ty } => {
+                let mut vals = Vec::with_capacity(args.len());
+                for a in args {
+                    vals.push(a.eval(row)?);
+                }
+                func.eval(&vals, ty)
+            }
         }
     }
 
@@ -625,6 +769,13 @@ fn like(s: &str, pattern: &str) -> Result<bool, EvalError> {
     Ok(pi == p.len())
 }
 
+fn list(args: &[Expr]) -> String {
+    args.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -669,6 +820,33 @@ impl fmt::Display for Expr {
                 precision,
                 scale,
             } => write!(f, "{expr}::numeric({precision},{scale})"),
+            Expr::Case {
+                branches,
+                otherwise,
+            } => {
+                write!(f, "CASE")?;
+                for (c, v) in branches {
+                    write!(f, " WHEN {c} THEN {v}")?;
+                }
+                write!(f, " ELSE {otherwise} END")
+            }
+            Expr::Coalesce(args) => write!(f, "coalesce({})", list(args)),
+            Expr::Extremum { args, greatest } => write!(
+                f,
+                "{}({})",
+                if *greatest { "greatest" } else { "least" },
+                list(args)
+            ),
+            Expr::IsDistinct {
+                left,
+                right,
+                negated,
+            } => write!(
+                f,
+                "({left} IS {}DISTINCT FROM {right})",
+                if *negated { "NOT " } else { "" }
+            ),
+            Expr::Call { func, args, .. } => write!(f, "{}({})", func.name(), list(args)),
         }
     }
 }

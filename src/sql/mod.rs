@@ -9,8 +9,10 @@
 
 pub mod bind;
 pub mod expr;
+pub mod func;
 pub mod plan;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -151,12 +153,28 @@ pub fn parse(sql: &str) -> Result<ast::Query, BindError> {
     }
 }
 
-/// Every table name a query mentions in FROM, as written (folded to lower case).
+/// Every relation name a query mentions in FROM, as written (folded to lower
+/// case), except the names of its own common table expressions.
 pub fn table_refs(q: &ast::Query) -> Vec<Vec<String>> {
+    let mut ctes = Vec::new();
+    struct CteNames<'n>(&'n mut Vec<String>);
+    impl ast::Visitor for CteNames<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &ast::Query) -> std::ops::ControlFlow<()> {
+            if let Some(w) = &q.with {
+                for c in &w.cte_tables {
+                    self.0.push(bind::ident_name(&c.alias.name));
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::Visit::visit(q, &mut CteNames(&mut ctes));
     let mut out = Vec::new();
     let _ = ast::visit_relations(q, |name| {
         let parts = bind::object_name_parts(name);
-        if !out.contains(&parts) {
+        let is_cte = matches!(parts.as_slice(), [single] if ctes.contains(single));
+        if !is_cte && !out.contains(&parts) {
             out.push(parts);
         }
         std::ops::ControlFlow::<()>::Continue(())
@@ -164,11 +182,84 @@ pub fn table_refs(q: &ast::Query) -> Vec<Vec<String>> {
     out
 }
 
-/// Parses and binds a view against the catalog.
+/// Parses and binds a view against the catalog (and no other views).
 pub fn compile(sql: &str, catalog: &Catalog) -> Result<CompiledView, BindError> {
+    compile_with(sql, catalog, &HashMap::new())
+}
+
+/// Parses and binds a view that may select from the views in `views`.
+pub fn compile_with(
+    sql: &str,
+    catalog: &Catalog,
+    views: &HashMap<String, CompiledView>,
+) -> Result<CompiledView, BindError> {
     let q = parse(sql)?;
-    let (plan, columns) = bind::Binder::new(catalog).bind_query(&q)?;
+    let (plan, columns) = bind::Binder::new(catalog, views).bind_top(&q)?;
     Ok(CompiledView { plan, columns })
+}
+
+/// Compiles a set of views, each of which may select from the others by
+/// name: a view is bound after the views it reads, and its plan contains
+/// theirs (the dataflow computes a shared subplan once). A view that reads a
+/// refused view, or is part of a cycle, is refused.
+pub fn compile_all(
+    views: &[(String, String)],
+    catalog: &Catalog,
+) -> Vec<Result<CompiledView, BindError>> {
+    let names: Vec<&str> = views.iter().map(|(n, _)| n.as_str()).collect();
+    let deps: Vec<Vec<usize>> = views
+        .iter()
+        .map(|(own, sql)| match parse(sql) {
+            Ok(q) => table_refs(&q)
+                .into_iter()
+                .filter_map(|parts| match parts.as_slice() {
+                    [single] if single != own => names.iter().position(|n| n == single),
+                    _ => None,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        })
+        .collect();
+    let mut results: Vec<Option<Result<CompiledView, BindError>>> = vec![None; views.len()];
+    let mut done: HashMap<String, CompiledView> = HashMap::new();
+    loop {
+        let mut progressed = false;
+        for i in 0..views.len() {
+            if results[i].is_some() || deps[i].iter().any(|&d| results[d].is_none()) {
+                continue;
+            }
+            progressed = true;
+            if let Some(&bad) = deps[i]
+                .iter()
+                .find(|&&d| matches!(results[d], Some(Err(_))))
+            {
+                results[i] = Some(Err(BindError {
+                    message: format!("view \"{}\" it reads was refused", names[bad]),
+                    position: None,
+                }));
+                continue;
+            }
+            let r = compile_with(&views[i].1, catalog, &done);
+            if let Ok(v) = &r {
+                done.insert(views[i].0.clone(), v.clone());
+            }
+            results[i] = Some(r);
+        }
+        if !progressed {
+            break;
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(BindError {
+                    message: "views that read each other in a cycle".into(),
+                    position: None,
+                })
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -268,8 +359,8 @@ mod tests {
 
     #[test]
     fn refusals_name_the_construct_and_position() {
-        let e = refuse("SELECT id FROM orders\nWHERE amount > 1 LIMIT 5");
-        assert!(e.contains("LIMIT"), "{e}");
+        let e = refuse("SELECT id, rank() OVER () FROM orders\nWHERE amount > 1");
+        assert!(e.contains("window functions"), "{e}");
         let e = refuse("SELECT nope FROM orders");
         assert!(
             e.contains("column \"nope\" does not exist at line 1, column 8"),
@@ -277,8 +368,13 @@ mod tests {
         );
         let e = refuse("SELECT * FROM missing");
         assert!(e.contains("relation \"missing\" does not exist"), "{e}");
-        let e = refuse("SELECT id FROM orders UNION SELECT id FROM customers");
-        assert!(e.contains("UNION"), "{e}");
+        let e = refuse("SELECT id FROM orders UNION SELECT id, name FROM customers");
+        assert!(e.contains("same number of columns"), "{e}");
+        let e = refuse("SELECT id FROM orders UNION SELECT name FROM customers");
+        assert!(
+            e.contains("UNION types int4 and text cannot be matched"),
+            "{e}"
+        );
         let e = refuse("SELECT customer_id, amount FROM orders GROUP BY customer_id");
         assert!(e.contains("must appear in the GROUP BY clause"), "{e}");
         let e = refuse("SELECT span FROM odd");
@@ -289,6 +385,45 @@ mod tests {
         assert!(e.contains("SELECT"), "{e}");
         let e = refuse("SELEC 1");
         assert!(e.contains("syntax error"), "{e}");
+    }
+
+    #[test]
+    fn subqueries_become_joins() {
+        // EXISTS in WHERE: a semi-join on the parameter, no per-row evaluation.
+        let p = plan("SELECT name FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id)");
+        assert!(
+            p.contains("SemiJoin on (#0) IS NOT DISTINCT FROM (#0)"),
+            "{p}"
+        );
+        assert!(p.contains("InnerJoin on (#0) = (#1)"), "{p}");
+        let p = plan("SELECT name FROM customers c WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id)");
+        assert!(p.contains("AntiJoin"), "{p}");
+        // A correlated count: grouped by the parameter, with count 0 for the rest.
+        let p = plan("SELECT name, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) AS n FROM customers c");
+        assert!(p.contains("Reduce keys=[#0] aggs=[count(*)]"), "{p}");
+        assert!(p.contains("UnionAll"), "{p}");
+        // Uncorrelated IN as a value: counts and matches.
+        let p = plan(
+            "SELECT id, customer_id IN (SELECT id FROM customers WHERE tier = 'gold') FROM orders",
+        );
+        assert!(p.contains("count(*)"), "{p}");
+        let e = refuse("SELECT (SELECT id, name FROM customers) FROM orders");
+        assert!(e.contains("only one column"), "{e}");
+    }
+
+    #[test]
+    fn set_operations_ctes_and_topk() {
+        let p = plan("WITH big AS (SELECT * FROM orders WHERE amount > 100) SELECT id FROM big UNION SELECT id FROM customers");
+        assert!(p.contains("Distinct") && p.contains("UnionAll"), "{p}");
+        let p = plan("SELECT id FROM orders EXCEPT ALL SELECT id FROM customers");
+        assert!(p.contains("ExceptAll"), "{p}");
+        let p = plan("SELECT id, amount FROM orders ORDER BY amount DESC, at LIMIT 3 OFFSET 1");
+        assert!(
+            p.contains("TopK order=[#1 DESC, #2] limit=3 offset=1"),
+            "{p}"
+        );
+        let e = refuse("WITH RECURSIVE r AS (SELECT 1) SELECT * FROM r");
+        assert!(e.contains("WITH RECURSIVE"), "{e}");
     }
 
     #[test]

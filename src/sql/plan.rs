@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::expr::Expr;
-use crate::repr::Type;
+use crate::repr::{Row, Type};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AggFunc {
@@ -16,6 +16,15 @@ pub enum AggFunc {
     Min,
     Max,
     Avg,
+    BoolAnd,
+    BoolOr,
+    /// `string_agg(value, delimiter)`.
+    StringAgg,
+    JsonAgg,
+    JsonbAgg,
+    /// The value of the only row; more than one row is an error. This is how a
+    /// scalar subquery that is not an aggregate is read.
+    Single,
 }
 
 impl AggFunc {
@@ -26,19 +35,79 @@ impl AggFunc {
             AggFunc::Min => "min",
             AggFunc::Max => "max",
             AggFunc::Avg => "avg",
+            AggFunc::BoolAnd => "bool_and",
+            AggFunc::BoolOr => "bool_or",
+            AggFunc::StringAgg => "string_agg",
+            AggFunc::JsonAgg => "json_agg",
+            AggFunc::JsonbAgg => "jsonb_agg",
+            AggFunc::Single => "single_value",
         }
+    }
+
+    /// Aggregates that need all of a group's values in one place (their order
+    /// matters), so they are not computed from partials of buckets.
+    pub fn needs_all_values(self) -> bool {
+        matches!(
+            self,
+            AggFunc::StringAgg | AggFunc::JsonAgg | AggFunc::JsonbAgg | AggFunc::Single
+        )
     }
 }
 
-/// One aggregate of a Reduce: `func(DISTINCT? input)` with its input type (to
-/// pick Postgres's accumulation rules) and output type.
+/// One aggregate of a Reduce: `func(DISTINCT? args ORDER BY order) FILTER
+/// (WHERE filter)`, with its input type (to pick Postgres's accumulation rules)
+/// and output type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Aggregate {
     pub func: AggFunc,
-    pub input: Expr,
+    /// No arguments for `count(*)`; `[value, delimiter]` for `string_agg`.
+    pub args: Vec<Expr>,
+    /// ORDER BY inside the call: expressions with direction.
+    pub order_by: Vec<(Expr, bool, bool)>,
+    pub filter: Option<Expr>,
     pub input_type: Type,
     pub output_type: Type,
     pub distinct: bool,
+}
+
+impl Aggregate {
+    /// The input values it reads per row: filter, arguments, order keys.
+    pub fn inputs(&self) -> Vec<Expr> {
+        let mut v: Vec<Expr> = self.filter.iter().cloned().collect();
+        v.extend(self.args.iter().cloned());
+        v.extend(self.order_by.iter().map(|(e, _, _)| e.clone()));
+        v
+    }
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.func == AggFunc::CountStar {
+            write!(f, "count(*)")?;
+        } else {
+            let args: Vec<String> = self.args.iter().map(|e| e.to_string()).collect();
+            write!(
+                f,
+                "{}({}{}",
+                self.func.name(),
+                if self.distinct { "DISTINCT " } else { "" },
+                args.join(", ")
+            )?;
+            if !self.order_by.is_empty() {
+                let keys: Vec<String> = self
+                    .order_by
+                    .iter()
+                    .map(|(e, desc, _)| format!("{e}{}", if *desc { " DESC" } else { "" }))
+                    .collect();
+                write!(f, " ORDER BY {}", keys.join(", "))?;
+            }
+            write!(f, ")")?;
+        }
+        if let Some(p) = &self.filter {
+            write!(f, " FILTER (WHERE {p})")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +115,27 @@ pub enum JoinKind {
     Inner,
     /// Left rows without a match are kept, padded with NULLs on the right.
     Left,
+    /// Unmatched rows of both sides are kept, padded with NULLs on the other.
+    Full,
+    /// Left rows with at least one match, each once (EXISTS, IN); output is
+    /// the left row only.
+    Semi,
+    /// Left rows without a match (NOT EXISTS); output is the left row only.
+    Anti,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetOpKind {
+    Intersect,
+    Except,
+}
+
+/// One ORDER BY term over a column of the input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SortKey {
+    pub column: usize,
+    pub desc: bool,
+    pub nulls_first: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,8 +153,13 @@ pub enum Plan {
     },
     /// One output column per expression.
     Project { input: Box<Plan>, exprs: Vec<Expr> },
+    /// Fixed rows (VALUES, SELECT without FROM).
+    Constant { rows: Vec<Row>, arity: usize },
     /// Equi-join on `left_keys = right_keys`; output is the left row followed by the
-    /// right row. `residual` is checked on that output as part of the join condition.
+    /// right row (only the left row for Semi and Anti). `residual` is checked on
+    /// the concatenated row as part of the join condition. Keys holding a NULL
+    /// never match, unless `null_safe` (keys compared as IS NOT DISTINCT FROM,
+    /// which decorrelated subqueries use to find their outer row again).
     Join {
         left: Box<Plan>,
         right: Box<Plan>,
@@ -73,6 +168,7 @@ pub enum Plan {
         right_keys: Vec<Expr>,
         residual: Vec<Expr>,
         right_arity: usize,
+        null_safe: bool,
     },
     /// Group by `keys`; output is the key values followed by one value per
     /// aggregate. With no keys it is a global aggregate: exactly one row, even
@@ -84,18 +180,47 @@ pub enum Plan {
     },
     /// Removes duplicate rows.
     Distinct { input: Box<Plan> },
+    /// All rows of every input (UNION ALL); the inputs have equal arity.
+    Union { inputs: Vec<Plan> },
+    /// INTERSECT / EXCEPT, with multiset semantics under `all`.
+    SetOp {
+        kind: SetOpKind,
+        all: bool,
+        left: Box<Plan>,
+        right: Box<Plan>,
+    },
+    /// The first `limit` rows after skipping `offset`, in `order`, separately for
+    /// each value of the first `group` columns (0: over all rows). Ties are
+    /// broken by the whole row, so the choice is deterministic.
+    TopK {
+        input: Box<Plan>,
+        group: usize,
+        order: Vec<SortKey>,
+        limit: Option<u64>,
+        offset: u64,
+    },
 }
 
 impl Plan {
     pub fn arity(&self) -> usize {
         match self {
-            Plan::Get { arity, .. } => *arity,
-            Plan::Filter { input, .. } | Plan::Distinct { input } => input.arity(),
+            Plan::Get { arity, .. } | Plan::Constant { arity, .. } => *arity,
+            Plan::Filter { input, .. } | Plan::Distinct { input } | Plan::TopK { input, .. } => {
+                input.arity()
+            }
             Plan::Project { exprs, .. } => exprs.len(),
             Plan::Join {
-                left, right_arity, ..
-            } => left.arity() + right_arity,
+                left,
+                right_arity,
+                kind,
+                ..
+            } => match kind {
+                JoinKind::Semi | JoinKind::Anti => left.arity(),
+                _ => left.arity() + right_arity,
+            },
             Plan::Reduce { keys, aggs, .. } => keys.len() + aggs.len(),
+            Plan::Union { inputs } => inputs.first().map(Plan::arity).unwrap_or(0),
+            Plan::SetOp { left, .. } => left.arity(),
         }
     }
 
@@ -103,14 +228,17 @@ impl Plan {
     pub fn tables(&self, out: &mut Vec<usize>) {
         match self {
             Plan::Get { table, .. } => out.push(*table),
+            Plan::Constant { .. } => {}
             Plan::Filter { input, .. }
             | Plan::Project { input, .. }
             | Plan::Reduce { input, .. }
-            | Plan::Distinct { input } => input.tables(out),
-            Plan::Join { left, right, .. } => {
+            | Plan::Distinct { input }
+            | Plan::TopK { input, .. } => input.tables(out),
+            Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => {
                 left.tables(out);
                 right.tables(out);
             }
+            Plan::Union { inputs } => inputs.iter().for_each(|p| p.tables(out)),
         }
     }
 
@@ -124,6 +252,16 @@ impl Plan {
         };
         match self {
             Plan::Get { name, .. } => writeln!(f, "{pad}Get {name}"),
+            Plan::Constant { rows, .. } => {
+                let rows: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        let vals: Vec<String> = r.iter().map(|d| d.to_json_string()).collect();
+                        format!("({})", vals.join(", "))
+                    })
+                    .collect();
+                writeln!(f, "{pad}Constant {}", rows.join(", "))
+            }
             Plan::Filter { input, predicates } => {
                 writeln!(f, "{pad}Filter {}", list(predicates))?;
                 input.explain(depth + 1, f)
@@ -139,13 +277,19 @@ impl Plan {
                 left_keys,
                 right_keys,
                 residual,
+                null_safe,
                 ..
             } => {
                 write!(
                     f,
-                    "{pad}{:?}Join on ({}) = ({})",
+                    "{pad}{:?}Join on ({}) {} ({})",
                     kind,
                     list(left_keys),
+                    if *null_safe {
+                        "IS NOT DISTINCT FROM"
+                    } else {
+                        "="
+                    },
                     list(right_keys)
                 )?;
                 if !residual.is_empty() {
@@ -156,18 +300,7 @@ impl Plan {
                 right.explain(depth + 1, f)
             }
             Plan::Reduce { input, keys, aggs } => {
-                let aggs: Vec<String> = aggs
-                    .iter()
-                    .map(|a| match a.func {
-                        AggFunc::CountStar => "count(*)".to_string(),
-                        func => format!(
-                            "{}({}{})",
-                            func.name(),
-                            if a.distinct { "DISTINCT " } else { "" },
-                            a.input
-                        ),
-                    })
-                    .collect();
+                let aggs: Vec<String> = aggs.iter().map(|a| a.to_string()).collect();
                 writeln!(
                     f,
                     "{pad}Reduce keys=[{}] aggs=[{}]",
@@ -178,6 +311,55 @@ impl Plan {
             }
             Plan::Distinct { input } => {
                 writeln!(f, "{pad}Distinct")?;
+                input.explain(depth + 1, f)
+            }
+            Plan::Union { inputs } => {
+                writeln!(f, "{pad}UnionAll")?;
+                inputs.iter().try_for_each(|p| p.explain(depth + 1, f))
+            }
+            Plan::SetOp {
+                kind,
+                all,
+                left,
+                right,
+            } => {
+                writeln!(f, "{pad}{kind:?}{}", if *all { "All" } else { "" })?;
+                left.explain(depth + 1, f)?;
+                right.explain(depth + 1, f)
+            }
+            Plan::TopK {
+                input,
+                group,
+                order,
+                limit,
+                offset,
+            } => {
+                let order: Vec<String> = order
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "#{}{}{}",
+                            k.column,
+                            if k.desc { " DESC" } else { "" },
+                            match (k.desc, k.nulls_first) {
+                                (false, true) => " NULLS FIRST",
+                                (true, false) => " NULLS LAST",
+                                _ => "",
+                            }
+                        )
+                    })
+                    .collect();
+                write!(f, "{pad}TopK order=[{}]", order.join(", "))?;
+                if *group > 0 {
+                    write!(f, " per=[#0..#{}]", group - 1)?;
+                }
+                if let Some(l) = limit {
+                    write!(f, " limit={l}")?;
+                }
+                if *offset > 0 {
+                    write!(f, " offset={offset}")?;
+                }
+                writeln!(f)?;
                 input.explain(depth + 1, f)
             }
         }

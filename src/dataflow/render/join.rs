@@ -1,13 +1,15 @@
 //! `Join`: an equi-join of two arranged inputs, plus the NULL-padded unmatched
-//! left rows for LEFT JOIN.
+//! rows of outer joins, and the semi- and anti-joins subqueries plan to.
 //!
 //! ```text
 //! left  ─key─▶ arrange ─┐
 //!                       ├─ join_core ─ residual ─▶ matched ───────────────┐
 //! right ─key─▶ arrange ─┘                                                 ├─▶ out
-//! left ── minus (left rows that matched) ── pad right side with NULL ─────┘  (LEFT only)
+//! left ── minus (left rows that matched) ── pad right side with NULL ─────┘  (LEFT, FULL)
+//! right ─ minus (right rows that matched) ─ pad left side with NULL ──────┘  (FULL)
 //! ```
-//! Rows whose key has a NULL never match (SQL `=`), so they are not arranged.
+//! Rows whose key has a NULL never match (SQL `=`), so they are not arranged,
+//! unless the join is null-safe.
 
 use super::project::eval_all;
 use super::{render as render_plan, Arr, Coll, Context};
@@ -17,25 +19,44 @@ use crate::sql::plan::JoinKind;
 use crate::sql::Plan;
 
 /// `plan` keyed by `keys` and arranged, once per dataflow for each (plan, keys).
-fn arranged<'s>(plan: &Plan, keys: &[Expr], ctx: &mut Context<'s>) -> Arr<'s> {
-    let cache_key = format!("{plan:?}|{keys:?}");
+fn arranged<'s>(plan: &Plan, keys: &[Expr], null_safe: bool, ctx: &mut Context<'s>) -> Arr<'s> {
+    let cache_key = format!("{plan:?}|{keys:?}|{null_safe}");
     if let Some(a) = ctx.arrangements.get(&cache_key) {
         return a.clone();
     }
     let coll = render_plan(plan, ctx);
-    let reporter = ctx.reporter();
-    let keys = keys.to_vec();
-    let arr = coll
-        .flat_map(move |row| {
-            let key = eval_all(&keys, &row, &reporter)?;
-            if key.iter().any(Datum::is_null) {
-                return None;
-            }
-            Some((key.iter().map(Datum::key_form).collect::<Row>(), row))
-        })
-        .arrange_by_key();
+    let arr = keyed(coll, keys, null_safe, ctx).arrange_by_key();
     ctx.arrangements.insert(cache_key, arr.clone());
     arr
+}
+
+fn keyed<'s>(
+    coll: Coll<'s>,
+    keys: &[Expr],
+    null_safe: bool,
+    ctx: &Context<'s>,
+) -> differential_dataflow::VecCollection<'s, u64, (Row, Row), isize> {
+    let reporter = ctx.reporter();
+    let keys = keys.to_vec();
+    coll.flat_map(move |row| {
+        let key = eval_all(&keys, &row, &reporter)?;
+        if !null_safe && key.iter().any(Datum::is_null) {
+            return None;
+        }
+        Some((key.iter().map(Datum::key_form).collect::<Row>(), row))
+    })
+}
+
+/// The rows of `all` (with their multiplicity) that occur in `matched`.
+fn present<'s>(all: Coll<'s>, matched: Coll<'s>) -> Coll<'s> {
+    all.map(|r| (r, ()))
+        .semijoin(matched.distinct())
+        .map(|(r, ())| r)
+}
+
+/// The rows of `all` that do not occur in `matched`.
+fn unmatched<'s>(all: Coll<'s>, matched: Coll<'s>) -> Coll<'s> {
+    all.clone().concat(present(all, matched).negate())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -47,10 +68,26 @@ pub fn render<'s>(
     right_keys: &[Expr],
     residual: &[Expr],
     right_arity: usize,
+    null_safe: bool,
     ctx: &mut Context<'s>,
 ) -> Coll<'s> {
-    let left_arr = arranged(left, left_keys, ctx);
-    let right_arr = arranged(right, right_keys, ctx);
+    let left_arity = left.arity();
+    if matches!(kind, JoinKind::Semi | JoinKind::Anti) && residual.is_empty() {
+        // Only whether a key has a match matters: join against the distinct keys.
+        let left_all = render_plan(left, ctx);
+        let right_keys_coll = keyed(render_plan(right, ctx), right_keys, null_safe, ctx)
+            .map(|(k, _)| k)
+            .distinct();
+        let hit = keyed(left_all.clone(), left_keys, null_safe, ctx)
+            .semijoin(right_keys_coll)
+            .map(|(_, r)| r);
+        return match kind {
+            JoinKind::Semi => hit,
+            _ => left_all.concat(hit.negate()),
+        };
+    }
+    let left_arr = arranged(left, left_keys, null_safe, ctx);
+    let right_arr = arranged(right, right_keys, null_safe, ctx);
     let reporter = ctx.reporter();
     let residual = residual.to_vec();
     let matched = left_arr.join_core(right_arr, move |_key, l: &Row, r: &Row| {
@@ -69,26 +106,32 @@ pub fn render<'s>(
         }
         Some(row)
     });
+    let matched_left =
+        |matched: &Coll<'s>| matched.clone().map(move |row| row[..left_arity].to_vec());
+    let left_unmatched = |ctx: &mut Context<'s>, matched: &Coll<'s>| {
+        unmatched(render_plan(left, ctx), matched_left(matched))
+    };
     match kind {
         JoinKind::Inner => matched,
-        JoinKind::Left => {
-            let left_arity = left.arity();
-            let left_all = render_plan(left, ctx);
-            let matched_left = matched
-                .clone()
-                .map(move |row| row[..left_arity].to_vec())
-                .distinct();
-            let left_matched = left_all
-                .clone()
-                .map(|r| (r, ()))
-                .semijoin(matched_left)
-                .map(|(r, ())| r);
-            let unmatched = left_all.concat(left_matched.negate());
-            let padded = unmatched.map(move |mut r| {
+        JoinKind::Semi => present(render_plan(left, ctx), matched_left(&matched)),
+        JoinKind::Anti => left_unmatched(ctx, &matched),
+        JoinKind::Left | JoinKind::Full => {
+            let padded = left_unmatched(ctx, &matched).map(move |mut r| {
                 r.extend(std::iter::repeat_n(Datum::Null, right_arity));
                 r
             });
-            matched.concat(padded)
+            let mut out = matched.clone().concat(padded);
+            if kind == JoinKind::Full {
+                let matched_right = matched.map(move |row| row[left_arity..].to_vec());
+                let right_padded =
+                    unmatched(render_plan(right, ctx), matched_right).map(move |r| {
+                        let mut row = vec![Datum::Null; left_arity];
+                        row.extend(r);
+                        row
+                    });
+                out = out.concat(right_padded);
+            }
+            out
         }
     }
 }

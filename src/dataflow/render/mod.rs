@@ -10,6 +10,8 @@ mod get;
 mod join;
 mod project;
 mod reduce;
+mod setop;
+mod topk;
 
 use std::collections::HashMap;
 
@@ -83,6 +85,10 @@ pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
     }
     let coll = match plan {
         Plan::Get { table, .. } => get::render(*table, ctx),
+        Plan::Constant { rows, .. } => {
+            let rows = rows.clone();
+            ctx.unit.clone().flat_map(move |()| rows.clone())
+        }
         Plan::Filter { input, predicates } => {
             let input = render(input, ctx);
             filter::render(input, predicates.clone(), ctx.reporter())
@@ -99,6 +105,7 @@ pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
             right_keys,
             residual,
             right_arity,
+            null_safe,
         } => join::render(
             left,
             right,
@@ -107,6 +114,7 @@ pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
             right_keys,
             residual,
             *right_arity,
+            *null_safe,
             ctx,
         ),
         Plan::Reduce { input, keys, aggs } => {
@@ -115,6 +123,23 @@ pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
             reduce::render(input, keys.clone(), aggs.clone(), unit, ctx.reporter())
         }
         Plan::Distinct { input } => distinct::render(render(input, ctx)),
+        Plan::Union { inputs } => setop::union(inputs.iter().map(|p| render(p, ctx)).collect()),
+        Plan::SetOp {
+            kind,
+            all,
+            left,
+            right,
+        } => {
+            let (l, r) = (render(left, ctx), render(right, ctx));
+            setop::render(*kind, *all, l, r)
+        }
+        Plan::TopK {
+            input,
+            group,
+            order,
+            limit,
+            offset,
+        } => topk::render(render(input, ctx), *group, order.clone(), *limit, *offset),
     };
     ctx.collections.insert(key, coll.clone());
     coll

@@ -44,8 +44,8 @@ pub fn render<'s>(
     reporter: Reporter,
 ) -> Coll<'s> {
     let global = keys.is_empty();
-    let inputs: Vec<Expr> = aggs.iter().map(|a| a.input.clone()).collect();
-    let spread = !aggs.iter().any(|a| a.distinct);
+    let inputs: Vec<Expr> = aggs.iter().flat_map(|a| a.inputs()).collect();
+    let spread = !aggs.iter().any(|a| a.distinct || a.func.needs_all_values());
     let r = reporter.clone();
     // Key rows carry the bucket as their last value until the top level.
     let bucketed: Keyed<'s> = input.flat_map(move |row| {
@@ -230,27 +230,168 @@ fn best<'a>(func: AggFunc, items: impl Iterator<Item = &'a Datum>) -> Result<Dat
     Ok(best.cloned().unwrap_or(Datum::Null))
 }
 
+/// Where each aggregate's inputs (filter, arguments, order keys) start in an
+/// input row.
+fn offsets(aggs: &[Aggregate]) -> Vec<usize> {
+    let mut at = 0;
+    aggs.iter()
+        .map(|a| {
+            let o = at;
+            at += a.inputs().len();
+            o
+        })
+        .collect()
+}
+
+/// The rows an aggregate sees: its FILTER passed; each as its argument and
+/// order-key values, with multiplicity.
+fn items<'r>(
+    agg: &Aggregate,
+    offset: usize,
+    vals: &[(&'r Row, isize)],
+) -> Vec<(&'r [Datum], i128)> {
+    let has_filter = agg.filter.is_some();
+    let width = agg.inputs().len();
+    vals.iter()
+        .filter(|(row, _)| !has_filter || row[offset] == Datum::Bool(true))
+        .map(|(row, n)| {
+            let from = offset + usize::from(has_filter);
+            (&row[from..offset + width], *n as i128)
+        })
+        .collect()
+}
+
+fn logical(func: AggFunc, items: impl Iterator<Item = bool>) -> Datum {
+    let mut acc: Option<bool> = None;
+    for b in items {
+        acc = Some(match (acc, func) {
+            (None, _) => b,
+            (Some(a), AggFunc::BoolAnd) => a && b,
+            (Some(a), _) => a || b,
+        });
+    }
+    acc.map(Datum::Bool).unwrap_or(Datum::Null)
+}
+
+/// string_agg / json_agg over all of a group's values, in the aggregate's
+/// ORDER BY (then by value, so the result does not depend on arrival order).
+fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Datum {
+    let nargs = agg.args.len();
+    let mut sorted: Vec<&(&[Datum], i128)> = items.iter().collect();
+    sorted.sort_by(|a, b| {
+        for (i, (_, desc, nulls_first)) in agg.order_by.iter().enumerate() {
+            let (x, y) = (&a.0[nargs + i], &b.0[nargs + i]);
+            let ord = match (x.is_null(), y.is_null()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => {
+                    if *nulls_first {
+                        Ordering::Less
+                    } else {
+                        Ordering::Greater
+                    }
+                }
+                (false, true) => {
+                    if *nulls_first {
+                        Ordering::Greater
+                    } else {
+                        Ordering::Less
+                    }
+                }
+                _ => {
+                    let o = sql_cmp(x, y).unwrap_or_else(|_| x.cmp(y));
+                    if *desc {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                }
+            };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        a.0.cmp(b.0)
+    });
+    let expanded = sorted
+        .into_iter()
+        .flat_map(|(v, n)| std::iter::repeat_n(*v, (*n).max(0) as usize));
+    match agg.func {
+        AggFunc::StringAgg => {
+            let mut out: Option<String> = None;
+            for v in expanded {
+                let (Datum::Text(s), delim) = (&v[0], &v[1]) else {
+                    continue;
+                };
+                match out.as_mut() {
+                    None => out = Some(s.clone()),
+                    Some(o) => {
+                        if let Datum::Text(d) = delim {
+                            o.push_str(d);
+                        }
+                        o.push_str(s);
+                    }
+                }
+            }
+            out.map(Datum::Text).unwrap_or(Datum::Null)
+        }
+        _ => {
+            let parts: Vec<String> = expanded.map(|v| v[0].to_json_string()).collect();
+            if parts.is_empty() {
+                Datum::Null
+            } else {
+                Datum::Json(format!("[{}]", parts.join(", ")))
+            }
+        }
+    }
+}
+
+fn single_error() -> EvalError {
+    EvalError("more than one row returned by a subquery used as an expression".into())
+}
+
 /// A partial over aggregate input values: per aggregate `[value, non-NULL count]`.
 pub fn partial(aggs: &[Aggregate], vals: &[(&Row, isize)]) -> Result<Row, EvalError> {
     let mut out = Vec::with_capacity(aggs.len() * 2);
-    for (i, agg) in aggs.iter().enumerate() {
-        let mut items: Vec<(&Datum, i128)> =
-            vals.iter().map(|(row, n)| (&row[i], *n as i128)).collect();
+    for (agg, offset) in aggs.iter().zip(offsets(aggs)) {
+        let mut items = items(agg, offset, vals);
         if agg.func == AggFunc::CountStar {
             let n: i128 = items.iter().map(|(_, n)| *n).sum();
             out.extend([Datum::Int(n as i64), Datum::Int(n as i64)]);
             continue;
         }
-        items.retain(|(d, _)| !d.is_null());
+        if agg.func == AggFunc::Single {
+            let n: i128 = items.iter().map(|(_, n)| *n).sum();
+            if n > 1 {
+                return Err(single_error());
+            }
+            let v = items
+                .first()
+                .map(|(v, _)| v[0].clone())
+                .unwrap_or(Datum::Null);
+            out.extend([v, Datum::Int(n as i64)]);
+            continue;
+        }
+        if !matches!(agg.func, AggFunc::JsonAgg | AggFunc::JsonbAgg) {
+            items.retain(|(v, _)| !v[0].is_null());
+        }
         if agg.distinct {
-            let set: BTreeSet<&Datum> = items.iter().map(|(d, _)| *d).collect();
-            items = set.into_iter().map(|d| (d, 1)).collect();
+            let set: BTreeSet<&[Datum]> = items.iter().map(|(v, _)| *v).collect();
+            items = set.into_iter().map(|v| (v, 1)).collect();
         }
         let count: i128 = items.iter().map(|(_, n)| *n).sum();
         let value = match agg.func {
             AggFunc::Count | AggFunc::CountStar => Datum::Int(count as i64),
-            AggFunc::Sum | AggFunc::Avg => sum(&accumulator_type(&agg.input_type), &items)?,
-            AggFunc::Min | AggFunc::Max => best(agg.func, items.iter().map(|(d, _)| *d))?,
+            AggFunc::Sum | AggFunc::Avg => {
+                let values: Vec<(&Datum, i128)> = items.iter().map(|(v, n)| (&v[0], *n)).collect();
+                sum(&accumulator_type(&agg.input_type), &values)?
+            }
+            AggFunc::Min | AggFunc::Max => best(agg.func, items.iter().map(|(v, _)| &v[0]))?,
+            AggFunc::BoolAnd | AggFunc::BoolOr => logical(
+                agg.func,
+                items.iter().map(|(v, _)| v[0] == Datum::Bool(true)),
+            ),
+            AggFunc::StringAgg | AggFunc::JsonAgg | AggFunc::JsonbAgg => ordered(agg, &items),
+            AggFunc::Single => unreachable!("handled above"),
         };
         out.extend([value, Datum::Int(count as i64)]);
     }
@@ -279,6 +420,23 @@ pub fn merge(aggs: &[Aggregate], partials: &[(&Row, isize)]) -> Result<Row, Eval
                 sum(&accumulator_type(&agg.input_type), &nonnull)?
             }
             AggFunc::Min | AggFunc::Max => best(agg.func, values.iter().map(|(d, _)| *d))?,
+            AggFunc::BoolAnd | AggFunc::BoolOr => logical(
+                agg.func,
+                values
+                    .iter()
+                    .filter(|(d, _)| !d.is_null())
+                    .map(|(d, _)| **d == Datum::Bool(true)),
+            ),
+            // Computed whole in one bucket: there is one partial to pass on.
+            AggFunc::StringAgg | AggFunc::JsonAgg | AggFunc::JsonbAgg | AggFunc::Single => {
+                if agg.func == AggFunc::Single && count > 1 {
+                    return Err(single_error());
+                }
+                values
+                    .first()
+                    .map(|(d, _)| (*d).clone())
+                    .unwrap_or(Datum::Null)
+            }
         };
         out.extend([value, Datum::Int(count as i64)]);
     }
@@ -299,7 +457,16 @@ pub fn finish(aggs: &[Aggregate], p: &Row) -> Result<Row, EvalError> {
         let value = &p[2 * i];
         let count = int(&p[2 * i + 1]);
         out.push(match agg.func {
-            AggFunc::CountStar | AggFunc::Count | AggFunc::Min | AggFunc::Max => value.clone(),
+            AggFunc::CountStar
+            | AggFunc::Count
+            | AggFunc::Min
+            | AggFunc::Max
+            | AggFunc::BoolAnd
+            | AggFunc::BoolOr
+            | AggFunc::StringAgg
+            | AggFunc::JsonAgg
+            | AggFunc::JsonbAgg
+            | AggFunc::Single => value.clone(),
             _ if count == 0 || value.is_null() => Datum::Null,
             AggFunc::Sum => match (value, &agg.output_type) {
                 (Datum::Int(s), Type::Numeric) => Datum::Numeric(Numeric::from_i64(*s)),
@@ -330,7 +497,13 @@ mod tests {
     fn agg(func: AggFunc, input_type: Type, output_type: Type, distinct: bool) -> Aggregate {
         Aggregate {
             func,
-            input: Expr::Column(0),
+            args: if func == AggFunc::CountStar {
+                vec![]
+            } else {
+                vec![Expr::Column(0)]
+            },
+            order_by: vec![],
+            filter: None,
             input_type,
             output_type,
             distinct,

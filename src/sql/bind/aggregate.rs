@@ -1,0 +1,447 @@
+//! Aggregating SELECTs: GROUP BY keys, aggregate calls, and the Reduce they
+//! become.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    self as ast, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
+    FunctionArguments, ObjectNamePart, Spanned,
+};
+
+use super::scalar::{bpchar_to_text, coerce, expect_bool};
+use super::subquery::{contains_subquery, Attach};
+use super::{ident_name, object_name_parts, unsupported, Binder, ExprCx, Params, Result};
+use crate::repr::{Datum, Type};
+use crate::sql::expr::Expr;
+use crate::sql::plan::{AggFunc, Aggregate, JoinKind, Plan};
+use crate::sql::BindError;
+
+/// Column numbers from here up stand for subqueries over the grouped rows,
+/// until the Reduce exists and they can be attached to it.
+pub const POST_BASE: usize = 1 << 40;
+
+/// State for binding the select list and HAVING of an aggregating query: group
+/// keys (bound against the FROM scope), the aggregates found so far, and
+/// uncorrelated subqueries to evaluate over the grouped rows.
+pub struct AggContext {
+    pub keys: Vec<Expr>,
+    pub key_types: Vec<Type>,
+    pub aggs: Vec<Aggregate>,
+    pub post: Vec<Attach>,
+}
+
+impl AggContext {
+    /// A context whose first keys are a correlated subquery's parameters.
+    pub fn new(param_types: Vec<Type>) -> Self {
+        AggContext {
+            keys: (0..param_types.len()).map(Expr::Column).collect(),
+            key_types: param_types,
+            aggs: Vec::new(),
+            post: Vec::new(),
+        }
+    }
+
+    pub fn add_key(&mut self, e: Expr, ty: Type) {
+        if !self.keys.contains(&e) {
+            self.keys.push(e);
+            self.key_types.push(ty);
+        }
+    }
+}
+
+pub fn is_aggregate_name(name: &str) -> bool {
+    matches!(
+        name,
+        "count"
+            | "sum"
+            | "min"
+            | "max"
+            | "avg"
+            | "bool_and"
+            | "bool_or"
+            | "every"
+            | "string_agg"
+            | "json_agg"
+            | "jsonb_agg"
+            | "array_agg"
+    )
+}
+
+fn aggregate_call(e: &ast::Expr) -> bool {
+    if let ast::Expr::Function(f) = e {
+        if f.over.is_none() {
+            if let [ObjectNamePart::Identifier(id)] = f.name.0.as_slice() {
+                return is_aggregate_name(&ident_name(id));
+            }
+        }
+    }
+    false
+}
+
+/// Whether `e` calls an aggregate of this query level (aggregates inside a
+/// subquery belong to the subquery).
+pub fn contains_aggregate(e: &ast::Expr) -> bool {
+    struct Finder {
+        depth: usize,
+    }
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, x: &ast::Expr) -> ControlFlow<()> {
+            if self.depth == 0 && aggregate_call(x) {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    ast::Visit::visit(e, &mut Finder { depth: 0 }).is_break()
+}
+
+/// Replaces the placeholder columns of post-aggregation subqueries.
+pub fn substitute(e: &Expr, subs: &[Expr]) -> Expr {
+    if subs.is_empty() {
+        return e.clone();
+    }
+    e.replace_columns(&|i| {
+        if i >= POST_BASE {
+            subs[i - POST_BASE].clone()
+        } else {
+            Expr::Column(i)
+        }
+    })
+}
+
+impl<'a> Binder<'a> {
+    /// Binding in an aggregating SELECT: an aggregate call becomes a column of
+    /// the Reduce, an expression equal to a group key becomes that key.
+    /// `None`: bind `e` structurally (its parts are checked the same way).
+    pub(super) fn bind_grouped(
+        &self,
+        e: &ast::Expr,
+        cx: &mut ExprCx<'_>,
+    ) -> Result<Option<(Expr, Type)>> {
+        if let ast::Expr::Function(f) = e {
+            let name = object_name_parts(&f.name).join(".");
+            if is_aggregate_name(&name) && f.over.is_none() {
+                let a = self.bind_aggregate(f, &name, cx)?;
+                let ty = a.output_type.clone();
+                let ctx = cx.agg.as_mut().expect("aggregating");
+                let pos = match ctx.aggs.iter().position(|x| *x == a) {
+                    Some(p) => p,
+                    None => {
+                        ctx.aggs.push(a);
+                        ctx.aggs.len() - 1
+                    }
+                };
+                return Ok(Some((Expr::Column(ctx.keys.len() + pos), ty)));
+            }
+        }
+        if contains_aggregate(e) || contains_subquery(e) {
+            return Ok(None);
+        }
+        let mut plain_cx = ExprCx::new(cx.scope, cx.outer, None);
+        if let Ok((plain, ty)) = self.bind_expr(e, &mut plain_cx) {
+            let ctx = cx.agg.as_ref().expect("aggregating");
+            if let Some(k) = ctx.keys.iter().position(|k| *k == plain) {
+                return Ok(Some((Expr::Column(k), ctx.key_types[k].clone())));
+            }
+            if plain.max_column().is_none() {
+                return Ok(Some((plain, ty)));
+            }
+            if matches!(
+                e,
+                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
+            ) {
+                return Err(BindError::new(
+                    format!("column \"{e}\" must appear in the GROUP BY clause or be used in an aggregate function"),
+                    e.span(),
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    fn bind_aggregate(
+        &self,
+        f: &ast::Function,
+        name: &str,
+        cx: &mut ExprCx<'_>,
+    ) -> Result<Aggregate> {
+        let span = f.span();
+        if !f.within_group.is_empty() {
+            return Err(unsupported("WITHIN GROUP", span));
+        }
+        let list = match &f.args {
+            FunctionArguments::List(l) => l,
+            _ => return Err(BindError::new(format!("{name}() needs an argument"), span)),
+        };
+        let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
+        let mut order_by_ast: &[ast::OrderByExpr] = &[];
+        for c in &list.clauses {
+            match c {
+                FunctionArgumentClause::OrderBy(o) => order_by_ast = o,
+                other => return Err(unsupported(format!("{other} inside {name}()"), span)),
+            }
+        }
+        let mut args = Vec::new();
+        for a in &list.args {
+            match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => args.push(e),
+                FunctionArg::Unnamed(FunctionArgExpr::Wildcard)
+                    if name == "count" && !distinct && list.args.len() == 1 => {}
+                other => {
+                    return Err(BindError::new(
+                        format!("{name}({other}) is not valid"),
+                        span,
+                    ))
+                }
+            }
+        }
+        for a in &args {
+            if contains_aggregate(a) {
+                return Err(BindError::new(
+                    "aggregate function calls cannot be nested",
+                    a.span(),
+                ));
+            }
+        }
+        // Arguments, ORDER BY and FILTER read the FROM row: bind them without
+        // the aggregate context, against the pre-aggregation input.
+        let input = cx.input.take();
+        let mut arg_cx = ExprCx::new(cx.scope, cx.outer, input);
+        let result = self.bind_aggregate_parts(f, name, &args, order_by_ast, distinct, &mut arg_cx);
+        cx.input = arg_cx.input.take();
+        result
+    }
+
+    fn bind_aggregate_parts(
+        &self,
+        f: &ast::Function,
+        name: &str,
+        args: &[&ast::Expr],
+        order_by_ast: &[ast::OrderByExpr],
+        distinct: bool,
+        cx: &mut ExprCx<'_>,
+    ) -> Result<Aggregate> {
+        let span = f.span();
+        let filter = match &f.filter {
+            Some(p) => {
+                if contains_aggregate(p) {
+                    return Err(BindError::new(
+                        "aggregate functions are not allowed in FILTER",
+                        p.span(),
+                    ));
+                }
+                let (e, ty) = self.bind_expr(p, cx)?;
+                expect_bool(&ty, "argument of FILTER", p.span())?;
+                Some(e)
+            }
+            None => None,
+        };
+        let mut order_by = Vec::new();
+        for o in order_by_ast {
+            let (e, ty) = self.bind_expr(&o.expr, cx)?;
+            if !ty.is_orderable() {
+                return Err(unsupported(
+                    format!("ordering by type {}", ty.name()),
+                    o.expr.span(),
+                ));
+            }
+            let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
+            order_by.push((e, desc, o.options.nulls_first.unwrap_or(desc)));
+        }
+        let mk = |func, args: Vec<Expr>, input_type: Type, output_type: Type| Aggregate {
+            func,
+            args,
+            order_by: order_by.clone(),
+            filter: filter.clone(),
+            input_type,
+            output_type,
+            distinct,
+        };
+        if args.is_empty() {
+            return if name == "count" {
+                Ok(mk(AggFunc::CountStar, vec![], Type::Unknown, Type::Int8))
+            } else {
+                Err(BindError::new(format!("{name}() needs an argument"), span))
+            };
+        }
+        let mut bound = Vec::new();
+        for a in args {
+            bound.push(self.bind_expr(a, cx)?);
+        }
+        let (input, ty) = bound[0].clone();
+        let no_fn = || {
+            let types: Vec<&str> = bound.iter().map(|(_, t)| t.name()).collect();
+            BindError::new(
+                format!("function {name}({}) does not exist", types.join(", ")),
+                span,
+            )
+        };
+        let one = |ok: bool| {
+            if ok && bound.len() == 1 {
+                Ok(())
+            } else {
+                Err(no_fn())
+            }
+        };
+        if distinct && !order_by.is_empty() {
+            let same = order_by.len() == 1 && order_by[0].0 == input;
+            if !same {
+                return Err(BindError::new(
+                    "in an aggregate with DISTINCT, ORDER BY expressions must appear in argument list",
+                    span,
+                ));
+            }
+        }
+        Ok(match name {
+            "count" => {
+                one(true)?;
+                mk(AggFunc::Count, vec![input], ty, Type::Int8)
+            }
+            "sum" | "avg" => {
+                one(true)?;
+                let out = match (name, &ty) {
+                    ("sum", Type::Int2 | Type::Int4) => Type::Int8,
+                    ("sum", Type::Int8 | Type::Numeric) => Type::Numeric,
+                    ("sum", Type::Float4) => Type::Float4,
+                    ("sum", Type::Float8) => Type::Float8,
+                    ("avg", Type::Int2 | Type::Int4 | Type::Int8 | Type::Numeric) => Type::Numeric,
+                    ("avg", Type::Float4 | Type::Float8) => Type::Float8,
+                    _ => return Err(no_fn()),
+                };
+                let func = if name == "sum" { AggFunc::Sum } else { AggFunc::Avg };
+                mk(func, vec![input], ty, out)
+            }
+            "min" | "max" => {
+                one(true)?;
+                let (input, ty) = match ty {
+                    Type::Unknown => (input, Type::Text),
+                    Type::Bpchar => (input, Type::Bpchar),
+                    t => (input, t),
+                };
+                if matches!(ty, Type::Json | Type::Jsonb | Type::Bool) {
+                    return Err(no_fn());
+                }
+                if matches!(ty, Type::Enum { .. }) {
+                    return Err(unsupported(
+                        format!(
+                            "{name}() over enum type {} (Postgres orders enums by declaration)",
+                            ty.name()
+                        ),
+                        span,
+                    ));
+                }
+                let func = if name == "min" { AggFunc::Min } else { AggFunc::Max };
+                mk(func, vec![input], ty.clone(), ty)
+            }
+            "bool_and" | "bool_or" | "every" => {
+                one(matches!(ty, Type::Bool | Type::Unknown))?;
+                let func = if name == "bool_or" { AggFunc::BoolOr } else { AggFunc::BoolAnd };
+                let input = coerce(input, &ty, &Type::Bool, span)?;
+                mk(func, vec![input], Type::Bool, Type::Bool)
+            }
+            "string_agg" => {
+                if bound.len() != 2 {
+                    return Err(no_fn());
+                }
+                let mut texts = Vec::new();
+                for (e, t) in &bound {
+                    texts.push(match t {
+                        Type::Bpchar => bpchar_to_text(e.clone()),
+                        t if t.is_string() || *t == Type::Unknown => e.clone(),
+                        _ => return Err(no_fn()),
+                    });
+                }
+                mk(AggFunc::StringAgg, texts, Type::Text, Type::Text)
+            }
+            "json_agg" | "jsonb_agg" => {
+                one(!matches!(ty, Type::Unsupported { .. }))?;
+                let (func, out) = if name == "json_agg" {
+                    (AggFunc::JsonAgg, Type::Json)
+                } else {
+                    (AggFunc::JsonbAgg, Type::Jsonb)
+                };
+                if matches!(ty, Type::Json | Type::Jsonb) {
+                    return Err(unsupported(format!("{name}() of json values"), span));
+                }
+                mk(func, vec![input], ty, out)
+            }
+            "array_agg" => return Err(unsupported("array_agg() (array types are not supported yet; json_agg() gives the same list as JSON)", span)),
+            _ => return Err(no_fn()),
+        })
+    }
+
+    /// The Reduce of an aggregating SELECT, then its post-aggregation
+    /// subqueries. A correlated global aggregate (`SELECT count(*) ... WHERE
+    /// x = outer.x`) is grouped by the parameters; parameter values with no
+    /// rows get the aggregate of no rows (count 0, others NULL), as the
+    /// subquery would return for them.
+    pub(super) fn finish_aggregation(
+        &self,
+        input: Plan,
+        ctx: AggContext,
+        global: bool,
+        params: Option<&Params>,
+    ) -> Result<(Plan, Vec<Expr>)> {
+        let k = params.map(|p| p.cols.len()).unwrap_or(0);
+        let naggs = ctx.aggs.len();
+        let defaults: Vec<Expr> = ctx
+            .aggs
+            .iter()
+            .map(|a| {
+                Expr::Literal(match a.func {
+                    AggFunc::CountStar | AggFunc::Count => Datum::Int(0),
+                    _ => Datum::Null,
+                })
+            })
+            .collect();
+        let mut plan = Plan::Reduce {
+            input: Box::new(input),
+            keys: ctx.keys,
+            aggs: ctx.aggs,
+        };
+        if let (Some(p), true) = (params, global) {
+            let missing = Plan::Join {
+                left: Box::new(p.plan.clone()),
+                right: Box::new(plan.clone()),
+                kind: JoinKind::Anti,
+                left_keys: (0..k).map(Expr::Column).collect(),
+                right_keys: (0..k).map(Expr::Column).collect(),
+                residual: vec![],
+                right_arity: k + naggs,
+                null_safe: true,
+            };
+            let mut exprs: Vec<Expr> = (0..k).map(Expr::Column).collect();
+            exprs.extend(defaults);
+            plan = Plan::Union {
+                inputs: vec![
+                    plan,
+                    Plan::Project {
+                        input: Box::new(missing),
+                        exprs,
+                    },
+                ],
+            };
+        }
+        let mut substitutes = Vec::new();
+        for post in ctx.post {
+            let (p, e) = self.attach(plan, &[], post)?;
+            plan = p;
+            substitutes.push(e);
+        }
+        // A post subquery's expression may itself refer to an earlier one.
+        let resolved: Vec<Expr> = substitutes
+            .iter()
+            .map(|e| substitute(e, &substitutes))
+            .collect();
+        Ok((plan, resolved))
+    }
+}

@@ -1,0 +1,493 @@
+//! FROM items and joins: tables, views, CTEs, derived tables, and every join
+//! form (`[INNER|LEFT|RIGHT|FULL|CROSS] JOIN ... ON/USING`, `NATURAL`).
+
+use sqlparser::ast::{self as ast, JoinConstraint, JoinOperator, Spanned, TableFactor};
+use sqlparser::tokenizer::Span;
+
+use super::scalar::{coerce, common_type, expect_bool};
+use super::{
+    aggregate, ident_name, object_name_parts, rename_columns, split_conjuncts, subquery,
+    unsupported, Binder, Bound, ExprCx, Outer, Result, Scope, ScopeCol,
+};
+use crate::repr::Type;
+use crate::sql::expr::{BinOp, Expr};
+use crate::sql::plan::{JoinKind, Plan};
+use crate::sql::BindError;
+
+/// The join forms as written; RIGHT is planned as a LEFT join with the sides swapped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl<'a> Binder<'a> {
+    pub(super) fn bind_table_with_joins(
+        &self,
+        twj: &ast::TableWithJoins,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<(Plan, Scope)> {
+        let (mut plan, mut scope) = self.bind_factor(&twj.relation, outer)?;
+        for join in &twj.joins {
+            let span = join.relation.span();
+            let (rplan, rscope) = self.bind_factor(&join.relation, outer)?;
+            let (written, constraint) = match &join.join_operator {
+                JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => {
+                    (Written::Inner, c)
+                }
+                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (Written::Left, c),
+                JoinOperator::Right(c) | JoinOperator::RightOuter(c) => (Written::Right, c),
+                JoinOperator::FullOuter(c) => (Written::Full, c),
+                other => {
+                    let text = format!("{other:?}");
+                    let name = text
+                        .split(['(', ' ', '{'])
+                        .next()
+                        .unwrap_or("join")
+                        .to_string();
+                    return Err(unsupported(format!("{name} join"), span));
+                }
+            };
+            (plan, scope) =
+                self.join(plan, scope, rplan, rscope, written, constraint, outer, span)?;
+        }
+        Ok((plan, scope))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &self,
+        lplan: Plan,
+        lscope: Scope,
+        rplan: Plan,
+        rscope: Scope,
+        written: Written,
+        constraint: &JoinConstraint,
+        outer: Option<&Outer<'_>>,
+        span: Span,
+    ) -> Result<(Plan, Scope)> {
+        let la = lplan.arity();
+        let ra = rplan.arity();
+        let combined = lscope.concat(&rscope);
+        // Column pairs merged by USING / NATURAL.
+        let mut merged: Vec<(String, usize, usize)> = Vec::new();
+        let mut conjuncts = Vec::new();
+        match constraint {
+            JoinConstraint::On(e) => {
+                if aggregate::contains_aggregate(e) {
+                    return Err(BindError::new(
+                        "aggregate functions are not allowed in JOIN conditions",
+                        e.span(),
+                    ));
+                }
+                if subquery::contains_subquery(e) {
+                    return Err(unsupported(
+                        "subqueries in JOIN ... ON (move the condition to WHERE)",
+                        e.span(),
+                    ));
+                }
+                let mut parts = Vec::new();
+                split_conjuncts(e, &mut parts);
+                for p in parts {
+                    let mut cx = ExprCx::new(&combined, outer, None);
+                    let (b, ty) = self.bind_expr(&p, &mut cx)?;
+                    expect_bool(&ty, "argument of JOIN/ON", p.span())?;
+                    conjuncts.push(b);
+                }
+            }
+            JoinConstraint::None => {
+                if written != Written::Inner {
+                    return Err(BindError::new(
+                        "an outer join needs an ON or USING condition",
+                        span,
+                    ));
+                }
+            }
+            JoinConstraint::Using(names) => {
+                for n in names {
+                    let name = object_name_parts(n).join(".");
+                    merged.push(self.using_pair(&lscope, &rscope, &name, la, n.span())?);
+                }
+            }
+            JoinConstraint::Natural => {
+                for c in &lscope.cols {
+                    if c.hidden || c.depth > 0 {
+                        continue;
+                    }
+                    if rscope
+                        .cols
+                        .iter()
+                        .any(|r| r.name == c.name && !r.hidden && r.depth == 0)
+                        && !merged.iter().any(|(n, _, _)| *n == c.name)
+                    {
+                        merged.push(self.using_pair(&lscope, &rscope, &c.name, la, span)?);
+                    }
+                }
+            }
+        }
+        for (_, l, r) in &merged {
+            let (lt, rt) = (&combined.cols[*l].ty, &combined.cols[*r].ty);
+            let ty = common_type(lt, rt).ok_or_else(|| {
+                BindError::new(
+                    format!(
+                        "JOIN/USING types {} and {} cannot be matched",
+                        lt.name(),
+                        rt.name()
+                    ),
+                    span,
+                )
+            })?;
+            conjuncts.push(Expr::Binary {
+                op: BinOp::Eq,
+                left: Box::new(coerce(Expr::Column(*l), lt, &ty, span)?),
+                right: Box::new(coerce(Expr::Column(*r), rt, &ty, span)?),
+                ty,
+            });
+        }
+        let plan = match written {
+            Written::Inner => make_join(lplan, rplan, conjuncts, JoinKind::Inner),
+            Written::Left => make_join(lplan, rplan, conjuncts, JoinKind::Left),
+            Written::Full => make_join(lplan, rplan, conjuncts, JoinKind::Full),
+            Written::Right => {
+                // b RIGHT JOIN a = a LEFT JOIN b, with the columns put back in order.
+                let swap = |i: usize| if i < la { i + ra } else { i - la };
+                let swapped = conjuncts.iter().map(|c| c.remap(&swap)).collect();
+                let joined = make_join(rplan, lplan, swapped, JoinKind::Left);
+                Plan::Project {
+                    input: Box::new(joined),
+                    exprs: (0..la + ra).map(|i| Expr::Column(swap(i))).collect(),
+                }
+            }
+        };
+        if merged.is_empty() {
+            return Ok((plan, combined));
+        }
+        // USING / NATURAL: the merged columns come first, unqualified; the
+        // originals stay reachable qualified.
+        let mut exprs = Vec::new();
+        let mut cols = Vec::new();
+        for (name, l, r) in &merged {
+            let (lt, rt) = (&combined.cols[*l].ty, &combined.cols[*r].ty);
+            let ty = common_type(lt, rt).unwrap_or_else(|| lt.clone());
+            let le = coerce(Expr::Column(*l), lt, &ty, span)?;
+            let re = coerce(Expr::Column(*r), rt, &ty, span)?;
+            exprs.push(match written {
+                Written::Inner | Written::Left => le,
+                Written::Right => re,
+                Written::Full => Expr::Coalesce(vec![le, re]),
+            });
+            cols.push(ScopeCol::new(None, name.clone(), ty));
+        }
+        let m = merged.len();
+        exprs.extend((0..la + ra).map(Expr::Column));
+        for (i, c) in combined.cols.iter().enumerate() {
+            let mut c = c.clone();
+            if merged.iter().any(|(_, l, r)| *l == i || *r == i) {
+                c.hidden = true;
+            }
+            cols.push(c);
+        }
+        let _ = m;
+        Ok((
+            Plan::Project {
+                input: Box::new(plan),
+                exprs,
+            },
+            Scope { cols },
+        ))
+    }
+
+    /// The left and right columns (as indices into the joined row) named `name`.
+    fn using_pair(
+        &self,
+        lscope: &Scope,
+        rscope: &Scope,
+        name: &str,
+        la: usize,
+        span: Span,
+    ) -> Result<(String, usize, usize)> {
+        let find = |sc: &Scope, side: &str| -> Result<usize> {
+            let hits: Vec<usize> = sc
+                .cols
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.name == name && !c.hidden && c.depth == 0)
+                .map(|(i, _)| i)
+                .collect();
+            match hits.as_slice() {
+                [i] => Ok(*i),
+                [] => Err(BindError::new(
+                    format!("column \"{name}\" specified in USING clause does not exist in {side} table"),
+                    span,
+                )),
+                _ => Err(BindError::new(
+                    format!("common column name \"{name}\" appears more than once in {side} table"),
+                    span,
+                )),
+            }
+        };
+        Ok((
+            name.to_string(),
+            find(lscope, "left")?,
+            la + find(rscope, "right")?,
+        ))
+    }
+
+    pub(super) fn bind_factor(
+        &self,
+        f: &TableFactor,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<(Plan, Scope)> {
+        match f {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                if args.is_some() {
+                    return Err(unsupported("table functions", f.span()));
+                }
+                let parts = object_name_parts(name);
+                let qualifier = match alias {
+                    Some(a) => ident_name(&a.name),
+                    None => parts.last().cloned().unwrap_or_default(),
+                };
+                if let [single] = parts.as_slice() {
+                    let cte = self
+                        .ctes
+                        .borrow()
+                        .iter()
+                        .rev()
+                        .find(|(n, _)| n == single)
+                        .map(|(_, b)| b.clone());
+                    let named = cte.or_else(|| {
+                        self.views.get(single).map(|v| Bound {
+                            plan: v.plan.clone(),
+                            columns: v.columns.clone(),
+                            params: 0,
+                            one_row: false,
+                        })
+                    });
+                    if let Some(mut b) = named {
+                        if let Some(a) = alias {
+                            rename_columns(&mut b.columns, a, &qualifier)?;
+                        }
+                        return Ok(bound_scope(b, &qualifier));
+                    }
+                }
+                let (index, info) = self
+                    .catalog
+                    .lookup(&parts)
+                    .map_err(|m| BindError::new(m, name.span()))?;
+                let mut cols: Vec<ScopeCol> = info
+                    .columns
+                    .iter()
+                    .map(|c| ScopeCol::new(Some(qualifier.clone()), c.name.clone(), c.ty.clone()))
+                    .collect();
+                if let Some(a) = alias {
+                    if a.columns.len() > cols.len() {
+                        return Err(BindError::new(
+                            format!(
+                                "table \"{qualifier}\" has {} columns available but {} columns specified",
+                                cols.len(),
+                                a.columns.len()
+                            ),
+                            a.name.span,
+                        ));
+                    }
+                    for (c, def) in cols.iter_mut().zip(&a.columns) {
+                        c.name = ident_name(&def.name);
+                    }
+                }
+                Ok((
+                    Plan::Get {
+                        table: index,
+                        name: info.qualified_name(),
+                        arity: cols.len(),
+                    },
+                    Scope { cols },
+                ))
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                let (plan, mut scope) = self.bind_table_with_joins(table_with_joins, outer)?;
+                if let Some(a) = alias {
+                    let q = ident_name(&a.name);
+                    let visible: Vec<usize> = (0..scope.cols.len())
+                        .filter(|&i| !scope.cols[i].hidden)
+                        .collect();
+                    for (n, &i) in visible.iter().enumerate() {
+                        scope.cols[i].qualifier = Some(q.clone());
+                        if let Some(def) = a.columns.get(n) {
+                            scope.cols[i].name = ident_name(&def.name);
+                        }
+                    }
+                }
+                Ok((plan, scope))
+            }
+            TableFactor::Derived {
+                lateral,
+                subquery,
+                alias,
+                ..
+            } => {
+                if *lateral {
+                    return Err(unsupported("LATERAL", f.span()));
+                }
+                let mut b = self.bind_query(subquery, None, None)?;
+                let qualifier = alias.as_ref().map(|a| ident_name(&a.name));
+                if let Some(a) = alias {
+                    rename_columns(&mut b.columns, a, qualifier.as_deref().unwrap_or(""))?;
+                }
+                Ok(bound_scope(b, qualifier.as_deref().unwrap_or("")))
+            }
+            _ => Err(unsupported(format!("FROM item {f}"), f.span())),
+        }
+    }
+}
+
+/// A bound query used as a FROM item named `qualifier`.
+fn bound_scope(b: Bound, qualifier: &str) -> (Plan, Scope) {
+    let q = (!qualifier.is_empty()).then(|| qualifier.to_string());
+    let cols = b
+        .columns
+        .iter()
+        .map(|c| ScopeCol::new(q.clone(), c.name.clone(), c.ty.clone()))
+        .collect();
+    (b.plan, Scope { cols })
+}
+
+/// Joins the FROM units left to right. WHERE conjuncts that mention one unit
+/// are pushed into it; equalities between the units joined so far and the next
+/// one become join keys; the rest are checked as soon as their columns exist.
+pub(super) fn join_units(units: Vec<(Plan, Scope)>, conjuncts: Vec<Expr>) -> Plan {
+    let mut offsets = Vec::new();
+    let mut total = 0;
+    for (_, sc) in &units {
+        offsets.push(total);
+        total += sc.cols.len();
+    }
+    let mut pending: Vec<Option<Expr>> = conjuncts.into_iter().map(Some).collect();
+    let mut plans: Vec<Plan> = Vec::new();
+    for (i, (plan, sc)) in units.into_iter().enumerate() {
+        let (lo, hi) = (offsets[i], offsets[i] + sc.cols.len());
+        let mut local = Vec::new();
+        for slot in pending.iter_mut() {
+            let inside = slot.as_ref().is_some_and(|e| {
+                e.min_column().is_some_and(|m| m >= lo) && e.max_column().is_some_and(|m| m < hi)
+            });
+            if inside {
+                let e = slot.take().expect("checked above");
+                local.push(e.remap(&|c| c - lo));
+            }
+        }
+        plans.push(filter(plan, local));
+    }
+    let mut iter = plans.into_iter().enumerate();
+    let (_, mut acc) = iter.next().expect("FROM has at least one item");
+    for (i, right) in iter {
+        let hi = offsets[i] + right.arity();
+        let mut eligible = Vec::new();
+        for slot in pending.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|e| e.max_column().is_none_or(|m| m < hi))
+            {
+                eligible.push(slot.take().expect("checked above"));
+            }
+        }
+        acc = make_join(acc, right, eligible, JoinKind::Inner);
+    }
+    filter(acc, pending.into_iter().flatten().collect())
+}
+
+pub(super) fn filter(plan: Plan, predicates: Vec<Expr>) -> Plan {
+    if predicates.is_empty() {
+        plan
+    } else if let Plan::Filter {
+        input,
+        predicates: mut existing,
+    } = plan
+    {
+        existing.extend(predicates);
+        Plan::Filter {
+            input,
+            predicates: existing,
+        }
+    } else {
+        Plan::Filter {
+            input: Box::new(plan),
+            predicates,
+        }
+    }
+}
+
+/// A join key compared as type `ty`: numbers in one representation, char(n)
+/// without its padding.
+pub(super) fn key_expr(x: Expr, ty: &Type) -> Expr {
+    match ty {
+        Type::Numeric | Type::Float4 | Type::Float8 => Expr::Cast {
+            expr: Box::new(x),
+            to: ty.clone(),
+        },
+        Type::Bpchar => super::scalar::bpchar_to_text(x),
+        _ => x,
+    }
+}
+
+/// Builds a join from conjuncts over the concatenated (left ++ right) row:
+/// equalities across the two sides become keys, one-sided conjuncts are pushed
+/// into their side where the join kind allows, and the rest stay as a residual.
+pub(super) fn make_join(left: Plan, right: Plan, conjuncts: Vec<Expr>, kind: JoinKind) -> Plan {
+    let la = left.arity();
+    let right_arity = right.arity();
+    let (mut lk, mut rk, mut residual, mut lpush, mut rpush) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let side = |e: &Expr| -> (bool, bool) {
+        let mut cols = Vec::new();
+        e.columns(&mut cols);
+        (cols.iter().any(|c| *c < la), cols.iter().any(|c| *c >= la))
+    };
+    for c in conjuncts {
+        if let Expr::Binary {
+            op: BinOp::Eq,
+            left: a,
+            right: b,
+            ty,
+        } = &c
+        {
+            let (al, ar) = side(a);
+            let (bl, br) = side(b);
+            let key = |x: &Expr| key_expr(x.clone(), ty);
+            if al && !ar && br && !bl {
+                lk.push(key(a));
+                rk.push(key(b).remap(&|i| i - la));
+                continue;
+            }
+            if bl && !br && ar && !al {
+                lk.push(key(b));
+                rk.push(key(a).remap(&|i| i - la));
+                continue;
+            }
+        }
+        let pushable_left = kind == JoinKind::Inner;
+        let pushable_right = matches!(kind, JoinKind::Inner | JoinKind::Left);
+        match side(&c) {
+            (true, false) if pushable_left => lpush.push(c),
+            (false, true) if pushable_right => rpush.push(c.remap(&|i| i - la)),
+            _ => residual.push(c),
+        }
+    }
+    Plan::Join {
+        left: Box::new(filter(left, lpush)),
+        right: Box::new(filter(right, rpush)),
+        kind,
+        left_keys: lk,
+        right_keys: rk,
+        residual,
+        right_arity,
+        null_safe: false,
+    }
+}

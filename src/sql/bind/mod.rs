@@ -1,0 +1,988 @@
+//! Binding: names resolved against the catalog, types assigned, and the query
+//! turned into a [`Plan`]. Everything outside the supported subset is refused
+//! here with the construct's name and position, before any worker sees it.
+//!
+//! - `mod.rs`: queries (WITH, set operations, ORDER BY/LIMIT) and SELECT blocks.
+//! - `from.rs`: FROM items and joins.
+//! - `scalar.rs`: expressions, operators, casts and functions.
+//! - `aggregate.rs`: aggregate calls and GROUP BY.
+//! - `subquery.rs`: subqueries, decorrelated into joins.
+//! - `scope.rs`: name resolution.
+
+mod aggregate;
+mod from;
+mod scalar;
+mod scope;
+mod subquery;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use sqlparser::ast::{
+    self as ast, Distinct, GroupByExpr, LimitClause, ObjectNamePart, OrderByKind, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, Spanned, Value,
+};
+use sqlparser::tokenizer::Span;
+
+use super::expr::Expr;
+use super::plan::{Plan, SetOpKind, SortKey};
+use super::{BindError, Catalog, Column, CompiledView};
+use crate::repr::{Datum, Type};
+use aggregate::AggContext;
+use scalar::{coerce, common_type, expect_bool};
+pub use scope::{Outer, Scope, ScopeCol};
+
+type Result<T> = std::result::Result<T, BindError>;
+
+fn unsupported(what: impl std::fmt::Display, span: Span) -> BindError {
+    BindError::new(format!("unsupported: {what}"), span)
+}
+
+/// Identifier as Postgres folds it: unquoted names are lower-cased.
+pub fn ident_name(id: &ast::Ident) -> String {
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_lowercase()
+    }
+}
+
+pub fn object_name_parts(name: &ast::ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(id) => ident_name(id),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// A bound query. Its rows are the values of its parameters (the outer columns
+/// a decorrelated subquery depends on; none for a top-level query) followed by
+/// one value per column.
+#[derive(Clone, Debug)]
+pub struct Bound {
+    pub plan: Plan,
+    pub columns: Vec<Column>,
+    pub params: usize,
+    /// Exactly one row per parameter tuple: a global aggregate without HAVING.
+    pub one_row: bool,
+}
+
+/// The outer values a correlated subquery is evaluated for: a relation of
+/// distinct parameter tuples, and how the subquery's scope names them.
+pub struct Params {
+    pub plan: Plan,
+    pub cols: Vec<ScopeCol>,
+}
+
+/// The state of binding one expression: what its rows look like, the queries
+/// around it, the plan subqueries attach their results to, and the aggregates
+/// of an aggregating SELECT.
+pub struct ExprCx<'c> {
+    pub scope: &'c Scope,
+    pub outer: Option<&'c Outer<'c>>,
+    /// The plan whose rows `scope` describes. A subquery joins its result to it
+    /// and is read from the columns it appends past the scope.
+    pub input: Option<Plan>,
+    pub agg: Option<AggContext>,
+}
+
+impl<'c> ExprCx<'c> {
+    pub fn new(scope: &'c Scope, outer: Option<&'c Outer<'c>>, input: Option<Plan>) -> Self {
+        ExprCx {
+            scope,
+            outer,
+            input,
+            agg: None,
+        }
+    }
+}
+
+pub struct Binder<'a> {
+    catalog: &'a Catalog,
+    /// Other views, selectable by name.
+    views: &'a HashMap<String, CompiledView>,
+    /// Common table expressions in scope, innermost last.
+    ctes: RefCell<Vec<(String, Bound)>>,
+}
+
+impl<'a> Binder<'a> {
+    pub fn new(catalog: &'a Catalog, views: &'a HashMap<String, CompiledView>) -> Self {
+        Binder {
+            catalog,
+            views,
+            ctes: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Binds a top-level query.
+    pub fn bind_top(&self, q: &ast::Query) -> Result<(Plan, Vec<Column>)> {
+        let b = self.bind_query(q, None, None)?;
+        Ok((b.plan, b.columns))
+    }
+
+    pub fn bind_query(
+        &self,
+        q: &ast::Query,
+        outer: Option<&Outer<'_>>,
+        params: Option<&Params>,
+    ) -> Result<Bound> {
+        let depth = self.ctes.borrow().len();
+        let result = self.bind_query_inner(q, outer, params);
+        self.ctes.borrow_mut().truncate(depth);
+        result
+    }
+
+    fn bind_query_inner(
+        &self,
+        q: &ast::Query,
+        outer: Option<&Outer<'_>>,
+        params: Option<&Params>,
+    ) -> Result<Bound> {
+        if let Some(with) = &q.with {
+            if with.recursive {
+                return Err(unsupported("WITH RECURSIVE", with.span()));
+            }
+            for cte in &with.cte_tables {
+                let name = ident_name(&cte.alias.name);
+                let mut b = self.bind_query(&cte.query, None, None)?;
+                rename_columns(&mut b.columns, &cte.alias, &name)?;
+                self.ctes.borrow_mut().push((name, b));
+            }
+        }
+        if let Some(f) = &q.fetch {
+            let span = f
+                .quantity
+                .as_ref()
+                .map(|e| e.span())
+                .unwrap_or(Span::empty());
+            return Err(unsupported("FETCH (use LIMIT)", span));
+        }
+        if !q.locks.is_empty() {
+            return Err(unsupported("FOR UPDATE/SHARE", Span::empty()));
+        }
+        let (limit, offset) = match &q.limit_clause {
+            None => (None, 0),
+            Some(LimitClause::LimitOffset {
+                limit,
+                offset,
+                limit_by,
+            }) => {
+                if let Some(e) = limit_by.first() {
+                    return Err(unsupported("LIMIT BY", e.span()));
+                }
+                let limit = match limit {
+                    Some(e) => self.constant_count(e, "LIMIT")?,
+                    None => None,
+                };
+                let offset = match offset {
+                    Some(o) => self.constant_count(&o.value, "OFFSET")?.unwrap_or(0),
+                    None => 0,
+                };
+                (limit, offset)
+            }
+            Some(other) => return Err(unsupported("LIMIT offset, count", other.span())),
+        };
+        let topk = limit.is_some() || offset > 0;
+        // ORDER BY without LIMIT does not change a view's contents: a view is a
+        // multiset of rows, and subscribers receive changes, not an ordering.
+        let order_by: &[ast::OrderByExpr] = match (&q.order_by, topk) {
+            (Some(ob), true) => match &ob.kind {
+                OrderByKind::Expressions(v) => v,
+                OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL", q.span())),
+            },
+            _ => &[],
+        };
+        let (mut bound, sort) = self.bind_set_expr(&q.body, outer, params, order_by)?;
+        if topk {
+            let visible = bound.params + bound.columns.len();
+            let arity = bound.plan.arity();
+            bound.plan = Plan::TopK {
+                input: Box::new(bound.plan),
+                group: bound.params,
+                order: sort,
+                limit,
+                offset,
+            };
+            if arity > visible {
+                bound.plan = Plan::Project {
+                    input: Box::new(bound.plan),
+                    exprs: (0..visible).map(Expr::Column).collect(),
+                };
+            }
+            bound.one_row = bound.one_row && offset == 0 && limit.is_some_and(|l| l > 0);
+        }
+        Ok(bound)
+    }
+
+    /// A LIMIT/OFFSET count: a non-negative integer constant (`None` for
+    /// `LIMIT ALL` / `LIMIT NULL`).
+    fn constant_count(&self, e: &ast::Expr, what: &str) -> Result<Option<u64>> {
+        let scope = Scope::default();
+        let mut cx = ExprCx::new(&scope, None, None);
+        let (x, _) = self.bind_expr(e, &mut cx)?;
+        let value = match x {
+            Expr::Literal(d) => d,
+            _ => {
+                return Err(unsupported(
+                    format!("{what} that is not a constant"),
+                    e.span(),
+                ))
+            }
+        };
+        match value {
+            Datum::Null => Ok(None),
+            Datum::Int(n) if n >= 0 => Ok(Some(n as u64)),
+            Datum::Int(_) => Err(BindError::new(
+                format!("{what} must not be negative"),
+                e.span(),
+            )),
+            _ => Err(BindError::new(
+                format!("argument of {what} must be an integer"),
+                e.span(),
+            )),
+        }
+    }
+
+    /// Binds a query body. With `order_by`, also returns the sort keys; a key
+    /// that is not an output column is appended as a hidden column past them.
+    fn bind_set_expr(
+        &self,
+        body: &SetExpr,
+        outer: Option<&Outer<'_>>,
+        params: Option<&Params>,
+        order_by: &[ast::OrderByExpr],
+    ) -> Result<(Bound, Vec<SortKey>)> {
+        match body {
+            SetExpr::Select(s) => self.bind_select(s, outer, params, order_by),
+            SetExpr::Query(inner) => {
+                let b = self.bind_query(inner, outer, params)?;
+                let sort = output_sort_keys(&b, order_by)?;
+                Ok((b, sort))
+            }
+            SetExpr::SetOperation {
+                left,
+                op,
+                set_quantifier,
+                right,
+            } => {
+                let (l, _) = self.bind_set_expr(left, outer, params, &[])?;
+                let (r, _) = self.bind_set_expr(right, outer, params, &[])?;
+                let b = self.set_operation(l, r, *op, *set_quantifier, body.span())?;
+                let sort = output_sort_keys(&b, order_by)?;
+                Ok((b, sort))
+            }
+            SetExpr::Values(v) => {
+                let b = self.bind_values(v, params, body.span())?;
+                let sort = output_sort_keys(&b, order_by)?;
+                Ok((b, sort))
+            }
+            other => Err(unsupported(
+                format!(
+                    "statement {}",
+                    other.to_string().split_whitespace().next().unwrap_or("")
+                ),
+                body.span(),
+            )),
+        }
+    }
+
+    fn set_operation(
+        &self,
+        l: Bound,
+        r: Bound,
+        op: SetOperator,
+        quantifier: SetQuantifier,
+        span: Span,
+    ) -> Result<Bound> {
+        let name = match op {
+            SetOperator::Union => "UNION",
+            SetOperator::Intersect => "INTERSECT",
+            SetOperator::Except | SetOperator::Minus => "EXCEPT",
+        };
+        if l.columns.len() != r.columns.len() {
+            return Err(BindError::new(
+                format!("each {name} query must have the same number of columns"),
+                span,
+            ));
+        }
+        let all = match quantifier {
+            SetQuantifier::All => true,
+            SetQuantifier::Distinct | SetQuantifier::None => false,
+            other => return Err(unsupported(format!("{name} {other}"), span)),
+        };
+        let k = l.params;
+        let mut columns = Vec::new();
+        let (mut lx, mut rx): (Vec<Expr>, Vec<Expr>) = (
+            (0..k).map(Expr::Column).collect(),
+            (0..k).map(Expr::Column).collect(),
+        );
+        let mut cast_needed = false;
+        for (i, (lc, rc)) in l.columns.iter().zip(&r.columns).enumerate() {
+            let ty = match (&lc.ty, &rc.ty) {
+                (Type::Unknown, Type::Unknown) => Type::Text,
+                (a, b) => common_type(a, b).ok_or_else(|| {
+                    BindError::new(
+                        format!(
+                            "{name} types {} and {} cannot be matched",
+                            a.name(),
+                            b.name()
+                        ),
+                        span,
+                    )
+                })?,
+            };
+            let le = coerce(Expr::Column(k + i), &lc.ty, &ty, span)?;
+            let re = coerce(Expr::Column(k + i), &rc.ty, &ty, span)?;
+            cast_needed |= le != Expr::Column(k + i) || re != Expr::Column(k + i);
+            lx.push(le);
+            rx.push(re);
+            columns.push(Column {
+                name: lc.name.clone(),
+                ty,
+            });
+        }
+        let shape = |plan: Plan, exprs: Vec<Expr>| {
+            if cast_needed {
+                Plan::Project {
+                    input: Box::new(plan),
+                    exprs,
+                }
+            } else {
+                plan
+            }
+        };
+        let (lp, rp) = (shape(l.plan, lx), shape(r.plan, rx));
+        let plan = match op {
+            SetOperator::Union => {
+                let union = Plan::Union {
+                    inputs: vec![lp, rp],
+                };
+                if all {
+                    union
+                } else {
+                    Plan::Distinct {
+                        input: Box::new(union),
+                    }
+                }
+            }
+            SetOperator::Intersect => Plan::SetOp {
+                kind: SetOpKind::Intersect,
+                all,
+                left: Box::new(lp),
+                right: Box::new(rp),
+            },
+            SetOperator::Except | SetOperator::Minus => Plan::SetOp {
+                kind: SetOpKind::Except,
+                all,
+                left: Box::new(lp),
+                right: Box::new(rp),
+            },
+        };
+        Ok(Bound {
+            plan,
+            columns,
+            params: k,
+            one_row: false,
+        })
+    }
+
+    fn bind_values(&self, v: &ast::Values, params: Option<&Params>, span: Span) -> Result<Bound> {
+        if params.is_some() {
+            return Err(unsupported("VALUES in a correlated subquery", span));
+        }
+        let width = v.rows.first().map(|r| r.content.len()).unwrap_or(0);
+        let scope = Scope::default();
+        let mut rows: Vec<Vec<(Expr, Type)>> = Vec::new();
+        for row in &v.rows {
+            if row.content.len() != width {
+                return Err(BindError::new(
+                    "VALUES lists must all be the same length",
+                    span,
+                ));
+            }
+            let mut out = Vec::new();
+            for e in &row.content {
+                let mut cx = ExprCx::new(&scope, None, None);
+                out.push(self.bind_expr(e, &mut cx)?);
+            }
+            rows.push(out);
+        }
+        let mut types = vec![Type::Unknown; width];
+        for row in &rows {
+            for (i, (_, t)) in row.iter().enumerate() {
+                types[i] = common_type(&types[i], t).ok_or_else(|| {
+                    BindError::new(
+                        format!(
+                            "VALUES types {} and {} cannot be matched",
+                            types[i].name(),
+                            t.name()
+                        ),
+                        span,
+                    )
+                })?;
+            }
+        }
+        for t in types.iter_mut() {
+            if *t == Type::Unknown {
+                *t = Type::Text;
+            }
+        }
+        let mut data = Vec::new();
+        for row in rows {
+            let mut out = Vec::new();
+            for (i, (e, t)) in row.into_iter().enumerate() {
+                let e = coerce(e, &t, &types[i], span)?;
+                if e.max_column().is_some() {
+                    return Err(unsupported("VALUES entries that are not constants", span));
+                }
+                out.push(e.eval(&[]).map_err(|er| BindError::new(er.0, span))?);
+            }
+            data.push(out);
+        }
+        Ok(Bound {
+            plan: Plan::Constant {
+                rows: data,
+                arity: width,
+            },
+            columns: types
+                .into_iter()
+                .enumerate()
+                .map(|(i, ty)| Column {
+                    name: format!("column{}", i + 1),
+                    ty,
+                })
+                .collect(),
+            params: 0,
+            one_row: false,
+        })
+    }
+
+    fn bind_select(
+        &self,
+        s: &ast::Select,
+        outer: Option<&Outer<'_>>,
+        params: Option<&Params>,
+        order_by: &[ast::OrderByExpr],
+    ) -> Result<(Bound, Vec<SortKey>)> {
+        if let Some(Distinct::On(exprs)) = &s.distinct {
+            return Err(unsupported(
+                "DISTINCT ON",
+                exprs.first().map(|e| e.span()).unwrap_or(Span::empty()),
+            ));
+        }
+        if s.into.is_some() {
+            return Err(unsupported("SELECT INTO", s.span()));
+        }
+        if !s.named_window.is_empty() || s.qualify.is_some() {
+            return Err(unsupported("window clauses", s.span()));
+        }
+
+        // FROM: each comma-separated item is a unit; its columns follow the
+        // previous unit's. A correlated subquery's parameters come first.
+        let mut units: Vec<(Plan, Scope)> = Vec::new();
+        if let Some(p) = params {
+            units.push((
+                p.plan.clone(),
+                Scope {
+                    cols: p.cols.clone(),
+                },
+            ));
+        }
+        for twj in &s.from {
+            units.push(self.bind_table_with_joins(twj, outer)?);
+        }
+        if units.is_empty() {
+            units.push((
+                Plan::Constant {
+                    rows: vec![vec![]],
+                    arity: 0,
+                },
+                Scope::default(),
+            ));
+        }
+        let k = params.map(|p| p.cols.len()).unwrap_or(0);
+        let mut scope = Scope::default();
+        for (_, sc) in &units {
+            scope = scope.concat(sc);
+        }
+
+        // WHERE: plain conjuncts are joined and pushed down; conjuncts with
+        // subqueries are applied to the joined rows afterwards.
+        let mut plain = Vec::new();
+        let mut with_subqueries = Vec::new();
+        if let Some(w) = &s.selection {
+            if aggregate::contains_aggregate(w) {
+                return Err(BindError::new(
+                    "aggregate functions are not allowed in WHERE",
+                    w.span(),
+                ));
+            }
+            let mut parts = Vec::new();
+            split_conjuncts(w, &mut parts);
+            for p in parts {
+                if subquery::contains_subquery(&p) {
+                    with_subqueries.push(p);
+                    continue;
+                }
+                let mut cx = ExprCx::new(&scope, outer, None);
+                let (e, ty) = self.bind_expr(&p, &mut cx)?;
+                expect_bool(&ty, "argument of WHERE", p.span())?;
+                plain.push(e);
+            }
+        }
+        let mut plan = from::join_units(units, plain);
+        for p in &with_subqueries {
+            plan = self.where_subquery_conjunct(p, plan, &scope, outer)?;
+        }
+
+        // Aggregation.
+        let group_exprs: Vec<ast::Expr> = match &s.group_by {
+            GroupByExpr::Expressions(exprs, mods) => {
+                if !mods.is_empty() {
+                    return Err(unsupported(
+                        "GROUP BY modifiers (ROLLUP/CUBE/GROUPING SETS)",
+                        s.span(),
+                    ));
+                }
+                exprs.clone()
+            }
+            GroupByExpr::All(_) => return Err(unsupported("GROUP BY ALL", s.span())),
+        };
+        let has_aggs = s.projection.iter().any(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                aggregate::contains_aggregate(e)
+            }
+            _ => false,
+        }) || s.having.as_ref().is_some_and(aggregate::contains_aggregate)
+            || order_by
+                .iter()
+                .any(|o| aggregate::contains_aggregate(&o.expr));
+        let aggregating = has_aggs || !group_exprs.is_empty() || s.having.is_some();
+
+        let mut exprs: Vec<Expr> = (0..k).map(Expr::Column).collect();
+        let mut columns = Vec::new();
+        let mut one_row = false;
+        let sort;
+        if aggregating {
+            let mut ctx = AggContext::new(scope.cols[..k].iter().map(|c| c.ty.clone()).collect());
+            for g in &group_exprs {
+                let g = self.resolve_group_ref(g, s, outer)?;
+                if aggregate::contains_aggregate(&g) {
+                    return Err(BindError::new(
+                        "aggregate functions are not allowed in GROUP BY",
+                        g.span(),
+                    ));
+                }
+                let mut cx = ExprCx::new(&scope, outer, Some(plan));
+                let (e, ty) = self.bind_expr(&g, &mut cx)?;
+                plan = cx.input.take().expect("input is returned");
+                ctx.add_key(e, ty);
+            }
+            let global = ctx.keys.len() == k;
+            let mut cx = ExprCx::new(&scope, outer, Some(plan));
+            cx.agg = Some(ctx);
+            for item in &s.projection {
+                match item {
+                    SelectItem::UnnamedExpr(e) => {
+                        let (b, ty) = self.bind_expr(e, &mut cx)?;
+                        exprs.push(b);
+                        columns.push(Column {
+                            name: default_name(e),
+                            ty,
+                        });
+                    }
+                    SelectItem::ExprWithAlias { expr, alias } => {
+                        let (b, ty) = self.bind_expr(expr, &mut cx)?;
+                        exprs.push(b);
+                        columns.push(Column {
+                            name: ident_name(alias),
+                            ty,
+                        });
+                    }
+                    other => {
+                        return Err(unsupported(
+                            format!("{other} with GROUP BY or aggregates"),
+                            other.span(),
+                        ))
+                    }
+                }
+            }
+            let having = match &s.having {
+                Some(h) => {
+                    let (e, ty) = self.bind_expr(h, &mut cx)?;
+                    expect_bool(&ty, "argument of HAVING", h.span())?;
+                    Some(e)
+                }
+                None => None,
+            };
+            sort = self.sort_keys(order_by, s, &columns, &mut exprs, &mut cx)?;
+            let ctx = cx.agg.take().expect("aggregate context is present");
+            let input = cx.input.take().expect("input is returned");
+            let (reduced, substitutes) = self.finish_aggregation(input, ctx, global, params)?;
+            plan = reduced;
+            let fix = |e: &Expr| aggregate::substitute(e, &substitutes);
+            exprs = exprs.iter().map(fix).collect();
+            if let Some(h) = having {
+                plan = from::filter(plan, vec![fix(&h)]);
+            }
+            one_row = global && s.having.is_none();
+        } else {
+            let mut cx = ExprCx::new(&scope, outer, Some(plan));
+            for item in &s.projection {
+                match item {
+                    SelectItem::UnnamedExpr(e) => {
+                        let (b, ty) = self.bind_expr(e, &mut cx)?;
+                        exprs.push(b);
+                        columns.push(Column {
+                            name: default_name(e),
+                            ty,
+                        });
+                    }
+                    SelectItem::ExprWithAlias { expr, alias } => {
+                        let (b, ty) = self.bind_expr(expr, &mut cx)?;
+                        exprs.push(b);
+                        columns.push(Column {
+                            name: ident_name(alias),
+                            ty,
+                        });
+                    }
+                    SelectItem::Wildcard(_) => {
+                        let mut any = false;
+                        for (i, c) in scope.cols.iter().enumerate() {
+                            if c.depth > 0 || c.hidden {
+                                continue;
+                            }
+                            check_supported(c, item.span())?;
+                            exprs.push(Expr::Column(i));
+                            columns.push(Column {
+                                name: c.name.clone(),
+                                ty: c.ty.clone(),
+                            });
+                            any = true;
+                        }
+                        if !any && s.from.is_empty() {
+                            return Err(BindError::new(
+                                "SELECT * with no tables specified is not valid",
+                                item.span(),
+                            ));
+                        }
+                    }
+                    SelectItem::QualifiedWildcard(kind, _) => {
+                        let q = match kind {
+                            SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                                object_name_parts(n).last().cloned().unwrap_or_default()
+                            }
+                            SelectItemQualifiedWildcardKind::Expr(e) => {
+                                return Err(unsupported(format!("{e}.*"), e.span()))
+                            }
+                        };
+                        let mut any = false;
+                        for (i, c) in scope.cols.iter().enumerate() {
+                            if c.depth == 0 && c.qualifier.as_deref() == Some(q.as_str()) {
+                                check_supported(c, item.span())?;
+                                exprs.push(Expr::Column(i));
+                                columns.push(Column {
+                                    name: c.name.clone(),
+                                    ty: c.ty.clone(),
+                                });
+                                any = true;
+                            }
+                        }
+                        if !any {
+                            return Err(BindError::new(
+                                format!("missing FROM-clause entry for table \"{q}\""),
+                                item.span(),
+                            ));
+                        }
+                    }
+                    other => return Err(unsupported(other.to_string(), other.span())),
+                }
+            }
+            sort = self.sort_keys(order_by, s, &columns, &mut exprs, &mut cx)?;
+            plan = cx.input.take().expect("input is returned");
+        }
+        if matches!(s.distinct, Some(Distinct::Distinct)) && exprs.len() > k + columns.len() {
+            return Err(BindError::new(
+                "for SELECT DISTINCT, ORDER BY expressions must appear in select list",
+                s.span(),
+            ));
+        }
+        let identity = exprs.len() == plan.arity()
+            && exprs.iter().enumerate().all(|(i, e)| *e == Expr::Column(i));
+        if !identity {
+            plan = Plan::Project {
+                input: Box::new(plan),
+                exprs,
+            };
+        }
+        if matches!(s.distinct, Some(Distinct::Distinct)) {
+            plan = Plan::Distinct {
+                input: Box::new(plan),
+            };
+        }
+        Ok((
+            Bound {
+                plan,
+                columns,
+                params: k,
+                one_row,
+            },
+            sort,
+        ))
+    }
+
+    /// ORDER BY terms of a SELECT as sort keys over its output: an output
+    /// position, an output name, an expression equal to a select item, or else
+    /// a new hidden column appended to `exprs`.
+    fn sort_keys(
+        &self,
+        order_by: &[ast::OrderByExpr],
+        s: &ast::Select,
+        columns: &[Column],
+        exprs: &mut Vec<Expr>,
+        cx: &mut ExprCx<'_>,
+    ) -> Result<Vec<SortKey>> {
+        let k = exprs.len() - columns.len();
+        let mut keys = Vec::new();
+        for o in order_by {
+            let (desc, nulls_first) = sort_options(o)?;
+            let column = if let Some(i) = output_reference(&o.expr, columns)? {
+                k + i
+            } else {
+                let e = self.resolve_group_ref(&o.expr, s, cx.outer)?;
+                let (b, _) = self.bind_expr(&e, cx)?;
+                match exprs[k..].iter().position(|x| *x == b) {
+                    Some(i) => k + i,
+                    None => {
+                        exprs.push(b);
+                        exprs.len() - 1
+                    }
+                }
+            };
+            keys.push(SortKey {
+                column,
+                desc,
+                nulls_first,
+            });
+        }
+        Ok(keys)
+    }
+
+    /// `GROUP BY 1` and `GROUP BY alias` refer to select items, as in Postgres.
+    fn resolve_group_ref(
+        &self,
+        g: &ast::Expr,
+        s: &ast::Select,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<ast::Expr> {
+        let item_expr = |i: usize| -> Option<ast::Expr> {
+            match s.projection.get(i)? {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    Some(e.clone())
+                }
+                _ => None,
+            }
+        };
+        match g {
+            ast::Expr::Value(v) => {
+                if let Value::Number(n, _) = &v.value {
+                    let pos: usize = n.parse().map_err(|_| {
+                        BindError::new(format!("non-integer constant in GROUP BY: {n}"), g.span())
+                    })?;
+                    return item_expr(pos.wrapping_sub(1)).ok_or_else(|| {
+                        BindError::new(
+                            format!("GROUP BY position {pos} is not in select list"),
+                            g.span(),
+                        )
+                    });
+                }
+                Ok(g.clone())
+            }
+            ast::Expr::Identifier(id) => {
+                // A FROM column of that name wins over an output alias, as in Postgres.
+                let name = ident_name(id);
+                for item in &s.projection {
+                    if let SelectItem::ExprWithAlias { expr, alias } = item {
+                        if ident_name(alias) == name && !self.any_from_column_named(s, &name, outer)
+                        {
+                            return Ok(expr.clone());
+                        }
+                    }
+                }
+                Ok(g.clone())
+            }
+            _ => Ok(g.clone()),
+        }
+    }
+
+    fn any_from_column_named(
+        &self,
+        s: &ast::Select,
+        name: &str,
+        outer: Option<&Outer<'_>>,
+    ) -> bool {
+        s.from.iter().any(|twj| {
+            self.bind_table_with_joins(twj, outer)
+                .map(|(_, sc)| sc.cols.iter().any(|c| c.name == name))
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// ORDER BY of a set operation or VALUES: output names and positions only.
+fn output_sort_keys(b: &Bound, order_by: &[ast::OrderByExpr]) -> Result<Vec<SortKey>> {
+    let mut keys = Vec::new();
+    for o in order_by {
+        let (desc, nulls_first) = sort_options(o)?;
+        let i = output_reference(&o.expr, &b.columns)?.ok_or_else(|| {
+            unsupported(
+                "ORDER BY of a UNION/INTERSECT/EXCEPT other than an output column name or position",
+                o.expr.span(),
+            )
+        })?;
+        keys.push(SortKey {
+            column: b.params + i,
+            desc,
+            nulls_first,
+        });
+    }
+    Ok(keys)
+}
+
+/// `ORDER BY 2` or `ORDER BY name` naming an output column.
+fn output_reference(e: &ast::Expr, columns: &[Column]) -> Result<Option<usize>> {
+    match e {
+        ast::Expr::Value(v) => {
+            if let Value::Number(n, _) = &v.value {
+                let pos: usize = n.parse().unwrap_or(0);
+                if pos == 0 || pos > columns.len() {
+                    return Err(BindError::new(
+                        format!("ORDER BY position {n} is not in select list"),
+                        e.span(),
+                    ));
+                }
+                return Ok(Some(pos - 1));
+            }
+            Ok(None)
+        }
+        ast::Expr::Identifier(id) => {
+            let name = ident_name(id);
+            let hits: Vec<usize> = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.name == name)
+                .map(|(i, _)| i)
+                .collect();
+            match hits.as_slice() {
+                [i] => Ok(Some(*i)),
+                [] => Ok(None),
+                _ => Err(BindError::new(
+                    format!("ORDER BY \"{name}\" is ambiguous"),
+                    e.span(),
+                )),
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+fn sort_options(o: &ast::OrderByExpr) -> Result<(bool, bool)> {
+    let desc = match &o.options.sort {
+        None | Some(ast::OrderBySort::Asc) => false,
+        Some(ast::OrderBySort::Desc) => true,
+        Some(_) => return Err(unsupported("ORDER BY ... USING", o.expr.span())),
+    };
+    Ok((desc, o.options.nulls_first.unwrap_or(desc)))
+}
+
+/// Applies a table alias's column list (`AS t(a, b)`) to bound columns.
+fn rename_columns(columns: &mut [Column], alias: &ast::TableAlias, name: &str) -> Result<()> {
+    if alias.columns.len() > columns.len() {
+        return Err(BindError::new(
+            format!(
+                "table \"{name}\" has {} columns available but {} columns specified",
+                columns.len(),
+                alias.columns.len()
+            ),
+            alias.name.span,
+        ));
+    }
+    for (c, def) in columns.iter_mut().zip(&alias.columns) {
+        c.name = ident_name(&def.name);
+    }
+    Ok(())
+}
+
+pub(super) fn split_conjuncts(e: &ast::Expr, out: &mut Vec<ast::Expr>) {
+    match e {
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::And,
+            right,
+        } => {
+            split_conjuncts(left, out);
+            split_conjuncts(right, out);
+        }
+        ast::Expr::Nested(inner) => match inner.as_ref() {
+            ast::Expr::BinaryOp {
+                op: ast::BinaryOperator::And,
+                ..
+            } => split_conjuncts(inner, out),
+            _ => out.push(e.clone()),
+        },
+        _ => out.push(e.clone()),
+    }
+}
+
+/// The column name Postgres gives a select item without an alias.
+fn default_name(e: &ast::Expr) -> String {
+    match e {
+        ast::Expr::Identifier(id) => ident_name(id),
+        ast::Expr::CompoundIdentifier(ids) => ids.last().map(ident_name).unwrap_or_default(),
+        ast::Expr::Function(f) => object_name_parts(&f.name)
+            .last()
+            .cloned()
+            .unwrap_or_default(),
+        ast::Expr::Cast {
+            expr, data_type, ..
+        } => match default_name(expr).as_str() {
+            "?column?" => Type::from_sql_name(&data_type.to_string())
+                .map(|t| t.name().to_string())
+                .unwrap_or("?column?".into()),
+            n => n.to_string(),
+        },
+        ast::Expr::Nested(inner) => default_name(inner),
+        ast::Expr::Case { .. } => "case".into(),
+        ast::Expr::Exists { .. } => "exists".into(),
+        ast::Expr::Subquery(q) => match q.body.as_ref() {
+            SetExpr::Select(s) => match s.projection.as_slice() {
+                [SelectItem::UnnamedExpr(e)] => default_name(e),
+                [SelectItem::ExprWithAlias { alias, .. }] => ident_name(alias),
+                _ => "?column?".into(),
+            },
+            _ => "?column?".into(),
+        },
+        ast::Expr::Substring { .. } => "substring".into(),
+        ast::Expr::Trim { .. } => "btrim".into(),
+        ast::Expr::Position { .. } => "position".into(),
+        ast::Expr::Extract { .. } => "extract".into(),
+        ast::Expr::Ceil { .. } => "ceil".into(),
+        ast::Expr::Floor { .. } => "floor".into(),
+        _ => "?column?".into(),
+    }
+}
+
+fn check_supported(c: &ScopeCol, span: Span) -> Result<()> {
+    if let Type::Unsupported { name, .. } = &c.ty {
+        return Err(BindError::new(
+            format!(
+                "column \"{}\" has type {name}, which viewcast does not support",
+                c.name
+            ),
+            span,
+        ));
+    }
+    Ok(())
+}

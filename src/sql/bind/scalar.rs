@@ -1,0 +1,1233 @@
+//! Scalar expressions: names, literals, operators, casts, CASE and functions,
+//! typed as Postgres types them.
+
+use sqlparser::ast::{
+    self as ast, BinaryOperator, FunctionArg, FunctionArgExpr, FunctionArguments, Spanned,
+    UnaryOperator, Value,
+};
+use sqlparser::tokenizer::Span;
+
+use super::{
+    aggregate, ident_name, object_name_parts, subquery, unsupported, Binder, ExprCx, Result,
+};
+use crate::repr::{Datum, Numeric, Type};
+use crate::sql::expr::{BinOp, Expr, Func};
+use crate::sql::BindError;
+
+impl<'a> Binder<'a> {
+    /// Binds a scalar expression. In an aggregating SELECT (`cx.agg`), the
+    /// result reads the Reduce's output (group keys, then aggregates).
+    pub(super) fn bind_expr(&self, e: &ast::Expr, cx: &mut ExprCx<'_>) -> Result<(Expr, Type)> {
+        if cx.agg.is_some() {
+            if let Some(bound) = self.bind_grouped(e, cx)? {
+                return Ok(bound);
+            }
+        } else if let ast::Expr::Function(f) = e {
+            let name = object_name_parts(&f.name).join(".");
+            if aggregate::is_aggregate_name(&name) && f.over.is_none() {
+                return Err(BindError::new(
+                    format!("aggregate function {name}() is not allowed here"),
+                    e.span(),
+                ));
+            }
+        }
+
+        let span = e.span();
+        match e {
+            ast::Expr::Identifier(id) => self.column(None, &ident_name(id), span, cx),
+            ast::Expr::CompoundIdentifier(ids) => {
+                let names: Vec<String> = ids.iter().map(ident_name).collect();
+                match names.as_slice() {
+                    [q, n] | [_, q, n] => self.column(Some(q), n, span, cx),
+                    _ => Err(unsupported(format!("name {e}"), span)),
+                }
+            }
+            ast::Expr::Value(v) => literal(&v.value, span),
+            ast::Expr::Nested(inner) => self.bind_expr(inner, cx),
+            ast::Expr::UnaryOp { op, expr } => {
+                let (x, ty) = self.bind_expr(expr, cx)?;
+                match op {
+                    UnaryOperator::Not => {
+                        expect_bool(&ty, "argument of NOT", span)?;
+                        Ok((Expr::Not(Box::new(x)), Type::Bool))
+                    }
+                    UnaryOperator::Minus => {
+                        if let Expr::Literal(d) = &x {
+                            if let Some(n) = negate_literal(d, &ty) {
+                                return Ok(n);
+                            }
+                        }
+                        if !ty.is_numeric_family() {
+                            return Err(BindError::new(
+                                format!("operator does not exist: - {}", ty.name()),
+                                span,
+                            ));
+                        }
+                        Ok((Expr::Neg(Box::new(x), ty.clone()), ty))
+                    }
+                    UnaryOperator::Plus => {
+                        if !ty.is_numeric_family() && ty != Type::Unknown {
+                            return Err(BindError::new(
+                                format!("operator does not exist: + {}", ty.name()),
+                                span,
+                            ));
+                        }
+                        Ok((x, ty))
+                    }
+                    other => Err(unsupported(format!("operator {other}"), span)),
+                }
+            }
+            ast::Expr::BinaryOp { left, op, right } => {
+                let (l, lt) = self.bind_expr(left, cx)?;
+                let (r, rt) = self.bind_expr(right, cx)?;
+                bind_binary(op, l, lt, r, rt, span)
+            }
+            ast::Expr::IsNull(x) | ast::Expr::IsNotNull(x) => {
+                let (b, _) = self.bind_expr(x, cx)?;
+                Ok((
+                    Expr::IsNull {
+                        expr: Box::new(b),
+                        negated: matches!(e, ast::Expr::IsNotNull(_)),
+                    },
+                    Type::Bool,
+                ))
+            }
+            ast::Expr::IsTrue(x)
+            | ast::Expr::IsNotTrue(x)
+            | ast::Expr::IsFalse(x)
+            | ast::Expr::IsNotFalse(x)
+            | ast::Expr::IsUnknown(x)
+            | ast::Expr::IsNotUnknown(x) => {
+                let (b, ty) = self.bind_expr(x, cx)?;
+                expect_bool(&ty, "argument of IS TRUE/FALSE/UNKNOWN", span)?;
+                let (value, negated) = match e {
+                    ast::Expr::IsTrue(_) => (Datum::Bool(true), false),
+                    ast::Expr::IsNotTrue(_) => (Datum::Bool(true), true),
+                    ast::Expr::IsFalse(_) => (Datum::Bool(false), false),
+                    ast::Expr::IsNotFalse(_) => (Datum::Bool(false), true),
+                    ast::Expr::IsUnknown(_) => (Datum::Null, false),
+                    _ => (Datum::Null, true),
+                };
+                Ok((
+                    Expr::IsDistinct {
+                        left: Box::new(b),
+                        right: Box::new(Expr::Literal(value)),
+                        negated: !negated,
+                    },
+                    Type::Bool,
+                ))
+            }
+            ast::Expr::IsDistinctFrom(a, b) | ast::Expr::IsNotDistinctFrom(a, b) => {
+                let (l, lt) = self.bind_expr(a, cx)?;
+                let (r, rt) = self.bind_expr(b, cx)?;
+                let ty = comparison_type(&lt, &rt).ok_or_else(|| {
+                    BindError::new(
+                        format!(
+                            "operator does not exist: {} IS DISTINCT FROM {}",
+                            lt.name(),
+                            rt.name()
+                        ),
+                        span,
+                    )
+                })?;
+                Ok((
+                    Expr::IsDistinct {
+                        left: Box::new(coerce(l, &lt, &ty, span)?),
+                        right: Box::new(coerce(r, &rt, &ty, span)?),
+                        negated: matches!(e, ast::Expr::IsNotDistinctFrom(..)),
+                    },
+                    Type::Bool,
+                ))
+            }
+            ast::Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let (x, xt) = self.bind_expr(expr, cx)?;
+                let mut ty = xt.clone();
+                let mut bound = Vec::new();
+                for item in list {
+                    let (b, bt) = self.bind_expr(item, cx)?;
+                    ty = comparison_type(&ty, &bt).ok_or_else(|| {
+                        BindError::new(
+                            format!("IN types {} and {} cannot be matched", ty.name(), bt.name()),
+                            item.span(),
+                        )
+                    })?;
+                    bound.push((b, bt));
+                }
+                if ty == Type::Unknown {
+                    ty = Type::Text;
+                }
+                let x = coerce(x, &xt, &ty, expr.span())?;
+                let mut items = Vec::new();
+                for ((b, bt), item) in bound.into_iter().zip(list) {
+                    items.push(coerce(b, &bt, &ty, item.span())?);
+                }
+                Ok((
+                    Expr::InList {
+                        expr: Box::new(x),
+                        list: items,
+                        negated: *negated,
+                    },
+                    Type::Bool,
+                ))
+            }
+            ast::Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
+                let (x, xt) = self.bind_expr(expr, cx)?;
+                let (lo, lot) = self.bind_expr(low, cx)?;
+                let (hi, hit) = self.bind_expr(high, cx)?;
+                let (ge, _) =
+                    bind_binary(&BinaryOperator::GtEq, x.clone(), xt.clone(), lo, lot, span)?;
+                let (le, _) = bind_binary(&BinaryOperator::LtEq, x, xt, hi, hit, span)?;
+                let both = Expr::Binary {
+                    op: BinOp::And,
+                    left: Box::new(ge),
+                    right: Box::new(le),
+                    ty: Type::Bool,
+                };
+                Ok((
+                    if *negated {
+                        Expr::Not(Box::new(both))
+                    } else {
+                        both
+                    },
+                    Type::Bool,
+                ))
+            }
+            ast::Expr::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            }
+            | ast::Expr::ILike {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
+                if *any || escape_char.is_some() {
+                    return Err(unsupported("LIKE ANY / ESCAPE", span));
+                }
+                let (x, xt) = self.bind_expr(expr, cx)?;
+                let (p, pt) = self.bind_expr(pattern, cx)?;
+                for t in [&xt, &pt] {
+                    if !t.is_string() && *t != Type::Unknown {
+                        return Err(BindError::new(
+                            format!("operator does not exist: {} ~~ {}", xt.name(), pt.name()),
+                            span,
+                        ));
+                    }
+                }
+                let ci = matches!(e, ast::Expr::ILike { .. });
+                Ok((
+                    Expr::Like {
+                        expr: Box::new(x),
+                        pattern: Box::new(p),
+                        negated: *negated,
+                        case_insensitive: ci,
+                    },
+                    Type::Bool,
+                ))
+            }
+            ast::Expr::Cast {
+                expr,
+                data_type,
+                format: None,
+                ..
+            } => {
+                let (to, typmod) = cast_target(data_type, span)?;
+                let (x, xt) = self.bind_expr(expr, cx)?;
+                let cast = if let Expr::Literal(Datum::Text(s)) = &x {
+                    if xt == Type::Unknown || xt.is_string() {
+                        Expr::Literal(
+                            Datum::from_text(&to, s).map_err(|er| BindError::new(er.0, span))?,
+                        )
+                    } else {
+                        explicit_cast(x, &xt, &to, span)?
+                    }
+                } else {
+                    explicit_cast(x, &xt, &to, span)?
+                };
+                let bound = match typmod {
+                    Some((precision, scale)) => Expr::NumericTypmod {
+                        expr: Box::new(cast),
+                        precision,
+                        scale,
+                    },
+                    None => cast,
+                };
+                Ok((fold(bound, span)?, to))
+            }
+            ast::Expr::TypedString(ts) => {
+                let (to, typmod) = cast_target(&ts.data_type, span)?;
+                let text = match &ts.value.value {
+                    Value::SingleQuotedString(s) => s.clone(),
+                    other => return Err(unsupported(format!("literal {other}"), span)),
+                };
+                let mut value =
+                    Datum::from_text(&to, &text).map_err(|er| BindError::new(er.0, span))?;
+                if let (Some((precision, scale)), Datum::Numeric(n)) = (typmod, &value) {
+                    value = Datum::Numeric(
+                        n.apply_typmod(precision, scale)
+                            .map_err(|e| BindError::new(e.to_string(), span))?,
+                    );
+                }
+                Ok((Expr::Literal(value), to))
+            }
+            ast::Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => self.bind_case(
+                operand.as_deref(),
+                conditions,
+                else_result.as_deref(),
+                cx,
+                span,
+            ),
+            ast::Expr::Function(f) => self.bind_function(f, cx),
+            ast::Expr::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                let mut args = vec![self.text_arg(expr, cx, "substring")?];
+                let from = match substring_from {
+                    Some(f) => self.int_arg(f, cx, "substring")?,
+                    None => Expr::Literal(Datum::Int(1)),
+                };
+                args.push(from);
+                if let Some(c) = substring_for {
+                    args.push(self.int_arg(c, cx, "substring")?);
+                }
+                Ok(call(Func::Substr, args, Type::Text, span)?)
+            }
+            ast::Expr::Trim {
+                expr,
+                trim_where,
+                trim_what,
+                trim_characters,
+            } => {
+                if trim_characters.is_some() {
+                    return Err(unsupported("TRIM with a character list", span));
+                }
+                let (leading, trailing) = match trim_where {
+                    Some(ast::TrimWhereField::Leading) => (true, false),
+                    Some(ast::TrimWhereField::Trailing) => (false, true),
+                    _ => (true, true),
+                };
+                let mut args = vec![self.text_arg(expr, cx, "trim")?];
+                if let Some(w) = trim_what {
+                    args.push(self.text_arg(w, cx, "trim")?);
+                }
+                Ok(call(
+                    Func::Trim { leading, trailing },
+                    args,
+                    Type::Text,
+                    span,
+                )?)
+            }
+            ast::Expr::Position { expr, r#in } => {
+                let args = vec![
+                    self.text_arg(r#in, cx, "position")?,
+                    self.text_arg(expr, cx, "position")?,
+                ];
+                Ok(call(Func::Strpos, args, Type::Int4, span)?)
+            }
+            ast::Expr::Extract { field, expr, .. } => {
+                let field = date_field(&field.to_string());
+                let (x, xt) = self.bind_expr(expr, cx)?;
+                let x = datetime_arg(x, &xt, "extract", span)?;
+                Ok(call(Func::Extract(field), vec![x], Type::Numeric, span)?)
+            }
+            ast::Expr::Ceil { expr, field } | ast::Expr::Floor { expr, field } => {
+                if !matches!(
+                    field,
+                    ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime)
+                ) {
+                    return Err(unsupported("CEIL/FLOOR with a field or scale", span));
+                }
+                let func = if matches!(e, ast::Expr::Ceil { .. }) {
+                    Func::Ceil
+                } else {
+                    Func::Floor
+                };
+                let (x, xt) = self.bind_expr(expr, cx)?;
+                let (x, ty) = float_or_numeric(x, &xt, span, &func.name())?;
+                Ok(call(func, vec![x], ty, span)?)
+            }
+            ast::Expr::Subquery(_)
+            | ast::Expr::InSubquery { .. }
+            | ast::Expr::Exists { .. }
+            | ast::Expr::AnyOp { .. }
+            | ast::Expr::AllOp { .. } => self.bind_subquery_expr(e, cx),
+            ast::Expr::Interval(_) => Err(unsupported("interval values", span)),
+            other => {
+                let text = format!("{other:?}");
+                let kind = text
+                    .split(['(', ' ', '{'])
+                    .next()
+                    .unwrap_or("expression")
+                    .to_string();
+                Err(unsupported(format!("expression {kind} ({other})"), span))
+            }
+        }
+    }
+
+    /// A column by name: in this query's scope, or else in an enclosing
+    /// query's, which makes the subquery correlated. Until the subquery is
+    /// re-bound with the outer values as parameters, such a reference binds as
+    /// a typed NULL: that first pass only discovers the parameters.
+    fn column(
+        &self,
+        qualifier: Option<&str>,
+        name: &str,
+        span: Span,
+        cx: &ExprCx<'_>,
+    ) -> Result<(Expr, Type)> {
+        if let Some(r) = cx.scope.resolve(qualifier, name, span) {
+            let (i, ty) = r?;
+            return Ok((Expr::Column(i), ty));
+        }
+        let mut level = cx.outer;
+        while let Some(o) = level {
+            if let Some(r) = o.scope.resolve(qualifier, name, span) {
+                let (i, ty) = r?;
+                o.used.borrow_mut().insert(i);
+                return Ok((Expr::Literal(Datum::Null), ty));
+            }
+            level = o.parent;
+        }
+        let shown = match qualifier {
+            Some(q) => {
+                let known = cx.scope.has_qualifier(q) || {
+                    let mut l = cx.outer;
+                    let mut found = false;
+                    while let Some(o) = l {
+                        found |= o.scope.has_qualifier(q);
+                        l = o.parent;
+                    }
+                    found
+                };
+                if !known {
+                    return Err(BindError::new(
+                        format!("missing FROM-clause entry for table \"{q}\""),
+                        span,
+                    ));
+                }
+                format!("{q}.{name}")
+            }
+            None => name.to_string(),
+        };
+        Err(BindError::new(
+            format!("column \"{shown}\" does not exist"),
+            span,
+        ))
+    }
+
+    fn bind_case(
+        &self,
+        operand: Option<&ast::Expr>,
+        conditions: &[ast::CaseWhen],
+        else_result: Option<&ast::Expr>,
+        cx: &mut ExprCx<'_>,
+        span: Span,
+    ) -> Result<(Expr, Type)> {
+        let operand = match operand {
+            Some(o) => Some(self.bind_expr(o, cx)?),
+            None => None,
+        };
+        let mut conds = Vec::new();
+        let mut results = Vec::new();
+        for w in conditions {
+            let cond = match &operand {
+                Some((o, ot)) => {
+                    let (v, vt) = self.bind_expr(&w.condition, cx)?;
+                    bind_binary(&BinaryOperator::Eq, o.clone(), ot.clone(), v, vt, span)?.0
+                }
+                None => {
+                    let (c, ct) = self.bind_expr(&w.condition, cx)?;
+                    expect_bool(&ct, "argument of CASE/WHEN", w.condition.span())?;
+                    c
+                }
+            };
+            conds.push(cond);
+            results.push(self.bind_expr(&w.result, cx)?);
+        }
+        if let Some(e) = else_result {
+            results.push(self.bind_expr(e, cx)?);
+        }
+        let ty = unify(results.iter().map(|(_, t)| t), "CASE", span)?;
+        let mut coerced = Vec::new();
+        for (r, rt) in results {
+            coerced.push(coerce(r, &rt, &ty, span)?);
+        }
+        let otherwise = if else_result.is_some() {
+            coerced.pop().expect("else result was pushed")
+        } else {
+            Expr::Literal(Datum::Null)
+        };
+        Ok((
+            Expr::Case {
+                branches: conds.into_iter().zip(coerced).collect(),
+                otherwise: Box::new(otherwise),
+            },
+            ty,
+        ))
+    }
+
+    fn args<'f>(&self, f: &'f ast::Function) -> Result<Vec<&'f ast::Expr>> {
+        let span = f.span();
+        let list = match &f.args {
+            FunctionArguments::List(l) => l,
+            FunctionArguments::None => return Ok(vec![]),
+            FunctionArguments::Subquery(_) => {
+                return Err(unsupported("a subquery as function argument list", span))
+            }
+        };
+        if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+            return Err(unsupported(
+                "DISTINCT/ORDER BY in a call of a non-aggregate function",
+                span,
+            ));
+        }
+        list.args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                other => Err(unsupported(format!("function argument {other}"), span)),
+            })
+            .collect()
+    }
+
+    fn bind_function(&self, f: &ast::Function, cx: &mut ExprCx<'_>) -> Result<(Expr, Type)> {
+        let span = f.span();
+        let parts = object_name_parts(&f.name);
+        let name = match parts.as_slice() {
+            [n] => n.as_str(),
+            [schema, n] if schema == "pg_catalog" => n.as_str(),
+            _ => return Err(unsupported(format!("function {}()", parts.join(".")), span)),
+        };
+        if f.over.is_some() {
+            return Err(unsupported("window functions (OVER)", span));
+        }
+        if f.filter.is_some() || !f.within_group.is_empty() {
+            return Err(BindError::new(
+                format!("FILTER/WITHIN GROUP specified, but {name} is not an aggregate function"),
+                span,
+            ));
+        }
+        let args = self.args(f)?;
+        let arity = |ok: &[usize]| -> Result<()> {
+            if ok.contains(&args.len()) {
+                Ok(())
+            } else {
+                Err(BindError::new(
+                    format!("function {name}() does not take {} arguments", args.len()),
+                    span,
+                ))
+            }
+        };
+        match name {
+            "coalesce" | "greatest" | "least" => {
+                if args.is_empty() {
+                    return Err(BindError::new(format!("{name}() needs arguments"), span));
+                }
+                let mut bound = Vec::new();
+                for a in &args {
+                    bound.push(self.bind_expr(a, cx)?);
+                }
+                let ty = unify(bound.iter().map(|(_, t)| t), &name.to_uppercase(), span)?;
+                let mut exprs = Vec::new();
+                for (b, bt) in bound {
+                    exprs.push(coerce(b, &bt, &ty, span)?);
+                }
+                if name != "coalesce" && !ty.is_orderable() {
+                    return Err(BindError::new(
+                        format!("could not identify a comparison function for type {}", ty.name()),
+                        span,
+                    ));
+                }
+                let e = if name == "coalesce" {
+                    Expr::Coalesce(exprs)
+                } else {
+                    Expr::Extremum {
+                        args: exprs,
+                        greatest: name == "greatest",
+                    }
+                };
+                Ok((e, ty))
+            }
+            "nullif" => {
+                arity(&[2])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let (b, bt) = self.bind_expr(args[1], cx)?;
+                let ty = if at == Type::Unknown { Type::Text } else { at.clone() };
+                let (eq, _) = bind_binary(&BinaryOperator::Eq, a.clone(), at.clone(), b, bt, span)?;
+                Ok((
+                    Expr::Case {
+                        branches: vec![(eq, Expr::Literal(Datum::Null))],
+                        otherwise: Box::new(coerce(a, &at, &ty, span)?),
+                    },
+                    ty,
+                ))
+            }
+            "abs" => {
+                arity(&[1])?;
+                let (x, xt) = self.bind_expr(args[0], cx)?;
+                let ty = match &xt {
+                    Type::Unknown => Type::Float8,
+                    t if t.is_numeric_family() => t.clone(),
+                    t => return Err(no_function(name, std::slice::from_ref(t), span)),
+                };
+                let x = coerce(x, &xt, &ty, span)?;
+                call(Func::Abs, vec![x], ty, span)
+            }
+            "sign" | "round" | "trunc" | "floor" | "ceil" | "ceiling" => {
+                arity(if matches!(name, "round" | "trunc") { &[1, 2] } else { &[1] })?;
+                let func = match name {
+                    "sign" => Func::Sign,
+                    "round" => Func::Round,
+                    "trunc" => Func::Trunc,
+                    "floor" => Func::Floor,
+                    _ => Func::Ceil,
+                };
+                let (x, xt) = self.bind_expr(args[0], cx)?;
+                if args.len() == 2 {
+                    let x = coerce(x, &xt, &Type::Numeric, span)
+                        .ok()
+                        .filter(|_| xt.is_integer() || xt == Type::Numeric || xt == Type::Unknown)
+                        .ok_or_else(|| no_function(name, &[xt.clone(), Type::Int4], span))?;
+                    let d = self.int_arg(args[1], cx, name)?;
+                    return call(func, vec![x, d], Type::Numeric, span);
+                }
+                let (x, ty) = float_or_numeric(x, &xt, span, name)?;
+                call(func, vec![x], ty, span)
+            }
+            "sqrt" | "cbrt" | "exp" | "ln" | "log" | "log10" | "power" | "pow" => {
+                let two = matches!(name, "power" | "pow");
+                arity(if two { &[2] } else { &[1] })?;
+                let mut xs = Vec::new();
+                for a in &args {
+                    let (x, xt) = self.bind_expr(a, cx)?;
+                    if xt == Type::Numeric {
+                        return Err(unsupported(
+                            format!("{name}() of numeric (cast the argument to float8)"),
+                            span,
+                        ));
+                    }
+                    if !(xt.is_numeric_family() || xt == Type::Unknown) {
+                        return Err(no_function(name, &[xt], span));
+                    }
+                    xs.push(coerce(x, &xt, &Type::Float8, span)?);
+                }
+                let func = match name {
+                    "sqrt" => Func::Sqrt,
+                    "cbrt" => Func::Cbrt,
+                    "exp" => Func::Exp,
+                    "ln" => Func::Ln,
+                    "log" | "log10" => Func::Log10,
+                    _ => Func::Power,
+                };
+                call(func, xs, Type::Float8, span)
+            }
+            "mod" => {
+                arity(&[2])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let (b, bt) = self.bind_expr(args[1], cx)?;
+                bind_binary(&BinaryOperator::Modulo, a, at, b, bt, span)
+            }
+            "div" => {
+                arity(&[2])?;
+                let mut xs = Vec::new();
+                for a in &args {
+                    let (x, xt) = self.bind_expr(a, cx)?;
+                    if !(xt.is_integer() || xt == Type::Numeric || xt == Type::Unknown) {
+                        return Err(no_function(name, &[xt], span));
+                    }
+                    xs.push(coerce(x, &xt, &Type::Numeric, span)?);
+                }
+                call(Func::Div, xs, Type::Numeric, span)
+            }
+            "lower" | "upper" | "length" | "char_length" | "character_length"
+            | "octet_length" | "reverse" | "initcap" => {
+                arity(&[1])?;
+                let x = self.text_arg(args[0], cx, name)?;
+                let (func, ty) = match name {
+                    "lower" => (Func::Lower, Type::Text),
+                    "upper" => (Func::Upper, Type::Text),
+                    "octet_length" => (Func::OctetLength, Type::Int4),
+                    "reverse" => (Func::Reverse, Type::Text),
+                    "initcap" => (Func::Initcap, Type::Text),
+                    _ => (Func::Length, Type::Int4),
+                };
+                call(func, vec![x], ty, span)
+            }
+            "substr" | "substring" => {
+                arity(&[2, 3])?;
+                let mut xs = vec![self.text_arg(args[0], cx, name)?];
+                for a in &args[1..] {
+                    xs.push(self.int_arg(a, cx, name)?);
+                }
+                call(Func::Substr, xs, Type::Text, span)
+            }
+            "strpos" | "replace" | "split_part" | "btrim" | "ltrim" | "rtrim" | "left"
+            | "right" | "repeat" | "lpad" | "rpad" => {
+                let (func, shape): (Func, &[bool]) = match name {
+                    "strpos" => (Func::Strpos, &[true, true]),
+                    "replace" => (Func::Replace, &[true, true, true]),
+                    "split_part" => (Func::SplitPart, &[true, true, false]),
+                    "btrim" => (Func::Trim { leading: true, trailing: true }, &[true, true]),
+                    "ltrim" => (Func::Trim { leading: true, trailing: false }, &[true, true]),
+                    "rtrim" => (Func::Trim { leading: false, trailing: true }, &[true, true]),
+                    "left" => (Func::Left, &[true, false]),
+                    "right" => (Func::Right, &[true, false]),
+                    "repeat" => (Func::Repeat, &[true, false]),
+                    "lpad" => (Func::Lpad, &[true, false, true]),
+                    _ => (Func::Rpad, &[true, false, true]),
+                };
+                let optional_last = matches!(name, "btrim" | "ltrim" | "rtrim" | "lpad" | "rpad");
+                let ok: Vec<usize> = if optional_last {
+                    vec![shape.len() - 1, shape.len()]
+                } else {
+                    vec![shape.len()]
+                };
+                arity(&ok)?;
+                let mut xs = Vec::new();
+                for (a, is_text) in args.iter().zip(shape) {
+                    xs.push(if *is_text {
+                        self.text_arg(a, cx, name)?
+                    } else {
+                        self.int_arg(a, cx, name)?
+                    });
+                }
+                let ty = if name == "strpos" { Type::Int4 } else { Type::Text };
+                call(func, xs, ty, span)
+            }
+            "concat" | "concat_ws" => {
+                if name == "concat_ws" && args.is_empty() {
+                    return Err(no_function(name, &[], span));
+                }
+                let mut xs = Vec::new();
+                for (i, a) in args.iter().enumerate() {
+                    if name == "concat_ws" && i == 0 {
+                        xs.push(self.text_arg(a, cx, name)?);
+                        continue;
+                    }
+                    let (x, xt) = self.bind_expr(a, cx)?;
+                    if matches!(xt, Type::Bytea | Type::Unsupported { .. }) {
+                        return Err(unsupported(format!("{name}() of {}", xt.name()), span));
+                    }
+                    xs.push(x);
+                }
+                let func = if name == "concat" { Func::Concat } else { Func::ConcatWs };
+                call(func, xs, Type::Text, span)
+            }
+            "date_part" | "date_trunc" => {
+                arity(&[2])?;
+                let field = match self.bind_expr(args[0], cx)?.0 {
+                    Expr::Literal(Datum::Text(s)) => date_field(&s),
+                    _ => {
+                        return Err(unsupported(
+                            format!("{name}() with a field that is not a constant"),
+                            span,
+                        ))
+                    }
+                };
+                let (x, xt) = self.bind_expr(args[1], cx)?;
+                let x = datetime_arg(x, &xt, name, span)?;
+                if name == "date_part" {
+                    return call(Func::DatePart(field), vec![x], Type::Float8, span);
+                }
+                let ty = if xt == Type::Timestamp {
+                    Type::Timestamp
+                } else {
+                    Type::TimestampTz
+                };
+                call(Func::DateTrunc(field), vec![x], ty, span)
+            }
+            "now" | "current_timestamp" | "current_date" | "random" | "clock_timestamp"
+            | "statement_timestamp" | "transaction_timestamp" | "timeofday" => Err(unsupported(
+                format!("{name}() (its value changes without a row changing, so a view over it cannot be maintained)"),
+                span,
+            )),
+            _ => Err(unsupported(format!("function {name}()"), span)),
+        }
+    }
+
+    /// An argument of a text function: a string (char(n) loses its padding)
+    /// or an untyped literal.
+    fn text_arg(&self, e: &ast::Expr, cx: &mut ExprCx<'_>, func: &str) -> Result<Expr> {
+        let (x, xt) = self.bind_expr(e, cx)?;
+        match xt {
+            Type::Bpchar => Ok(bpchar_to_text(x)),
+            Type::Text | Type::Varchar | Type::Unknown => Ok(x),
+            other => Err(no_function(func, &[other], e.span())),
+        }
+    }
+
+    fn int_arg(&self, e: &ast::Expr, cx: &mut ExprCx<'_>, func: &str) -> Result<Expr> {
+        let (x, xt) = self.bind_expr(e, cx)?;
+        match xt {
+            t if t.is_integer() => Ok(x),
+            Type::Unknown => coerce(x, &Type::Unknown, &Type::Int4, e.span()),
+            other => Err(no_function(func, &[other], e.span())),
+        }
+    }
+}
+
+fn no_function(name: &str, types: &[Type], span: Span) -> BindError {
+    let list: Vec<&str> = types.iter().map(|t| t.name()).collect();
+    BindError::new(
+        format!("function {name}({}) does not exist", list.join(", ")),
+        span,
+    )
+}
+
+/// A function call; with constant arguments it is evaluated once, here.
+fn call(func: Func, args: Vec<Expr>, ty: Type, span: Span) -> Result<(Expr, Type)> {
+    let e = Expr::Call {
+        func,
+        args,
+        ty: ty.clone(),
+    };
+    Ok((fold(e, span)?, ty))
+}
+
+/// Evaluates an expression without column references at bind time.
+fn fold(e: Expr, span: Span) -> Result<Expr> {
+    if e.max_column().is_none() && !matches!(e, Expr::Literal(_)) {
+        // An error here (1/0 in a constant) is an error Postgres also raises
+        // for every row; report it when the view is defined.
+        let value = e.eval(&[]).map_err(|er| BindError::new(er.0, span))?;
+        return Ok(Expr::Literal(value));
+    }
+    Ok(e)
+}
+
+pub(super) fn bpchar_to_text(x: Expr) -> Expr {
+    if let Expr::Literal(Datum::Text(s)) = &x {
+        return Expr::Literal(Datum::Text(s.trim_end_matches(' ').to_string()));
+    }
+    Expr::Call {
+        func: Func::BpcharToText,
+        args: vec![x],
+        ty: Type::Text,
+    }
+}
+
+fn date_field(s: &str) -> String {
+    let f = s.to_lowercase();
+    match f.as_str() {
+        "years" | "y" | "yr" | "yrs" => "year".into(),
+        "months" | "mon" | "mons" => "month".into(),
+        "days" | "d" => "day".into(),
+        "hours" | "h" | "hr" | "hrs" => "hour".into(),
+        "minutes" | "min" | "mins" | "m" => "minute".into(),
+        "seconds" | "sec" | "secs" | "s" => "second".into(),
+        "weeks" | "w" => "week".into(),
+        "dayofweek" => "dow".into(),
+        "dayofyear" => "doy".into(),
+        "millisecond" | "ms" => "milliseconds".into(),
+        "microsecond" | "us" => "microseconds".into(),
+        "decades" => "decade".into(),
+        "centuries" => "century".into(),
+        "millennia" | "millenniums" => "millennium".into(),
+        _ => f,
+    }
+}
+
+fn datetime_arg(x: Expr, xt: &Type, func: &str, span: Span) -> Result<Expr> {
+    match xt {
+        Type::Date | Type::Timestamp | Type::TimestampTz => Ok(x),
+        Type::Unknown => coerce(x, xt, &Type::Timestamp, span),
+        other => Err(no_function(func, &[Type::Text, other.clone()], span)),
+    }
+}
+
+/// Math functions with float8 and numeric variants: integers go to float8, as
+/// Postgres resolves `floor(5)`.
+fn float_or_numeric(x: Expr, xt: &Type, span: Span, name: &str) -> Result<(Expr, Type)> {
+    match xt {
+        Type::Numeric => Ok((x, Type::Numeric)),
+        t if t.is_numeric_family() || *t == Type::Unknown => {
+            Ok((coerce(x, xt, &Type::Float8, span)?, Type::Float8))
+        }
+        other => Err(no_function(name, std::slice::from_ref(other), span)),
+    }
+}
+
+/// The common type of CASE branches, COALESCE arguments and the like.
+fn unify<'t>(types: impl Iterator<Item = &'t Type>, what: &str, span: Span) -> Result<Type> {
+    let mut ty = Type::Unknown;
+    for t in types {
+        ty = common_type(&ty, t).ok_or_else(|| {
+            BindError::new(
+                format!(
+                    "{what} types {} and {} cannot be matched",
+                    ty.name(),
+                    t.name()
+                ),
+                span,
+            )
+        })?;
+    }
+    Ok(if ty == Type::Unknown { Type::Text } else { ty })
+}
+
+/// The type a cast names and, for `numeric(p, s)`, its precision and scale.
+/// Lengths on strings (`varchar(3)`, `char(5)`) are refused: they truncate or
+/// pad in Postgres and viewcast does not apply them yet.
+pub(super) fn cast_target(
+    data_type: &ast::DataType,
+    span: Span,
+) -> Result<(Type, Option<(u32, u32)>)> {
+    let text = data_type.to_string();
+    let to =
+        Type::from_sql_name(&text).ok_or_else(|| unsupported(format!("type {data_type}"), span))?;
+    let Some(args) = text
+        .split_once('(')
+        .map(|(_, rest)| rest.trim_end_matches(')'))
+    else {
+        return Ok((to, None));
+    };
+    match to {
+        Type::Numeric => {
+            let nums: Vec<u32> = args
+                .split(',')
+                .map(|a| a.trim().parse().ok())
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    BindError::new(format!("invalid type modifier in {data_type}"), span)
+                })?;
+            let (precision, scale) = match nums.as_slice() {
+                [p] => (*p, 0),
+                [p, s] => (*p, *s),
+                _ => {
+                    return Err(BindError::new(
+                        format!("invalid type modifier in {data_type}"),
+                        span,
+                    ))
+                }
+            };
+            if !(1..=1000).contains(&precision) || scale > precision {
+                return Err(BindError::new(
+                    format!("NUMERIC precision {precision} must be between 1 and 1000, and scale {scale} at most the precision"),
+                    span,
+                ));
+            }
+            Ok((to, Some((precision, scale))))
+        }
+        Type::Varchar | Type::Bpchar => Err(unsupported(
+            format!("cast to {data_type} (string lengths are not applied yet); cast to text"),
+            span,
+        )),
+        // Time precision and the like: accepted without effect only where it has none.
+        _ => Err(unsupported(format!("type modifier in {data_type}"), span)),
+    }
+}
+
+/// The common type two operands are combined in (UNION, CASE, COALESCE, IN).
+pub(super) fn common_type(a: &Type, b: &Type) -> Option<Type> {
+    use Type::*;
+    if a == b {
+        return Some(a.clone());
+    }
+    match (a, b) {
+        (Unknown, t) | (t, Unknown) => Some(t.clone()),
+        (x, y) if x.is_integer() && y.is_integer() => Some(if *x == Int8 || *y == Int8 {
+            Int8
+        } else if *x == Int4 || *y == Int4 {
+            Int4
+        } else {
+            Int2
+        }),
+        (Float4 | Float8, y) | (y, Float4 | Float8) if y.is_numeric_family() => Some(Float8),
+        (Numeric, y) | (y, Numeric) if y.is_integer() => Some(Numeric),
+        (x, y) if x.is_string() && y.is_string() => Some(Text),
+        (Date | Timestamp | TimestampTz, Date | Timestamp | TimestampTz) => {
+            Some(if *a == TimestampTz || *b == TimestampTz {
+                TimestampTz
+            } else {
+                Timestamp
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The type two operands are compared in: as [`common_type`], except that
+/// char(n) against an untyped literal compares as char(n).
+fn comparison_type(a: &Type, b: &Type) -> Option<Type> {
+    match (a, b) {
+        (Type::Unknown, Type::Unknown) => Some(Type::Text),
+        (Type::Bpchar, Type::Unknown) | (Type::Unknown, Type::Bpchar) => Some(Type::Bpchar),
+        _ => common_type(a, b),
+    }
+}
+
+/// Implicit conversion of `e` from `from` to `to`.
+fn cast_to(e: Expr, from: &Type, to: &Type) -> Expr {
+    if *from == Type::Bpchar && matches!(to, Type::Text | Type::Varchar) {
+        return bpchar_to_text(e);
+    }
+    if let Expr::Literal(d) = &e {
+        if let Ok(folded) = crate::sql::expr::cast(d.clone(), to) {
+            return Expr::Literal(folded);
+        }
+    }
+    if from == to
+        || (from.is_integer() && to.is_integer())
+        || (from.is_string() && to.is_string())
+        || *from == Type::Unknown
+    {
+        e
+    } else {
+        Expr::Cast {
+            expr: Box::new(e),
+            to: to.clone(),
+        }
+    }
+}
+
+/// An explicit `CAST(x AS to)`: any conversion Postgres allows between the
+/// supported types.
+fn explicit_cast(x: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
+    if from == to {
+        return Ok(x);
+    }
+    if *from == Type::Bpchar && to.is_string() {
+        return Ok(bpchar_to_text(x));
+    }
+    let allowed = from.is_string()
+        || *from == Type::Unknown
+        || to.is_string()
+        || (from.is_numeric_family() && to.is_numeric_family())
+        || (matches!(from, Type::Date | Type::Timestamp | Type::TimestampTz)
+            && matches!(to, Type::Date | Type::Timestamp | Type::TimestampTz))
+        || (matches!(from, Type::Json | Type::Jsonb) && matches!(to, Type::Json | Type::Jsonb))
+        || (from.is_integer() && *to == Type::Bool)
+        || (*from == Type::Bool && to.is_integer());
+    if !allowed {
+        return Err(BindError::new(
+            format!("cannot cast type {} to {}", from.name(), to.name()),
+            span,
+        ));
+    }
+    if from.is_integer() && to.is_integer() && from != to {
+        // Narrowing casts check the range.
+        return Ok(Expr::Cast {
+            expr: Box::new(x),
+            to: to.clone(),
+        });
+    }
+    Ok(cast_to(x, from, to))
+}
+
+pub(super) fn expect_bool(ty: &Type, what: &str, span: Span) -> Result<()> {
+    if matches!(ty, Type::Bool | Type::Unknown) {
+        Ok(())
+    } else {
+        Err(BindError::new(
+            format!("{what} must be type boolean, not type {}", ty.name()),
+            span,
+        ))
+    }
+}
+
+/// `-literal`, folded; `-2147483648` is an int4 as in Postgres.
+fn negate_literal(d: &Datum, ty: &Type) -> Option<(Expr, Type)> {
+    Some(match d {
+        Datum::Int(i) => {
+            let v = i.checked_neg()?;
+            let t = if *ty == Type::Int8 && i32::try_from(v).is_ok() && *i == 2147483648 {
+                Type::Int4
+            } else {
+                ty.clone()
+            };
+            (Expr::Literal(Datum::Int(v)), t)
+        }
+        Datum::Numeric(n) => (Expr::Literal(Datum::Numeric(n.neg())), ty.clone()),
+        Datum::Float8(f) => (
+            Expr::Literal(Datum::Float8(crate::repr::F64(-f.0))),
+            ty.clone(),
+        ),
+        Datum::Null => (Expr::Literal(Datum::Null), ty.clone()),
+        _ => return None,
+    })
+}
+
+fn literal(v: &Value, span: Span) -> Result<(Expr, Type)> {
+    Ok(match v {
+        Value::Number(n, _) => {
+            if let Ok(i) = n.parse::<i64>() {
+                let ty = if i32::try_from(i).is_ok() {
+                    Type::Int4
+                } else {
+                    Type::Int8
+                };
+                (Expr::Literal(Datum::Int(i)), ty)
+            } else {
+                let num = Numeric::parse(n).map_err(|e| BindError::new(e.to_string(), span))?;
+                (Expr::Literal(Datum::Numeric(num)), Type::Numeric)
+            }
+        }
+        Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => {
+            (Expr::Literal(Datum::Text(s.clone())), Type::Unknown)
+        }
+        Value::Boolean(b) => (Expr::Literal(Datum::Bool(*b)), Type::Bool),
+        Value::Null => (Expr::Literal(Datum::Null), Type::Unknown),
+        other => return Err(unsupported(format!("literal {other}"), span)),
+    })
+}
+
+/// Converts `e` of type `from` to `to`: untyped string literals are parsed as
+/// `to`, numbers are widened.
+pub(super) fn coerce(e: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
+    if *from == Type::Unknown {
+        if let Expr::Literal(Datum::Text(s)) = &e {
+            if *to == Type::Unknown || to.is_string() {
+                return Ok(e);
+            }
+            return Datum::from_text(to, s)
+                .map(Expr::Literal)
+                .map_err(|er| BindError::new(er.0, span));
+        }
+        return Ok(e);
+    }
+    Ok(cast_to(e, from, to))
+}
+
+pub(super) fn bind_binary(
+    op: &BinaryOperator,
+    l: Expr,
+    lt: Type,
+    r: Expr,
+    rt: Type,
+    span: Span,
+) -> Result<(Expr, Type)> {
+    let bop = match op {
+        BinaryOperator::Plus => BinOp::Add,
+        BinaryOperator::Minus => BinOp::Sub,
+        BinaryOperator::Multiply => BinOp::Mul,
+        BinaryOperator::Divide => BinOp::Div,
+        BinaryOperator::Modulo => BinOp::Mod,
+        BinaryOperator::Eq => BinOp::Eq,
+        BinaryOperator::NotEq => BinOp::NotEq,
+        BinaryOperator::Lt => BinOp::Lt,
+        BinaryOperator::LtEq => BinOp::LtEq,
+        BinaryOperator::Gt => BinOp::Gt,
+        BinaryOperator::GtEq => BinOp::GtEq,
+        BinaryOperator::And => BinOp::And,
+        BinaryOperator::Or => BinOp::Or,
+        BinaryOperator::StringConcat => BinOp::Concat,
+        other => return Err(unsupported(format!("operator {other}"), span)),
+    };
+    let mismatch = || {
+        BindError::new(
+            format!(
+                "operator does not exist: {} {} {}",
+                lt.name(),
+                bop.symbol(),
+                rt.name()
+            ),
+            span,
+        )
+    };
+    let bin = |l: Expr, r: Expr, ty: Type| Expr::Binary {
+        op: bop,
+        left: Box::new(l),
+        right: Box::new(r),
+        ty,
+    };
+    let folded = |e: Expr, ty: Type| -> Result<(Expr, Type)> { Ok((fold(e, span)?, ty)) };
+    match bop {
+        BinOp::And | BinOp::Or => {
+            expect_bool(&lt, &format!("argument of {}", bop.symbol()), span)?;
+            expect_bool(&rt, &format!("argument of {}", bop.symbol()), span)?;
+            folded(bin(l, r, Type::Bool), Type::Bool)
+        }
+        op if op.is_comparison() => {
+            let ty = comparison_type(&lt, &rt).ok_or_else(mismatch)?;
+            if matches!(ty, Type::Json)
+                || !ty.is_orderable() && !matches!(bop, BinOp::Eq | BinOp::NotEq)
+            {
+                if matches!(ty, Type::Enum { .. }) {
+                    return Err(unsupported(
+                        format!(
+                            "ordering comparison {} on enum type {} (Postgres orders enums by declaration)",
+                            bop.symbol(),
+                            ty.name()
+                        ),
+                        span,
+                    ));
+                }
+                return Err(mismatch());
+            }
+            let l = coerce(l, &lt, &ty, span)?;
+            let r = coerce(r, &rt, &ty, span)?;
+            folded(bin(l, r, ty), Type::Bool)
+        }
+        BinOp::Concat => {
+            let text = |e: Expr, t: &Type| -> Result<Expr> {
+                match t {
+                    Type::Bpchar => Ok(bpchar_to_text(e)),
+                    t if t.is_string() || *t == Type::Unknown => Ok(e),
+                    Type::Bytea | Type::Unsupported { .. } | Type::Json => Err(mismatch()),
+                    _ => Ok(e),
+                }
+            };
+            if !(lt.is_string() || rt.is_string() || lt == Type::Unknown || rt == Type::Unknown) {
+                return Err(mismatch());
+            }
+            let (l, r) = (text(l, &lt)?, text(r, &rt)?);
+            folded(bin(l, r, Type::Text), Type::Text)
+        }
+        _ => {
+            // Date arithmetic: date ± integer and date - date.
+            match (&lt, &rt, bop) {
+                (Type::Date, t, BinOp::Add | BinOp::Sub) if t.is_integer() => {
+                    return folded(bin(l, r, Type::Date), Type::Date)
+                }
+                (t, Type::Date, BinOp::Add) if t.is_integer() => {
+                    return folded(bin(l, r, Type::Date), Type::Date)
+                }
+                (Type::Date, Type::Date, BinOp::Sub) => {
+                    return folded(bin(l, r, Type::Int4), Type::Int4)
+                }
+                _ => {}
+            }
+            let ty = match (&lt, &rt) {
+                (Type::Float4, Type::Float4) => Type::Float4,
+                (a, b) if a.is_numeric_family() && b.is_numeric_family() => {
+                    common_type(a, b).ok_or_else(mismatch)?
+                }
+                (Type::Unknown, b) if b.is_numeric_family() => b.clone(),
+                (a, Type::Unknown) if a.is_numeric_family() => a.clone(),
+                _ => return Err(mismatch()),
+            };
+            if bop == BinOp::Mod && matches!(ty, Type::Float4 | Type::Float8) {
+                return Err(mismatch());
+            }
+            let l = coerce(l, &lt, &ty, span)?;
+            let r = coerce(r, &rt, &ty, span)?;
+            folded(bin(l, r, ty.clone()), ty)
+        }
+    }
+}
+
+/// Marks subquery expressions for [`subquery`]; re-exported for `mod.rs`.
+#[allow(unused_imports)]
+pub(super) use subquery::contains_subquery;

@@ -1,0 +1,676 @@
+//! Scalar functions, evaluated as PostgreSQL does. The binder (`bind/scalar.rs`)
+//! picks the function and its result type from the argument types; `eval`
+//! sees non-coerced values only where noted. A NULL argument gives NULL, except
+//! for `concat`/`concat_ws`, which skip NULLs.
+
+use serde::{Deserialize, Serialize};
+
+use super::expr::EvalError;
+use crate::repr::datetime::{civil_from_days, days_from_civil};
+use crate::repr::{Datum, Numeric, Type, F64};
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Func {
+    Lower,
+    Upper,
+    /// Characters.
+    Length,
+    OctetLength,
+    /// `substr(s, from [, count])`.
+    Substr,
+    /// `strpos(s, sub)`; 1-based, 0 when absent.
+    Strpos,
+    Replace,
+    /// Trims characters (default: spaces) from the start, the end, or both.
+    Trim {
+        leading: bool,
+        trailing: bool,
+    },
+    /// char(n) → text: trailing spaces are not significant.
+    BpcharToText,
+    Concat,
+    ConcatWs,
+    SplitPart,
+    Left,
+    Right,
+    Repeat,
+    Reverse,
+    Lpad,
+    Rpad,
+    Initcap,
+    Abs,
+    Sign,
+    /// `round(x)` / `round(numeric, digits)`.
+    Round,
+    /// `trunc(x)` / `trunc(numeric, digits)`.
+    Trunc,
+    Floor,
+    Ceil,
+    Sqrt,
+    Cbrt,
+    Exp,
+    Ln,
+    Log10,
+    Power,
+    /// Integer quotient of numerics, truncated toward zero.
+    Div,
+    /// `extract(field FROM x)` → numeric.
+    Extract(String),
+    /// `date_part('field', x)` → float8.
+    DatePart(String),
+    /// `date_trunc('field', x)`.
+    DateTrunc(String),
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
+    Err(EvalError(msg.into()))
+}
+
+fn text(d: &Datum) -> &str {
+    match d {
+        Datum::Text(s) | Datum::Json(s) => s,
+        _ => "",
+    }
+}
+
+fn int(d: &Datum) -> i64 {
+    match d {
+        Datum::Int(i) => *i,
+        _ => 0,
+    }
+}
+
+fn float(d: &Datum) -> f64 {
+    match d {
+        Datum::Int(i) => *i as f64,
+        Datum::Float4(f) | Datum::Float8(f) => f.0,
+        Datum::Numeric(n) => n.to_f64(),
+        _ => f64::NAN,
+    }
+}
+
+fn float_out(v: f64, ty: &Type) -> Datum {
+    if *ty == Type::Float4 {
+        Datum::Float4(F64(v as f32 as f64))
+    } else {
+        Datum::Float8(F64(v))
+    }
+}
+
+/// The text form a value has as an argument of `concat` (its output function).
+fn output_text(d: &Datum) -> String {
+    match d {
+        Datum::Text(s) | Datum::Json(s) => s.clone(),
+        Datum::Bool(b) => (if *b { "t" } else { "f" }).to_string(),
+        other => other.to_json_string().trim_matches('"').to_string(),
+    }
+}
+
+impl Func {
+    pub fn name(&self) -> String {
+        match self {
+            Func::Trim { leading, trailing } => match (leading, trailing) {
+                (true, false) => "ltrim".into(),
+                (false, true) => "rtrim".into(),
+                _ => "btrim".into(),
+            },
+            Func::BpcharToText => "text".into(),
+            Func::Extract(f) => format!("extract_{f}"),
+            Func::DatePart(f) => format!("date_part_{f}"),
+            Func::DateTrunc(f) => format!("date_trunc_{f}"),
+            other => format!("{other:?}").to_lowercase(),
+        }
+    }
+
+    /// Evaluates over argument values; `ty` is the result type.
+    pub fn eval(&self, args: &[Datum], ty: &Type) -> Result<Datum, EvalError> {
+        match self {
+            Func::Concat => {
+                return Ok(Datum::Text(
+                    args.iter()
+                        .filter(|d| !d.is_null())
+                        .map(output_text)
+                        .collect(),
+                ))
+            }
+            Func::ConcatWs => {
+                let Some(sep) = args.first() else {
+                    return Ok(Datum::Null);
+                };
+                if sep.is_null() {
+                    return Ok(Datum::Null);
+                }
+                let parts: Vec<String> = args[1..]
+                    .iter()
+                    .filter(|d| !d.is_null())
+                    .map(output_text)
+                    .collect();
+                return Ok(Datum::Text(parts.join(text(sep))));
+            }
+            _ => {}
+        }
+        if args.iter().any(Datum::is_null) {
+            return Ok(Datum::Null);
+        }
+        let a = args.first().unwrap_or(&Datum::Null);
+        Ok(match self {
+            Func::Lower => Datum::Text(text(a).to_lowercase()),
+            Func::Upper => Datum::Text(text(a).to_uppercase()),
+            Func::Length => Datum::Int(text(a).chars().count() as i64),
+            Func::OctetLength => Datum::Int(text(a).len() as i64),
+            Func::Substr => {
+                let s: Vec<char> = text(a).chars().collect();
+                let start = int(&args[1]);
+                let end = match args.get(2) {
+                    Some(c) => {
+                        let c = int(c);
+                        if c < 0 {
+                            return err("negative substring length not allowed");
+                        }
+                        start.saturating_add(c)
+                    }
+                    None => i64::MAX,
+                };
+                let from = (start.max(1) - 1) as usize;
+                let to = (end.max(1) - 1).min(s.len() as i64) as usize;
+                Datum::Text(if from < to {
+                    s[from..to].iter().collect()
+                } else {
+                    String::new()
+                })
+            }
+            Func::Strpos => {
+                let (s, sub) = (text(a), text(&args[1]));
+                Datum::Int(match s.find(sub) {
+                    Some(byte) => s[..byte].chars().count() as i64 + 1,
+                    None => 0,
+                })
+            }
+            Func::Replace => {
+                let from = text(&args[1]);
+                if from.is_empty() {
+                    a.clone()
+                } else {
+                    Datum::Text(text(a).replace(from, text(&args[2])))
+                }
+            }
+            Func::Trim { leading, trailing } => {
+                let chars: Vec<char> = match args.get(1) {
+                    Some(c) => text(c).chars().collect(),
+                    None => vec![' '],
+                };
+                let mut s = text(a);
+                if *leading {
+                    s = s.trim_start_matches(|c| chars.contains(&c));
+                }
+                if *trailing {
+                    s = s.trim_end_matches(|c| chars.contains(&c));
+                }
+                Datum::Text(s.to_string())
+            }
+            Func::BpcharToText => Datum::Text(text(a).trim_end_matches(' ').to_string()),
+            Func::SplitPart => {
+                let (s, delim, n) = (text(a), text(&args[1]), int(&args[2]));
+                if n == 0 {
+                    return err("field position must not be zero");
+                }
+                let parts: Vec<&str> = if delim.is_empty() {
+                    vec![s]
+                } else {
+                    s.split(delim).collect()
+                };
+                let idx = if n > 0 { n - 1 } else { parts.len() as i64 + n };
+                Datum::Text(
+                    usize::try_from(idx)
+                        .ok()
+                        .and_then(|i| parts.get(i))
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                )
+            }
+            Func::Left | Func::Right => {
+                let s: Vec<char> = text(a).chars().collect();
+                let n = int(&args[1]);
+                let len = s.len() as i64;
+                let keep = if n >= 0 { n.min(len) } else { (len + n).max(0) } as usize;
+                Datum::Text(if *self == Func::Left {
+                    s[..keep].iter().collect()
+                } else {
+                    s[s.len() - keep..].iter().collect()
+                })
+            }
+            Func::Repeat => {
+                let n = int(&args[1]).max(0) as usize;
+                if text(a).len().saturating_mul(n) > 1 << 28 {
+                    return err("requested length too large");
+                }
+                Datum::Text(text(a).repeat(n))
+            }
+            Func::Reverse => Datum::Text(text(a).chars().rev().collect()),
+            Func::Lpad | Func::Rpad => {
+                let s: Vec<char> = text(a).chars().collect();
+                let n = int(&args[1]).max(0) as usize;
+                if n > 1 << 28 {
+                    return err("requested length too large");
+                }
+                let fill: Vec<char> = match args.get(2) {
+                    Some(f) => text(f).chars().collect(),
+                    None => vec![' '],
+                };
+                if s.len() >= n || fill.is_empty() {
+                    return Ok(Datum::Text(s[..n.min(s.len())].iter().collect()));
+                }
+                let pad: String = fill.iter().cycle().take(n - s.len()).collect();
+                let s: String = s.iter().collect();
+                Datum::Text(if *self == Func::Lpad {
+                    pad + &s
+                } else {
+                    s + &pad
+                })
+            }
+            Func::Initcap => {
+                let mut out = String::new();
+                let mut start = true;
+                for c in text(a).chars() {
+                    if c.is_alphanumeric() {
+                        if start {
+                            out.extend(c.to_uppercase());
+                        } else {
+                            out.extend(c.to_lowercase());
+                        }
+                        start = false;
+                    } else {
+                        out.push(c);
+                        start = true;
+                    }
+                }
+                Datum::Text(out)
+            }
+            Func::Abs => match a {
+                Datum::Int(i) => {
+                    let v = i.checked_abs().ok_or_else(|| out_of_range(ty))?;
+                    check_int(v, ty)?
+                }
+                Datum::Numeric(n) => {
+                    Datum::Numeric(if n.is_negative() { n.neg() } else { n.clone() })
+                }
+                other => float_out(float(other).abs(), ty),
+            },
+            Func::Sign => match a {
+                Datum::Numeric(n) => Datum::Numeric(Numeric::from_i64(n.signum() as i64)),
+                other => {
+                    let f = float(other);
+                    float_out(
+                        if f > 0.0 {
+                            1.0
+                        } else if f < 0.0 {
+                            -1.0
+                        } else {
+                            0.0
+                        },
+                        ty,
+                    )
+                }
+            },
+            Func::Round | Func::Trunc => match a {
+                Datum::Numeric(n) => {
+                    let digits = args.get(1).map(int).unwrap_or(0);
+                    Datum::Numeric(round_numeric(n, digits, *self == Func::Trunc))
+                }
+                other => {
+                    let f = float(other);
+                    float_out(
+                        if *self == Func::Round {
+                            f.round_ties_even()
+                        } else {
+                            f.trunc()
+                        },
+                        ty,
+                    )
+                }
+            },
+            Func::Floor | Func::Ceil => match a {
+                Datum::Numeric(n) => {
+                    let t = n.trunc();
+                    let exact = t.cmp_value(n) == std::cmp::Ordering::Equal;
+                    Datum::Numeric(match (*self == Func::Floor, exact, n.is_negative()) {
+                        (_, true, _) => t,
+                        (true, false, true) => t.sub(&Numeric::from_i64(1)),
+                        (false, false, false) => t.add(&Numeric::from_i64(1)),
+                        _ => t,
+                    })
+                }
+                other => {
+                    let f = float(other);
+                    float_out(
+                        if *self == Func::Floor {
+                            f.floor()
+                        } else {
+                            f.ceil()
+                        },
+                        ty,
+                    )
+                }
+            },
+            Func::Sqrt => {
+                let f = float(a);
+                if f < 0.0 {
+                    return err("cannot take square root of a negative number");
+                }
+                Datum::Float8(F64(f.sqrt()))
+            }
+            Func::Cbrt => Datum::Float8(F64(float(a).cbrt())),
+            Func::Exp => {
+                let v = float(a).exp();
+                if v.is_infinite() && float(a).is_finite() {
+                    return err("value out of range: overflow");
+                }
+                Datum::Float8(F64(v))
+            }
+            Func::Ln | Func::Log10 => {
+                let f = float(a);
+                if f == 0.0 {
+                    return err("cannot take logarithm of zero");
+                }
+                if f < 0.0 {
+                    return err("cannot take logarithm of a negative number");
+                }
+                Datum::Float8(F64(if *self == Func::Ln { f.ln() } else { f.log10() }))
+            }
+            Func::Power => {
+                let (x, y) = (float(a), float(&args[1]));
+                if x == 0.0 && y < 0.0 {
+                    return err("zero raised to a negative power is undefined");
+                }
+                if x < 0.0 && y.fract() != 0.0 {
+                    return err(
+                        "a negative number raised to a non-integer power yields a complex result",
+                    );
+                }
+                let v = x.powf(y);
+                if v.is_infinite() && x.is_finite() && y.is_finite() {
+                    return err("value out of range: overflow");
+                }
+                Datum::Float8(F64(v))
+            }
+            Func::Div => {
+                let (Datum::Numeric(x), Datum::Numeric(y)) = (a, &args[1]) else {
+                    return err("div() needs numeric arguments");
+                };
+                Datum::Numeric(x.div(y).map_err(|e| EvalError(e.to_string()))?.trunc())
+            }
+            Func::Extract(field) => extract(field, a, true)?,
+            Func::DatePart(field) => extract(field, a, false)?,
+            Func::DateTrunc(field) => date_trunc(field, a, ty)?,
+            Func::Concat | Func::ConcatWs => unreachable!("handled above"),
+        })
+    }
+}
+
+fn out_of_range(ty: &Type) -> EvalError {
+    EvalError(
+        match ty {
+            Type::Int2 => "smallint out of range",
+            Type::Int4 => "integer out of range",
+            _ => "bigint out of range",
+        }
+        .into(),
+    )
+}
+
+fn check_int(v: i64, ty: &Type) -> Result<Datum, EvalError> {
+    let fits = match ty {
+        Type::Int2 => i16::try_from(v).is_ok(),
+        Type::Int4 => i32::try_from(v).is_ok(),
+        _ => true,
+    };
+    if fits {
+        Ok(Datum::Int(v))
+    } else {
+        Err(out_of_range(ty))
+    }
+}
+
+/// `round`/`trunc` of a numeric to `digits` fractional digits (negative:
+/// to tens, hundreds, ...).
+fn round_numeric(n: &Numeric, digits: i64, truncate: bool) -> Numeric {
+    if n.parts().is_none() {
+        return n.clone();
+    }
+    let digits = digits.clamp(-1000, 1000);
+    if digits >= 0 {
+        let d = digits as u32;
+        if truncate {
+            let factor = Numeric::parse(&format!("1{}", "0".repeat(d as usize)))
+                .unwrap_or_else(|_| Numeric::from_i64(1));
+            let scaled = n.mul(&factor).trunc();
+            return scaled
+                .div(&factor)
+                .map(|q| q.with_scale(d))
+                .unwrap_or_else(|_| n.clone());
+        }
+        return n.with_scale(d);
+    }
+    let factor = Numeric::parse(&format!("1{}", "0".repeat((-digits) as usize)))
+        .unwrap_or_else(|_| Numeric::from_i64(1));
+    let q = match n.div(&factor) {
+        Ok(q) => q,
+        Err(_) => return n.clone(),
+    };
+    let q = if truncate { q.trunc() } else { q.with_scale(0) };
+    q.mul(&factor).with_scale(0)
+}
+
+/// Splits microseconds since the epoch into (days, microseconds of the day).
+fn split(micros: i64) -> (i64, i64) {
+    (
+        micros.div_euclid(MICROS_PER_DAY),
+        micros.rem_euclid(MICROS_PER_DAY),
+    )
+}
+
+fn extract(field: &str, v: &Datum, as_numeric: bool) -> Result<Datum, EvalError> {
+    let (days, time, is_date) = match v {
+        Datum::Date(d) => (*d as i64, 0, true),
+        Datum::Timestamp(t) | Datum::TimestampTz(t) => {
+            let (d, t) = split(*t);
+            (d, t, false)
+        }
+        _ => return err(format!("cannot extract {field} from this value")),
+    };
+    let (y, m, d) = civil_from_days(days);
+    let dow = (days + 4).rem_euclid(7); // 1970-01-01 was a Thursday.
+    let doy = days - days_from_civil(y, 1, 1) + 1;
+    // (value as scaled integer, scale)
+    let (value, scale): (i128, u32) = match field {
+        "year" => (if y > 0 { y } else { y - 1 } as i128, 0),
+        "month" => (m as i128, 0),
+        "day" => (d as i128, 0),
+        "quarter" => (((m - 1) / 3 + 1) as i128, 0),
+        "dow" => (dow as i128, 0),
+        "isodow" => (if dow == 0 { 7 } else { dow } as i128, 0),
+        "doy" => (doy as i128, 0),
+        "decade" => (y.div_euclid(10) as i128, 0),
+        "century" => (
+            (if y > 0 {
+                (y + 99) / 100
+            } else {
+                -((99 - y) / 100)
+            }) as i128,
+            0,
+        ),
+        "millennium" => (
+            (if y > 0 {
+                (y + 999) / 1000
+            } else {
+                -((999 - y) / 1000)
+            }) as i128,
+            0,
+        ),
+        "week" | "isoyear" => {
+            let (iso_year, week) = iso_week(days);
+            (if field == "week" { week } else { iso_year } as i128, 0)
+        }
+        "epoch" => {
+            if is_date {
+                ((days * 86_400) as i128, 0)
+            } else {
+                ((days as i128 * MICROS_PER_DAY as i128) + time as i128, 6)
+            }
+        }
+        "hour" | "minute" | "second" | "milliseconds" | "microseconds" if is_date => {
+            return err(format!("unit \"{field}\" not supported for type date"))
+        }
+        "hour" => ((time / 3_600_000_000) as i128, 0),
+        "minute" => ((time / 60_000_000 % 60) as i128, 0),
+        "second" => ((time % 60_000_000) as i128, 6),
+        "milliseconds" => ((time % 60_000_000) as i128, 3),
+        "microseconds" => ((time % 60_000_000) as i128, 0),
+        other => return err(format!("unit \"{other}\" not recognized")),
+    };
+    let num = Numeric::parse(&scaled_text(value, scale)).map_err(|e| EvalError(e.to_string()))?;
+    Ok(if as_numeric {
+        Datum::Numeric(num)
+    } else {
+        Datum::Float8(F64(num.to_f64()))
+    })
+}
+
+/// `value / 10^scale` as decimal text; milliseconds are microseconds / 1000
+/// shown with three decimals, so scale 3 divides by 1000 from micros.
+fn scaled_text(value: i128, scale: u32) -> String {
+    let neg = value < 0;
+    let digits = value.unsigned_abs().to_string();
+    let (int, frac) = if scale == 0 {
+        (digits, String::new())
+    } else {
+        let width = scale as usize;
+        let padded = format!("{digits:0>w$}", w = width + 1);
+        let (i, f) = padded.split_at(padded.len() - width);
+        (i.to_string(), f.to_string())
+    };
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    out.push_str(&int);
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(&frac);
+    }
+    out
+}
+
+/// ISO 8601 (year, week) of a day.
+fn iso_week(days: i64) -> (i64, i64) {
+    let isodow = (days + 3).rem_euclid(7) + 1; // Monday = 1
+    let thursday = days - isodow + 4;
+    let (y, _, _) = civil_from_days(thursday);
+    let week = (thursday - days_from_civil(y, 1, 1)) / 7 + 1;
+    (y, week)
+}
+
+fn date_trunc(field: &str, v: &Datum, ty: &Type) -> Result<Datum, EvalError> {
+    let micros = match v {
+        Datum::Date(d) => *d as i64 * MICROS_PER_DAY,
+        Datum::Timestamp(t) | Datum::TimestampTz(t) => *t,
+        _ => return err("date_trunc needs a timestamp"),
+    };
+    let (days, time) = split(micros);
+    let (y, m, _) = civil_from_days(days);
+    let day_start = |d: i64| d * MICROS_PER_DAY;
+    let truncated = match field {
+        "microseconds" => micros,
+        "milliseconds" => micros - micros.rem_euclid(1_000),
+        "second" => micros - micros.rem_euclid(1_000_000),
+        "minute" => micros - micros.rem_euclid(60_000_000),
+        "hour" => day_start(days) + time - time.rem_euclid(3_600_000_000),
+        "day" => day_start(days),
+        "week" => day_start(days - (days + 3).rem_euclid(7)),
+        "month" => day_start(days_from_civil(y, m, 1)),
+        "quarter" => day_start(days_from_civil(y, (m - 1) / 3 * 3 + 1, 1)),
+        "year" => day_start(days_from_civil(y, 1, 1)),
+        "decade" => day_start(days_from_civil(y.div_euclid(10) * 10, 1, 1)),
+        "century" => {
+            let c = if y > 0 { (y - 1) / 100 * 100 + 1 } else { y };
+            day_start(days_from_civil(c, 1, 1))
+        }
+        "millennium" => {
+            let c = if y > 0 { (y - 1) / 1000 * 1000 + 1 } else { y };
+            day_start(days_from_civil(c, 1, 1))
+        }
+        other => return err(format!("unit \"{other}\" not recognized")),
+    };
+    Ok(match ty {
+        Type::Timestamp => Datum::Timestamp(truncated),
+        _ => Datum::TimestampTz(truncated),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Datum {
+        Datum::Text(s.into())
+    }
+
+    #[test]
+    fn string_functions_follow_postgres() {
+        let substr = |s, f, c: Option<i64>| {
+            let mut a = vec![t(s), Datum::Int(f)];
+            a.extend(c.map(Datum::Int));
+            Func::Substr.eval(&a, &Type::Text).unwrap()
+        };
+        assert_eq!(substr("hello", 2, Some(3)), t("ell"));
+        assert_eq!(substr("hello", 0, Some(3)), t("he"));
+        assert_eq!(substr("hello", -5, Some(3)), t(""));
+        assert_eq!(substr("hello", 3, None), t("llo"));
+        assert_eq!(
+            Func::SplitPart
+                .eval(&[t("a,b,c"), t(","), Datum::Int(-1)], &Type::Text)
+                .unwrap(),
+            t("c")
+        );
+        assert_eq!(
+            Func::Strpos
+                .eval(&[t("héllo"), t("l")], &Type::Int4)
+                .unwrap(),
+            Datum::Int(3)
+        );
+        assert_eq!(
+            Func::Concat
+                .eval(&[t("a"), Datum::Null, Datum::Int(1)], &Type::Text)
+                .unwrap(),
+            t("a1")
+        );
+    }
+
+    #[test]
+    fn extract_and_trunc() {
+        let day = Datum::Date(days_from_civil(2024, 3, 5) as i32);
+        let year = Func::Extract("year".into()).eval(std::slice::from_ref(&day), &Type::Numeric);
+        assert_eq!(year.unwrap().to_json_string(), "2024");
+        let dow = Func::Extract("dow".into()).eval(std::slice::from_ref(&day), &Type::Numeric);
+        assert_eq!(dow.unwrap().to_json_string(), "2");
+        let ts = Datum::Timestamp(days_from_civil(2024, 3, 5) * MICROS_PER_DAY + 5_250_000);
+        let sec = Func::Extract("second".into()).eval(std::slice::from_ref(&ts), &Type::Numeric);
+        assert_eq!(sec.unwrap().to_json_string(), "5.250000");
+        let month = Func::DateTrunc("month".into()).eval(&[ts], &Type::Timestamp);
+        assert_eq!(month.unwrap().to_json_string(), "\"2024-03-01T00:00:00\"");
+    }
+
+    #[test]
+    fn numeric_rounding() {
+        let n = |s: &str| Numeric::parse(s).unwrap();
+        assert_eq!(round_numeric(&n("2.5"), 0, false).to_string(), "3");
+        assert_eq!(round_numeric(&n("-2.5"), 0, false).to_string(), "-3");
+        assert_eq!(
+            round_numeric(&n("1234.5678"), 2, true).to_string(),
+            "1234.56"
+        );
+        assert_eq!(round_numeric(&n("1250"), -2, false).to_string(), "1300");
+    }
+}
