@@ -293,11 +293,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                     in_flight_pump.release_through(lsn);
                 }
                 Output::Batch { lsn, views } => {
-                    for (v, changes) in views {
-                        reg.apply(v, Lsn(lsn), &changes);
+                    for v in views {
+                        reg.apply(v.view, Lsn(lsn), &v.rows, &v.errors);
                     }
                 }
-                Output::ViewError { view, message } => reg.fail(view, &message),
             }
         }
     }));

@@ -104,6 +104,40 @@ async fn runtime_errors_fail_only_their_view() {
     let (status, body) = server.get("/views/ratio").await;
     assert_eq!(status, 500);
     assert!(body["error"].as_str().unwrap().contains("division by zero"));
+
+    // As in Postgres, the error belongs to the rows: once they are gone the
+    // view serves again, with contents that kept up meanwhile.
+    db.exec("UPDATE t SET amount = 4 WHERE id = 2; INSERT INTO t VALUES (4, 50);")
+        .await;
+    let lsn = db.lsn().await;
+    plain.wait_for(lsn).await;
+    let mut recovered = false;
+    for _ in 0..200 {
+        let (status, body) = server.get("/views/ratio").await;
+        if status == 200 {
+            let mut rows: Vec<String> = body["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            rows.sort();
+            assert_eq!(rows, ["[1,20]", "[2,25]", "[3,0]", "[4,2]"]);
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        recovered,
+        "the view serves again once the failing row is gone"
+    );
+    let mut again = server.follow("ratio").await;
+    again.wait_for(lsn).await;
+    assert_eq!(again.rows.len(), 4);
+    // The overflow is still there: that view still fails.
+    let (status, _) = server.get("/views/overflow").await;
+    assert_eq!(status, 500);
     server.stop().await;
 }
 

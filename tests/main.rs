@@ -5,5 +5,6 @@ mod errors;
 mod oracle;
 mod restart;
 mod scenarios;
+mod slt;
 mod support;
 mod types;

@@ -41,14 +41,18 @@ pub enum Command {
 #[derive(Debug)]
 pub enum Output {
     /// The consolidated changes of each view that changed at `lsn`.
-    Batch {
-        lsn: u64,
-        views: Vec<(usize, Vec<(Row, isize)>)>,
-    },
+    Batch { lsn: u64, views: Vec<ViewChanges> },
     /// All times up to and including `lsn` are complete.
     Progress { lsn: u64 },
-    /// A view failed while evaluating (overflow, division by zero, ...).
-    ViewError { view: usize, message: String },
+}
+
+/// One view's changes at one time: rows, and evaluation errors (overflow,
+/// division by zero, ...) that appear or, when their rows go, disappear.
+#[derive(Debug, Default)]
+pub struct ViewChanges {
+    pub view: usize,
+    pub rows: Vec<(Row, isize)>,
+    pub errors: Vec<(String, isize)>,
 }
 
 pub type OutputSender = tokio::sync::mpsc::UnboundedSender<Output>;
@@ -202,7 +206,7 @@ impl Drop for Dataflow {
     }
 }
 
-type Buffer = Rc<RefCell<BTreeMap<u64, Vec<((usize, Row), isize)>>>>;
+type Buffer = Rc<RefCell<BTreeMap<u64, Vec<((usize, Result<Row, String>), isize)>>>>;
 
 fn run_worker(
     worker: &mut timely::worker::Worker,
@@ -226,12 +230,15 @@ fn run_worker(
         let (unit_input, unit) = scope.new_collection::<(), isize>();
         // The probe also watches an input, so progress flows even with no views.
         unit.clone().probe_with(&probe);
-        let mut ctx = render::Context::new(tables, unit, out.clone());
+        let mut ctx = render::Context::new(tables, unit);
         for (vi, plan) in plans.iter().enumerate() {
-            ctx.view = vi;
             let coll = render::render(plan, &mut ctx);
             let buf = buffer.clone();
-            coll.map(move |row| (vi, row))
+            let mut results = coll.map(move |row| (vi, Ok(row)));
+            if let Some(errs) = ctx.errors_of(plan) {
+                results = results.concat(errs.map(move |e| (vi, Err(e))));
+            }
+            results
                 .inner
                 .exchange(|_| 0)
                 .as_collection()
@@ -321,11 +328,18 @@ fn release(
         if changes.is_empty() {
             continue;
         }
-        let mut views: Vec<(usize, Vec<(Row, isize)>)> = Vec::new();
-        for ((view, row), diff) in changes {
-            match views.last_mut() {
-                Some((v, rows)) if *v == view => rows.push((row, diff)),
-                _ => views.push((view, vec![(row, diff)])),
+        let mut views: Vec<ViewChanges> = Vec::new();
+        for ((view, result), diff) in changes {
+            if views.last().is_none_or(|v| v.view != view) {
+                views.push(ViewChanges {
+                    view,
+                    ..Default::default()
+                });
+            }
+            let v = views.last_mut().expect("pushed above");
+            match result {
+                Ok(row) => v.rows.push((row, diff)),
+                Err(e) => v.errors.push((e, diff)),
             }
         }
         let _ = out.send(Output::Batch { lsn, views });

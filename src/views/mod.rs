@@ -54,7 +54,20 @@ struct ViewState {
     history_floor: Option<Lsn>,
     /// Last progress LSN broadcast to subscribers.
     announced: Lsn,
-    error: Option<String>,
+    /// A failure for good: replication stopped, a table changed shape.
+    fatal: Option<String>,
+    /// Evaluation errors the current rows cause (overflow, division by zero,
+    /// ...), with their counts: the view is in error while there are any, as
+    /// Postgres would fail the query on the same rows.
+    eval_errors: HashMap<String, i64>,
+}
+
+impl ViewState {
+    fn error(&self) -> Option<String> {
+        self.fatal
+            .clone()
+            .or_else(|| self.eval_errors.keys().min().cloned())
+    }
 }
 
 pub struct View {
@@ -137,7 +150,8 @@ impl Registry {
                     history: VecDeque::new(),
                     history_floor: None,
                     announced: Lsn(0),
-                    error: None,
+                    fatal: None,
+                    eval_errors: HashMap::new(),
                 }),
                 tx,
                 diffs: std::sync::atomic::AtomicU64::new(0),
@@ -199,13 +213,23 @@ impl Registry {
         *self.progress.lock().expect("progress lock")
     }
 
-    /// Applies one transaction's changes to a view and broadcasts them as one diff event.
-    pub fn apply(&self, view: usize, lsn: Lsn, changes: &[(Row, isize)]) {
+    /// Applies one transaction's changes to a view and broadcasts them as one
+    /// diff event. A view whose rows cause evaluation errors fails (its
+    /// subscribers get an error event); it keeps its contents up to date and
+    /// serves again once those rows are gone.
+    pub fn apply(
+        &self,
+        view: usize,
+        lsn: Lsn,
+        changes: &[(Row, isize)],
+        errors: &[(String, isize)],
+    ) {
         let v = &self.views[view];
         let mut st = v.state.lock().expect("view lock");
-        if st.error.is_some() {
+        if st.fatal.is_some() {
             return;
         }
+        let was_failing = !st.eval_errors.is_empty();
         for (row, diff) in changes {
             let n = st.rows.entry(row.clone()).or_insert(0);
             *n += *diff as i64;
@@ -213,8 +237,32 @@ impl Registry {
                 st.rows.remove(row);
             }
         }
+        for (e, diff) in errors {
+            let n = st.eval_errors.entry(e.clone()).or_insert(0);
+            *n += *diff as i64;
+            if *n == 0 {
+                st.eval_errors.remove(e);
+            }
+        }
         st.lsn = lsn;
         st.announced = lsn;
+        let failing = !st.eval_errors.is_empty();
+        if failing {
+            if !was_failing {
+                let message = st.error().unwrap_or_default();
+                tracing::warn!(view = %v.def.name, error = %message, "view failed");
+                Self::send_error(v, lsn, &message);
+            }
+            return;
+        }
+        if was_failing {
+            // Recovered: subscribers start over from a snapshot; nothing
+            // before this point can be resumed.
+            tracing::info!(view = %v.def.name, "view recovered");
+            st.history.clear();
+            st.history_floor = Some(lsn);
+            return;
+        }
         let mut data = String::with_capacity(64 + changes.len() * 32);
         let _ = write!(data, "{{\"lsn\":\"{lsn}\",\"changes\":[");
         for (i, (row, diff)) in changes.iter().enumerate() {
@@ -317,7 +365,7 @@ impl Registry {
             let name = Some(v.def.name.as_str());
             let st = v.state.lock().expect("view lock");
             rows.push((name, st.rows.values().sum::<i64>() as f64));
-            failed.push((name, f64::from(u8::from(st.error.is_some()))));
+            failed.push((name, f64::from(u8::from(st.error().is_some()))));
             drop(st);
             subscribers.push((name, v.tx.receiver_count() as f64));
             diffs.push((name, v.diffs.load(Ordering::Relaxed) as f64));
@@ -364,7 +412,7 @@ impl Registry {
     pub fn announce_progress(&self, heartbeat: bool) {
         for v in &self.views {
             let mut st = v.state.lock().expect("view lock");
-            if st.error.is_some() || (!heartbeat && st.lsn <= st.announced) {
+            if st.error().is_some() || (!heartbeat && st.lsn <= st.announced) {
                 continue;
             }
             st.announced = st.lsn;
@@ -378,16 +426,22 @@ impl Registry {
         }
     }
 
-    /// Puts a view into the error state and tells its subscribers.
+    /// Puts a view into the error state for good and tells its subscribers.
     pub fn fail(&self, view: usize, message: &str) {
         let v = &self.views[view];
         let mut st = v.state.lock().expect("view lock");
-        if st.error.is_some() {
+        if st.fatal.is_some() {
             return;
         }
         tracing::error!(view = %v.def.name, error = %message, "view failed");
-        st.error = Some(message.to_string());
-        let lsn = st.lsn;
+        let was_failing = st.error().is_some();
+        st.fatal = Some(message.to_string());
+        if !was_failing {
+            Self::send_error(v, st.lsn, message);
+        }
+    }
+
+    fn send_error(v: &View, lsn: Lsn, message: &str) {
         let mut data = String::from("{\"message\":");
         write_json_string(message, &mut data);
         data.push('}');
@@ -419,7 +473,7 @@ impl Registry {
         let v = &self.views[view];
         let st = v.state.lock().expect("view lock");
         let floor = st.history_floor?;
-        if st.error.is_some() || from < floor || from > st.lsn {
+        if st.error().is_some() || from < floor || from > st.lsn {
             return None;
         }
         let missed = st
@@ -444,7 +498,7 @@ impl Registry {
             Snapshot {
                 lsn: st.lsn,
                 rows: expand(&st.rows),
-                error: st.error.clone(),
+                error: st.error(),
             },
             rx,
         )

@@ -1,20 +1,17 @@
 //! `Filter`: keeps rows for which every predicate is true (NULL drops the row).
 
-use super::{Coll, Reporter};
+use super::{split, Coll, Errs};
 use crate::sql::expr::Expr;
 
-pub fn render<'s>(input: Coll<'s>, predicates: Vec<Expr>, reporter: Reporter) -> Coll<'s> {
-    input.filter(move |row| {
+pub fn render<'s>(input: Coll<'s>, predicates: Vec<Expr>) -> (Coll<'s>, Errs<'s>) {
+    split(input.flat_map(move |row| {
         for p in &predicates {
-            match p.eval_predicate(row) {
+            match p.eval_predicate(&row) {
                 Ok(true) => {}
-                Ok(false) => return false,
-                Err(e) => {
-                    reporter.report(e);
-                    return false;
-                }
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e.0)),
             }
         }
-        true
-    })
+        Some(Ok(row))
+    }))
 }

@@ -12,39 +12,47 @@
 //! unless the join is null-safe.
 
 use super::project::eval_all;
-use super::{render as render_plan, Arr, Coll, Context};
+use super::{render as render_plan, Arr, Coll, Context, Errs};
 use crate::repr::{Datum, Row};
 use crate::sql::expr::Expr;
 use crate::sql::plan::JoinKind;
 use crate::sql::Plan;
 
+type Keyed<'s> = differential_dataflow::VecCollection<'s, u64, (Row, Row), isize>;
+
 /// `plan` keyed by `keys` and arranged, once per dataflow for each (plan, keys).
-fn arranged<'s>(plan: &Plan, keys: &[Expr], null_safe: bool, ctx: &mut Context<'s>) -> Arr<'s> {
+fn arranged<'s>(
+    plan: &Plan,
+    keys: &[Expr],
+    null_safe: bool,
+    ctx: &mut Context<'s>,
+) -> (Arr<'s>, Errs<'s>) {
     let cache_key = format!("{plan:?}|{keys:?}|{null_safe}");
     if let Some(a) = ctx.arrangements.get(&cache_key) {
         return a.clone();
     }
     let coll = render_plan(plan, ctx);
-    let arr = keyed(coll, keys, null_safe, ctx).arrange_by_key();
-    ctx.arrangements.insert(cache_key, arr.clone());
-    arr
+    let (keyed, errs) = keyed(coll, keys, null_safe);
+    let arr = keyed.arrange_by_key();
+    ctx.arrangements
+        .insert(cache_key, (arr.clone(), errs.clone()));
+    (arr, errs)
 }
 
-fn keyed<'s>(
-    coll: Coll<'s>,
-    keys: &[Expr],
-    null_safe: bool,
-    ctx: &Context<'s>,
-) -> differential_dataflow::VecCollection<'s, u64, (Row, Row), isize> {
-    let reporter = ctx.reporter();
+fn keyed<'s>(coll: Coll<'s>, keys: &[Expr], null_safe: bool) -> (Keyed<'s>, Errs<'s>) {
     let keys = keys.to_vec();
-    coll.flat_map(move |row| {
-        let key = eval_all(&keys, &row, &reporter)?;
+    let results = coll.flat_map(move |row| {
+        let key = match eval_all(&keys, &row) {
+            Ok(k) => k,
+            Err(e) => return Some(Err(e)),
+        };
         if !null_safe && key.iter().any(Datum::is_null) {
             return None;
         }
-        Some((key.iter().map(Datum::key_form).collect::<Row>(), row))
-    })
+        Some(Ok((key.iter().map(Datum::key_form).collect::<Row>(), row)))
+    });
+    let ok = results.clone().flat_map(Result::ok);
+    (ok, results.flat_map(Result::err))
 }
 
 /// The rows of `all` (with their multiplicity) that occur in `matched`.
@@ -70,27 +78,25 @@ pub fn render<'s>(
     right_arity: usize,
     null_safe: bool,
     ctx: &mut Context<'s>,
-) -> Coll<'s> {
+) -> (Coll<'s>, Errs<'s>) {
     let left_arity = left.arity();
     if matches!(kind, JoinKind::Semi | JoinKind::Anti) && residual.is_empty() {
         // Only whether a key has a match matters: join against the distinct keys.
         let left_all = render_plan(left, ctx);
-        let right_keys_coll = keyed(render_plan(right, ctx), right_keys, null_safe, ctx)
-            .map(|(k, _)| k)
-            .distinct();
-        let hit = keyed(left_all.clone(), left_keys, null_safe, ctx)
-            .semijoin(right_keys_coll)
-            .map(|(_, r)| r);
-        return match kind {
+        let (right_keyed, right_errs) = keyed(render_plan(right, ctx), right_keys, null_safe);
+        let right_keys_coll = right_keyed.map(|(k, _)| k).distinct();
+        let (left_keyed, left_errs) = keyed(left_all.clone(), left_keys, null_safe);
+        let hit = left_keyed.semijoin(right_keys_coll).map(|(_, r)| r);
+        let out = match kind {
             JoinKind::Semi => hit,
             _ => left_all.concat(hit.negate()),
         };
+        return (out, left_errs.concat(right_errs));
     }
-    let left_arr = arranged(left, left_keys, null_safe, ctx);
-    let right_arr = arranged(right, right_keys, null_safe, ctx);
-    let reporter = ctx.reporter();
+    let (left_arr, left_errs) = arranged(left, left_keys, null_safe, ctx);
+    let (right_arr, right_errs) = arranged(right, right_keys, null_safe, ctx);
     let residual = residual.to_vec();
-    let matched = left_arr.join_core(right_arr, move |_key, l: &Row, r: &Row| {
+    let results = left_arr.join_core(right_arr, move |_key, l: &Row, r: &Row| {
         let mut row = Vec::with_capacity(l.len() + r.len());
         row.extend(l.iter().cloned());
         row.extend(r.iter().cloned());
@@ -98,20 +104,19 @@ pub fn render<'s>(
             match p.eval_predicate(&row) {
                 Ok(true) => {}
                 Ok(false) => return None,
-                Err(e) => {
-                    reporter.report(e);
-                    return None;
-                }
+                Err(e) => return Some(Err(e.0)),
             }
         }
-        Some(row)
+        Some(Ok(row))
     });
+    let (matched, residual_errs) = super::split(results);
+    let errs = left_errs.concat(right_errs).concat(residual_errs);
     let matched_left =
         |matched: &Coll<'s>| matched.clone().map(move |row| row[..left_arity].to_vec());
     let left_unmatched = |ctx: &mut Context<'s>, matched: &Coll<'s>| {
         unmatched(render_plan(left, ctx), matched_left(matched))
     };
-    match kind {
+    let out = match kind {
         JoinKind::Inner => matched,
         JoinKind::Semi => present(render_plan(left, ctx), matched_left(&matched)),
         JoinKind::Anti => left_unmatched(ctx, &matched),
@@ -133,5 +138,6 @@ pub fn render<'s>(
             }
             out
         }
-    }
+    };
+    (out, errs)
 }

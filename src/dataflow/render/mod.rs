@@ -3,6 +3,12 @@
 //! Identical subplans are rendered once per dataflow and shared by every view
 //! that contains them; a join input is arranged once per (subplan, key) and the
 //! arrangement is shared too. Base tables are one input collection each.
+//!
+//! Evaluation errors (overflow, division by zero, a scalar subquery with two
+//! rows) are data, as in Postgres they are a property of the current rows: an
+//! operator sends the error of a row to its error collection instead of an
+//! output row, and the retraction of that row retracts the error. A view is in
+//! error exactly while one of its operators holds an error.
 
 mod distinct;
 mod filter;
@@ -19,61 +25,76 @@ use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 
-use super::{Output, OutputSender};
 use crate::repr::Row;
-use crate::sql::expr::EvalError;
 use crate::sql::Plan;
 
 pub type Coll<'s> = VecCollection<'s, u64, Row, isize>;
+/// Error messages, one per failing row (or group).
+pub type Errs<'s> = VecCollection<'s, u64, String, isize>;
 pub type Arr<'s> = Arranged<'s, TraceAgent<ValSpine<Row, Row, u64, isize>>>;
 
-/// Reports evaluation errors (overflow, division by zero) of one view.
-#[derive(Clone)]
-pub struct Reporter {
-    view: usize,
-    out: OutputSender,
-}
-
-impl Reporter {
-    pub fn report(&self, e: EvalError) {
-        let _ = self.out.send(Output::ViewError {
-            view: self.view,
-            message: e.0,
-        });
-    }
+/// Splits evaluated rows into the good ones and the errors.
+pub fn split<'s>(
+    results: VecCollection<'s, u64, Result<Row, String>, isize>,
+) -> (Coll<'s>, Errs<'s>) {
+    let ok = results.clone().flat_map(Result::ok);
+    let err = results.flat_map(Result::err);
+    (ok, err)
 }
 
 pub struct Context<'s> {
     tables: Vec<Coll<'s>>,
     unit: VecCollection<'s, u64, (), isize>,
-    out: OutputSender,
-    /// The view being rendered, for error reports.
-    pub view: usize,
     collections: HashMap<String, Coll<'s>>,
-    arrangements: HashMap<String, Arr<'s>>,
+    /// The errors each rendered subplan raises itself (not its inputs').
+    errors: HashMap<String, Errs<'s>>,
+    arrangements: HashMap<String, (Arr<'s>, Errs<'s>)>,
 }
 
 impl<'s> Context<'s> {
-    pub fn new(
-        tables: Vec<Coll<'s>>,
-        unit: VecCollection<'s, u64, (), isize>,
-        out: OutputSender,
-    ) -> Self {
+    pub fn new(tables: Vec<Coll<'s>>, unit: VecCollection<'s, u64, (), isize>) -> Self {
         Context {
             tables,
             unit,
-            out,
-            view: 0,
             collections: HashMap::new(),
+            errors: HashMap::new(),
             arrangements: HashMap::new(),
         }
     }
 
-    pub fn reporter(&self) -> Reporter {
-        Reporter {
-            view: self.view,
-            out: self.out.clone(),
+    /// Every error a view over `plan` can be in: those of all its subplans.
+    pub fn errors_of(&self, plan: &Plan) -> Option<Errs<'s>> {
+        let mut keys = Vec::new();
+        plan_keys(plan, &mut keys);
+        keys.sort();
+        keys.dedup();
+        let mut out: Option<Errs<'s>> = None;
+        for k in keys {
+            if let Some(e) = self.errors.get(&k) {
+                out = Some(match out {
+                    Some(acc) => acc.concat(e.clone()),
+                    None => e.clone(),
+                });
+            }
         }
+        out
+    }
+}
+
+fn plan_keys(plan: &Plan, out: &mut Vec<String>) {
+    out.push(format!("{plan:?}"));
+    match plan {
+        Plan::Get { .. } | Plan::Constant { .. } => {}
+        Plan::Filter { input, .. }
+        | Plan::Project { input, .. }
+        | Plan::Reduce { input, .. }
+        | Plan::Distinct { input }
+        | Plan::TopK { input, .. } => plan_keys(input, out),
+        Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => {
+            plan_keys(left, out);
+            plan_keys(right, out);
+        }
+        Plan::Union { inputs } => inputs.iter().for_each(|p| plan_keys(p, out)),
     }
 }
 
@@ -83,19 +104,21 @@ pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
     if let Some(c) = ctx.collections.get(&key) {
         return c.clone();
     }
-    let coll = match plan {
-        Plan::Get { table, .. } => get::render(*table, ctx),
+    let (coll, errs) = match plan {
+        Plan::Get { table, .. } => (get::render(*table, ctx), None),
         Plan::Constant { rows, .. } => {
             let rows = rows.clone();
-            ctx.unit.clone().flat_map(move |()| rows.clone())
+            (ctx.unit.clone().flat_map(move |()| rows.clone()), None)
         }
         Plan::Filter { input, predicates } => {
             let input = render(input, ctx);
-            filter::render(input, predicates.clone(), ctx.reporter())
+            let (ok, err) = filter::render(input, predicates.clone());
+            (ok, Some(err))
         }
         Plan::Project { input, exprs } => {
             let input = render(input, ctx);
-            project::render(input, exprs.clone(), ctx.reporter())
+            let (ok, err) = project::render(input, exprs.clone());
+            (ok, Some(err))
         }
         Plan::Join {
             left,
@@ -106,24 +129,31 @@ pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
             residual,
             right_arity,
             null_safe,
-        } => join::render(
-            left,
-            right,
-            *kind,
-            left_keys,
-            right_keys,
-            residual,
-            *right_arity,
-            *null_safe,
-            ctx,
-        ),
+        } => {
+            let (ok, err) = join::render(
+                left,
+                right,
+                *kind,
+                left_keys,
+                right_keys,
+                residual,
+                *right_arity,
+                *null_safe,
+                ctx,
+            );
+            (ok, Some(err))
+        }
         Plan::Reduce { input, keys, aggs } => {
             let input = render(input, ctx);
             let unit = ctx.unit.clone();
-            reduce::render(input, keys.clone(), aggs.clone(), unit, ctx.reporter())
+            let (ok, err) = reduce::render(input, keys.clone(), aggs.clone(), unit);
+            (ok, Some(err))
         }
-        Plan::Distinct { input } => distinct::render(render(input, ctx)),
-        Plan::Union { inputs } => setop::union(inputs.iter().map(|p| render(p, ctx)).collect()),
+        Plan::Distinct { input } => (distinct::render(render(input, ctx)), None),
+        Plan::Union { inputs } => (
+            setop::union(inputs.iter().map(|p| render(p, ctx)).collect()),
+            None,
+        ),
         Plan::SetOp {
             kind,
             all,
@@ -131,7 +161,7 @@ pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
             right,
         } => {
             let (l, r) = (render(left, ctx), render(right, ctx));
-            setop::render(*kind, *all, l, r)
+            (setop::render(*kind, *all, l, r), None)
         }
         Plan::TopK {
             input,
@@ -139,8 +169,14 @@ pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
             order,
             limit,
             offset,
-        } => topk::render(render(input, ctx), *group, order.clone(), *limit, *offset),
+        } => (
+            topk::render(render(input, ctx), *group, order.clone(), *limit, *offset),
+            None,
+        ),
     };
+    if let Some(e) = errs {
+        ctx.errors.insert(key.clone(), e);
+    }
     ctx.collections.insert(key, coll.clone());
     coll
 }

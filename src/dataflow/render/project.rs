@@ -1,24 +1,17 @@
 //! `Project`: one output value per expression.
 
-use super::{Coll, Reporter};
-use crate::repr::Row;
+use super::{split, Coll, Errs};
+use crate::repr::{Datum, Row};
 use crate::sql::expr::Expr;
 
-/// Evaluates `exprs` over `row`, or reports the first error.
-pub fn eval_all(exprs: &[Expr], row: &[crate::repr::Datum], reporter: &Reporter) -> Option<Row> {
-    let mut out = Vec::with_capacity(exprs.len());
-    for e in exprs {
-        match e.eval(row) {
-            Ok(d) => out.push(d),
-            Err(err) => {
-                reporter.report(err);
-                return None;
-            }
-        }
-    }
-    Some(out)
+/// Evaluates `exprs` over `row`, or gives the first error.
+pub fn eval_all(exprs: &[Expr], row: &[Datum]) -> Result<Row, String> {
+    exprs
+        .iter()
+        .map(|e| e.eval(row).map_err(|err| err.0))
+        .collect()
 }
 
-pub fn render<'s>(input: Coll<'s>, exprs: Vec<Expr>, reporter: Reporter) -> Coll<'s> {
-    input.flat_map(move |row| eval_all(&exprs, &row, &reporter))
+pub fn render<'s>(input: Coll<'s>, exprs: Vec<Expr>) -> (Coll<'s>, Errs<'s>) {
+    split(input.map(move |row| eval_all(&exprs, &row)))
 }

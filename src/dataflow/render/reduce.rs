@@ -25,7 +25,7 @@ use std::hash::{Hash, Hasher};
 use differential_dataflow::VecCollection;
 
 use super::project::eval_all;
-use super::{Coll, Reporter};
+use super::{Coll, Errs};
 use crate::repr::{Datum, Numeric, Row, Type, F64};
 use crate::sql::expr::{sql_cmp, EvalError, Expr};
 use crate::sql::plan::{AggFunc, Aggregate};
@@ -35,32 +35,34 @@ const LEVEL1_BUCKETS: u64 = 4096;
 const LEVEL2_BUCKETS: u64 = 64;
 
 type Keyed<'s> = VecCollection<'s, u64, (Row, Row), isize>;
+/// Partials per key: a partial, or the error computing it.
+type Partials<'s> = VecCollection<'s, u64, (Row, Result<Row, String>), isize>;
 
 pub fn render<'s>(
     input: Coll<'s>,
     keys: Vec<Expr>,
     aggs: Vec<Aggregate>,
     unit: VecCollection<'s, u64, (), isize>,
-    reporter: Reporter,
-) -> Coll<'s> {
+) -> (Coll<'s>, Errs<'s>) {
     let global = keys.is_empty();
     let inputs: Vec<Expr> = aggs.iter().flat_map(|a| a.inputs()).collect();
     let spread = !aggs.iter().any(|a| a.distinct || a.func.needs_all_values());
-    let r = reporter.clone();
     // Key rows carry the bucket as their last value until the top level.
-    let bucketed: Keyed<'s> = input.flat_map(move |row| {
-        let mut k = eval_all(&keys, &row, &r)?;
-        let v = eval_all(&inputs, &row, &r)?;
+    let evaluated = input.map(move |row| {
+        let mut k = eval_all(&keys, &row)?;
+        let v = eval_all(&inputs, &row)?;
         let bucket = if spread {
             hash_of(&v) % LEVEL1_BUCKETS
         } else {
             0
         };
         k.push(Datum::Int(bucket as i64));
-        Some((k, v))
+        Ok((k, v))
     });
-    let level1 = reduce_level(bucketed, &aggs, &reporter, Partial::FromValues);
-    let level2 = reduce_level(
+    let bucketed: Keyed<'s> = evaluated.clone().flat_map(Result::ok);
+    let input_errs: Errs<'s> = evaluated.flat_map(Result::err);
+    let level1 = reduce_values(bucketed, &aggs);
+    let level2 = reduce_partials(
         level1.map(|(mut k, p)| {
             if let Some(Datum::Int(b)) = k.last_mut() {
                 *b %= LEVEL2_BUCKETS as i64;
@@ -68,32 +70,26 @@ pub fn render<'s>(
             (k, p)
         }),
         &aggs,
-        &reporter,
-        Partial::Merge,
     );
-    let top = reduce_level(
+    let top = reduce_partials(
         level2.map(|(mut k, p)| {
             k.pop();
             (k, p)
         }),
         &aggs,
-        &reporter,
-        Partial::Merge,
     );
     let finish_aggs = aggs.clone();
-    let result = top.flat_map(move |(mut k, p)| match finish(&finish_aggs, &p) {
-        Ok(v) => {
-            k.extend(v);
-            Some(k)
-        }
-        Err(e) => {
-            reporter.report(e);
-            None
-        }
+    let finished = top.map(move |(mut k, p)| {
+        let v = p.and_then(|p| finish(&finish_aggs, &p).map_err(|e| e.0))?;
+        k.extend(v);
+        Ok(k)
     });
+    let (result, agg_errs) = super::split(finished.clone());
+    let errs = input_errs.concat(agg_errs);
     if !global {
-        return result;
+        return (result, errs);
     }
+    // A group that exists (even one in error) is not the empty input.
     let defaults: Row = aggs
         .iter()
         .map(|a| match a.func {
@@ -101,8 +97,8 @@ pub fn render<'s>(
             _ => Datum::Null,
         })
         .collect();
-    let missing = unit.concat(result.clone().map(|_| ()).negate());
-    result.concat(missing.map(move |()| defaults.clone()))
+    let missing = unit.concat(finished.map(|_| ()).negate());
+    (result.concat(missing.map(move |()| defaults.clone())), errs)
 }
 
 fn hash_of(row: &Row) -> u64 {
@@ -112,32 +108,32 @@ fn hash_of(row: &Row) -> u64 {
     h.finish()
 }
 
-#[derive(Clone, Copy)]
-enum Partial {
-    /// Inputs are aggregate input values.
-    FromValues,
-    /// Inputs are partials of a lower level.
-    Merge,
+/// The first level: partials of aggregate input values.
+fn reduce_values<'s>(input: Keyed<'s>, aggs: &[Aggregate]) -> Partials<'s> {
+    let aggs = aggs.to_vec();
+    input.reduce(
+        move |_key, vals: &[(&Row, isize)], out: &mut Vec<(Result<Row, String>, isize)>| {
+            out.push((partial(&aggs, vals).map_err(|e| e.0), 1));
+        },
+    )
 }
 
-fn reduce_level<'s>(
-    input: Keyed<'s>,
-    aggs: &[Aggregate],
-    reporter: &Reporter,
-    mode: Partial,
-) -> Keyed<'s> {
+/// Higher levels: partials merged; an error below stays an error.
+fn reduce_partials<'s>(input: Partials<'s>, aggs: &[Aggregate]) -> Partials<'s> {
     let aggs = aggs.to_vec();
-    let reporter = reporter.clone();
     input.reduce(
-        move |_key, vals: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
-            let result = match mode {
-                Partial::FromValues => partial(&aggs, vals),
-                Partial::Merge => merge(&aggs, vals),
-            };
-            match result {
-                Ok(p) => out.push((p, 1)),
-                Err(e) => reporter.report(e),
+        move |_key,
+              vals: &[(&Result<Row, String>, isize)],
+              out: &mut Vec<(Result<Row, String>, isize)>| {
+            if let Some((Err(e), _)) = vals.iter().find(|(v, _)| v.is_err()) {
+                out.push((Err(e.clone()), 1));
+                return;
             }
+            let ok: Vec<(&Row, isize)> = vals
+                .iter()
+                .filter_map(|(v, n)| v.as_ref().ok().map(|r| (r, *n)))
+                .collect();
+            out.push((merge(&aggs, &ok).map_err(|e| e.0), 1));
         },
     )
 }

@@ -359,9 +359,12 @@ fn bound_scope(b: Bound, qualifier: &str) -> (Plan, Scope) {
     (b.plan, Scope { cols })
 }
 
-/// Joins the FROM units left to right. WHERE conjuncts that mention one unit
-/// are pushed into it; equalities between the units joined so far and the next
-/// one become join keys; the rest are checked as soon as their columns exist.
+/// Joins the FROM units. WHERE conjuncts that mention one unit are pushed
+/// into it. The units are joined greedily: next comes the first unit that an
+/// equality connects to the units joined so far (so `a, b, c WHERE a.x = c.x
+/// AND c.y = b.y` never builds the cross product of a and b), and each
+/// conjunct is checked as soon as its columns exist. The result has the FROM
+/// clause's column order.
 pub(super) fn join_units(units: Vec<(Plan, Scope)>, conjuncts: Vec<Expr>) -> Plan {
     let mut offsets = Vec::new();
     let mut total = 0;
@@ -369,8 +372,9 @@ pub(super) fn join_units(units: Vec<(Plan, Scope)>, conjuncts: Vec<Expr>) -> Pla
         offsets.push(total);
         total += sc.cols.len();
     }
+    let unit_of = |c: usize| offsets.iter().rposition(|&o| o <= c).unwrap_or(0);
     let mut pending: Vec<Option<Expr>> = conjuncts.into_iter().map(Some).collect();
-    let mut plans: Vec<Plan> = Vec::new();
+    let mut plans: Vec<Option<Plan>> = Vec::new();
     for (i, (plan, sc)) in units.into_iter().enumerate() {
         let (lo, hi) = (offsets[i], offsets[i] + sc.cols.len());
         let mut local = Vec::new();
@@ -383,24 +387,86 @@ pub(super) fn join_units(units: Vec<(Plan, Scope)>, conjuncts: Vec<Expr>) -> Pla
                 local.push(e.remap(&|c| c - lo));
             }
         }
-        plans.push(filter(plan, local));
+        plans.push(Some(filter(plan, local)));
     }
-    let mut iter = plans.into_iter().enumerate();
-    let (_, mut acc) = iter.next().expect("FROM has at least one item");
-    for (i, right) in iter {
-        let hi = offsets[i] + right.arity();
+    let units_of = |e: &Expr| -> Vec<usize> {
+        let mut cols = Vec::new();
+        e.columns(&mut cols);
+        let mut u: Vec<usize> = cols.into_iter().map(unit_of).collect();
+        u.sort_unstable();
+        u.dedup();
+        u
+    };
+    // Whether an equality links unit `u` to the units joined so far.
+    let links = |pending: &[Option<Expr>], joined: &[usize], u: usize| {
+        pending.iter().flatten().any(|e| {
+            let Expr::Binary {
+                op: BinOp::Eq,
+                left,
+                right,
+                ..
+            } = e
+            else {
+                return false;
+            };
+            let (l, r) = (units_of(left), units_of(right));
+            let in_joined = |v: &[usize]| !v.is_empty() && v.iter().all(|x| joined.contains(x));
+            (in_joined(&l) && r == [u]) || (in_joined(&r) && l == [u])
+        })
+    };
+    let mut order = vec![0usize];
+    let mut acc = plans[0].take().expect("FROM has at least one item");
+    // position[c] = where original column c sits in `acc` (once joined).
+    let mut position = vec![usize::MAX; total];
+    for (c, p) in position
+        .iter_mut()
+        .enumerate()
+        .take(offsets.get(1).copied().unwrap_or(total))
+    {
+        *p = c;
+    }
+    while order.len() < plans.len() {
+        let next = (0..plans.len())
+            .filter(|u| !order.contains(u))
+            .find(|&u| links(&pending, &order, u))
+            .unwrap_or_else(|| {
+                (0..plans.len())
+                    .find(|u| !order.contains(u))
+                    .expect("a unit remains")
+            });
+        let right = plans[next].take().expect("each unit is joined once");
+        let width = acc.arity();
+        let end = offsets.get(next + 1).copied().unwrap_or(total);
+        for (i, p) in position[offsets[next]..end].iter_mut().enumerate() {
+            *p = width + i;
+        }
+        order.push(next);
         let mut eligible = Vec::new();
         for slot in pending.iter_mut() {
             if slot
                 .as_ref()
-                .is_some_and(|e| e.max_column().is_none_or(|m| m < hi))
+                .is_some_and(|e| units_of(e).iter().all(|u| order.contains(u)))
             {
-                eligible.push(slot.take().expect("checked above"));
+                let e = slot.take().expect("checked above");
+                eligible.push(e.remap(&|c| position[c]));
             }
         }
         acc = make_join(acc, right, eligible, JoinKind::Inner);
     }
-    filter(acc, pending.into_iter().flatten().collect())
+    let rest: Vec<Expr> = pending
+        .into_iter()
+        .flatten()
+        .map(|e| e.remap(&|c| position[c]))
+        .collect();
+    acc = filter(acc, rest);
+    let in_order = order.windows(2).all(|w| w[0] < w[1]);
+    if in_order {
+        return acc;
+    }
+    Plan::Project {
+        input: Box::new(acc),
+        exprs: position.into_iter().map(Expr::Column).collect(),
+    }
 }
 
 pub(super) fn filter(plan: Plan, predicates: Vec<Expr>) -> Plan {

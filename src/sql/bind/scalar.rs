@@ -145,21 +145,16 @@ impl<'a> Binder<'a> {
                 negated,
             } => {
                 let (x, xt) = self.bind_expr(expr, cx)?;
-                let mut ty = xt.clone();
                 let mut bound = Vec::new();
                 for item in list {
-                    let (b, bt) = self.bind_expr(item, cx)?;
-                    ty = comparison_type(&ty, &bt).ok_or_else(|| {
-                        BindError::new(
-                            format!("IN types {} and {} cannot be matched", ty.name(), bt.name()),
-                            item.span(),
-                        )
-                    })?;
-                    bound.push((b, bt));
+                    bound.push(self.bind_expr(item, cx)?);
                 }
-                if ty == Type::Unknown {
-                    ty = Type::Text;
-                }
+                // Untyped literals take the type of the others, as in Postgres.
+                let ty = unify(
+                    std::iter::once(&xt).chain(bound.iter().map(|(_, t)| t)),
+                    "IN",
+                    span,
+                )?;
                 let x = coerce(x, &xt, &ty, expr.span())?;
                 let mut items = Vec::new();
                 for ((b, bt), item) in bound.into_iter().zip(list) {
