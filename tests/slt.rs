@@ -161,8 +161,8 @@ fn sections(records: &[Record], queries: &mut Vec<String>) -> Vec<Section> {
                 } else if head.starts_with("CREATE VIEW") {
                     let name = sql.split_whitespace().nth(2).unwrap_or("").to_lowercase();
                     let body = sql
-                        .splitn(2, |c: char| c.is_whitespace())
-                        .nth(1)
+                        .split_once(char::is_whitespace)
+                        .map(|(_, rest)| rest)
                         .and_then(|rest| {
                             let upper = rest.to_uppercase();
                             upper.find(" AS ").map(|p| rest[p + 4..].to_string())
