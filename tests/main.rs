@@ -7,4 +7,5 @@ mod restart;
 mod scenarios;
 mod slt;
 mod support;
+mod tpch;
 mod types;

@@ -442,7 +442,7 @@ async fn run_chunk(
                     continue;
                 }
                 counts.tried += 1;
-                if let Some(what) = msg.strip_prefix("unsupported: ") {
+                if let Some((_, what)) = msg.split_once("unsupported: ") {
                     let construct = what.split(" at line").next().unwrap_or(what).to_string();
                     *counts.refused.entry(construct).or_default() += 1;
                 } else {

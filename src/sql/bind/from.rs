@@ -366,6 +366,7 @@ fn bound_scope(b: Bound, qualifier: &str) -> (Plan, Scope) {
 /// conjunct is checked as soon as its columns exist. The result has the FROM
 /// clause's column order.
 pub(super) fn join_units(units: Vec<(Plan, Scope)>, conjuncts: Vec<Expr>) -> Plan {
+    let conjuncts: Vec<Expr> = conjuncts.into_iter().flat_map(factor_or).collect();
     let mut offsets = Vec::new();
     let mut total = 0;
     for (_, sc) in &units {
@@ -467,6 +468,94 @@ pub(super) fn join_units(units: Vec<(Plan, Scope)>, conjuncts: Vec<Expr>) -> Pla
         input: Box::new(acc),
         exprs: position.into_iter().map(Expr::Column).collect(),
     }
+}
+
+fn conjuncts_of(e: &Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::Binary {
+            op: BinOp::And,
+            left,
+            right,
+            ..
+        } => {
+            conjuncts_of(left, out);
+            conjuncts_of(right, out);
+        }
+        other => out.push(other.clone()),
+    }
+}
+
+fn disjuncts_of(e: &Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::Binary {
+            op: BinOp::Or,
+            left,
+            right,
+            ..
+        } => {
+            disjuncts_of(left, out);
+            disjuncts_of(right, out);
+        }
+        other => out.push(other.clone()),
+    }
+}
+
+fn all_of(parts: Vec<Expr>, op: BinOp, empty: bool) -> Expr {
+    parts
+        .into_iter()
+        .reduce(|a, b| Expr::Binary {
+            op,
+            left: Box::new(a),
+            right: Box::new(b),
+            ty: Type::Bool,
+        })
+        .unwrap_or(Expr::Literal(crate::repr::Datum::Bool(empty)))
+}
+
+/// `(a AND b) OR (a AND c)` is `a AND (b OR c)`: conjuncts common to every
+/// branch of a disjunction are pulled out, so a join key repeated in each
+/// branch (TPC-H Q19) is seen as a join key.
+pub(super) fn factor_or(e: Expr) -> Vec<Expr> {
+    let mut branches = Vec::new();
+    disjuncts_of(&e, &mut branches);
+    if branches.len() < 2 {
+        return vec![e];
+    }
+    let split: Vec<Vec<Expr>> = branches
+        .iter()
+        .map(|b| {
+            let mut c = Vec::new();
+            conjuncts_of(b, &mut c);
+            c
+        })
+        .collect();
+    let common: Vec<Expr> = split[0]
+        .iter()
+        .filter(|c| split[1..].iter().all(|b| b.contains(c)))
+        .cloned()
+        .collect();
+    if common.is_empty() {
+        return vec![e];
+    }
+    let rest: Vec<Expr> = split
+        .into_iter()
+        .map(|b| {
+            all_of(
+                b.into_iter().filter(|c| !common.contains(c)).collect(),
+                BinOp::And,
+                true,
+            )
+        })
+        .collect();
+    let mut out = common;
+    // A branch left with nothing is TRUE, and so is the whole disjunction.
+    if !rest
+        .iter()
+        .any(|r| *r == Expr::Literal(crate::repr::Datum::Bool(true)))
+    {
+        out.push(all_of(rest, BinOp::Or, false));
+    }
+    out
 }
 
 pub(super) fn filter(plan: Plan, predicates: Vec<Expr>) -> Plan {

@@ -601,12 +601,42 @@ impl<'a> Binder<'a> {
                             ty,
                         });
                     }
-                    other => {
-                        return Err(unsupported(
-                            format!("{other} with GROUP BY or aggregates"),
-                            other.span(),
-                        ))
+                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                        // Every column must be a group key.
+                        let q = match item {
+                            SelectItem::QualifiedWildcard(
+                                SelectItemQualifiedWildcardKind::ObjectName(n),
+                                _,
+                            ) => Some(object_name_parts(n).last().cloned().unwrap_or_default()),
+                            SelectItem::QualifiedWildcard(..) => {
+                                return Err(unsupported(item.to_string(), item.span()))
+                            }
+                            _ => None,
+                        };
+                        let ctx = cx.agg.as_ref().expect("aggregating");
+                        for (i, c) in scope.cols.iter().enumerate() {
+                            let wanted = match &q {
+                                Some(q) => c.depth == 0 && c.qualifier.as_deref() == Some(q),
+                                None => c.depth == 0 && !c.hidden,
+                            };
+                            if !wanted {
+                                continue;
+                            }
+                            let Some(k) = ctx.keys.iter().position(|x| *x == Expr::Column(i))
+                            else {
+                                return Err(BindError::new(
+                                    format!("column \"{}\" must appear in the GROUP BY clause or be used in an aggregate function", c.name),
+                                    item.span(),
+                                ));
+                            };
+                            exprs.push(Expr::Column(k));
+                            columns.push(Column {
+                                name: c.name.clone(),
+                                ty: c.ty.clone(),
+                            });
+                        }
                     }
+                    other => return Err(unsupported(other.to_string(), other.span())),
                 }
             }
             let having = match &s.having {

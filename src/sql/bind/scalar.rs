@@ -130,10 +130,17 @@ impl<'a> Binder<'a> {
                         span,
                     )
                 })?;
+                let trim = |e: Expr| {
+                    if ty == Type::Bpchar {
+                        bpchar_to_text(e)
+                    } else {
+                        e
+                    }
+                };
                 Ok((
                     Expr::IsDistinct {
-                        left: Box::new(coerce(l, &lt, &ty, span)?),
-                        right: Box::new(coerce(r, &rt, &ty, span)?),
+                        left: Box::new(trim(coerce(l, &lt, &ty, span)?)),
+                        right: Box::new(trim(coerce(r, &rt, &ty, span)?)),
                         negated: matches!(e, ast::Expr::IsNotDistinctFrom(..)),
                     },
                     Type::Bool,
@@ -155,10 +162,18 @@ impl<'a> Binder<'a> {
                     "IN",
                     span,
                 )?;
-                let x = coerce(x, &xt, &ty, expr.span())?;
+                // char(n) compares without its padding.
+                let trim = |e: Expr| {
+                    if ty == Type::Bpchar {
+                        bpchar_to_text(e)
+                    } else {
+                        e
+                    }
+                };
+                let x = trim(coerce(x, &xt, &ty, expr.span())?);
                 let mut items = Vec::new();
                 for ((b, bt), item) in bound.into_iter().zip(list) {
-                    items.push(coerce(b, &bt, &ty, item.span())?);
+                    items.push(trim(coerce(b, &bt, &ty, item.span())?));
                 }
                 Ok((
                     Expr::InList {

@@ -1,0 +1,248 @@
+//! TPC-H: the 22 queries of `../shared/corpus/tpch` as views over data from
+//! the `tpchgen` crate (scale factor 0.01 unless `VIEWCAST_TPCH_SF` says
+//! otherwise), then batches in the spirit of TPC-H's refresh functions:
+//! inserts and deletes of orders together with their lineitems, each batch
+//! one transaction. After the initial load and after every batch, every view
+//! must equal what Postgres answers for the same query at the same LSN.
+
+use std::fmt::Display;
+use std::time::{Duration, Instant};
+
+use futures::SinkExt;
+use serde_json::Value;
+use tpchgen::generators::{
+    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
+    PartSuppGenerator, RegionGenerator, SupplierGenerator,
+};
+
+use crate::support::{connect, TestDb, TestServer};
+
+const CORPUS: &str = "../shared/corpus/tpch";
+/// Orders (with their lineitems) come in this many disjoint slices.
+const SLICES: i32 = 10;
+
+/// A generator row in Postgres COPY text format (`|`-separated).
+fn tbl(row: impl Display) -> String {
+    let s = row.to_string();
+    s.strip_suffix('|').unwrap_or(&s).to_string()
+}
+
+async fn copy(client: &tokio_postgres::Transaction<'_>, table: &str, rows: Vec<String>) {
+    let sink = client
+        .copy_in(&format!("COPY {table} FROM STDIN (DELIMITER '|')"))
+        .await
+        .expect("COPY starts");
+    futures::pin_mut!(sink);
+    let mut data = rows.join("\n");
+    data.push('\n');
+    sink.send(bytes::Bytes::from(data))
+        .await
+        .expect("COPY data");
+    sink.finish().await.expect("COPY ends");
+}
+
+fn slice(sf: f64, k: i32) -> (Vec<String>, Vec<String>, i64, i64) {
+    let orders: Vec<_> = OrderGenerator::new(sf, k, SLICES).iter().collect();
+    let lo = orders.iter().map(|o| o.o_orderkey).min().unwrap_or(0);
+    let hi = orders.iter().map(|o| o.o_orderkey).max().unwrap_or(0);
+    let orders = orders.into_iter().map(tbl).collect();
+    let lines = LineItemGenerator::new(sf, k, SLICES)
+        .iter()
+        .map(tbl)
+        .collect();
+    (orders, lines, lo, hi)
+}
+
+async fn postgres_answer(db: &TestDb, sql: &str) -> Vec<String> {
+    let st = db
+        .client
+        .prepare(sql)
+        .await
+        .expect("Postgres prepares the query");
+    let cols: Vec<String> = (1..=st.columns().len()).map(|i| format!("c{i}")).collect();
+    let q = format!(
+        "SELECT json_build_array({})::text FROM ({}) AS q({})",
+        cols.join(", "),
+        sql.trim().trim_end_matches(';'),
+        cols.join(", ")
+    );
+    let rows = db.client.query(&q, &[]).await.expect("Postgres answers");
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let text: String = r.get(0);
+            serde_json::from_str::<Value>(&text)
+                .expect("json")
+                .to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn check_all(server: &TestServer, db: &TestDb, queries: &[(String, String)], when: &str) {
+    let target = db.lsn().await;
+    let start = Instant::now();
+    loop {
+        let (status, body) = server.get("/healthz").await;
+        let lsn: viewcast::pg::Lsn = body["lsn"].as_str().unwrap_or("0/0").parse().unwrap();
+        if status == 200 && lsn >= target {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{when}: viewcast did not reach {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let caught_up = start.elapsed();
+    let mut rows_total = 0;
+    for (name, sql) in queries {
+        let (status, body) = server.get(&format!("/views/{name}")).await;
+        assert_eq!(status, 200, "{when}: {name}: {body}");
+        let mut got: Vec<String> = body["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        got.sort();
+        let want = postgres_answer(db, sql).await;
+        rows_total += want.len();
+        if got != want {
+            let missing: Vec<&String> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+            let extra: Vec<&String> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+            panic!(
+                "{when}: {name} differs from Postgres ({} rows vs {}):\n  missing {missing:?}\n  extra {extra:?}",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+    println!(
+        "tpch {when}: all 22 views equal Postgres ({rows_total} rows); caught up {:.2}s after the commit",
+        caught_up.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_22_queries_stay_equal_to_postgres_through_refresh_batches() {
+    let sf: f64 = std::env::var("VIEWCAST_TPCH_SF")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.01);
+    let db = TestDb::new("tpch").await;
+    let ddl = std::fs::read_to_string(format!("{CORPUS}/ddl.sql")).expect("tpch ddl");
+    let keys = std::fs::read_to_string(format!("{CORPUS}/keys.sql")).expect("tpch keys");
+    db.exec(&ddl).await;
+    db.exec(&keys).await;
+
+    let mut loader = connect(&db.conninfo).await;
+    let started = Instant::now();
+    {
+        let tx = loader.transaction().await.unwrap();
+        copy(
+            &tx,
+            "region",
+            RegionGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
+        )
+        .await;
+        copy(
+            &tx,
+            "nation",
+            NationGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
+        )
+        .await;
+        copy(
+            &tx,
+            "part",
+            PartGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
+        )
+        .await;
+        copy(
+            &tx,
+            "supplier",
+            SupplierGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
+        )
+        .await;
+        copy(
+            &tx,
+            "partsupp",
+            PartSuppGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
+        )
+        .await;
+        copy(
+            &tx,
+            "customer",
+            CustomerGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
+        )
+        .await;
+        for k in 1..=SLICES - 2 {
+            let (orders, lines, _, _) = slice(sf, k);
+            copy(&tx, "orders", orders).await;
+            copy(&tx, "lineitem", lines).await;
+        }
+        tx.commit().await.unwrap();
+    }
+    db.exec("ANALYZE").await;
+    println!(
+        "tpch: loaded scale factor {sf} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut queries = Vec::new();
+    for i in 1..=22 {
+        let name = format!("q{i:02}");
+        let sql = std::fs::read_to_string(format!("{CORPUS}/queries/{name}.sql"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        queries.push((name, sql));
+    }
+    let named: Vec<(&str, &str)> = queries
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_str()))
+        .collect();
+    let started = Instant::now();
+    let server = TestServer::start(&db, &named).await;
+    println!(
+        "tpch: 22 views healthy {:.1}s after start",
+        started.elapsed().as_secs_f64()
+    );
+    let (_, list) = server.get("/views").await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(22),
+        "every TPC-H query is served"
+    );
+    check_all(&server, &db, &queries, "initial load").await;
+
+    // Refresh batches: new orders with their lineitems, then old ones removed.
+    let mut batches: Vec<(String, i32, bool)> = Vec::new();
+    for k in SLICES - 1..=SLICES {
+        batches.push((format!("insert slice {k}"), k, true));
+    }
+    for k in 1..=2 {
+        batches.push((format!("delete slice {k}"), k, false));
+    }
+    for (what, k, insert) in batches {
+        let (orders, lines, lo, hi) = slice(sf, k);
+        let tx = loader.transaction().await.unwrap();
+        if insert {
+            copy(&tx, "orders", orders).await;
+            copy(&tx, "lineitem", lines).await;
+        } else {
+            tx.batch_execute(&format!(
+                "DELETE FROM lineitem WHERE l_orderkey BETWEEN {lo} AND {hi};
+                 DELETE FROM orders WHERE o_orderkey BETWEEN {lo} AND {hi};"
+            ))
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        check_all(&server, &db, &queries, &what).await;
+    }
+    // Prices change in place: updates of lineitems across many orders.
+    db.exec("UPDATE lineitem SET l_discount = 0.10 - l_discount, l_quantity = l_quantity + 1 WHERE l_orderkey % 5 = 0")
+        .await;
+    check_all(&server, &db, &queries, "update of a fifth of the lineitems").await;
+    server.stop().await;
+}
