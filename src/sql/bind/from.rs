@@ -549,10 +549,7 @@ pub(super) fn factor_or(e: Expr) -> Vec<Expr> {
         .collect();
     let mut out = common;
     // A branch left with nothing is TRUE, and so is the whole disjunction.
-    if !rest
-        .iter()
-        .any(|r| *r == Expr::Literal(crate::repr::Datum::Bool(true)))
-    {
+    if !rest.contains(&Expr::Literal(crate::repr::Datum::Bool(true))) {
         out.push(all_of(rest, BinOp::Or, false));
     }
     out
