@@ -253,6 +253,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             ViewDef {
                 name,
                 sql: text,
+                plan: view.plan.to_string(),
                 columns: view.columns,
             },
             tables,

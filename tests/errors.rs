@@ -60,6 +60,27 @@ async fn refused_views_leave_the_others_running() {
     }
     let (status, _) = server.get("/views/nothing_here").await;
     assert_eq!(status, 404);
+    // The plan endpoint shows how a view is maintained, or why it is refused.
+    let (status, plan) = viewcast::client::get(&server.addr, "/views/good/plan")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        plan.starts_with("good: id int4, amount int4\n") && plan.contains("Get public.t"),
+        "{plan}"
+    );
+    let (status, plan) = viewcast::client::get(&server.addr, "/views/unsupported/plan")
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+    assert!(
+        plan.contains("window functions") && plan.contains('^'),
+        "{plan}"
+    );
+    let (status, _) = viewcast::client::get(&server.addr, "/views/nothing_here/plan")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
 
     let mut f = server.follow("good").await;
     db.exec("INSERT INTO t VALUES (2, 6)").await;

@@ -49,6 +49,7 @@ pub fn router(registry: AppState) -> Router {
         .route("/views", get(list_views))
         .route("/views/{name}", get(view_contents))
         .route("/views/{name}/sse", get(sse::stream))
+        .route("/views/{name}/plan", get(view_plan))
         .with_state(registry)
 }
 
@@ -98,6 +99,39 @@ async fn list_views(State(reg): State<AppState>) -> Response {
         .map(|v| json!({ "name": v.def.name, "sql": v.def.sql, "columns": v.def.columns }))
         .collect();
     Json(list).into_response()
+}
+
+/// How a view is maintained, as text: its columns, then one plan operator per
+/// line with its inputs indented below. A refused view answers 422 with the
+/// reason and a caret under the spot in its SQL.
+async fn view_plan(State(reg): State<AppState>, Path(name): Path<String>) -> Response {
+    let text = |status: StatusCode, body: String| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    };
+    if let Some((_, view)) = reg.get(&name) {
+        let cols: Vec<String> = view
+            .def
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.ty.name()))
+            .collect();
+        return text(
+            StatusCode::OK,
+            format!("{name}: {}\n{}", cols.join(", "), view.def.plan),
+        );
+    }
+    match reg.refused(&name) {
+        Some(r) => text(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{name}: refused\n{}\n", r.detail),
+        ),
+        None => text(StatusCode::NOT_FOUND, format!("no view named \"{name}\"\n")),
+    }
 }
 
 async fn view_contents(

@@ -42,6 +42,8 @@ pub struct ViewDef {
     pub name: String,
     pub sql: String,
     pub columns: Vec<Column>,
+    /// The plan as text (`GET /views/{name}/plan`).
+    pub plan: String,
 }
 
 struct ViewState {
