@@ -39,6 +39,55 @@ const VIEWS: &[(&str, &str)] = &[
     ),
     ("totals", "SELECT count(*), sum(qty), min(status), max(qty), avg(qty) FROM orders"),
     ("filters", "SELECT id, qty FROM orders WHERE (status IN ('new', 'paid') OR qty BETWEEN 3 AND 5) AND NOT (customer_id IS NULL) AND status LIKE '%a%'"),
+    // Outer joins of every kind, USING.
+    ("full_joined", "SELECT o.id AS oid, c.id AS cid, c.region FROM orders o FULL JOIN customers c ON c.id = o.customer_id AND o.qty > 2"),
+    ("right_joined", "SELECT c.name, o.id FROM orders o RIGHT JOIN customers c ON o.customer_id = c.id AND o.status <> 'new'"),
+    ("using_joined", "SELECT id, name, qty FROM customers JOIN (SELECT customer_id AS id, qty FROM orders) x USING (id) WHERE qty > 1"),
+    ("non_equi", "SELECT o.id, p.id AS cheaper FROM orders o JOIN products p ON p.price < o.qty"),
+    // Subqueries, correlated and not, decorrelated into joins.
+    ("exists", "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.qty > 3)"),
+    ("not_exists", "SELECT c.id, c.region FROM customers c WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.status = 'paid')"),
+    ("not_in", "SELECT p.id FROM products p WHERE p.id NOT IN (SELECT product_id FROM orders WHERE status = 'cancelled')"),
+    ("in_with_nulls", "SELECT c.id, c.id NOT IN (SELECT customer_id FROM orders WHERE qty = 1) AS never_single, c.id IN (SELECT customer_id FROM orders WHERE status = 'new') AS has_new FROM customers c"),
+    (
+        "scalar",
+        "SELECT c.id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) AS n,
+                (SELECT max(qty) FROM orders o WHERE o.customer_id = c.id AND o.status = 'paid') AS biggest_paid,
+                (SELECT p.category FROM products p WHERE p.id = c.id) AS same_id_category
+         FROM customers c",
+    ),
+    ("above_average", "SELECT id, qty FROM orders o WHERE qty > (SELECT avg(qty) FROM orders i WHERE i.status = o.status)"),
+    // Set operations, CTEs, views over views, top-k.
+    ("unioned", "SELECT customer_id AS id FROM orders WHERE status = 'new' UNION SELECT id FROM customers WHERE region = 'north'"),
+    ("intersected", "SELECT product_id FROM orders WHERE status = 'paid' INTERSECT ALL SELECT product_id FROM orders WHERE qty > 2"),
+    ("excepted", "SELECT customer_id FROM orders EXCEPT SELECT id FROM customers WHERE region IS NULL"),
+    (
+        "cte",
+        "WITH per AS (SELECT customer_id, sum(qty) AS total FROM orders GROUP BY customer_id)
+         SELECT a.customer_id, a.total FROM per a WHERE a.total >= (SELECT avg(total) FROM per)",
+    ),
+    ("over_view", "SELECT name, sum(qty) AS q, count(*) AS n FROM joined GROUP BY name"),
+    ("top", "SELECT id, qty FROM orders ORDER BY qty DESC, id LIMIT 5"),
+    ("top_groups", "SELECT customer_id, count(*) AS n FROM orders GROUP BY customer_id ORDER BY n DESC, customer_id LIMIT 3 OFFSET 1"),
+    // Aggregates and expressions.
+    (
+        "aggs",
+        "SELECT status, string_agg(id::text, ',' ORDER BY id) AS ids, bool_and(qty > 1) AS all_multi,
+                bool_or(customer_id IS NULL) AS any_anon, count(*) FILTER (WHERE qty > 2) AS big,
+                json_agg(qty ORDER BY id DESC) AS qtys, count(DISTINCT product_id) AS products
+         FROM orders GROUP BY status",
+    ),
+    (
+        "exprs",
+        "SELECT id, CASE WHEN qty > 3 THEN 'big' WHEN qty > 1 THEN 'mid' ELSE 'small' END AS size,
+                coalesce(customer_id, -1) AS cust, nullif(qty, 2) AS q, greatest(qty, product_id) AS g,
+                least(qty, product_id) AS l, upper(status) AS s, length(status) AS len,
+                substr(status, 2, 3) AS sub, position('a' in status) AS pos, replace(status, 'a', 'A') AS rep,
+                split_part(status, 'e', 1) AS part1, status || '-' || qty AS tag, abs(qty - 3) AS dist,
+                round(qty / 3.0, 2) AS r, extract(minute from placed_at) AS minute,
+                date_trunc('hour', placed_at) AS hour, concat(status, customer_id) AS cat
+         FROM orders",
+    ),
 ];
 
 const STATUSES: &[&str] = &["new", "paid", "shipped", "cancelled"];
@@ -97,7 +146,8 @@ async fn random_transactions_match_postgres() {
                               placed_at timestamptz NOT NULL DEFAULT '2024-01-01 00:00:00+00');
          INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east',NULL])[1 + i % 4] FROM generate_series(1, 10) i;
          INSERT INTO products SELECT i, i * 2.5, (ARRAY['a','b'])[1 + i % 2] FROM generate_series(1, 6) i;
-         INSERT INTO orders SELECT i, 1 + i % 11, 1 + i % 6, 1 + i % 4, (ARRAY['new','paid','shipped','cancelled'])[1 + i % 4] FROM generate_series(1, 25) i;",
+         INSERT INTO orders SELECT i, 1 + i % 11, 1 + i % 6, 1 + i % 4, (ARRAY['new','paid','shipped','cancelled'])[1 + i % 4] FROM generate_series(1, 25) i;
+         CREATE VIEW joined AS SELECT c.name, o.qty, p.price FROM orders o JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id WHERE o.qty > 1;",
     )
     .await;
     let server = TestServer::start(&db, VIEWS).await;
