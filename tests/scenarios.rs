@@ -347,3 +347,65 @@ async fn quoted_identifiers_and_other_schemas() {
     assert_eq!(list[0]["columns"][1]["name"], "Total");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_queries_follow_a_changing_graph() {
+    let db = TestDb::new("recursive").await;
+    db.exec(
+        "CREATE TABLE edges (src int, dst int, PRIMARY KEY (src, dst));
+         INSERT INTO edges VALUES (1, 2), (2, 3), (3, 4), (5, 6);",
+    )
+    .await;
+    let views = [
+        (
+            "reach",
+            "WITH RECURSIVE reach(src, dst) AS (
+                 SELECT src, dst FROM edges
+                 UNION
+                 SELECT r.src, e.dst FROM reach r JOIN edges e ON e.src = r.dst)
+             SELECT src, dst FROM reach",
+        ),
+        (
+            "walks",
+            "WITH RECURSIVE walk(node, depth) AS (
+                 SELECT 1, 0
+                 UNION ALL
+                 SELECT e.dst, w.depth + 1 FROM walk w JOIN edges e ON e.src = w.node WHERE w.depth < 5)
+             SELECT node, depth, count(*) AS paths FROM walk GROUP BY node, depth",
+        ),
+        (
+            "endless",
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) AS c FROM n",
+        ),
+    ];
+    let server = TestServer::start(&db, &views[..2]).await;
+    let mut followers = vec![server.follow("reach").await, server.follow("walks").await];
+    check_views(&db, &mut followers, &views[..2]).await;
+    let mut rng = viewcast::demo::Rng::new(11);
+    for _ in 0..40 {
+        let (a, b) = (1 + rng.below(7), 1 + rng.below(7));
+        let sql = if rng.below(3) == 0 {
+            format!("DELETE FROM edges WHERE src = {a}")
+        } else {
+            // Cycles included: a fixed point still exists for UNION.
+            format!("INSERT INTO edges VALUES ({a}, {b}) ON CONFLICT DO NOTHING")
+        };
+        db.exec(&sql).await;
+        check_views(&db, &mut followers, &views[..2]).await;
+    }
+    server.stop().await;
+
+    // A query with no fixed point fails its view, not the server.
+    let server = TestServer::start(&db, &views).await;
+    let (status, body) = server.get("/views/endless").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("fixed point"),
+        "{body}"
+    );
+    let mut reach = server.follow("reach").await;
+    db.exec("INSERT INTO edges VALUES (6, 7) ON CONFLICT DO NOTHING")
+        .await;
+    check_view(&db, &mut reach, "reach", views[0].1).await;
+    server.stop().await;
+}

@@ -422,8 +422,22 @@ mod tests {
             p.contains("TopK order=[#1 DESC, #2] limit=3 offset=1"),
             "{p}"
         );
-        let e = refuse("WITH RECURSIVE r AS (SELECT 1) SELECT * FROM r");
-        assert!(e.contains("WITH RECURSIVE"), "{e}");
+        let p = plan("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT n FROM r");
+        assert!(
+            p.contains("Recursive r0 (fixed point of base UNION ALL step)"),
+            "{p}"
+        );
+        let e = refuse(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION SELECT count(*)::int4 FROM r) SELECT * FROM r",
+        );
+        assert!(e.contains("under an aggregate"), "{e}");
+        let e = refuse(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION SELECT n::numeric FROM r) SELECT * FROM r",
+        );
+        assert!(
+            e.contains("has type int4 in non-recursive term but type numeric overall"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -199,12 +199,26 @@ pub enum Plan {
         limit: Option<u64>,
         offset: u64,
     },
+    /// WITH RECURSIVE: the least fixed point of `base ∪ step(self)` (as a set
+    /// when `distinct`, for UNION; as a multiset for UNION ALL). `step` reads
+    /// the rows found so far as `RecursiveRef { id }`.
+    Recursive {
+        id: usize,
+        base: Box<Plan>,
+        step: Box<Plan>,
+        distinct: bool,
+    },
+    /// The rows of the enclosing `Recursive` with the same id.
+    RecursiveRef { id: usize, arity: usize },
 }
 
 impl Plan {
     pub fn arity(&self) -> usize {
         match self {
-            Plan::Get { arity, .. } | Plan::Constant { arity, .. } => *arity,
+            Plan::Get { arity, .. }
+            | Plan::Constant { arity, .. }
+            | Plan::RecursiveRef { arity, .. } => *arity,
+            Plan::Recursive { base, .. } => base.arity(),
             Plan::Filter { input, .. } | Plan::Distinct { input } | Plan::TopK { input, .. } => {
                 input.arity()
             }
@@ -228,7 +242,11 @@ impl Plan {
     pub fn tables(&self, out: &mut Vec<usize>) {
         match self {
             Plan::Get { table, .. } => out.push(*table),
-            Plan::Constant { .. } => {}
+            Plan::Constant { .. } | Plan::RecursiveRef { .. } => {}
+            Plan::Recursive { base, step, .. } => {
+                base.tables(out);
+                step.tables(out);
+            }
             Plan::Filter { input, .. }
             | Plan::Project { input, .. }
             | Plan::Reduce { input, .. }
@@ -313,6 +331,21 @@ impl Plan {
                 writeln!(f, "{pad}Distinct")?;
                 input.explain(depth + 1, f)
             }
+            Plan::Recursive {
+                id,
+                base,
+                step,
+                distinct,
+            } => {
+                writeln!(
+                    f,
+                    "{pad}Recursive r{id} (fixed point of base {} step)",
+                    if *distinct { "UNION" } else { "UNION ALL" }
+                )?;
+                base.explain(depth + 1, f)?;
+                step.explain(depth + 1, f)
+            }
+            Plan::RecursiveRef { id, .. } => writeln!(f, "{pad}Get r{id} (rows so far)"),
             Plan::Union { inputs } => {
                 writeln!(f, "{pad}UnionAll")?;
                 inputs.iter().try_for_each(|p| p.explain(depth + 1, f))

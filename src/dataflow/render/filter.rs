@@ -1,9 +1,13 @@
 //! `Filter`: keeps rows for which every predicate is true (NULL drops the row).
 
+use super::Time;
 use super::{split, Coll, Errs};
 use crate::sql::expr::Expr;
 
-pub fn render<'s>(input: Coll<'s>, predicates: Vec<Expr>) -> (Coll<'s>, Errs<'s>) {
+pub fn render<'s, T: Time>(
+    input: Coll<'s, T>,
+    predicates: Vec<Expr>,
+) -> (Coll<'s, T>, Errs<'s, T>) {
     split(input.flat_map(move |row| {
         for p in &predicates {
             match p.eval_predicate(&row) {

@@ -12,21 +12,22 @@
 //! unless the join is null-safe.
 
 use super::project::eval_all;
+use super::Time;
 use super::{render as render_plan, Arr, Coll, Context, Errs};
 use crate::repr::{Datum, Row};
 use crate::sql::expr::Expr;
 use crate::sql::plan::JoinKind;
 use crate::sql::Plan;
 
-type Keyed<'s> = differential_dataflow::VecCollection<'s, u64, (Row, Row), isize>;
+type Keyed<'s, T> = differential_dataflow::VecCollection<'s, T, (Row, Row), isize>;
 
 /// `plan` keyed by `keys` and arranged, once per dataflow for each (plan, keys).
-fn arranged<'s>(
+fn arranged<'s, T: Time>(
     plan: &Plan,
     keys: &[Expr],
     null_safe: bool,
-    ctx: &mut Context<'s>,
-) -> (Arr<'s>, Errs<'s>) {
+    ctx: &mut Context<'s, T>,
+) -> (Arr<'s, T>, Errs<'s, T>) {
     let cache_key = format!("{plan:?}|{keys:?}|{null_safe}");
     if let Some(a) = ctx.arrangements.get(&cache_key) {
         return a.clone();
@@ -39,7 +40,11 @@ fn arranged<'s>(
     (arr, errs)
 }
 
-fn keyed<'s>(coll: Coll<'s>, keys: &[Expr], null_safe: bool) -> (Keyed<'s>, Errs<'s>) {
+fn keyed<'s, T: Time>(
+    coll: Coll<'s, T>,
+    keys: &[Expr],
+    null_safe: bool,
+) -> (Keyed<'s, T>, Errs<'s, T>) {
     let keys = keys.to_vec();
     let results = coll.flat_map(move |row| {
         let key = match eval_all(&keys, &row) {
@@ -56,19 +61,19 @@ fn keyed<'s>(coll: Coll<'s>, keys: &[Expr], null_safe: bool) -> (Keyed<'s>, Errs
 }
 
 /// The rows of `all` (with their multiplicity) that occur in `matched`.
-fn present<'s>(all: Coll<'s>, matched: Coll<'s>) -> Coll<'s> {
+fn present<'s, T: Time>(all: Coll<'s, T>, matched: Coll<'s, T>) -> Coll<'s, T> {
     all.map(|r| (r, ()))
         .semijoin(matched.distinct())
         .map(|(r, ())| r)
 }
 
 /// The rows of `all` that do not occur in `matched`.
-fn unmatched<'s>(all: Coll<'s>, matched: Coll<'s>) -> Coll<'s> {
+fn unmatched<'s, T: Time>(all: Coll<'s, T>, matched: Coll<'s, T>) -> Coll<'s, T> {
     all.clone().concat(present(all, matched).negate())
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn render<'s>(
+pub fn render<'s, T: Time>(
     left: &Plan,
     right: &Plan,
     kind: JoinKind,
@@ -77,8 +82,8 @@ pub fn render<'s>(
     residual: &[Expr],
     right_arity: usize,
     null_safe: bool,
-    ctx: &mut Context<'s>,
-) -> (Coll<'s>, Errs<'s>) {
+    ctx: &mut Context<'s, T>,
+) -> (Coll<'s, T>, Errs<'s, T>) {
     let left_arity = left.arity();
     if matches!(kind, JoinKind::Semi | JoinKind::Anti) && residual.is_empty() {
         // Only whether a key has a match matters: join against the distinct keys.
@@ -112,8 +117,8 @@ pub fn render<'s>(
     let (matched, residual_errs) = super::split(results);
     let errs = left_errs.concat(right_errs).concat(residual_errs);
     let matched_left =
-        |matched: &Coll<'s>| matched.clone().map(move |row| row[..left_arity].to_vec());
-    let left_unmatched = |ctx: &mut Context<'s>, matched: &Coll<'s>| {
+        |matched: &Coll<'s, T>| matched.clone().map(move |row| row[..left_arity].to_vec());
+    let left_unmatched = |ctx: &mut Context<'s, T>, matched: &Coll<'s, T>| {
         unmatched(render_plan(left, ctx), matched_left(matched))
     };
     let out = match kind {

@@ -15,6 +15,7 @@ mod filter;
 mod get;
 mod join;
 mod project;
+mod recursive;
 mod reduce;
 mod setop;
 mod topk;
@@ -28,33 +29,81 @@ use differential_dataflow::VecCollection;
 use crate::repr::Row;
 use crate::sql::Plan;
 
-pub type Coll<'s> = VecCollection<'s, u64, Row, isize>;
+/// The timestamps views are computed at: commit LSNs, and inside a recursive
+/// query's loop, (LSN, iteration) pairs.
+pub trait Time:
+    timely::progress::Timestamp + differential_dataflow::lattice::Lattice + timely::ExchangeData
+{
+    /// Renders a WITH RECURSIVE fixed point in a loop scope nested in this one.
+    fn recursive<'s>(
+        id: usize,
+        base: &Plan,
+        step: &Plan,
+        distinct: bool,
+        ctx: &mut Context<'s, Self>,
+    ) -> (Coll<'s, Self>, Errs<'s, Self>);
+}
+
+impl Time for u64 {
+    fn recursive<'s>(
+        id: usize,
+        base: &Plan,
+        step: &Plan,
+        distinct: bool,
+        ctx: &mut Context<'s, Self>,
+    ) -> (Coll<'s, Self>, Errs<'s, Self>) {
+        recursive::render(id, base, step, distinct, ctx)
+    }
+}
+
+/// Inside a recursive query's loop. The binder refuses a WITH RECURSIVE nested
+/// in the recursive term, so this is not reached; it fails the view if it is.
+impl Time for timely::order::Product<u64, u64> {
+    fn recursive<'s>(
+        _id: usize,
+        _base: &Plan,
+        _step: &Plan,
+        _distinct: bool,
+        ctx: &mut Context<'s, Self>,
+    ) -> (Coll<'s, Self>, Errs<'s, Self>) {
+        let unit = ctx.unit.clone();
+        (
+            unit.clone().flat_map(|()| None),
+            unit.map(|()| "WITH RECURSIVE nested in a recursive term".to_string()),
+        )
+    }
+}
+
+pub type Coll<'s, T> = VecCollection<'s, T, Row, isize>;
 /// Error messages, one per failing row (or group).
-pub type Errs<'s> = VecCollection<'s, u64, String, isize>;
-pub type Arr<'s> = Arranged<'s, TraceAgent<ValSpine<Row, Row, u64, isize>>>;
+pub type Errs<'s, T> = VecCollection<'s, T, String, isize>;
+pub type Arr<'s, T> = Arranged<'s, TraceAgent<ValSpine<Row, Row, T, isize>>>;
 
 /// Splits evaluated rows into the good ones and the errors.
-pub fn split<'s>(
-    results: VecCollection<'s, u64, Result<Row, String>, isize>,
-) -> (Coll<'s>, Errs<'s>) {
+pub fn split<'s, T: Time>(
+    results: VecCollection<'s, T, Result<Row, String>, isize>,
+) -> (Coll<'s, T>, Errs<'s, T>) {
     let ok = results.clone().flat_map(Result::ok);
     let err = results.flat_map(Result::err);
     (ok, err)
 }
 
-pub struct Context<'s> {
-    tables: Vec<Coll<'s>>,
-    unit: VecCollection<'s, u64, (), isize>,
-    collections: HashMap<String, Coll<'s>>,
+pub struct Context<'s, T: Time> {
+    tables: Vec<Coll<'s, T>>,
+    /// The rows found so far of each recursive query being rendered.
+    recursive: HashMap<usize, Coll<'s, T>>,
+    unit: VecCollection<'s, T, (), isize>,
+    collections: HashMap<String, Coll<'s, T>>,
     /// The errors each rendered subplan raises itself (not its inputs').
-    errors: HashMap<String, Errs<'s>>,
-    arrangements: HashMap<String, (Arr<'s>, Errs<'s>)>,
+    errors: HashMap<String, Errs<'s, T>>,
+    arrangements: HashMap<String, (Arr<'s, T>, Errs<'s, T>)>,
 }
 
-impl<'s> Context<'s> {
-    pub fn new(tables: Vec<Coll<'s>>, unit: VecCollection<'s, u64, (), isize>) -> Self {
+impl<'s, T: Time> Context<'s, T> {
+    pub fn new(tables: Vec<Coll<'s, T>>, unit: VecCollection<'s, T, (), isize>) -> Self {
         Context {
             tables,
+            recursive: HashMap::new(),
             unit,
             collections: HashMap::new(),
             errors: HashMap::new(),
@@ -63,12 +112,12 @@ impl<'s> Context<'s> {
     }
 
     /// Every error a view over `plan` can be in: those of all its subplans.
-    pub fn errors_of(&self, plan: &Plan) -> Option<Errs<'s>> {
+    pub fn errors_of(&self, plan: &Plan) -> Option<Errs<'s, T>> {
         let mut keys = Vec::new();
         plan_keys(plan, &mut keys);
         keys.sort();
         keys.dedup();
-        let mut out: Option<Errs<'s>> = None;
+        let mut out: Option<Errs<'s, T>> = None;
         for k in keys {
             if let Some(e) = self.errors.get(&k) {
                 out = Some(match out {
@@ -84,7 +133,9 @@ impl<'s> Context<'s> {
 fn plan_keys(plan: &Plan, out: &mut Vec<String>) {
     out.push(format!("{plan:?}"));
     match plan {
-        Plan::Get { .. } | Plan::Constant { .. } => {}
+        Plan::Get { .. } | Plan::Constant { .. } | Plan::RecursiveRef { .. } => {}
+        // The step is rendered in the loop; its errors are the Recursive's own.
+        Plan::Recursive { base, .. } => plan_keys(base, out),
         Plan::Filter { input, .. }
         | Plan::Project { input, .. }
         | Plan::Reduce { input, .. }
@@ -99,13 +150,29 @@ fn plan_keys(plan: &Plan, out: &mut Vec<String>) {
 }
 
 /// Renders `plan`, reusing an identical subplan rendered before.
-pub fn render<'s>(plan: &Plan, ctx: &mut Context<'s>) -> Coll<'s> {
+pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T> {
     let key = format!("{plan:?}");
     if let Some(c) = ctx.collections.get(&key) {
         return c.clone();
     }
     let (coll, errs) = match plan {
         Plan::Get { table, .. } => (get::render(*table, ctx), None),
+        Plan::RecursiveRef { id, .. } => (
+            ctx.recursive
+                .get(id)
+                .cloned()
+                .expect("a recursive reference is rendered inside its loop"),
+            None,
+        ),
+        Plan::Recursive {
+            id,
+            base,
+            step,
+            distinct,
+        } => {
+            let (ok, err) = T::recursive(*id, base, step, *distinct, ctx);
+            (ok, Some(err))
+        }
         Plan::Constant { rows, .. } => {
             let rows = rows.clone();
             (ctx.unit.clone().flat_map(move |()| rows.clone()), None)

@@ -1,5 +1,6 @@
 //! `Project`: one output value per expression.
 
+use super::Time;
 use super::{split, Coll, Errs};
 use crate::repr::{Datum, Row};
 use crate::sql::expr::Expr;
@@ -12,6 +13,6 @@ pub fn eval_all(exprs: &[Expr], row: &[Datum]) -> Result<Row, String> {
         .collect()
 }
 
-pub fn render<'s>(input: Coll<'s>, exprs: Vec<Expr>) -> (Coll<'s>, Errs<'s>) {
+pub fn render<'s, T: Time>(input: Coll<'s, T>, exprs: Vec<Expr>) -> (Coll<'s, T>, Errs<'s, T>) {
     split(input.map(move |row| eval_all(&exprs, &row)))
 }

@@ -25,6 +25,7 @@ use std::hash::{Hash, Hasher};
 use differential_dataflow::VecCollection;
 
 use super::project::eval_all;
+use super::Time;
 use super::{Coll, Errs};
 use crate::repr::{Datum, Numeric, Row, Type, F64};
 use crate::sql::expr::{sql_cmp, EvalError, Expr};
@@ -34,16 +35,16 @@ use crate::sql::plan::{AggFunc, Aggregate};
 const LEVEL1_BUCKETS: u64 = 4096;
 const LEVEL2_BUCKETS: u64 = 64;
 
-type Keyed<'s> = VecCollection<'s, u64, (Row, Row), isize>;
+type Keyed<'s, T> = VecCollection<'s, T, (Row, Row), isize>;
 /// Partials per key: a partial, or the error computing it.
-type Partials<'s> = VecCollection<'s, u64, (Row, Result<Row, String>), isize>;
+type Partials<'s, T> = VecCollection<'s, T, (Row, Result<Row, String>), isize>;
 
-pub fn render<'s>(
-    input: Coll<'s>,
+pub fn render<'s, T: Time>(
+    input: Coll<'s, T>,
     keys: Vec<Expr>,
     aggs: Vec<Aggregate>,
-    unit: VecCollection<'s, u64, (), isize>,
-) -> (Coll<'s>, Errs<'s>) {
+    unit: VecCollection<'s, T, (), isize>,
+) -> (Coll<'s, T>, Errs<'s, T>) {
     let global = keys.is_empty();
     let inputs: Vec<Expr> = aggs.iter().flat_map(|a| a.inputs()).collect();
     let spread = !aggs.iter().any(|a| a.distinct || a.func.needs_all_values());
@@ -59,8 +60,8 @@ pub fn render<'s>(
         k.push(Datum::Int(bucket as i64));
         Ok((k, v))
     });
-    let bucketed: Keyed<'s> = evaluated.clone().flat_map(Result::ok);
-    let input_errs: Errs<'s> = evaluated.flat_map(Result::err);
+    let bucketed: Keyed<'s, T> = evaluated.clone().flat_map(Result::ok);
+    let input_errs: Errs<'s, T> = evaluated.flat_map(Result::err);
     let level1 = reduce_values(bucketed, &aggs);
     let level2 = reduce_partials(
         level1.map(|(mut k, p)| {
@@ -109,7 +110,7 @@ fn hash_of(row: &Row) -> u64 {
 }
 
 /// The first level: partials of aggregate input values.
-fn reduce_values<'s>(input: Keyed<'s>, aggs: &[Aggregate]) -> Partials<'s> {
+fn reduce_values<'s, T: Time>(input: Keyed<'s, T>, aggs: &[Aggregate]) -> Partials<'s, T> {
     let aggs = aggs.to_vec();
     input.reduce(
         move |_key, vals: &[(&Row, isize)], out: &mut Vec<(Result<Row, String>, isize)>| {
@@ -119,7 +120,7 @@ fn reduce_values<'s>(input: Keyed<'s>, aggs: &[Aggregate]) -> Partials<'s> {
 }
 
 /// Higher levels: partials merged; an error below stays an error.
-fn reduce_partials<'s>(input: Partials<'s>, aggs: &[Aggregate]) -> Partials<'s> {
+fn reduce_partials<'s, T: Time>(input: Partials<'s, T>, aggs: &[Aggregate]) -> Partials<'s, T> {
     let aggs = aggs.to_vec();
     input.reduce(
         move |_key,

@@ -14,14 +14,20 @@
 //! NULLs are equal to each other.
 
 use super::Coll;
+use super::Time;
 use crate::sql::plan::SetOpKind;
 
-pub fn union<'s>(mut inputs: Vec<Coll<'s>>) -> Coll<'s> {
+pub fn union<'s, T: Time>(mut inputs: Vec<Coll<'s, T>>) -> Coll<'s, T> {
     let first = inputs.remove(0);
     inputs.into_iter().fold(first, |acc, c| acc.concat(c))
 }
 
-pub fn render<'s>(kind: SetOpKind, all: bool, left: Coll<'s>, right: Coll<'s>) -> Coll<'s> {
+pub fn render<'s, T: Time>(
+    kind: SetOpKind,
+    all: bool,
+    left: Coll<'s, T>,
+    right: Coll<'s, T>,
+) -> Coll<'s, T> {
     let tagged = left.map(|r| (r, true)).concat(right.map(|r| (r, false)));
     tagged
         .reduce(

@@ -18,6 +18,7 @@ use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 
 use super::Coll;
+use super::Time;
 use crate::repr::{Datum, Row};
 use crate::sql::expr::sql_cmp;
 use crate::sql::plan::SortKey;
@@ -92,13 +93,13 @@ fn select(
     }
 }
 
-pub fn render<'s>(
-    input: Coll<'s>,
+pub fn render<'s, T: Time>(
+    input: Coll<'s, T>,
     group: usize,
     order: Vec<SortKey>,
     limit: Option<u64>,
     offset: u64,
-) -> Coll<'s> {
+) -> Coll<'s, T> {
     // Key: the group columns, then (until the top) a bucket.
     let keyed = input.map(move |row| {
         let mut key: Row = row[..group].to_vec();
@@ -108,7 +109,7 @@ pub fn render<'s>(
     let keyed = match limit {
         Some(limit) => {
             let keep = offset.saturating_add(limit);
-            let prune = |c: differential_dataflow::VecCollection<'s, u64, (Row, Row), isize>,
+            let prune = |c: differential_dataflow::VecCollection<'s, T, (Row, Row), isize>,
                          order: Vec<SortKey>| {
                 c.reduce(
                     move |_k, rows: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {

@@ -105,6 +105,8 @@ pub struct Binder<'a> {
     views: &'a HashMap<String, CompiledView>,
     /// Common table expressions in scope, innermost last.
     ctes: RefCell<Vec<(String, Bound)>>,
+    /// Numbers recursive queries.
+    next_recursive: std::cell::Cell<usize>,
 }
 
 impl<'a> Binder<'a> {
@@ -113,6 +115,7 @@ impl<'a> Binder<'a> {
             catalog,
             views,
             ctes: RefCell::new(Vec::new()),
+            next_recursive: std::cell::Cell::new(0),
         }
     }
 
@@ -141,13 +144,19 @@ impl<'a> Binder<'a> {
         params: Option<&Params>,
     ) -> Result<Bound> {
         if let Some(with) = &q.with {
-            if with.recursive {
-                return Err(unsupported("WITH RECURSIVE", with.span()));
-            }
             for cte in &with.cte_tables {
                 let name = ident_name(&cte.alias.name);
-                let mut b = self.bind_query(&cte.query, None, None)?;
-                rename_columns(&mut b.columns, &cte.alias, &name)?;
+                let self_referencing = with.recursive
+                    && crate::sql::table_refs(&cte.query)
+                        .iter()
+                        .any(|p| matches!(p.as_slice(), [n] if *n == name));
+                let b = if self_referencing {
+                    self.bind_recursive(cte, &name)?
+                } else {
+                    let mut b = self.bind_query(&cte.query, None, None)?;
+                    rename_columns(&mut b.columns, &cte.alias, &name)?;
+                    b
+                };
                 self.ctes.borrow_mut().push((name, b));
             }
         }
@@ -214,6 +223,133 @@ impl<'a> Binder<'a> {
             bound.one_row = bound.one_row && offset == 0 && limit.is_some_and(|l| l > 0);
         }
         Ok(bound)
+    }
+
+    /// `WITH RECURSIVE name AS (base UNION [ALL] step)`: a fixed point
+    /// maintained with differential's iteration.
+    fn bind_recursive(&self, cte: &ast::Cte, name: &str) -> Result<Bound> {
+        let span = cte.query.span();
+        let q = &cte.query;
+        if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some()
+        {
+            return Err(unsupported(
+                "WITH, ORDER BY or LIMIT inside a recursive query",
+                span,
+            ));
+        }
+        let SetExpr::SetOperation {
+            left,
+            op: SetOperator::Union,
+            set_quantifier,
+            right,
+        } = q.body.as_ref()
+        else {
+            return Err(BindError::new(
+                format!("recursive query \"{name}\" does not have the form non-recursive-term UNION [ALL] recursive-term"),
+                span,
+            ));
+        };
+        let distinct = match set_quantifier {
+            SetQuantifier::All => false,
+            SetQuantifier::Distinct | SetQuantifier::None => true,
+            other => return Err(unsupported(format!("UNION {other}"), span)),
+        };
+        let (mut base, _) = self.bind_set_expr(left, None, None, &[])?;
+        rename_columns(&mut base.columns, &cte.alias, name)?;
+        for c in base.columns.iter_mut() {
+            if c.ty == Type::Unknown {
+                c.ty = Type::Text;
+            }
+        }
+        let id = self.next_recursive.get();
+        self.next_recursive.set(id + 1);
+        let arity = base.columns.len();
+        self.ctes.borrow_mut().push((
+            name.to_string(),
+            Bound {
+                plan: Plan::RecursiveRef { id, arity },
+                columns: base.columns.clone(),
+                params: 0,
+                one_row: false,
+            },
+        ));
+        let step = self.bind_set_expr(right, None, None, &[]);
+        self.ctes.borrow_mut().pop();
+        let (step, _) = step?;
+        if step.columns.len() != arity {
+            return Err(BindError::new(
+                "each UNION query must have the same number of columns",
+                right.span(),
+            ));
+        }
+        let mut exprs = Vec::new();
+        for (i, (b, s)) in base.columns.iter().zip(&step.columns).enumerate() {
+            if common_type(&b.ty, &s.ty).as_ref() != Some(&b.ty) {
+                return Err(BindError::new(
+                    format!(
+                        "recursive query \"{name}\" column {} has type {} in non-recursive term but type {} overall",
+                        i + 1,
+                        b.ty.name(),
+                        s.ty.name()
+                    ),
+                    right.span(),
+                ));
+            }
+            exprs.push(coerce(Expr::Column(i), &s.ty, &b.ty, right.span())?);
+        }
+        let mut step_plan = step.plan;
+        if exprs.iter().enumerate().any(|(i, e)| *e != Expr::Column(i)) {
+            step_plan = Plan::Project {
+                input: Box::new(step_plan),
+                exprs,
+            };
+        }
+        match recursive_uses(&step_plan, id) {
+            Err(what) => {
+                return Err(unsupported(
+                    format!("a recursive reference to \"{name}\" {what}"),
+                    right.span(),
+                ))
+            }
+            Ok(0) => {
+                // Not actually recursive: a plain UNION.
+                let union = Plan::Union {
+                    inputs: vec![base.plan, step_plan],
+                };
+                return Ok(Bound {
+                    plan: if distinct {
+                        Plan::Distinct {
+                            input: Box::new(union),
+                        }
+                    } else {
+                        union
+                    },
+                    columns: base.columns,
+                    params: 0,
+                    one_row: false,
+                });
+            }
+            Ok(1) => {}
+            Ok(_) => {
+                return Err(BindError::new(
+                    format!(
+                        "recursive reference to query \"{name}\" must not appear more than once"
+                    ),
+                    right.span(),
+                ))
+            }
+        }
+        Ok(Bound {
+            plan: Plan::Recursive {
+                id,
+                base: Box::new(base.plan),
+                step: Box::new(step_plan),
+                distinct,
+            },
+            columns: base.columns,
+            params: 0,
+            one_row: false,
+        })
     }
 
     /// A LIMIT/OFFSET count: a non-negative integer constant (`None` for
@@ -858,6 +994,43 @@ impl<'a> Binder<'a> {
                 .map(|(_, sc)| sc.cols.iter().any(|c| c.name == name))
                 .unwrap_or(false)
         })
+    }
+}
+
+/// How often the recursive term reads the rows so far, or where it reads them
+/// in a way a fixed point cannot maintain as Postgres evaluates it (Postgres
+/// refuses most of these too): under an aggregate, DISTINCT, LIMIT,
+/// INTERSECT/EXCEPT, NOT EXISTS, or the NULL-padded side of an outer join.
+fn recursive_uses(plan: &Plan, id: usize) -> std::result::Result<usize, &'static str> {
+    use crate::sql::plan::JoinKind;
+    let count = |p: &Plan| recursive_uses(p, id);
+    let none = |p: &Plan, what: &'static str| match recursive_uses(p, id)? {
+        0 => Ok(0),
+        _ => Err(what),
+    };
+    match plan {
+        Plan::RecursiveRef { id: r, .. } => Ok(usize::from(*r == id)),
+        Plan::Get { .. } | Plan::Constant { .. } => Ok(0),
+        Plan::Recursive { .. } => Err("around a nested WITH RECURSIVE"),
+        Plan::Filter { input, .. } | Plan::Project { input, .. } => count(input),
+        Plan::Reduce { input, .. } => none(input, "under an aggregate"),
+        Plan::Distinct { input } => none(input, "under DISTINCT"),
+        Plan::TopK { input, .. } => none(input, "under ORDER BY ... LIMIT"),
+        Plan::SetOp { left, right, .. } => {
+            Ok(none(left, "under INTERSECT/EXCEPT")? + none(right, "under INTERSECT/EXCEPT")?)
+        }
+        Plan::Union { inputs } => inputs.iter().map(count).sum(),
+        Plan::Join {
+            left, right, kind, ..
+        } => match kind {
+            JoinKind::Inner => Ok(count(left)? + count(right)?),
+            JoinKind::Left => {
+                Ok(count(left)? + none(right, "on the nullable side of an outer join")?)
+            }
+            JoinKind::Semi => Ok(count(left)? + none(right, "in a subquery")?),
+            JoinKind::Anti => Ok(count(left)? + none(right, "in a subquery")?),
+            JoinKind::Full => Ok(none(left, "in a FULL JOIN")? + none(right, "in a FULL JOIN")?),
+        },
     }
 }
 
