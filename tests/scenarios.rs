@@ -409,3 +409,30 @@ async fn recursive_queries_follow_a_changing_graph() {
     check_view(&db, &mut reach, "reach", views[0].1).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_matches_postgres() {
+    let db = TestDb::new("json_access").await;
+    db.exec(
+        r#"CREATE TABLE docs (id int PRIMARY KEY, b jsonb, j json);
+           INSERT INTO docs VALUES
+             (1, '{"name": "a\"b", "tags": ["x", "y"], "n": 1.50, "deep": {"k": [1, {"z": null}]}}', '{ "name" : "spaced",  "n":2 }'),
+             (2, '[1, "two", {"three": 3}]', '[true, false]'),
+             (3, NULL, 'null');"#,
+    )
+    .await;
+    let views = [(
+        "access",
+        "SELECT id, b -> 'name' AS name_json, b ->> 'name' AS name, b -> 'tags' -> 1 AS tag,
+                b ->> 'n' AS n, b #> '{deep,k,1}' AS deep, b #>> '{deep,k,1,z}' AS z, b -> -1 AS last,
+                b -> 2 ->> 'three' AS three, j -> 'name' AS jname, j ->> 0 AS first_bool, b ->> 'missing' AS missing
+         FROM docs",
+    )];
+    let server = TestServer::start(&db, &views).await;
+    let mut f = server.follow("access").await;
+    check_views(&db, std::slice::from_mut(&mut f), &views).await;
+    db.exec(r#"UPDATE docs SET b = '{"name": "changed", "tags": []}' WHERE id = 1"#)
+        .await;
+    check_views(&db, std::slice::from_mut(&mut f), &views).await;
+    server.stop().await;
+}

@@ -5,6 +5,7 @@
 //! Postgres's `to_json` would write them.
 
 pub mod datetime;
+pub mod json;
 pub mod numeric;
 
 use std::cmp::Ordering;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::expr::EvalError;
 use crate::repr::datetime::{civil_from_days, days_from_civil};
+use crate::repr::json;
 use crate::repr::{Datum, Numeric, Type, F64};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -62,6 +63,15 @@ pub enum Func {
     DatePart(String),
     /// `date_trunc('field', x)`.
     DateTrunc(String),
+    /// `json -> key_or_index` (`as_text`: `->>`).
+    JsonGet {
+        as_text: bool,
+    },
+    /// `json #> '{path}'` (`as_text`: `#>>`).
+    JsonPath {
+        steps: Vec<String>,
+        as_text: bool,
+    },
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
@@ -120,6 +130,14 @@ impl Func {
             Func::Extract(f) => format!("extract_{f}"),
             Func::DatePart(f) => format!("date_part_{f}"),
             Func::DateTrunc(f) => format!("date_trunc_{f}"),
+            Func::JsonGet { as_text } => (if *as_text { "->>" } else { "->" }).into(),
+            Func::JsonPath { steps, as_text } => {
+                format!(
+                    "{}{{{}}}",
+                    if *as_text { "#>>" } else { "#>" },
+                    steps.join(",")
+                )
+            }
             other => format!("{other:?}").to_lowercase(),
         }
     }
@@ -404,8 +422,25 @@ impl Func {
             Func::Extract(field) => extract(field, a, true)?,
             Func::DatePart(field) => extract(field, a, false)?,
             Func::DateTrunc(field) => date_trunc(field, a, ty)?,
+            Func::JsonGet { as_text } => {
+                let doc = text(a);
+                let found = match &args[1] {
+                    Datum::Int(i) => json::element(doc, *i),
+                    key => json::field(doc, text(key)),
+                };
+                json_out(found, *as_text)
+            }
+            Func::JsonPath { steps, as_text } => json_out(json::path(text(a), steps), *as_text),
             Func::Concat | Func::ConcatWs => unreachable!("handled above"),
         })
+    }
+}
+
+fn json_out(found: Option<&str>, as_text: bool) -> Datum {
+    match (found, as_text) {
+        (None, _) => Datum::Null,
+        (Some(v), true) => json::as_text(v).map(Datum::Text).unwrap_or(Datum::Null),
+        (Some(v), false) => Datum::Json(v.to_string()),
     }
 }
 

@@ -80,7 +80,13 @@ impl<'a> Binder<'a> {
             ast::Expr::BinaryOp { left, op, right } => {
                 let (l, lt) = self.bind_expr(left, cx)?;
                 let (r, rt) = self.bind_expr(right, cx)?;
-                bind_binary(op, l, lt, r, rt, span)
+                match op {
+                    BinaryOperator::Arrow
+                    | BinaryOperator::LongArrow
+                    | BinaryOperator::HashArrow
+                    | BinaryOperator::HashLongArrow => bind_json_access(op, l, lt, r, rt, span),
+                    _ => bind_binary(op, l, lt, r, rt, span),
+                }
             }
             ast::Expr::IsNull(x) | ast::Expr::IsNotNull(x) => {
                 let (b, _) = self.bind_expr(x, cx)?;
@@ -1118,6 +1124,55 @@ pub(super) fn coerce(e: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr
         return Ok(e);
     }
     Ok(cast_to(e, from, to))
+}
+
+/// `->`, `->>`, `#>`, `#>>` on json and jsonb.
+fn bind_json_access(
+    op: &BinaryOperator,
+    l: Expr,
+    lt: Type,
+    r: Expr,
+    rt: Type,
+    span: Span,
+) -> Result<(Expr, Type)> {
+    let as_text = matches!(
+        op,
+        BinaryOperator::LongArrow | BinaryOperator::HashLongArrow
+    );
+    let mismatch = || {
+        BindError::new(
+            format!("operator does not exist: {} {op} {}", lt.name(), rt.name()),
+            span,
+        )
+    };
+    if !matches!(lt, Type::Json | Type::Jsonb) {
+        return Err(mismatch());
+    }
+    let out = if as_text { Type::Text } else { lt.clone() };
+    let func = match op {
+        BinaryOperator::Arrow | BinaryOperator::LongArrow => {
+            let r = match &rt {
+                t if t.is_integer() => r,
+                Type::Bpchar => bpchar_to_text(r),
+                t if t.is_string() || *t == Type::Unknown => r,
+                _ => return Err(mismatch()),
+            };
+            return call(Func::JsonGet { as_text }, vec![l, r], out, span);
+        }
+        _ => {
+            let Expr::Literal(Datum::Text(lit)) = &r else {
+                return Err(unsupported(
+                    format!("{op} with a path that is not a constant"),
+                    span,
+                ));
+            };
+            let steps = crate::repr::json::parse_path(lit).ok_or_else(|| {
+                BindError::new(format!("malformed array literal: \"{lit}\""), span)
+            })?;
+            Func::JsonPath { steps, as_text }
+        }
+    };
+    call(func, vec![l], out, span)
 }
 
 pub(super) fn bind_binary(
