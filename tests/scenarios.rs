@@ -436,3 +436,36 @@ async fn json_access_matches_postgres() {
     check_views(&db, std::slice::from_mut(&mut f), &views).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intervals_and_date_arithmetic_match_postgres() {
+    let db = TestDb::new("intervals").await;
+    db.exec(
+        "CREATE TABLE ev (id int PRIMARY KEY, at timestamptz, day date, took interval);
+         INSERT INTO ev VALUES
+           (1, '2024-01-31 10:00:00+00', '2024-01-31', '1 year 2 mons 3 days 04:05:06.5'),
+           (2, '2024-02-29 23:30:00+00', '2024-02-29', '-1 days +02:00:00'),
+           (3, '2023-12-31 00:00:00+00', '2023-12-31', '90 days'),
+           (4, NULL, NULL, NULL);",
+    )
+    .await;
+    let views = [(
+        "times",
+        "SELECT id, took, at + took AS ends, at - interval '1 month' AS month_before,
+                day + interval '90' day AS later, day - interval '1 year' AS year_before,
+                took * 2 AS twice, took / 4 AS quarter, -took AS neg, took + interval '1 hour 30 minutes' AS longer,
+                at - timestamptz '2024-01-01 00:00:00+00' AS since_new_year,
+                took > interval '30 days' AS long, date_trunc('month', at) AS month, extract(dow FROM day) AS dow
+         FROM ev",
+    ), (
+        "longest",
+        "SELECT max(took) AS longest, min(took) AS shortest, count(*) FILTER (WHERE took < interval '1 day') AS short FROM ev",
+    )];
+    let server = TestServer::start(&db, &views).await;
+    let mut followers = vec![server.follow("times").await, server.follow("longest").await];
+    check_views(&db, &mut followers, &views).await;
+    db.exec("INSERT INTO ev VALUES (5, '2024-03-31 12:00:00+00', '2024-03-31', '1 mon -00:00:01'); UPDATE ev SET took = took * 3 WHERE id = 3;")
+        .await;
+    check_views(&db, &mut followers, &views).await;
+    server.stop().await;
+}

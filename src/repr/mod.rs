@@ -5,6 +5,7 @@
 //! Postgres's `to_json` would write them.
 
 pub mod datetime;
+pub mod interval;
 pub mod json;
 pub mod numeric;
 
@@ -39,6 +40,7 @@ pub enum Type {
     Json,
     Jsonb,
     Bytea,
+    Interval,
     /// A user-defined enum: values are their labels. Postgres orders enums by
     /// declaration, so ordering comparisons on them are refused.
     Enum {
@@ -69,6 +71,7 @@ impl Type {
             1042 => Type::Bpchar,
             1043 => Type::Varchar,
             1082 => Type::Date,
+            1186 => Type::Interval,
             1114 => Type::Timestamp,
             1184 => Type::TimestampTz,
             1700 => Type::Numeric,
@@ -101,6 +104,7 @@ impl Type {
             Type::Json => "json",
             Type::Jsonb => "jsonb",
             Type::Bytea => "bytea",
+            Type::Interval => "interval",
             Type::Unknown => "unknown",
             Type::Enum { name, .. } | Type::Unsupported { name, .. } => name,
         }
@@ -148,6 +152,7 @@ impl Type {
             "json" => Type::Json,
             "jsonb" => Type::Jsonb,
             "bytea" => Type::Bytea,
+            "interval" => Type::Interval,
             _ => return None,
         })
     }
@@ -210,6 +215,7 @@ pub enum Datum {
     Uuid(u128),
     /// json: the text exactly as stored; jsonb: Postgres's canonical text.
     Json(String),
+    Interval(interval::Interval),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -259,6 +265,7 @@ impl Datum {
                 Datum::Uuid(u128::from_str_radix(&hex, 16).map_err(|_| bad())?)
             }
             Type::Json | Type::Jsonb => Datum::Json(s.to_string()),
+            Type::Interval => Datum::Interval(interval::Interval::parse(s).map_err(DecodeError)?),
             Type::Bytea => {
                 let hex = s.strip_prefix("\\x").ok_or_else(bad)?;
                 if hex.len() % 2 != 0 {
@@ -321,6 +328,11 @@ impl Datum {
                 );
             }
             Datum::Json(j) => out.push_str(j),
+            Datum::Interval(iv) => {
+                let mut s = String::new();
+                iv.format(&mut s);
+                write_json_string(&s, out);
+            }
         }
     }
 

@@ -495,6 +495,7 @@ impl Expr {
 
 fn zero_of(ty: &Type) -> Datum {
     match ty {
+        Type::Interval => Datum::Interval(crate::repr::interval::Interval::ZERO),
         Type::Numeric => Datum::Numeric(Numeric::zero()),
         Type::Float4 => Datum::Float4(F64(0.0)),
         Type::Float8 => Datum::Float8(F64(0.0)),
@@ -547,6 +548,7 @@ pub fn sql_cmp(a: &Datum, b: &Datum) -> Result<Ordering, EvalError> {
                 _ => return err(format!("cannot compare {a:?} with {b:?}")),
             }
         }
+        (Datum::Interval(x), Datum::Interval(y)) => x.cmp_span(y),
         (Datum::Date(d), Datum::Timestamp(t)) | (Datum::Date(d), Datum::TimestampTz(t)) => {
             (*d as i64 * 86_400_000_000).cmp(t)
         }
@@ -576,6 +578,9 @@ fn int_range(ty: &Type) -> (i128, i128, &'static str) {
 pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalError> {
     if l.is_null() || r.is_null() {
         return Ok(Datum::Null);
+    }
+    if let Some(v) = interval_arith(op, l, r)? {
+        return Ok(v);
     }
     match ty {
         Type::Int2 | Type::Int4 | Type::Int8 => {
@@ -664,6 +669,62 @@ pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalEr
             )),
         },
     }
+}
+
+/// Arithmetic with intervals: timestamp ± interval, interval ± interval,
+/// interval × number, interval / number, timestamp − timestamp.
+fn interval_arith(op: BinOp, l: &Datum, r: &Datum) -> Result<Option<Datum>, EvalError> {
+    use crate::repr::interval::{add_to_timestamp, timestamp_diff, Interval};
+    let e = |m: String| EvalError(m);
+    let range = || EvalError("interval out of range".into());
+    let shift = |t: i64, iv: &Interval, sub: bool| -> Result<i64, EvalError> {
+        let iv = if sub {
+            iv.checked_neg().ok_or_else(range)?
+        } else {
+            *iv
+        };
+        add_to_timestamp(t, &iv).map_err(e)
+    };
+    Ok(Some(match (op, l, r) {
+        (BinOp::Add, Datum::Timestamp(t), Datum::Interval(i))
+        | (BinOp::Add, Datum::Interval(i), Datum::Timestamp(t)) => {
+            Datum::Timestamp(shift(*t, i, false)?)
+        }
+        (BinOp::Add, Datum::TimestampTz(t), Datum::Interval(i))
+        | (BinOp::Add, Datum::Interval(i), Datum::TimestampTz(t)) => {
+            Datum::TimestampTz(shift(*t, i, false)?)
+        }
+        (BinOp::Sub, Datum::Timestamp(t), Datum::Interval(i)) => {
+            Datum::Timestamp(shift(*t, i, true)?)
+        }
+        (BinOp::Sub, Datum::TimestampTz(t), Datum::Interval(i)) => {
+            Datum::TimestampTz(shift(*t, i, true)?)
+        }
+        (BinOp::Add, Datum::Interval(a), Datum::Interval(b)) => {
+            Datum::Interval(a.checked_add(b).ok_or_else(range)?)
+        }
+        (BinOp::Sub, Datum::Interval(a), Datum::Interval(b)) => Datum::Interval(
+            a.checked_add(&b.checked_neg().ok_or_else(range)?)
+                .ok_or_else(range)?,
+        ),
+        (BinOp::Mul, Datum::Interval(i), n) | (BinOp::Mul, n, Datum::Interval(i)) => {
+            let f = as_f64(n).ok_or_else(|| EvalError("interval times a non-number".into()))?;
+            Datum::Interval(i.mul(f).map_err(e)?)
+        }
+        (BinOp::Div, Datum::Interval(i), n) => {
+            let f =
+                as_f64(n).ok_or_else(|| EvalError("interval divided by a non-number".into()))?;
+            if f == 0.0 {
+                return err("division by zero");
+            }
+            Datum::Interval(i.mul(1.0 / f).map_err(e)?)
+        }
+        (BinOp::Sub, Datum::Timestamp(a), Datum::Timestamp(b))
+        | (BinOp::Sub, Datum::TimestampTz(a), Datum::TimestampTz(b)) => {
+            Datum::Interval(timestamp_diff(*a, *b))
+        }
+        _ => return Ok(None),
+    }))
 }
 
 fn truncate(n: &Numeric) -> Numeric {

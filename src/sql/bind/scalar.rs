@@ -57,7 +57,7 @@ impl<'a> Binder<'a> {
                                 return Ok(n);
                             }
                         }
-                        if !ty.is_numeric_family() {
+                        if !ty.is_numeric_family() && ty != Type::Interval {
                             return Err(BindError::new(
                                 format!("operator does not exist: - {}", ty.name()),
                                 span,
@@ -389,7 +389,28 @@ impl<'a> Binder<'a> {
             | ast::Expr::Exists { .. }
             | ast::Expr::AnyOp { .. }
             | ast::Expr::AllOp { .. } => self.bind_subquery_expr(e, cx),
-            ast::Expr::Interval(_) => Err(unsupported("interval values", span)),
+            ast::Expr::Interval(iv) => {
+                if iv.leading_precision.is_some()
+                    || iv.last_field.is_some()
+                    || iv.fractional_seconds_precision.is_some()
+                {
+                    return Err(unsupported("interval field ranges and precisions", span));
+                }
+                let (x, _) = self.bind_expr(&iv.value, cx)?;
+                let Expr::Literal(Datum::Text(text)) = x else {
+                    return Err(unsupported(
+                        "INTERVAL of a value that is not a string constant",
+                        span,
+                    ));
+                };
+                let text = match &iv.leading_field {
+                    Some(f) => format!("{text} {f}"),
+                    None => text,
+                };
+                let value = crate::repr::interval::Interval::parse(&text)
+                    .map_err(|m| BindError::new(m, span))?;
+                Ok((Expr::Literal(Datum::Interval(value)), Type::Interval))
+            }
             other => {
                 let text = format!("{other:?}");
                 let kind = text
@@ -1175,6 +1196,35 @@ fn bind_json_access(
     call(func, vec![l], out, span)
 }
 
+/// Operand and result types of arithmetic involving intervals: `None` if no
+/// interval (or timestamp difference) is involved, `Some(None)` if the
+/// combination does not exist.
+#[allow(clippy::type_complexity)]
+fn interval_types(op: BinOp, lt: &Type, rt: &Type) -> Option<Option<(Type, Type, Type)>> {
+    use Type::*;
+    let is_time = |t: &Type| matches!(t, Date | Timestamp | TimestampTz);
+    // A date meets an interval as a timestamp.
+    let ts = |t: &Type| if *t == Date { Timestamp } else { t.clone() };
+    let unknown_as_interval = |t: &Type| if *t == Unknown { Interval } else { t.clone() };
+    match (lt, rt) {
+        (Interval, _) | (_, Interval) => {}
+        (a, b) if op == BinOp::Sub && matches!(a, Timestamp | TimestampTz) && a == b => {
+            return Some(Some((a.clone(), b.clone(), Interval)));
+        }
+        _ => return None,
+    }
+    let (lt, rt) = (unknown_as_interval(lt), unknown_as_interval(rt));
+    Some(match (op, &lt, &rt) {
+        (BinOp::Add | BinOp::Sub, Interval, Interval) => Some((Interval, Interval, Interval)),
+        (BinOp::Add | BinOp::Sub, t, Interval) if is_time(t) => Some((ts(t), Interval, ts(t))),
+        (BinOp::Add, Interval, t) if is_time(t) => Some((Interval, ts(t), ts(t))),
+        (BinOp::Mul, Interval, n) if n.is_numeric_family() => Some((Interval, n.clone(), Interval)),
+        (BinOp::Mul, n, Interval) if n.is_numeric_family() => Some((n.clone(), Interval, Interval)),
+        (BinOp::Div, Interval, n) if n.is_numeric_family() => Some((Interval, n.clone(), Interval)),
+        _ => None,
+    })
+}
+
 pub(super) fn bind_binary(
     op: &BinaryOperator,
     l: Expr,
@@ -1261,6 +1311,12 @@ pub(super) fn bind_binary(
             folded(bin(l, r, Type::Text), Type::Text)
         }
         _ => {
+            if let Some(done) = interval_types(bop, &lt, &rt) {
+                let (lc, rc, ty) = done.ok_or_else(mismatch)?;
+                let l = coerce(l, &lt, &lc, span)?;
+                let r = coerce(r, &rt, &rc, span)?;
+                return folded(bin(l, r, ty.clone()), ty);
+            }
             // Date arithmetic: date ± integer and date - date.
             match (&lt, &rt, bop) {
                 (Type::Date, t, BinOp::Add | BinOp::Sub) if t.is_integer() => {

@@ -1,0 +1,309 @@
+//! `interval`: months, days and microseconds, kept apart as Postgres keeps
+//! them (a month is not a fixed number of days), parsed from and written in
+//! Postgres's default output style (`1 year 2 mons 3 days 04:05:06.5`).
+
+use std::cmp::Ordering;
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use super::datetime::{civil_from_days, days_from_civil};
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Interval {
+    pub months: i32,
+    pub days: i32,
+    pub micros: i64,
+}
+
+fn overflow() -> String {
+    "interval out of range".to_string()
+}
+
+impl Interval {
+    pub const ZERO: Interval = Interval {
+        months: 0,
+        days: 0,
+        micros: 0,
+    };
+
+    /// The length Postgres compares intervals by: a month counts 30 days.
+    pub fn span(&self) -> i128 {
+        (self.months as i128 * 30 + self.days as i128) * MICROS_PER_DAY as i128
+            + self.micros as i128
+    }
+
+    pub fn cmp_span(&self, other: &Interval) -> Ordering {
+        self.span().cmp(&other.span())
+    }
+
+    /// Parses Postgres's output style and the usual input forms: `3 days`,
+    /// `1 year 2 months`, `1.5 hours`, `-1 days +02:00:00`, `04:05:06`, `2 weeks ago`.
+    pub fn parse(s: &str) -> Result<Interval, String> {
+        let bad = || format!("invalid input syntax for type interval: \"{s}\"");
+        let mut months = 0f64;
+        let mut days = 0f64;
+        let mut micros = 0f64;
+        let mut tokens = s.split_whitespace().peekable();
+        let mut any = false;
+        let mut ago = false;
+        while let Some(tok) = tokens.next() {
+            let tok = tok.trim_start_matches('@');
+            if tok.is_empty() {
+                continue;
+            }
+            if tok.eq_ignore_ascii_case("ago") {
+                ago = true;
+                continue;
+            }
+            if tok.contains(':') {
+                let (neg, body) = match tok.as_bytes()[0] {
+                    b'-' => (true, &tok[1..]),
+                    b'+' => (false, &tok[1..]),
+                    _ => (false, tok),
+                };
+                let parts: Vec<&str> = body.split(':').collect();
+                let num = |p: &str| p.parse::<f64>().map_err(|_| bad());
+                let (h, m, sec) = match parts.as_slice() {
+                    [h, m] => (num(h)?, num(m)?, 0.0),
+                    [h, m, sec] => (num(h)?, num(m)?, num(sec)?),
+                    _ => return Err(bad()),
+                };
+                let t = ((h * 60.0 + m) * 60.0 + sec) * 1e6;
+                micros += if neg { -t } else { t };
+                any = true;
+                continue;
+            }
+            // A number, then its unit (possibly attached: "3days").
+            let split = tok
+                .find(|c: char| c.is_ascii_alphabetic())
+                .unwrap_or(tok.len());
+            let (num_text, mut unit) = tok.split_at(split);
+            let value: f64 = num_text.parse().map_err(|_| bad())?;
+            if unit.is_empty() {
+                unit = match tokens.next() {
+                    Some(u) => u,
+                    // A bare number is seconds.
+                    None => "seconds",
+                };
+            }
+            let unit = unit.to_ascii_lowercase();
+            match unit.trim_end_matches(',') {
+                "millennium" | "millennia" | "millenniums" => months += value * 12_000.0,
+                "century" | "centuries" => months += value * 1_200.0,
+                "decade" | "decades" => months += value * 120.0,
+                "year" | "years" | "y" | "yr" | "yrs" => months += value * 12.0,
+                "month" | "months" | "mon" | "mons" => months += value,
+                "week" | "weeks" | "w" => days += value * 7.0,
+                "day" | "days" | "d" => days += value,
+                "hour" | "hours" | "h" | "hr" | "hrs" => micros += value * 3_600e6,
+                "minute" | "minutes" | "min" | "mins" | "m" => micros += value * 60e6,
+                "second" | "seconds" | "sec" | "secs" | "s" => micros += value * 1e6,
+                "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => micros += value * 1e3,
+                "microsecond" | "microseconds" | "us" | "usec" | "usecs" => micros += value,
+                _ => return Err(bad()),
+            }
+            any = true;
+        }
+        if !any {
+            return Err(bad());
+        }
+        // Fractions spill down: a fraction of a month into days (30 each),
+        // a fraction of a day into time.
+        let whole_months = months.trunc();
+        days += (months - whole_months) * 30.0;
+        let whole_days = days.trunc();
+        micros += (days - whole_days) * MICROS_PER_DAY as f64;
+        let sign = if ago { -1.0 } else { 1.0 };
+        let fits = |v: f64, max: f64| v.abs() <= max;
+        if !fits(whole_months, i32::MAX as f64)
+            || !fits(whole_days, i32::MAX as f64)
+            || !fits(micros, 9.2e18)
+        {
+            return Err(overflow());
+        }
+        Ok(Interval {
+            months: (sign * whole_months) as i32,
+            days: (sign * whole_days) as i32,
+            micros: (sign * micros).round() as i64,
+        })
+    }
+
+    /// Writes the interval as Postgres's default output style does.
+    pub fn format(&self, out: &mut String) {
+        let years = self.months / 12;
+        let mons = self.months % 12;
+        let mut is_zero = true;
+        let mut is_before = false;
+        for (value, unit) in [(years, "year"), (mons, "mon"), (self.days, "day")] {
+            if value == 0 {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "{}{}{value} {unit}{}",
+                if is_zero { "" } else { " " },
+                if is_before && value > 0 { "+" } else { "" },
+                if value != 1 { "s" } else { "" }
+            );
+            is_before = value < 0;
+            is_zero = false;
+        }
+        let m = self.micros;
+        if is_zero || m != 0 {
+            let minus = m < 0;
+            let a = m.unsigned_abs();
+            let (hours, rest) = (a / 3_600_000_000, a % 3_600_000_000);
+            let (mins, rest) = (rest / 60_000_000, rest % 60_000_000);
+            let (secs, frac) = (rest / 1_000_000, rest % 1_000_000);
+            let _ = write!(
+                out,
+                "{}{}{hours:02}:{mins:02}:{secs:02}",
+                if is_zero { "" } else { " " },
+                if minus {
+                    "-"
+                } else if is_before {
+                    "+"
+                } else {
+                    ""
+                }
+            );
+            if frac != 0 {
+                let f = format!("{frac:06}");
+                let _ = write!(out, ".{}", f.trim_end_matches('0'));
+            }
+        }
+    }
+
+    pub fn checked_add(&self, o: &Interval) -> Option<Interval> {
+        Some(Interval {
+            months: self.months.checked_add(o.months)?,
+            days: self.days.checked_add(o.days)?,
+            micros: self.micros.checked_add(o.micros)?,
+        })
+    }
+
+    pub fn checked_neg(&self) -> Option<Interval> {
+        Some(Interval {
+            months: self.months.checked_neg()?,
+            days: self.days.checked_neg()?,
+            micros: self.micros.checked_neg()?,
+        })
+    }
+
+    /// `interval * factor`, spilling fractional months into days and
+    /// fractional days into time, as Postgres does.
+    pub fn mul(&self, factor: f64) -> Result<Interval, String> {
+        let months = self.months as f64 * factor;
+        let days = self.days as f64 * factor;
+        let whole_months = months.trunc();
+        let month_days = (months - whole_months) * 30.0;
+        let whole_days = (days + month_days).trunc();
+        let micros =
+            self.micros as f64 * factor + (days + month_days - whole_days) * MICROS_PER_DAY as f64;
+        if !whole_months.is_finite()
+            || whole_months.abs() > i32::MAX as f64
+            || whole_days.abs() > i32::MAX as f64
+            || micros.abs() > 9.2e18
+            || micros.is_nan()
+        {
+            return Err(overflow());
+        }
+        Ok(Interval {
+            months: whole_months as i32,
+            days: whole_days as i32,
+            micros: micros.round() as i64,
+        })
+    }
+}
+
+/// `timestamp + interval`: months move the calendar (the day is clamped to
+/// the month's end), then days, then time. Time zones other than UTC would
+/// make days differ from 24 hours; viewcast computes in UTC.
+pub fn add_to_timestamp(micros: i64, iv: &Interval) -> Result<i64, String> {
+    let mut t = micros;
+    if iv.months != 0 {
+        let days = t.div_euclid(MICROS_PER_DAY);
+        let time = t.rem_euclid(MICROS_PER_DAY);
+        let (y, m, d) = civil_from_days(days);
+        let total = y * 12 + (m as i64 - 1) + iv.months as i64;
+        let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) as u32 + 1);
+        let last = days_in_month(ny, nm);
+        let nd = days_from_civil(ny, nm, d.min(last));
+        t = nd
+            .checked_mul(MICROS_PER_DAY)
+            .and_then(|v| v.checked_add(time))
+            .ok_or_else(|| "timestamp out of range".to_string())?;
+    }
+    t.checked_add(iv.days as i64 * MICROS_PER_DAY)
+        .and_then(|v| v.checked_add(iv.micros))
+        .ok_or_else(|| "timestamp out of range".to_string())
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    let next = if m == 12 {
+        days_from_civil(y + 1, 1, 1)
+    } else {
+        days_from_civil(y, m + 1, 1)
+    };
+    (next - days_from_civil(y, m, 1)) as u32
+}
+
+/// `timestamp - timestamp`: whole days and the rest, as Postgres gives it.
+pub fn timestamp_diff(a: i64, b: i64) -> Interval {
+    let diff = a as i128 - b as i128;
+    let days = diff / MICROS_PER_DAY as i128;
+    Interval {
+        months: 0,
+        days: days as i32,
+        micros: (diff - days * MICROS_PER_DAY as i128) as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn show(s: &str) -> String {
+        let mut out = String::new();
+        Interval::parse(s).unwrap().format(&mut out);
+        out
+    }
+
+    #[test]
+    fn parses_and_prints_as_postgres() {
+        assert_eq!(
+            show("1 year 2 mons 3 days 04:05:06.789"),
+            "1 year 2 mons 3 days 04:05:06.789"
+        );
+        assert_eq!(show("-1 days +02:00:00"), "-1 days +02:00:00");
+        assert_eq!(show("90 days"), "90 days");
+        assert_eq!(show("1.5 days"), "1 day 12:00:00");
+        assert_eq!(show("2 hours 30 minutes"), "02:30:00");
+        assert_eq!(show("0 seconds"), "00:00:00");
+        assert_eq!(show("-1 year"), "-1 years");
+        assert_eq!(show("1 week ago"), "-7 days");
+        assert_eq!(show("1 mon -00:00:01"), "1 mon -00:00:01");
+        assert!(Interval::parse("soon").is_err());
+    }
+
+    #[test]
+    fn calendar_arithmetic() {
+        let jan31 = days_from_civil(2024, 1, 31) * MICROS_PER_DAY;
+        let month = Interval::parse("1 month").unwrap();
+        let feb = add_to_timestamp(jan31, &month).unwrap();
+        assert_eq!(feb, days_from_civil(2024, 2, 29) * MICROS_PER_DAY);
+        let mut out = String::new();
+        timestamp_diff(feb + 3_600_000_000, jan31).format(&mut out);
+        assert_eq!(out, "29 days 01:00:00");
+        let mut out = String::new();
+        Interval::parse("1 mon")
+            .unwrap()
+            .mul(1.5)
+            .unwrap()
+            .format(&mut out);
+        assert_eq!(out, "1 mon 15 days");
+    }
+}
