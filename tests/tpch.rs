@@ -5,53 +5,14 @@
 //! one transaction. After the initial load and after every batch, every view
 //! must equal what Postgres answers for the same query at the same LSN.
 
-use std::fmt::Display;
 use std::time::{Duration, Instant};
 
-use futures::SinkExt;
 use serde_json::Value;
-use tpchgen::generators::{
-    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
-    PartSuppGenerator, RegionGenerator, SupplierGenerator,
-};
 
 use crate::support::{connect, TestDb, TestServer};
 
-const CORPUS: &str = "../shared/corpus/tpch";
-/// Orders (with their lineitems) come in this many disjoint slices.
-const SLICES: i32 = 10;
-
-/// A generator row in Postgres COPY text format (`|`-separated).
-fn tbl(row: impl Display) -> String {
-    let s = row.to_string();
-    s.strip_suffix('|').unwrap_or(&s).to_string()
-}
-
-async fn copy(client: &tokio_postgres::Transaction<'_>, table: &str, rows: Vec<String>) {
-    let sink = client
-        .copy_in(&format!("COPY {table} FROM STDIN (DELIMITER '|')"))
-        .await
-        .expect("COPY starts");
-    futures::pin_mut!(sink);
-    let mut data = rows.join("\n");
-    data.push('\n');
-    sink.send(bytes::Bytes::from(data))
-        .await
-        .expect("COPY data");
-    sink.finish().await.expect("COPY ends");
-}
-
-fn slice(sf: f64, k: i32) -> (Vec<String>, Vec<String>, i64, i64) {
-    let orders: Vec<_> = OrderGenerator::new(sf, k, SLICES).iter().collect();
-    let lo = orders.iter().map(|o| o.o_orderkey).min().unwrap_or(0);
-    let hi = orders.iter().map(|o| o.o_orderkey).max().unwrap_or(0);
-    let orders = orders.into_iter().map(tbl).collect();
-    let lines = LineItemGenerator::new(sf, k, SLICES)
-        .iter()
-        .map(tbl)
-        .collect();
-    (orders, lines, lo, hi)
-}
+#[path = "tpch_data.rs"]
+mod tpch_data;
 
 async fn postgres_answer(db: &TestDb, sql: &str) -> Vec<String> {
     let st = db
@@ -132,71 +93,15 @@ async fn all_22_queries_stay_equal_to_postgres_through_refresh_batches() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0.01);
     let db = TestDb::new("tpch").await;
-    let ddl = std::fs::read_to_string(format!("{CORPUS}/ddl.sql")).expect("tpch ddl");
-    let keys = std::fs::read_to_string(format!("{CORPUS}/keys.sql")).expect("tpch keys");
-    db.exec(&ddl).await;
-    db.exec(&keys).await;
-
     let mut loader = connect(&db.conninfo).await;
     let started = Instant::now();
-    {
-        let tx = loader.transaction().await.unwrap();
-        copy(
-            &tx,
-            "region",
-            RegionGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
-        )
-        .await;
-        copy(
-            &tx,
-            "nation",
-            NationGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
-        )
-        .await;
-        copy(
-            &tx,
-            "part",
-            PartGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
-        )
-        .await;
-        copy(
-            &tx,
-            "supplier",
-            SupplierGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
-        )
-        .await;
-        copy(
-            &tx,
-            "partsupp",
-            PartSuppGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
-        )
-        .await;
-        copy(
-            &tx,
-            "customer",
-            CustomerGenerator::new(sf, 1, 1).iter().map(tbl).collect(),
-        )
-        .await;
-        for k in 1..=SLICES - 2 {
-            let (orders, lines, _, _) = slice(sf, k);
-            copy(&tx, "orders", orders).await;
-            copy(&tx, "lineitem", lines).await;
-        }
-        tx.commit().await.unwrap();
-    }
-    db.exec("ANALYZE").await;
+    tpch_data::create_and_load(&mut loader, sf).await;
     println!(
         "tpch: loaded scale factor {sf} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
 
-    let mut queries = Vec::new();
-    for i in 1..=22 {
-        let name = format!("q{i:02}");
-        let sql = std::fs::read_to_string(format!("{CORPUS}/queries/{name}.sql"))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        queries.push((name, sql));
-    }
+    let queries = tpch_data::queries();
     let named: Vec<(&str, &str)> = queries
         .iter()
         .map(|(n, s)| (n.as_str(), s.as_str()))
@@ -216,28 +121,8 @@ async fn all_22_queries_stay_equal_to_postgres_through_refresh_batches() {
     check_all(&server, &db, &queries, "initial load").await;
 
     // Refresh batches: new orders with their lineitems, then old ones removed.
-    let mut batches: Vec<(String, i32, bool)> = Vec::new();
-    for k in SLICES - 1..=SLICES {
-        batches.push((format!("insert slice {k}"), k, true));
-    }
-    for k in 1..=2 {
-        batches.push((format!("delete slice {k}"), k, false));
-    }
-    for (what, k, insert) in batches {
-        let (orders, lines, lo, hi) = slice(sf, k);
-        let tx = loader.transaction().await.unwrap();
-        if insert {
-            copy(&tx, "orders", orders).await;
-            copy(&tx, "lineitem", lines).await;
-        } else {
-            tx.batch_execute(&format!(
-                "DELETE FROM lineitem WHERE l_orderkey BETWEEN {lo} AND {hi};
-                 DELETE FROM orders WHERE o_orderkey BETWEEN {lo} AND {hi};"
-            ))
-            .await
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
+    for (what, k, insert) in tpch_data::batches() {
+        tpch_data::apply_batch(&mut loader, sf, k, insert).await;
         check_all(&server, &db, &queries, &what).await;
     }
     // Prices change in place: updates of lineitems across many orders.
