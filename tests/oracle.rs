@@ -74,7 +74,8 @@ const VIEWS: &[(&str, &str)] = &[
         "aggs",
         "SELECT status, string_agg(id::text, ',' ORDER BY id) AS ids, bool_and(qty > 1) AS all_multi,
                 bool_or(customer_id IS NULL) AS any_anon, count(*) FILTER (WHERE qty > 2) AS big,
-                json_agg(qty ORDER BY id DESC) AS qtys, count(DISTINCT product_id) AS products
+                json_agg(qty ORDER BY id DESC) AS qtys, count(DISTINCT product_id) AS products,
+                array_agg(customer_id ORDER BY id) AS customers, array_agg(DISTINCT status) AS statuses
          FROM orders GROUP BY status",
     ),
     (

@@ -41,6 +41,12 @@ pub enum Type {
     Jsonb,
     Bytea,
     Interval,
+    /// An array (from `array_agg`); `name` is pg_type's (`_int4`). Values are
+    /// held as the JSON array `to_json` gives.
+    Array {
+        name: String,
+        elem: Box<Type>,
+    },
     /// A user-defined enum: values are their labels. Postgres orders enums by
     /// declaration, so ordering comparisons on them are refused.
     Enum {
@@ -106,7 +112,9 @@ impl Type {
             Type::Bytea => "bytea",
             Type::Interval => "interval",
             Type::Unknown => "unknown",
-            Type::Enum { name, .. } | Type::Unsupported { name, .. } => name,
+            Type::Enum { name, .. } | Type::Unsupported { name, .. } | Type::Array { name, .. } => {
+                name
+            }
         }
     }
 
@@ -126,7 +134,11 @@ impl Type {
     pub fn is_orderable(&self) -> bool {
         !matches!(
             self,
-            Type::Json | Type::Jsonb | Type::Enum { .. } | Type::Unsupported { .. }
+            Type::Json
+                | Type::Jsonb
+                | Type::Enum { .. }
+                | Type::Unsupported { .. }
+                | Type::Array { .. }
         )
     }
 
@@ -265,6 +277,7 @@ impl Datum {
                 Datum::Uuid(u128::from_str_radix(&hex, 16).map_err(|_| bad())?)
             }
             Type::Json | Type::Jsonb => Datum::Json(s.to_string()),
+            Type::Array { .. } => return Err(bad()),
             Type::Interval => Datum::Interval(interval::Interval::parse(s).map_err(DecodeError)?),
             Type::Bytea => {
                 let hex = s.strip_prefix("\\x").ok_or_else(bad)?;

@@ -22,6 +22,7 @@ pub enum AggFunc {
     StringAgg,
     JsonAgg,
     JsonbAgg,
+    ArrayAgg,
     /// The value of the only row; more than one row is an error. This is how a
     /// scalar subquery that is not an aggregate is read.
     Single,
@@ -40,6 +41,7 @@ impl AggFunc {
             AggFunc::StringAgg => "string_agg",
             AggFunc::JsonAgg => "json_agg",
             AggFunc::JsonbAgg => "jsonb_agg",
+            AggFunc::ArrayAgg => "array_agg",
             AggFunc::Single => "single_value",
         }
     }
@@ -49,7 +51,11 @@ impl AggFunc {
     pub fn needs_all_values(self) -> bool {
         matches!(
             self,
-            AggFunc::StringAgg | AggFunc::JsonAgg | AggFunc::JsonbAgg | AggFunc::Single
+            AggFunc::StringAgg
+                | AggFunc::JsonAgg
+                | AggFunc::JsonbAgg
+                | AggFunc::ArrayAgg
+                | AggFunc::Single
         )
     }
 }

@@ -333,10 +333,16 @@ fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Datum {
         }
         _ => {
             let parts: Vec<String> = expanded.map(|v| v[0].to_json_string()).collect();
+            // json_agg separates with ", "; an array's to_json with ",".
+            let sep = if agg.func == AggFunc::ArrayAgg {
+                ","
+            } else {
+                ", "
+            };
             if parts.is_empty() {
                 Datum::Null
             } else {
-                Datum::Json(format!("[{}]", parts.join(", ")))
+                Datum::Json(format!("[{}]", parts.join(sep)))
             }
         }
     }
@@ -368,7 +374,10 @@ pub fn partial(aggs: &[Aggregate], vals: &[(&Row, isize)]) -> Result<Row, EvalEr
             out.extend([v, Datum::Int(n as i64)]);
             continue;
         }
-        if !matches!(agg.func, AggFunc::JsonAgg | AggFunc::JsonbAgg) {
+        if !matches!(
+            agg.func,
+            AggFunc::JsonAgg | AggFunc::JsonbAgg | AggFunc::ArrayAgg
+        ) {
             items.retain(|(v, _)| !v[0].is_null());
         }
         if agg.distinct {
@@ -387,7 +396,9 @@ pub fn partial(aggs: &[Aggregate], vals: &[(&Row, isize)]) -> Result<Row, EvalEr
                 agg.func,
                 items.iter().map(|(v, _)| v[0] == Datum::Bool(true)),
             ),
-            AggFunc::StringAgg | AggFunc::JsonAgg | AggFunc::JsonbAgg => ordered(agg, &items),
+            AggFunc::StringAgg | AggFunc::JsonAgg | AggFunc::JsonbAgg | AggFunc::ArrayAgg => {
+                ordered(agg, &items)
+            }
             AggFunc::Single => unreachable!("handled above"),
         };
         out.extend([value, Datum::Int(count as i64)]);
@@ -425,7 +436,11 @@ pub fn merge(aggs: &[Aggregate], partials: &[(&Row, isize)]) -> Result<Row, Eval
                     .map(|(d, _)| **d == Datum::Bool(true)),
             ),
             // Computed whole in one bucket: there is one partial to pass on.
-            AggFunc::StringAgg | AggFunc::JsonAgg | AggFunc::JsonbAgg | AggFunc::Single => {
+            AggFunc::StringAgg
+            | AggFunc::JsonAgg
+            | AggFunc::JsonbAgg
+            | AggFunc::ArrayAgg
+            | AggFunc::Single => {
                 if agg.func == AggFunc::Single && count > 1 {
                     return Err(single_error());
                 }
@@ -463,6 +478,7 @@ pub fn finish(aggs: &[Aggregate], p: &Row) -> Result<Row, EvalError> {
             | AggFunc::StringAgg
             | AggFunc::JsonAgg
             | AggFunc::JsonbAgg
+            | AggFunc::ArrayAgg
             | AggFunc::Single => value.clone(),
             _ if count == 0 || value.is_null() => Datum::Null,
             AggFunc::Sum => match (value, &agg.output_type) {

@@ -317,7 +317,11 @@ impl<'a> Binder<'a> {
                     ("avg", Type::Float4 | Type::Float8) => Type::Float8,
                     _ => return Err(no_fn()),
                 };
-                let func = if name == "sum" { AggFunc::Sum } else { AggFunc::Avg };
+                let func = if name == "sum" {
+                    AggFunc::Sum
+                } else {
+                    AggFunc::Avg
+                };
                 mk(func, vec![input], ty, out)
             }
             "min" | "max" => {
@@ -339,12 +343,20 @@ impl<'a> Binder<'a> {
                         span,
                     ));
                 }
-                let func = if name == "min" { AggFunc::Min } else { AggFunc::Max };
+                let func = if name == "min" {
+                    AggFunc::Min
+                } else {
+                    AggFunc::Max
+                };
                 mk(func, vec![input], ty.clone(), ty)
             }
             "bool_and" | "bool_or" | "every" => {
                 one(matches!(ty, Type::Bool | Type::Unknown))?;
-                let func = if name == "bool_or" { AggFunc::BoolOr } else { AggFunc::BoolAnd };
+                let func = if name == "bool_or" {
+                    AggFunc::BoolOr
+                } else {
+                    AggFunc::BoolAnd
+                };
                 let input = coerce(input, &ty, &Type::Bool, span)?;
                 mk(func, vec![input], Type::Bool, Type::Bool)
             }
@@ -374,7 +386,23 @@ impl<'a> Binder<'a> {
                 }
                 mk(func, vec![input], ty, out)
             }
-            "array_agg" => return Err(unsupported("array_agg() (array types are not supported yet; json_agg() gives the same list as JSON)", span)),
+            "array_agg" => {
+                let elem = match ty {
+                    Type::Unknown => Type::Text,
+                    t => t,
+                };
+                if matches!(
+                    elem,
+                    Type::Array { .. } | Type::Unsupported { .. } | Type::Json | Type::Jsonb
+                ) {
+                    return Err(unsupported(format!("array_agg() of {}", elem.name()), span));
+                }
+                let out = Type::Array {
+                    name: format!("_{}", elem.name()),
+                    elem: Box::new(elem.clone()),
+                };
+                mk(AggFunc::ArrayAgg, vec![input], elem, out)
+            }
             _ => return Err(no_fn()),
         })
     }

@@ -764,7 +764,7 @@ impl<'a> Binder<'a> {
                         continue;
                     }
                     let (x, xt) = self.bind_expr(a, cx)?;
-                    if matches!(xt, Type::Bytea | Type::Unsupported { .. }) {
+                    if matches!(xt, Type::Bytea | Type::Unsupported { .. } | Type::Array { .. }) {
                         return Err(unsupported(format!("{name}() of {}", xt.name()), span));
                     }
                     xs.push(x);
@@ -1045,6 +1045,9 @@ fn explicit_cast(x: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
     if from == to {
         return Ok(x);
     }
+    if matches!(from, Type::Array { .. }) {
+        return Err(unsupported(format!("casts of {}", from.name()), span));
+    }
     if *from == Type::Bpchar && to.is_string() {
         return Ok(bpchar_to_text(x));
     }
@@ -1276,6 +1279,9 @@ pub(super) fn bind_binary(
         }
         op if op.is_comparison() => {
             let ty = comparison_type(&lt, &rt).ok_or_else(mismatch)?;
+            if matches!(ty, Type::Array { .. }) {
+                return Err(unsupported("comparing arrays", span));
+            }
             if matches!(ty, Type::Json)
                 || !ty.is_orderable() && !matches!(bop, BinOp::Eq | BinOp::NotEq)
             {
@@ -1300,7 +1306,9 @@ pub(super) fn bind_binary(
                 match t {
                     Type::Bpchar => Ok(bpchar_to_text(e)),
                     t if t.is_string() || *t == Type::Unknown => Ok(e),
-                    Type::Bytea | Type::Unsupported { .. } | Type::Json => Err(mismatch()),
+                    Type::Bytea | Type::Unsupported { .. } | Type::Json | Type::Array { .. } => {
+                        Err(mismatch())
+                    }
                     _ => Ok(e),
                 }
             };
