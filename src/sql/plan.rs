@@ -244,26 +244,27 @@ impl Plan {
         }
     }
 
-    /// Tables the plan reads.
-    pub fn tables(&self, out: &mut Vec<usize>) {
+    /// The plans this one reads.
+    pub fn inputs(&self) -> Vec<&Plan> {
         match self {
-            Plan::Get { table, .. } => out.push(*table),
-            Plan::Constant { .. } | Plan::RecursiveRef { .. } => {}
-            Plan::Recursive { base, step, .. } => {
-                base.tables(out);
-                step.tables(out);
-            }
+            Plan::Get { .. } | Plan::Constant { .. } | Plan::RecursiveRef { .. } => vec![],
             Plan::Filter { input, .. }
             | Plan::Project { input, .. }
             | Plan::Reduce { input, .. }
             | Plan::Distinct { input }
-            | Plan::TopK { input, .. } => input.tables(out),
-            Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => {
-                left.tables(out);
-                right.tables(out);
-            }
-            Plan::Union { inputs } => inputs.iter().for_each(|p| p.tables(out)),
+            | Plan::TopK { input, .. } => vec![input],
+            Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => vec![left, right],
+            Plan::Recursive { base, step, .. } => vec![base, step],
+            Plan::Union { inputs } => inputs.iter().collect(),
         }
+    }
+
+    /// Tables the plan reads.
+    pub fn tables(&self, out: &mut Vec<usize>) {
+        if let Plan::Get { table, .. } = self {
+            out.push(*table);
+        }
+        self.inputs().into_iter().for_each(|p| p.tables(out));
     }
 
     fn explain(&self, depth: usize, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -133,19 +133,9 @@ impl<'s, T: Time> Context<'s, T> {
 fn plan_keys(plan: &Plan, out: &mut Vec<String>) {
     out.push(format!("{plan:?}"));
     match plan {
-        Plan::Get { .. } | Plan::Constant { .. } | Plan::RecursiveRef { .. } => {}
         // The step is rendered in the loop; its errors are the Recursive's own.
         Plan::Recursive { base, .. } => plan_keys(base, out),
-        Plan::Filter { input, .. }
-        | Plan::Project { input, .. }
-        | Plan::Reduce { input, .. }
-        | Plan::Distinct { input }
-        | Plan::TopK { input, .. } => plan_keys(input, out),
-        Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => {
-            plan_keys(left, out);
-            plan_keys(right, out);
-        }
-        Plan::Union { inputs } => inputs.iter().for_each(|p| plan_keys(p, out)),
+        _ => plan.inputs().into_iter().for_each(|p| plan_keys(p, out)),
     }
 }
 

@@ -719,62 +719,7 @@ impl<'a> Binder<'a> {
             let global = ctx.keys.len() == k;
             let mut cx = ExprCx::new(&scope, outer, Some(plan));
             cx.agg = Some(ctx);
-            for item in &s.projection {
-                match item {
-                    SelectItem::UnnamedExpr(e) => {
-                        let (b, ty) = self.bind_expr(e, &mut cx)?;
-                        exprs.push(b);
-                        columns.push(Column {
-                            name: default_name(e),
-                            ty,
-                        });
-                    }
-                    SelectItem::ExprWithAlias { expr, alias } => {
-                        let (b, ty) = self.bind_expr(expr, &mut cx)?;
-                        exprs.push(b);
-                        columns.push(Column {
-                            name: ident_name(alias),
-                            ty,
-                        });
-                    }
-                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
-                        // Every column must be a group key.
-                        let q = match item {
-                            SelectItem::QualifiedWildcard(
-                                SelectItemQualifiedWildcardKind::ObjectName(n),
-                                _,
-                            ) => Some(object_name_parts(n).last().cloned().unwrap_or_default()),
-                            SelectItem::QualifiedWildcard(..) => {
-                                return Err(unsupported(item.to_string(), item.span()))
-                            }
-                            _ => None,
-                        };
-                        let ctx = cx.agg.as_ref().expect("aggregating");
-                        for (i, c) in scope.cols.iter().enumerate() {
-                            let wanted = match &q {
-                                Some(q) => c.depth == 0 && c.qualifier.as_deref() == Some(q),
-                                None => c.depth == 0 && !c.hidden,
-                            };
-                            if !wanted {
-                                continue;
-                            }
-                            let Some(k) = ctx.keys.iter().position(|x| *x == Expr::Column(i))
-                            else {
-                                return Err(BindError::new(
-                                    format!("column \"{}\" must appear in the GROUP BY clause or be used in an aggregate function", c.name),
-                                    item.span(),
-                                ));
-                            };
-                            exprs.push(Expr::Column(k));
-                            columns.push(Column {
-                                name: c.name.clone(),
-                                ty: c.ty.clone(),
-                            });
-                        }
-                    }
-                    other => return Err(unsupported(other.to_string(), other.span())),
-                }
-            }
+            self.bind_select_list(s, &scope, &mut cx, &mut exprs, &mut columns)?;
             let having = match &s.having {
                 Some(h) => {
                     let (e, ty) = self.bind_expr(h, &mut cx)?;
@@ -796,76 +741,7 @@ impl<'a> Binder<'a> {
             one_row = global && s.having.is_none();
         } else {
             let mut cx = ExprCx::new(&scope, outer, Some(plan));
-            for item in &s.projection {
-                match item {
-                    SelectItem::UnnamedExpr(e) => {
-                        let (b, ty) = self.bind_expr(e, &mut cx)?;
-                        exprs.push(b);
-                        columns.push(Column {
-                            name: default_name(e),
-                            ty,
-                        });
-                    }
-                    SelectItem::ExprWithAlias { expr, alias } => {
-                        let (b, ty) = self.bind_expr(expr, &mut cx)?;
-                        exprs.push(b);
-                        columns.push(Column {
-                            name: ident_name(alias),
-                            ty,
-                        });
-                    }
-                    SelectItem::Wildcard(_) => {
-                        let mut any = false;
-                        for (i, c) in scope.cols.iter().enumerate() {
-                            if c.depth > 0 || c.hidden {
-                                continue;
-                            }
-                            check_supported(c, item.span())?;
-                            exprs.push(Expr::Column(i));
-                            columns.push(Column {
-                                name: c.name.clone(),
-                                ty: c.ty.clone(),
-                            });
-                            any = true;
-                        }
-                        if !any && s.from.is_empty() {
-                            return Err(BindError::new(
-                                "SELECT * with no tables specified is not valid",
-                                item.span(),
-                            ));
-                        }
-                    }
-                    SelectItem::QualifiedWildcard(kind, _) => {
-                        let q = match kind {
-                            SelectItemQualifiedWildcardKind::ObjectName(n) => {
-                                object_name_parts(n).last().cloned().unwrap_or_default()
-                            }
-                            SelectItemQualifiedWildcardKind::Expr(e) => {
-                                return Err(unsupported(format!("{e}.*"), e.span()))
-                            }
-                        };
-                        let mut any = false;
-                        for (i, c) in scope.cols.iter().enumerate() {
-                            if c.depth == 0 && c.qualifier.as_deref() == Some(q.as_str()) {
-                                check_supported(c, item.span())?;
-                                exprs.push(Expr::Column(i));
-                                columns.push(Column {
-                                    name: c.name.clone(),
-                                    ty: c.ty.clone(),
-                                });
-                                any = true;
-                            }
-                        }
-                        if !any {
-                            return Err(BindError::new(
-                                format!("missing FROM-clause entry for table \"{q}\""),
-                                item.span(),
-                            ));
-                        }
-                    }
-                    other => return Err(unsupported(other.to_string(), other.span())),
-                }
-            }
+            self.bind_select_list(s, &scope, &mut cx, &mut exprs, &mut columns)?;
             sort = self.sort_keys(order_by, s, &columns, &mut exprs, &mut cx)?;
             plan = cx.input.take().expect("input is returned");
         }
@@ -897,6 +773,89 @@ impl<'a> Binder<'a> {
             },
             sort,
         ))
+    }
+
+    /// The select list: one expression and column per item, `*` and `t.*`
+    /// expanded (in an aggregating SELECT every such column must be a key).
+    fn bind_select_list(
+        &self,
+        s: &ast::Select,
+        scope: &Scope,
+        cx: &mut ExprCx<'_>,
+        exprs: &mut Vec<Expr>,
+        columns: &mut Vec<Column>,
+    ) -> Result<()> {
+        for item in &s.projection {
+            let (e, name) = match item {
+                SelectItem::UnnamedExpr(e) => (e, default_name(e)),
+                SelectItem::ExprWithAlias { expr, alias } => (expr, ident_name(alias)),
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                    let q = match item {
+                        SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(n),
+                            _,
+                        ) => Some(object_name_parts(n).last().cloned().unwrap_or_default()),
+                        SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::Expr(e),
+                            _,
+                        ) => return Err(unsupported(format!("{e}.*"), e.span())),
+                        _ => None,
+                    };
+                    let mut any = false;
+                    for (i, c) in scope.cols.iter().enumerate() {
+                        let wanted = c.depth == 0
+                            && match &q {
+                                Some(q) => c.qualifier.as_deref() == Some(q.as_str()),
+                                None => !c.hidden,
+                            };
+                        if !wanted {
+                            continue;
+                        }
+                        check_supported(c, item.span())?;
+                        let e = match &cx.agg {
+                            None => Expr::Column(i),
+                            Some(ctx) => {
+                                let Some(k) = ctx.keys.iter().position(|x| *x == Expr::Column(i))
+                                else {
+                                    return Err(BindError::new(
+                                        format!("column \"{}\" must appear in the GROUP BY clause or be used in an aggregate function", c.name),
+                                        item.span(),
+                                    ));
+                                };
+                                Expr::Column(k)
+                            }
+                        };
+                        exprs.push(e);
+                        columns.push(Column {
+                            name: c.name.clone(),
+                            ty: c.ty.clone(),
+                        });
+                        any = true;
+                    }
+                    match (&q, any) {
+                        (Some(q), false) => {
+                            return Err(BindError::new(
+                                format!("missing FROM-clause entry for table \"{q}\""),
+                                item.span(),
+                            ))
+                        }
+                        (None, false) if s.from.is_empty() => {
+                            return Err(BindError::new(
+                                "SELECT * with no tables specified is not valid",
+                                item.span(),
+                            ))
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                other => return Err(unsupported(other.to_string(), other.span())),
+            };
+            let (b, ty) = self.bind_expr(e, cx)?;
+            exprs.push(b);
+            columns.push(Column { name, ty });
+        }
+        Ok(())
     }
 
     /// ORDER BY terms of a SELECT as sort keys over its output: an output
