@@ -56,6 +56,12 @@ const VIEWS: &[(&str, &str)] = &[
                 (SELECT p.category FROM products p WHERE p.id = c.id) AS same_id_category
          FROM customers c",
     ),
+    (
+        "grouped_correlated",
+        "SELECT customer_id, count(*) AS n, (SELECT c.name FROM customers c WHERE c.id = o.customer_id) AS name
+         FROM orders o GROUP BY customer_id
+         HAVING count(*) > (SELECT count(*) FROM orders i WHERE i.customer_id = o.customer_id AND i.status = 'new')",
+    ),
     ("above_average", "SELECT id, qty FROM orders o WHERE qty > (SELECT avg(qty) FROM orders i WHERE i.status = o.status)"),
     // Set operations, CTEs, views over views, top-k.
     ("unioned", "SELECT customer_id AS id FROM orders WHERE status = 'new' UNION SELECT id FROM customers WHERE region = 'north'"),

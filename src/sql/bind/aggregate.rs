@@ -27,7 +27,8 @@ pub struct AggContext {
     pub keys: Vec<Expr>,
     pub key_types: Vec<Type>,
     pub aggs: Vec<Aggregate>,
-    pub post: Vec<Attach>,
+    /// With the Reduce output columns (group keys) they are evaluated for.
+    pub post: Vec<(Attach, Vec<usize>)>,
 }
 
 impl AggContext {
@@ -460,8 +461,8 @@ impl<'a> Binder<'a> {
             };
         }
         let mut substitutes = Vec::new();
-        for post in ctx.post {
-            let (p, e) = self.attach(plan, &[], post)?;
+        for (post, keys) in ctx.post {
+            let (p, e) = self.attach(plan, &keys, post)?;
             plan = p;
             substitutes.push(e);
         }

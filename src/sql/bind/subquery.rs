@@ -159,13 +159,27 @@ impl<'a> Binder<'a> {
         let ty = self.check_shape(&kind, &bound, span)?;
         let attach = Attach { kind, bound, span };
         let expr = if let Some(ctx) = cx.agg.as_mut() {
-            if !used.is_empty() {
-                return Err(unsupported(
-                    "a correlated subquery in the select list or HAVING of an aggregating query",
-                    span,
-                ));
+            // Over the grouped rows: the outer columns it uses must be group
+            // keys, and are read from the Reduce's output.
+            let mut keys = Vec::new();
+            for &u in &used {
+                let Some(k) = ctx.keys.iter().position(|x| *x == Expr::Column(u)) else {
+                    let c = &cx.scope.cols[u];
+                    return Err(BindError::new(
+                        format!(
+                            "subquery uses ungrouped column \"{}{}\" from outer query",
+                            c.qualifier
+                                .as_deref()
+                                .map(|q| format!("{q}."))
+                                .unwrap_or_default(),
+                            c.name
+                        ),
+                        span,
+                    ));
+                };
+                keys.push(k);
             }
-            ctx.post.push(attach);
+            ctx.post.push((attach, keys));
             Expr::Column(aggregate::POST_BASE + ctx.post.len() - 1)
         } else {
             let Some(input) = cx.input.take() else {
