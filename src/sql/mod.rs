@@ -456,6 +456,15 @@ mod tests {
     }
 
     #[test]
+    fn strict_operators_with_a_null_constant_fold_to_null() {
+        // As Postgres's planner: the division is never evaluated.
+        let p = plan("SELECT id FROM orders WHERE (id / - 0) = NULL");
+        assert!(p.contains("Filter null"), "{p}");
+        let p = plan("SELECT id FROM orders WHERE id IS NULL OR (id / 0 = 1)");
+        assert!(p.contains("(#0 / 0)"), "{p}");
+    }
+
+    #[test]
     fn string_literals_take_the_other_operand_type() {
         let p = plan("SELECT id FROM orders WHERE at >= '2024-01-01 00:00:00+00'");
         assert!(p.contains("\"2024-01-01T00:00:00+00:00\""), "{p}");

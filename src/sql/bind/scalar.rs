@@ -843,8 +843,32 @@ fn call(func: Func, args: Vec<Expr>, ty: Type, span: Span) -> Result<(Expr, Type
     Ok((fold(e, span)?, ty))
 }
 
-/// Evaluates an expression without column references at bind time.
+/// Whether an operator or function returns NULL whenever an argument is NULL.
+fn strict_args(e: &Expr) -> Option<Vec<&Expr>> {
+    match e {
+        Expr::Binary {
+            op: BinOp::And | BinOp::Or,
+            ..
+        } => None,
+        Expr::Binary { left, right, .. } => Some(vec![left, right]),
+        Expr::Like { expr, pattern, .. } => Some(vec![expr, pattern]),
+        Expr::Call {
+            func: Func::Concat | Func::ConcatWs,
+            ..
+        } => None,
+        Expr::Call { args, .. } => Some(args.iter().collect()),
+        Expr::Cast { expr, .. } | Expr::Neg(expr, _) => Some(vec![expr]),
+        _ => None,
+    }
+}
+
+/// Evaluates an expression without column references at bind time, and, as
+/// Postgres's planner does, replaces a strict operator or function with a
+/// constant NULL argument by NULL (so `x / 0 = NULL` never divides).
 fn fold(e: Expr, span: Span) -> Result<Expr> {
+    if strict_args(&e).is_some_and(|args| args.iter().any(|a| **a == Expr::Literal(Datum::Null))) {
+        return Ok(Expr::Literal(Datum::Null));
+    }
     if e.max_column().is_none() && !matches!(e, Expr::Literal(_)) {
         // An error here (1/0 in a constant) is an error Postgres also raises
         // for every row; report it when the view is defined.
