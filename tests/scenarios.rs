@@ -469,3 +469,78 @@ async fn intervals_and_date_arithmetic_match_postgres() {
     check_views(&db, &mut followers, &views).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_k_with_ties_is_a_valid_answer() {
+    // ORDER BY score LIMIT 3 is ambiguous when scores tie: the view must be
+    // the rows of *some* order Postgres may produce.
+    let db = TestDb::new("topk_ties").await;
+    db.exec(
+        "CREATE TABLE scores (id int PRIMARY KEY, score int);
+         INSERT INTO scores SELECT i, i % 4 FROM generate_series(1, 12) i;",
+    )
+    .await;
+    let sql = "SELECT id, score FROM scores ORDER BY score DESC NULLS LAST LIMIT 3";
+    let server = TestServer::start(&db, &[("top3", sql)]).await;
+    let mut f = server.follow("top3").await;
+    let mut rng = viewcast::demo::Rng::new(5);
+    for step in 0..30 {
+        let lsn = db.lsn().await;
+        f.wait_for(lsn).await;
+        let all = db
+            .oracle("SELECT id, score FROM scores ORDER BY score DESC NULLS LAST")
+            .await;
+        let score_of = |row: &str| -> Option<i64> {
+            serde_json::from_str::<serde_json::Value>(row).unwrap()["score"].as_i64()
+        };
+        // Postgres's scores in order, and the third one: the boundary.
+        let mut scores: Vec<Option<i64>> = db
+            .client
+            .query(
+                "SELECT score::int8 FROM scores ORDER BY score DESC NULLS LAST LIMIT 3",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut got: Vec<Option<i64>> = f
+            .rows
+            .iter()
+            .flat_map(|(r, n)| std::iter::repeat_n(score_of(r), *n as usize))
+            .collect();
+        scores.sort();
+        got.sort();
+        assert_eq!(
+            got, scores,
+            "step {step}: the view's scores are the top three"
+        );
+        for row in f.rows.keys() {
+            assert!(
+                all.contains_key(row),
+                "step {step}: {row} is a row of the table"
+            );
+        }
+        let boundary = scores.first().copied().flatten();
+        for row in all.keys() {
+            let s = score_of(row);
+            if s.is_some() && (boundary.is_none() || s > boundary) {
+                assert!(
+                    f.rows.contains_key(row),
+                    "step {step}: {row} beats the boundary"
+                );
+            }
+        }
+        let id = 1 + rng.below(14);
+        let score = match rng.below(6) {
+            0 => "NULL".to_string(),
+            n => (n - 1).to_string(),
+        };
+        db.exec(&format!(
+            "INSERT INTO scores VALUES ({id}, {score}) ON CONFLICT (id) DO UPDATE SET score = EXCLUDED.score"
+        ))
+        .await;
+    }
+    server.stop().await;
+}
