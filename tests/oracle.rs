@@ -48,7 +48,9 @@ const VIEWS: &[(&str, &str)] = &[
     ("exists", "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.qty > 3)"),
     ("not_exists", "SELECT c.id, c.region FROM customers c WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.status = 'paid')"),
     ("not_in", "SELECT p.id FROM products p WHERE p.id NOT IN (SELECT product_id FROM orders WHERE status = 'cancelled')"),
-    ("in_with_nulls", "SELECT c.id, c.id NOT IN (SELECT customer_id FROM orders WHERE qty = 1) AS never_single, c.id IN (SELECT customer_id FROM orders WHERE status = 'new') AS has_new FROM customers c"),
+    ("in_with_nulls", "SELECT c.id, c.id NOT IN (SELECT customer_id FROM orders WHERE qty = 1) AS never_single, c.id IN (SELECT customer_id FROM orders WHERE status = 'new') AS has_new,
+                 EXISTS (SELECT 1 FROM orders WHERE qty > 5) AS any_big, (SELECT name FROM customers WHERE id = 1) AS first_name
+          FROM customers c"),
     (
         "scalar",
         "SELECT c.id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) AS n,

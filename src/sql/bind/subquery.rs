@@ -270,9 +270,40 @@ impl<'a> Binder<'a> {
                             distinct: false,
                         }],
                     };
-                    (single, JoinKind::Left)
+                    // Uncorrelated, the Reduce is global: always one row.
+                    let kind = if k == 0 {
+                        JoinKind::Inner
+                    } else {
+                        JoinKind::Left
+                    };
+                    (single, kind)
                 };
                 Ok((join(input, right, kind, None), Expr::Column(n + k)))
+            }
+            SubKind::Exists if k == 0 => {
+                // Uncorrelated: one global count, joined to every row.
+                let count = Plan::Reduce {
+                    input: Box::new(r),
+                    keys: vec![],
+                    aggs: vec![Aggregate {
+                        func: AggFunc::CountStar,
+                        args: vec![],
+                        order_by: vec![],
+                        filter: None,
+                        input_type: Type::Unknown,
+                        output_type: Type::Int8,
+                        distinct: false,
+                    }],
+                };
+                Ok((
+                    join(input, count, JoinKind::Inner, None),
+                    Expr::Binary {
+                        op: BinOp::Gt,
+                        left: Box::new(Expr::Column(n)),
+                        right: Box::new(Expr::Literal(Datum::Int(0))),
+                        ty: Type::Int8,
+                    },
+                ))
             }
             SubKind::Exists => {
                 let mut exprs = columns(0..k);
