@@ -220,7 +220,7 @@ async fn check_prints_plans_and_refusals() {
         "{report}"
     );
     assert!(
-        report.contains("InnerJoin on (#0) = (#1)") && report.contains("Get public.u"),
+        report.contains("InnerJoin on (#0) = (#0)") && report.contains("Get public.u"),
         "{report}"
     );
     assert!(
