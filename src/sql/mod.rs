@@ -344,6 +344,9 @@ mod tests {
         assert!(p.contains("Filter (#1 > 10)"), "{p}");
         let p = plan("SELECT c.name FROM customers c LEFT JOIN orders o ON o.customer_id = c.id AND o.amount > 5");
         assert!(p.contains("LeftJoin on (#0) = (#0)"), "{p}");
+        // With no equality the plan says what the join costs.
+        let p = plan("SELECT c.name FROM customers c JOIN orders o ON o.amount > c.id");
+        assert!(p.contains("InnerJoin (cross product: cost grows as left rows × right rows) filtered by (#2 > #0::numeric)"), "{p}");
     }
 
     #[test]

@@ -305,20 +305,31 @@ impl Plan {
                 null_safe,
                 ..
             } => {
-                write!(
-                    f,
-                    "{pad}{:?}Join on ({}) {} ({})",
-                    kind,
-                    list(left_keys),
-                    if *null_safe {
-                        "IS NOT DISTINCT FROM"
-                    } else {
-                        "="
-                    },
-                    list(right_keys)
-                )?;
-                if !residual.is_empty() {
-                    write!(f, " and {}", list(residual))?;
+                if left_keys.is_empty() {
+                    // No equality to key on: every left row meets every right row.
+                    write!(
+                        f,
+                        "{pad}{kind:?}Join (cross product: cost grows as left rows × right rows)"
+                    )?;
+                    if !residual.is_empty() {
+                        write!(f, " filtered by {}", list(residual))?;
+                    }
+                } else {
+                    write!(
+                        f,
+                        "{pad}{:?}Join on ({}) {} ({})",
+                        kind,
+                        list(left_keys),
+                        if *null_safe {
+                            "IS NOT DISTINCT FROM"
+                        } else {
+                            "="
+                        },
+                        list(right_keys)
+                    )?;
+                    if !residual.is_empty() {
+                        write!(f, " and {}", list(residual))?;
+                    }
                 }
                 writeln!(f)?;
                 left.explain(depth + 1, f)?;
