@@ -11,7 +11,8 @@
 //! graph that gains or loses an edge is updated, not recomputed. Rows the step
 //! produces after `MAX_ITERATIONS` are dropped and fail the view: a query
 //! that never reaches a fixed point (Postgres would run it forever) cannot
-//! stall the other views.
+//! stall the other views. The failure lasts while such rows exist: removing
+//! the cycle that made a UNION ALL endless makes the view serve again.
 
 use differential_dataflow::operators::iterate::Variable;
 use differential_dataflow::AsCollection;
@@ -51,14 +52,16 @@ pub fn render<'s>(
             .as_collection();
         let overflow: Errs<'_, Product<u64, u64>> = stepped
             .inner
-            .flat_map(|(_, t, _)| {
+            .flat_map(|(_, t, r)| {
+                // Each dropped row counts (with its sign), so the error goes
+                // away if a later change lets the recursion converge.
                 (t.inner > MAX_ITERATIONS).then(|| {
                     (
                         format!(
                             "recursive query did not reach a fixed point within {MAX_ITERATIONS} iterations"
                         ),
                         t,
-                        1isize,
+                        r,
                     )
                 })
             })
