@@ -122,7 +122,7 @@ pub fn prune(plan: Plan, demand: &BTreeSet<usize>) -> (Plan, Map) {
             left_keys,
             right_keys,
             residual,
-            right_arity,
+            right_arity: _,
             null_safe,
         } => {
             let la = left.arity();
@@ -149,7 +149,6 @@ pub fn prune(plan: Plan, demand: &BTreeSet<usize>) -> (Plan, Map) {
             if !matches!(kind, JoinKind::Semi | JoinKind::Anti) {
                 map.extend(rm.iter().map(|(c, n)| (c + la, la2 + n)));
             }
-            let _ = right_arity;
             (
                 Plan::Join {
                     left: Box::new(lp),

@@ -56,8 +56,7 @@ fn keyed<'s, T: Time>(
         }
         Some(Ok((key.iter().map(Datum::key_form).collect::<Row>(), row)))
     });
-    let ok = results.clone().flat_map(Result::ok);
-    (ok, results.flat_map(Result::err))
+    super::split(results)
 }
 
 /// The rows of `all` (with their multiplicity) that occur in `matched`.

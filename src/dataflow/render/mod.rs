@@ -79,10 +79,10 @@ pub type Coll<'s, T> = VecCollection<'s, T, Row, isize>;
 pub type Errs<'s, T> = VecCollection<'s, T, String, isize>;
 pub type Arr<'s, T> = Arranged<'s, TraceAgent<ValSpine<Row, Row, T, isize>>>;
 
-/// Splits evaluated rows into the good ones and the errors.
-pub fn split<'s, T: Time>(
-    results: VecCollection<'s, T, Result<Row, String>, isize>,
-) -> (Coll<'s, T>, Errs<'s, T>) {
+/// Splits evaluated rows (or keyed rows) into the good ones and the errors.
+pub fn split<'s, T: Time, D: differential_dataflow::Data>(
+    results: VecCollection<'s, T, Result<D, String>, isize>,
+) -> (VecCollection<'s, T, D, isize>, Errs<'s, T>) {
     let ok = results.clone().flat_map(Result::ok);
     let err = results.flat_map(Result::err);
     (ok, err)

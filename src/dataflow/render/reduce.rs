@@ -60,8 +60,7 @@ pub fn render<'s, T: Time>(
         k.push(Datum::Int(bucket as i64));
         Ok((k, v))
     });
-    let bucketed: Keyed<'s, T> = evaluated.clone().flat_map(Result::ok);
-    let input_errs: Errs<'s, T> = evaluated.flat_map(Result::err);
+    let (bucketed, input_errs): (Keyed<'s, T>, Errs<'s, T>) = super::split(evaluated);
     let level1 = reduce_values(bucketed, &aggs);
     let level2 = reduce_partials(
         level1.map(|(mut k, p)| {

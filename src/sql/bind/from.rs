@@ -180,7 +180,6 @@ impl<'a> Binder<'a> {
             });
             cols.push(ScopeCol::new(None, name.clone(), ty));
         }
-        let m = merged.len();
         exprs.extend((0..la + ra).map(Expr::Column));
         for (i, c) in combined.cols.iter().enumerate() {
             let mut c = c.clone();
@@ -189,7 +188,6 @@ impl<'a> Binder<'a> {
             }
             cols.push(c);
         }
-        let _ = m;
         Ok((
             Plan::Project {
                 input: Box::new(plan),
