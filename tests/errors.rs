@@ -136,14 +136,10 @@ async fn runtime_errors_fail_only_their_view() {
     for _ in 0..200 {
         let (status, body) = server.get("/views/ratio").await;
         if status == 200 {
-            let mut rows: Vec<String> = body["rows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r.to_string())
-                .collect();
-            rows.sort();
-            assert_eq!(rows, ["[1,20]", "[2,25]", "[3,0]", "[4,2]"]);
+            assert_eq!(
+                crate::support::sorted_rows(&body),
+                ["[1,20]", "[2,25]", "[3,0]", "[4,2]"]
+            );
             recovered = true;
             break;
         }

@@ -429,14 +429,10 @@ async fn recursive_queries_follow_a_changing_graph() {
         let (_, health) = server.get("/healthz").await;
         let at: viewcast::pg::Lsn = health["lsn"].as_str().unwrap_or("0/0").parse().unwrap();
         if status == 200 && at >= lsn {
-            let mut rows: Vec<String> = body["rows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r.to_string())
-                .collect();
-            rows.sort();
-            assert_eq!(rows, ["[1,1]", "[2,1]", "[3,1]"]);
+            assert_eq!(
+                crate::support::sorted_rows(&body),
+                ["[1,1]", "[2,1]", "[3,1]"]
+            );
             recovered = true;
             break;
         }

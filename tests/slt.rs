@@ -20,9 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::support::{TestDb, TestServer};
+use crate::support::{sorted_rows, TestDb, TestServer};
 
 const CORPUS: &str = "../shared/corpus/sqllogictest";
 /// Views per server run; a section with more queries is run in chunks.
@@ -226,27 +224,9 @@ enum Answer {
 }
 
 async fn postgres_answer(db: &TestDb, sql: &str, arity: usize) -> Answer {
-    let cols: Vec<String> = (1..=arity).map(|i| format!("c{i}")).collect();
-    let q = format!(
-        "SELECT json_build_array({})::text FROM ({}) AS q({})",
-        cols.join(", "),
-        sql.trim().trim_end_matches(';'),
-        cols.join(", ")
-    );
-    match db.client.query(&q, &[]).await {
-        Ok(rows) => {
-            let mut out: Vec<String> = rows
-                .iter()
-                .map(|r| {
-                    let text: String = r.get(0);
-                    let v: Value = serde_json::from_str(&text).expect("json_build_array output");
-                    v.to_string()
-                })
-                .collect();
-            out.sort();
-            Answer::Rows(out)
-        }
-        Err(e) => Answer::Error(viewcast::pg::error_text(&e)),
+    match db.json_rows(sql, arity).await {
+        Ok(rows) => Answer::Rows(rows),
+        Err(e) => Answer::Error(e),
     }
 }
 
@@ -256,29 +236,15 @@ async fn view_answer(server: &TestServer, name: &str) -> (u16, Answer) {
         let msg = body["error"].as_str().unwrap_or_default().to_string();
         return (status, Answer::Error(msg));
     }
-    let mut rows: Vec<String> = body["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
-    rows.sort();
-    (status, Answer::Rows(rows))
+    (status, Answer::Rows(sorted_rows(&body)))
 }
 
 async fn wait_for(server: &TestServer, db: &TestDb) {
     let target = db.lsn().await;
-    for _ in 0..1500 {
-        let (status, body) = server.get("/healthz").await;
-        if status == 200 {
-            let lsn: viewcast::pg::Lsn = body["lsn"].as_str().unwrap_or("0/0").parse().unwrap();
-            if lsn >= target {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("viewcast did not reach {target}");
+    assert!(
+        server.reaches(target, Duration::from_secs(30)).await,
+        "viewcast did not reach {target}"
+    );
 }
 
 /// State of one query over the checkpoints of a run.
@@ -580,7 +546,6 @@ async fn run_file(rel: &str) {
             }
         }
     }
-    let refused: usize = counts.refused.values().sum::<usize>() + counts.refused_other.len();
     println!(
         "sqllogictest {rel}: {} queries tried, {} correct, {} refused as unsupported, {} refused otherwise, {} wrong ({} not applicable to Postgres)",
         counts.tried,
@@ -599,7 +564,6 @@ async fn run_file(rel: &str) {
     for w in &counts.wrong {
         println!("  WRONG {w}");
     }
-    let _ = refused;
     assert!(
         counts.wrong.is_empty(),
         "{rel}: {} wrong answers:\n{}",

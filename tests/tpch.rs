@@ -7,9 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::support::{connect, TestDb, TestServer};
+use crate::support::{connect, sorted_rows, TestDb, TestServer};
 
 #[path = "tpch_data.rs"]
 mod tpch_data;
@@ -20,54 +18,24 @@ async fn postgres_answer(db: &TestDb, sql: &str) -> Vec<String> {
         .prepare(sql)
         .await
         .expect("Postgres prepares the query");
-    let cols: Vec<String> = (1..=st.columns().len()).map(|i| format!("c{i}")).collect();
-    let q = format!(
-        "SELECT json_build_array({})::text FROM ({}) AS q({})",
-        cols.join(", "),
-        sql.trim().trim_end_matches(';'),
-        cols.join(", ")
-    );
-    let rows = db.client.query(&q, &[]).await.expect("Postgres answers");
-    let mut out: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let text: String = r.get(0);
-            serde_json::from_str::<Value>(&text)
-                .expect("json")
-                .to_string()
-        })
-        .collect();
-    out.sort();
-    out
+    db.json_rows(sql, st.columns().len())
+        .await
+        .unwrap_or_else(|e| panic!("Postgres answers: {e}"))
 }
 
 async fn check_all(server: &TestServer, db: &TestDb, queries: &[(String, String)], when: &str) {
     let target = db.lsn().await;
     let start = Instant::now();
-    loop {
-        let (status, body) = server.get("/healthz").await;
-        let lsn: viewcast::pg::Lsn = body["lsn"].as_str().unwrap_or("0/0").parse().unwrap();
-        if status == 200 && lsn >= target {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "{when}: viewcast did not reach {target}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        server.reaches(target, Duration::from_secs(300)).await,
+        "{when}: viewcast did not reach {target}"
+    );
     let caught_up = start.elapsed();
     let mut rows_total = 0;
     for (name, sql) in queries {
         let (status, body) = server.get(&format!("/views/{name}")).await;
         assert_eq!(status, 200, "{when}: {name}: {body}");
-        let mut got: Vec<String> = body["rows"]
-            .as_array()
-            .expect("rows")
-            .iter()
-            .map(|r| r.to_string())
-            .collect();
-        got.sort();
+        let got = sorted_rows(&body);
         let want = postgres_answer(db, sql).await;
         rows_total += want.len();
         if got != want {

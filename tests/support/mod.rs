@@ -98,6 +98,34 @@ impl TestDb {
     }
 
     /// The WAL position now; after a commit, the view must reach it.
+    /// Postgres's answer to `sql` (`arity` columns) as a view would hold it:
+    /// each row as the JSON array of its `to_json` values, sorted; or the
+    /// error Postgres gives.
+    pub async fn json_rows(&self, sql: &str, arity: usize) -> Result<Vec<String>, String> {
+        let cols: Vec<String> = (1..=arity).map(|i| format!("c{i}")).collect();
+        let q = format!(
+            "SELECT json_build_array({})::text FROM ({}) AS q({})",
+            cols.join(", "),
+            sql.trim().trim_end_matches(';'),
+            cols.join(", ")
+        );
+        let rows = self
+            .client
+            .query(&q, &[])
+            .await
+            .map_err(|e| viewcast::pg::error_text(&e))?;
+        let mut out: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let text: String = r.get(0);
+                let v: Value = serde_json::from_str(&text).expect("json_build_array output");
+                v.to_string()
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     pub async fn lsn(&self) -> Lsn {
         let s: String = self
             .client
@@ -127,6 +155,19 @@ impl TestDb {
         }
         out
     }
+}
+
+/// A `GET /views/{name}` body's rows, each as its JSON array text, sorted:
+/// comparable with [`TestDb::json_rows`].
+pub fn sorted_rows(body: &Value) -> Vec<String> {
+    let mut rows: Vec<String> = body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    rows.sort();
+    rows
 }
 
 pub struct TestServer {
@@ -176,6 +217,21 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("server did not become healthy");
+    }
+
+    /// Waits until the server is healthy with progress at `target`; false if
+    /// that takes longer than `limit`.
+    pub async fn reaches(&self, target: Lsn, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            let (status, body) = self.get("/healthz").await;
+            let lsn: Lsn = body["lsn"].as_str().unwrap_or("0/0").parse().unwrap();
+            if status == 200 && lsn >= target {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
