@@ -22,32 +22,15 @@ use std::time::{Duration, Instant};
 use viewcast::client::SseClient;
 use viewcast::config::Config;
 use viewcast::pg::embedded::{find_bin_dir, EmbeddedPostgres};
-use viewcast::pg::Lsn;
+
+mod common;
+use common::{connect, lsn};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-async fn connect(conninfo: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-async fn lsn(client: &tokio_postgres::Client) -> Lsn {
-    let s: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .expect("lsn")
-        .get(0);
-    s.parse().expect("lsn")
 }
 
 /// Writes the backlog; returns the number of row changes written.

@@ -18,15 +18,8 @@ use viewcast::pg::Lsn;
 #[path = "../tests/tpch_data.rs"]
 mod tpch_data;
 
-async fn connect(conninfo: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
+mod common;
+use common::{connect, lsn};
 
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -126,12 +119,7 @@ async fn main() {
     for (what, k, insert) in tpch_data::batches() {
         let rows = tpch_data::apply_batch(&mut loader, sf, k, insert).await;
         let t = Instant::now();
-        let s: String = reader
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await
-            .unwrap()
-            .get(0);
-        caught_up(&addr, s.parse().unwrap()).await;
+        caught_up(&addr, lsn(&reader).await).await;
         let ours = t.elapsed();
         let theirs = postgres_rerun(&reader, &queries).await;
         println!(
