@@ -704,7 +704,7 @@ impl<'a> Binder<'a> {
         if aggregating {
             let mut ctx = AggContext::new(scope.cols[..k].iter().map(|c| c.ty.clone()).collect());
             for g in &group_exprs {
-                let g = self.resolve_group_ref(g, s, outer)?;
+                let g = resolve_group_ref(g, s, &scope)?;
                 if aggregate::contains_aggregate(&g) {
                     return Err(BindError::new(
                         "aggregate functions are not allowed in GROUP BY",
@@ -876,7 +876,7 @@ impl<'a> Binder<'a> {
             let column = if let Some(i) = output_reference(&o.expr, columns)? {
                 k + i
             } else {
-                let e = self.resolve_group_ref(&o.expr, s, cx.outer)?;
+                let e = resolve_group_ref(&o.expr, s, cx.scope)?;
                 let (b, _) = self.bind_expr(&e, cx)?;
                 match exprs[k..].iter().position(|x| *x == b) {
                     Some(i) => k + i,
@@ -894,65 +894,47 @@ impl<'a> Binder<'a> {
         }
         Ok(keys)
     }
+}
 
-    /// `GROUP BY 1` and `GROUP BY alias` refer to select items, as in Postgres.
-    fn resolve_group_ref(
-        &self,
-        g: &ast::Expr,
-        s: &ast::Select,
-        outer: Option<&Outer<'_>>,
-    ) -> Result<ast::Expr> {
-        let item_expr = |i: usize| -> Option<ast::Expr> {
-            match s.projection.get(i)? {
-                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                    Some(e.clone())
-                }
-                _ => None,
+/// `GROUP BY 1` and `GROUP BY alias` refer to select items, as in Postgres.
+fn resolve_group_ref(g: &ast::Expr, s: &ast::Select, scope: &Scope) -> Result<ast::Expr> {
+    let item_expr = |i: usize| -> Option<ast::Expr> {
+        match s.projection.get(i)? {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                Some(e.clone())
             }
-        };
-        match g {
-            ast::Expr::Value(v) => {
-                if let Value::Number(n, _) = &v.value {
-                    let pos: usize = n.parse().map_err(|_| {
-                        BindError::new(format!("non-integer constant in GROUP BY: {n}"), g.span())
-                    })?;
-                    return item_expr(pos.wrapping_sub(1)).ok_or_else(|| {
-                        BindError::new(
-                            format!("GROUP BY position {pos} is not in select list"),
-                            g.span(),
-                        )
-                    });
-                }
-                Ok(g.clone())
+            _ => None,
+        }
+    };
+    match g {
+        ast::Expr::Value(v) => {
+            if let Value::Number(n, _) = &v.value {
+                let pos: usize = n.parse().map_err(|_| {
+                    BindError::new(format!("non-integer constant in GROUP BY: {n}"), g.span())
+                })?;
+                return item_expr(pos.wrapping_sub(1)).ok_or_else(|| {
+                    BindError::new(
+                        format!("GROUP BY position {pos} is not in select list"),
+                        g.span(),
+                    )
+                });
             }
-            ast::Expr::Identifier(id) => {
-                // A FROM column of that name wins over an output alias, as in Postgres.
-                let name = ident_name(id);
-                for item in &s.projection {
-                    if let SelectItem::ExprWithAlias { expr, alias } = item {
-                        if ident_name(alias) == name && !self.any_from_column_named(s, &name, outer)
-                        {
-                            return Ok(expr.clone());
-                        }
+            Ok(g.clone())
+        }
+        ast::Expr::Identifier(id) => {
+            // A FROM column of that name wins over an output alias, as in Postgres.
+            let name = ident_name(id);
+            for item in &s.projection {
+                if let SelectItem::ExprWithAlias { expr, alias } = item {
+                    let from_column = scope.cols.iter().any(|c| c.depth == 0 && c.name == name);
+                    if ident_name(alias) == name && !from_column {
+                        return Ok(expr.clone());
                     }
                 }
-                Ok(g.clone())
             }
-            _ => Ok(g.clone()),
+            Ok(g.clone())
         }
-    }
-
-    fn any_from_column_named(
-        &self,
-        s: &ast::Select,
-        name: &str,
-        outer: Option<&Outer<'_>>,
-    ) -> bool {
-        s.from.iter().any(|twj| {
-            self.bind_table_with_joins(twj, outer)
-                .map(|(_, sc)| sc.cols.iter().any(|c| c.name == name))
-                .unwrap_or(false)
-        })
+        _ => Ok(g.clone()),
     }
 }
 
