@@ -343,13 +343,7 @@ impl Expr {
                     return Ok(Datum::Null);
                 }
                 if op.is_comparison() {
-                    let ord = match (ty, &l, &r) {
-                        // char(n): trailing spaces are not significant.
-                        (Type::Bpchar, Datum::Text(a), Datum::Text(b)) => {
-                            a.trim_end_matches(' ').cmp(b.trim_end_matches(' '))
-                        }
-                        _ => sql_cmp(&l, &r)?,
-                    };
+                    let ord = sql_cmp(&l, &r)?;
                     return Ok(Datum::Bool(match op {
                         BinOp::Eq => ord == Ordering::Equal,
                         BinOp::NotEq => ord != Ordering::Equal,

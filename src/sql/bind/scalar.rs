@@ -7,9 +7,7 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::Span;
 
-use super::{
-    aggregate, ident_name, object_name_parts, subquery, unsupported, Binder, ExprCx, Result,
-};
+use super::{aggregate, ident_name, object_name_parts, unsupported, Binder, ExprCx, Result};
 use crate::repr::{Datum, Numeric, Type};
 use crate::sql::expr::{BinOp, Expr, Func};
 use crate::sql::BindError;
@@ -136,17 +134,10 @@ impl<'a> Binder<'a> {
                         span,
                     )
                 })?;
-                let trim = |e: Expr| {
-                    if ty == Type::Bpchar {
-                        bpchar_to_text(e)
-                    } else {
-                        e
-                    }
-                };
                 Ok((
                     Expr::IsDistinct {
-                        left: Box::new(trim(coerce(l, &lt, &ty, span)?)),
-                        right: Box::new(trim(coerce(r, &rt, &ty, span)?)),
+                        left: Box::new(comparand(l, &lt, &ty, span)?),
+                        right: Box::new(comparand(r, &rt, &ty, span)?),
                         negated: matches!(e, ast::Expr::IsNotDistinctFrom(..)),
                     },
                     Type::Bool,
@@ -168,18 +159,10 @@ impl<'a> Binder<'a> {
                     "IN",
                     span,
                 )?;
-                // char(n) compares without its padding.
-                let trim = |e: Expr| {
-                    if ty == Type::Bpchar {
-                        bpchar_to_text(e)
-                    } else {
-                        e
-                    }
-                };
-                let x = trim(coerce(x, &xt, &ty, expr.span())?);
+                let x = comparand(x, &xt, &ty, expr.span())?;
                 let mut items = Vec::new();
                 for ((b, bt), item) in bound.into_iter().zip(list) {
-                    items.push(trim(coerce(b, &bt, &ty, item.span())?));
+                    items.push(comparand(b, &bt, &ty, item.span())?);
                 }
                 Ok((
                     Expr::InList {
@@ -1157,6 +1140,18 @@ fn literal(v: &Value, span: Span) -> Result<(Expr, Type)> {
     })
 }
 
+/// An operand of a comparison made in type `ty`: coerced to it, and for
+/// char(n) stripped of its padding, since trailing spaces are not significant
+/// when Postgres compares char(n) values (the comparison is then on text).
+pub(super) fn comparand(e: Expr, from: &Type, ty: &Type, span: Span) -> Result<Expr> {
+    let e = coerce(e, from, ty, span)?;
+    Ok(if *ty == Type::Bpchar {
+        bpchar_to_text(e)
+    } else {
+        e
+    })
+}
+
 /// Converts `e` of type `from` to `to`: untyped string literals are parsed as
 /// `to`, numbers are widened.
 pub(super) fn coerce(e: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
@@ -1321,8 +1316,9 @@ pub(super) fn bind_binary(
                 }
                 return Err(mismatch());
             }
-            let l = coerce(l, &lt, &ty, span)?;
-            let r = coerce(r, &rt, &ty, span)?;
+            let l = comparand(l, &lt, &ty, span)?;
+            let r = comparand(r, &rt, &ty, span)?;
+            let ty = if ty == Type::Bpchar { Type::Text } else { ty };
             folded(bin(l, r, ty), Type::Bool)
         }
         BinOp::Concat => {
@@ -1380,7 +1376,3 @@ pub(super) fn bind_binary(
         }
     }
 }
-
-/// Marks subquery expressions for [`subquery`]; re-exported for `mod.rs`.
-#[allow(unused_imports)]
-pub(super) use subquery::contains_subquery;
