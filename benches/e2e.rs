@@ -160,6 +160,7 @@ async fn main() {
         listen: "127.0.0.1:0".into(),
         workers: env("BENCH_WORKERS", 2) as usize,
         publication: "viewcast".into(),
+        timeouts: Default::default(),
     };
     let running = viewcast::server::start(config)
         .await

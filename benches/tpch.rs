@@ -98,6 +98,7 @@ async fn main() {
         listen: "127.0.0.1:0".into(),
         workers,
         publication: "viewcast".into(),
+        timeouts: Default::default(),
     })
     .await
     .expect("viewcast starts");

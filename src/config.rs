@@ -20,6 +20,8 @@ pub struct Config {
     pub workers: usize,
     /// Publication to create or extend with the tables the views read.
     pub publication: String,
+    /// When a connection to Postgres is given up.
+    pub timeouts: crate::pg::source::Timeouts,
 }
 
 /// Default worker count: the machine's cores.

@@ -99,6 +99,7 @@ pub async fn run(queries: PathBuf, listen: String, workers: usize) -> anyhow::Re
         listen,
         workers,
         publication: crate::config::DEFAULT_PUBLICATION.into(),
+        timeouts: Default::default(),
     };
     let running = crate::server::start(config).await?;
     println!(

@@ -4,6 +4,8 @@
 //! - [`repr`]: SQL types and values, text decoding, `to_json` encoding
 //! - [`sql`]: parse, bind and plan a view (refusals happen here)
 //! - [`dataflow`]: timely workers; `render/` turns plans into operators
+//! - [`controller`]: which views exist; turns source events and file changes
+//!   into dataflow commands
 //! - [`views`]: per-view contents, encoded events, subscribers
 //! - [`http`]: SSE, snapshot JSON, health, the live page
 //! - [`server`]: wires the above together; [`config`]: its settings
@@ -12,6 +14,7 @@
 
 pub mod client;
 pub mod config;
+pub mod controller;
 pub mod dataflow;
 pub mod demo;
 pub mod http;

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
 use viewcast::config::{default_workers, Config, DEFAULT_LISTEN, DEFAULT_PUBLICATION};
+use viewcast::pg::source::{Timeouts, DEFAULT_SCHEMA_POLL, DEFAULT_SILENCE_TIMEOUT};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +39,14 @@ enum Command {
         /// Publication to create or extend with the tables the views read.
         #[arg(long, env = "VIEWCAST_PUBLICATION", default_value = DEFAULT_PUBLICATION)]
         publication: String,
+        /// Seconds the replication stream may stay silent (keepalive requests
+        /// unanswered) before the connection is presumed dead and reopened.
+        #[arg(long, env = "VIEWCAST_REPLICATION_TIMEOUT", default_value_t = DEFAULT_SILENCE_TIMEOUT.as_secs())]
+        replication_timeout: u64,
+        /// Seconds between checks of the catalog for DDL the replication
+        /// stream does not announce (dropped or created tables, partitions).
+        #[arg(long, env = "VIEWCAST_SCHEMA_POLL", default_value_t = DEFAULT_SCHEMA_POLL.as_secs())]
+        schema_poll: u64,
     },
     /// Start a throwaway PostgreSQL with example data and a writer, and serve queries/.
     Demo {
@@ -73,6 +84,8 @@ async fn main() -> anyhow::Result<()> {
             listen,
             workers,
             publication,
+            replication_timeout,
+            schema_poll,
         } => {
             let config = Config {
                 pg,
@@ -80,6 +93,11 @@ async fn main() -> anyhow::Result<()> {
                 listen,
                 workers: workers.unwrap_or_else(default_workers),
                 publication,
+                timeouts: Timeouts {
+                    silence: Duration::from_secs(replication_timeout.max(3)),
+                    schema_poll: Duration::from_secs(schema_poll.max(1)),
+                    ..Timeouts::default()
+                },
             };
             viewcast::server::run(config, viewcast::server::shutdown_signal())
                 .await

@@ -1,10 +1,20 @@
-//! Wires the parts together: compile the views, start the dataflow, follow
-//! Postgres, serve HTTP. No processing happens here.
+//! Wires the parts together: start the dataflow and the controller, follow
+//! Postgres, watch the queries directory, serve HTTP. No processing happens
+//! here.
 //!
 //! ```text
-//! queries/*.sql ─ sql::compile ─▶ plans ─▶ dataflow::Dataflow (timely workers)
-//! pg::source::Source ─Sink─▶ Dataflow::apply/advance ─Output─▶ views::Registry ─▶ http
+//! queries/*.sql ──(notify, SIGHUP)──▶ controller ◀──SourceEvent── pg::source::Source
+//!                                         │ ▲
+//!                              Command ▼  │ Output
+//!                                     dataflow::Dataflow (timely workers)
+//!                                         │
+//!                                   views::Registry ──▶ http
 //! ```
+//!
+//! Startup fails only for what an operator must fix before anything can work
+//! (an unreadable queries directory, a taken port, a bad conninfo, a wrong
+//! password, a certificate that does not verify, `wal_level`). A Postgres
+//! that is down or restarting is waited for, with `/healthz` answering 503.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,24 +22,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::dataflow::{Dataflow, InFlight, Output, Updates, DEFAULT_MAX_IN_FLIGHT_ROWS};
+use crate::controller::{Controller, ControllerConfig, ControllerInputs};
+use crate::dataflow::{InFlight, DEFAULT_MAX_IN_FLIGHT_ROWS};
 use crate::pg::catalog::{load_table, CatalogError};
-use crate::pg::source::{Sink, Source, SourceConfig, SESSION_SETTINGS};
-use crate::pg::Lsn;
+use crate::pg::errors::{classify_pg, Class};
+use crate::pg::source::{Source, SourceConfig, SESSION_SETTINGS};
 use crate::sql::{self, Catalog};
-use crate::views::{Refused, Registry, ViewDef};
-
-/// How often progress events go out at most.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
-/// A progress heartbeat goes out at least this often, even when nothing moved.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
-/// How long startup waits for Postgres to accept connections.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+use crate::views::{Refused, Registry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -42,6 +46,8 @@ pub enum ServerError {
     Conninfo(String),
     #[error("cannot connect to PostgreSQL: {}", crate::pg::error_text(.0))]
     Connect(tokio_postgres::Error),
+    #[error("{0}")]
+    Setup(String),
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
     #[error("cannot listen on {addr}: {source}")]
@@ -59,20 +65,17 @@ pub struct Running {
     pub registry: Arc<Registry>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    dataflow: Option<Arc<Dataflow>>,
+    /// Dropping it stops watching the queries directory.
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Running {
-    /// Stops the source, the HTTP server and the workers.
+    /// Stops the source, the HTTP server, the controller and the workers.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         self.registry.close();
         for t in self.tasks.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
-        if let Some(df) = self.dataflow.take() {
-            // Joining the workers blocks; do it off the async threads.
-            let _ = tokio::task::spawn_blocking(move || drop(df)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
     }
 }
@@ -92,85 +95,81 @@ pub fn read_queries(dir: &Path) -> Result<Vec<(String, String)>, ServerError> {
         let Some(name) = path
             .file_stem()
             .and_then(|s| s.to_str())
+            .filter(|s| !s.starts_with('.'))
             .map(str::to_string)
         else {
             continue;
         };
-        let sql = std::fs::read_to_string(&path).map_err(err)?;
+        // A file removed between listing and reading is simply not there.
+        let sql = match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(e)),
+        };
         out.push((name, sql));
     }
     out.sort();
     Ok(out)
 }
 
-async fn connect_with_patience(
+fn parse_conninfo(pg: &str) -> Result<tokio_postgres::Config, ServerError> {
+    pg.parse()
+        .map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))
+}
+
+/// Connects once, for startup checks and `check`.
+async fn connect(
     pg: &tokio_postgres::Config,
-) -> Result<tokio_postgres::Client, ServerError> {
-    let start = std::time::Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match pg.connect(tokio_postgres::NoTls).await {
-            Ok((client, conn)) => {
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                return Ok(client);
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut pg = pg.clone();
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(crate::pg::source::DEFAULT_CONNECT_TIMEOUT);
+    }
+    let (client, conn) = pg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client.batch_execute(SESSION_SETTINGS).await?;
+    Ok(client)
+}
+
+/// Fails startup for settings an operator must fix; a server that is merely
+/// down is waited for.
+async fn startup_check(pg: &tokio_postgres::Config) -> Result<(), ServerError> {
+    match connect(pg).await {
+        Ok(client) => {
+            let level: String = client
+                .query_one("SHOW wal_level", &[])
+                .await
+                .map_err(ServerError::Connect)?
+                .get(0);
+            if level != "logical" {
+                return Err(ServerError::Setup(format!(
+                    "PostgreSQL runs with wal_level = {level}; viewcast needs wal_level = logical \
+                     (set it in postgresql.conf and restart PostgreSQL)"
+                )));
             }
-            Err(e) if e.as_db_error().is_none() && start.elapsed() < CONNECT_PATIENCE => {
-                warn!(error = %crate::pg::error_text(&e), "postgres not reachable yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(3));
-            }
-            Err(e) => return Err(ServerError::Connect(e)),
+            Ok(())
+        }
+        Err(e) if classify_pg(&e) == Class::Definite => Err(ServerError::Connect(e)),
+        Err(e) => {
+            warn!(error = %crate::pg::error_text(&e), "postgres not reachable yet; serving and retrying");
+            Ok(())
         }
     }
 }
 
-type Compiled = (
-    Catalog,
-    Vec<(String, String, sql::CompiledView)>,
-    Vec<Refused>,
-);
-
-/// Connects to `pg` (waiting for it to come up) and compiles every view.
-async fn connect_and_compile(
-    pg: &str,
-    queries: &[(String, String)],
-) -> Result<Compiled, ServerError> {
-    let pg: tokio_postgres::Config = pg
-        .parse()
-        .map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))?;
-    let client = connect_with_patience(&pg).await?;
-    client
-        .batch_execute(SESSION_SETTINGS)
-        .await
-        .map_err(ServerError::Connect)?;
-    compile_views(&client, queries).await
-}
-
-/// Compiles every view against the catalog. Refused views are returned with
-/// their error and never reach the dataflow.
+/// `viewcast check`: compiles the views against a database's catalog.
 pub async fn compile_views(
     client: &tokio_postgres::Client,
     queries: &[(String, String)],
-) -> Result<Compiled, ServerError> {
+) -> Result<(Vec<(String, sql::CompiledView)>, Vec<Refused>), ServerError> {
     let mut catalog = Catalog::default();
-    let mut wanted: Vec<Vec<String>> = Vec::new();
-    let is_view =
-        |parts: &[String]| matches!(parts, [single] if queries.iter().any(|(n, _)| n == single));
-    for (_, text) in queries {
-        if let Ok(q) = sql::parse(text) {
-            for r in sql::table_refs(&q) {
-                if !wanted.contains(&r) && !is_view(&r) {
-                    wanted.push(r);
-                }
-            }
-        }
-    }
-    for parts in wanted {
+    for parts in sql::table_names(queries) {
         match load_table(client, &parts).await {
-            Ok(info) => {
+            Ok(mut info) => {
                 if !catalog.tables.iter().any(|t| t.oid == info.oid) {
+                    info.id = catalog.tables.len();
                     catalog.tables.push(Arc::new(info));
                 }
             }
@@ -185,45 +184,55 @@ pub async fn compile_views(
     let results = sql::compile_all(queries, &catalog);
     for ((name, text), result) in queries.iter().zip(results) {
         match result {
-            Ok(v) => ok.push((name.clone(), text.clone(), v)),
-            Err(e) => {
-                let rendered = e.render(text);
-                error!(view = %name, "view refused: {rendered}");
-                refused.push(Refused {
-                    name: name.clone(),
-                    sql: text.clone(),
-                    error: e.to_string(),
-                    detail: rendered,
-                });
-            }
+            Ok(v) => ok.push((name.clone(), v)),
+            Err(e) => refused.push(Refused {
+                name: name.clone(),
+                sql: text.clone(),
+                error: e.to_string(),
+                detail: e.render(text),
+            }),
         }
     }
-    Ok((catalog, ok, refused))
+    Ok((ok, refused))
 }
 
-struct DataflowSink {
-    dataflow: Arc<Dataflow>,
-    registry: Arc<Registry>,
-}
-
-impl Sink for DataflowSink {
-    fn transaction(&mut self, lsn: Lsn, updates: Updates) {
-        self.dataflow.apply(lsn.0, updates);
-    }
-    fn progress(&mut self, lsn: Lsn) {
-        self.dataflow.advance(lsn.0);
-    }
-    fn streaming(&mut self, up: bool, snapshot_lsn: Lsn) {
-        self.registry.set_streaming(up, snapshot_lsn);
-    }
-    fn table_failed(&mut self, table: usize, message: String) {
-        self.registry.fail_table(table, &message);
-    }
-    fn failed(&mut self, message: String) {
-        error!(error = %message, "replication stopped");
-        self.registry
-            .fail_all(&format!("replication stopped: {message}"));
-    }
+/// Watches the queries directory; every event (and SIGHUP) asks the
+/// controller to read it again. Returns the watcher, which must be kept.
+fn watch_queries(
+    dir: &Path,
+    reload: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let tx = reload.clone();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    let watcher = match watcher.and_then(|mut w| {
+        w.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        Ok(w)
+    }) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, dir = %dir.display(), "cannot watch the queries directory; send SIGHUP to reload it");
+            None
+        }
+    };
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reading the queries directory again");
+            if reload.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    watcher
 }
 
 /// Starts everything and returns once the HTTP listener is bound.
@@ -235,107 +244,55 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             addr: config.listen.clone(),
             source,
         })?;
-    let queries = read_queries(&config.queries)?;
-    let (catalog, compiled, refused) = connect_and_compile(&config.pg, &queries).await?;
-    info!(
-        views = compiled.len(),
-        refused = refused.len(),
-        tables = catalog.tables.len(),
-        "views compiled"
-    );
+    let files = read_queries(&config.queries)?;
+    let pg = parse_conninfo(&config.pg)?;
+    startup_check(&pg).await?;
 
-    let mut defs = Vec::new();
-    let mut plans = Vec::new();
-    for (name, text, view) in compiled {
-        let mut tables = Vec::new();
-        view.plan.tables(&mut tables);
-        defs.push((
-            ViewDef {
-                name,
-                sql: text,
-                plan: view.plan.to_string(),
-                columns: view.columns,
-            },
-            tables,
-        ));
-        plans.push(view.plan);
-    }
     let in_flight = Arc::new(InFlight::new(DEFAULT_MAX_IN_FLIGHT_ROWS));
-    let registry = Arc::new(Registry::new(
-        defs,
-        refused,
-        catalog.tables.len(),
-        in_flight.clone(),
-    ));
-
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
-    let dataflow = Arc::new(
-        Dataflow::start(config.workers, catalog.tables.len(), plans, out_tx)
-            .map_err(ServerError::Dataflow)?,
-    );
+    let registry = Arc::new(Registry::new(in_flight.clone()));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let (wanted_tx, wanted_rx) = watch::channel(Vec::new());
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (reload_tx, reload_rx) = mpsc::unbounded_channel();
 
-    let in_flight_pump = in_flight.clone();
-    let reg = registry.clone();
-    let mut stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        loop {
-            let out = tokio::select! {
-                out = out_rx.recv() => match out {
-                    Some(out) => out,
-                    None => return,
-                },
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            match out {
-                Output::Progress { lsn } => {
-                    reg.advance(Lsn(lsn));
-                    in_flight_pump.release_through(lsn);
-                }
-                Output::Batch { lsn, views } => {
-                    for v in views {
-                        reg.apply(v.view, Lsn(lsn), &v.rows, &v.errors);
-                    }
-                }
-            }
-        }
-    }));
-
-    let reg = registry.clone();
-    let mut stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
-        let mut last_heartbeat = std::time::Instant::now();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let heartbeat = last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL;
-                    if heartbeat {
-                        last_heartbeat = std::time::Instant::now();
-                    }
-                    reg.announce_progress(heartbeat);
-                }
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
-    }));
-
-    let source = Source::new(SourceConfig {
-        conninfo: config.pg.clone(),
-        publication: config.publication.clone(),
-        tables: catalog.tables.clone(),
-        in_flight,
-    })
+    let views = files.len();
+    let controller = Controller::new(
+        ControllerConfig {
+            queries_dir: config.queries.clone(),
+            files,
+            workers: config.workers,
+            registry: registry.clone(),
+            in_flight: in_flight.clone(),
+            wanted: wanted_tx,
+            source_control: control_tx,
+        },
+        out_tx,
+    )
+    .map_err(ServerError::Dataflow)?;
+    let source = Source::new(
+        SourceConfig {
+            conninfo: config.pg.clone(),
+            publication: config.publication.clone(),
+            in_flight,
+            wanted: wanted_rx,
+            timeouts: config.timeouts.clone(),
+        },
+        events_tx,
+        control_rx,
+    )
     .map_err(ServerError::Conninfo)?;
-    let mut sink = DataflowSink {
-        dataflow: dataflow.clone(),
-        registry: registry.clone(),
-    };
-    let stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(
-        async move { source.run(&mut sink, stop).await },
-    ));
+    let watcher = watch_queries(&config.queries, reload_tx);
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(controller.run(ControllerInputs {
+        source: events_rx,
+        outputs: out_rx,
+        reload: reload_rx,
+        shutdown: shutdown_rx.clone(),
+    })));
+    tasks.push(tokio::spawn(source.run(shutdown_rx.clone())));
 
     let addr = listener
         .local_addr()
@@ -353,13 +310,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             error!(error = %e, "http server stopped");
         }
     }));
-    info!(%addr, "serving");
+    info!(%addr, views, "serving");
     Ok(Running {
         addr,
         registry,
         shutdown,
         tasks,
-        dataflow: Some(dataflow),
+        _watcher: watcher,
     })
 }
 
@@ -368,10 +325,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 /// Returns the report and whether every view compiled.
 pub async fn check(pg: &str, queries: &Path) -> Result<(String, bool), ServerError> {
     let views = read_queries(queries)?;
-    let (_, compiled, refused) = connect_and_compile(pg, &views).await?;
+    let client = connect(&parse_conninfo(pg)?)
+        .await
+        .map_err(ServerError::Connect)?;
+    let (compiled, refused) = compile_views(&client, &views).await?;
     let mut report = String::new();
     for (name, _) in &views {
-        if let Some((_, _, view)) = compiled.iter().find(|(n, _, _)| n == name) {
+        if let Some((_, view)) = compiled.iter().find(|(n, _)| n == name) {
             let cols: Vec<String> = view
                 .columns
                 .iter()

@@ -66,6 +66,7 @@ async fn password_authentication() {
         listen: "127.0.0.1:0".into(),
         workers: 1,
         publication: "viewcast".into(),
+        timeouts: Default::default(),
     };
     let err = viewcast::server::start(config)
         .await

@@ -27,7 +27,8 @@ async fn refused_views_leave_the_others_running() {
         .iter()
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["good"]);
+    // A table without a key is followed as a multiset of inserted rows.
+    assert_eq!(names, ["good", "no_key"]);
 
     for (name, needle) in [
         ("syntax", "syntax error"),
@@ -36,7 +37,6 @@ async fn refused_views_leave_the_others_running() {
             "unknown_column",
             "column \"nope\" does not exist at line 1, column 12",
         ),
-        ("no_key", "REPLICA IDENTITY FULL"),
         ("not_a_table", "relation \"missing_table\" does not exist"),
     ] {
         let (status, body) = server.get(&format!("/views/{name}")).await;
@@ -155,39 +155,6 @@ async fn runtime_errors_fail_only_their_view() {
     // The overflow is still there: that view still fails.
     let (status, _) = server.get("/views/overflow").await;
     assert_eq!(status, 500);
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_table_fails_its_views_with_a_clear_message() {
-    let db = TestDb::new("schema_change").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY); INSERT INTO t VALUES (1, 'a');").await;
-    let server = TestServer::start(
-        &db,
-        &[
-            ("on_t", "SELECT id, v FROM t"),
-            ("on_u", "SELECT id FROM u"),
-        ],
-    )
-    .await;
-    let mut on_t = server.follow("on_t").await;
-    let mut on_u = server.follow("on_u").await;
-    db.exec("ALTER TABLE t ADD COLUMN extra int; INSERT INTO t VALUES (2, 'b', 7);")
-        .await;
-    while on_t.error.is_none() {
-        on_t.next().await.expect("an error event");
-    }
-    assert!(
-        on_t.error
-            .as_deref()
-            .unwrap()
-            .contains("columns of table public.t changed"),
-        "{:?}",
-        on_t.error
-    );
-    db.exec("INSERT INTO u VALUES (1)").await;
-    on_u.wait_for(db.lsn().await).await;
-    assert_eq!(on_u.rows.len(), 1, "views on other tables keep going");
     server.stop().await;
 }
 

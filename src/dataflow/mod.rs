@@ -1,37 +1,63 @@
-//! Timely workers hosting every view's dataflow.
+//! Timely workers hosting the base tables and every view, each in a dataflow
+//! of its own so views and tables can come and go while the rest runs.
 //!
 //! ```text
-//!  source ──Command::Apply{lsn, updates}──▶ each worker: its share of the updates
-//!                                           into one input per base table, at time lsn
-//!         ──Command::Advance{lsn}─────────▶ inputs advance: lsn is complete
-//!  views  ◀──Output::Batch / Progress────── worker 0: view outputs, exchanged to it,
-//!                                           released once the probe frontier passes lsn
+//!  controller ─AddTable{id}──────▶ each worker: a dataflow with an input for
+//!                                  the table, arranged once (its trace is shared)
+//!             ─AddView{id, plan}─▶ a dataflow that imports the traces of the
+//!                                  tables the plan reads and renders it
+//!             ─Apply{lsn, rows}──▶ each worker: its share of the rows into the
+//!                                  tables' inputs, at time lsn
+//!             ─Advance{lsn}──────▶ inputs advance: lsn is complete
+//!             ─DropView / DropTable
+//!  registry   ◀─Output::Batch / Progress / ViewReady── worker 0: view outputs,
+//!                                  exchanged to it and released once every
+//!                                  dataflow's frontier has passed lsn
 //! ```
 //! Time is the commit LSN. A batch for time `t` leaves only when no worker can
 //! produce more output at `t`, so a subscriber sees a transaction whole.
+//!
+//! A view added later imports the tables' arrangements as of the inputs' current
+//! time: its first output is its whole contents at that time (no copy from
+//! Postgres is needed), after which it follows the same stream as the others.
+//! Every worker receives the same commands in the same order, so all of them
+//! build the same dataflows in the same order, as timely requires.
 
 pub mod render;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::Duration;
 
-use differential_dataflow::input::Input;
+use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::operators::arrange::{ShutdownButton, TraceAgent};
+use differential_dataflow::trace::implementations::KeySpine;
+use differential_dataflow::trace::TraceReader;
 use differential_dataflow::AsCollection;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::Exchange;
+use timely::dataflow::operators::{CapabilitySet, Exchange, Probe};
+use timely::progress::frontier::AntichainRef;
+use timely::progress::Antichain;
 
 use crate::repr::Row;
 use crate::sql::Plan;
 
-/// Updates of one transaction: (table index, row, +1/-1).
+/// Updates of one transaction: (table id, row, +1/-1).
 pub type Updates = Vec<(usize, Row, isize)>;
 
 pub enum Command {
+    /// A new base table (or a new version of one whose columns changed).
+    AddTable { id: usize },
+    /// Forget a table; views still importing it keep their copy until dropped.
+    DropTable { id: usize },
+    /// Start maintaining a view; its contents as of now arrive first.
+    AddView { id: usize, plan: Arc<Plan> },
+    /// Stop maintaining a view.
+    DropView { id: usize },
     /// Apply one transaction's changes at time `lsn`.
     Apply { lsn: u64, updates: Arc<Updates> },
     /// Everything at or before `lsn` is known: nothing more will arrive for it.
@@ -44,6 +70,12 @@ pub enum Output {
     Batch { lsn: u64, views: Vec<ViewChanges> },
     /// All times up to and including `lsn` are complete.
     Progress { lsn: u64 },
+    /// A view added with `AddView` has produced its whole initial contents
+    /// (the batches sent for it so far, summed) as of the next `Progress`.
+    ViewReady { view: usize },
+    /// A worker died (a panic). The dataflow can no longer be trusted: drop it
+    /// and build a new one.
+    WorkerFailed { message: String },
 }
 
 /// One view's changes at one time: rows, and evaluation errors (overflow,
@@ -65,10 +97,13 @@ pub const DEFAULT_MAX_IN_FLIGHT_ROWS: usize = 500_000;
 /// Credit for rows in flight between the source and the view outputs. The
 /// source reserves credit before it hands a transaction over and the credit
 /// comes back when the workers' progress passes that transaction's LSN.
+/// It also records that progress: the LSN the views reflect, which is what
+/// the source may acknowledge to Postgres.
 pub struct InFlight {
     credit: tokio::sync::Semaphore,
     max: usize,
     pending: Mutex<std::collections::VecDeque<(u64, u32)>>,
+    applied: std::sync::atomic::AtomicU64,
 }
 
 impl InFlight {
@@ -78,6 +113,7 @@ impl InFlight {
             credit: tokio::sync::Semaphore::new(max),
             max,
             pending: Mutex::new(Default::default()),
+            applied: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -94,8 +130,11 @@ impl InFlight {
             .push_back((lsn, n));
     }
 
-    /// Returns the credit of every transaction at or before `lsn`.
+    /// Returns the credit of every transaction at or before `lsn`: the views
+    /// reflect everything up to `lsn`.
     pub fn release_through(&self, lsn: u64) {
+        self.applied
+            .fetch_max(lsn, std::sync::atomic::Ordering::SeqCst);
         let mut pending = self.pending.lock().expect("in-flight lock");
         while let Some(&(l, n)) = pending.front() {
             if l > lsn {
@@ -104,6 +143,20 @@ impl InFlight {
             pending.pop_front();
             self.credit.add_permits(n as usize);
         }
+    }
+
+    /// Returns all outstanding credit: what was handed over will never come
+    /// out (the dataflow was replaced).
+    pub fn release_all(&self) {
+        let mut pending = self.pending.lock().expect("in-flight lock");
+        for (_, n) in pending.drain(..) {
+            self.credit.add_permits(n as usize);
+        }
+    }
+
+    /// The LSN every view reflects.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Rows currently in flight.
@@ -124,14 +177,8 @@ pub struct Dataflow {
 const IDLE_PARK: Duration = Duration::from_millis(50);
 
 impl Dataflow {
-    /// Starts `workers` threads, each building the same dataflow: one input per
-    /// table and one output per plan.
-    pub fn start(
-        workers: usize,
-        num_tables: usize,
-        plans: Vec<Plan>,
-        out: OutputSender,
-    ) -> Result<Dataflow, String> {
+    /// Starts `workers` threads with no tables and no views yet.
+    pub fn start(workers: usize, out: OutputSender) -> Result<Dataflow, String> {
         let workers = workers.max(1);
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
@@ -143,7 +190,6 @@ impl Dataflow {
         let receivers = Arc::new(Mutex::new(receivers));
         let (thread_tx, thread_rx) = mpsc::channel::<(usize, Thread)>();
         let thread_tx = Arc::new(Mutex::new(thread_tx));
-        let plans = Arc::new(plans);
         let out = Arc::new(Mutex::new(out));
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
@@ -158,7 +204,21 @@ impl Dataflow {
                 .expect("thread lock")
                 .send((index, std::thread::current()));
             let out = out.lock().expect("output lock").clone();
-            run_worker(worker, rx, num_tables, &plans, out);
+            // A panic must not leave the server looking healthy: report it,
+            // and the controller replaces the whole dataflow.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_worker(worker, rx, out.clone())
+            }));
+            if let Err(panic) = result {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                let _ = out.send(Output::WorkerFailed {
+                    message: format!("dataflow worker {index} panicked: {message}"),
+                });
+            }
         })?;
         let mut threads: Vec<Option<Thread>> = vec![None; workers];
         for _ in 0..workers {
@@ -181,6 +241,26 @@ impl Dataflow {
         }
     }
 
+    pub fn add_table(&self, id: usize) {
+        self.send(|| Command::AddTable { id });
+    }
+
+    pub fn drop_table(&self, id: usize) {
+        self.send(|| Command::DropTable { id });
+    }
+
+    pub fn add_view(&self, id: usize, plan: Plan) {
+        let plan = Arc::new(plan);
+        self.send(|| Command::AddView {
+            id,
+            plan: plan.clone(),
+        });
+    }
+
+    pub fn drop_view(&self, id: usize) {
+        self.send(|| Command::DropView { id });
+    }
+
     pub fn apply(&self, lsn: u64, updates: Updates) {
         let updates = Arc::new(updates);
         self.send(|| Command::Apply {
@@ -191,6 +271,27 @@ impl Dataflow {
 
     pub fn advance(&self, lsn: u64) {
         self.send(|| Command::Advance { lsn });
+    }
+
+    /// Stops the workers and waits for them, at most `patience`: a worker
+    /// stuck after another one's panic is left behind rather than waited for.
+    pub fn shutdown(mut self, patience: Duration) {
+        self.senders.clear();
+        for t in &self.threads {
+            t.unpark();
+        }
+        let guards = self.guards.lock().ok().and_then(|mut g| g.take());
+        if let Some(g) = guards {
+            let (done_tx, done_rx) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("dataflow-join".into())
+                .spawn(move || {
+                    let _ = g.join();
+                    let _ = done_tx.send(());
+                })
+                .ok();
+            let _ = done_rx.recv_timeout(patience);
+        }
     }
 }
 
@@ -206,91 +307,69 @@ impl Drop for Dataflow {
     }
 }
 
+type TableTrace = TraceAgent<KeySpine<Row, u64, isize>>;
+
+/// One base table on one worker: its input, its shared arrangement, and a
+/// probe on the arrangement (progress flows through it even with no views).
+struct Table {
+    input: InputSession<u64, Row, isize>,
+    trace: TableTrace,
+    probe: ProbeHandle<u64>,
+}
+
+/// One view on one worker.
+struct View {
+    /// Pressed to drop the view: its imports stop and the dataflow completes.
+    buttons: Vec<ShutdownButton<CapabilitySet<u64>>>,
+    probe: ProbeHandle<u64>,
+    /// The view's first output is its contents as of this time.
+    as_of: u64,
+    ready: bool,
+}
+
+/// Outputs waiting for the frontier to pass their time, by time.
 type Buffer = Rc<RefCell<BTreeMap<u64, Vec<((usize, Result<Row, String>), isize)>>>>;
 
-fn run_worker(
-    worker: &mut timely::worker::Worker,
-    rx: Receiver<Command>,
-    num_tables: usize,
-    plans: &[Plan],
+/// The table every view imports to produce rows that depend on no table (a
+/// global aggregate's row, constants): it holds one empty row forever.
+const UNIT_TABLE: usize = usize::MAX;
+
+struct Worker<'w> {
+    worker: &'w mut timely::worker::Worker,
+    tables: HashMap<usize, Table>,
+    views: HashMap<usize, View>,
+    /// Views dropped whose output may still be in flight; it is discarded.
+    dropped: HashSet<usize>,
+    buffer: Buffer,
+    /// Every input is advanced to `time`: all times before it are complete.
+    time: u64,
+    last_progress: Option<u64>,
     out: OutputSender,
-) {
-    let index = worker.index();
-    let peers = worker.peers();
-    let buffer: Buffer = Rc::new(RefCell::new(BTreeMap::new()));
-    let probe = ProbeHandle::new();
-    let (mut inputs, mut unit) = worker.dataflow::<u64, _, _>(|scope| {
-        let mut inputs = Vec::new();
-        let mut tables = Vec::new();
-        for _ in 0..num_tables {
-            let (handle, coll) = scope.new_collection::<Row, isize>();
-            inputs.push(handle);
-            tables.push(coll);
+}
+
+fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>, out: OutputSender) {
+    let mut w = Worker {
+        worker,
+        tables: HashMap::new(),
+        views: HashMap::new(),
+        dropped: HashSet::new(),
+        buffer: Rc::new(RefCell::new(BTreeMap::new())),
+        time: 0,
+        last_progress: None,
+        out,
+    };
+    w.add_table(UNIT_TABLE);
+    if w.worker.index() == 0 {
+        if let Some(t) = w.tables.get_mut(&UNIT_TABLE) {
+            t.input.insert(Vec::new());
+            t.input.flush();
         }
-        let (unit_input, unit) = scope.new_collection::<(), isize>();
-        // The probe also watches an input, so progress flows even with no views.
-        unit.clone().probe_with(&probe);
-        let mut ctx = render::Context::new(tables, unit);
-        for (vi, plan) in plans.iter().enumerate() {
-            let coll = render::render(plan, &mut ctx);
-            let buf = buffer.clone();
-            let mut results = coll.map(move |row| (vi, Ok(row)));
-            if let Some(errs) = ctx.errors_of(plan) {
-                results = results.concat(errs.map(move |e| (vi, Err(e))));
-            }
-            results
-                .inner
-                .exchange(|_| 0)
-                .as_collection()
-                .inspect(move |(data, time, diff)| {
-                    buf.borrow_mut()
-                        .entry(*time)
-                        .or_default()
-                        .push((data.clone(), *diff));
-                })
-                .probe_with(&probe);
-        }
-        (inputs, unit_input)
-    });
-    if index == 0 {
-        unit.insert(());
     }
-    let mut time = 0u64;
-    let mut last_progress: Option<u64> = None;
-    let advance =
-        |inputs: &mut Vec<differential_dataflow::input::InputSession<u64, Row, isize>>,
-         unit: &mut differential_dataflow::input::InputSession<u64, (), isize>,
-         to: u64| {
-            for i in inputs.iter_mut() {
-                i.advance_to(to);
-                i.flush();
-            }
-            unit.advance_to(to);
-            unit.flush();
-        };
     loop {
         let mut disconnected = false;
         loop {
             match rx.try_recv() {
-                Ok(Command::Apply { lsn, updates }) => {
-                    let t = lsn.max(time);
-                    for i in inputs.iter_mut() {
-                        i.advance_to(t);
-                    }
-                    for (n, (table, row, diff)) in updates.iter().enumerate() {
-                        if n % peers == index {
-                            inputs[*table].update(row.clone(), *diff);
-                        }
-                    }
-                    time = t + 1;
-                    advance(&mut inputs, &mut unit, time);
-                }
-                Ok(Command::Advance { lsn }) => {
-                    if lsn + 1 > time {
-                        time = lsn + 1;
-                        advance(&mut inputs, &mut unit, time);
-                    }
-                }
+                Ok(command) => w.command(command),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     disconnected = true;
@@ -301,52 +380,224 @@ fn run_worker(
         if disconnected {
             break;
         }
-        worker.step_or_park(Some(IDLE_PARK));
-        if index == 0 {
-            release(&probe, &buffer, &mut last_progress, &out);
+        w.worker.step_or_park(Some(IDLE_PARK));
+        if w.worker.index() == 0 {
+            w.release();
         }
     }
 }
 
-/// Sends every buffered time the probe has passed, oldest first, then progress.
-fn release(
-    probe: &ProbeHandle<u64>,
-    buffer: &Buffer,
-    last_progress: &mut Option<u64>,
-    out: &OutputSender,
-) {
-    let Some(frontier) = probe.with_frontier(|f| f.first().copied()) else {
-        return;
-    };
-    let ready = {
-        let mut b = buffer.borrow_mut();
-        let later = b.split_off(&frontier);
-        std::mem::replace(&mut *b, later)
-    };
-    for (lsn, mut changes) in ready {
-        differential_dataflow::consolidation::consolidate(&mut changes);
-        if changes.is_empty() {
-            continue;
-        }
-        let mut views: Vec<ViewChanges> = Vec::new();
-        for ((view, result), diff) in changes {
-            if views.last().is_none_or(|v| v.view != view) {
-                views.push(ViewChanges {
-                    view,
-                    ..Default::default()
-                });
+impl Worker<'_> {
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::AddTable { id } => self.add_table(id),
+            Command::DropTable { id } => {
+                // Dropping the input closes it; views that imported the
+                // arrangement hold their own handle until they are dropped.
+                self.tables.remove(&id);
             }
-            let v = views.last_mut().expect("pushed above");
-            match result {
-                Ok(row) => v.rows.push((row, diff)),
-                Err(e) => v.errors.push((e, diff)),
+            Command::AddView { id, plan } => self.add_view(id, &plan),
+            Command::DropView { id } => {
+                if let Some(mut v) = self.views.remove(&id) {
+                    for b in &mut v.buttons {
+                        b.press();
+                    }
+                }
+                self.dropped.insert(id);
+            }
+            Command::Apply { lsn, updates } => {
+                let t = lsn.max(self.time);
+                for table in self.tables.values_mut() {
+                    table.input.advance_to(t);
+                }
+                let (index, peers) = (self.worker.index(), self.worker.peers());
+                for (n, (table, row, diff)) in updates.iter().enumerate() {
+                    if n % peers == index {
+                        if let Some(tab) = self.tables.get_mut(table) {
+                            tab.input.update(row.clone(), *diff);
+                        }
+                    }
+                }
+                self.advance_to(t + 1);
+            }
+            Command::Advance { lsn } => {
+                if lsn + 1 > self.time {
+                    self.advance_to(lsn + 1);
+                }
             }
         }
-        let _ = out.send(Output::Batch { lsn, views });
     }
-    if frontier > 0 && *last_progress != Some(frontier - 1) {
-        *last_progress = Some(frontier - 1);
-        let _ = out.send(Output::Progress { lsn: frontier - 1 });
+
+    /// Advances every input to `time` and lets the tables' arrangements
+    /// forget distinctions between times before the last complete one
+    /// (a view added now reads them as of that time, nothing reads earlier).
+    fn advance_to(&mut self, time: u64) {
+        self.time = time;
+        let since = [time.saturating_sub(1)];
+        for t in self.tables.values_mut() {
+            t.input.advance_to(time);
+            t.input.flush();
+            t.trace.set_logical_compaction(AntichainRef::new(&since));
+            t.trace.set_physical_compaction(AntichainRef::new(&since));
+        }
+    }
+
+    fn add_table(&mut self, id: usize) {
+        let probe = ProbeHandle::new();
+        let time = self.time;
+        let (mut input, trace) =
+            self.worker
+                .dataflow_named::<u64, _, _>(&format!("table {id}"), |scope| {
+                    let (input, coll) = scope.new_collection::<Row, isize>();
+                    let arranged = coll.arrange_by_self();
+                    arranged.stream.clone().probe_with(&probe);
+                    (input, arranged.trace)
+                });
+        input.advance_to(time);
+        input.flush();
+        let mut trace = trace;
+        let since = [time.saturating_sub(1)];
+        trace.set_logical_compaction(AntichainRef::new(&since));
+        trace.set_physical_compaction(AntichainRef::new(&since));
+        self.tables.insert(
+            id,
+            Table {
+                input,
+                trace,
+                probe,
+            },
+        );
+    }
+
+    fn add_view(&mut self, id: usize, plan: &Plan) {
+        let mut wanted = Vec::new();
+        plan.tables(&mut wanted);
+        wanted.sort_unstable();
+        wanted.dedup();
+        // The last complete time: the view's first output is its contents
+        // then, ready as soon as the import has caught up with the tables.
+        let as_of = self.time.saturating_sub(1);
+        let since = Antichain::from_elem(as_of);
+        let probe = ProbeHandle::new();
+        let buffer = self.buffer.clone();
+        let tables = &mut self.tables;
+        let buttons = self
+            .worker
+            .dataflow_named::<u64, _, _>(&format!("view {id}"), |scope| {
+                let mut buttons = Vec::new();
+                let mut import = |table: usize, buttons: &mut Vec<_>| {
+                    let t = tables.get_mut(&table)?;
+                    let (arranged, button) = t.trace.import_frontier_core(
+                        scope.clone(),
+                        &format!("import {table}"),
+                        since.clone(),
+                        Antichain::new(),
+                    );
+                    buttons.push(button);
+                    Some(arranged.as_collection(|row: &Row, _: &()| row.clone()))
+                };
+                let unit = import(UNIT_TABLE, &mut buttons)
+                    .expect("the unit table exists from the start")
+                    .map(|_| ());
+                let mut imported = HashMap::new();
+                for table in wanted {
+                    if let Some(c) = import(table, &mut buttons) {
+                        imported.insert(table, c);
+                    }
+                }
+                let mut ctx = render::Context::new(imported, unit);
+                let coll = render::render(plan, &mut ctx);
+                let mut results = coll.map(move |row| (id, Ok(row)));
+                if let Some(errs) = ctx.errors_of(plan) {
+                    results = results.concat(errs.map(move |e| (id, Err(e))));
+                }
+                results
+                    .inner
+                    .exchange(|_| 0)
+                    .as_collection()
+                    .inspect(move |(data, time, diff)| {
+                        buffer
+                            .borrow_mut()
+                            .entry(*time)
+                            .or_default()
+                            .push((data.clone(), *diff));
+                    })
+                    .probe_with(&probe);
+                buttons
+            });
+        self.dropped.remove(&id);
+        self.views.insert(
+            id,
+            View {
+                buttons,
+                probe,
+                as_of,
+                ready: false,
+            },
+        );
+    }
+
+    /// The time every table and view has passed: output before it is final.
+    fn frontier(&self) -> Option<u64> {
+        let probes = self
+            .tables
+            .values()
+            .map(|t| &t.probe)
+            .chain(self.views.values().map(|v| &v.probe));
+        let mut min: Option<u64> = None;
+        for p in probes {
+            if let Some(f) = p.with_frontier(|f| f.first().copied()) {
+                min = Some(min.map_or(f, |m| m.min(f)));
+            }
+        }
+        min.or(Some(self.time))
+    }
+
+    /// Sends every buffered time the frontier has passed, oldest first, then
+    /// the views that became ready, then progress.
+    fn release(&mut self) {
+        let Some(frontier) = self.frontier() else {
+            return;
+        };
+        let ready = {
+            let mut b = self.buffer.borrow_mut();
+            let later = b.split_off(&frontier);
+            std::mem::replace(&mut *b, later)
+        };
+        for (lsn, mut changes) in ready {
+            changes.retain(|((view, _), _)| !self.dropped.contains(view));
+            differential_dataflow::consolidation::consolidate(&mut changes);
+            if changes.is_empty() {
+                continue;
+            }
+            let mut views: Vec<ViewChanges> = Vec::new();
+            for ((view, result), diff) in changes {
+                if views.last().is_none_or(|v| v.view != view) {
+                    views.push(ViewChanges {
+                        view,
+                        ..Default::default()
+                    });
+                }
+                let v = views.last_mut().expect("pushed above");
+                match result {
+                    Ok(row) => v.rows.push((row, diff)),
+                    Err(e) => v.errors.push((e, diff)),
+                }
+            }
+            let _ = self.out.send(Output::Batch { lsn, views });
+        }
+        for (id, v) in self.views.iter_mut() {
+            if !v.ready && frontier > v.as_of {
+                v.ready = true;
+                let _ = self.out.send(Output::ViewReady { view: *id });
+            }
+        }
+        // A view just added holds the frontier back until it has caught up;
+        // progress never goes back.
+        if frontier > 0 && self.last_progress.is_none_or(|p| frontier - 1 > p) {
+            self.last_progress = Some(frontier - 1);
+            let _ = self.out.send(Output::Progress { lsn: frontier - 1 });
+        }
     }
 }
 
@@ -368,6 +619,7 @@ mod tests {
             "no credit until progress passes an LSN"
         );
         f.release_through(1);
+        assert_eq!(f.applied(), 1);
         tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .expect("credit returned")

@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::views::{snapshot_json, Registry};
+use crate::views::{snapshot_json, Health, Lookup, Registry, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -23,7 +23,7 @@ pub enum ApiError {
     Refused { name: String, error: String },
     #[error("view \"{name}\" failed: {error}")]
     Failed { name: String, error: String },
-    #[error("view \"{0}\" is still loading its initial snapshot; retry shortly")]
+    #[error("view \"{0}\" is still loading its contents; retry shortly")]
     NotReady(String),
 }
 
@@ -54,34 +54,37 @@ pub fn router(registry: AppState) -> Router {
 }
 
 /// Finds a served view, or explains why there is none.
-pub(crate) fn lookup(reg: &Registry, name: &str) -> Result<usize, ApiError> {
-    if let Some((i, _)) = reg.get(name) {
-        return Ok(i);
-    }
-    match reg.refused(name) {
-        Some(r) => Err(ApiError::Refused {
+pub(crate) fn lookup(reg: &Registry, name: &str) -> Result<Arc<View>, ApiError> {
+    match reg.lookup(name) {
+        Lookup::Live(v) | Lookup::Loading(v) => Ok(v),
+        Lookup::Refused(r) => Err(ApiError::Refused {
             name: name.to_string(),
-            error: r.error.clone(),
+            error: r.error,
         }),
-        None => Err(ApiError::NotFound(name.to_string())),
+        Lookup::NotFound => Err(ApiError::NotFound(name.to_string())),
     }
 }
 
 async fn healthz(State(reg): State<AppState>) -> Response {
     let lsn = reg.progress().to_string();
-    if reg.is_streaming() {
-        (
-            StatusCode::OK,
-            Json(json!({ "status": "streaming", "lsn": lsn })),
-        )
-            .into_response()
-    } else {
-        (
+    let (status, body) = match reg.health() {
+        Health::Streaming { .. } if reg.is_streaming() => {
+            (StatusCode::OK, json!({ "status": "streaming", "lsn": lsn }))
+        }
+        Health::Streaming { .. } | Health::Starting => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "starting", "lsn": lsn })),
-        )
-            .into_response()
-    }
+            json!({ "status": "starting", "lsn": lsn }),
+        ),
+        Health::Reconnecting { reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "reconnecting", "reason": reason, "lsn": lsn }),
+        ),
+        Health::Failed { reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "failed", "reason": reason, "lsn": lsn }),
+        ),
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(reg): State<AppState>) -> Response {
@@ -94,9 +97,12 @@ async fn metrics(State(reg): State<AppState>) -> Response {
 
 async fn list_views(State(reg): State<AppState>) -> Response {
     let list: Vec<_> = reg
-        .views()
+        .all()
         .iter()
-        .map(|v| json!({ "name": v.def.name, "sql": v.def.sql, "columns": v.def.columns }))
+        .filter_map(|v| {
+            let def = v.def()?;
+            Some(json!({ "name": v.name, "sql": def.sql, "columns": def.columns }))
+        })
         .collect();
     Json(list).into_response()
 }
@@ -113,24 +119,29 @@ async fn view_plan(State(reg): State<AppState>, Path(name): Path<String>) -> Res
         )
             .into_response()
     };
-    if let Some((_, view)) = reg.get(&name) {
-        let cols: Vec<String> = view
-            .def
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", c.name, c.ty.name()))
-            .collect();
-        return text(
-            StatusCode::OK,
-            format!("{name}: {}\n{}", cols.join(", "), view.def.plan),
-        );
-    }
-    match reg.refused(&name) {
-        Some(r) => text(
+    match reg.lookup(&name) {
+        Lookup::Live(v) | Lookup::Loading(v) => match v.def() {
+            Some(def) => {
+                let cols: Vec<String> = def
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} {}", c.name, c.ty.name()))
+                    .collect();
+                text(
+                    StatusCode::OK,
+                    format!("{name}: {}\n{}", cols.join(", "), def.plan),
+                )
+            }
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{name}: still compiling; retry shortly\n"),
+            ),
+        },
+        Lookup::Refused(r) => text(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{name}: refused\n{}\n", r.detail),
         ),
-        None => text(StatusCode::NOT_FOUND, format!("no view named \"{name}\"\n")),
+        Lookup::NotFound => text(StatusCode::NOT_FOUND, format!("no view named \"{name}\"\n")),
     }
 }
 
@@ -138,15 +149,17 @@ async fn view_contents(
     State(reg): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let i = lookup(&reg, &name)?;
-    let view = &reg.views()[i];
-    let snap = reg.snapshot(i);
-    if snap.error.is_none() && !reg.is_loaded() {
+    let loading = matches!(reg.lookup(&name), Lookup::Loading(_));
+    let view = lookup(&reg, &name)?;
+    let snap = reg.snapshot(&view);
+    if let Some(error) = snap.error.clone() {
+        if !loading {
+            return Err(ApiError::Failed { name, error });
+        }
+    }
+    if loading {
         return Err(ApiError::NotReady(name));
     }
-    if let Some(error) = snap.error {
-        return Err(ApiError::Failed { name, error });
-    }
-    let body = snapshot_json(&view.def.columns, &snap, false);
+    let body = snapshot_json(&snap, false);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

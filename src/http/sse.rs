@@ -1,6 +1,8 @@
 //! `GET /views/{name}/sse`: a snapshot, then one `diff` per transaction that
-//! changed the view, `progress` when the view moved without changes, and `error`
-//! if the view fails. A subscriber that falls too far behind gets a new snapshot
+//! changed the view, `progress` when the view moved without changes, `error`
+//! when the view fails (the stream stays open: a `snapshot` marked
+//! `"reset": true` follows when it recovers), and a last `error` when the
+//! view is removed. A subscriber that falls too far behind gets a new snapshot
 //! marked `"reset": true` instead of a gap. A subscriber that reconnects with
 //! `Last-Event-ID: <lsn>` gets the diffs after that LSN from the view's
 //! history, or a snapshot marked as a reset when the history no longer reaches
@@ -17,11 +19,11 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{lookup, ApiError, AppState};
 use crate::pg::Lsn;
-use crate::views::{snapshot_json, sse_bytes, Event, EventKind, Registry, Resumed};
+use crate::views::{snapshot_json, sse_bytes, Event, EventKind, Registry, Resumed, View};
 
 struct Subscription {
     reg: AppState,
-    view: usize,
+    view: Arc<View>,
     rx: broadcast::Receiver<Arc<Event>>,
     /// LSN of the last event sent; older progress is skipped.
     last: Lsn,
@@ -33,16 +35,11 @@ struct Subscription {
 
 fn start(
     reg: &Registry,
-    view: usize,
+    view: &View,
     reset: bool,
-) -> (Bytes, broadcast::Receiver<Arc<Event>>, Lsn, bool) {
+) -> (Bytes, broadcast::Receiver<Arc<Event>>, Lsn) {
     let (snap, rx) = reg.subscribe(view);
-    let v = &reg.views()[view];
-    let snapshot = sse_bytes(
-        "snapshot",
-        Some(snap.lsn),
-        &snapshot_json(&v.def.columns, &snap, reset),
-    );
+    let snapshot = sse_bytes("snapshot", Some(snap.lsn), &snapshot_json(&snap, reset));
     match &snap.error {
         Some(message) => {
             let mut data = String::from("{\"message\":");
@@ -50,9 +47,9 @@ fn start(
             data.push('}');
             let mut both = snapshot.to_vec();
             both.extend_from_slice(&sse_bytes("error", None, &data));
-            (Bytes::from(both), rx, snap.lsn, true)
+            (Bytes::from(both), rx, snap.lsn)
         }
-        None => (snapshot, rx, snap.lsn, false),
+        None => (snapshot, rx, snap.lsn),
     }
 }
 
@@ -62,15 +59,17 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let view = lookup(&reg, &name)?;
-    // Start from the initial snapshot, not from the empty view before it.
-    reg.wait_loaded().await;
+    // Start from the view's contents, not from the empty view before them.
+    reg.wait_ready(&view).await;
+    // It may have turned out not to compile.
+    let view = lookup(&reg, &name)?;
     // A reconnecting EventSource sends the id of the last event it received.
     let resume_from = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<Lsn>().ok());
-    let resumed = resume_from.and_then(|from| reg.resume(view, from).map(|r| (from, r)));
-    let (first, rx, last, done) = match resumed {
+    let resumed = resume_from.and_then(|from| reg.resume(&view, from).map(|r| (from, r)));
+    let (first, rx, last) = match resumed {
         Some((from, Resumed { missed, rx })) => {
             let mut bytes = Vec::new();
             let mut last = from;
@@ -78,9 +77,9 @@ pub async fn stream(
                 bytes.extend_from_slice(&e.sse);
                 last = last.max(e.lsn);
             }
-            (Bytes::from(bytes), rx, last, false)
+            (Bytes::from(bytes), rx, last)
         }
-        None => start(&reg, view, resume_from.is_some()),
+        None => start(&reg, &view, resume_from.is_some()),
     };
     let closed = reg.closed();
     let sub = Subscription {
@@ -89,7 +88,7 @@ pub async fn stream(
         rx,
         last,
         pending: Some(first),
-        done,
+        done: false,
         closed,
     };
     let body = futures::stream::unfold(sub, |mut sub| async move {
@@ -110,16 +109,15 @@ pub async fn stream(
                         continue;
                     }
                     sub.last = sub.last.max(ev.lsn);
-                    if ev.kind == EventKind::Error {
+                    if ev.kind == EventKind::End {
                         sub.done = true;
                     }
                     return Some((Ok(ev.sse.clone()), sub));
                 }
                 Err(RecvError::Lagged(_)) => {
-                    let (snap, rx, last, done) = start(&sub.reg, sub.view, true);
+                    let (snap, rx, last) = start(&sub.reg, &sub.view, true);
                     sub.rx = rx;
                     sub.last = last;
-                    sub.done = done;
                     sub.pending = Some(snap);
                 }
                 Err(RecvError::Closed) => return None,

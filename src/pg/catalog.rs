@@ -2,7 +2,7 @@
 //! viewcast tracks each row so it can supply old rows for updates and deletes.
 
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 
 use crate::repr::Type;
 
@@ -16,18 +16,39 @@ pub struct ColumnInfo {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableInfo {
+    /// viewcast's own id for this version of the table: a table whose columns
+    /// change gets a new id, and the views over it are rebuilt.
+    pub id: usize,
     pub oid: u32,
     pub schema: String,
     pub name: String,
     pub columns: Vec<ColumnInfo>,
     /// Column positions of the row identity (primary key or replica identity
-    /// index). `None` means REPLICA IDENTITY FULL without a key: the whole row is
-    /// the identity and Postgres sends it whole.
+    /// index). `None` means the whole row is the identity: under REPLICA
+    /// IDENTITY FULL Postgres sends it whole; otherwise the table has no key and
+    /// is followed as a multiset of inserted rows (Postgres refuses updates and
+    /// deletes of such a table while it is published).
     pub key: Option<Vec<usize>>,
     pub replica_identity: char,
 }
 
 impl TableInfo {
+    /// Same columns, key and identity: rows of one decode as rows of the other,
+    /// and plans over one read the other the same way.
+    pub fn same_shape(&self, other: &TableInfo) -> bool {
+        self.oid == other.oid
+            && self.schema == other.schema
+            && self.name == other.name
+            && self.columns == other.columns
+            && self.key == other.key
+            && self.replica_identity == other.replica_identity
+    }
+
+    /// Whether updates and deletes carry the whole old row.
+    pub fn full_identity(&self) -> bool {
+        self.replica_identity == 'f'
+    }
+
     pub fn qualified_name(&self) -> String {
         format!(
             "{}.{}",
@@ -56,25 +77,79 @@ pub fn quote_if_needed(s: &str) -> String {
 pub enum CatalogError {
     #[error("relation \"{0}\" does not exist")]
     NotFound(String),
-    #[error(
-        "table \"{0}\" has no primary key and REPLICA IDENTITY {1}; add a primary key or run ALTER TABLE {0} REPLICA IDENTITY FULL"
-    )]
-    NoKey(String, &'static str),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("catalog query failed: {}", super::error_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
 }
 
-/// Loads a table by `name` or `schema.name`, resolved with the session's search_path.
-pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, CatalogError> {
-    let display = parts.join(".");
-    let regclass_text = parts
+/// One line per wanted name that changes whenever anything viewcast depends
+/// on changes: what the name resolves to, the table's columns and types, its
+/// key and replica identity, privileges, partitions or inheritance children,
+/// and whether the publication covers it. `$1` is the names as `text[]`
+/// (each `schema.name` or `name`, quoted as needed), `$2` the publication.
+pub const FINGERPRINT_SQL: &str = "
+SELECT w.name, md5(concat_ws('|', c.oid, n.nspname, c.relname, c.relkind, c.relreplident,
+         c.relispartition, c.relacl,
+         (SELECT string_agg(a.attnum || ':' || a.attname || ':' || a.atttypid || ':' || a.attgenerated::text, ','
+                            ORDER BY a.attnum)
+            FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+         (SELECT string_agg(i.indexrelid || ':' || i.indkey::text || ':' || i.indisprimary || ':' || i.indisreplident, ','
+                            ORDER BY i.indexrelid)
+            FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)),
+         (SELECT string_agg(h.inhrelid::text, ',' ORDER BY h.inhrelid) FROM pg_inherits h WHERE h.inhparent = c.oid),
+         (SELECT string_agg(t.oid || ':' || t.typname, ',' ORDER BY t.oid)
+            FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype IN ('e', 'd')),
+         EXISTS (SELECT 1 FROM pg_publication_tables p
+                 WHERE p.pubname = $2 AND p.schemaname = n.nspname AND p.tablename = c.relname)))
+FROM unnest($1::text[]) WITH ORDINALITY AS w(name, ord)
+LEFT JOIN pg_class c ON c.oid = to_regclass(w.name)
+LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+ORDER BY w.ord";
+
+/// A name as written in a view (`["orders"]`, `["shop", "orders"]`) in the
+/// text form `to_regclass` reads.
+pub fn regclass_text(parts: &[String]) -> String {
+    parts
         .iter()
         .map(|p| quote_if_needed(p))
         .collect::<Vec<_>>()
-        .join(".");
+        .join(".")
+}
+
+/// The fingerprint of each name (see [`FINGERPRINT_SQL`]).
+pub async fn fingerprints<C: GenericClient + Sync>(
+    client: &C,
+    names: &[Vec<String>],
+    publication: &str,
+) -> Result<std::collections::HashMap<Vec<String>, String>, tokio_postgres::Error> {
+    let texts: Vec<String> = names.iter().map(|n| regclass_text(n)).collect();
+    let rows = client
+        .query(FINGERPRINT_SQL, &[&texts, &publication])
+        .await?;
+    let mut out = std::collections::HashMap::new();
+    for (name, row) in names.iter().zip(rows) {
+        let fp: Option<String> = row.get(1);
+        out.insert(name.clone(), fp.unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// Loads a table by `name` or `schema.name`, resolved with the session's
+/// search_path. Inside a transaction that imported a replication slot's
+/// snapshot, it describes the table as of that snapshot.
+pub async fn load_table<C: GenericClient + Sync>(
+    client: &C,
+    parts: &[String],
+) -> Result<TableInfo, CatalogError> {
+    let display = parts.join(".");
+    let regclass_text = regclass_text(parts);
     let row = client
         .query_opt(
-            "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, c.relkind::text
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, c.relkind::text,
+                    c.relispartition,
+                    EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid) AS has_children
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = to_regclass($1)",
             &[&regclass_text],
@@ -93,6 +168,21 @@ pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, 
     let schema: String = row.get(1);
     let name: String = row.get(2);
     let replica_identity = row.get::<_, String>(3).chars().next().unwrap_or('d');
+    let qualified = format!("{}.{}", quote_if_needed(&schema), quote_if_needed(&name));
+    if row.get::<_, bool>(5) {
+        // The publication sends a partition's changes as its root's.
+        return Err(CatalogError::Unsupported(format!(
+            "table {qualified} is a partition: viewcast follows partitioned tables through their root \
+             (publish_via_partition_root); read the partitioned table and filter on the partition key"
+        )));
+    }
+    if relkind == "r" && row.get::<_, bool>(6) {
+        return Err(CatalogError::Unsupported(format!(
+            "table {qualified} has inheritance children, whose rows SELECT ... FROM {qualified} includes; \
+             viewcast cannot follow them: read the tables by name with FROM ONLY semantics in mind, \
+             or use declarative partitioning"
+        )));
+    }
     let cols = client
         .query(
             "SELECT a.attname::text, a.atttypid, t.typname::text, a.attnum, t.typtype::text,
@@ -152,24 +242,18 @@ pub async fn load_table(client: &Client, parts: &[String]) -> Result<TableInfo, 
             .map(|n| attnums.iter().position(|a| a == n))
             .collect()
     };
-    let qualified = format!("{}.{}", quote_if_needed(&schema), quote_if_needed(&name));
+    // The identity by which old rows are found. Without one (no primary key
+    // and REPLICA IDENTITY DEFAULT or NOTHING), Postgres publishes only inserts
+    // and truncates of the table, so it is followed as a multiset of rows.
     let key = match replica_identity {
-        'f' => {
-            if primary.is_empty() {
-                None
-            } else {
-                to_positions(&primary)
-            }
-        }
+        'f' if primary.is_empty() => None,
+        'f' => to_positions(&primary),
         'i' if !replident.is_empty() => to_positions(&replident),
-        'd' if !primary.is_empty() => to_positions(&primary),
-        'n' => return Err(CatalogError::NoKey(qualified, "NOTHING")),
-        _ => return Err(CatalogError::NoKey(qualified, "DEFAULT")),
+        'i' | 'd' if !primary.is_empty() => to_positions(&primary),
+        _ => None,
     };
-    if replica_identity != 'f' && key.is_none() {
-        return Err(CatalogError::NoKey(qualified, "DEFAULT"));
-    }
     Ok(TableInfo {
+        id: 0,
         oid,
         schema,
         name,

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod embedded;
+pub mod errors;
 pub mod lsn;
 pub mod pgoutput;
 pub mod replication;

@@ -41,19 +41,28 @@ pub enum ReplicationError {
     Unsupported(String),
     #[error("the replication connection was closed by the server")]
     Closed,
+    /// The server ended streaming itself (it does so when shutting down).
+    #[error("the server ended the replication stream ({0})")]
+    Ended(String),
+    /// Nothing arrived for too long, not even a reply to a keepalive request:
+    /// the connection is half-open or the server is stuck.
+    #[error("no data from the server for {0:?}; the connection is presumed dead")]
+    Silent(std::time::Duration),
 }
 
 impl ReplicationError {
-    /// Whether retrying after reconnecting can help (the server went away), as
-    /// opposed to a definite error such as bad credentials or a bad setting.
-    pub fn is_transient(&self) -> bool {
+    /// Whether retrying soon can help (the server went away) or someone must
+    /// act first (bad credentials, a missing publication, `wal_level`).
+    pub fn class(&self) -> super::errors::Class {
+        use super::errors::{classify_sqlstate, Class};
         match self {
-            ReplicationError::Io(_) | ReplicationError::Closed => true,
-            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08* connection errors
-            ReplicationError::Server { code, .. } => {
-                code.starts_with("57P") || code.starts_with("08")
-            }
-            _ => false,
+            ReplicationError::Io(_)
+            | ReplicationError::Closed
+            | ReplicationError::Ended(_)
+            | ReplicationError::Silent(_)
+            | ReplicationError::Protocol(_) => Class::Transient,
+            ReplicationError::Server { code, .. } => classify_sqlstate(code),
+            ReplicationError::Auth(_) | ReplicationError::Unsupported(_) => Class::Definite,
         }
     }
 }
@@ -478,7 +487,19 @@ impl ReplicationStream {
                     }
                 }
                 backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
-                backend::Message::CopyDone => return Err(ReplicationError::Closed),
+                // A walsender that shuts down (fast or smart) sends everything,
+                // waits for our flush position, then ends the COPY with
+                // CommandComplete ("COPY 0") and exits.
+                backend::Message::CopyDone => {
+                    return Err(ReplicationError::Ended("CopyDone".into()))
+                }
+                backend::Message::CommandComplete(body) => {
+                    let tag = body.tag().unwrap_or("?").to_string();
+                    return Err(ReplicationError::Ended(tag));
+                }
+                backend::Message::ReadyForQuery(_) => {
+                    return Err(ReplicationError::Ended("ReadyForQuery".into()))
+                }
                 backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) => {}
                 _ => {
                     return Err(ReplicationError::Protocol(

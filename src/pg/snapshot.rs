@@ -1,15 +1,104 @@
-//! The initial contents of a table, read with COPY inside the transaction that
-//! imported the replication slot's exported snapshot.
+//! Tables read at a replication slot's exported snapshot: their definitions
+//! from the catalog and their rows with COPY, in one REPEATABLE READ
+//! transaction that imported the snapshot, so both are exactly as of the
+//! slot's consistent point.
+//!
+//! Each table is read under a savepoint: a table that cannot be read (dropped
+//! meanwhile, permission revoked, a value that does not decode) fails alone,
+//! with its reason, and the others are read. Only a lost connection fails the
+//! whole read.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use tokio_postgres::Transaction;
 
-use crate::pg::catalog::TableInfo;
+use crate::pg::catalog::{load_table, CatalogError, TableInfo};
+use crate::pg::errors::{classify_pg, Class};
 use crate::repr::{Datum, Row};
+
+/// Longest wait for the next piece of a COPY: a server that sends nothing
+/// for this long is not reading a big table, it is gone.
+pub const COPY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one name resolved to in a snapshot.
+pub type Resolved = Result<TableInfo, String>;
+
+/// Tables read at one snapshot.
+pub struct TablesRead {
+    /// Each wanted name, resolved at the snapshot (ids are not yet assigned).
+    pub names: Vec<(Vec<String>, Resolved)>,
+    /// Rows by table OID, for the tables that were copied; `Err` is why a
+    /// table could not be read.
+    pub rows: HashMap<u32, Result<Vec<Row>, String>>,
+    /// The catalog fingerprint of each name at the snapshot (see
+    /// [`crate::pg::catalog::FINGERPRINT_SQL`]).
+    pub fingerprints: HashMap<Vec<String>, String>,
+}
+
+/// Resolves `names` and copies the tables `copy` selects, inside `tx`, which
+/// must have imported a slot's snapshot. A failure of one table is recorded
+/// for that table; a failure of the connection is returned.
+pub async fn read_tables(
+    tx: &Transaction<'_>,
+    names: &[Vec<String>],
+    publication: &str,
+    mut copy: impl FnMut(&TableInfo) -> bool,
+) -> Result<TablesRead, SnapshotError> {
+    let mut out = TablesRead {
+        names: Vec::new(),
+        rows: HashMap::new(),
+        fingerprints: crate::pg::catalog::fingerprints(tx, names, publication).await?,
+    };
+    for name in names {
+        tx.batch_execute("SAVEPOINT viewcast_table").await?;
+        match load_table(tx, name).await {
+            Ok(info) => {
+                tx.batch_execute("RELEASE SAVEPOINT viewcast_table").await?;
+                out.names.push((name.clone(), Ok(info)));
+            }
+            Err(CatalogError::Postgres(e)) if classify_pg(&e) == Class::Transient => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT viewcast_table")
+                    .await?;
+                out.names.push((name.clone(), Err(e.to_string())));
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (_, resolved) in &out.names {
+        let Ok(info) = resolved else { continue };
+        if !seen.insert(info.oid) || !copy(info) {
+            continue;
+        }
+        tx.batch_execute("SAVEPOINT viewcast_copy").await?;
+        match copy_table(tx, info).await {
+            Ok(rows) => {
+                tx.batch_execute("RELEASE SAVEPOINT viewcast_copy").await?;
+                out.rows.insert(info.oid, Ok(rows));
+            }
+            Err(e @ SnapshotError::Postgres { .. }) if e.class() == Class::Transient => {
+                return Err(e)
+            }
+            Err(e @ SnapshotError::Stalled { .. }) => return Err(e),
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT viewcast_copy")
+                    .await?;
+                out.rows.insert(info.oid, Err(e.to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    #[error("reading the snapshot failed: {}", super::error_text(.0))]
+    Connection(#[from] tokio_postgres::Error),
     #[error("snapshot COPY of {table} failed: {}", super::error_text(source))]
     Postgres {
         table: String,
@@ -17,6 +106,20 @@ pub enum SnapshotError {
     },
     #[error("snapshot of {table}: {message}")]
     Decode { table: String, message: String },
+    #[error("snapshot COPY of {table} received nothing for {after:?}")]
+    Stalled { table: String, after: Duration },
+}
+
+impl SnapshotError {
+    pub fn class(&self) -> Class {
+        match self {
+            SnapshotError::Connection(e) | SnapshotError::Postgres { source: e, .. } => {
+                classify_pg(e)
+            }
+            SnapshotError::Decode { .. } => Class::Definite,
+            SnapshotError::Stalled { .. } => Class::Transient,
+        }
+    }
 }
 
 /// Reads every row of `table` with `COPY ... TO STDOUT` (text format), decoded
@@ -40,7 +143,14 @@ pub async fn copy_table(
     futures::pin_mut!(stream);
     let mut buf = BytesMut::new();
     let mut rows = Vec::new();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = tokio::time::timeout(COPY_IDLE_TIMEOUT, stream.next())
+            .await
+            .map_err(|_| SnapshotError::Stalled {
+                table: name.clone(),
+                after: COPY_IDLE_TIMEOUT,
+            })?;
+        let Some(chunk) = next else { break };
         buf.extend_from_slice(&chunk.map_err(pg_err)?);
         while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
             let line = buf.split_to(nl);
@@ -67,6 +177,14 @@ pub async fn copy_table(
 /// Parses one line of COPY's text format: tab-separated fields, `\N` for NULL,
 /// backslash escapes inside values.
 pub fn parse_line(line: &[u8], table: &TableInfo) -> Result<Row, String> {
+    if table.columns.is_empty() {
+        // A table with no columns: each row is an empty line.
+        return if line.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err("COPY row has fields, table has no columns".into())
+        };
+    }
     let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
     if fields.len() != table.columns.len() {
         return Err(format!(

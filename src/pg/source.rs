@@ -1,42 +1,98 @@
 //! The replication source: snapshot, then stream, as one ordered sequence of
-//! transactions for the dataflow.
+//! events for the controller, across every fault Postgres or the network can
+//! throw at it.
 //!
 //! ```text
+//! publication covers the wanted tables (created or extended first)
 //! create temporary slot (exported snapshot S, consistent point C)
-//!   └─ COPY every table in a REPEATABLE READ transaction using S ─▶ one transaction at C
+//!   └─ catalog + COPY of every table at S ─▶ Resync at C (a diff against what
+//!                                            the views hold: all of it the first time)
 //! START_REPLICATION from C
-//!   └─ Begin … Insert/Update/Delete/Truncate … Commit(end_lsn) ─▶ one transaction at end_lsn
-//!   └─ keepalive(wal_end) outside a transaction ─▶ progress to wal_end
+//!   └─ Begin … Insert/Update/Delete/Truncate … Commit ─▶ Transaction at end_lsn
+//!   └─ keepalive outside a transaction ─▶ Progress
+//!   └─ a table's shape changed (Relation), the catalog poll saw DDL, the views
+//!      want another table, a failed table's retry is due:
+//!        temporary slot #2 (S2, C2) ─ catalog + COPY of just those tables at S2
+//!        stream transactions before C2 are held back ─▶ one Resync at C2
 //! ```
-//! The source keeps every table's current rows by key. That is how it supplies
-//! the full old row for updates and deletes under REPLICA IDENTITY DEFAULT, fills
-//! unchanged TOASTed values, and, after a lost connection, turns a fresh snapshot
-//! into a diff against what the views already hold, so nothing is lost or doubled.
+//!
+//! The source keeps every followed table's current rows by key. That is how it
+//! supplies the full old row for updates and deletes under REPLICA IDENTITY
+//! DEFAULT, fills unchanged TOASTed values, and after a lost connection turns
+//! a fresh snapshot into a diff against what the views already hold: a
+//! subscriber sees one transaction that brings it up to date, never a gap or
+//! a duplicate.
+//!
+//! Faults (see [`super::errors`]): a transient one ends the session and the
+//! source reconnects with backoff; a definite one is reported
+//! ([`SourceStatus::Failed`]) and retried slowly. A failure confined to one
+//! table (its snapshot, a value that does not decode) fails that table alone
+//! and is retried. The slot is temporary, so it goes with the connection and
+//! never holds WAL for a viewcast that is gone; the price is a fresh snapshot
+//! after every reconnect.
+//!
+//! Keepalives and liveness: the source reports the LSN the views reflect (not
+//! what it handed to the workers) every [`STATUS_INTERVAL`]; when nothing has
+//! arrived for a third of the silence timeout it asks the server for a reply,
+//! and a connection silent for the whole timeout is presumed half-open and
+//! dropped (PostgreSQL docs, "Streaming Replication Protocol").
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::catalog::TableInfo;
+use super::errors::{Backoff, Class, DEFINITE_RETRY};
 use super::lsn::Lsn;
 use super::pgoutput::{LogicalMessage, OldTuple, Relation, Tuple, TupleValue};
-use super::replication::{ReplicationConnection, ReplicationError, StreamMessage};
-use super::snapshot::{copy_table, SnapshotError};
+use super::replication::{
+    ReplicationConnection, ReplicationError, ReplicationStream, StreamMessage,
+};
+use super::snapshot::{read_tables, SnapshotError, TablesRead};
 use crate::dataflow::{InFlight, Updates};
 use crate::repr::{Datum, Row};
 
-/// How often the applied position is reported to Postgres when nothing else
-/// prompts it: often enough that WAL is released promptly under a steady
-/// stream of commits, and far inside the default `wal_sender_timeout` of 60 s.
+/// How often the applied position is reported to Postgres: often enough that
+/// WAL is released promptly and a shutting-down server hears our position
+/// quickly, and far inside the default `wal_sender_timeout` of 60 s.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 static SLOT_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Timeouts that decide when a connection is given up.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// Opening a connection (TCP, TLS, authentication).
+    pub connect: Duration,
+    /// The replication stream may be silent this long before it is presumed
+    /// dead; after a third of it the source asks the server for a reply.
+    pub silence: Duration,
+    /// How often the catalog is checked for DDL the stream does not carry
+    /// (dropped or created tables, partitions attached, privileges).
+    pub schema_poll: Duration,
+}
+
+/// Default connect timeout: a server that has not accepted a connection in
+/// this long is down or unreachable.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default silence timeout: three unanswered keepalive requests, 10 s apart.
+pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default schema poll: DDL the stream does not announce shows within seconds.
+pub const DEFAULT_SCHEMA_POLL: Duration = Duration::from_secs(5);
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            silence: DEFAULT_SILENCE_TIMEOUT,
+            schema_poll: DEFAULT_SCHEMA_POLL,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -51,68 +107,137 @@ pub enum SourceError {
     /// Something the user must set up (permissions, publication).
     #[error("{0}")]
     Setup(String),
+    #[error("{what} timed out after {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+    /// The dataflow was replaced: everything must be read again.
+    #[error("the dataflow was rebuilt; reading every table again")]
+    Reload,
 }
 
 impl SourceError {
-    /// Transient errors are retried after reconnecting; the rest stop the source.
-    pub fn is_transient(&self) -> bool {
+    pub fn class(&self) -> Class {
         match self {
-            SourceError::Replication(e) => e.is_transient(),
-            SourceError::Postgres(e)
-            | SourceError::Snapshot(SnapshotError::Postgres { source: e, .. }) => match e.code() {
-                None => true,
-                Some(code) => {
-                    let c = code.code();
-                    c.starts_with("57P") || c.starts_with("08") || c.starts_with("53")
-                }
-            },
-            _ => false,
+            SourceError::Replication(e) => e.class(),
+            SourceError::Postgres(e) => super::errors::classify_pg(e),
+            SourceError::Snapshot(e) => e.class(),
+            SourceError::Decode(_) | SourceError::Timeout { .. } | SourceError::Reload => {
+                Class::Transient
+            }
+            SourceError::Setup(_) => Class::Definite,
         }
     }
 }
 
-/// Where the source delivers what it reads.
-pub trait Sink: Send {
-    /// One committed transaction (or the snapshot) at `lsn`.
-    fn transaction(&mut self, lsn: Lsn, updates: Updates);
+/// What the source tells the controller, in stream order.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Tables were (re)read at a consistent point `lsn`; carries the changes of
+    /// every followed table up to `lsn`.
+    Resync(Resync),
+    /// One committed transaction.
+    Transaction {
+        lsn: Lsn,
+        updates: Updates,
+    },
     /// Everything up to `lsn` has been delivered.
-    fn progress(&mut self, lsn: Lsn);
-    /// The source is (or is no longer) streaming after a snapshot at `snapshot_lsn`.
-    fn streaming(&mut self, up: bool, snapshot_lsn: Lsn);
-    /// A table can no longer be followed (its shape changed, a value did not decode).
-    fn table_failed(&mut self, table: usize, message: String);
-    /// The source stopped for good.
-    fn failed(&mut self, message: String);
+    Progress {
+        lsn: Lsn,
+    },
+    Status(SourceStatus),
+    /// A table can no longer be followed from the stream (a value did not
+    /// decode, a change to a row viewcast does not know); it is retried.
+    TableFailed {
+        table: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// Streaming from a snapshot taken at `snapshot_lsn`.
+    Streaming { snapshot_lsn: Lsn },
+    /// A transient failure; reconnecting.
+    Reconnecting { reason: String },
+    /// A definite failure someone must fix; retried slowly.
+    Failed { reason: String },
+}
+
+/// A table that is new to the views, or a new version of one whose columns
+/// changed (the views over the old version are rebuilt over the new one).
+#[derive(Debug, Clone)]
+pub struct AddedTable {
+    pub id: usize,
+    pub replaces: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+pub struct Resync {
+    pub lsn: Lsn,
+    /// Every table was read again (a new connection).
+    pub full: bool,
+    /// Each name the views use, and the table id it resolves to or why not.
+    pub names: Vec<(Vec<String>, Result<usize, String>)>,
+    /// Every followed table, as of `lsn`.
+    pub tables: Vec<Arc<TableInfo>>,
+    pub added: Vec<AddedTable>,
+    /// Tables no longer followed (dropped, renamed, no longer read).
+    pub removed: Vec<usize>,
+    /// Tables that could not be read; views over them fail until a retry works.
+    pub failed: Vec<(usize, String)>,
+    /// All rows of added tables, and the changes of the other tables.
+    pub updates: Updates,
+}
+
+/// Requests from the controller.
+#[derive(Debug)]
+pub enum SourceControl {
+    /// The dataflow was replaced by an empty one: read everything again.
+    Reload,
 }
 
 pub struct SourceConfig {
     pub conninfo: String,
     pub publication: String,
-    pub tables: Vec<Arc<TableInfo>>,
-    /// Credit for rows handed over but not yet through the dataflow.
+    /// Credit for rows handed over but not yet through the dataflow; also
+    /// where the applied LSN (what Postgres may be told) comes from.
     pub in_flight: Arc<InFlight>,
+    /// The table names the views read; a change is followed at the next
+    /// transaction boundary.
+    pub wanted: watch::Receiver<Vec<Vec<String>>>,
+    pub timeouts: Timeouts,
 }
 
-/// Current rows of one table: identity key → (row, multiplicity). The key is
-/// the primary key (or replica identity index) columns, or the whole row.
 /// A state entry as it was before a change: (table, key, previous row and multiplicity).
 type UndoEntry = (usize, Row, Option<(Row, isize)>);
 
-#[derive(Default)]
-struct TableState {
+/// One followed table: its definition and its current rows by key (the key is
+/// the primary key or replica identity index columns, or the whole row).
+struct Followed {
+    info: Arc<TableInfo>,
     rows: HashMap<Row, (Row, isize)>,
-    failed: bool,
+    /// Changes of transactions that commit before this LSN are already in the
+    /// rows (they were read at a snapshot), or must wait for a re-read.
+    skip_before: Lsn,
+    /// Why the table is not followed now.
+    failed: Option<String>,
 }
 
 pub struct Source {
     config: SourceConfig,
     pg_config: tokio_postgres::Config,
-    state: Vec<TableState>,
-    /// pgoutput relation id → table index.
-    relations: HashMap<u32, usize>,
+    tables: BTreeMap<usize, Followed>,
+    by_oid: HashMap<u32, usize>,
+    names: Vec<(Vec<String>, Result<usize, String>)>,
+    /// Catalog fingerprints of the names at the last read.
+    fingerprints: HashMap<Vec<String>, String>,
+    next_id: usize,
     /// State entries as they were before the changes of the transaction being
     /// received, so a connection lost before its Commit can be undone.
     undo: Vec<UndoEntry>,
+    /// An installed resync not yet delivered.
+    stash: Option<Stash>,
+    events: mpsc::UnboundedSender<SourceEvent>,
+    control: mpsc::UnboundedReceiver<SourceControl>,
 }
 
 fn key_of(info: &TableInfo, row: &Row) -> Row {
@@ -127,197 +252,702 @@ pub const SESSION_SETTINGS: &str =
     "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 1; \
      SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'";
 
+/// What the next resync must do.
+#[derive(Default)]
+struct WantResync {
+    /// Resolve the names again (the views want other tables, or the poll saw DDL).
+    names: bool,
+    /// Tables to read again whatever their shape.
+    oids: HashSet<u32>,
+}
+
+impl WantResync {
+    fn is_set(&self) -> bool {
+        self.names || !self.oids.is_empty()
+    }
+}
+
+/// Tables read at a temporary slot's point `lsn`, installed in the source's
+/// state, waiting for the stream to reach `lsn` so they can be delivered
+/// together with the transactions held back until then.
+struct Pending {
+    resync: Resync,
+}
+
+/// What [`Source::install`] replaced, so a resync that is never delivered
+/// (the connection failed first) can be taken back: the state must always be
+/// what the views were handed, or the next diff against it would be wrong.
+struct Stash {
+    /// Length of the undo log when the tables were installed: changes after
+    /// it apply to the new state, changes before it to the old.
+    undo_mark: usize,
+    /// What the install changed, in order.
+    tables: Vec<Stashed>,
+    names: Vec<(Vec<String>, Result<usize, String>)>,
+    fingerprints: HashMap<Vec<String>, String>,
+}
+
+enum Stashed {
+    /// The previous entry of a table id (`None`: it was added).
+    Table(usize, Option<Followed>),
+    /// A table's previous `skip_before` and `failed` (its rows unchanged).
+    Meta(usize, Lsn, Option<String>),
+}
+
+/// One transaction being received.
+struct Txn {
+    final_lsn: Lsn,
+    updates: Updates,
+}
+
+/// Where a fingerprint poll's result comes back.
+type PollResult = (u64, Result<HashMap<Vec<String>, String>, String>);
+
 impl Source {
-    pub fn new(config: SourceConfig) -> Result<Source, String> {
-        let pg_config: tokio_postgres::Config = config
+    pub fn new(
+        config: SourceConfig,
+        events: mpsc::UnboundedSender<SourceEvent>,
+        control: mpsc::UnboundedReceiver<SourceControl>,
+    ) -> Result<Source, String> {
+        let mut pg_config: tokio_postgres::Config = config
             .conninfo
             .parse()
             .map_err(|e| format!("invalid --pg conninfo: {e}"))?;
-        let state = config
-            .tables
-            .iter()
-            .map(|_| TableState::default())
-            .collect();
+        if pg_config.get_connect_timeout().is_none() {
+            pg_config.connect_timeout(config.timeouts.connect);
+        }
         Ok(Source {
             config,
             pg_config,
-            state,
-            relations: HashMap::new(),
+            tables: BTreeMap::new(),
+            by_oid: HashMap::new(),
+            names: Vec::new(),
+            fingerprints: HashMap::new(),
+            next_id: 0,
             undo: Vec::new(),
+            stash: None,
+            events,
+            control,
         })
     }
 
-    /// Runs until `shutdown` turns true or a definite error. Transient errors
-    /// (Postgres restarting, a dropped connection) reconnect with backoff and
-    /// resynchronise from a new snapshot.
-    pub async fn run(mut self, sink: &mut dyn Sink, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(200);
+    fn emit(&self, event: SourceEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Runs until `shutdown` turns true. Never gives up: transient failures
+    /// reconnect with backoff, definite ones are reported and retried slowly.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::default();
         loop {
+            let mut streamed = false;
             let result = tokio::select! {
-                r = self.session(sink) => r,
+                r = self.session(&mut streamed) => r,
                 _ = shutdown.wait_for(|s| *s) => return,
             };
-            sink.streaming(false, Lsn(0));
-            match result {
+            if streamed {
+                backoff.reset();
+            }
+            let e = match result {
                 Ok(()) => return,
-                Err(e) if e.is_transient() => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "replication interrupted; reconnecting");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.wait_for(|s| *s) => return,
+                Err(SourceError::Reload) => {
+                    info!("reading every table again into a new dataflow");
+                    self.forget_everything();
+                    continue;
+                }
+                Err(e) => e,
+            };
+            let class = e.class();
+            let reason = e.to_string();
+            let wait = backoff.next(class);
+            match class {
+                Class::Transient => {
+                    warn!(error = %reason, retry_in_ms = wait.as_millis() as u64, "replication interrupted; reconnecting");
+                    self.emit(SourceEvent::Status(SourceStatus::Reconnecting { reason }));
+                }
+                Class::Definite => {
+                    tracing::error!(error = %reason, retry_in_s = wait.as_secs(), "replication failed; retrying later");
+                    self.emit(SourceEvent::Status(SourceStatus::Failed { reason }));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                c = self.control.recv() => {
+                    if matches!(c, Some(SourceControl::Reload)) {
+                        self.forget_everything();
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err(e) => {
-                    sink.failed(e.to_string());
-                    return;
-                }
+                _ = shutdown.wait_for(|s| *s) => return,
             }
         }
     }
 
-    async fn session(&mut self, sink: &mut dyn Sink) -> Result<(), SourceError> {
-        let (mut client, connection) = self.pg_config.connect(tokio_postgres::NoTls).await?;
-        let conn_task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "snapshot connection closed");
-            }
-        });
-        let result = self.session_with(&mut client, sink).await;
-        conn_task.abort();
-        result
+    /// After the dataflow was replaced: every table is new to it.
+    fn forget_everything(&mut self) {
+        self.tables.clear();
+        self.by_oid.clear();
+        self.names.clear();
+        self.fingerprints.clear();
+        self.undo.clear();
+        self.stash = None;
     }
 
-    async fn session_with(
-        &mut self,
-        client: &mut tokio_postgres::Client,
-        sink: &mut dyn Sink,
-    ) -> Result<(), SourceError> {
-        self.rollback_uncommitted();
+    async fn connect_sql(&self) -> Result<tokio_postgres::Client, SourceError> {
+        let connecting = self.pg_config.connect(tokio_postgres::NoTls);
+        let (client, connection) = tokio::time::timeout(self.config.timeouts.connect, connecting)
+            .await
+            .map_err(|_| SourceError::Timeout {
+                what: "connecting to PostgreSQL",
+                after: self.config.timeouts.connect,
+            })??;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "sql connection closed");
+            }
+        });
         client.batch_execute(SESSION_SETTINGS).await?;
-        self.ensure_publication(client).await?;
+        Ok(client)
+    }
 
-        let mut repl = ReplicationConnection::connect(&self.pg_config).await?;
-        let slot_name = format!(
+    async fn connect_replication(&self) -> Result<ReplicationConnection, SourceError> {
+        tokio::time::timeout(
+            self.config.timeouts.connect,
+            ReplicationConnection::connect(&self.pg_config),
+        )
+        .await
+        .map_err(|_| SourceError::Timeout {
+            what: "opening a replication connection",
+            after: self.config.timeouts.connect,
+        })?
+        .map_err(SourceError::from)
+    }
+
+    fn slot_name() -> String {
+        format!(
             "viewcast_{}_{}",
             std::process::id(),
             SLOT_COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let slot = repl.create_slot(&slot_name).await?;
+        )
+    }
+
+    /// One connection's life: snapshot, then stream until something fails.
+    async fn session(&mut self, streamed: &mut bool) -> Result<(), SourceError> {
+        self.rollback_uncommitted();
+        let wanted = self.config.wanted.borrow_and_update().clone();
+        self.prepare_publication(&wanted).await?;
+        let mut repl = self.connect_replication().await?;
+        let slot = repl.create_slot(&Self::slot_name()).await?;
         info!(slot = %slot.name, consistent_point = %slot.consistent_point, "replication slot created");
-
-        // Read every table at the slot's snapshot and hand the difference to what
-        // the views already hold (everything, the first time) over as one transaction.
-        let tx = client.transaction().await?;
-        tx.batch_execute(&format!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'", slot.snapshot_name))
+        let read = self.read_at(&slot.snapshot_name, &wanted, |_| true).await?;
+        let mut resync = self.install(read, slot.consistent_point);
+        resync.full = true;
+        let lsn = resync.lsn;
+        self.deliver(resync).await;
+        let stream = repl
+            .start_replication(&slot.name, &self.config.publication, lsn, 1)
             .await?;
-        // Read everything first: if the connection drops halfway, the state
-        // still matches what the dataflow holds.
-        let mut fresh = Vec::with_capacity(self.config.tables.len());
-        for info in &self.config.tables {
-            fresh.push(copy_table(&tx, info).await?);
-        }
-        tx.commit().await?;
-        let mut updates: Updates = Vec::new();
-        let mut loaded = 0usize;
-        for (i, rows) in fresh.into_iter().enumerate() {
-            let info = &self.config.tables[i];
-            loaded += rows.len();
-            let state = &mut self.state[i];
-            for (_, (row, n)) in state.rows.drain() {
-                updates.push((i, row, -n));
-            }
-            for row in rows {
-                let key = key_of(info, &row);
-                updates.push((i, row.clone(), 1));
-                state.rows.entry(key).or_insert_with(|| (row, 0)).1 += 1;
-            }
-            state.failed = false;
-        }
-        info!(tables = self.config.tables.len(), rows = loaded, lsn = %slot.consistent_point, "snapshot loaded");
-        self.config
-            .in_flight
-            .reserve(slot.consistent_point.0, updates.len())
-            .await;
-        sink.transaction(slot.consistent_point, updates);
+        *streamed = true;
+        self.emit(SourceEvent::Status(SourceStatus::Streaming {
+            snapshot_lsn: lsn,
+        }));
+        self.stream(stream, lsn).await
+    }
 
-        let mut stream = repl
-            .start_replication(
-                &slot.name,
-                &self.config.publication,
-                slot.consistent_point,
-                1,
+    /// Resolves the wanted names on a short connection and makes sure the
+    /// publication covers them before any slot is created: a table's changes
+    /// are published only from the commit that adds it on.
+    async fn prepare_publication(&self, wanted: &[Vec<String>]) -> Result<(), SourceError> {
+        let client = self.connect_sql().await?;
+        let texts: Vec<String> = wanted
+            .iter()
+            .map(|n| super::catalog::regclass_text(n))
+            .collect();
+        let rows = client
+            .query(
+                "SELECT DISTINCT format('%I.%I', n.nspname, c.relname), c.relkind::text
+                 FROM unnest($1::text[]) AS w(name)
+                 JOIN pg_class c ON c.oid = to_regclass(w.name)
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition",
+                &[&texts],
             )
             .await?;
-        sink.streaming(true, slot.consistent_point);
-        self.relations.clear();
-        let mut applied = slot.consistent_point;
-        let mut in_tx: Option<Updates> = None;
-        let mut status = tokio::time::interval(STATUS_INTERVAL);
-        loop {
-            tokio::select! {
-                msg = stream.next() => match msg? {
-                    StreamMessage::XLogData { data, .. } => {
-                        let msg = LogicalMessage::parse(data).map_err(|e| SourceError::Decode(e.to_string()))?;
-                        match msg {
-                            LogicalMessage::Begin(_) => in_tx = Some(Vec::new()),
-                            LogicalMessage::Commit(c) => {
-                                self.undo.clear();
-                                let updates = in_tx.take().unwrap_or_default();
-                                // Wait for credit; the server hears from us meanwhile,
-                                // so a long wait is not taken for a dead connection.
-                                let reserve = self.config.in_flight.reserve(c.end_lsn.0, updates.len());
-                                tokio::pin!(reserve);
-                                loop {
-                                    tokio::select! {
-                                        _ = &mut reserve => break,
-                                        _ = status.tick() => stream.send_status(applied, false).await?,
-                                    }
-                                }
-                                sink.transaction(c.end_lsn, updates);
-                                applied = c.end_lsn;
-                            }
-                            LogicalMessage::Relation(r) => self.relation(r, sink),
-                            other => {
-                                let buf = in_tx.get_or_insert_with(Vec::new);
-                                self.change(other, buf, sink);
-                            }
-                        }
+        let tables: Vec<(String, bool)> = rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1) == "p"))
+            .collect();
+        self.ensure_publication(&client, &tables).await
+    }
+
+    /// Reads `names` at an exported snapshot on a connection of its own,
+    /// closed again afterwards (an idle session would hold up a smart shutdown
+    /// of the server). Tables `copy` rejects are resolved but not copied.
+    async fn read_at(
+        &self,
+        snapshot: &str,
+        names: &[Vec<String>],
+        copy: impl FnMut(&TableInfo) -> bool,
+    ) -> Result<TablesRead, SourceError> {
+        let mut client = self.connect_sql().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            snapshot.replace('\'', "''")
+        ))
+        .await?;
+        let read = read_tables(&tx, names, &self.config.publication, copy).await?;
+        tx.commit().await?;
+        Ok(read)
+    }
+
+    /// Installs tables read at `lsn` into the state and describes the change
+    /// for the views. Followed tables that were not copied are unchanged.
+    /// What it replaced is kept in `self.stash` until the resync is delivered.
+    fn install(&mut self, mut read: TablesRead, lsn: Lsn) -> Resync {
+        let mut resync = Resync {
+            lsn,
+            ..Default::default()
+        };
+        let mut stash = Stash {
+            undo_mark: self.undo.len(),
+            tables: Vec::new(),
+            names: self.names.clone(),
+            fingerprints: self.fingerprints.clone(),
+        };
+        let mut names = Vec::new();
+        let mut seen: HashMap<u32, Result<usize, String>> = HashMap::new();
+        for (name, resolved) in std::mem::take(&mut read.names) {
+            let mut info = match resolved {
+                Ok(info) => info,
+                Err(reason) => {
+                    names.push((name, Err(reason)));
+                    continue;
+                }
+            };
+            let oid = info.oid;
+            if let Some(r) = seen.get(&oid) {
+                names.push((name, r.clone()));
+                continue;
+            }
+            let existing = self.by_oid.get(&oid).copied();
+            let outcome = match read.rows.remove(&oid) {
+                // Not copied: a followed table whose shape is unchanged.
+                None => match existing {
+                    Some(id) => Ok(id),
+                    None => Err(format!("table {} was not read", info.qualified_name())),
+                },
+                Some(Err(reason)) => match existing {
+                    Some(id) => {
+                        let t = self.tables.get_mut(&id).expect("followed");
+                        stash
+                            .tables
+                            .push(Stashed::Meta(id, t.skip_before, t.failed.clone()));
+                        t.failed = Some(reason.clone());
+                        t.skip_before = Lsn(u64::MAX);
+                        resync.failed.push((id, reason));
+                        Ok(id)
                     }
-                    StreamMessage::Keepalive { wal_end, reply_requested } => {
-                        if in_tx.is_none() && wal_end > applied {
-                            applied = wal_end;
-                            sink.progress(wal_end);
-                            // Idle: say at once that everything sent so far is done.
-                            stream.send_status(applied, false).await?;
-                        } else if reply_requested {
-                            stream.send_status(applied, false).await?;
+                    None => Err(reason),
+                },
+                Some(Ok(rows)) => match existing {
+                    Some(id) if self.tables[&id].info.same_shape(&info) => {
+                        let t = self.tables.get_mut(&id).expect("followed");
+                        let fresh = by_key(&t.info, rows);
+                        diff_into(id, &t.rows, &fresh, &mut resync.updates);
+                        let old_rows = std::mem::replace(&mut t.rows, fresh);
+                        stash.tables.push(Stashed::Table(
+                            id,
+                            Some(Followed {
+                                info: t.info.clone(),
+                                rows: old_rows,
+                                skip_before: t.skip_before,
+                                failed: t.failed.clone(),
+                            }),
+                        ));
+                        t.failed = None;
+                        t.skip_before = lsn;
+                        Ok(id)
+                    }
+                    replaced => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        info.id = id;
+                        let info = Arc::new(info);
+                        if let Some(old) = replaced {
+                            stash
+                                .tables
+                                .push(Stashed::Table(old, self.tables.remove(&old)));
                         }
+                        stash.tables.push(Stashed::Table(id, None));
+                        for row in &rows {
+                            resync.updates.push((id, row.clone(), 1));
+                        }
+                        self.tables.insert(
+                            id,
+                            Followed {
+                                rows: by_key(&info, rows),
+                                info,
+                                skip_before: lsn,
+                                failed: None,
+                            },
+                        );
+                        self.by_oid.insert(oid, id);
+                        resync.added.push(AddedTable {
+                            id,
+                            replaces: replaced,
+                        });
+                        Ok(id)
                     }
                 },
-                _ = status.tick() => stream.send_status(applied, false).await?,
+            };
+            seen.insert(oid, outcome.clone());
+            names.push((name, outcome));
+        }
+        // Followed tables no wanted name resolves to any more.
+        let kept: HashSet<usize> = names
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().copied())
+            .collect();
+        let gone: Vec<usize> = self
+            .tables
+            .keys()
+            .copied()
+            .filter(|id| !kept.contains(id))
+            .collect();
+        for id in gone {
+            if let Some(t) = self.tables.remove(&id) {
+                self.by_oid.remove(&t.info.oid);
+                stash.tables.push(Stashed::Table(id, Some(t)));
+            }
+            if !resync.added.iter().any(|a| a.replaces == Some(id)) {
+                resync.removed.push(id);
+            }
+        }
+        self.names = names.clone();
+        resync.names = names;
+        resync.tables = self.tables.values().map(|t| t.info.clone()).collect();
+        self.fingerprints.extend(read.fingerprints);
+        self.stash = Some(stash);
+        resync
+    }
+
+    /// Takes back an installed resync that was never delivered.
+    fn unstash(&mut self) {
+        let Some(stash) = self.stash.take() else {
+            return;
+        };
+        self.undo_to(stash.undo_mark);
+        for entry in stash.tables.into_iter().rev() {
+            match entry {
+                Stashed::Table(id, Some(t)) => {
+                    self.tables.insert(id, t);
+                }
+                Stashed::Table(id, None) => {
+                    self.tables.remove(&id);
+                }
+                Stashed::Meta(id, skip_before, failed) => {
+                    if let Some(t) = self.tables.get_mut(&id) {
+                        t.skip_before = skip_before;
+                        t.failed = failed;
+                    }
+                }
+            }
+        }
+        self.by_oid = self
+            .tables
+            .iter()
+            .map(|(id, t)| (t.info.oid, *id))
+            .collect();
+        self.names = stash.names;
+        self.fingerprints = stash.fingerprints;
+    }
+
+    /// Hands a resync to the controller once there is credit for its rows.
+    async fn deliver(&mut self, resync: Resync) {
+        info!(
+            lsn = %resync.lsn,
+            tables = resync.tables.len(),
+            added = resync.added.len(),
+            removed = resync.removed.len(),
+            failed = resync.failed.len(),
+            rows = resync.updates.len(),
+            full = resync.full,
+            "tables read"
+        );
+        for (id, reason) in &resync.failed {
+            warn!(table = id, error = %reason, "table cannot be read; its views fail until it can");
+        }
+        self.config
+            .in_flight
+            .reserve(resync.lsn.0, resync.updates.len())
+            .await;
+        self.emit(SourceEvent::Resync(resync));
+        // Delivered: the state is what the views were handed.
+        self.stash = None;
+        self.undo.clear();
+    }
+
+    /// The position to acknowledge: what the views reflect, never more than
+    /// what this session handed over.
+    fn ack(&self, handed: Lsn) -> Lsn {
+        Lsn(handed.0.min(self.config.in_flight.applied()))
+    }
+
+    async fn stream(
+        &mut self,
+        mut stream: ReplicationStream,
+        start: Lsn,
+    ) -> Result<(), SourceError> {
+        let silence = self.config.timeouts.silence;
+        let mut handed = start;
+        let mut in_tx: Option<Txn> = None;
+        // Transactions held back while tables are re-read.
+        let mut hold: Option<Updates> = None;
+        let mut pending: Option<Pending> = None;
+        let mut want = WantResync::default();
+        let mut status = tokio::time::interval(STATUS_INTERVAL);
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(self.config.timeouts.schema_poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry = tokio::time::interval(DEFINITE_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        retry.tick().await;
+        let (poll_tx, mut poll_rx) = mpsc::unbounded_channel::<PollResult>();
+        let mut poll_seq = 0u64;
+        let mut polling = false;
+        let mut last_rx = Instant::now();
+        let mut wanted = self.config.wanted.clone();
+        loop {
+            let mut poll_now = false;
+            tokio::select! {
+                msg = stream.next() => {
+                    last_rx = Instant::now();
+                    match msg? {
+                        StreamMessage::XLogData { data, .. } => {
+                            let msg = LogicalMessage::parse(data)
+                                .map_err(|e| SourceError::Decode(e.to_string()))?;
+                            match msg {
+                                LogicalMessage::Begin(b) => {
+                                    if pending.as_ref().is_some_and(|p| b.final_lsn >= p.resync.lsn) {
+                                        let p = pending.take().expect("checked");
+                                        handed = p.resync.lsn;
+                                        self.deliver(p.resync).await;
+                                        last_rx = Instant::now();
+                                    }
+                                    in_tx = Some(Txn { final_lsn: b.final_lsn, updates: Vec::new() });
+                                }
+                                LogicalMessage::Commit(c) => {
+                                    let txn = in_tx.take().map(|t| t.updates).unwrap_or_default();
+                                    if let Some(p) = pending.as_mut() {
+                                        p.resync.updates.extend(txn);
+                                    } else if let Some(h) = hold.as_mut() {
+                                        h.extend(txn);
+                                    } else {
+                                        self.undo.clear();
+                                        self.reserve(c.end_lsn, txn.len(), &mut stream, handed).await?;
+                                        self.emit(SourceEvent::Transaction { lsn: c.end_lsn, updates: txn });
+                                        handed = c.end_lsn;
+                                        last_rx = Instant::now();
+                                    }
+                                }
+                                LogicalMessage::Relation(r) => {
+                                    if let Some(oid) = self.relation(&r) {
+                                        // The rest of this transaction and all
+                                        // until the re-read wait for it.
+                                        want.oids.insert(oid);
+                                        hold.get_or_insert_with(Vec::new);
+                                    }
+                                    poll_now = true;
+                                }
+                                other => {
+                                    if let Some(txn) = in_tx.as_mut() {
+                                        self.change(other, txn);
+                                    }
+                                }
+                            }
+                        }
+                        StreamMessage::Keepalive { wal_end, reply_requested } => {
+                            if in_tx.is_none() {
+                                if pending.as_ref().is_some_and(|p| wal_end >= p.resync.lsn) {
+                                    let p = pending.take().expect("checked");
+                                    handed = p.resync.lsn;
+                                    self.deliver(p.resync).await;
+                                    last_rx = Instant::now();
+                                }
+                                if pending.is_none() && hold.is_none() && wal_end > handed {
+                                    handed = wal_end;
+                                    self.emit(SourceEvent::Progress { lsn: wal_end });
+                                }
+                            }
+                            if reply_requested {
+                                stream.send_status(self.ack(handed), false).await?;
+                            }
+                        }
+                    }
+                }
+                _ = status.tick() => {
+                    let quiet = last_rx.elapsed();
+                    if quiet >= silence {
+                        return Err(ReplicationError::Silent(quiet).into());
+                    }
+                    stream.send_status(self.ack(handed), quiet >= silence / 3).await?;
+                }
+                _ = poll.tick() => poll_now = true,
+                Some((seq, result)) = poll_rx.recv() => {
+                    polling = false;
+                    match result {
+                        Ok(fps) if seq == poll_seq => self.compare_fingerprints(&fps, &mut want),
+                        Ok(_) => {}
+                        Err(e) => debug!(error = %e, "schema poll failed"),
+                    }
+                }
+                _ = retry.tick() => {
+                    for t in self.tables.values() {
+                        if t.failed.is_some() {
+                            want.oids.insert(t.info.oid);
+                        }
+                    }
+                }
+                changed = wanted.changed() => {
+                    if changed.is_ok() {
+                        want.names = true;
+                    }
+                }
+                c = self.control.recv() => {
+                    if matches!(c, Some(SourceControl::Reload)) {
+                        return Err(SourceError::Reload);
+                    }
+                }
+            }
+            if poll_now && !polling {
+                polling = true;
+                let names: Vec<Vec<String>> = self.names.iter().map(|(n, _)| n.clone()).collect();
+                let config = self.pg_config.clone();
+                let publication = self.config.publication.clone();
+                let tx = poll_tx.clone();
+                let seq = poll_seq;
+                let limit = self.config.timeouts.connect;
+                tokio::spawn(async move {
+                    let result = tokio::time::timeout(
+                        limit * 2,
+                        poll_fingerprints(config, names, publication),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err("timed out".into()));
+                    let _ = tx.send((seq, result));
+                });
+            }
+            if in_tx.is_none() && pending.is_none() && want.is_set() {
+                let w = std::mem::take(&mut want);
+                let mut resync = self.reread(&mut stream, handed, w).await?;
+                poll_seq += 1;
+                last_rx = Instant::now();
+                resync.updates.splice(0..0, hold.take().unwrap_or_default());
+                pending = Some(Pending { resync });
             }
         }
     }
 
-    async fn ensure_publication(&self, client: &tokio_postgres::Client) -> Result<(), SourceError> {
+    /// Waits for credit for `rows` at `lsn`, keeping the server informed
+    /// meanwhile so a long wait is not taken for a dead connection.
+    async fn reserve(
+        &self,
+        lsn: Lsn,
+        rows: usize,
+        stream: &mut ReplicationStream,
+        handed: Lsn,
+    ) -> Result<(), SourceError> {
+        let reserve = self.config.in_flight.reserve(lsn.0, rows);
+        tokio::pin!(reserve);
+        let mut status = tokio::time::interval(STATUS_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = &mut reserve => return Ok(()),
+                _ = status.tick() => stream.send_status(self.ack(handed), false).await?,
+            }
+        }
+    }
+
+    /// Reads tables again at a new temporary slot's snapshot while the main
+    /// stream waits (it is kept alive with status updates). The result is
+    /// installed at once; it is delivered when the stream reaches its LSN.
+    async fn reread(
+        &mut self,
+        stream: &mut ReplicationStream,
+        handed: Lsn,
+        want: WantResync,
+    ) -> Result<Resync, SourceError> {
+        let wanted = self.config.wanted.borrow_and_update().clone();
+        let force: HashSet<u32> = want.oids;
+        let shapes: HashMap<u32, Arc<TableInfo>> = self
+            .tables
+            .values()
+            .map(|t| (t.info.oid, t.info.clone()))
+            .collect();
+        let filter = {
+            let force = force.clone();
+            move |info: &TableInfo| match shapes.get(&info.oid) {
+                Some(old) => force.contains(&info.oid) || !old.same_shape(info),
+                None => true,
+            }
+        };
+        let (read, lsn) = {
+            let this = &*self;
+            let work = async {
+                this.prepare_publication(&wanted).await?;
+                let mut repl = this.connect_replication().await?;
+                let slot = repl.create_slot(&Self::slot_name()).await?;
+                let read = this.read_at(&slot.snapshot_name, &wanted, filter).await?;
+                drop(repl);
+                Ok::<_, SourceError>((read, slot.consistent_point))
+            };
+            tokio::pin!(work);
+            let mut status = tokio::time::interval(STATUS_INTERVAL);
+            loop {
+                tokio::select! {
+                    r = &mut work => break r?,
+                    _ = status.tick() => stream.send_status(this.ack(handed), false).await?,
+                }
+            }
+        };
+        debug!(%lsn, tables = force.len(), "tables re-read");
+        Ok(self.install(read, lsn))
+    }
+
+    /// Compares a poll's fingerprints with those of the last read.
+    fn compare_fingerprints(&self, fps: &HashMap<Vec<String>, String>, want: &mut WantResync) {
+        for (name, fp) in fps {
+            if self.fingerprints.get(name) == Some(fp) {
+                continue;
+            }
+            debug!(name = %name.join("."), "catalog changed");
+            want.names = true;
+            if let Some((_, Ok(id))) = self.names.iter().find(|(n, _)| n == name) {
+                if let Some(t) = self.tables.get(id) {
+                    want.oids.insert(t.info.oid);
+                }
+            }
+        }
+    }
+
+    async fn ensure_publication(
+        &self,
+        client: &tokio_postgres::Client,
+        tables: &[(String, bool)],
+    ) -> Result<(), SourceError> {
         let name = &self.config.publication;
         let quoted = super::replication::quote_ident(name);
         let row = client
             .query_opt(
-                "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+                "SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = $1",
                 &[name],
             )
             .await?;
-        let wanted: Vec<String> = self
-            .config
-            .tables
-            .iter()
-            .map(|t| t.qualified_name())
-            .collect();
+        let wanted: Vec<String> = tables.iter().map(|(t, _)| t.clone()).collect();
+        let partitioned = tables.iter().any(|(_, p)| *p);
         match row {
             None => {
-                let sql = if wanted.is_empty() {
+                let mut sql = if wanted.is_empty() {
                     format!("CREATE PUBLICATION {quoted}")
                 } else {
                     format!(
@@ -325,6 +955,10 @@ impl Source {
                         wanted.join(", ")
                     )
                 };
+                // A partitioned table's changes arrive as the table's own,
+                // whichever partition they touch, and partitions attached
+                // later are covered.
+                sql.push_str(" WITH (publish_via_partition_root = true)");
                 if let Err(e) = client.batch_execute(&sql).await {
                     return Err(SourceError::Setup(format!(
                         "cannot create publication {quoted}: {}; create it as the tables' owner with: {sql}",
@@ -333,17 +967,35 @@ impl Source {
                 }
                 info!(publication = %name, tables = wanted.len(), "publication created");
             }
-            Some(r) if r.get::<_, bool>(0) => {}
-            Some(_) => {
-                let have = client.query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[name]).await?;
-                let have: Vec<(String, String)> =
-                    have.iter().map(|r| (r.get(0), r.get(1))).collect();
-                let missing: Vec<String> = self
-                    .config
-                    .tables
+            Some(r) => {
+                let all: bool = r.get(0);
+                let via_root: bool = r.get(1);
+                if partitioned && !via_root {
+                    let sql = format!(
+                        "ALTER PUBLICATION {quoted} SET (publish_via_partition_root = true)"
+                    );
+                    if let Err(e) = client.batch_execute(&sql).await {
+                        return Err(SourceError::Setup(format!(
+                            "publication {quoted} must publish partitioned tables through their root: {}; run: {sql}",
+                            super::error_text(&e)
+                        )));
+                    }
+                    info!(publication = %name, "publication now publishes partitions through their root");
+                }
+                if all {
+                    return Ok(());
+                }
+                let have = client
+                    .query(
+                        "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1",
+                        &[name],
+                    )
+                    .await?;
+                let have: HashSet<String> = have.iter().map(|r| r.get(0)).collect();
+                let missing: Vec<String> = wanted
                     .iter()
-                    .filter(|t| !have.iter().any(|(s, n)| *s == t.schema && *n == t.name))
-                    .map(|t| t.qualified_name())
+                    .filter(|t| !have.contains(*t))
+                    .cloned()
                     .collect();
                 if !missing.is_empty() {
                     let sql = format!(
@@ -363,67 +1015,106 @@ impl Source {
         Ok(())
     }
 
-    /// Restores the state to the last committed transaction: the changes of a
-    /// transaction whose Commit never arrived were never handed to the dataflow.
+    /// Restores the state to what was last handed over: the changes of a
+    /// transaction whose Commit never arrived, of transactions held back, and
+    /// tables read but not yet delivered.
     fn rollback_uncommitted(&mut self) {
-        while let Some((i, key, previous)) = self.undo.pop() {
+        self.unstash();
+        self.undo_to(0);
+    }
+
+    fn undo_to(&mut self, mark: usize) {
+        while self.undo.len() > mark {
+            let Some((i, key, previous)) = self.undo.pop() else {
+                break;
+            };
+            let Some(t) = self.tables.get_mut(&i) else {
+                continue;
+            };
             match previous {
                 Some(entry) => {
-                    self.state[i].rows.insert(key, entry);
+                    t.rows.insert(key, entry);
                 }
                 None => {
-                    self.state[i].rows.remove(&key);
+                    t.rows.remove(&key);
                 }
             }
         }
     }
 
-    fn relation(&mut self, r: Relation, sink: &mut dyn Sink) {
-        let Some(i) = self
-            .config
-            .tables
+    /// Records which table a relation id is, and whether its shape differs
+    /// from what the views were built on: if so, returns its OID, and its
+    /// changes wait until it has been read again.
+    fn relation(&mut self, r: &Relation) -> Option<u32> {
+        let id = *self.by_oid.get(&r.id)?;
+        let t = self.tables.get_mut(&id)?;
+        let info = &t.info;
+        let key_flags: Vec<usize> = r
+            .columns
             .iter()
-            .position(|t| t.schema == r.namespace && t.name == r.name)
-        else {
-            return;
-        };
-        self.relations.insert(r.id, i);
-        let info = &self.config.tables[i];
-        let same = r.columns.len() == info.columns.len()
+            .enumerate()
+            .filter(|(_, c)| c.flags & 1 == 1)
+            .map(|(i, _)| i)
+            .collect();
+        let same = r.namespace == info.schema
+            && r.name == info.name
+            && r.columns.len() == info.columns.len()
             && r.columns
                 .iter()
                 .zip(&info.columns)
-                .all(|(a, b)| a.name == b.name && a.type_oid == b.type_oid);
-        if !same && !self.state[i].failed {
-            self.state[i].failed = true;
-            sink.table_failed(
-                i,
-                format!("the columns of table {} changed since viewcast started; restart viewcast to follow the new definition", info.qualified_name()),
-            );
+                .all(|(a, b)| a.name == b.name && a.type_oid == b.type_oid)
+            && (info.key.is_none()
+                || info.full_identity()
+                || info.key.as_deref() == Some(key_flags.as_slice()));
+        if same {
+            return None;
         }
+        info!(table = %info.qualified_name(), "table definition changed; reading it again");
+        t.skip_before = Lsn(u64::MAX);
+        Some(r.id)
     }
 
-    fn change(&mut self, msg: LogicalMessage, out: &mut Updates, sink: &mut dyn Sink) {
+    fn change(&mut self, msg: LogicalMessage, txn: &mut Txn) {
+        let at = txn.final_lsn;
         let (rel, result) = match msg {
             LogicalMessage::Insert(m) => (
                 m.relation_id,
-                self.apply(m.relation_id, None, Some(&m.new), out),
+                self.apply(m.relation_id, at, None, Some(&m.new), &mut txn.updates),
             ),
             LogicalMessage::Update(m) => (
                 m.relation_id,
-                self.apply(m.relation_id, Some(m.old.as_ref()), Some(&m.new), out),
+                self.apply(
+                    m.relation_id,
+                    at,
+                    Some(m.old.as_ref()),
+                    Some(&m.new),
+                    &mut txn.updates,
+                ),
             ),
             LogicalMessage::Delete(m) => (
                 m.relation_id,
-                self.apply(m.relation_id, Some(Some(&m.old)), None, out),
+                self.apply(
+                    m.relation_id,
+                    at,
+                    Some(Some(&m.old)),
+                    None,
+                    &mut txn.updates,
+                ),
             ),
             LogicalMessage::Truncate(t) => {
-                for id in t.relation_ids {
-                    if let Some(&i) = self.relations.get(&id) {
-                        for (key, (row, n)) in self.state[i].rows.drain() {
-                            out.push((i, row.clone(), -n));
-                            self.undo.push((i, key, Some((row, n))));
-                        }
+                for oid in t.relation_ids {
+                    let Some(&i) = self.by_oid.get(&oid) else {
+                        continue;
+                    };
+                    let Some(table) = self.tables.get_mut(&i) else {
+                        continue;
+                    };
+                    if at < table.skip_before {
+                        continue;
+                    }
+                    for (key, (row, n)) in table.rows.drain() {
+                        txn.updates.push((i, row.clone(), -n));
+                        self.undo.push((i, key, Some((row, n))));
                     }
                 }
                 return;
@@ -431,10 +1122,14 @@ impl Source {
             _ => return,
         };
         if let Err(message) = result {
-            if let Some(&i) = self.relations.get(&rel) {
-                if !self.state[i].failed {
-                    self.state[i].failed = true;
-                    sink.table_failed(i, message);
+            if let Some(&i) = self.by_oid.get(&rel) {
+                if let Some(t) = self.tables.get_mut(&i) {
+                    if t.failed.is_none() {
+                        warn!(table = %t.info.qualified_name(), error = %message, "table failed");
+                        t.failed = Some(message.clone());
+                        t.skip_before = Lsn(u64::MAX);
+                        self.emit(SourceEvent::TableFailed { table: i, message });
+                    }
                 }
             }
         }
@@ -445,21 +1140,32 @@ impl Source {
     fn apply(
         &mut self,
         rel: u32,
+        at: Lsn,
         old: Option<Option<&OldTuple>>,
         new: Option<&Tuple>,
         out: &mut Updates,
     ) -> Result<(), String> {
-        let Some(&i) = self.relations.get(&rel) else {
+        let Some(&i) = self.by_oid.get(&rel) else {
             return Ok(());
         };
-        if self.state[i].failed {
+        let Some(table) = self.tables.get(&i) else {
+            return Ok(());
+        };
+        if at < table.skip_before {
             return Ok(());
         }
-        let info = self.config.tables[i].clone();
+        let info = table.info.clone();
         // Find the old row: by the key the message carries, or the new row's key.
         let old_row = match old {
             None => None,
             Some(old_tuple) => {
+                if info.key.is_none() && !info.full_identity() {
+                    return Err(format!(
+                        "{}: an update or delete arrived for a table without a key or replica identity; \
+                         viewcast cannot tell which row changed (add a primary key or set REPLICA IDENTITY FULL)",
+                        info.qualified_name()
+                    ));
+                }
                 // Only the key columns are needed (and only they are sure to be
                 // present: others may be NULL in a key tuple or unchanged TOAST).
                 let tuple = match old_tuple {
@@ -488,9 +1194,9 @@ impl Source {
                         ))
                     }
                 };
-                let state = &mut self.state[i].rows;
-                self.undo.push((i, key.clone(), state.get(&key).cloned()));
-                let Some(entry) = state.get_mut(&key) else {
+                let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
+                self.undo.push((i, key.clone(), rows.get(&key).cloned()));
+                let Some(entry) = rows.get_mut(&key) else {
                     return Err(format!(
                         "{}: change to a row viewcast does not know (key {key:?})",
                         info.qualified_name()
@@ -499,7 +1205,7 @@ impl Source {
                 entry.1 -= 1;
                 let row = entry.0.clone();
                 if entry.1 == 0 {
-                    state.remove(&key);
+                    rows.remove(&key);
                 }
                 out.push((i, row.clone(), -1));
                 Some(row)
@@ -508,13 +1214,61 @@ impl Source {
         if let Some(t) = new {
             let row = decode(&info, t, old_row.as_ref())?;
             let key = key_of(&info, &row);
-            let rows = &mut self.state[i].rows;
+            let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
             self.undo.push((i, key.clone(), rows.get(&key).cloned()));
             rows.entry(key).or_insert_with(|| (row.clone(), 0)).1 += 1;
             out.push((i, row, 1));
         }
         Ok(())
     }
+}
+
+/// A table's rows by key, with multiplicities.
+fn by_key(info: &TableInfo, rows: Vec<Row>) -> HashMap<Row, (Row, isize)> {
+    let mut out: HashMap<Row, (Row, isize)> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let key = key_of(info, &row);
+        out.entry(key).or_insert_with(|| (row, 0)).1 += 1;
+    }
+    out
+}
+
+/// The updates that turn table `id`'s `old` rows into `new`.
+fn diff_into(
+    id: usize,
+    old: &HashMap<Row, (Row, isize)>,
+    new: &HashMap<Row, (Row, isize)>,
+    out: &mut Updates,
+) {
+    for (key, (row, n)) in old {
+        if new.get(key) != Some(&(row.clone(), *n)) {
+            out.push((id, row.clone(), -n));
+        }
+    }
+    for (key, (row, n)) in new {
+        if old.get(key) != Some(&(row.clone(), *n)) {
+            out.push((id, row.clone(), *n));
+        }
+    }
+}
+
+/// The catalog fingerprints of `names` on a short connection of its own.
+async fn poll_fingerprints(
+    config: tokio_postgres::Config,
+    names: Vec<Vec<String>>,
+    publication: String,
+) -> Result<HashMap<Vec<String>, String>, String> {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| super::error_text(&e))?;
+    let conn = tokio::spawn(connection);
+    let result = super::catalog::fingerprints(&client, &names, &publication)
+        .await
+        .map_err(|e| super::error_text(&e));
+    drop(client);
+    let _ = conn.await;
+    result
 }
 
 /// Decodes a tuple's text values; unchanged TOAST values come from `old`.

@@ -86,20 +86,29 @@ fn type_name<S: serde::Serializer>(t: &Type, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     pub tables: Vec<Arc<TableInfo>>,
-    /// Names that could not be loaded, with the reason (unknown table, no key, ...).
+    /// Names that could not be loaded, with the reason (unknown table, not a
+    /// table, cannot be read, ...).
     pub refused: Vec<(Vec<String>, String)>,
+    /// Names as Postgres resolved them (search_path applied) → table id.
+    pub resolved: Vec<(Vec<String>, usize)>,
 }
 
 impl Catalog {
-    /// Finds a table by `name` or `schema.name`; an unqualified name prefers `public`.
+    /// Finds a table by `name` or `schema.name` and returns its id: as
+    /// Postgres resolved the name, or else an unqualified name prefers `public`.
     pub fn lookup(&self, parts: &[String]) -> Result<(usize, &TableInfo), String> {
         if let Some((_, reason)) = self.refused.iter().find(|(p, _)| p.as_slice() == parts) {
             return Err(reason.clone());
         }
+        if let Some((_, id)) = self.resolved.iter().find(|(p, _)| p.as_slice() == parts) {
+            if let Some(t) = self.tables.iter().find(|t| t.id == *id) {
+                return Ok((t.id, t.as_ref()));
+            }
+        }
         let found: Vec<(usize, &Arc<TableInfo>)> = self
             .tables
             .iter()
-            .enumerate()
+            .map(|t| (t.id, t))
             .filter(|(_, t)| match parts {
                 [name] => &t.name == name,
                 [schema, name] => &t.schema == schema && &t.name == name,
@@ -152,6 +161,24 @@ pub fn parse(sql: &str) -> Result<ast::Query, BindError> {
             position: None,
         }),
     }
+}
+
+/// The names of the tables a set of views reads (a name that is one of the
+/// views' own is a view, not a table), in first-mention order.
+pub fn table_names(views: &[(String, String)]) -> Vec<Vec<String>> {
+    let is_view =
+        |parts: &[String]| matches!(parts, [single] if views.iter().any(|(n, _)| n == single));
+    let mut wanted: Vec<Vec<String>> = Vec::new();
+    for (_, text) in views {
+        if let Ok(q) = parse(text) {
+            for r in table_refs(&q) {
+                if !wanted.contains(&r) && !is_view(&r) {
+                    wanted.push(r);
+                }
+            }
+        }
+    }
+    wanted
 }
 
 /// Every relation name a query mentions in FROM, as written (folded to lower
@@ -272,8 +299,9 @@ mod tests {
     use crate::pg::catalog::ColumnInfo;
 
     fn catalog() -> Catalog {
-        let t = |name: &str, cols: &[(&str, Type)]| {
+        let t = |id: usize, name: &str, cols: &[(&str, Type)]| {
             Arc::new(TableInfo {
+                id,
                 oid: 1,
                 schema: "public".into(),
                 name: name.into(),
@@ -292,6 +320,7 @@ mod tests {
         Catalog {
             tables: vec![
                 t(
+                    0,
                     "customers",
                     &[
                         ("id", Type::Int4),
@@ -300,6 +329,7 @@ mod tests {
                     ],
                 ),
                 t(
+                    1,
                     "orders",
                     &[
                         ("id", Type::Int4),
@@ -309,6 +339,7 @@ mod tests {
                     ],
                 ),
                 t(
+                    2,
                     "odd",
                     &[
                         ("id", Type::Int4),
@@ -323,6 +354,7 @@ mod tests {
                 ),
             ],
             refused: vec![],
+            resolved: vec![],
         }
     }
 

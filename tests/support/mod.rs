@@ -27,6 +27,11 @@ pub fn base_conninfo() -> &'static str {
 fn cluster() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
+        // RUST_LOG=viewcast=debug shows the server's log beside a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         if let Ok(conninfo) = std::env::var("VIEWCAST_TEST_PG") {
             return conninfo;
         }
@@ -201,6 +206,7 @@ impl TestServer {
             listen: "127.0.0.1:0".into(),
             workers: 2,
             publication: "viewcast".into(),
+            timeouts: Default::default(),
         };
         let running = viewcast::server::start(config)
             .await

@@ -1,8 +1,14 @@
-//! `Get`: a base table's collection, shared by every view that reads it.
+//! `Get`: a base table's rows, imported from its shared arrangement.
 
 use super::Time;
 use super::{Coll, Context};
 
+/// The caller imports every table a plan reads before rendering it
+/// ([`crate::sql::Plan::tables`]); a missing one is an empty collection
+/// rather than a panic, and fails nothing else.
 pub fn render<'s, T: Time>(table: usize, ctx: &Context<'s, T>) -> Coll<'s, T> {
-    ctx.tables[table].clone()
+    match ctx.tables.get(&table) {
+        Some(c) => c.clone(),
+        None => ctx.unit.clone().flat_map(|()| None),
+    }
 }

@@ -1,8 +1,10 @@
 //! Plan → dataflow. One file per plan operator, named as in `sql/plan.rs`.
 //!
-//! Identical subplans are rendered once per dataflow and shared by every view
-//! that contains them; a join input is arranged once per (subplan, key) and the
-//! arrangement is shared too. Base tables are one input collection each.
+//! Each view is its own timely dataflow, so it can be added, replaced and
+//! dropped while the others run. Base tables are arranged once, in dataflows of
+//! their own (`dataflow/mod.rs`), and every view imports the arrangements of
+//! the tables it reads. Inside a view, identical subplans are rendered once and
+//! a join input is arranged once per (subplan, key).
 //!
 //! Evaluation errors (overflow, division by zero, a scalar subquery with two
 //! rows) are data, as in Postgres they are a property of the current rows: an
@@ -89,7 +91,8 @@ pub fn split<'s, T: Time, D: differential_dataflow::Data>(
 }
 
 pub struct Context<'s, T: Time> {
-    tables: Vec<Coll<'s, T>>,
+    /// The tables the view reads, by table id (imported by the caller).
+    tables: HashMap<usize, Coll<'s, T>>,
     /// The rows found so far of each recursive query being rendered.
     recursive: HashMap<usize, Coll<'s, T>>,
     unit: VecCollection<'s, T, (), isize>,
@@ -100,7 +103,7 @@ pub struct Context<'s, T: Time> {
 }
 
 impl<'s, T: Time> Context<'s, T> {
-    pub fn new(tables: Vec<Coll<'s, T>>, unit: VecCollection<'s, T, (), isize>) -> Self {
+    pub fn new(tables: HashMap<usize, Coll<'s, T>>, unit: VecCollection<'s, T, (), isize>) -> Self {
         Context {
             tables,
             recursive: HashMap::new(),

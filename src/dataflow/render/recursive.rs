@@ -38,7 +38,7 @@ pub fn render<'s>(
     outer.scoped::<Product<u64, u64>, _, _>("WithRecursive", |inner| {
         let (variable, so_far) = Variable::new(inner, Product::new(0, 1));
         let mut inner_ctx = Context::new(
-            tables.into_iter().map(|t| t.enter(inner)).collect(),
+            tables.into_iter().map(|(i, t)| (i, t.enter(inner))).collect(),
             unit.enter(inner),
         );
         inner_ctx.recursive.insert(id, so_far);

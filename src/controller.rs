@@ -1,0 +1,548 @@
+//! Decides which views exist and what they compute, and keeps the dataflow
+//! and the registry in step with Postgres and with the queries directory.
+//!
+//! ```text
+//!  pg::source ──SourceEvent──┐
+//!  queries/ (notify, SIGHUP) ┼─▶ controller ──Command──▶ dataflow (tables, views)
+//!  dataflow ──Output─────────┘       │
+//!                                    └──▶ views::Registry (contents, events, health)
+//! ```
+//! It is one task, so every decision is taken in stream order: a view added
+//! from a file, a table whose columns changed and the transactions around them
+//! reach the workers in the order they happened.
+//!
+//! Views are compiled against the tables the source follows. After every
+//! resync (a reconnect, a table re-read because its definition changed, a
+//! table the views newly need) all views are compiled again; a view whose
+//! plan changed is rebuilt in a new dataflow (its subscribers get the
+//! difference, or a snapshot when its columns changed), a view that no longer
+//! compiles fails with the reason and comes back when the schema lets it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::dataflow::{Dataflow, InFlight, Output};
+use crate::pg::catalog::TableInfo;
+use crate::pg::source::{Resync, SourceControl, SourceEvent, SourceStatus};
+use crate::pg::Lsn;
+use crate::sql::{self, Catalog};
+use crate::views::{Fault, Health, Refused, Registry, ViewDef};
+
+/// How often progress events go out at most.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// A progress heartbeat goes out at least this often, even when nothing moved.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// File events are gathered this long before the directory is read again, so
+/// an editor's write-rename-delete sequence counts as one change.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
+/// How long a replaced dataflow's workers are given to stop.
+const DATAFLOW_STOP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// One view as built in the dataflow.
+struct Built {
+    dataflow: usize,
+    /// The plan it computes, as text: a different text means a rebuild.
+    plan_key: String,
+    /// The tables it reads.
+    tables: Vec<usize>,
+}
+
+pub struct Controller {
+    queries_dir: PathBuf,
+    /// The view files: name → SQL.
+    files: BTreeMap<String, String>,
+    catalog: Catalog,
+    /// Names the tables resolve to, from the last resync.
+    names: Vec<(Vec<String>, Result<usize, String>)>,
+    built: HashMap<String, Built>,
+    /// Tables that cannot be followed now, with the reason.
+    failed_tables: HashMap<usize, String>,
+    next_dataflow: usize,
+    /// Dataflow ids whose readiness replaces subscribers' contents outright.
+    reset_on_ready: HashSet<usize>,
+    /// The dataflow was replaced: views built until the next full resync
+    /// send their subscribers a reset snapshot.
+    rebuilding: bool,
+    /// The last refusal of each view, so each is logged once.
+    refusals: HashMap<String, String>,
+    dataflow: Option<Dataflow>,
+    workers: usize,
+    out_tx: mpsc::UnboundedSender<Output>,
+    registry: Arc<Registry>,
+    in_flight: Arc<InFlight>,
+    wanted: watch::Sender<Vec<Vec<String>>>,
+    source_control: mpsc::UnboundedSender<SourceControl>,
+}
+
+pub struct ControllerConfig {
+    pub queries_dir: PathBuf,
+    pub files: Vec<(String, String)>,
+    pub workers: usize,
+    pub registry: Arc<Registry>,
+    pub in_flight: Arc<InFlight>,
+    pub wanted: watch::Sender<Vec<Vec<String>>>,
+    pub source_control: mpsc::UnboundedSender<SourceControl>,
+}
+
+/// The inputs the controller's loop reads.
+pub struct ControllerInputs {
+    pub source: mpsc::UnboundedReceiver<SourceEvent>,
+    pub outputs: mpsc::UnboundedReceiver<Output>,
+    /// Something in the queries directory changed (a file event or SIGHUP).
+    pub reload: mpsc::UnboundedReceiver<()>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Controller {
+    /// Starts the dataflow and declares the views of `config.files`.
+    pub fn new(
+        config: ControllerConfig,
+        out_tx: mpsc::UnboundedSender<Output>,
+    ) -> Result<Controller, String> {
+        let dataflow = Dataflow::start(config.workers, out_tx.clone())?;
+        for (name, _) in &config.files {
+            config.registry.declare(name);
+        }
+        let files: BTreeMap<String, String> = config.files.into_iter().collect();
+        let controller = Controller {
+            queries_dir: config.queries_dir,
+            files,
+            catalog: Catalog::default(),
+            names: Vec::new(),
+            built: HashMap::new(),
+            failed_tables: HashMap::new(),
+            next_dataflow: 0,
+            reset_on_ready: HashSet::new(),
+            rebuilding: false,
+            refusals: HashMap::new(),
+            dataflow: Some(dataflow),
+            workers: config.workers,
+            out_tx,
+            registry: config.registry,
+            in_flight: config.in_flight,
+            wanted: config.wanted,
+            source_control: config.source_control,
+        };
+        controller.publish_wanted();
+        Ok(controller)
+    }
+
+    fn df(&self) -> &Dataflow {
+        self.dataflow
+            .as_ref()
+            .expect("a dataflow is always running")
+    }
+
+    /// Tells the source which tables the views read.
+    fn publish_wanted(&self) {
+        let views: Vec<(String, String)> = self
+            .files
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        let wanted = sql::table_names(&views);
+        self.wanted.send_if_modified(|w| {
+            if *w == wanted {
+                false
+            } else {
+                *w = wanted;
+                true
+            }
+        });
+    }
+
+    pub async fn run(mut self, mut inputs: ControllerInputs) {
+        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        let mut last_heartbeat = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                ev = inputs.source.recv() => match ev {
+                    Some(ev) => self.source_event(ev),
+                    None => return,
+                },
+                out = inputs.outputs.recv() => match out {
+                    Some(out) => self.output(out),
+                    None => return,
+                },
+                r = inputs.reload.recv() => {
+                    if r.is_none() {
+                        return;
+                    }
+                    // Gather a burst of file events into one reload.
+                    tokio::time::sleep(RELOAD_DEBOUNCE).await;
+                    while inputs.reload.try_recv().is_ok() {}
+                    self.reload_files();
+                }
+                _ = tick.tick() => {
+                    let heartbeat = last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL;
+                    if heartbeat {
+                        last_heartbeat = std::time::Instant::now();
+                    }
+                    self.registry.announce_progress(heartbeat);
+                }
+                _ = stopped(&mut inputs.shutdown) => break,
+            }
+        }
+        if let Some(df) = self.dataflow.take() {
+            let _ = tokio::task::spawn_blocking(move || df.shutdown(DATAFLOW_STOP_PATIENCE)).await;
+        }
+    }
+
+    fn source_event(&mut self, ev: SourceEvent) {
+        match ev {
+            SourceEvent::Resync(r) => self.resync(r),
+            SourceEvent::Transaction { lsn, updates } => self.df().apply(lsn.0, updates),
+            SourceEvent::Progress { lsn } => self.df().advance(lsn.0),
+            SourceEvent::Status(status) => self.registry.set_health(match status {
+                SourceStatus::Streaming { snapshot_lsn } => Health::Streaming { snapshot_lsn },
+                SourceStatus::Reconnecting { reason } => Health::Reconnecting { reason },
+                SourceStatus::Failed { reason } => Health::Failed { reason },
+            }),
+            SourceEvent::TableFailed { table, message } => {
+                self.failed_tables.insert(table, message);
+                self.apply_table_faults();
+            }
+        }
+    }
+
+    fn output(&mut self, out: Output) {
+        match out {
+            Output::Progress { lsn } => {
+                self.registry.advance(Lsn(lsn));
+                self.in_flight.release_through(lsn);
+            }
+            Output::Batch { lsn, views } => {
+                for v in views {
+                    self.registry.apply(v.view, Lsn(lsn), &v.rows, &v.errors);
+                }
+            }
+            Output::ViewReady { view } => {
+                let reset = self.reset_on_ready.remove(&view);
+                self.registry.ready(view, reset);
+            }
+            Output::WorkerFailed { message } => self.replace_dataflow(&message),
+        }
+    }
+
+    /// A worker died: nothing the dataflow holds can be trusted. Start an
+    /// empty one and have the source read every table into it again; every
+    /// view's subscribers get a fresh snapshot once it is rebuilt.
+    fn replace_dataflow(&mut self, message: &str) {
+        error!(error = %message, "dataflow worker died; rebuilding the dataflow from a fresh snapshot");
+        self.registry
+            .dataflow_restarts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.registry.set_health(Health::Reconnecting {
+            reason: format!("rebuilding after {message}"),
+        });
+        if let Some(old) = self.dataflow.take() {
+            tokio::task::spawn_blocking(move || old.shutdown(DATAFLOW_STOP_PATIENCE));
+        }
+        match Dataflow::start(self.workers, self.out_tx.clone()) {
+            Ok(df) => self.dataflow = Some(df),
+            Err(e) => {
+                // Without workers nothing can be served; say so and stop.
+                error!(error = %e, "cannot start a new dataflow");
+                self.registry.set_health(Health::Failed {
+                    reason: format!("cannot start the dataflow: {e}"),
+                });
+                std::process::abort();
+            }
+        }
+        self.in_flight.release_all();
+        for (_, b) in self.built.drain() {
+            self.registry.detach(b.dataflow);
+        }
+        self.catalog = Catalog::default();
+        self.names.clear();
+        self.failed_tables.clear();
+        self.reset_on_ready.clear();
+        self.rebuilding = true;
+        let _ = self.source_control.send(SourceControl::Reload);
+    }
+
+    /// Tables were (re)read: update the dataflow's tables, apply the rows,
+    /// and rebuild every view whose plan changed.
+    fn resync(&mut self, r: Resync) {
+        let Resync {
+            lsn,
+            full,
+            names,
+            tables,
+            added,
+            removed,
+            failed,
+            updates,
+        } = r;
+        // A table stays failed until it is read again without failing.
+        let followed: HashSet<usize> = tables.iter().map(|t| t.id).collect();
+        let reread: HashSet<usize> = if full {
+            followed.clone()
+        } else {
+            added.iter().map(|a| a.id).collect()
+        };
+        self.failed_tables
+            .retain(|id, _| followed.contains(id) && !reread.contains(id));
+        for (id, reason) in &failed {
+            self.failed_tables.insert(*id, reason.clone());
+        }
+        self.names = names;
+        self.catalog = catalog_of(&tables, &self.names);
+        let compiled = self.compile();
+        // Views to drop now: changed plan, no longer compiling, or reading a
+        // table that is going away.
+        let going: HashSet<usize> = removed
+            .iter()
+            .copied()
+            .chain(added.iter().filter_map(|a| a.replaces))
+            .collect();
+        let mut rebuild: Vec<(String, sql::CompiledView)> = Vec::new();
+        let mut refuse: Vec<Refused> = Vec::new();
+        for (name, result) in compiled {
+            match result {
+                Ok(view) => {
+                    let key = format!("{:?}", view.plan);
+                    let same = self.built.get(&name).is_some_and(|b| b.plan_key == key);
+                    if !same {
+                        if let Some(b) = self.built.remove(&name) {
+                            self.df().drop_view(b.dataflow);
+                            self.registry.detach(b.dataflow);
+                        }
+                        rebuild.push((name, view));
+                    }
+                }
+                Err(refused) => {
+                    if let Some(b) = self.built.remove(&name) {
+                        self.df().drop_view(b.dataflow);
+                        self.registry.detach(b.dataflow);
+                    }
+                    refuse.push(refused);
+                }
+            }
+        }
+        debug_assert!(self
+            .built
+            .values()
+            .all(|b| b.tables.iter().all(|t| !going.contains(t))));
+        for a in &added {
+            self.df().add_table(a.id);
+        }
+        self.df().apply(lsn.0, updates);
+        for id in &going {
+            self.df().drop_table(*id);
+        }
+        for (name, view) in rebuild {
+            let id = self.build(name, view);
+            if self.rebuilding {
+                self.reset_on_ready.insert(id);
+            }
+        }
+        if full {
+            self.rebuilding = false;
+        }
+        for r in refuse {
+            self.refuse(r);
+        }
+        self.apply_table_faults();
+    }
+
+    /// Records that a view does not compile, logging it once per reason.
+    fn refuse(&mut self, r: Refused) {
+        if self.refusals.get(&r.name) != Some(&r.error) {
+            error!(view = %r.name, "view refused: {}", r.detail);
+            self.refusals.insert(r.name.clone(), r.error.clone());
+        }
+        self.registry.refuse(r);
+    }
+
+    /// Compiles every view file against the current catalog.
+    fn compile(&self) -> Vec<(String, Result<sql::CompiledView, Refused>)> {
+        let views: Vec<(String, String)> = self
+            .files
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        let results = sql::compile_all(&views, &self.catalog);
+        views
+            .into_iter()
+            .zip(results)
+            .map(|((name, text), r)| {
+                let r = r.map_err(|e| Refused {
+                    name: name.clone(),
+                    sql: text.clone(),
+                    error: e.to_string(),
+                    detail: e.render(&text),
+                });
+                (name, r)
+            })
+            .collect()
+    }
+
+    /// Starts a view's dataflow; the registry collects its first output as
+    /// its contents. Returns the dataflow id.
+    fn build(&mut self, name: String, view: sql::CompiledView) -> usize {
+        self.refusals.remove(&name);
+        let id = self.next_dataflow;
+        self.next_dataflow += 1;
+        let mut tables = Vec::new();
+        view.plan.tables(&mut tables);
+        tables.sort_unstable();
+        tables.dedup();
+        let def = ViewDef {
+            sql: self.files.get(&name).cloned().unwrap_or_default(),
+            columns: view.columns.clone(),
+            plan: view.plan.to_string(),
+        };
+        self.registry.attach(&name, def, id);
+        self.built.insert(
+            name,
+            Built {
+                dataflow: id,
+                plan_key: format!("{:?}", view.plan),
+                tables,
+            },
+        );
+        self.df().add_view(id, view.plan);
+        id
+    }
+
+    /// Fails the views over failed tables with the table's reason, and clears
+    /// that fault of the others.
+    fn apply_table_faults(&self) {
+        for (name, b) in &self.built {
+            // The first failing table's reason, if any.
+            let message = b
+                .tables
+                .iter()
+                .find_map(|t| self.failed_tables.get(t))
+                .cloned();
+            self.registry.set_fault(name, Fault::Table, message);
+        }
+    }
+
+    /// Reads the queries directory again: new files become views, edited ones
+    /// replace theirs (unless they no longer compile: then the old version
+    /// keeps running), removed ones are dropped.
+    fn reload_files(&mut self) {
+        let files = match crate::server::read_queries(&self.queries_dir) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "cannot read the queries directory; keeping the views as they are");
+                return;
+            }
+        };
+        let new: BTreeMap<String, String> = files.into_iter().collect();
+        if new == self.files {
+            return;
+        }
+        let removed: Vec<String> = self
+            .files
+            .keys()
+            .filter(|n| !new.contains_key(*n))
+            .cloned()
+            .collect();
+        let changed: Vec<String> = new
+            .iter()
+            .filter(|(n, s)| self.files.get(*n) != Some(s))
+            .map(|(n, _)| n.clone())
+            .collect();
+        info!(
+            changed = changed.len(),
+            removed = removed.len(),
+            "queries directory changed"
+        );
+        let old_files = std::mem::replace(&mut self.files, new);
+        // An edited file that does not compile keeps its old version running.
+        let compiled = self.compile();
+        for (name, result) in &compiled {
+            if let Err(r) = result {
+                if changed.contains(name) && self.built.contains_key(name) {
+                    if let Some(old) = old_files.get(name) {
+                        error!(view = %name, "edited view refused, the previous version keeps running: {}", r.detail);
+                        self.files.insert(name.clone(), old.clone());
+                    }
+                }
+            }
+        }
+        for name in &removed {
+            if let Some(b) = self.built.remove(name) {
+                self.df().drop_view(b.dataflow);
+                self.registry.detach(b.dataflow);
+            }
+            self.registry
+                .remove(name, &format!("view \"{name}\" was removed"));
+        }
+        for name in &changed {
+            if !self.built.contains_key(name) {
+                self.registry.declare(name);
+            }
+        }
+        // Views that need tables not followed yet are built after the source
+        // has read them (it sends a resync); the rest are built now, from the
+        // table state already in the dataflow.
+        self.publish_wanted();
+        let compiled = self.compile();
+        for (name, result) in compiled {
+            match result {
+                Ok(view) => {
+                    let key = format!("{:?}", view.plan);
+                    if self.built.get(&name).is_some_and(|b| b.plan_key == key) {
+                        continue;
+                    }
+                    if let Some(b) = self.built.remove(&name) {
+                        self.df().drop_view(b.dataflow);
+                        self.registry.detach(b.dataflow);
+                    }
+                    self.build(name, view);
+                }
+                Err(r) => {
+                    let waits_for_table = self.needs_unfollowed_table(&r.sql);
+                    if !self.built.contains_key(&name) && !waits_for_table {
+                        self.refuse(r);
+                    }
+                }
+            }
+        }
+        self.apply_table_faults();
+    }
+
+    /// Whether `sql` reads a table name the source has not resolved yet.
+    fn needs_unfollowed_table(&self, sql: &str) -> bool {
+        let Ok(q) = sql::parse(sql) else {
+            return false;
+        };
+        sql::table_refs(&q).into_iter().any(|parts| {
+            let is_view = matches!(parts.as_slice(), [single] if self.files.contains_key(single));
+            !is_view && !self.names.iter().any(|(n, _)| *n == parts)
+        })
+    }
+}
+
+/// Completes once `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// The catalog views compile against: the followed tables and what each name
+/// resolved to.
+fn catalog_of(
+    tables: &[Arc<TableInfo>],
+    names: &[(Vec<String>, Result<usize, String>)],
+) -> Catalog {
+    let mut catalog = Catalog {
+        tables: tables.to_vec(),
+        ..Default::default()
+    };
+    for (name, r) in names {
+        match r {
+            Ok(id) => catalog.resolved.push((name.clone(), *id)),
+            Err(reason) => catalog.refused.push((name.clone(), reason.clone())),
+        }
+    }
+    catalog
+}
