@@ -40,8 +40,8 @@ pub enum ServerError {
     },
     #[error("invalid --pg conninfo: {0}")]
     Conninfo(String),
-    #[error("cannot connect to PostgreSQL: {}", crate::pg::error_text(.0))]
-    Connect(tokio_postgres::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(crate::pg::ConnectError),
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
     #[error("cannot listen on {addr}: {source}")]
@@ -104,20 +104,15 @@ pub fn read_queries(dir: &Path) -> Result<Vec<(String, String)>, ServerError> {
 }
 
 async fn connect_with_patience(
-    pg: &tokio_postgres::Config,
+    pg: &crate::pg::PgConfig,
 ) -> Result<tokio_postgres::Client, ServerError> {
     let start = std::time::Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
-        match pg.connect(tokio_postgres::NoTls).await {
-            Ok((client, conn)) => {
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                return Ok(client);
-            }
-            Err(e) if e.as_db_error().is_none() && start.elapsed() < CONNECT_PATIENCE => {
-                warn!(error = %crate::pg::error_text(&e), "postgres not reachable yet; retrying");
+        match crate::pg::connect_sql(pg).await {
+            Ok(client) => return Ok(client),
+            Err(e) if e.is_transient() && start.elapsed() < CONNECT_PATIENCE => {
+                warn!(error = %e, "postgres not reachable yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(3));
             }
@@ -137,14 +132,12 @@ async fn connect_and_compile(
     pg: &str,
     queries: &[(String, String)],
 ) -> Result<Compiled, ServerError> {
-    let pg: tokio_postgres::Config = pg
-        .parse()
-        .map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))?;
+    let pg = crate::pg::PgConfig::parse(pg).map_err(|e| ServerError::Conninfo(e.to_string()))?;
     let client = connect_with_patience(&pg).await?;
     client
         .batch_execute(SESSION_SETTINGS)
         .await
-        .map_err(ServerError::Connect)?;
+        .map_err(|e| ServerError::Connect(e.into()))?;
     compile_views(&client, queries).await
 }
 

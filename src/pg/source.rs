@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::catalog::TableInfo;
 use super::lsn::Lsn;
@@ -45,6 +45,8 @@ pub enum SourceError {
     #[error("postgres: {}", super::error_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error(transparent)]
+    Connect(#[from] super::ConnectError),
+    #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("{0}")]
     Decode(String),
@@ -58,6 +60,7 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         match self {
             SourceError::Replication(e) => e.is_transient(),
+            SourceError::Connect(e) => e.is_transient(),
             SourceError::Postgres(e)
             | SourceError::Snapshot(SnapshotError::Postgres { source: e, .. }) => match e.code() {
                 None => true,
@@ -106,7 +109,7 @@ struct TableState {
 
 pub struct Source {
     config: SourceConfig,
-    pg_config: tokio_postgres::Config,
+    pg_config: super::PgConfig,
     state: Vec<TableState>,
     /// pgoutput relation id → table index.
     relations: HashMap<u32, usize>,
@@ -129,9 +132,7 @@ pub const SESSION_SETTINGS: &str =
 
 impl Source {
     pub fn new(config: SourceConfig) -> Result<Source, String> {
-        let pg_config: tokio_postgres::Config = config
-            .conninfo
-            .parse()
+        let pg_config = super::PgConfig::parse(&config.conninfo)
             .map_err(|e| format!("invalid --pg conninfo: {e}"))?;
         let state = config
             .tables
@@ -177,15 +178,9 @@ impl Source {
     }
 
     async fn session(&mut self, sink: &mut dyn Sink) -> Result<(), SourceError> {
-        let (mut client, connection) = self.pg_config.connect(tokio_postgres::NoTls).await?;
-        let conn_task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "snapshot connection closed");
-            }
-        });
-        let result = self.session_with(&mut client, sink).await;
-        conn_task.abort();
-        result
+        // The connection's task ends when the client is dropped.
+        let mut client = super::connect_sql(&self.pg_config).await?;
+        self.session_with(&mut client, sink).await
     }
 
     async fn session_with(
