@@ -43,8 +43,7 @@ impl Ca {
     /// become IP SANs) and common name: (certificate PEM, key PEM).
     fn issue(&self, sans: &[&str], cn: &str) -> (String, String) {
         let mut params =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
@@ -99,7 +98,9 @@ async fn streams(admin: &str, conninfo: &str, id: i32) {
     f.wait_for(lsn).await;
     assert_eq!(f.rows.len(), before + 1, "{conninfo}");
     assert!(
-        f.diffs_since(0).iter().any(|d| d.data.to_string().contains(&id.to_string())),
+        f.diffs_since(0)
+            .iter()
+            .any(|d| d.data.to_string().contains(&id.to_string())),
         "{conninfo}: the insert arrives as a diff"
     );
     // The walsender serving viewcast runs over TLS.
@@ -213,10 +214,31 @@ async fn tls_modes() {
     streams(&admin, &on("127.0.0.1", "sslmode=require"), 2).await;
     streams(&admin, &on("127.0.0.1", ""), 3).await;
     // The chain against the right CA, with and without the name.
-    streams(&admin, &on("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")), 4).await;
-    streams(&admin, &on("localhost", &format!("sslmode=verify-full sslrootcert={ca}")), 5).await;
+    streams(
+        &admin,
+        &on("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")),
+        4,
+    )
+    .await;
+    streams(
+        &admin,
+        &on(
+            "localhost",
+            &format!("sslmode=verify-full sslrootcert={ca}"),
+        ),
+        5,
+    )
+    .await;
     // An IP address host matches the certificate's IP SAN.
-    streams(&admin, &on("127.0.0.1", &format!("sslmode=verify-full sslrootcert={ca}")), 6).await;
+    streams(
+        &admin,
+        &on(
+            "127.0.0.1",
+            &format!("sslmode=verify-full sslrootcert={ca}"),
+        ),
+        6,
+    )
+    .await;
     // The URL form, percent-encoded query parameters included.
     let url = format!(
         "postgresql://postgres@localhost:{port}/{DB}?sslmode=verify-full&sslrootcert={}",
@@ -246,17 +268,24 @@ async fn tls_modes() {
 
     // A name the certificate does not carry, connecting by address.
     let err = refused(
-        &on("wrongname", &format!("hostaddr=127.0.0.1 sslmode=verify-full sslrootcert={ca}")),
+        &on(
+            "wrongname",
+            &format!("hostaddr=127.0.0.1 sslmode=verify-full sslrootcert={ca}"),
+        ),
         &queries,
     )
     .await;
     assert!(
-        err.contains("sslmode=verify-full") && err.contains("certificate not valid for name \"wrongname\""),
+        err.contains("sslmode=verify-full")
+            && err.contains("certificate not valid for name \"wrongname\""),
         "{err}"
     );
     // Another CA's certificate is no good, and startup says so at once.
     let err = refused(
-        &on("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={wrong}")),
+        &on(
+            "127.0.0.1",
+            &format!("sslmode=verify-ca sslrootcert={wrong}"),
+        ),
         &queries,
     )
     .await;
@@ -287,15 +316,24 @@ async fn tls_modes() {
         .expect("restart with the new certificate");
     pg = pg_restarted;
     let err = refused(
-        &on("127.0.0.1", &format!("sslmode=verify-full sslrootcert={ca}")),
+        &on(
+            "127.0.0.1",
+            &format!("sslmode=verify-full sslrootcert={ca}"),
+        ),
         &queries,
     )
     .await;
     assert!(
-        err.contains("sslmode=verify-full") && err.contains("certificate not valid for name \"127.0.0.1\""),
+        err.contains("sslmode=verify-full")
+            && err.contains("certificate not valid for name \"127.0.0.1\""),
         "{err}"
     );
-    streams(&admin, &on("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")), 10).await;
+    streams(
+        &admin,
+        &on("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")),
+        10,
+    )
+    .await;
 
     let _ = std::fs::remove_dir_all(&dir);
     tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();

@@ -48,9 +48,13 @@ pub enum ConninfoError {
     Url(String),
     #[error("invalid percent-encoding in URL: \"{0}\"")]
     PercentEncoding(String),
-    #[error("invalid sslmode value \"{0}\": use disable, prefer, require, verify-ca or verify-full")]
+    #[error(
+        "invalid sslmode value \"{0}\": use disable, prefer, require, verify-ca or verify-full"
+    )]
     SslMode(String),
-    #[error("sslmode=allow is not supported: use prefer (TLS when the server offers it) or disable")]
+    #[error(
+        "sslmode=allow is not supported: use prefer (TLS when the server offers it) or disable"
+    )]
     SslModeAllow,
     #[error("invalid {key} value \"{value}\": {reason}")]
     Value {
@@ -388,21 +392,20 @@ fn targets(
     let n = hosts.len().max(addrs.len()).max(1);
     let ports: Vec<u16> = match ports {
         None => vec![DEFAULT_PORT],
-        Some(list) => list
-            .split(',')
-            .map(|p| match p.trim() {
-                "" => Ok(DEFAULT_PORT),
-                p => p
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| ConninfoError::Value {
-                        key: "port",
-                        value: p.to_string(),
-                        reason: "not a port number (1-65535)".into(),
+        Some(list) => {
+            list.split(',')
+                .map(|p| match p.trim() {
+                    "" => Ok(DEFAULT_PORT),
+                    p => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                        ConninfoError::Value {
+                            key: "port",
+                            value: p.to_string(),
+                            reason: "not a port number (1-65535)".into(),
+                        }
                     }),
-            })
-            .collect::<Result<_, _>>()?,
+                })
+                .collect::<Result<_, _>>()?
+        }
     };
     if ports.len() != 1 && ports.len() != n {
         return Err(ConninfoError::PortCount {
@@ -690,10 +693,8 @@ mod tests {
 
     /// A scratch directory with the named files in it.
     fn scratch(name: &str, files: &[&str]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "viewcast-conninfo-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("viewcast-conninfo-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for f in files {
             let p = dir.join(f);
@@ -760,7 +761,9 @@ mod tests {
         assert_eq!(c.pg.get_password(), Some(&b"p@ss"[..]));
         assert_eq!(c.pg.get_dbname(), Some("db"));
 
-        let c = parse("postgresql://a%20b:p:w@h1,h2:6000/my%2Fdb?sslmode=require&application_name=v%26c");
+        let c = parse(
+            "postgresql://a%20b:p:w@h1,h2:6000/my%2Fdb?sslmode=require&application_name=v%26c",
+        );
         assert_eq!(c.pg.get_user(), Some("a b"));
         assert_eq!(c.pg.get_password(), Some(&b"p:w"[..]));
         assert_eq!(c.pg.get_dbname(), Some("my/db"));
@@ -824,7 +827,11 @@ mod tests {
         );
         assert_eq!(c.targets()[0].to_string(), "a:1 (10.0.0.1)");
         let t = parse("hostaddr=127.0.0.1 port=7").targets()[0].clone();
-        assert_eq!(t.host, Host::Tcp("127.0.0.1".into()), "the address names the host");
+        assert_eq!(
+            t.host,
+            Host::Tcp("127.0.0.1".into()),
+            "the address names the host"
+        );
         assert_eq!(t.to_string(), "127.0.0.1:7");
         let for_one = parse("host=a,b port=9 user=u").config_for(&tcp("b", 9));
         assert_eq!(for_one.get_hosts(), &[Host::Tcp("b".into())]);
@@ -840,7 +847,10 @@ mod tests {
         ));
         assert!(matches!(
             parse_env("hostaddr=localhost", &[]),
-            Err(ConninfoError::Value { key: "hostaddr", .. })
+            Err(ConninfoError::Value {
+                key: "hostaddr",
+                ..
+            })
         ));
     }
 
@@ -867,7 +877,11 @@ mod tests {
         // The conninfo wins over the environment.
         let c = parse_env("host=h sslmode=require", &env).unwrap();
         assert_eq!(c.tls.mode, SslMode::Require);
-        assert_eq!(c.tls.effective_mode(), SslMode::VerifyCa, "a root file verifies");
+        assert_eq!(
+            c.tls.effective_mode(),
+            SslMode::VerifyCa,
+            "a root file verifies"
+        );
         let c = parse_env("host=h sslmode=disable", &env).unwrap();
         assert_eq!(c.tls.root_cert, None);
         assert_eq!(c.tls.cert, None);
@@ -878,7 +892,11 @@ mod tests {
     fn default_files_under_home() {
         let home = scratch(
             "home",
-            &[".postgresql/root.crt", ".postgresql/postgresql.crt", ".postgresql/postgresql.key"],
+            &[
+                ".postgresql/root.crt",
+                ".postgresql/postgresql.crt",
+                ".postgresql/postgresql.key",
+            ],
         );
         let h = home.to_string_lossy().into_owned();
         let c = parse_env("host=h sslmode=require", &[("HOME", &h)]).unwrap();
@@ -917,7 +935,10 @@ mod tests {
         let dir = scratch("certs", &["c.crt"]);
         let cert = dir.join("c.crt").to_string_lossy().into_owned();
         assert!(matches!(
-            parse_env(&format!("host=h sslrootcert={cert}x sslmode=verify-full"), &[]),
+            parse_env(
+                &format!("host=h sslrootcert={cert}x sslmode=verify-full"),
+                &[]
+            ),
             Err(ConninfoError::RootCertMissing(_))
         ));
         assert!(matches!(

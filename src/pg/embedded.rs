@@ -140,7 +140,12 @@ impl EmbeddedPostgres {
     /// Writes `name` into the data directory, owned by the server's OS user
     /// and with permissions `mode` (the server refuses a private key that
     /// others can read). For certificates, keys and pg_hba.conf.
-    pub fn write_data_file(&self, name: &str, contents: &[u8], mode: u32) -> Result<PathBuf, String> {
+    pub fn write_data_file(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<PathBuf, String> {
         let path = self.data_dir().join(name);
         std::fs::write(&path, contents).map_err(|e| format!("write {}: {e}", path.display()))?;
         #[cfg(unix)]

@@ -245,8 +245,11 @@ impl ReplicationConnection {
                         has_scram |= m == SCRAM_SHA_256;
                         has_scram_plus |= m == SCRAM_SHA_256_PLUS;
                     }
-                    let (binding, mechanism) =
-                        choose_channel_binding(config, tls_server_end_point.take(), has_scram_plus)?;
+                    let (binding, mechanism) = choose_channel_binding(
+                        config,
+                        tls_server_end_point.take(),
+                        has_scram_plus,
+                    )?;
                     if mechanism == SCRAM_SHA_256 && !has_scram {
                         return Err(ReplicationError::Auth(
                             "the server offers no SASL mechanism viewcast supports (SCRAM-SHA-256)"

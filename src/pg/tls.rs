@@ -38,7 +38,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_postgres::config::Host;
@@ -164,9 +166,10 @@ impl TlsConnector {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (roots, roots_text) = if mode.verifies() {
             match &settings.root_cert {
-                Some(RootCert::File(path)) => {
-                    (Some(load_roots(path)?), format!("sslrootcert={}", path.display()))
-                }
+                Some(RootCert::File(path)) => (
+                    Some(load_roots(path)?),
+                    format!("sslrootcert={}", path.display()),
+                ),
                 Some(RootCert::System) => (Some(system_roots()?), "sslrootcert=system".into()),
                 // The conninfo module refuses verify modes without roots.
                 None => {
@@ -256,10 +259,7 @@ impl TlsConnector {
             Ok(name) => Ok(name),
             // Only verify-full looks at the name; the others need some name.
             Err(_) if self.mode != SslMode::VerifyFull => Ok(ServerName::IpAddress(
-                target
-                    .hostaddr
-                    .unwrap_or(IpAddr::from([0, 0, 0, 0]))
-                    .into(),
+                target.hostaddr.unwrap_or(IpAddr::from([0, 0, 0, 0])).into(),
             )),
             Err(_) => Err(self.error(
                 target,
@@ -596,7 +596,10 @@ pub async fn open_stream(
     let with_timeout = |fut| async move {
         match timeout {
             Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
-                Err(io::Error::new(io::ErrorKind::TimedOut, "connect_timeout expired"))
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connect_timeout expired",
+                ))
             }),
             None => fut.await,
         }
@@ -605,7 +608,9 @@ pub async fn open_stream(
         #[cfg(unix)]
         Host::Unix(dir) => {
             let path = dir.join(format!(".s.PGSQL.{}", target.port));
-            let unix = tokio::net::UnixStream::connect(path).await.map_err(io_err)?;
+            let unix = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(io_err)?;
             return Ok(OpenedStream {
                 stream: Box::new(unix),
                 channel_binding: None,
@@ -896,7 +901,10 @@ mod tests {
             root_cert: Some(RootCert::File("/nonexistent/ca.pem".into())),
             ..TlsSettings::default()
         };
-        let e = TlsConnector::new(&settings).err().expect("error").to_string();
+        let e = TlsConnector::new(&settings)
+            .err()
+            .expect("error")
+            .to_string();
         assert!(e.contains("\"/nonexistent/ca.pem\""), "{e}");
 
         let dir = std::env::temp_dir().join(format!("viewcast-tls-unit-{}", std::process::id()));
@@ -908,7 +916,10 @@ mod tests {
             root_cert: Some(RootCert::File(not_pem.clone())),
             ..TlsSettings::default()
         };
-        let e = TlsConnector::new(&settings).err().expect("error").to_string();
+        let e = TlsConnector::new(&settings)
+            .err()
+            .expect("error")
+            .to_string();
         assert!(e.contains("no PEM certificate"), "{e}");
 
         #[cfg(unix)]
@@ -917,7 +928,7 @@ mod tests {
             let key = dir.join("open.key");
             std::fs::write(&key, "x").unwrap();
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let e = load_key(&key).err().expect("refused").to_string();
+            let e = load_key(&key).expect_err("refused").to_string();
             assert!(e.contains("group or world access"), "{e}");
         }
         let _ = std::fs::remove_dir_all(&dir);
