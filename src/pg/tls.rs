@@ -74,6 +74,8 @@ pub enum TlsError {
          (0600) or less if owned by the current user, or u=rw,g=r (0640) or less if owned by root"
     )]
     KeyPermissions(PathBuf),
+    #[error("sslmode={0} needs trusted roots: set sslrootcert to a CA file, or to system")]
+    NoRoots(SslMode),
     #[error("sslrootcert=system: no usable root certificates in the system store ({0})")]
     SystemRoots(String),
     #[error("client certificate \"{cert}\" and key \"{key}\": {reason}")]
@@ -134,7 +136,7 @@ impl ConnectError {
             // 57P03 cannot_connect_now and the rest of 57P, 08 connection
             // exceptions, 53 insufficient resources (too many connections).
             ConnectError::Postgres(e) => match e.code() {
-                None => e.as_db_error().is_none(),
+                None => true,
                 Some(c) => {
                     let c = c.code();
                     c.starts_with("57P") || c.starts_with("08") || c.starts_with("53")
@@ -171,12 +173,8 @@ impl TlsConnector {
                     format!("sslrootcert={}", path.display()),
                 ),
                 Some(RootCert::System) => (Some(system_roots()?), "sslrootcert=system".into()),
-                // The conninfo module refuses verify modes without roots.
-                None => {
-                    return Err(TlsError::SystemRoots(
-                        "no root certificate was configured".into(),
-                    ))
-                }
+                // PgConfig::parse refuses this; settings made by hand may not.
+                None => return Err(TlsError::NoRoots(mode)),
             }
         } else {
             (None, String::new())
@@ -932,6 +930,60 @@ mod tests {
             assert!(e.contains("group or world access"), "{e}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A server that reads the SSLRequest and answers `answer`.
+    async fn answering(answer: u8) -> (PgConfig, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 8];
+            s.read_exact(&mut request).await.unwrap();
+            assert_eq!(request, [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], "SSLRequest");
+            s.write_all(&[answer]).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+        });
+        let cfg =
+            PgConfig::parse_with_env(&format!("host=127.0.0.1 port={port}"), |_| None).unwrap();
+        (cfg, server)
+    }
+
+    async fn open_with(mode: SslMode, answer: u8) -> Result<OpenedStream, ConnectError> {
+        let (cfg, server) = answering(answer).await;
+        let tls = TlsConnector::new(&TlsSettings {
+            mode,
+            ..TlsSettings::default()
+        })
+        .unwrap();
+        let opened = open_stream(&cfg, &cfg.targets()[0], tls.as_ref()).await;
+        server.abort();
+        opened
+    }
+
+    #[tokio::test]
+    async fn ssl_request_answers() {
+        // prefer takes 'N' for plaintext.
+        let opened = open_with(SslMode::Prefer, b'N').await.expect("plaintext");
+        assert!(opened.channel_binding.is_none());
+        // require does not.
+        let e = open_with(SslMode::Require, b'N')
+            .await
+            .err()
+            .expect("refused");
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(
+            text.contains("(sslmode=require)") && text.contains("answered 'N'"),
+            "{text}"
+        );
+        // Anything but 'S' or 'N' is an error, under prefer too.
+        let e = open_with(SslMode::Prefer, b'E')
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("unexpected answer 'E'"), "{e}");
     }
 
     #[test]
