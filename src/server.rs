@@ -30,8 +30,8 @@ use crate::config::Config;
 use crate::controller::{Controller, ControllerConfig, ControllerInputs};
 use crate::dataflow::{InFlight, DEFAULT_MAX_IN_FLIGHT_ROWS};
 use crate::pg::catalog::{load_table, CatalogError};
-use crate::pg::errors::{classify_pg, Class};
 use crate::pg::source::{Source, SourceConfig, SESSION_SETTINGS};
+use crate::pg::{ConnectError, PgConfig};
 use crate::sql::{self, Catalog};
 use crate::views::{Refused, Registry};
 
@@ -44,8 +44,8 @@ pub enum ServerError {
     },
     #[error("invalid --pg conninfo: {0}")]
     Conninfo(String),
-    #[error("cannot connect to PostgreSQL: {}", crate::pg::error_text(.0))]
-    Connect(tokio_postgres::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(crate::pg::ConnectError),
     #[error("{0}")]
     Setup(String),
     #[error("catalog: {0}")]
@@ -112,36 +112,31 @@ pub fn read_queries(dir: &Path) -> Result<Vec<(String, String)>, ServerError> {
     Ok(out)
 }
 
-fn parse_conninfo(pg: &str) -> Result<tokio_postgres::Config, ServerError> {
-    pg.parse()
-        .map_err(|e: tokio_postgres::Error| ServerError::Conninfo(e.to_string()))
+fn parse_conninfo(pg: &str) -> Result<PgConfig, ServerError> {
+    PgConfig::parse(pg).map_err(|e| ServerError::Conninfo(e.to_string()))
 }
 
 /// Connects once, for startup checks and `check`.
-async fn connect(
-    pg: &tokio_postgres::Config,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn connect(pg: &PgConfig) -> Result<tokio_postgres::Client, ConnectError> {
     let mut pg = pg.clone();
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(crate::pg::source::DEFAULT_CONNECT_TIMEOUT);
+    if pg.pg.get_connect_timeout().is_none() {
+        pg.pg
+            .connect_timeout(crate::pg::source::DEFAULT_CONNECT_TIMEOUT);
     }
-    let (client, conn) = pg.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let client = crate::pg::connect_sql(&pg).await?;
     client.batch_execute(SESSION_SETTINGS).await?;
     Ok(client)
 }
 
 /// Fails startup for settings an operator must fix; a server that is merely
 /// down is waited for.
-async fn startup_check(pg: &tokio_postgres::Config) -> Result<(), ServerError> {
+async fn startup_check(pg: &PgConfig) -> Result<(), ServerError> {
     match connect(pg).await {
         Ok(client) => {
             let level: String = client
                 .query_one("SHOW wal_level", &[])
                 .await
-                .map_err(ServerError::Connect)?
+                .map_err(|e| ServerError::Connect(e.into()))?
                 .get(0);
             if level != "logical" {
                 return Err(ServerError::Setup(format!(
@@ -151,9 +146,9 @@ async fn startup_check(pg: &tokio_postgres::Config) -> Result<(), ServerError> {
             }
             Ok(())
         }
-        Err(e) if classify_pg(&e) == Class::Definite => Err(ServerError::Connect(e)),
+        Err(e) if !e.is_transient() => Err(ServerError::Connect(e)),
         Err(e) => {
-            warn!(error = %crate::pg::error_text(&e), "postgres not reachable yet; serving and retrying");
+            warn!(error = %e, "postgres not reachable yet; serving and retrying");
             Ok(())
         }
     }

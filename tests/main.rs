@@ -7,5 +7,6 @@ mod restart;
 mod scenarios;
 mod slt;
 mod support;
+mod tls;
 mod tpch;
 mod types;

@@ -132,8 +132,52 @@ impl EmbeddedPostgres {
         )
     }
 
-    fn data_dir(&self) -> PathBuf {
+    /// The cluster's data directory (postgresql.conf, pg_hba.conf, ...).
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// Writes `name` into the data directory, owned by the server's OS user
+    /// and with permissions `mode` (the server refuses a private key that
+    /// others can read). For certificates, keys and pg_hba.conf.
+    pub fn write_data_file(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<PathBuf, String> {
+        let path = self.data_dir().join(name);
+        std::fs::write(&path, contents).map_err(|e| format!("write {}: {e}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+        }
+        if let Some(user) = &self.run_as {
+            let ok = Command::new("chown")
+                .arg(user)
+                .arg(&path)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                return Err(format!("chown {} to {user} failed", path.display()));
+            }
+        }
+        Ok(path)
+    }
+
+    /// Appends settings to postgresql.conf; they take effect at the next
+    /// [`EmbeddedPostgres::restart`].
+    pub fn append_conf(&self, lines: &str) -> Result<(), String> {
+        let path = self.data_dir().join("postgresql.conf");
+        let mut conf =
+            std::fs::read_to_string(&path).map_err(|e| format!("read postgresql.conf: {e}"))?;
+        conf.push('\n');
+        conf.push_str(lines);
+        conf.push('\n');
+        std::fs::write(&path, conf).map_err(|e| format!("write postgresql.conf: {e}"))
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {

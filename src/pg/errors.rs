@@ -63,19 +63,12 @@ pub fn classify_sqlstate(sqlstate: &str) -> Class {
 }
 
 /// The class of a `tokio_postgres` error: what Postgres said, or transient
-/// for a connection that failed or closed without a word.
+/// for a connection that failed or closed without a word. (TLS verdicts come
+/// as [`super::ConnectError::Tls`], classified there.)
 pub fn classify_pg(e: &tokio_postgres::Error) -> Class {
     match e.code() {
         Some(code) => classify_sqlstate(code.code()),
-        None => {
-            // A TLS certificate that does not verify will not verify next time.
-            let text = super::error_text(e);
-            if text.contains("certificate") || text.contains("sslmode") {
-                Class::Definite
-            } else {
-                Class::Transient
-            }
-        }
+        None => Class::Transient,
     }
 }
 

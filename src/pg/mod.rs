@@ -1,8 +1,9 @@
-//! Everything that talks to PostgreSQL: the replication client and pgoutput
-//! decoder, catalog lookups, the initial snapshot, and the source that ties
-//! them into a stream of transactions.
+//! Everything that talks to PostgreSQL: the connection string and TLS, the
+//! replication client and pgoutput decoder, catalog lookups, the initial
+//! snapshot, and the source that ties them into a stream of transactions.
 
 pub mod catalog;
+pub mod conninfo;
 pub mod embedded;
 pub mod errors;
 pub mod lsn;
@@ -10,8 +11,11 @@ pub mod pgoutput;
 pub mod replication;
 pub mod snapshot;
 pub mod source;
+pub mod tls;
 
+pub use conninfo::PgConfig;
 pub use lsn::Lsn;
+pub use tls::{connect_sql, ConnectError};
 
 /// A `tokio_postgres` error with what Postgres said: its message, detail, hint
 /// and SQLSTATE (the error's own Display is only "db error").

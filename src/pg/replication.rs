@@ -3,7 +3,9 @@
 //! `tokio-postgres` 0.7 cannot open replication connections, so this module
 //! builds one from `postgres-protocol`'s message codecs: startup with
 //! `replication=database`, authentication (trust, cleartext, MD5,
-//! SCRAM-SHA-256), simple-query replication commands, then CopyBoth streaming.
+//! SCRAM-SHA-256, with channel binding over TLS), simple-query replication
+//! commands, then CopyBoth streaming. The socket and its TLS come from
+//! [`super::tls::open_stream`], the same rules as the SQL connections.
 //!
 //! Inside CopyBoth the server sends `XLogData` (`w`) messages carrying pgoutput
 //! payloads and primary keepalives (`k`); we send standby status updates (`r`)
@@ -16,12 +18,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use postgres_protocol::message::{backend, frontend};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_postgres::config::{Host, SslMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::conninfo::PgConfig;
 use super::lsn::Lsn;
+use super::tls::{open_stream, ConnectError, PgStream, TlsConnector};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -37,8 +42,8 @@ pub enum ReplicationError {
     Auth(String),
     #[error("replication protocol violation: {0}")]
     Protocol(String),
-    #[error("unsupported connection setting: {0}")]
-    Unsupported(String),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("the replication connection was closed by the server")]
     Closed,
     /// The server ended streaming itself (it does so when shutting down).
@@ -62,13 +67,11 @@ impl ReplicationError {
             | ReplicationError::Silent(_)
             | ReplicationError::Protocol(_) => Class::Transient,
             ReplicationError::Server { code, .. } => classify_sqlstate(code),
-            ReplicationError::Auth(_) | ReplicationError::Unsupported(_) => Class::Definite,
+            ReplicationError::Connect(e) if e.is_transient() => Class::Transient,
+            ReplicationError::Connect(_) | ReplicationError::Auth(_) => Class::Definite,
         }
     }
 }
-
-trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
 
 /// A replication slot created with an exported snapshot.
 #[derive(Debug, Clone)]
@@ -93,7 +96,7 @@ pub enum StreamMessage {
 }
 
 pub struct ReplicationConnection {
-    stream: Box<dyn AsyncStream>,
+    stream: Box<dyn PgStream>,
     read_buf: BytesMut,
     write_buf: BytesMut,
 }
@@ -128,66 +131,33 @@ fn server_error(body: &backend::ErrorResponseBody) -> ReplicationError {
 }
 
 impl ReplicationConnection {
-    /// Opens a `replication=database` connection and authenticates.
-    pub async fn connect(config: &tokio_postgres::Config) -> Result<Self, ReplicationError> {
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(ReplicationError::Unsupported(
-                "sslmode=require: viewcast does not speak TLS yet; use sslmode=disable or prefer"
-                    .into(),
-            ));
-        }
-        let hosts = config.get_hosts();
-        let ports = config.get_ports();
+    /// Opens a `replication=database` connection to the first of the
+    /// config's targets that answers, with TLS as its sslmode says, and
+    /// authenticates.
+    pub async fn connect(config: &PgConfig) -> Result<Self, ReplicationError> {
+        let tls = TlsConnector::new(&config.tls).map_err(ConnectError::from)?;
         let mut last_err = None;
-        let candidates: Vec<(Host, u16)> = if hosts.is_empty() {
-            vec![(
-                Host::Unix("/var/run/postgresql".into()),
-                ports.first().copied().unwrap_or(5432),
-            )]
-        } else {
-            hosts
-                .iter()
-                .enumerate()
-                .map(|(i, h)| {
-                    (
-                        h.clone(),
-                        ports.get(i).or(ports.first()).copied().unwrap_or(5432),
-                    )
-                })
-                .collect()
-        };
-        for (host, port) in candidates {
-            let stream: Result<Box<dyn AsyncStream>, io::Error> = match &host {
-                Host::Tcp(h) => tokio::net::TcpStream::connect((h.as_str(), port))
-                    .await
-                    .map(|s| {
-                        let _ = s.set_nodelay(true);
-                        Box::new(s) as Box<dyn AsyncStream>
-                    }),
-                #[cfg(unix)]
-                Host::Unix(dir) => {
-                    tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                        .await
-                        .map(|s| Box::new(s) as Box<dyn AsyncStream>)
+        for target in config.targets() {
+            let opened = match open_stream(config, target, tls.as_ref()).await {
+                Ok(opened) => opened,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
                 }
-                #[cfg(not(unix))]
-                Host::Unix(_) => Err(io::Error::other("unix sockets are not supported here")),
             };
-            match stream {
-                Ok(stream) => {
-                    let mut conn = ReplicationConnection {
-                        stream,
-                        read_buf: BytesMut::with_capacity(64 * 1024),
-                        write_buf: BytesMut::new(),
-                    };
-                    conn.startup(config).await?;
-                    return Ok(conn);
-                }
-                Err(e) => last_err = Some(e),
-            }
+            let mut conn = ReplicationConnection {
+                stream: opened.stream,
+                read_buf: BytesMut::with_capacity(64 * 1024),
+                write_buf: BytesMut::new(),
+            };
+            conn.startup(&config.pg, opened.channel_binding).await?;
+            return Ok(conn);
         }
-        Err(ReplicationError::Io(last_err.unwrap_or_else(|| {
-            io::Error::other("no host to connect to")
+        Err(ReplicationError::Connect(last_err.unwrap_or_else(|| {
+            ConnectError::Io {
+                target: "(none)".into(),
+                source: io::Error::other("no host to connect to"),
+            }
         })))
     }
 
@@ -210,7 +180,13 @@ impl ReplicationConnection {
         }
     }
 
-    async fn startup(&mut self, config: &tokio_postgres::Config) -> Result<(), ReplicationError> {
+    /// Startup and authentication. `tls_server_end_point` is the channel
+    /// binding data of the TLS session, if there is one.
+    async fn startup(
+        &mut self,
+        config: &tokio_postgres::Config,
+        mut tls_server_end_point: Option<Vec<u8>>,
+    ) -> Result<(), ReplicationError> {
         let user = config
             .get_user()
             .map(str::to_string)
@@ -273,21 +249,24 @@ impl ReplicationConnection {
                     })?;
                     let mut mechanisms = body.mechanisms();
                     let mut has_scram = false;
+                    let mut has_scram_plus = false;
                     while let Some(m) = mechanisms.next()? {
-                        has_scram |= m == "SCRAM-SHA-256";
+                        has_scram |= m == SCRAM_SHA_256;
+                        has_scram_plus |= m == SCRAM_SHA_256_PLUS;
                     }
-                    if !has_scram {
+                    let (binding, mechanism) = choose_channel_binding(
+                        config,
+                        tls_server_end_point.take(),
+                        has_scram_plus,
+                    )?;
+                    if mechanism == SCRAM_SHA_256 && !has_scram {
                         return Err(ReplicationError::Auth(
                             "the server offers no SASL mechanism viewcast supports (SCRAM-SHA-256)"
                                 .into(),
                         ));
                     }
-                    let s = ScramSha256::new(pw, ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(
-                        "SCRAM-SHA-256",
-                        s.message(),
-                        &mut self.write_buf,
-                    )?;
+                    let s = ScramSha256::new(pw, binding);
+                    frontend::sasl_initial_response(mechanism, s.message(), &mut self.write_buf)?;
                     self.flush().await?;
                     scram = Some(s);
                 }
@@ -527,6 +506,33 @@ impl ReplicationStream {
         frontend::CopyData::new(payload.freeze())?.write(&mut self.conn.write_buf);
         self.conn.flush().await
     }
+}
+
+/// Picks SCRAM's channel binding as libpq does: SCRAM-SHA-256-PLUS bound to
+/// the server's certificate when the server offers it and TLS gave us the
+/// data; otherwise plain SCRAM, telling the server whether we could have
+/// bound (so a man in the middle who strips the PLUS offer is caught).
+/// `channel_binding=require` refuses to go without; `disable` never binds.
+fn choose_channel_binding(
+    config: &tokio_postgres::Config,
+    tls_server_end_point: Option<Vec<u8>>,
+    server_offers_plus: bool,
+) -> Result<(ChannelBinding, &'static str), ReplicationError> {
+    use tokio_postgres::config::ChannelBinding as Setting;
+    let data = tls_server_end_point.filter(|_| config.get_channel_binding() != Setting::Disable);
+    let chosen = match (data, server_offers_plus) {
+        (Some(d), true) => (ChannelBinding::tls_server_end_point(d), SCRAM_SHA_256_PLUS),
+        (Some(_), false) => (ChannelBinding::unrequested(), SCRAM_SHA_256),
+        (None, _) => (ChannelBinding::unsupported(), SCRAM_SHA_256),
+    };
+    if config.get_channel_binding() == Setting::Require && chosen.1 != SCRAM_SHA_256_PLUS {
+        return Err(ReplicationError::Auth(
+            "channel_binding=require, but the connection offers no channel binding \
+             (it needs TLS and a server that offers SCRAM-SHA-256-PLUS)"
+                .into(),
+        ));
+    }
+    Ok(chosen)
 }
 
 /// Quotes an identifier for a replication command.

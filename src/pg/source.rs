@@ -101,6 +101,8 @@ pub enum SourceError {
     #[error("postgres: {}", super::error_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error(transparent)]
+    Connect(#[from] super::ConnectError),
+    #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("{0}")]
     Decode(String),
@@ -119,6 +121,8 @@ impl SourceError {
         match self {
             SourceError::Replication(e) => e.class(),
             SourceError::Postgres(e) => super::errors::classify_pg(e),
+            SourceError::Connect(e) if e.is_transient() => Class::Transient,
+            SourceError::Connect(_) => Class::Definite,
             SourceError::Snapshot(e) => e.class(),
             SourceError::Decode(_) | SourceError::Timeout { .. } | SourceError::Reload => {
                 Class::Transient
@@ -224,7 +228,7 @@ struct Followed {
 
 pub struct Source {
     config: SourceConfig,
-    pg_config: tokio_postgres::Config,
+    pg_config: super::PgConfig,
     tables: BTreeMap<usize, Followed>,
     by_oid: HashMap<u32, usize>,
     names: Vec<(Vec<String>, Result<usize, String>)>,
@@ -309,12 +313,10 @@ impl Source {
         events: mpsc::UnboundedSender<SourceEvent>,
         control: mpsc::UnboundedReceiver<SourceControl>,
     ) -> Result<Source, String> {
-        let mut pg_config: tokio_postgres::Config = config
-            .conninfo
-            .parse()
+        let mut pg_config = super::PgConfig::parse(&config.conninfo)
             .map_err(|e| format!("invalid --pg conninfo: {e}"))?;
-        if pg_config.get_connect_timeout().is_none() {
-            pg_config.connect_timeout(config.timeouts.connect);
+        if pg_config.pg.get_connect_timeout().is_none() {
+            pg_config.pg.connect_timeout(config.timeouts.connect);
         }
         Ok(Source {
             config,
@@ -393,18 +395,15 @@ impl Source {
     }
 
     async fn connect_sql(&self) -> Result<tokio_postgres::Client, SourceError> {
-        let connecting = self.pg_config.connect(tokio_postgres::NoTls);
-        let (client, connection) = tokio::time::timeout(self.config.timeouts.connect, connecting)
-            .await
-            .map_err(|_| SourceError::Timeout {
-                what: "connecting to PostgreSQL",
-                after: self.config.timeouts.connect,
-            })??;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "sql connection closed");
-            }
-        });
+        let client = tokio::time::timeout(
+            self.config.timeouts.connect,
+            super::connect_sql(&self.pg_config),
+        )
+        .await
+        .map_err(|_| SourceError::Timeout {
+            what: "connecting to PostgreSQL",
+            after: self.config.timeouts.connect,
+        })??;
         client.batch_execute(SESSION_SETTINGS).await?;
         Ok(client)
     }
@@ -1254,21 +1253,16 @@ fn diff_into(
 
 /// The catalog fingerprints of `names` on a short connection of its own.
 async fn poll_fingerprints(
-    config: tokio_postgres::Config,
+    config: super::PgConfig,
     names: Vec<Vec<String>>,
     publication: String,
 ) -> Result<HashMap<Vec<String>, String>, String> {
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+    let client = super::connect_sql(&config)
         .await
-        .map_err(|e| super::error_text(&e))?;
-    let conn = tokio::spawn(connection);
-    let result = super::catalog::fingerprints(&client, &names, &publication)
+        .map_err(|e| e.to_string())?;
+    super::catalog::fingerprints(&client, &names, &publication)
         .await
-        .map_err(|e| super::error_text(&e));
-    drop(client);
-    let _ = conn.await;
-    result
+        .map_err(|e| super::error_text(&e))
 }
 
 /// Decodes a tuple's text values; unchanged TOAST values come from `old`.
