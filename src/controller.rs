@@ -194,6 +194,7 @@ impl Controller {
     }
 
     fn source_event(&mut self, ev: SourceEvent) {
+        tracing::trace!(event = ?std::mem::discriminant(&ev), "source event");
         match ev {
             SourceEvent::Resync(r) => self.resync(r),
             SourceEvent::Transaction { lsn, updates } => self.df().apply(lsn.0, updates),
@@ -213,6 +214,7 @@ impl Controller {
     fn output(&mut self, out: Output) {
         match out {
             Output::Progress { lsn } => {
+                tracing::trace!(lsn = %Lsn(lsn), "dataflow progress");
                 self.registry.advance(Lsn(lsn));
                 self.in_flight.release_through(lsn);
             }

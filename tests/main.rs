@@ -2,6 +2,7 @@
 
 mod auth;
 mod errors;
+mod faults;
 mod oracle;
 mod restart;
 mod scenarios;

@@ -488,7 +488,7 @@ impl Worker<'_> {
                 let mut import = |table: usize, buttons: &mut Vec<_>| {
                     let t = tables.get_mut(&table)?;
                     let (arranged, button) = t.trace.import_frontier_core(
-                        scope.clone(),
+                        scope,
                         &format!("import {table}"),
                         since.clone(),
                         Antichain::new(),

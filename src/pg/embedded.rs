@@ -12,6 +12,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How `pg_ctl stop` shuts a server down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Waits for every client session to end.
+    Smart,
+    /// Ends sessions, writes a checkpoint (what a routine restart does).
+    Fast,
+    /// Aborts at once, as a crash would; recovery replays WAL at start.
+    Immediate,
+}
+
+impl ShutdownMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            ShutdownMode::Smart => "smart",
+            ShutdownMode::Fast => "fast",
+            ShutdownMode::Immediate => "immediate",
+        }
+    }
+}
+
 pub struct EmbeddedPostgres {
     dir: PathBuf,
     bin: PathBuf,
@@ -216,6 +237,11 @@ impl EmbeddedPostgres {
 
     /// Stops the server immediately (as a crash would), keeping the data.
     pub fn stop(&mut self) -> Result<(), String> {
+        self.stop_with(ShutdownMode::Immediate)
+    }
+
+    /// Stops the server the way `pg_ctl stop -m <mode>` does, keeping the data.
+    pub fn stop_with(&mut self, mode: ShutdownMode) -> Result<(), String> {
         if self.running {
             self.running = false;
             self.run(
@@ -224,7 +250,9 @@ impl EmbeddedPostgres {
                     "-D",
                     path_str(&self.data_dir()),
                     "-m",
-                    "immediate",
+                    mode.as_str(),
+                    "-t",
+                    "120",
                     "-w",
                     "stop",
                 ],
@@ -234,11 +262,23 @@ impl EmbeddedPostgres {
     }
 
     /// Starts a stopped server again on the same port.
-    pub fn restart(&mut self) -> Result<(), String> {
-        self.stop()?;
-        self.start_server()?;
-        self.running = true;
+    pub fn start_again(&mut self) -> Result<(), String> {
+        if !self.running {
+            self.start_server()?;
+            self.running = true;
+        }
         Ok(())
+    }
+
+    /// Stops the server immediately and starts it again on the same port.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.restart_with(ShutdownMode::Immediate)
+    }
+
+    /// `pg_ctl restart -m <mode>`: stops the server that way, starts it again.
+    pub fn restart_with(&mut self, mode: ShutdownMode) -> Result<(), String> {
+        self.stop_with(mode)?;
+        self.start_again()
     }
 
     /// Leaves the cluster running for the rest of this process's life: a small

@@ -743,6 +743,7 @@ impl Source {
                                         h.extend(txn);
                                     } else {
                                         self.undo.clear();
+                                        tracing::trace!(lsn = %c.end_lsn, rows = txn.len(), "commit");
                                         self.reserve(c.end_lsn, txn.len(), &mut stream, handed).await?;
                                         self.emit(SourceEvent::Transaction { lsn: c.end_lsn, updates: txn });
                                         handed = c.end_lsn;

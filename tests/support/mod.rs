@@ -27,11 +27,7 @@ pub fn base_conninfo() -> &'static str {
 fn cluster() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
-        // RUST_LOG=viewcast=debug shows the server's log beside a failing test.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        init_logging();
         if let Ok(conninfo) = std::env::var("VIEWCAST_TEST_PG") {
             return conninfo;
         }
@@ -47,6 +43,14 @@ fn cluster() -> &'static str {
         pg.stop_when_process_exits().expect("cleanup watchdog");
         base
     })
+}
+
+/// `RUST_LOG=viewcast=debug` shows the server's log beside a failing test.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 pub struct TestDb {
@@ -191,6 +195,16 @@ impl TestServer {
 
     /// Starts viewcast without waiting for the initial snapshot.
     pub async fn start_unwaited(db: &TestDb, views: &[(&str, &str)]) -> TestServer {
+        Self::start_with(&db.conninfo, views, Default::default()).await
+    }
+
+    /// Starts viewcast on `conninfo` with the given timeouts, without waiting.
+    pub async fn start_with(
+        conninfo: &str,
+        views: &[(&str, &str)],
+        timeouts: viewcast::pg::source::Timeouts,
+    ) -> TestServer {
+        init_logging();
         let dir = std::env::temp_dir().join(format!(
             "viewcast-queries-{}-{}",
             std::process::id(),
@@ -201,12 +215,12 @@ impl TestServer {
             std::fs::write(dir.join(format!("{name}.sql")), sql).expect("write view");
         }
         let config = Config {
-            pg: db.conninfo.clone(),
+            pg: conninfo.to_string(),
             queries: dir.clone(),
             listen: "127.0.0.1:0".into(),
             workers: 2,
             publication: "viewcast".into(),
-            timeouts: Default::default(),
+            timeouts,
         };
         let running = viewcast::server::start(config)
             .await
@@ -216,13 +230,33 @@ impl TestServer {
     }
 
     pub async fn wait_healthy(&self) {
-        for _ in 0..300 {
-            if let Ok((200, _)) = viewcast::client::get(&self.addr, "/healthz").await {
-                return;
+        self.wait_healthy_within(Duration::from_secs(120)).await;
+    }
+
+    pub async fn wait_healthy_within(&self, limit: Duration) {
+        let start = std::time::Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < limit {
+            match viewcast::client::get(&self.addr, "/healthz").await {
+                Ok((200, _)) => return,
+                Ok((_, body)) => last = body,
+                Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("server did not become healthy");
+        panic!("server did not become healthy within {limit:?}: {last}");
+    }
+
+    /// Writes (or replaces) the view file `name.sql` in the server's queries directory.
+    pub fn write_view(&self, name: &str, sql: &str) {
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, sql).expect("write view");
+        std::fs::rename(&tmp, self.dir.join(format!("{name}.sql"))).expect("rename view");
+    }
+
+    /// Removes the view file `name.sql`.
+    pub fn remove_view(&self, name: &str) {
+        std::fs::remove_file(self.dir.join(format!("{name}.sql"))).expect("remove view");
     }
 
     /// Waits until the server is healthy with progress at `target`; false if
@@ -325,10 +359,18 @@ impl Follower {
 
     /// Reads and applies one event.
     pub async fn next(&mut self) -> Option<Seen> {
-        let ev = tokio::time::timeout(Duration::from_secs(30), self.client.next_event())
+        tokio::time::timeout(Duration::from_secs(30), self.try_next())
             .await
             .expect("event within 30 s")
-            .expect("stream")?;
+            .expect("stream")
+    }
+
+    /// Reads and applies one event, however long it takes; `Err` if the
+    /// connection fails.
+    pub async fn try_next(&mut self) -> Result<Option<Seen>, String> {
+        let Some(ev) = self.client.next_event().await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
         let data: Value = serde_json::from_str(&ev.data).expect("event data is JSON");
         let lsn = data
             .get("lsn")
@@ -336,6 +378,7 @@ impl Follower {
             .map(|l| l.parse::<Lsn>().expect("lsn"));
         match ev.event.as_str() {
             "snapshot" => {
+                self.error = None;
                 self.columns = data["columns"]
                     .as_array()
                     .expect("columns")
@@ -371,7 +414,16 @@ impl Follower {
             data,
         };
         self.events.push(seen.clone());
-        Some(seen)
+        Ok(Some(seen))
+    }
+
+    /// Reads events until `done` holds; panics if the stream ends first.
+    pub async fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Follower) -> bool) {
+        while !done(self) {
+            if self.next().await.is_none() {
+                panic!("stream ended before {what}");
+            }
+        }
     }
 
     /// Reads events until the view has reached `lsn`.
