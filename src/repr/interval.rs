@@ -7,9 +7,10 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use super::datetime::{civil_from_days, days_from_civil};
-
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+use super::datetime::{
+    date_from_ymd, days_in_month, is_valid_timestamp, split_timestamp, ymd_from_date,
+    DATE_END_FOR_TIMESTAMP, DATE_MIN, MICROS_PER_DAY, TS_NEG_INF, TS_POS_INF,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Interval {
@@ -219,47 +220,60 @@ impl Interval {
     }
 }
 
-/// `timestamp + interval`: months move the calendar (the day is clamped to
-/// the month's end), then days, then time. Time zones other than UTC would
-/// make days differ from 24 hours; viewcast computes in UTC.
+/// `timestamp + interval`, as Postgres computes it: months move the calendar
+/// (the day is clamped to the month's end), then days, then time, and each
+/// step must stay a valid timestamp. Infinite timestamps stay infinite. Time
+/// zones other than UTC would make days differ from 24 hours; viewcast
+/// computes in UTC, the session zone it assumes.
 pub fn add_to_timestamp(micros: i64, iv: &Interval) -> Result<i64, String> {
+    if micros == TS_POS_INF || micros == TS_NEG_INF {
+        return Ok(micros);
+    }
+    let range = || "timestamp out of range".to_string();
     let mut t = micros;
     if iv.months != 0 {
-        let days = t.div_euclid(MICROS_PER_DAY);
-        let time = t.rem_euclid(MICROS_PER_DAY);
-        let (y, m, d) = civil_from_days(days);
+        let (days, time) = split_timestamp(t);
+        let (y, m, d) = ymd_from_date(days);
         let total = y * 12 + (m as i64 - 1) + iv.months as i64;
         let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) as u32 + 1);
-        let last = days_in_month(ny, nm);
-        let nd = days_from_civil(ny, nm, d.min(last));
-        t = nd
-            .checked_mul(MICROS_PER_DAY)
-            .and_then(|v| v.checked_add(time))
-            .ok_or_else(|| "timestamp out of range".to_string())?;
+        let nd = date_from_ymd(ny, nm, d.min(days_in_month(ny, nm)));
+        t = valid_day(nd)
+            .and_then(|nd| (nd * MICROS_PER_DAY).checked_add(time))
+            .filter(|t| is_valid_timestamp(*t))
+            .ok_or_else(range)?;
     }
-    t.checked_add(iv.days as i64 * MICROS_PER_DAY)
-        .and_then(|v| v.checked_add(iv.micros))
-        .ok_or_else(|| "timestamp out of range".to_string())
+    if iv.days != 0 {
+        let (days, time) = split_timestamp(t);
+        t = valid_day(days + iv.days as i64)
+            .and_then(|nd| (nd * MICROS_PER_DAY).checked_add(time))
+            .filter(|t| is_valid_timestamp(*t))
+            .ok_or_else(range)?;
+    }
+    t.checked_add(iv.micros)
+        .filter(|t| is_valid_timestamp(*t))
+        .ok_or_else(range)
 }
 
-fn days_in_month(y: i64, m: u32) -> u32 {
-    let next = if m == 12 {
-        days_from_civil(y + 1, 1, 1)
-    } else {
-        days_from_civil(y, m + 1, 1)
-    };
-    (next - days_from_civil(y, m, 1)) as u32
+/// A day that a timestamp can be on (so multiplying it out cannot overflow).
+fn valid_day(days: i64) -> Option<i64> {
+    (DATE_MIN..=DATE_END_FOR_TIMESTAMP as i64)
+        .contains(&days)
+        .then_some(days)
 }
 
-/// `timestamp - timestamp`: whole days and the rest, as Postgres gives it.
-pub fn timestamp_diff(a: i64, b: i64) -> Interval {
-    let diff = a as i128 - b as i128;
-    let days = diff / MICROS_PER_DAY as i128;
-    Interval {
+/// `timestamp - timestamp`: whole days and the rest, as Postgres gives it;
+/// infinite operands and differences past an `i64` of microseconds are errors.
+pub fn timestamp_diff(a: i64, b: i64) -> Result<Interval, String> {
+    if [a, b].iter().any(|t| *t == TS_POS_INF || *t == TS_NEG_INF) {
+        return Err("cannot subtract infinite timestamps".into());
+    }
+    let diff = a.checked_sub(b).ok_or_else(overflow)?;
+    let days = diff / MICROS_PER_DAY;
+    Ok(Interval {
         months: 0,
         days: days as i32,
-        micros: (diff - days * MICROS_PER_DAY as i128) as i64,
-    }
+        micros: diff - days * MICROS_PER_DAY,
+    })
 }
 
 #[cfg(test)]
@@ -291,12 +305,14 @@ mod tests {
 
     #[test]
     fn calendar_arithmetic() {
-        let jan31 = days_from_civil(2024, 1, 31) * MICROS_PER_DAY;
+        let jan31 = date_from_ymd(2024, 1, 31) * MICROS_PER_DAY;
         let month = Interval::parse("1 month").unwrap();
         let feb = add_to_timestamp(jan31, &month).unwrap();
-        assert_eq!(feb, days_from_civil(2024, 2, 29) * MICROS_PER_DAY);
+        assert_eq!(feb, date_from_ymd(2024, 2, 29) * MICROS_PER_DAY);
         let mut out = String::new();
-        timestamp_diff(feb + 3_600_000_000, jan31).format(&mut out);
+        timestamp_diff(feb + 3_600_000_000, jan31)
+            .unwrap()
+            .format(&mut out);
         assert_eq!(out, "29 days 01:00:00");
         let mut out = String::new();
         Interval::parse("1 mon")
