@@ -23,6 +23,47 @@ fn overflow() -> String {
     "interval out of range".to_string()
 }
 
+/// A decimal number as its whole part (exact) and its signed fraction:
+/// `-1.5` is (-1, -0.5). An exponent (`1e3`) is read as a float and split.
+fn split_number(text: &str) -> Option<(i128, f64)> {
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let sign = if neg { -1 } else { 1 };
+    if body.contains(['e', 'E']) {
+        let v: f64 = body.parse().ok().filter(|v: &f64| v.is_finite())?;
+        if v.abs() > 1e30 {
+            return Some((sign * (1i128 << 101), 0.0));
+        }
+        return Some((sign * v.trunc() as i128, sign as f64 * v.fract()));
+    }
+    let (int_part, frac_part) = body.split_once('.').unwrap_or((body, ""));
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits = int_part.trim_start_matches('0');
+    // Absurdly long numbers are out of range; the caller reports that.
+    let whole: i128 = if digits.is_empty() {
+        0
+    } else if digits.len() > 32 {
+        1i128 << 101
+    } else {
+        digits.parse().ok()?
+    };
+    let frac: f64 = if frac_part.is_empty() {
+        0.0
+    } else {
+        format!("0.{}", &frac_part[..frac_part.len().min(30)])
+            .parse()
+            .ok()?
+    };
+    Some((sign * whole, sign as f64 * frac))
+}
+
 impl Interval {
     pub const ZERO: Interval = Interval {
         months: 0,
@@ -42,14 +83,18 @@ impl Interval {
 
     /// Parses Postgres's output style and the usual input forms: `3 days`,
     /// `1 year 2 months`, `1.5 hours`, `-1 days +02:00:00`, `04:05:06`, `2 weeks ago`.
+    /// Whole numbers are counted exactly (so every interval's output reads
+    /// back as itself); fractions spill down as Postgres spills them: a
+    /// fraction of a month into days (30 each), of a day into time.
     pub fn parse(s: &str) -> Result<Interval, String> {
         let bad = || format!("invalid input syntax for type interval: \"{s}\"");
-        let mut months = 0f64;
-        let mut days = 0f64;
-        let mut micros = 0f64;
-        let mut tokens = s.split_whitespace().peekable();
+        let (mut months, mut days, mut micros) = (0i128, 0i128, 0i128);
+        let (mut frac_months, mut frac_days, mut frac_micros) = (0f64, 0f64, 0f64);
+        let mut tokens = s.split_whitespace();
         let mut any = false;
         let mut ago = false;
+        // Whole parts are capped far below i128's range; past it is out of range anyway.
+        let too_big = |v: i128| v.abs() > 1i128 << 100;
         while let Some(tok) = tokens.next() {
             let tok = tok.trim_start_matches('@');
             if tok.is_empty() {
@@ -60,20 +105,36 @@ impl Interval {
                 continue;
             }
             if tok.contains(':') {
-                let (neg, body) = match tok.as_bytes()[0] {
-                    b'-' => (true, &tok[1..]),
-                    b'+' => (false, &tok[1..]),
-                    _ => (false, tok),
+                let (neg, body) = match tok.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, tok.strip_prefix('+').unwrap_or(tok)),
+                };
+                let whole = |p: &str| -> Result<i128, String> {
+                    if p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(bad());
+                    }
+                    p.parse().map_err(|_| bad())
                 };
                 let parts: Vec<&str> = body.split(':').collect();
-                let num = |p: &str| p.parse::<f64>().map_err(|_| bad());
                 let (h, m, sec) = match parts.as_slice() {
-                    [h, m] => (num(h)?, num(m)?, 0.0),
-                    [h, m, sec] => (num(h)?, num(m)?, num(sec)?),
+                    [h, m] => (whole(h)?, whole(m)?, "0"),
+                    [h, m, sec] => (whole(h)?, whole(m)?, *sec),
                     _ => return Err(bad()),
                 };
-                let t = ((h * 60.0 + m) * 60.0 + sec) * 1e6;
+                let (sec_whole, sec_frac) = sec.split_once('.').unwrap_or((sec, ""));
+                let frac_us = if sec_frac.is_empty() {
+                    0
+                } else if sec_frac.len() > 30 || !sec_frac.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                } else {
+                    let f: f64 = format!("0.{sec_frac}").parse().map_err(|_| bad())?;
+                    (f * 1e6).round_ties_even() as i128
+                };
+                let t = ((h * 60 + m) * 60 + whole(sec_whole)?) * 1_000_000 + frac_us;
                 micros += if neg { -t } else { t };
+                if too_big(micros) {
+                    return Err(overflow());
+                }
                 any = true;
                 continue;
             }
@@ -82,7 +143,7 @@ impl Interval {
                 .find(|c: char| c.is_ascii_alphabetic())
                 .unwrap_or(tok.len());
             let (num_text, mut unit) = tok.split_at(split);
-            let value: f64 = num_text.parse().map_err(|_| bad())?;
+            let (whole, frac) = split_number(num_text).ok_or_else(bad)?;
             if unit.is_empty() {
                 unit = match tokens.next() {
                     Some(u) => u,
@@ -91,44 +152,58 @@ impl Interval {
                 };
             }
             let unit = unit.to_ascii_lowercase();
-            match unit.trim_end_matches(',') {
-                "millennium" | "millennia" | "millenniums" => months += value * 12_000.0,
-                "century" | "centuries" => months += value * 1_200.0,
-                "decade" | "decades" => months += value * 120.0,
-                "year" | "years" | "y" | "yr" | "yrs" => months += value * 12.0,
-                "month" | "months" | "mon" | "mons" => months += value,
-                "week" | "weeks" | "w" => days += value * 7.0,
-                "day" | "days" | "d" => days += value,
-                "hour" | "hours" | "h" | "hr" | "hrs" => micros += value * 3_600e6,
-                "minute" | "minutes" | "min" | "mins" | "m" => micros += value * 60e6,
-                "second" | "seconds" | "sec" | "secs" | "s" => micros += value * 1e6,
-                "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => micros += value * 1e3,
-                "microsecond" | "microseconds" | "us" | "usec" | "usecs" => micros += value,
-                _ => return Err(bad()),
+            let (slot, frac_slot, factor): (&mut i128, &mut f64, i128) =
+                match unit.trim_end_matches(',') {
+                    "millennium" | "millennia" | "millenniums" => {
+                        (&mut months, &mut frac_months, 12_000)
+                    }
+                    "century" | "centuries" => (&mut months, &mut frac_months, 1_200),
+                    "decade" | "decades" => (&mut months, &mut frac_months, 120),
+                    "year" | "years" | "y" | "yr" | "yrs" => (&mut months, &mut frac_months, 12),
+                    "month" | "months" | "mon" | "mons" => (&mut months, &mut frac_months, 1),
+                    "week" | "weeks" | "w" => (&mut days, &mut frac_days, 7),
+                    "day" | "days" | "d" => (&mut days, &mut frac_days, 1),
+                    "hour" | "hours" | "h" | "hr" | "hrs" => {
+                        (&mut micros, &mut frac_micros, 3_600_000_000)
+                    }
+                    "minute" | "minutes" | "min" | "mins" | "m" => {
+                        (&mut micros, &mut frac_micros, 60_000_000)
+                    }
+                    "second" | "seconds" | "sec" | "secs" | "s" => {
+                        (&mut micros, &mut frac_micros, 1_000_000)
+                    }
+                    "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => {
+                        (&mut micros, &mut frac_micros, 1_000)
+                    }
+                    "microsecond" | "microseconds" | "us" | "usec" | "usecs" => {
+                        (&mut micros, &mut frac_micros, 1)
+                    }
+                    _ => return Err(bad()),
+                };
+            *slot += whole * factor;
+            *frac_slot += frac * factor as f64;
+            if too_big(*slot) || !frac_slot.is_finite() || frac_slot.abs() > 1e30 {
+                return Err(overflow());
             }
             any = true;
         }
         if !any {
             return Err(bad());
         }
-        // Fractions spill down: a fraction of a month into days (30 each),
-        // a fraction of a day into time.
-        let whole_months = months.trunc();
-        days += (months - whole_months) * 30.0;
-        let whole_days = days.trunc();
-        micros += (days - whole_days) * MICROS_PER_DAY as f64;
-        let sign = if ago { -1.0 } else { 1.0 };
-        let fits = |v: f64, max: f64| v.abs() <= max;
-        if !fits(whole_months, i32::MAX as f64)
-            || !fits(whole_days, i32::MAX as f64)
-            || !fits(micros, 9.2e18)
-        {
-            return Err(overflow());
+        let spilled_months = frac_months.trunc();
+        months += spilled_months as i128;
+        frac_days += (frac_months - spilled_months) * 30.0;
+        let spilled_days = frac_days.trunc();
+        days += spilled_days as i128;
+        frac_micros += (frac_days - spilled_days) * MICROS_PER_DAY as f64;
+        micros += frac_micros.round() as i128;
+        if ago {
+            (months, days, micros) = (-months, -days, -micros);
         }
         Ok(Interval {
-            months: (sign * whole_months) as i32,
-            days: (sign * whole_days) as i32,
-            micros: (sign * micros).round() as i64,
+            months: i32::try_from(months).map_err(|_| overflow())?,
+            days: i32::try_from(days).map_err(|_| overflow())?,
+            micros: i64::try_from(micros).map_err(|_| overflow())?,
         })
     }
 
