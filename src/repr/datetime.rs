@@ -107,7 +107,10 @@ pub fn date_to_timestamp(days: i32) -> Result<i64, String> {
     match days {
         DATE_POS_INF => Ok(TS_POS_INF),
         DATE_NEG_INF => Ok(TS_NEG_INF),
-        d if d >= DATE_END_FOR_TIMESTAMP => Err("date out of range for timestamp".into()),
+        // Below DATE_MIN no date is valid, but none may overflow either.
+        d if d >= DATE_END_FOR_TIMESTAMP || (d as i64) < DATE_MIN => {
+            Err("date out of range for timestamp".into())
+        }
         d => Ok(d as i64 * MICROS_PER_DAY),
     }
 }

@@ -708,6 +708,9 @@ fn date_trunc(field: &str, v: &Datum, ty: &Type) -> Result<Datum, EvalError> {
     if micros == TS_POS_INF || micros == TS_NEG_INF {
         return Ok(wrap(micros));
     }
+    if !datetime::is_valid_timestamp(micros) {
+        return err("timestamp out of range");
+    }
     let (days, time) = split_timestamp(micros);
     let (y, m, _) = ymd_from_date(days);
     let day_start = |d: i64| d * MICROS_PER_DAY;
