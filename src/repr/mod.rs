@@ -8,6 +8,8 @@ pub mod datetime;
 pub mod interval;
 pub mod json;
 pub mod numeric;
+#[cfg(test)]
+pub(crate) mod proptests;
 
 use std::cmp::Ordering;
 use std::fmt::Write;

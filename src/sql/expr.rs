@@ -1006,6 +1006,9 @@ impl fmt::Display for Expr {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
