@@ -2,7 +2,13 @@
 //!
 //! Values enter from Postgres's text format (pgoutput and COPY both use it),
 //! live in the dataflow as [`Datum`]s, and leave as JSON written exactly as
-//! Postgres's `to_json` would write them.
+//! Postgres's `to_json` would write them. Inside a view, `::text`, `||` and
+//! `concat()` see the text form Postgres's output functions write
+//! ([`Datum::write_text`], [`array_text`]).
+//!
+//! Decoding is total: any text gives a value or the error Postgres gives
+//! for it, never a panic, and limits are Postgres's (numeric's digit
+//! counts, the date and timestamp ranges). `proptests.rs` checks this.
 
 pub mod datetime;
 pub mod interval;
@@ -220,11 +226,12 @@ pub enum Datum {
     Numeric(Numeric),
     Text(String),
     Bytes(Vec<u8>),
-    /// Days since 1970-01-01.
+    /// Days since 2000-01-01 (Postgres's epoch); `i32::MIN`/`MAX` are
+    /// `-infinity`/`infinity`. See [`datetime`].
     Date(i32),
-    /// Microseconds since 1970-01-01 00:00:00.
+    /// Microseconds since 2000-01-01 00:00:00; `i64::MIN`/`MAX` are the infinities.
     Timestamp(i64),
-    /// Microseconds since 1970-01-01 00:00:00 UTC.
+    /// Microseconds since 2000-01-01 00:00:00 UTC; `i64::MIN`/`MAX` are the infinities.
     TimestampTz(i64),
     Uuid(u128),
     /// json: the text exactly as stored; jsonb: Postgres's canonical text.
