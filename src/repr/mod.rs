@@ -608,11 +608,7 @@ fn write_float(v: f64, single: bool, out: &mut String) {
     if v == 0.0 {
         return out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
     }
-    let sci = if single {
-        format!("{:e}", v as f32)
-    } else {
-        format!("{v:e}")
-    };
+    let sci = shortest(v, single);
     let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (neg, mant) = match mant.strip_prefix('-') {
@@ -646,6 +642,103 @@ fn write_float(v: f64, single: bool, out: &mut String) {
             out.push_str(&digits[int_len..]);
         }
     }
+}
+
+/// The shortest decimal (as `{:e}` writes it) that Postgres's Ryu-based
+/// output picks for a finite nonzero float: the fewest digits that read back
+/// as `v` while lying strictly inside its rounding interval, and of those the
+/// one nearest `v`, ties to even. Rust's own shortest form also accepts a
+/// decimal exactly halfway to the next float (it reads back by ties-to-even)
+/// and breaks digit ties upward, so it is only the starting length here.
+fn shortest(v: f64, single: bool) -> String {
+    let rust = if single {
+        format!("{:e}", v as f32)
+    } else {
+        format!("{v:e}")
+    };
+    let len = rust
+        .split('e')
+        .next()
+        .unwrap_or("")
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count()
+        .max(1);
+    let max_len = if single { 9 } else { 17 };
+    for k in len..=max_len {
+        // Correctly rounded to k significant digits, ties to even.
+        let candidate = if single {
+            format!("{:.*e}", k - 1, v as f32)
+        } else {
+            format!("{:.*e}", k - 1, v)
+        };
+        let reads_back = if single {
+            candidate.parse::<f32>().ok() == Some(v as f32)
+        } else {
+            candidate.parse::<f64>().ok() == Some(v)
+        };
+        if reads_back && !is_halfway(&candidate, v, single) {
+            return candidate;
+        }
+    }
+    rust
+}
+
+/// Whether the decimal `text` lies exactly halfway between `v` and a
+/// neighbouring float. Only floats past 2^53 (2^24 for float4) have
+/// halfway points with 17 (9) or fewer significant digits, all integers.
+fn is_halfway(text: &str, v: f64, single: bool) -> bool {
+    use num_bigint::BigUint;
+    let (bits, limit) = if single {
+        (24, 16_777_216.0)
+    } else {
+        (53, 9_007_199_254_740_992.0)
+    };
+    if v.abs() < limit {
+        return false;
+    }
+    let Some((mant, exp)) = text.trim_start_matches('-').split_once('e') else {
+        return false;
+    };
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let Ok(exp) = exp.parse::<i64>() else {
+        return false;
+    };
+    let shift = exp - (digits.len() as i64 - 1);
+    let Ok(d) = digits.parse::<BigUint>() else {
+        return false;
+    };
+    if shift < 0 {
+        return false;
+    }
+    let decimal = d * BigUint::from(10u32).pow(shift as u32);
+    // v = m * 2^e with m of `bits` bits; midpoints are (2m ± 1) * 2^(e-1),
+    // below a power of two (4m - 1) * 2^(e-2).
+    let (m, e) = if single {
+        let b = (v as f32).abs().to_bits();
+        (
+            (b & 0x7F_FFFF | 0x80_0000) as u64,
+            ((b >> 23) & 0xFF) as i64 - 150,
+        )
+    } else {
+        let b = v.abs().to_bits();
+        (
+            b & 0xF_FFFF_FFFF_FFFF | 1 << 52,
+            ((b >> 52) & 0x7FF) as i64 - 1075,
+        )
+    };
+    if e < 1 {
+        return false;
+    }
+    let m = BigUint::from(m);
+    let up = (&m * 2u32 + 1u32) << (e - 1) as usize;
+    let down = if m == BigUint::from(1u64) << (bits - 1) {
+        // Below a power of two the gap halves: an integer only from e = 2.
+        (e >= 2).then(|| (&m * 4u32 - 1u32) << (e - 2) as usize)
+    } else {
+        Some((&m * 2u32 - 1u32) << (e - 1) as usize)
+    };
+    decimal == up || down.is_some_and(|d| decimal == d)
 }
 
 /// The text of an array value (held as the JSON array `to_json` gives) as
@@ -788,6 +881,15 @@ mod tests {
         assert_eq!(json(Type::Float4, "1e+06"), "1e+06");
         assert_eq!(json(Type::Float4, "0.1"), "0.1");
         assert_eq!(json(Type::Float4, "123456"), "123456");
+        // Postgres's Ryu never picks a decimal exactly halfway to the next
+        // float, and breaks ties between equally short digits to even
+        // (checked against PostgreSQL 15; Rust's own shortest form differs).
+        assert_eq!(
+            json(Type::Float8, "5.2990648348713776e16"),
+            "5.2990648348713776e+16"
+        );
+        assert_eq!(json(Type::Float4, "245503392"), "2.4550339e+08");
+        assert_eq!(json(Type::Float4, "3590001.25"), "3.5900012e+06");
     }
 
     #[test]
