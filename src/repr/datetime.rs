@@ -185,7 +185,8 @@ fn strip_era(s: &str) -> (&str, bool) {
     (t, false)
 }
 
-/// `Y-M-D` with a year of at least four digits, as days since 2000-01-01.
+/// `Y-M-D` with a year of at least three digits (two would depend on
+/// DateStyle), as days since 2000-01-01.
 fn parse_ymd(s: &str, bc: bool) -> Result<i64, Bad> {
     let mut parts = s.split('-');
     let (Some(y), Some(m), Some(d), None) =
@@ -193,7 +194,7 @@ fn parse_ymd(s: &str, bc: bool) -> Result<i64, Bad> {
     else {
         return Err(Bad::Syntax);
     };
-    if y.len() < 4 || m.len() > 2 || d.len() > 2 {
+    if y.len() < 3 || m.len() > 2 || d.len() > 2 {
         return Err(Bad::Syntax);
     }
     // Years past 7 digits are past every range; still report them as out of range.
@@ -224,7 +225,8 @@ fn special(s: &str) -> Option<Ordering> {
     }
 }
 
-/// Parses `YYYY-MM-DD[ BC]`, `infinity`, `-infinity` and `epoch`.
+/// Parses `YYYY-MM-DD[ BC]` (a time after it is read and ignored),
+/// `infinity`, `-infinity` and `epoch`.
 pub fn parse_date(s: &str) -> Result<i32, String> {
     match special(s) {
         Some(Ordering::Greater) => return Ok(DATE_POS_INF),
@@ -232,8 +234,8 @@ pub fn parse_date(s: &str) -> Result<i32, String> {
         Some(Ordering::Equal) => return Ok(-UNIX_TO_PG_DAYS as i32),
         None => {}
     }
-    let (body, bc) = strip_era(s.trim());
-    match parse_ymd(body.trim(), bc) {
+    // A time and zone may follow; they are checked, then dropped, as Postgres does.
+    match split_datetime(s).map(|(days, _, _)| days) {
         Ok(days) if is_valid_date(days) => Ok(days as i32),
         Ok(_) => Err(format!("date out of range: \"{s}\"")),
         Err(Bad::Field) => Err(field_range(s)),
@@ -244,12 +246,16 @@ pub fn parse_date(s: &str) -> Result<i32, String> {
 
 /// `HH:MM[:SS[.ffffff]]` as microseconds into the day (up to 24:00:00), the
 /// fraction rounded to microseconds as Postgres rounds it.
+/// Two fields with a fraction on the second are `MM:SS.fff`, as Postgres reads them.
 fn parse_time(s: &str) -> Result<i64, Bad> {
-    let mut parts = s.split(':');
-    let h = parts.next().ok_or(Bad::Syntax)?;
-    let m = parts.next().ok_or(Bad::Syntax)?;
-    let sec = parts.next().unwrap_or("0");
-    if parts.next().is_some() || h.len() > 2 || m.len() > 2 {
+    let fields: Vec<&str> = s.split(':').collect();
+    let (h, m, sec) = match fields.as_slice() {
+        [m, sec] if sec.contains('.') => ("0", *m, *sec),
+        [h, m] => (*h, *m, "0"),
+        [h, m, sec] => (*h, *m, *sec),
+        _ => return Err(Bad::Syntax),
+    };
+    if h.len() > 2 || m.len() > 2 {
         return Err(Bad::Syntax);
     }
     let h = digits(h, 2).ok_or(Bad::Syntax)?;
@@ -320,6 +326,34 @@ fn parse_offset(s: &str) -> Result<i64, Bad> {
     Ok(sign * ((h * 60 + m) * 60 + sec))
 }
 
+/// `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][zone][ BC]` as (days since
+/// 2000-01-01, microseconds into the day, zone offset in seconds east), each
+/// field checked.
+fn split_datetime(s: &str) -> Result<(i64, i64, i64), Bad> {
+    let (body, bc) = strip_era(s.trim());
+    let body = body.trim();
+    let (date, rest) = match body.find([' ', 'T', 't']) {
+        Some(i) => (&body[..i], body[i + 1..].trim()),
+        None => (body, ""),
+    };
+    let days = parse_ymd(date, bc)?;
+    let (time, zone) = match rest.find(['+', '-', 'Z', 'z', ' ']) {
+        Some(i) => (rest[..i].trim(), rest[i..].trim()),
+        None => (rest, ""),
+    };
+    let time = if time.is_empty() && zone.is_empty() {
+        0
+    } else {
+        parse_time(time)?
+    };
+    let offset = if zone.is_empty() {
+        0
+    } else {
+        parse_offset(zone)?
+    };
+    Ok((days, time, offset))
+}
+
 /// Parses `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][zone][ BC]`, `infinity`,
 /// `-infinity` and `epoch` into microseconds since 2000-01-01. A timestamptz
 /// is moved to UTC by its offset (no offset: the session zone, UTC); a
@@ -337,31 +371,11 @@ pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
         None => {}
     }
     let parsed = (|| -> Result<i64, Bad> {
-        let (body, bc) = strip_era(s.trim());
-        let body = body.trim();
-        let (date, rest) = match body.find([' ', 'T', 't']) {
-            Some(i) => (&body[..i], body[i + 1..].trim()),
-            None => (body, ""),
-        };
-        let days = parse_ymd(date, bc)?;
+        let (days, time, offset) = split_datetime(s)?;
         // Beyond this the arithmetic below could overflow; it is out of range anyway.
         if !(DATE_MIN..DATE_END_FOR_TIMESTAMP as i64 + 1).contains(&days) {
             return Err(Bad::Range);
         }
-        let (time, zone) = match rest.find(['+', '-', 'Z', 'z', ' ']) {
-            Some(i) => (rest[..i].trim(), rest[i..].trim()),
-            None => (rest, ""),
-        };
-        let time = if time.is_empty() && zone.is_empty() {
-            0
-        } else {
-            parse_time(time)?
-        };
-        let offset = if zone.is_empty() {
-            0
-        } else {
-            parse_offset(zone)?
-        };
         let mut total = days * MICROS_PER_DAY + time;
         if with_zone {
             total -= offset * 1_000_000;
@@ -530,6 +544,15 @@ mod tests {
         assert_eq!(ts(" -INFINITY ", false, Text), "-infinity");
         assert_eq!(ts("epoch", true, Text), "1970-01-01 00:00:00+00");
         assert_eq!(ts("2024-01-01", true, Text), "2024-01-01 00:00:00+00");
+        // Checked against PostgreSQL 15: MM:SS.fff, three-digit years.
+        assert_eq!(
+            ts("141833-05-07 06:26.9626405", false, Text),
+            "141833-05-07 00:06:26.96264"
+        );
+        assert_eq!(
+            ts("455-1-5  02:18:52 -04:45", true, Text),
+            "0455-01-05 07:03:52+00"
+        );
         for (input, err) in [
             ("294277-01-01", "timestamp out of range"),
             ("294276-12-31 23:00-02", "timestamp out of range"),
@@ -552,6 +575,10 @@ mod tests {
         assert_eq!(date("4714-11-24 BC"), "4714-11-24 BC");
         assert_eq!(date(" Infinity "), "infinity");
         assert_eq!(date("epoch"), "1970-01-01");
+        // A time after the date is checked and dropped.
+        assert_eq!(date("2621-07-25 14:55:15.9812049"), "2621-07-25");
+        assert_eq!(date("817-8-12T05:36:55 -11:45 BC"), "0817-08-12 BC");
+        assert!(parse_date("2024-01-01 25:00").is_err());
         assert!(parse_date("5874898-01-01")
             .unwrap_err()
             .contains("date out of range"));

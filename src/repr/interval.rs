@@ -24,19 +24,16 @@ fn overflow() -> String {
 }
 
 /// A decimal number as its whole part (exact) and its signed fraction:
-/// `-1.5` is (-1, -0.5). An exponent (`1e3`) is read as a float and split.
+/// `-1.5` is (-1, -0.5).
 fn split_number(text: &str) -> Option<(i128, f64)> {
     let (neg, body) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
     let sign = if neg { -1 } else { 1 };
-    if body.contains(['e', 'E']) {
-        let v: f64 = body.parse().ok().filter(|v: &f64| v.is_finite())?;
-        if v.abs() > 1e30 {
-            return Some((sign * (1i128 << 101), 0.0));
-        }
-        return Some((sign * v.trunc() as i128, sign as f64 * v.fract()));
+    // Postgres reads "-.5" and "+.5" as no number at all (".5" is fine).
+    if text != body && body.starts_with('.') {
+        return None;
     }
     let (int_part, frac_part) = body.split_once('.').unwrap_or((body, ""));
     if (int_part.is_empty() && frac_part.is_empty())
@@ -82,19 +79,39 @@ impl Interval {
     }
 
     /// Parses Postgres's output style and the usual input forms: `3 days`,
-    /// `1 year 2 months`, `1.5 hours`, `-1 days +02:00:00`, `04:05:06`, `2 weeks ago`.
-    /// Whole numbers are counted exactly (so every interval's output reads
-    /// back as itself); fractions spill down as Postgres spills them: a
-    /// fraction of a month into days (30 each), of a day into time.
+    /// `1 year 2 months`, `1.5 hours`, `-1 days +02:00:00`, `04:05:06`,
+    /// `2 weeks ago`, as Postgres's `DecodeInterval` reads them: whole numbers
+    /// exactly, each unit at most once (a time `hh:mm:ss` counts as hours,
+    /// minutes and seconds), and fractions spilled as Postgres spills them —
+    /// a fraction of a year to whole months, of a month (30 days) or week to
+    /// days and time, of a day or smaller unit to microseconds.
     pub fn parse(s: &str) -> Result<Interval, String> {
         let bad = || format!("invalid input syntax for type interval: \"{s}\"");
-        let (mut months, mut days, mut micros) = (0i128, 0i128, 0i128);
-        let (mut frac_months, mut frac_days, mut frac_micros) = (0f64, 0f64, 0f64);
-        let mut tokens = s.split_whitespace();
-        let mut any = false;
+        // Unit bits, for Postgres's "each field once" rule.
+        const YEAR: u16 = 1;
+        const MONTH: u16 = 2;
+        const DAY: u16 = 4;
+        const WEEK: u16 = 8;
+        const HOUR: u16 = 16;
+        const MINUTE: u16 = 32;
+        const SECOND: u16 = 64;
+        const MILLI: u16 = 128;
+        const MICRO: u16 = 256;
+        const DECADE: u16 = 512;
+        const CENTURY: u16 = 1024;
+        const MILLENNIUM: u16 = 2048;
+        const ALL_SECS: u16 = SECOND | MILLI | MICRO;
+        // Postgres reads the fields right to left, each number taking the unit
+        // to its right; a time `hh:mm:ss` *sets* the microseconds, dropping
+        // time spilled from fields to its right (`1 01:00 1.5 days` has no
+        // 12 hours). First pair each number with its unit, left to right.
+        enum Field<'a> {
+            Time(&'a str),
+            Number(&'a str, String),
+        }
+        let mut fields = Vec::new();
         let mut ago = false;
-        // Whole parts are capped far below i128's range; past it is out of range anyway.
-        let too_big = |v: i128| v.abs() > 1i128 << 100;
+        let mut tokens = s.split_whitespace();
         while let Some(tok) = tokens.next() {
             let tok = tok.trim_start_matches('@');
             if tok.is_empty() {
@@ -105,98 +122,148 @@ impl Interval {
                 continue;
             }
             if tok.contains(':') {
-                let (neg, body) = match tok.strip_prefix('-') {
-                    Some(rest) => (true, rest),
-                    None => (false, tok.strip_prefix('+').unwrap_or(tok)),
-                };
-                let whole = |p: &str| -> Result<i128, String> {
-                    if p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(bad());
-                    }
-                    p.parse().map_err(|_| bad())
-                };
-                let parts: Vec<&str> = body.split(':').collect();
-                let (h, m, sec) = match parts.as_slice() {
-                    [h, m] => (whole(h)?, whole(m)?, "0"),
-                    [h, m, sec] => (whole(h)?, whole(m)?, *sec),
-                    _ => return Err(bad()),
-                };
-                let (sec_whole, sec_frac) = sec.split_once('.').unwrap_or((sec, ""));
-                let frac_us = if sec_frac.is_empty() {
-                    0
-                } else if sec_frac.len() > 30 || !sec_frac.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad());
-                } else {
-                    let f: f64 = format!("0.{sec_frac}").parse().map_err(|_| bad())?;
-                    (f * 1e6).round_ties_even() as i128
-                };
-                let t = ((h * 60 + m) * 60 + whole(sec_whole)?) * 1_000_000 + frac_us;
-                micros += if neg { -t } else { t };
-                if too_big(micros) {
-                    return Err(overflow());
-                }
-                any = true;
+                fields.push(Field::Time(tok));
                 continue;
             }
             // A number, then its unit (possibly attached: "3days").
             let split = tok
                 .find(|c: char| c.is_ascii_alphabetic())
                 .unwrap_or(tok.len());
-            let (num_text, mut unit) = tok.split_at(split);
-            let (whole, frac) = split_number(num_text).ok_or_else(bad)?;
-            if unit.is_empty() {
-                unit = match tokens.next() {
-                    Some(u) => u,
-                    // A bare number is seconds.
-                    None => "seconds",
-                };
-            }
-            let unit = unit.to_ascii_lowercase();
-            let (slot, frac_slot, factor): (&mut i128, &mut f64, i128) =
-                match unit.trim_end_matches(',') {
-                    "millennium" | "millennia" | "millenniums" => {
-                        (&mut months, &mut frac_months, 12_000)
-                    }
-                    "century" | "centuries" => (&mut months, &mut frac_months, 1_200),
-                    "decade" | "decades" => (&mut months, &mut frac_months, 120),
-                    "year" | "years" | "y" | "yr" | "yrs" => (&mut months, &mut frac_months, 12),
-                    "month" | "months" | "mon" | "mons" => (&mut months, &mut frac_months, 1),
-                    "week" | "weeks" | "w" => (&mut days, &mut frac_days, 7),
-                    "day" | "days" | "d" => (&mut days, &mut frac_days, 1),
-                    "hour" | "hours" | "h" | "hr" | "hrs" => {
-                        (&mut micros, &mut frac_micros, 3_600_000_000)
-                    }
-                    "minute" | "minutes" | "min" | "mins" | "m" => {
-                        (&mut micros, &mut frac_micros, 60_000_000)
-                    }
-                    "second" | "seconds" | "sec" | "secs" | "s" => {
-                        (&mut micros, &mut frac_micros, 1_000_000)
-                    }
-                    "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => {
-                        (&mut micros, &mut frac_micros, 1_000)
-                    }
-                    "microsecond" | "microseconds" | "us" | "usec" | "usecs" => {
-                        (&mut micros, &mut frac_micros, 1)
-                    }
-                    _ => return Err(bad()),
-                };
-            *slot += whole * factor;
-            *frac_slot += frac * factor as f64;
-            if too_big(*slot) || !frac_slot.is_finite() || frac_slot.abs() > 1e30 {
-                return Err(overflow());
-            }
-            any = true;
+            let (num_text, unit) = tok.split_at(split);
+            let unit = if unit.is_empty() {
+                // A bare number at the end is seconds.
+                tokens.next().unwrap_or("seconds")
+            } else {
+                unit
+            };
+            fields.push(Field::Number(num_text, unit.to_ascii_lowercase()));
         }
-        if !any {
+        if fields.is_empty() {
             return Err(bad());
         }
-        let spilled_months = frac_months.trunc();
-        months += spilled_months as i128;
-        frac_days += (frac_months - spilled_months) * 30.0;
-        let spilled_days = frac_days.trunc();
-        days += spilled_days as i128;
-        frac_micros += (frac_days - spilled_days) * MICROS_PER_DAY as f64;
-        micros += frac_micros.round() as i128;
+        let (mut months, mut days, mut micros) = (0i128, 0i128, 0i128);
+        let mut seen = 0u16;
+        // Whole parts are capped far below i128's range; past it is out of range anyway.
+        let too_big = |v: i128| v.abs() > 1i128 << 100;
+        // Postgres's AdjustFractMicroseconds: truncate, then round what is left.
+        let fract_micros = |frac: f64, scale: i64| -> i128 {
+            let v = frac * scale as f64;
+            let whole = v.trunc();
+            whole as i128 + (v - whole).round_ties_even() as i128
+        };
+        for field in fields.iter().rev() {
+            let mut mark = |unit: u16| {
+                if seen & unit != 0 {
+                    return Err(bad());
+                }
+                seen |= unit;
+                Ok(())
+            };
+            let (num_text, unit) = match field {
+                Field::Number(n, u) => (*n, u.as_str()),
+                Field::Time(tok) => {
+                    mark(HOUR | MINUTE | ALL_SECS)?;
+                    let (neg, body) = match tok.strip_prefix('-') {
+                        Some(rest) => (true, rest),
+                        None => (false, tok.strip_prefix('+').unwrap_or(tok)),
+                    };
+                    let whole = |p: &str| -> Result<i128, String> {
+                        if p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                            return Err(bad());
+                        }
+                        p.parse().map_err(|_| bad())
+                    };
+                    let parts: Vec<&str> = body.split(':').collect();
+                    let (h, m, sec) = match parts.as_slice() {
+                        // Two fields with a fraction on the second are minutes and seconds.
+                        [m, sec] if sec.contains('.') => (0, whole(m)?, *sec),
+                        [h, m] => (whole(h)?, whole(m)?, "0"),
+                        [h, m, sec] => (whole(h)?, whole(m)?, *sec),
+                        _ => return Err(bad()),
+                    };
+                    let (sec_whole, sec_frac) = sec.split_once('.').unwrap_or((sec, ""));
+                    let sec_whole = whole(sec_whole)?;
+                    if m > 59 || sec_whole > 60 {
+                        return Err(format!("interval field value out of range: \"{s}\""));
+                    }
+                    let frac_us = if sec_frac.is_empty() {
+                        0
+                    } else if sec_frac.len() > 30 || !sec_frac.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(bad());
+                    } else {
+                        let f: f64 = format!("0.{sec_frac}").parse().map_err(|_| bad())?;
+                        (f * 1e6).round_ties_even() as i128
+                    };
+                    let t = ((h * 60 + m) * 60 + sec_whole) * 1_000_000 + frac_us;
+                    micros = if neg { -t } else { t };
+                    continue;
+                }
+            };
+            let (whole, frac) = split_number(num_text).ok_or_else(bad)?;
+            match unit.trim_end_matches(',') {
+                "millennium" | "millennia" | "millenniums" | "mil" | "mils" => {
+                    mark(MILLENNIUM)?;
+                    months += whole * 12_000 + (frac * 12_000.0).round_ties_even() as i128;
+                }
+                "century" | "centuries" | "c" | "cent" => {
+                    mark(CENTURY)?;
+                    months += whole * 1_200 + (frac * 1_200.0).round_ties_even() as i128;
+                }
+                "decade" | "decades" | "dec" | "decs" => {
+                    mark(DECADE)?;
+                    months += whole * 120 + (frac * 120.0).round_ties_even() as i128;
+                }
+                "year" | "years" | "y" | "yr" | "yrs" => {
+                    mark(YEAR)?;
+                    months += whole * 12 + (frac * 12.0).round_ties_even() as i128;
+                }
+                "month" | "months" | "mon" | "mons" => {
+                    mark(MONTH)?;
+                    months += whole;
+                    // Postgres's AdjustFractDays(frac, 30).
+                    let d = frac * 30.0;
+                    days += d.trunc() as i128;
+                    micros += fract_micros(d - d.trunc(), MICROS_PER_DAY);
+                }
+                "week" | "weeks" | "w" => {
+                    mark(WEEK)?;
+                    days += whole * 7;
+                    let d = frac * 7.0;
+                    days += d.trunc() as i128;
+                    micros += fract_micros(d - d.trunc(), MICROS_PER_DAY);
+                }
+                "day" | "days" | "d" => {
+                    mark(DAY)?;
+                    days += whole;
+                    micros += fract_micros(frac, MICROS_PER_DAY);
+                }
+                "hour" | "hours" | "h" | "hr" | "hrs" => {
+                    mark(HOUR)?;
+                    micros += whole * 3_600_000_000 + fract_micros(frac, 3_600_000_000);
+                }
+                "minute" | "minutes" | "min" | "mins" | "m" => {
+                    mark(MINUTE)?;
+                    micros += whole * 60_000_000 + fract_micros(frac, 60_000_000);
+                }
+                "second" | "seconds" | "sec" | "secs" | "s" => {
+                    // Seconds with a fraction also claim the smaller units.
+                    mark(if frac == 0.0 { SECOND } else { ALL_SECS })?;
+                    micros += whole * 1_000_000 + fract_micros(frac, 1_000_000);
+                }
+                "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => {
+                    mark(MILLI)?;
+                    micros += whole * 1_000 + fract_micros(frac, 1_000);
+                }
+                "microsecond" | "microseconds" | "us" | "usec" | "usecs" => {
+                    mark(MICRO)?;
+                    micros += whole + fract_micros(frac, 1);
+                }
+                _ => return Err(bad()),
+            }
+            if too_big(months) || too_big(days) || too_big(micros) {
+                return Err(overflow());
+            }
+        }
         if ago {
             (months, days, micros) = (-months, -days, -micros);
         }
@@ -376,6 +443,41 @@ mod tests {
         assert_eq!(show("1 week ago"), "-7 days");
         assert_eq!(show("1 mon -00:00:01"), "1 mon -00:00:01");
         assert!(Interval::parse("soon").is_err());
+    }
+
+    #[test]
+    fn input_follows_postgres_decode_interval() {
+        // Outputs checked against PostgreSQL 15.
+        assert_eq!(
+            show("25.576 centuries -0.25 weeks -4.8 seconds"),
+            "2557 years 7 mons -1 days -18:00:04.8"
+        );
+        assert_eq!(show("-2.4 years 2.4 centuries"), "237 years 7 mons");
+        assert_eq!(
+            show("-0.25 weeks -0.25 seconds 42.685 mons"),
+            "3 years 6 mons 19 days -04:48:00.25"
+        );
+        // Fields are read right to left and a time sets the microseconds.
+        assert_eq!(show("74622:15:21 1.5days"), "1 day 74622:15:21");
+        assert_eq!(
+            show("-0.5days -65:17:19.9063372 1.5w"),
+            "10 days -77:17:19.906337"
+        );
+        assert_eq!(
+            show("+32:10.77134 +3weeks .5y"),
+            "6 mons 21 days 00:32:10.77134"
+        );
+        assert_eq!(show("-178956970 years -8 mons"), "-178956970 years -8 mons");
+        for bad in [
+            "2.2 minutes 0.5 minutes",
+            "1 hour 01:00",
+            "0.5 seconds 1 ms",
+            "-.25 us",
+            "1e3 days",
+        ] {
+            assert!(Interval::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Interval::parse("2147483648 days").is_err());
     }
 
     #[test]
