@@ -283,7 +283,7 @@ fn check(e: &Expr) {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn binary_operators_never_panic(
@@ -318,6 +318,12 @@ proptest! {
             case_insensitive: op == BinOp::Add,
         });
     }
+
+}
+
+proptest! {
+    // Each case evaluates ~40 expressions.
+    #![proptest_config(config(600))]
 
     #[test]
     fn typed_arithmetic_never_panics(
