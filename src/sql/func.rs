@@ -633,6 +633,27 @@ fn extract(field: &str, v: &Datum, as_numeric: bool) -> Result<Datum, EvalError>
         "milliseconds" => ((time % 60_000_000) as i128, 3),
         _ => ((time % 60_000_000) as i128, 0), // microseconds
     };
+    if !as_numeric && scale > 0 {
+        // date_part computes fractional fields in floating point, and its last
+        // bit is what Postgres's arithmetic gives, not the nearest double.
+        let (sec, frac) = (
+            (time % 60_000_000 / 1_000_000) as f64,
+            (time % 1_000_000) as f64,
+        );
+        return Ok(Datum::Float8(F64(match field {
+            "second" => sec + frac / 1_000_000.0,
+            "milliseconds" => sec * 1000.0 + frac / 1000.0,
+            // epoch: (timestamp - epoch) / 1000000.0, in floating point
+            // where the difference would overflow an int64.
+            _ => match i64::try_from(value) {
+                Ok(v) => v as f64 / 1_000_000.0,
+                Err(_) => {
+                    let pg_micros = value - UNIX_TO_PG_DAYS as i128 * MICROS_PER_DAY as i128;
+                    (pg_micros as f64 + (UNIX_TO_PG_DAYS * MICROS_PER_DAY) as f64) / 1_000_000.0
+                }
+            },
+        })));
+    }
     let num = Numeric::parse(&scaled_text(value, scale)).map_err(|e| EvalError(e.to_string()))?;
     Ok(if as_numeric {
         Datum::Numeric(num)
@@ -868,6 +889,24 @@ mod tests {
                 Func::DateTrunc(field.into()).eval(std::slice::from_ref(&bc_ts), &Type::Timestamp);
             assert_eq!(got.unwrap().to_text(), want, "{field}");
         }
+    }
+
+    #[test]
+    fn date_part_fractions_are_postgres_floats() {
+        // Values checked against PostgreSQL 15, to the last bit.
+        let part = |f: &str, t: i64| {
+            Func::DatePart(f.into())
+                .eval(&[Datum::Timestamp(t)], &Type::Float8)
+                .unwrap()
+                .to_text()
+        };
+        assert_eq!(part("second", 93836523657478), "3.6574780000000002");
+        assert_eq!(
+            part("milliseconds", -9544512658208265),
+            "1791.7350000000001"
+        );
+        assert_eq!(part("epoch", 3259124504095100776), "3260071188895.101");
+        assert_eq!(part("epoch", 9223371331199999999), "9224318016000");
     }
 
     #[test]
