@@ -491,6 +491,268 @@ mod tests {
         assert!(e.0.contains("tuple value"), "{e}");
     }
 
+    /// The bytes Postgres would send for `m` (the inverse of `parse`).
+    fn encode(m: &LogicalMessage) -> Bytes {
+        fn cstr(b: &mut BytesMut, s: &str) {
+            b.put_slice(s.as_bytes());
+            b.put_u8(0);
+        }
+        fn tuple(b: &mut BytesMut, t: &Tuple) {
+            b.put_i16(t.len() as i16);
+            for v in t {
+                match v {
+                    TupleValue::Null => b.put_u8(b'n'),
+                    TupleValue::UnchangedToast => b.put_u8(b'u'),
+                    TupleValue::Text(d) | TupleValue::Binary(d) => {
+                        b.put_u8(if matches!(v, TupleValue::Text(_)) {
+                            b't'
+                        } else {
+                            b'b'
+                        });
+                        b.put_u32(d.len() as u32);
+                        b.put_slice(d);
+                    }
+                }
+            }
+        }
+        fn old(b: &mut BytesMut, o: &OldTuple) {
+            let (tag, t) = match o {
+                OldTuple::Key(t) => (b'K', t),
+                OldTuple::Full(t) => (b'O', t),
+            };
+            b.put_u8(tag);
+            tuple(b, t);
+        }
+        let mut b = BytesMut::new();
+        match m {
+            LogicalMessage::Begin(x) => {
+                b.put_u8(b'B');
+                b.put_u64(x.final_lsn.0);
+                b.put_i64(x.commit_time);
+                b.put_u32(x.xid);
+            }
+            LogicalMessage::Commit(x) => {
+                b.put_u8(b'C');
+                b.put_u8(x.flags);
+                b.put_u64(x.commit_lsn.0);
+                b.put_u64(x.end_lsn.0);
+                b.put_i64(x.commit_time);
+            }
+            LogicalMessage::Origin(x) => {
+                b.put_u8(b'O');
+                b.put_u64(x.commit_lsn.0);
+                cstr(&mut b, &x.name);
+            }
+            LogicalMessage::Relation(x) => {
+                b.put_u8(b'R');
+                b.put_u32(x.id);
+                cstr(&mut b, &x.namespace);
+                cstr(&mut b, &x.name);
+                b.put_u8(x.replica_identity);
+                b.put_i16(x.columns.len() as i16);
+                for c in &x.columns {
+                    b.put_u8(c.flags);
+                    cstr(&mut b, &c.name);
+                    b.put_u32(c.type_oid);
+                    b.put_i32(c.type_modifier);
+                }
+            }
+            LogicalMessage::Type(x) => {
+                b.put_u8(b'Y');
+                b.put_u32(x.id);
+                cstr(&mut b, &x.namespace);
+                cstr(&mut b, &x.name);
+            }
+            LogicalMessage::Insert(x) => {
+                b.put_u8(b'I');
+                b.put_u32(x.relation_id);
+                b.put_u8(b'N');
+                tuple(&mut b, &x.new);
+            }
+            LogicalMessage::Update(x) => {
+                b.put_u8(b'U');
+                b.put_u32(x.relation_id);
+                if let Some(o) = &x.old {
+                    old(&mut b, o);
+                }
+                b.put_u8(b'N');
+                tuple(&mut b, &x.new);
+            }
+            LogicalMessage::Delete(x) => {
+                b.put_u8(b'D');
+                b.put_u32(x.relation_id);
+                old(&mut b, &x.old);
+            }
+            LogicalMessage::Truncate(x) => {
+                b.put_u8(b'T');
+                b.put_u32(x.relation_ids.len() as u32);
+                b.put_u8(x.options);
+                for id in &x.relation_ids {
+                    b.put_u32(*id);
+                }
+            }
+            LogicalMessage::Message(x) => {
+                b.put_u8(b'M');
+                b.put_u8(x.transactional as u8);
+                b.put_u64(x.lsn.0);
+                cstr(&mut b, &x.prefix);
+                b.put_u32(x.content.len() as u32);
+                b.put_slice(&x.content);
+            }
+        }
+        b.freeze()
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::encode;
+        use crate::repr::proptests::config;
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z_]{0,8}",
+                any::<String>().prop_map(|s| s.replace('\0', ""))
+            ]
+        }
+
+        fn bytes() -> impl Strategy<Value = Bytes> {
+            prop::collection::vec(any::<u8>(), 0..12).prop_map(Bytes::from)
+        }
+
+        fn tuple() -> impl Strategy<Value = Tuple> {
+            prop::collection::vec(
+                prop_oneof![
+                    Just(TupleValue::Null),
+                    Just(TupleValue::UnchangedToast),
+                    bytes().prop_map(TupleValue::Text),
+                    bytes().prop_map(TupleValue::Binary),
+                ],
+                0..5,
+            )
+        }
+
+        fn old_tuple() -> impl Strategy<Value = OldTuple> {
+            prop_oneof![
+                tuple().prop_map(OldTuple::Key),
+                tuple().prop_map(OldTuple::Full)
+            ]
+        }
+
+        fn message() -> impl Strategy<Value = LogicalMessage> {
+            let lsn = any::<u64>().prop_map(Lsn);
+            let column = (any::<u8>(), name(), any::<u32>(), any::<i32>()).prop_map(
+                |(flags, name, type_oid, type_modifier)| RelationColumn {
+                    flags,
+                    name,
+                    type_oid,
+                    type_modifier,
+                },
+            );
+            prop_oneof![
+                (lsn.clone(), any::<i64>(), any::<u32>()).prop_map(
+                    |(final_lsn, commit_time, xid)| {
+                        LogicalMessage::Begin(Begin {
+                            final_lsn,
+                            commit_time,
+                            xid,
+                        })
+                    }
+                ),
+                (any::<u8>(), lsn.clone(), lsn.clone(), any::<i64>()).prop_map(
+                    |(flags, commit_lsn, end_lsn, commit_time)| LogicalMessage::Commit(Commit {
+                        flags,
+                        commit_lsn,
+                        end_lsn,
+                        commit_time,
+                    })
+                ),
+                (lsn.clone(), name()).prop_map(|(commit_lsn, name)| {
+                    LogicalMessage::Origin(Origin { commit_lsn, name })
+                }),
+                (
+                    any::<u32>(),
+                    name(),
+                    name(),
+                    any::<u8>(),
+                    prop::collection::vec(column, 0..4)
+                )
+                    .prop_map(
+                        |(id, namespace, name, replica_identity, columns)| {
+                            LogicalMessage::Relation(Relation {
+                                id,
+                                namespace,
+                                name,
+                                replica_identity,
+                                columns,
+                            })
+                        }
+                    ),
+                (any::<u32>(), name(), name()).prop_map(|(id, namespace, name)| {
+                    LogicalMessage::Type(TypeMessage {
+                        id,
+                        namespace,
+                        name,
+                    })
+                }),
+                (any::<u32>(), tuple()).prop_map(|(relation_id, new)| {
+                    LogicalMessage::Insert(Insert { relation_id, new })
+                }),
+                (any::<u32>(), prop::option::of(old_tuple()), tuple()).prop_map(
+                    |(relation_id, old, new)| LogicalMessage::Update(Update {
+                        relation_id,
+                        old,
+                        new,
+                    })
+                ),
+                (any::<u32>(), old_tuple()).prop_map(|(relation_id, old)| {
+                    LogicalMessage::Delete(Delete { relation_id, old })
+                }),
+                (any::<u8>(), prop::collection::vec(any::<u32>(), 0..4)).prop_map(
+                    |(options, relation_ids)| LogicalMessage::Truncate(Truncate {
+                        options,
+                        relation_ids,
+                    })
+                ),
+                (any::<bool>(), lsn, name(), bytes()).prop_map(
+                    |(transactional, lsn, prefix, content)| LogicalMessage::Message(Message {
+                        transactional,
+                        lsn,
+                        prefix,
+                        content,
+                    })
+                ),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config(1000))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..200)) {
+                let _ = LogicalMessage::parse(Bytes::from(raw));
+            }
+
+            #[test]
+            fn valid_messages_parse_and_truncations_are_errors(
+                m in message(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let wire = encode(&m);
+                prop_assert_eq!(LogicalMessage::parse(wire.clone()), Ok(m));
+                for len in 0..wire.len() {
+                    prop_assert!(LogicalMessage::parse(wire.slice(..len)).is_err(), "prefix {len}");
+                }
+                let mut changed = wire.to_vec();
+                let i = at.index(changed.len());
+                changed[i] = byte;
+                let _ = LogicalMessage::parse(Bytes::from(changed));
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic() {
         // A small deterministic fuzz: every prefix and single-byte mutation of valid messages.

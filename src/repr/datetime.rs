@@ -1,16 +1,43 @@
-//! Dates and timestamps as Postgres stores them (days / microseconds from the
-//! Unix epoch here), parsed from ISO text and rendered the way `to_json` does.
+//! Dates and timestamps as Postgres stores them: days (`i32`) or microseconds
+//! (`i64`) since 2000-01-01, with the extreme values standing for `-infinity`
+//! and `infinity`.
+//!
+//! Using Postgres's own epoch and sentinels is what lets every value Postgres
+//! accepts fit: timestamps run from 4714-11-24 BC to 294276-12-31 AD, which
+//! counted in microseconds from 1970 would not fit an `i64`. Values outside
+//! those ranges are the errors Postgres gives (`date out of range`,
+//! `timestamp out of range`), never an overflow.
+//!
+//! Values are parsed from the ISO forms Postgres writes (and the usual input
+//! variants), and written two ways: [`Style::Text`] is the output function
+//! (`2024-01-01 10:00:00+00`, DateStyle ISO, TimeZone UTC) and [`Style::Json`]
+//! is what `to_json` writes (`2024-01-01T10:00:00+00:00`).
 
+use std::cmp::Ordering;
 use std::fmt::Write;
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Sentinels for `infinity` and `-infinity`, as Postgres uses the extreme values.
 pub const DATE_POS_INF: i32 = i32::MAX;
 pub const DATE_NEG_INF: i32 = i32::MIN;
 pub const TS_POS_INF: i64 = i64::MAX;
 pub const TS_NEG_INF: i64 = i64::MIN;
 
+/// Days from 1970-01-01 (where [`days_from_civil`] counts from) to 2000-01-01.
+pub const UNIX_TO_PG_DAYS: i64 = 10_957;
+/// The first valid date, 4714-11-24 BC (Julian day 0).
+pub const DATE_MIN: i64 = -2_451_545;
+/// One past the last valid date: 5874898-01-01.
+pub const DATE_END: i64 = 2_145_031_949;
+/// The first valid timestamp, 4714-11-24 00:00 BC.
+pub const TS_MIN: i64 = DATE_MIN * MICROS_PER_DAY;
+/// One past the last valid timestamp: 294277-01-01 00:00.
+pub const TS_END: i64 = DATE_END_FOR_TIMESTAMP as i64 * MICROS_PER_DAY;
+/// The first date that no longer fits a timestamp (294277-01-01).
+pub const DATE_END_FOR_TIMESTAMP: i32 = 106_751_983;
+
 /// Days from 1970-01-01 to the given proleptic Gregorian date (year 0 = 1 BC).
+/// Exact for any year a date can have (and far beyond).
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -21,6 +48,7 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The date `z` days after 1970-01-01 (year 0 = 1 BC).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -34,135 +62,388 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Days since 2000-01-01 of a calendar date (year 0 = 1 BC). Callers keep
+/// `y` within a few million years, as parsing does.
+pub fn date_from_ymd(y: i64, m: u32, d: u32) -> i64 {
+    days_from_civil(y, m, d) - UNIX_TO_PG_DAYS
+}
+
+/// The calendar date of a day counted from 2000-01-01 (year 0 = 1 BC).
+pub fn ymd_from_date(days: i64) -> (i64, u32, u32) {
+    civil_from_days(days + UNIX_TO_PG_DAYS)
+}
+
+pub fn is_leap(y: i64) -> bool {
+    y.rem_euclid(4) == 0 && (y.rem_euclid(100) != 0 || y.rem_euclid(400) == 0)
+}
+
+pub fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+pub fn is_valid_date(days: i64) -> bool {
+    (DATE_MIN..DATE_END).contains(&days)
+}
+
+pub fn is_valid_timestamp(micros: i64) -> bool {
+    (TS_MIN..TS_END).contains(&micros)
+}
+
+/// Splits a finite timestamp into (days since 2000-01-01, microseconds into the day).
+pub fn split_timestamp(micros: i64) -> (i64, i64) {
+    (
+        micros.div_euclid(MICROS_PER_DAY),
+        micros.rem_euclid(MICROS_PER_DAY),
+    )
+}
+
+/// `date::timestamp`: midnight of the day; infinities stay infinite.
+pub fn date_to_timestamp(days: i32) -> Result<i64, String> {
+    match days {
+        DATE_POS_INF => Ok(TS_POS_INF),
+        DATE_NEG_INF => Ok(TS_NEG_INF),
+        // Below DATE_MIN no date is valid, but none may overflow either.
+        d if d >= DATE_END_FOR_TIMESTAMP || (d as i64) < DATE_MIN => {
+            Err("date out of range for timestamp".into())
+        }
+        d => Ok(d as i64 * MICROS_PER_DAY),
+    }
+}
+
+/// `timestamp::date`: the day the timestamp falls on; infinities stay infinite.
+pub fn timestamp_to_date(micros: i64) -> i32 {
+    match micros {
+        TS_POS_INF => DATE_POS_INF,
+        TS_NEG_INF => DATE_NEG_INF,
+        // Valid timestamps' days are valid dates; saturate anything else.
+        t => split_timestamp(t)
+            .0
+            .clamp(DATE_MIN, DATE_END_FOR_TIMESTAMP as i64) as i32,
+    }
+}
+
+/// A date compared with a timestamp, as Postgres compares them: the date as
+/// its midnight, a date past the timestamp range above every finite
+/// timestamp, infinities equal to infinities.
+pub fn cmp_date_timestamp(days: i32, micros: i64) -> Ordering {
+    let d = match days {
+        DATE_POS_INF => i128::MAX,
+        DATE_NEG_INF => i128::MIN,
+        d => d as i128 * MICROS_PER_DAY as i128,
+    };
+    let t = match micros {
+        TS_POS_INF => i128::MAX,
+        TS_NEG_INF => i128::MIN,
+        t => t as i128,
+    };
+    d.cmp(&t)
+}
+
 fn bad(kind: &str, s: &str) -> String {
     format!("invalid input syntax for type {kind}: \"{s}\"")
 }
 
-/// Parses `YYYY-MM-DD[ BC]`.
-pub fn parse_date(s: &str) -> Result<i32, String> {
-    match s {
-        "infinity" => return Ok(DATE_POS_INF),
-        "-infinity" => return Ok(DATE_NEG_INF),
-        _ => {}
-    }
-    let (body, bc) = match s.strip_suffix(" BC") {
-        Some(b) => (b, true),
-        None => (s, false),
-    };
-    let days = parse_ymd(body, bc).ok_or_else(|| bad("date", s))?;
-    i32::try_from(days).map_err(|_| bad("date", s))
+fn field_range(s: &str) -> String {
+    format!("date/time field value out of range: \"{s}\"")
 }
 
-fn parse_ymd(s: &str, bc: bool) -> Option<i64> {
-    let mut parts = s.splitn(3, '-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: u32 = parts.next()?.parse().ok()?;
-    let d: u32 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+/// What parsing found wrong, turned into Postgres's message by the caller.
+enum Bad {
+    Syntax,
+    Field,
+    ZoneRange,
+    Range,
+}
+
+/// Digits only (no sign, no spaces), as a number that is not absurdly long.
+fn digits(s: &str, max_len: usize) -> Option<i64> {
+    if s.is_empty() || s.len() > max_len || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let y = if bc { 1 - y } else { y };
-    Some(days_from_civil(y, m, d))
+    s.parse().ok()
 }
 
-/// Parses `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]][ BC]` into microseconds from the
-/// epoch (UTC when an offset is present).
+/// Strips a trailing era (` BC`/` AD`, any case), returning whether it was BC.
+fn strip_era(s: &str) -> (&str, bool) {
+    let t = s.trim_end();
+    if t.len() >= 3 && t.is_char_boundary(t.len() - 2) {
+        let (body, era) = t.split_at(t.len() - 2);
+        if body.ends_with(|c: char| c.is_ascii_whitespace()) {
+            if era.eq_ignore_ascii_case("bc") {
+                return (body.trim_end(), true);
+            }
+            if era.eq_ignore_ascii_case("ad") {
+                return (body.trim_end(), false);
+            }
+        }
+    }
+    (t, false)
+}
+
+/// `Y-M-D` with a year of at least three digits (two would depend on
+/// DateStyle), as days since 2000-01-01.
+fn parse_ymd(s: &str, bc: bool) -> Result<i64, Bad> {
+    let mut parts = s.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Bad::Syntax);
+    };
+    if y.len() < 3 || m.len() > 2 || d.len() > 2 {
+        return Err(Bad::Syntax);
+    }
+    // Years past 7 digits are past every range; still report them as out of range.
+    let y = digits(y, 18).ok_or(Bad::Syntax)?;
+    let m = digits(m, 2).ok_or(Bad::Syntax)? as u32;
+    let d = digits(d, 2).ok_or(Bad::Syntax)? as u32;
+    if y > 9_999_999 || y == 0 {
+        return Err(Bad::Field);
+    }
+    let y = if bc { 1 - y } else { y };
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return Err(Bad::Field);
+    }
+    Ok(date_from_ymd(y, m, d))
+}
+
+/// The special words every date/time input accepts (any case, spaces around).
+fn special(s: &str) -> Option<Ordering> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("infinity") {
+        Some(Ordering::Greater)
+    } else if t.eq_ignore_ascii_case("-infinity") {
+        Some(Ordering::Less)
+    } else if t.eq_ignore_ascii_case("epoch") {
+        Some(Ordering::Equal)
+    } else {
+        None
+    }
+}
+
+/// Parses `YYYY-MM-DD[ BC]` (a time after it is read and ignored),
+/// `infinity`, `-infinity` and `epoch`.
+pub fn parse_date(s: &str) -> Result<i32, String> {
+    match special(s) {
+        Some(Ordering::Greater) => return Ok(DATE_POS_INF),
+        Some(Ordering::Less) => return Ok(DATE_NEG_INF),
+        Some(Ordering::Equal) => return Ok(-UNIX_TO_PG_DAYS as i32),
+        None => {}
+    }
+    // A time and zone may follow; they are checked, then dropped, as Postgres does.
+    match split_datetime(s).map(|(days, _, _)| days) {
+        Ok(days) if is_valid_date(days) => Ok(days as i32),
+        Ok(_) => Err(format!("date out of range: \"{s}\"")),
+        Err(Bad::Field) => Err(field_range(s)),
+        Err(Bad::Range) => Err(format!("date out of range: \"{s}\"")),
+        Err(_) => Err(bad("date", s)),
+    }
+}
+
+/// `HH:MM[:SS[.ffffff]]` as microseconds into the day (up to 24:00:00), the
+/// fraction rounded to microseconds as Postgres rounds it.
+/// Two fields with a fraction on the second are `MM:SS.fff`, as Postgres reads them.
+fn parse_time(s: &str) -> Result<i64, Bad> {
+    let fields: Vec<&str> = s.split(':').collect();
+    let (h, m, sec) = match fields.as_slice() {
+        [m, sec] if sec.contains('.') => ("0", *m, *sec),
+        [h, m] => (*h, *m, "0"),
+        [h, m, sec] => (*h, *m, *sec),
+        _ => return Err(Bad::Syntax),
+    };
+    if h.len() > 2 || m.len() > 2 {
+        return Err(Bad::Syntax);
+    }
+    let h = digits(h, 2).ok_or(Bad::Syntax)?;
+    let m = digits(m, 2).ok_or(Bad::Syntax)?;
+    let (whole, frac) = match sec.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (sec, None),
+    };
+    let sec = digits(whole, 2).ok_or(Bad::Syntax)?;
+    let micros = match frac {
+        None => 0,
+        Some("") => 0,
+        Some(f) => {
+            if f.len() > 30 || !f.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Bad::Syntax);
+            }
+            // Postgres: rint(strtod("0.fff") * 1e6).
+            let v: f64 = format!("0.{f}").parse().map_err(|_| Bad::Syntax)?;
+            (v * 1e6).round_ties_even() as i64
+        }
+    };
+    let total = ((h * 60 + m) * 60 + sec) * 1_000_000 + micros;
+    if m > 59 || sec > 60 || h > 24 || total > MICROS_PER_DAY {
+        return Err(Bad::Field);
+    }
+    Ok(total)
+}
+
+/// A zone offset (`Z`, `+HH`, `+HH:MM`, `+HH:MM:SS`, `+HHMM`) in seconds east of UTC.
+fn parse_offset(s: &str) -> Result<i64, Bad> {
+    if s.eq_ignore_ascii_case("z") || s.eq_ignore_ascii_case("utc") {
+        return Ok(0);
+    }
+    let (sign, body) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => return Err(Bad::Syntax),
+    };
+    let (h, m, sec) = if body.contains(':') {
+        let mut p = body.split(':');
+        let h = digits(p.next().unwrap_or(""), 2).ok_or(Bad::Syntax)?;
+        let m = p.next().map_or(Some(0), |x| digits(x, 2));
+        let sec = p.next().map_or(Some(0), |x| digits(x, 2));
+        if p.next().is_some() {
+            return Err(Bad::Syntax);
+        }
+        (h, m.ok_or(Bad::Syntax)?, sec.ok_or(Bad::Syntax)?)
+    } else {
+        match body.len() {
+            1 | 2 => (digits(body, 2).ok_or(Bad::Syntax)?, 0, 0),
+            4 => {
+                let v = digits(body, 4).ok_or(Bad::Syntax)?;
+                (v / 100, v % 100, 0)
+            }
+            6 => {
+                let v = digits(body, 6).ok_or(Bad::Syntax)?;
+                (v / 10_000, v / 100 % 100, v % 100)
+            }
+            _ => return Err(Bad::Syntax),
+        }
+    };
+    if m > 59 || sec > 59 {
+        return Err(Bad::Field);
+    }
+    if h > 15 {
+        return Err(Bad::ZoneRange);
+    }
+    Ok(sign * ((h * 60 + m) * 60 + sec))
+}
+
+/// `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][zone][ BC]` as (days since
+/// 2000-01-01, microseconds into the day, zone offset in seconds east), each
+/// field checked.
+fn split_datetime(s: &str) -> Result<(i64, i64, i64), Bad> {
+    let (body, bc) = strip_era(s.trim());
+    let body = body.trim();
+    let (date, rest) = match body.find([' ', 'T', 't']) {
+        Some(i) => (&body[..i], body[i + 1..].trim()),
+        None => (body, ""),
+    };
+    let days = parse_ymd(date, bc)?;
+    let (time, zone) = match rest.find(['+', '-', 'Z', 'z', ' ']) {
+        Some(i) => (rest[..i].trim(), rest[i..].trim()),
+        None => (rest, ""),
+    };
+    let time = if time.is_empty() && zone.is_empty() {
+        0
+    } else {
+        parse_time(time)?
+    };
+    let offset = if zone.is_empty() {
+        0
+    } else {
+        parse_offset(zone)?
+    };
+    Ok((days, time, offset))
+}
+
+/// Parses `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][zone][ BC]`, `infinity`,
+/// `-infinity` and `epoch` into microseconds since 2000-01-01. A timestamptz
+/// is moved to UTC by its offset (no offset: the session zone, UTC); a
+/// timestamp without time zone ignores an offset, as Postgres does.
 pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
     let kind = if with_zone {
         "timestamp with time zone"
     } else {
         "timestamp"
     };
-    match s {
-        "infinity" => return Ok(TS_POS_INF),
-        "-infinity" => return Ok(TS_NEG_INF),
-        _ => {}
+    match special(s) {
+        Some(Ordering::Greater) => return Ok(TS_POS_INF),
+        Some(Ordering::Less) => return Ok(TS_NEG_INF),
+        Some(Ordering::Equal) => return Ok(-UNIX_TO_PG_DAYS * MICROS_PER_DAY),
+        None => {}
     }
-    let (body, bc) = match s.strip_suffix(" BC") {
-        Some(b) => (b, true),
-        None => (s, false),
-    };
-    let (date, rest) = body.split_once([' ', 'T']).ok_or_else(|| bad(kind, s))?;
-    let days = parse_ymd(date, bc).ok_or_else(|| bad(kind, s))?;
-    // Split time from offset: the offset starts at the first '+' or '-' after the time.
-    let (time, offset) = match rest.find(['+', '-']) {
-        Some(i) => (&rest[..i], Some(&rest[i..])),
-        None => (rest.strip_suffix('Z').unwrap_or(rest), None),
-    };
-    let mut tp = time.splitn(3, ':');
-    let h: i64 = tp
-        .next()
-        .and_then(|x| x.parse().ok())
-        .ok_or_else(|| bad(kind, s))?;
-    let mi: i64 = tp
-        .next()
-        .and_then(|x| x.parse().ok())
-        .ok_or_else(|| bad(kind, s))?;
-    let sec_text = tp.next().unwrap_or("0");
-    let (sec, frac) = sec_text.split_once('.').unwrap_or((sec_text, ""));
-    let sec: i64 = sec.parse().map_err(|_| bad(kind, s))?;
-    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad(kind, s));
+    let parsed = (|| -> Result<i64, Bad> {
+        let (days, time, offset) = split_datetime(s)?;
+        // Beyond this the arithmetic below could overflow; it is out of range anyway.
+        if !(DATE_MIN..DATE_END_FOR_TIMESTAMP as i64 + 1).contains(&days) {
+            return Err(Bad::Range);
+        }
+        let mut total = days * MICROS_PER_DAY + time;
+        if with_zone {
+            total -= offset * 1_000_000;
+        }
+        Ok(total)
+    })();
+    match parsed {
+        Ok(t) if is_valid_timestamp(t) => Ok(t),
+        Ok(_) | Err(Bad::Range) => Err(format!("timestamp out of range: \"{s}\"")),
+        Err(Bad::Syntax) => Err(bad(kind, s)),
+        Err(Bad::Field) => Err(field_range(s)),
+        Err(Bad::ZoneRange) => Err(format!("time zone displacement out of range: \"{s}\"")),
     }
-    let micros_frac: i64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<6}").parse().map_err(|_| bad(kind, s))?
-    };
-    let mut total = days * MICROS_PER_DAY + ((h * 60 + mi) * 60 + sec) * 1_000_000 + micros_frac;
-    if let Some(off) = offset {
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let mut op = off[1..].split(':');
-        let oh: i64 = op
-            .next()
-            .and_then(|x| x.parse().ok())
-            .ok_or_else(|| bad(kind, s))?;
-        let om: i64 = op.next().map(|x| x.parse().unwrap_or(0)).unwrap_or(0);
-        let os: i64 = op.next().map(|x| x.parse().unwrap_or(0)).unwrap_or(0);
-        total -= sign * ((oh * 60 + om) * 60 + os) * 1_000_000;
-    }
-    Ok(total)
 }
 
-fn write_year(out: &mut String, y: i64) {
+/// How a date or timestamp is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// The output function with DateStyle ISO and TimeZone UTC:
+    /// `2024-01-01 10:00:00.5+00`.
+    Text,
+    /// What `to_json` writes (ISO 8601): `2024-01-01T10:00:00.5+00:00`.
+    Json,
+}
+
+/// The year as Postgres writes it (at least four digits; BC years count from
+/// 1), and whether it is BC.
+fn era_year(y: i64) -> (i64, bool) {
     if y > 0 {
-        let _ = write!(out, "{y:04}");
+        (y, false)
     } else {
-        // ISO 8601 / XSD: year 0 is 1 BC, written as -0001 by Postgres's JSON output.
-        let _ = write!(out, "-{:04}", 1 - y);
+        (1 - y, true)
     }
 }
 
-/// `to_json` rendering of a date, without quotes.
+/// Writes a date: `2024-02-29`, `0044-03-15 BC`, `infinity`. Both styles agree.
 pub fn format_date(days: i32, out: &mut String) {
     match days {
         DATE_POS_INF => out.push_str("infinity"),
         DATE_NEG_INF => out.push_str("-infinity"),
         _ => {
-            let (y, m, d) = civil_from_days(days as i64);
-            write_year(out, y);
-            let _ = write!(out, "-{m:02}-{d:02}");
+            let (y, m, d) = ymd_from_date(days as i64);
+            let (year, bc) = era_year(y);
+            let _ = write!(out, "{year:04}-{m:02}-{d:02}");
+            if bc {
+                out.push_str(" BC");
+            }
         }
     }
 }
 
-/// `to_json` rendering of a timestamp (ISO 8601 with `T`, fraction without trailing
-/// zeros), with `+00:00` appended for timestamptz, without quotes.
-pub fn format_timestamp(micros: i64, with_zone: bool, out: &mut String) {
+/// Writes a timestamp in `style`, the fraction without trailing zeros, with
+/// the UTC offset for timestamptz and ` BC` last.
+pub fn format_timestamp(micros: i64, with_zone: bool, style: Style, out: &mut String) {
     match micros {
         TS_POS_INF => return out.push_str("infinity"),
         TS_NEG_INF => return out.push_str("-infinity"),
         _ => {}
     }
-    let days = micros.div_euclid(MICROS_PER_DAY);
-    let rem = micros.rem_euclid(MICROS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
-    write_year(out, y);
+    let (days, rem) = split_timestamp(micros);
+    let (y, m, d) = ymd_from_date(days);
+    let (year, bc) = era_year(y);
     let secs = rem / 1_000_000;
     let frac = rem % 1_000_000;
+    let sep = if style == Style::Json { 'T' } else { ' ' };
     let _ = write!(
         out,
-        "-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        "{year:04}-{m:02}-{d:02}{sep}{:02}:{:02}:{:02}",
         secs / 3600,
         secs / 60 % 60,
         secs % 60
@@ -173,7 +454,14 @@ pub fn format_timestamp(micros: i64, with_zone: bool, out: &mut String) {
         out.push_str(f.trim_end_matches('0'));
     }
     if with_zone {
-        out.push_str("+00:00");
+        out.push_str(if style == Style::Json {
+            "+00:00"
+        } else {
+            "+00"
+        });
+    }
+    if bc {
+        out.push_str(" BC");
     }
 }
 
@@ -181,35 +469,149 @@ pub fn format_timestamp(micros: i64, with_zone: bool, out: &mut String) {
 mod tests {
     use super::*;
 
+    fn ts(s: &str, zone: bool, style: Style) -> String {
+        let mut out = String::new();
+        format_timestamp(parse_timestamp(s, zone).unwrap(), zone, style, &mut out);
+        out
+    }
+
+    fn date(s: &str) -> String {
+        let mut out = String::new();
+        format_date(parse_date(s).unwrap(), &mut out);
+        out
+    }
+
     #[test]
     fn civil_round_trip() {
         for days in [-800_000i64, -1, 0, 1, 10_957, 19_000, 2_932_896] {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
-        assert_eq!(days_from_civil(2000, 1, 1), 10_957);
+        assert_eq!(days_from_civil(2000, 1, 1), UNIX_TO_PG_DAYS);
+        assert_eq!(date_from_ymd(2000, 1, 1), 0);
+        // The range ends are Postgres's (Julian day 0 and 294277-01-01).
+        assert_eq!(date_from_ymd(-4713, 11, 24), DATE_MIN);
+        assert_eq!(date_from_ymd(5_874_898, 1, 1), DATE_END);
+        assert_eq!(date_from_ymd(294_277, 1, 1), DATE_END_FOR_TIMESTAMP as i64);
     }
 
     #[test]
-    fn timestamps_render_like_to_json() {
-        let mut out = String::new();
-        format_timestamp(
-            parse_timestamp("2024-02-29 13:14:15.120000", false).unwrap(),
-            false,
-            &mut out,
+    fn timestamps_render_like_postgres() {
+        use Style::*;
+        assert_eq!(
+            ts("2024-02-29 13:14:15.120000", false, Json),
+            "2024-02-29T13:14:15.12"
         );
-        assert_eq!(out, "2024-02-29T13:14:15.12");
-        out.clear();
-        format_timestamp(
-            parse_timestamp("2024-02-29 13:14:15+05:30", true).unwrap(),
-            true,
-            &mut out,
+        assert_eq!(
+            ts("2024-02-29 13:14:15+05:30", true, Json),
+            "2024-02-29T07:44:15+00:00"
         );
-        assert_eq!(out, "2024-02-29T07:44:15+00:00");
-        out.clear();
-        format_date(parse_date("1999-12-31").unwrap(), &mut out);
-        assert_eq!(out, "1999-12-31");
-        assert!(parse_date("1999-13-01").is_err());
-        assert!(parse_timestamp("yesterday", false).is_err());
+        assert_eq!(
+            ts("2024-02-29 13:14:15+05:30", true, Text),
+            "2024-02-29 07:44:15+00"
+        );
+        // A timestamp without time zone ignores an offset.
+        assert_eq!(
+            ts("2024-01-01 10:00+05", false, Text),
+            "2024-01-01 10:00:00"
+        );
+        assert_eq!(ts("2024-1-1 1:2:3", false, Text), "2024-01-01 01:02:03");
+        assert_eq!(
+            ts("2024-01-01T10:00:00Z", true, Text),
+            "2024-01-01 10:00:00+00"
+        );
+        assert_eq!(
+            ts("2024-01-01 23:59:60", false, Text),
+            "2024-01-02 00:00:00"
+        );
+        assert_eq!(ts("2024-01-01 24:00", false, Text), "2024-01-02 00:00:00");
+        assert_eq!(
+            ts("2024-01-01 10:00:00.9999995", false, Text),
+            "2024-01-01 10:00:01"
+        );
+        assert_eq!(
+            ts("0044-03-15 10:00 BC", true, Json),
+            "0044-03-15T10:00:00+00:00 BC"
+        );
+        assert_eq!(
+            ts("294276-12-31 23:59:59.999999", false, Text),
+            "294276-12-31 23:59:59.999999"
+        );
+        assert_eq!(
+            ts("4714-11-24 00:00-01 BC", true, Text),
+            "4714-11-24 01:00:00+00 BC"
+        );
+        assert_eq!(ts(" -INFINITY ", false, Text), "-infinity");
+        assert_eq!(ts("epoch", true, Text), "1970-01-01 00:00:00+00");
+        assert_eq!(ts("2024-01-01", true, Text), "2024-01-01 00:00:00+00");
+        // Checked against PostgreSQL 15: MM:SS.fff, three-digit years.
+        assert_eq!(
+            ts("141833-05-07 06:26.9626405", false, Text),
+            "141833-05-07 00:06:26.96264"
+        );
+        assert_eq!(
+            ts("455-1-5  02:18:52 -04:45", true, Text),
+            "0455-01-05 07:03:52+00"
+        );
+        for (input, err) in [
+            ("294277-01-01", "timestamp out of range"),
+            ("294276-12-31 23:00-02", "timestamp out of range"),
+            ("4714-11-24 00:00+01 BC", "timestamp out of range"),
+            ("2024-01-01 24:00:01", "field value out of range"),
+            ("2024-01-01 10:00+16", "time zone displacement"),
+            ("yesterday", "invalid input syntax"),
+            ("+infinity", "invalid input syntax"),
+        ] {
+            let e = parse_timestamp(input, true).unwrap_err();
+            assert!(e.contains(err), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn dates_parse_within_postgres_range() {
+        assert_eq!(date("1999-12-31"), "1999-12-31");
+        assert_eq!(date("0044-03-15 BC"), "0044-03-15 BC");
+        assert_eq!(date("5874897-12-31"), "5874897-12-31");
+        assert_eq!(date("4714-11-24 BC"), "4714-11-24 BC");
+        assert_eq!(date(" Infinity "), "infinity");
+        assert_eq!(date("epoch"), "1970-01-01");
+        // A time after the date is checked and dropped.
+        assert_eq!(date("2621-07-25 14:55:15.9812049"), "2621-07-25");
+        assert_eq!(date("817-8-12T05:36:55 -11:45 BC"), "0817-08-12 BC");
+        assert!(parse_date("2024-01-01 25:00").is_err());
+        assert!(parse_date("5874898-01-01")
+            .unwrap_err()
+            .contains("date out of range"));
+        assert!(parse_date("4714-11-23 BC")
+            .unwrap_err()
+            .contains("date out of range"));
+        assert!(parse_date("1999-13-01")
+            .unwrap_err()
+            .contains("field value"));
+        assert!(parse_date("2023-02-29")
+            .unwrap_err()
+            .contains("field value"));
+        assert!(parse_date("0000-01-01")
+            .unwrap_err()
+            .contains("field value"));
+        assert!(parse_date("99999999999999999999-01-01").is_err());
+    }
+
+    #[test]
+    fn dates_meet_timestamps() {
+        assert_eq!(date_to_timestamp(DATE_POS_INF), Ok(TS_POS_INF));
+        assert!(date_to_timestamp(DATE_END_FOR_TIMESTAMP).is_err());
+        assert_eq!(timestamp_to_date(TS_NEG_INF), DATE_NEG_INF);
+        assert_eq!(timestamp_to_date(-1), -1);
+        assert_eq!(
+            cmp_date_timestamp(DATE_POS_INF, TS_POS_INF),
+            Ordering::Equal
+        );
+        assert_eq!(cmp_date_timestamp(DATE_POS_INF, 0), Ordering::Greater);
+        assert_eq!(cmp_date_timestamp(DATE_NEG_INF, TS_MIN), Ordering::Less);
+        // A date past the timestamp range: above every finite timestamp, below infinity.
+        let far = DATE_END_FOR_TIMESTAMP + 10;
+        assert_eq!(cmp_date_timestamp(far, TS_END - 1), Ordering::Greater);
+        assert_eq!(cmp_date_timestamp(far, TS_POS_INF), Ordering::Less);
     }
 }

@@ -1,9 +1,458 @@
-//! Navigating JSON text for `->`, `->>`, `#>` and `#>>`.
+//! JSON text: checking and canonicalizing input, and navigating values for
+//! `->`, `->>`, `#>` and `#>>`.
 //!
-//! Values are found as slices of the text they came in. For `jsonb` that text
-//! is Postgres's canonical output, so a slice of it is the canonical output of
-//! the sub-value; for `json` Postgres also returns the sub-value's text as
+//! Input is checked as Postgres's JSON lexer checks it (`json` keeps the text
+//! as written; `jsonb` is rewritten in Postgres's canonical form: keys sorted
+//! by length then bytes, the last of duplicate keys kept, `", "` and `": "`
+//! between items, numbers as `numeric` writes them). The parser keeps an
+//! explicit stack, so nesting depth costs heap, not the worker's stack.
+//!
+//! Navigation finds values as slices of the text they came in. For `jsonb`
+//! that text is the canonical output, so a slice of it is the canonical output
+//! of the sub-value; for `json` Postgres also returns the sub-value's text as
 //! written. Numbers and strings are never re-encoded.
+
+use super::numeric::Numeric;
+use super::write_json_string;
+
+/// One parsed value; `span` is where its text lies in the input.
+#[derive(Debug)]
+pub struct Node {
+    pub kind: Kind,
+    pub span: (usize, usize),
+}
+
+#[derive(Debug)]
+pub enum Kind {
+    Null,
+    Bool(bool),
+    Number,
+    /// The decoded string.
+    String(String),
+    /// Element node indexes.
+    Array(Vec<usize>),
+    /// Keys (decoded) and value node indexes, in input order.
+    Object(Vec<(String, usize)>),
+}
+
+/// A parsed document: nodes in an arena, `root` the whole value.
+#[derive(Debug)]
+pub struct Doc {
+    pub nodes: Vec<Node>,
+    pub root: usize,
+    /// Whether a string held `\u0000`, which `jsonb` (text) cannot hold.
+    pub has_nul_escape: bool,
+}
+
+enum Frame {
+    Array {
+        start: usize,
+        items: Vec<usize>,
+    },
+    Object {
+        start: usize,
+        items: Vec<(String, usize)>,
+        key: String,
+    },
+}
+
+struct Lexer<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+    nul_escape: bool,
+}
+
+impl Lexer<'_> {
+    fn ws(&mut self) {
+        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn token_error(&self) -> String {
+        let rest = self.text.get(self.i..).unwrap_or("");
+        if rest.is_empty() {
+            return "The input string ended unexpectedly.".into();
+        }
+        let end = rest
+            .char_indices()
+            .find(|(i, c)| *i > 0 && !c.is_alphanumeric())
+            .map_or(rest.len(), |(i, _)| i);
+        format!("Token \"{}\" is invalid.", &rest[..end])
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), String> {
+        self.ws();
+        if self.b.get(self.i) == Some(&byte) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.token_error())
+        }
+    }
+
+    /// A string starting at the opening quote, decoded.
+    fn string(&mut self) -> Result<String, String> {
+        self.i += 1;
+        let mut out = String::new();
+        let mut high: Option<u32> = None;
+        loop {
+            let start = self.i;
+            while let Some(&c) = self.b.get(self.i) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            if self.i > start {
+                if high.is_some() {
+                    return Err("Unicode low surrogate must follow a high surrogate.".into());
+                }
+                out.push_str(&self.text[start..self.i]);
+            }
+            match self.b.get(self.i) {
+                None => return Err("The input string ended unexpectedly.".into()),
+                Some(b'"') => {
+                    if high.is_some() {
+                        return Err("Unicode low surrogate must follow a high surrogate.".into());
+                    }
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(&c) if c < 0x20 => {
+                    return Err(format!("Character with value 0x{c:02x} must be escaped."))
+                }
+                _ => {}
+            }
+            // A backslash.
+            let esc = *self
+                .b
+                .get(self.i + 1)
+                .ok_or("The input string ended unexpectedly.")?;
+            self.i += 2;
+            if esc != b'u' && high.is_some() {
+                return Err("Unicode low surrogate must follow a high surrogate.".into());
+            }
+            match esc {
+                b'"' => out.push('"'),
+                b'\\' => out.push('\\'),
+                b'/' => out.push('/'),
+                b'b' => out.push('\u{8}'),
+                b'f' => out.push('\u{c}'),
+                b'n' => out.push('\n'),
+                b'r' => out.push('\r'),
+                b't' => out.push('\t'),
+                b'u' => {
+                    let hex = self
+                        .b
+                        .get(self.i..self.i + 4)
+                        .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+                    let Some(hex) = hex else {
+                        return Err("\"\\u\" must be followed by four hexadecimal digits.".into());
+                    };
+                    let code = hex
+                        .iter()
+                        .fold(0u32, |v, h| v * 16 + (*h as char).to_digit(16).unwrap_or(0));
+                    self.i += 4;
+                    match (code, high) {
+                        (0xD800..=0xDBFF, None) => high = Some(code),
+                        (0xD800..=0xDBFF, Some(_)) => {
+                            return Err(
+                                "Unicode high surrogate must not follow a high surrogate.".into()
+                            )
+                        }
+                        (0xDC00..=0xDFFF, Some(h)) => {
+                            high = None;
+                            let c = 0x10000 + ((h - 0xD800) << 10) + (code - 0xDC00);
+                            out.push(char::from_u32(c).unwrap_or('\u{FFFD}'));
+                        }
+                        (0xDC00..=0xDFFF, None) => {
+                            return Err("Unicode low surrogate must follow a high surrogate.".into())
+                        }
+                        (_, Some(_)) => {
+                            return Err("Unicode low surrogate must follow a high surrogate.".into())
+                        }
+                        (c, None) => {
+                            if c == 0 {
+                                self.nul_escape = true;
+                            }
+                            out.push(char::from_u32(c).unwrap_or('\u{FFFD}'));
+                        }
+                    }
+                }
+                _ => {
+                    let c = self.text[self.i - 1..].chars().next().unwrap_or('?');
+                    return Err(format!("Escape sequence \"\\{c}\" is invalid."));
+                }
+            }
+        }
+    }
+
+    /// A number as JSON writes them (`-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?`).
+    fn number(&mut self) -> Result<(), String> {
+        let start = self.i;
+        let digits = |l: &mut Self| {
+            let s = l.i;
+            while l.b.get(l.i).is_some_and(u8::is_ascii_digit) {
+                l.i += 1;
+            }
+            l.i > s
+        };
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        let ok = match self.b.get(self.i) {
+            Some(b'0') => {
+                self.i += 1;
+                true
+            }
+            Some(b'1'..=b'9') => digits(self),
+            _ => false,
+        };
+        let mut ok = ok;
+        if ok && self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            ok = digits(self);
+        }
+        if ok && matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            ok = digits(self);
+        }
+        // Trailing letters or digits make the whole token invalid.
+        if !ok
+            || self
+                .b
+                .get(self.i)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c >= 0x80)
+        {
+            self.i = start;
+            return Err(self.token_error());
+        }
+        Ok(())
+    }
+
+    fn word(&mut self, w: &str) -> bool {
+        let end = self.i + w.len();
+        if self.b.get(self.i..end) == Some(w.as_bytes())
+            && !self
+                .b
+                .get(end)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c >= 0x80)
+        {
+            self.i = end;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Parses JSON text as Postgres's `json_in` accepts it (the message is the
+/// detail Postgres gives).
+pub fn parse(text: &str) -> Result<Doc, String> {
+    let mut l = Lexer {
+        text,
+        b: text.as_bytes(),
+        i: 0,
+        nul_escape: false,
+    };
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let root = 'value: loop {
+        // Parse one value start.
+        l.ws();
+        let start = l.i;
+        let kind = match l.b.get(l.i) {
+            Some(b'[') => {
+                l.i += 1;
+                l.ws();
+                if l.b.get(l.i) == Some(&b']') {
+                    l.i += 1;
+                    Kind::Array(Vec::new())
+                } else {
+                    stack.push(Frame::Array {
+                        start,
+                        items: Vec::new(),
+                    });
+                    continue 'value;
+                }
+            }
+            Some(b'{') => {
+                l.i += 1;
+                l.ws();
+                match l.b.get(l.i) {
+                    Some(b'}') => {
+                        l.i += 1;
+                        Kind::Object(Vec::new())
+                    }
+                    Some(b'"') => {
+                        let key = l.string()?;
+                        l.expect(b':')?;
+                        stack.push(Frame::Object {
+                            start,
+                            items: Vec::new(),
+                            key,
+                        });
+                        continue 'value;
+                    }
+                    _ => return Err(l.token_error()),
+                }
+            }
+            Some(b'"') => Kind::String(l.string()?),
+            Some(b'-' | b'0'..=b'9') => {
+                l.number()?;
+                Kind::Number
+            }
+            _ if l.word("true") => Kind::Bool(true),
+            _ if l.word("false") => Kind::Bool(false),
+            _ if l.word("null") => Kind::Null,
+            _ => return Err(l.token_error()),
+        };
+        nodes.push(Node {
+            kind,
+            span: (start, l.i),
+        });
+        let mut done = nodes.len() - 1;
+        // Hand the finished value to its container, closing containers as they end.
+        loop {
+            let Some(frame) = stack.last_mut() else {
+                break 'value done;
+            };
+            match frame {
+                Frame::Array { items, .. } => items.push(done),
+                Frame::Object { items, key, .. } => items.push((std::mem::take(key), done)),
+            }
+            l.ws();
+            match (l.b.get(l.i), &mut *frame) {
+                (Some(b','), Frame::Array { .. }) => {
+                    l.i += 1;
+                    continue 'value;
+                }
+                (Some(b','), Frame::Object { key, .. }) => {
+                    l.i += 1;
+                    l.ws();
+                    if l.b.get(l.i) != Some(&b'"') {
+                        return Err(l.token_error());
+                    }
+                    *key = l.string()?;
+                    l.expect(b':')?;
+                    continue 'value;
+                }
+                (Some(b']'), Frame::Array { .. }) | (Some(b'}'), Frame::Object { .. }) => {
+                    l.i += 1;
+                    let (start, kind) = match stack.pop() {
+                        Some(Frame::Array { start, items }) => (start, Kind::Array(items)),
+                        Some(Frame::Object { start, items, .. }) => (start, Kind::Object(items)),
+                        None => return Err(l.token_error()),
+                    };
+                    nodes.push(Node {
+                        kind,
+                        span: (start, l.i),
+                    });
+                    done = nodes.len() - 1;
+                }
+                _ => return Err(l.token_error()),
+            }
+        }
+    };
+    l.ws();
+    if l.i != l.b.len() {
+        return Err(l.token_error());
+    }
+    Ok(Doc {
+        nodes,
+        root,
+        has_nul_escape: l.nul_escape,
+    })
+}
+
+/// Checks `json` input.
+pub fn validate(text: &str) -> Result<(), String> {
+    parse(text).map(|_| ())
+}
+
+/// `jsonb` input: the canonical text Postgres stores and writes back.
+pub fn to_jsonb(text: &str) -> Result<String, String> {
+    let doc = parse(text)?;
+    if doc.has_nul_escape {
+        return Err(
+            "unsupported Unicode escape sequence: \\u0000 cannot be converted to text".into(),
+        );
+    }
+    enum Task<'d> {
+        Node(usize),
+        Text(&'static str),
+        Key(&'d str),
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut tasks = vec![Task::Node(doc.root)];
+    while let Some(task) = tasks.pop() {
+        let i = match task {
+            Task::Text(t) => {
+                out.push_str(t);
+                continue;
+            }
+            Task::Key(k) => {
+                write_json_string(k, &mut out);
+                out.push_str(": ");
+                continue;
+            }
+            Task::Node(i) => i,
+        };
+        let node = &doc.nodes[i];
+        match &node.kind {
+            Kind::Null => out.push_str("null"),
+            Kind::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Kind::Number => {
+                let token = &text[node.span.0..node.span.1];
+                let n = Numeric::parse(token).map_err(|e| e.to_string())?;
+                out.push_str(&n.to_string());
+            }
+            Kind::String(s) => write_json_string(s, &mut out),
+            Kind::Array(items) => {
+                out.push('[');
+                tasks.push(Task::Text("]"));
+                for (j, item) in items.iter().enumerate().rev() {
+                    tasks.push(Task::Node(*item));
+                    if j > 0 {
+                        tasks.push(Task::Text(", "));
+                    }
+                }
+            }
+            Kind::Object(items) => {
+                // Sorted by length then bytes; of equal keys the last one wins.
+                let mut sorted: Vec<(usize, &(String, usize))> = items.iter().enumerate().collect();
+                sorted.sort_by(|(ia, (a, _)), (ib, (b, _))| {
+                    a.len()
+                        .cmp(&b.len())
+                        .then_with(|| a.cmp(b))
+                        .then(ia.cmp(ib))
+                });
+                let mut kept: Vec<&(String, usize)> = Vec::with_capacity(sorted.len());
+                for (_, item) in sorted {
+                    match kept.last_mut() {
+                        Some(last) if last.0 == item.0 => *last = item,
+                        _ => kept.push(item),
+                    }
+                }
+                out.push('{');
+                tasks.push(Task::Text("}"));
+                for (j, (key, value)) in kept.iter().enumerate().rev() {
+                    tasks.push(Task::Node(*value));
+                    tasks.push(Task::Key(key));
+                    if j > 0 {
+                        tasks.push(Task::Text(", "));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
@@ -86,6 +535,9 @@ pub fn unescape(lit: &str) -> Option<String> {
                     // A surrogate pair: \uD83D\uDE00.
                     let rest: String = chars.by_ref().take(6).collect();
                     let low = u32::from_str_radix(rest.strip_prefix("\\u")?, 16).ok()?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return None;
+                    }
                     code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
                 }
                 out.push(char::from_u32(code)?);

@@ -2,12 +2,20 @@
 //!
 //! Values enter from Postgres's text format (pgoutput and COPY both use it),
 //! live in the dataflow as [`Datum`]s, and leave as JSON written exactly as
-//! Postgres's `to_json` would write them.
+//! Postgres's `to_json` would write them. Inside a view, `::text`, `||` and
+//! `concat()` see the text form Postgres's output functions write
+//! ([`Datum::write_text`], [`array_text`]).
+//!
+//! Decoding is total: any text gives a value or the error Postgres gives
+//! for it, never a panic, and limits are Postgres's (numeric's digit
+//! counts, the date and timestamp ranges). `proptests.rs` checks this.
 
 pub mod datetime;
 pub mod interval;
 pub mod json;
 pub mod numeric;
+#[cfg(test)]
+pub(crate) mod proptests;
 
 use std::cmp::Ordering;
 use std::fmt::Write;
@@ -218,11 +226,12 @@ pub enum Datum {
     Numeric(Numeric),
     Text(String),
     Bytes(Vec<u8>),
-    /// Days since 1970-01-01.
+    /// Days since 2000-01-01 (Postgres's epoch); `i32::MIN`/`MAX` are
+    /// `-infinity`/`infinity`. See [`datetime`].
     Date(i32),
-    /// Microseconds since 1970-01-01 00:00:00.
+    /// Microseconds since 2000-01-01 00:00:00; `i64::MIN`/`MAX` are the infinities.
     Timestamp(i64),
-    /// Microseconds since 1970-01-01 00:00:00 UTC.
+    /// Microseconds since 2000-01-01 00:00:00 UTC; `i64::MIN`/`MAX` are the infinities.
     TimestampTz(i64),
     Uuid(u128),
     /// json: the text exactly as stored; jsonb: Postgres's canonical text.
@@ -239,20 +248,40 @@ impl Datum {
         matches!(self, Datum::Null)
     }
 
-    /// Decodes Postgres's text output of a value of type `ty`.
+    /// Decodes Postgres's text form of a value of type `ty` (what pgoutput
+    /// and COPY send, and what a `'...'::type` cast reads), with Postgres's
+    /// checks and messages: out-of-range integers, floats and dates are
+    /// errors, never wrapped or clamped values.
     pub fn from_text(ty: &Type, s: &str) -> Result<Datum, DecodeError> {
-        let bad = || DecodeError(format!("invalid {} value: {s:?}", ty.name()));
+        let bad = || {
+            DecodeError(format!(
+                "invalid input syntax for type {}: \"{s}\"",
+                ty.name()
+            ))
+        };
         Ok(match ty {
-            Type::Bool => match s {
-                "t" | "true" => Datum::Bool(true),
-                "f" | "false" => Datum::Bool(false),
-                _ => return Err(bad()),
-            },
+            Type::Bool => Datum::Bool(parse_bool(s).ok_or_else(bad)?),
             Type::Int2 | Type::Int4 | Type::Int8 => {
-                Datum::Int(s.trim().parse().map_err(|_| bad())?)
+                let (_, _, sql_name) = int_bounds(ty);
+                let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
+                let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(DecodeError(format!(
+                        "invalid input syntax for type {sql_name}: \"{s}\""
+                    )));
+                }
+                let (lo, hi, _) = int_bounds(ty);
+                match t.parse::<i64>() {
+                    Ok(v) if (lo..=hi).contains(&v) => Datum::Int(v),
+                    _ => {
+                        return Err(DecodeError(format!(
+                            "value \"{s}\" is out of range for type {sql_name}"
+                        )))
+                    }
+                }
             }
-            Type::Float4 => Datum::Float4(F64(parse_float(s).ok_or_else(bad)? as f32 as f64)),
-            Type::Float8 => Datum::Float8(F64(parse_float(s).ok_or_else(bad)?)),
+            Type::Float4 => Datum::Float4(F64(parse_float(s, true)?)),
+            Type::Float8 => Datum::Float8(F64(parse_float(s, false)?)),
             Type::Numeric => {
                 Datum::Numeric(Numeric::parse(s).map_err(|e| DecodeError(e.to_string()))?)
             }
@@ -269,27 +298,20 @@ impl Datum {
             Type::TimestampTz => {
                 Datum::TimestampTz(datetime::parse_timestamp(s, true).map_err(DecodeError)?)
             }
-            Type::Uuid => {
-                let hex: String = s.chars().filter(|c| *c != '-').collect();
-                if hex.len() != 32 {
-                    return Err(bad());
-                }
-                Datum::Uuid(u128::from_str_radix(&hex, 16).map_err(|_| bad())?)
+            Type::Uuid => Datum::Uuid(parse_uuid(s).ok_or_else(bad)?),
+            Type::Json => {
+                json::validate(s).map_err(|e| json_error(ty, &e))?;
+                Datum::Json(s.to_string())
             }
-            Type::Json | Type::Jsonb => Datum::Json(s.to_string()),
-            Type::Array { .. } => return Err(bad()),
+            Type::Jsonb => Datum::Json(json::to_jsonb(s).map_err(|e| json_error(ty, &e))?),
+            Type::Array { .. } => {
+                return Err(DecodeError(format!(
+                    "reading {} values from text is not supported",
+                    ty.name()
+                )))
+            }
             Type::Interval => Datum::Interval(interval::Interval::parse(s).map_err(DecodeError)?),
-            Type::Bytea => {
-                let hex = s.strip_prefix("\\x").ok_or_else(bad)?;
-                if hex.len() % 2 != 0 {
-                    return Err(bad());
-                }
-                let mut bytes = Vec::with_capacity(hex.len() / 2);
-                for i in (0..hex.len()).step_by(2) {
-                    bytes.push(u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad())?);
-                }
-                Datum::Bytes(bytes)
-            }
+            Type::Bytea => Datum::Bytes(parse_bytea(s)?),
         })
     }
 
@@ -301,6 +323,11 @@ impl Datum {
             Datum::Int(i) => {
                 let _ = write!(out, "{i}");
             }
+            Datum::Float4(F64(f)) | Datum::Float8(F64(f)) if !f.is_finite() => {
+                out.push('"');
+                self.write_text(out);
+                out.push('"');
+            }
             Datum::Float4(f) => write_float(f.0, true, out),
             Datum::Float8(f) => write_float(f.0, false, out),
             Datum::Numeric(n) => match n {
@@ -310,13 +337,11 @@ impl Datum {
                 _ => write_json_string(&n.to_string(), out),
             },
             Datum::Text(s) => write_json_string(s, out),
-            Datum::Bytes(b) => {
-                let mut s = String::with_capacity(2 + b.len() * 2);
-                s.push_str("\\x");
-                for byte in b {
-                    let _ = write!(s, "{byte:02x}");
-                }
-                write_json_string(&s, out);
+            Datum::Bytes(_) => {
+                // The hex form has no characters JSON escapes but the backslash.
+                out.push_str("\"\\");
+                self.write_text(out);
+                out.push('"');
             }
             Datum::Date(d) => {
                 out.push('"');
@@ -325,20 +350,14 @@ impl Datum {
             }
             Datum::Timestamp(t) | Datum::TimestampTz(t) => {
                 out.push('"');
-                datetime::format_timestamp(*t, matches!(self, Datum::TimestampTz(_)), out);
+                let zone = matches!(self, Datum::TimestampTz(_));
+                datetime::format_timestamp(*t, zone, datetime::Style::Json, out);
                 out.push('"');
             }
-            Datum::Uuid(u) => {
-                let h = format!("{u:032x}");
-                let _ = write!(
-                    out,
-                    "\"{}-{}-{}-{}-{}\"",
-                    &h[0..8],
-                    &h[8..12],
-                    &h[12..16],
-                    &h[16..20],
-                    &h[20..32]
-                );
+            Datum::Uuid(_) => {
+                out.push('"');
+                self.write_text(out);
+                out.push('"');
             }
             Datum::Json(j) => out.push_str(j),
             Datum::Interval(iv) => {
@@ -347,6 +366,60 @@ impl Datum {
                 write_json_string(&s, out);
             }
         }
+    }
+
+    /// Appends the value as its type's output function writes it (what
+    /// `concat`, `format` and array output use): `t` for true, `1.50`,
+    /// `2024-01-01 10:00:00+00`, `1 day 02:00:00`, `\x00ff`, `NaN`. The text
+    /// of an array needs its element type: see [`array_text`].
+    pub fn write_text(&self, out: &mut String) {
+        match self {
+            Datum::Null => {}
+            Datum::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+            Datum::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Datum::Float4(f) => write_float(f.0, true, out),
+            Datum::Float8(f) => write_float(f.0, false, out),
+            Datum::Numeric(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Datum::Text(s) | Datum::Json(s) => out.push_str(s),
+            Datum::Bytes(b) => {
+                out.reserve(2 + b.len() * 2);
+                out.push_str("\\x");
+                for byte in b {
+                    let _ = write!(out, "{byte:02x}");
+                }
+            }
+            Datum::Date(d) => datetime::format_date(*d, out),
+            Datum::Timestamp(t) => {
+                datetime::format_timestamp(*t, false, datetime::Style::Text, out)
+            }
+            Datum::TimestampTz(t) => {
+                datetime::format_timestamp(*t, true, datetime::Style::Text, out)
+            }
+            Datum::Uuid(u) => {
+                let h = format!("{u:032x}");
+                let _ = write!(
+                    out,
+                    "{}-{}-{}-{}-{}",
+                    &h[0..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..32]
+                );
+            }
+            Datum::Interval(iv) => iv.format(out),
+        }
+    }
+
+    /// The value's text as its type's output function writes it (see [`Datum::write_text`]).
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        self.write_text(&mut s);
+        s
     }
 
     pub fn to_json_string(&self) -> String {
@@ -365,13 +438,161 @@ impl Datum {
     }
 }
 
-fn parse_float(s: &str) -> Option<f64> {
-    match s {
-        "NaN" => Some(f64::NAN),
-        "Infinity" => Some(f64::INFINITY),
-        "-Infinity" => Some(f64::NEG_INFINITY),
-        _ => s.trim().parse().ok(),
+/// `float8in`/`float4in`: the special words in any case, else a decimal that
+/// must neither overflow to infinity nor underflow to zero (denormals are
+/// fine), as Postgres checks `strtod`'s range errors.
+fn parse_float(s: &str, single: bool) -> Result<f64, DecodeError> {
+    let sql_name = if single { "real" } else { "double precision" };
+    let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
+    let special = match t.to_ascii_lowercase().as_str() {
+        "nan" | "+nan" | "-nan" => Some(f64::NAN),
+        "infinity" | "+infinity" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => None,
+    };
+    if let Some(v) = special {
+        return Ok(v);
     }
+    let syntax = || DecodeError(format!("invalid input syntax for type {sql_name}: \"{s}\""));
+    // Rust's parser also reads "inf" and "nan" spellings: only digits get here.
+    if !t
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return Err(syntax());
+    }
+    let v = if single {
+        t.parse::<f32>().map(f64::from)
+    } else {
+        t.parse::<f64>()
+    }
+    .map_err(|_| syntax())?;
+    let mantissa = t.split(['e', 'E']).next().unwrap_or("");
+    let nonzero = mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    if v.is_infinite() || (v == 0.0 && nonzero) {
+        return Err(DecodeError(format!(
+            "\"{s}\" is out of range for type {sql_name}"
+        )));
+    }
+    Ok(v)
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    // boolin: any unique prefix of true/false/yes/no/on/off, or 1/0, any case.
+    let t = s
+        .trim_matches(|c: char| c.is_ascii_whitespace())
+        .to_ascii_lowercase();
+    if t.is_empty() {
+        return None;
+    }
+    let prefix_of = |word: &str, min: usize| t.len() >= min && word.starts_with(t.as_str());
+    if prefix_of("true", 1) || prefix_of("yes", 1) || prefix_of("on", 2) || t == "1" {
+        Some(true)
+    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || t == "0" {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `uuid_in`: 32 hex digits, optionally in braces, with a hyphen allowed
+/// after any group of four digits.
+fn parse_uuid(s: &str) -> Option<u128> {
+    let t = match s.strip_prefix('{') {
+        Some(rest) => rest.strip_suffix('}')?,
+        None => s,
+    };
+    let mut value = 0u128;
+    let mut count = 0;
+    let mut after_hyphen = false;
+    for b in t.bytes() {
+        if b == b'-' {
+            if count == 0 || count % 4 != 0 || count == 32 || after_hyphen {
+                return None;
+            }
+            after_hyphen = true;
+            continue;
+        }
+        after_hyphen = false;
+        let digit = (b as char).to_digit(16)?;
+        if count == 32 {
+            return None;
+        }
+        value = value << 4 | digit as u128;
+        count += 1;
+    }
+    (count == 32 && !after_hyphen).then_some(value)
+}
+
+/// `byteain`: `\x` followed by hex digit pairs (spaces allowed between
+/// pairs), otherwise the escape format, where `\\` is a backslash, `\nnn`
+/// (three octal digits, the first 0-3) a byte, and any other byte itself.
+pub fn parse_bytea(s: &str) -> Result<Vec<u8>, DecodeError> {
+    let b = s.as_bytes();
+    if let Some(hex) = b.strip_prefix(b"\\x") {
+        let mut out = Vec::with_capacity(hex.len() / 2);
+        let mut i = 0;
+        let invalid_digit = |at: usize| {
+            // Name the whole character, not a byte of it.
+            let c = s[2 + at..].chars().next().unwrap_or('?');
+            DecodeError(format!("invalid hexadecimal digit: \"{c}\""))
+        };
+        while i < hex.len() {
+            if matches!(hex[i], b' ' | b'\n' | b'\t' | b'\r') {
+                i += 1;
+                continue;
+            }
+            let hi = (hex[i] as char)
+                .to_digit(16)
+                .ok_or_else(|| invalid_digit(i))?;
+            let Some(&next) = hex.get(i + 1) else {
+                return Err(DecodeError(
+                    "invalid hexadecimal data: odd number of digits".into(),
+                ));
+            };
+            let lo = (next as char)
+                .to_digit(16)
+                .ok_or_else(|| invalid_digit(i + 1))?;
+            out.push((hi << 4 | lo) as u8);
+            i += 2;
+        }
+        return Ok(out);
+    }
+    let syntax = || DecodeError("invalid input syntax for type bytea".into());
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1..i + 4) {
+            Some([d1 @ b'0'..=b'3', d2 @ b'0'..=b'7', d3 @ b'0'..=b'7']) => {
+                out.push((d1 - b'0') << 6 | (d2 - b'0') << 3 | (d3 - b'0'));
+                i += 4;
+            }
+            _ if b.get(i + 1) == Some(&b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            _ => return Err(syntax()),
+        }
+    }
+    Ok(out)
+}
+
+/// Smallest and largest value of an integer type, and its SQL name.
+pub fn int_bounds(ty: &Type) -> (i64, i64, &'static str) {
+    match ty {
+        Type::Int2 => (i16::MIN as i64, i16::MAX as i64, "smallint"),
+        Type::Int4 => (i32::MIN as i64, i32::MAX as i64, "integer"),
+        _ => (i64::MIN, i64::MAX, "bigint"),
+    }
+}
+
+fn json_error(ty: &Type, e: &str) -> DecodeError {
+    DecodeError(format!("invalid input syntax for type {}: {e}", ty.name()))
 }
 
 /// Writes a float the way Postgres's `float8out`/`float4out` do with the default
@@ -379,23 +600,15 @@ fn parse_float(s: &str) -> Option<f64> {
 /// exponential form when the decimal exponent is < -4 or >= 15 (6 for float4).
 fn write_float(v: f64, single: bool, out: &mut String) {
     if v.is_nan() {
-        return out.push_str("\"NaN\"");
+        return out.push_str("NaN");
     }
     if v.is_infinite() {
-        return out.push_str(if v > 0.0 {
-            "\"Infinity\""
-        } else {
-            "\"-Infinity\""
-        });
+        return out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
     }
     if v == 0.0 {
         return out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
     }
-    let sci = if single {
-        format!("{:e}", v as f32)
-    } else {
-        format!("{v:e}")
-    };
+    let sci = shortest(v, single);
     let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (neg, mant) = match mant.strip_prefix('-') {
@@ -429,6 +642,186 @@ fn write_float(v: f64, single: bool, out: &mut String) {
             out.push_str(&digits[int_len..]);
         }
     }
+}
+
+/// The shortest decimal (as `{:e}` writes it) that Postgres's Ryu-based
+/// output picks for a finite nonzero float: the fewest digits that read back
+/// as `v` while lying strictly inside its rounding interval, and of those the
+/// one nearest `v`, ties to even. Rust's own shortest form also accepts a
+/// decimal exactly halfway to the next float (it reads back by ties-to-even)
+/// and breaks digit ties upward, so it is only the starting length here.
+fn shortest(v: f64, single: bool) -> String {
+    let rust = if single {
+        format!("{:e}", v as f32)
+    } else {
+        format!("{v:e}")
+    };
+    let len = rust
+        .split('e')
+        .next()
+        .unwrap_or("")
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count()
+        .max(1);
+    let max_len = if single { 9 } else { 17 };
+    for k in len..=max_len {
+        // Correctly rounded to k significant digits, ties to even.
+        let candidate = if single {
+            format!("{:.*e}", k - 1, v as f32)
+        } else {
+            format!("{:.*e}", k - 1, v)
+        };
+        let reads_back = if single {
+            candidate.parse::<f32>().ok() == Some(v as f32)
+        } else {
+            candidate.parse::<f64>().ok() == Some(v)
+        };
+        if reads_back && !is_halfway(&candidate, v, single) {
+            return candidate;
+        }
+    }
+    rust
+}
+
+/// Whether the decimal `text` lies exactly halfway between `v` and a
+/// neighbouring float. Only floats past 2^53 (2^24 for float4) have
+/// halfway points with 17 (9) or fewer significant digits, all integers.
+fn is_halfway(text: &str, v: f64, single: bool) -> bool {
+    use num_bigint::BigUint;
+    let (bits, limit) = if single {
+        (24, 16_777_216.0)
+    } else {
+        (53, 9_007_199_254_740_992.0)
+    };
+    if v.abs() < limit {
+        return false;
+    }
+    let Some((mant, exp)) = text.trim_start_matches('-').split_once('e') else {
+        return false;
+    };
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let Ok(exp) = exp.parse::<i64>() else {
+        return false;
+    };
+    let shift = exp - (digits.len() as i64 - 1);
+    let Ok(d) = digits.parse::<BigUint>() else {
+        return false;
+    };
+    if shift < 0 {
+        return false;
+    }
+    let decimal = d * BigUint::from(10u32).pow(shift as u32);
+    // v = m * 2^e with m of `bits` bits; midpoints are (2m ± 1) * 2^(e-1),
+    // below a power of two (4m - 1) * 2^(e-2).
+    let (m, e) = if single {
+        let b = (v as f32).abs().to_bits();
+        (
+            (b & 0x7F_FFFF | 0x80_0000) as u64,
+            ((b >> 23) & 0xFF) as i64 - 150,
+        )
+    } else {
+        let b = v.abs().to_bits();
+        (
+            b & 0xF_FFFF_FFFF_FFFF | 1 << 52,
+            ((b >> 52) & 0x7FF) as i64 - 1075,
+        )
+    };
+    if e < 1 {
+        return false;
+    }
+    let m = BigUint::from(m);
+    let up = (&m * 2u32 + 1u32) << (e - 1) as usize;
+    let down = if m == BigUint::from(1u64) << (bits - 1) {
+        // Below a power of two the gap halves: an integer only from e = 2.
+        (e >= 2).then(|| (&m * 4u32 - 1u32) << (e - 2) as usize)
+    } else {
+        Some((&m * 2u32 - 1u32) << (e - 1) as usize)
+    };
+    decimal == up || down.is_some_and(|d| decimal == d)
+}
+
+/// The text of an array value (held as the JSON array `to_json` gives) as
+/// Postgres's `array_out` writes it: `{1,2,NULL}`, `{"a b","x\\"y"}`,
+/// `{t,f}`, `{"2024-01-01 10:00:00+00"}`. Elements are written by their
+/// type's output function and quoted where `array_out` quotes them.
+///
+/// One ambiguity is inherent in the JSON form: a `json`/`jsonb` element that
+/// is JSON `null` cannot be told from SQL NULL, and is written as `NULL`.
+pub fn array_text(elem: &Type, array_json: &str) -> Result<String, DecodeError> {
+    let doc = json::parse(array_json)
+        .map_err(|e| DecodeError(format!("invalid array value {array_json:?}: {e}")))?;
+    let mut out = String::with_capacity(array_json.len());
+    write_array_text(elem, &doc, doc.root, array_json, &mut out)?;
+    Ok(out)
+}
+
+fn write_array_text(
+    elem: &Type,
+    doc: &json::Doc,
+    node: usize,
+    src: &str,
+    out: &mut String,
+) -> Result<(), DecodeError> {
+    let not_array = || DecodeError(format!("invalid array value {src:?}"));
+    let json::Kind::Array(items) = &doc.nodes[node].kind else {
+        return Err(not_array());
+    };
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let n = &doc.nodes[*item];
+        let raw = &src[n.span.0..n.span.1];
+        let text: std::borrow::Cow<'_, str> = match (&n.kind, elem) {
+            (json::Kind::Null, _) => {
+                out.push_str("NULL");
+                continue;
+            }
+            // A multidimensional array: inner arrays are written unquoted.
+            (json::Kind::Array(_), Type::Array { elem: inner, .. }) => {
+                write_array_text(inner, doc, *item, src, out)?;
+                continue;
+            }
+            (_, Type::Json | Type::Jsonb) => raw.into(),
+            (json::Kind::Bool(b), _) => (if *b { "t" } else { "f" }).into(),
+            (json::Kind::String(s), Type::Timestamp | Type::TimestampTz) => {
+                Datum::from_text(elem, s)?.to_text().into()
+            }
+            (json::Kind::String(s), _) => s.as_str().into(),
+            (json::Kind::Number, _) => raw.into(),
+            _ => return Err(not_array()),
+        };
+        write_array_element(&text, out);
+    }
+    out.push('}');
+    Ok(())
+}
+
+/// An element as `array_out` writes it: quoted when empty, `NULL` in any
+/// case, or holding braces, commas, quotes, backslashes or white space.
+fn write_array_element(text: &str, out: &mut String) {
+    let quote = text.is_empty()
+        || text.eq_ignore_ascii_case("null")
+        || text.bytes().any(|b| {
+            matches!(
+                b,
+                b'{' | b'}' | b',' | b'"' | b'\\' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c
+            )
+        });
+    if !quote {
+        out.push_str(text);
+        return;
+    }
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// Appends `s` as a JSON string, escaping as Postgres's `escape_json` does.
@@ -488,6 +881,15 @@ mod tests {
         assert_eq!(json(Type::Float4, "1e+06"), "1e+06");
         assert_eq!(json(Type::Float4, "0.1"), "0.1");
         assert_eq!(json(Type::Float4, "123456"), "123456");
+        // Postgres's Ryu never picks a decimal exactly halfway to the next
+        // float, and breaks ties between equally short digits to even
+        // (checked against PostgreSQL 15; Rust's own shortest form differs).
+        assert_eq!(
+            json(Type::Float8, "5.2990648348713776e16"),
+            "5.2990648348713776e+16"
+        );
+        assert_eq!(json(Type::Float4, "245503392"), "2.4550339e+08");
+        assert_eq!(json(Type::Float4, "3590001.25"), "3.5900012e+06");
     }
 
     #[test]
@@ -503,5 +905,162 @@ mod tests {
         assert_eq!(json(Type::Numeric, "-0.50"), "-0.50");
         assert!(Datum::from_text(&Type::Int4, "x").is_err());
         assert!(Datum::from_text(&Type::Bytea, "\\x0").is_err());
+        assert_eq!(json(Type::Date, "0044-03-15 BC"), "\"0044-03-15 BC\"");
+        assert_eq!(
+            json(Type::TimestampTz, "0044-03-15 10:00 BC"),
+            "\"0044-03-15T10:00:00+00:00 BC\""
+        );
+    }
+
+    fn text(ty: Type, input: &str) -> String {
+        Datum::from_text(&ty, input).unwrap().to_text()
+    }
+
+    fn input_error(ty: Type, input: &str) -> String {
+        Datum::from_text(&ty, input).unwrap_err().0
+    }
+
+    #[test]
+    fn bytea_reads_hex_and_escape_formats() {
+        // Outputs checked against PostgreSQL 15.
+        assert_eq!(text(Type::Bytea, "plain"), "\\x706c61696e");
+        assert_eq!(text(Type::Bytea, "a\\\\b"), "\\x615c62");
+        assert_eq!(text(Type::Bytea, "a\\101b"), "\\x614162");
+        assert_eq!(text(Type::Bytea, "\\x 01 02"), "\\x0102");
+        assert_eq!(text(Type::Bytea, "\\x"), "\\x");
+        assert_eq!(text(Type::Bytea, "é"), "\\xc3a9");
+        assert_eq!(text(Type::Bytea, ""), "\\x");
+        for bad in ["a\\b", "a\\", "a\\400", "\\"] {
+            assert_eq!(
+                input_error(Type::Bytea, bad),
+                "invalid input syntax for type bytea",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            input_error(Type::Bytea, "\\x0"),
+            "invalid hexadecimal data: odd number of digits"
+        );
+        // Once a panic: a hex pair cut through a multi-byte character.
+        assert_eq!(
+            input_error(Type::Bytea, "\\x0é0"),
+            "invalid hexadecimal digit: \"é\""
+        );
+        assert_eq!(
+            input_error(Type::Bytea, "\\x0 1"),
+            "invalid hexadecimal digit: \" \""
+        );
+    }
+
+    #[test]
+    fn text_output_is_postgres_output_function() {
+        assert_eq!(text(Type::Bool, "true"), "t");
+        assert_eq!(text(Type::Numeric, "1.50"), "1.50");
+        assert_eq!(text(Type::Float8, "0.1"), "0.1");
+        assert_eq!(text(Type::Float8, "1e20"), "1e+20");
+        assert_eq!(text(Type::Float8, "NaN"), "NaN");
+        assert_eq!(text(Type::Float4, "-Infinity"), "-Infinity");
+        assert_eq!(text(Type::Float4, "1234567"), "1.234567e+06");
+        assert_eq!(
+            text(Type::TimestampTz, "2024-01-01 10:00+00"),
+            "2024-01-01 10:00:00+00"
+        );
+        assert_eq!(
+            text(Type::Timestamp, "2024-01-01 10:00:00.50"),
+            "2024-01-01 10:00:00.5"
+        );
+        assert_eq!(text(Type::Date, "infinity"), "infinity");
+        assert_eq!(text(Type::Interval, "26 hours"), "26:00:00");
+        assert_eq!(text(Type::Interval, "1 day 2 hours"), "1 day 02:00:00");
+        assert_eq!(
+            text(Type::Uuid, "{A0EEBC99-9C0B4EF8-BB6D-6BB9BD380A11}"),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        );
+        assert_eq!(
+            text(Type::Jsonb, r#"{"b":1,"a":[1,2]}"#),
+            r#"{"a": [1, 2], "b": 1}"#
+        );
+        assert_eq!(
+            text(Type::Json, r#"{"b":1,"a":[1,2]}"#),
+            r#"{"b":1,"a":[1,2]}"#
+        );
+    }
+
+    #[test]
+    fn input_checks_ranges_like_postgres() {
+        assert_eq!(
+            input_error(Type::Int4, "2147483648"),
+            "value \"2147483648\" is out of range for type integer"
+        );
+        assert_eq!(
+            input_error(Type::Int2, " 1x"),
+            "invalid input syntax for type smallint: \" 1x\""
+        );
+        assert_eq!(text(Type::Int2, " -32768 "), "-32768");
+        assert_eq!(
+            input_error(Type::Float8, "1e400"),
+            "\"1e400\" is out of range for type double precision"
+        );
+        assert_eq!(
+            input_error(Type::Float8, "1e-400"),
+            "\"1e-400\" is out of range for type double precision"
+        );
+        assert_eq!(text(Type::Float8, "1e-310"), "1e-310");
+        assert_eq!(
+            input_error(Type::Float4, "1e39"),
+            "\"1e39\" is out of range for type real"
+        );
+        assert_eq!(text(Type::Float8, " -INF "), "-Infinity");
+        assert!(input_error(Type::Float8, "infinityx").contains("invalid input syntax"));
+        assert_eq!(text(Type::Bool, " YES "), "t");
+        assert_eq!(text(Type::Bool, "of"), "f");
+        assert!(Datum::from_text(&Type::Bool, "o").is_err());
+        assert!(Datum::from_text(&Type::Uuid, "+0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").is_err());
+        assert!(Datum::from_text(&Type::Uuid, "a0eebc999c0b4ef8bb6d6bb9bd380a1-1").is_err());
+        assert!(
+            input_error(Type::Json, "{\"a\": 01}").contains("invalid input syntax for type json")
+        );
+        assert!(input_error(Type::Jsonb, r#""\u0000""#).contains("\\u0000"));
+        assert_eq!(text(Type::Json, r#""\u0000""#), r#""\u0000""#);
+    }
+
+    #[test]
+    fn arrays_write_as_array_out() {
+        let arr = |elem: Type, json: &str| array_text(&elem, json).unwrap();
+        // Outputs checked against PostgreSQL 15's array_agg(x)::text.
+        assert_eq!(
+            arr(
+                Type::Text,
+                r#"["a","b c",null,"x\"y","NULL","","a,b","{","back\\slash"," lead"]"#
+            ),
+            r#"{a,"b c",NULL,"x\"y","NULL","","a,b","{","back\\slash"," lead"}"#
+        );
+        assert_eq!(
+            arr(Type::Float8, r#"[1.5,"NaN","Infinity",null]"#),
+            "{1.5,NaN,Infinity,NULL}"
+        );
+        assert_eq!(arr(Type::Bool, "[true,false]"), "{t,f}");
+        assert_eq!(
+            arr(
+                Type::TimestampTz,
+                r#"["2024-01-01T10:00:00.5+00:00","infinity"]"#
+            ),
+            r#"{"2024-01-01 10:00:00.5+00",infinity}"#
+        );
+        assert_eq!(
+            arr(Type::Jsonb, r#"[{"a": [1, 2]},"s"]"#),
+            r#"{"{\"a\": [1, 2]}","\"s\""}"#
+        );
+        assert_eq!(arr(Type::Bytea, r#"["\\x0102"]"#), r#"{"\\x0102"}"#);
+        assert_eq!(
+            arr(Type::Interval, r#"["1 day 02:00:00"]"#),
+            r#"{"1 day 02:00:00"}"#
+        );
+        assert_eq!(
+            arr(Type::Date, r#"["0044-03-15 BC"]"#),
+            r#"{"0044-03-15 BC"}"#
+        );
+        assert_eq!(arr(Type::Int4, "[]"), "{}");
+        assert!(array_text(&Type::Int4, "[1,").is_err());
     }
 }

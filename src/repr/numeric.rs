@@ -24,6 +24,11 @@ use serde::{Deserialize, Serialize};
 const MIN_SIG_DIGITS: i64 = 16;
 /// Postgres's `NUMERIC_MAX_DISPLAY_SCALE`: no result gets more fractional digits than this.
 const MAX_DISPLAY_SCALE: i64 = 1000;
+/// Postgres's `NUMERIC_DSCALE_MAX`: the most fractional digits a value can have.
+pub const MAX_DSCALE: u32 = 0x3FFF;
+/// The most digits before the decimal point: Postgres's largest weight
+/// (`NUMERIC_WEIGHT_MAX`, 0x7FFF) in base-10000 digits, times four.
+pub const MAX_INT_DIGITS: u32 = 4 * 0x8000;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Numeric {
@@ -45,6 +50,9 @@ pub enum NumericError {
     Syntax(String),
     #[error("division by zero")]
     DivisionByZero,
+    /// More digits than Postgres's storage format holds.
+    #[error("value overflows numeric format")]
+    Overflow,
     #[error("numeric field overflow: a field with precision {precision}, scale {scale} must round to an absolute value less than 10^{}", precision - scale)]
     FieldOverflow { precision: u32, scale: u32 },
 }
@@ -84,17 +92,36 @@ impl Numeric {
         Self::from_i64(0)
     }
 
+    /// Parses numeric input as Postgres's `numeric_in` does: spaces around,
+    /// a sign, digits with an optional point, an optional exponent, or one of
+    /// the special words. Values past Postgres's limits (131072 digits before
+    /// the point, 16383 after) are `value overflows numeric format`, checked
+    /// before any big number is built, so absurd exponents cost nothing.
     pub fn parse(text: &str) -> Result<Self, NumericError> {
-        let t = text.trim();
-        match t.to_ascii_lowercase().as_str() {
-            "nan" => return Ok(Numeric::NaN),
-            "infinity" | "+infinity" | "inf" => return Ok(Numeric::PosInf),
-            "-infinity" | "-inf" => return Ok(Numeric::NegInf),
-            _ => {}
+        let t = text.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\x0b');
+        if t.len() <= 9 {
+            match t.to_ascii_lowercase().as_str() {
+                "nan" => return Ok(Numeric::NaN),
+                "infinity" | "+infinity" | "inf" | "+inf" => return Ok(Numeric::PosInf),
+                "-infinity" | "-inf" => return Ok(Numeric::NegInf),
+                _ => {}
+            }
         }
         let err = || NumericError::Syntax(text.to_string());
         let (body, exp) = match t.find(['e', 'E']) {
-            Some(i) => (&t[..i], t[i + 1..].parse::<i64>().map_err(|_| err())?),
+            Some(i) => {
+                let e = &t[i + 1..];
+                let unsigned = e.strip_prefix(['+', '-']).unwrap_or(e);
+                if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(err());
+                }
+                // Postgres refuses exponents past INT_MAX / 2 outright.
+                let exp = e.parse::<i64>().map_err(|_| NumericError::Overflow)?;
+                if exp.abs() >= i32::MAX as i64 / 2 {
+                    return Err(NumericError::Overflow);
+                }
+                (&t[..i], exp)
+            }
             None => (t, 0),
         };
         let (neg, digits) = match body.strip_prefix('-') {
@@ -111,21 +138,54 @@ impl Numeric {
         {
             return Err(err());
         }
+        let scale = frac_part.len() as i64 - exp;
+        if scale > MAX_DSCALE as i64 {
+            return Err(NumericError::Overflow);
+        }
         let all = format!("{int_part}{frac_part}");
-        let mut mantissa: BigInt = if all.is_empty() {
+        let significant = all.trim_start_matches('0');
+        // Digits before the point once the exponent is applied.
+        if significant.len() as i64 - scale > MAX_INT_DIGITS as i64 {
+            return Err(NumericError::Overflow);
+        }
+        let mut mantissa: BigInt = if significant.is_empty() {
             BigInt::zero()
         } else {
-            all.parse().map_err(|_| err())?
+            significant.parse().map_err(|_| err())?
         };
         if neg {
             mantissa = -mantissa;
         }
-        let mut scale = frac_part.len() as i64 - exp;
         if scale < 0 {
             mantissa *= pow10((-scale) as u32);
-            scale = 0;
         }
-        Ok(Numeric::finite(mantissa, scale as u32))
+        Ok(Numeric::finite(mantissa, scale.max(0) as u32))
+    }
+
+    /// The value if it fits Postgres's storage format, else `value overflows
+    /// numeric format` (as `make_result` checks every result).
+    pub fn checked(self) -> Result<Numeric, NumericError> {
+        if self.scale() > MAX_DSCALE {
+            return Err(NumericError::Overflow);
+        }
+        let Numeric::Big(b) = &self else {
+            // An i64 mantissa has at most 19 digits.
+            return Ok(self);
+        };
+        let (m, scale) = (&b.0, b.1);
+        // |m| < 10^(MAX_INT_DIGITS + scale), first by bit length, exactly only near the edge.
+        let limit_digits = (MAX_INT_DIGITS + scale) as f64;
+        let bits = m.bits() as f64;
+        let log2_10 = std::f64::consts::LOG2_10;
+        if bits < (limit_digits - 1.0) * log2_10 {
+            return Ok(self);
+        }
+        if bits > limit_digits * log2_10 + 1.0
+            || m.magnitude() >= pow10(MAX_INT_DIGITS + scale).magnitude()
+        {
+            return Err(NumericError::Overflow);
+        }
+        Ok(self)
     }
 
     fn special_rank(&self) -> i8 {
@@ -223,6 +283,54 @@ impl Numeric {
         self.add(&other.neg())
     }
 
+    /// `+` with Postgres's overflow check.
+    pub fn checked_add(&self, other: &Numeric) -> Result<Numeric, NumericError> {
+        self.add(other).checked()
+    }
+
+    /// `-` with Postgres's overflow check.
+    pub fn checked_sub(&self, other: &Numeric) -> Result<Numeric, NumericError> {
+        self.sub(other).checked()
+    }
+
+    /// `*` as Postgres computes it: the exact product, rounded to at most
+    /// 16383 fractional digits, and the overflow check.
+    pub fn checked_mul(&self, other: &Numeric) -> Result<Numeric, NumericError> {
+        let product = self.mul(other);
+        let product = if product.scale() > MAX_DSCALE {
+            product.with_scale(MAX_DSCALE)
+        } else {
+            product
+        };
+        product.checked()
+    }
+
+    /// `%`: the remainder of the quotient truncated toward zero, exact, at the
+    /// larger scale of the two (Postgres's `mod_var`).
+    pub fn rem(&self, other: &Numeric) -> Result<Numeric, NumericError> {
+        match (self.parts(), other.parts()) {
+            (Some((a, sa)), Some((b, sb))) => {
+                if b.is_zero() {
+                    return Err(NumericError::DivisionByZero);
+                }
+                let (a, b, s) = Self::aligned(&a, sa, &b, sb);
+                Ok(Numeric::finite(a % b, s))
+            }
+            _ => match (self, other) {
+                (Numeric::NaN, _) | (_, Numeric::NaN) => Ok(Numeric::NaN),
+                // Infinity % nonzero is NaN; x % infinity is x.
+                (Numeric::PosInf | Numeric::NegInf, o) => {
+                    if o.is_zero() {
+                        Err(NumericError::DivisionByZero)
+                    } else {
+                        Ok(Numeric::NaN)
+                    }
+                }
+                (x, _) => Ok(x.clone()),
+            },
+        }
+    }
+
     pub fn mul(&self, other: &Numeric) -> Numeric {
         if let (
             Numeric::Small {
@@ -265,7 +373,7 @@ impl Numeric {
         }
     }
 
-    fn is_zero(&self) -> bool {
+    pub fn is_zero(&self) -> bool {
         matches!(self, Numeric::Small { mantissa: 0, .. })
     }
 
@@ -310,7 +418,7 @@ impl Numeric {
                     .max(sa as i64)
                     .max(sb as i64)
                     .clamp(0, MAX_DISPLAY_SCALE) as u32;
-                Ok(Self::div_to_scale(&a, sa, &b, sb, rscale))
+                Self::div_to_scale(&a, sa, &b, sb, rscale).checked()
             }
             (Some(_), None) => Ok(Numeric::zero()),
             (None, None) => Ok(Numeric::NaN),
@@ -581,5 +689,67 @@ mod tests {
             Ordering::Equal
         );
         assert_eq!(n("NaN").div(&n("0")), Ok(Numeric::NaN));
+    }
+
+    #[test]
+    fn limits_are_postgres_storage_limits() {
+        // Values checked against PostgreSQL 15.
+        assert_eq!(n("1e100000").to_string().len(), 100_001);
+        assert_eq!(n("9.99e131071").to_string().len(), 131_072);
+        assert_eq!(n("1e-16383").to_string().len(), 16_385);
+        assert_eq!(n("  +inf ").to_string(), "Infinity");
+        assert_eq!(n("-0").to_string(), "0");
+        for overflow in [
+            "1e131072",
+            "1e-16384",
+            "0e-20000",
+            "1e2147483647",
+            "1e-2147483647",
+            "1e99999999999999999999",
+        ] {
+            assert_eq!(
+                Numeric::parse(overflow),
+                Err(NumericError::Overflow),
+                "{overflow}"
+            );
+        }
+        assert!(matches!(Numeric::parse("1e"), Err(NumericError::Syntax(_))));
+        assert!(matches!(
+            Numeric::parse("1e+-5"),
+            Err(NumericError::Syntax(_))
+        ));
+        let big = n("9.99e131071");
+        assert_eq!(big.checked_add(&big), Err(NumericError::Overflow));
+        assert_eq!(
+            n("1e100000").checked_mul(&n("1e100000")),
+            Err(NumericError::Overflow)
+        );
+        assert_eq!(n("1e131071").div(&n("0.001")), Err(NumericError::Overflow));
+        // A product's scale is capped at 16383 digits, rounding.
+        let tiny = n("1e-10000").checked_mul(&n("1e-10000")).unwrap();
+        assert_eq!(tiny.scale(), MAX_DSCALE);
+        assert_eq!(tiny.signum(), 0);
+    }
+
+    #[test]
+    fn remainder_is_exact() {
+        let rem = |a: &str, b: &str| n(a).rem(&n(b)).map(|r| r.to_string());
+        assert_eq!(rem("7", "3").unwrap(), "1");
+        assert_eq!(rem("-7.5", "2").unwrap(), "-1.5");
+        assert_eq!(rem("7", "-2.50").unwrap(), "2.00");
+        // Rounding the quotient first would give -1 here.
+        assert_eq!(
+            rem(
+                "2999999999999999999999999999999",
+                "1000000000000000000000000000000"
+            )
+            .unwrap(),
+            "999999999999999999999999999999"
+        );
+        assert_eq!(rem("1", "0"), Err(NumericError::DivisionByZero));
+        assert_eq!(rem("Infinity", "0"), Err(NumericError::DivisionByZero));
+        assert_eq!(rem("Infinity", "2").unwrap(), "NaN");
+        assert_eq!(rem("5", "-Infinity").unwrap(), "5");
+        assert_eq!(rem("NaN", "0").unwrap(), "NaN");
     }
 }

@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::repr::{Datum, Numeric, Type, F64};
+use crate::repr::datetime::{self, DATE_NEG_INF, DATE_POS_INF};
+use crate::repr::{int_bounds, Datum, Numeric, Type, F64};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BinOp {
@@ -293,10 +294,12 @@ impl Expr {
                 Datum::Bool(b) => Datum::Bool(!b),
                 _ => Datum::Null,
             }),
-            Expr::Neg(e, ty) => {
-                let v = e.eval(row)?;
-                arith(BinOp::Sub, &zero_of(ty), &v, ty)
-            }
+            Expr::Neg(e, ty) => match e.eval(row)? {
+                // Floats negate their sign bit: -(0.0) is -0, as in Postgres.
+                Datum::Float4(f) => Ok(Datum::Float4(F64(-f.0))),
+                Datum::Float8(f) => Ok(Datum::Float8(F64(-f.0))),
+                v => arith(BinOp::Sub, &zero_of(ty), &v, ty),
+            },
             Expr::Binary {
                 op: BinOp::And,
                 left,
@@ -354,7 +357,17 @@ impl Expr {
                     }));
                 }
                 if *op == BinOp::Concat {
-                    return Ok(Datum::Text(format!("{}{}", text_of(&l), text_of(&r))));
+                    return Ok(match (l, r) {
+                        (Datum::Bytes(mut a), Datum::Bytes(b)) if *ty == Type::Bytea => {
+                            a.extend_from_slice(&b);
+                            Datum::Bytes(a)
+                        }
+                        (l, r) => {
+                            let mut s = text_of(&l);
+                            s.push_str(&text_of(&r));
+                            Datum::Text(s)
+                        }
+                    });
                 }
                 arith(*op, &l, &r, ty)
             }
@@ -497,17 +510,13 @@ fn zero_of(ty: &Type) -> Datum {
     }
 }
 
+/// A value cast to text (`x::text`, and each operand of `||`, which casts):
+/// the type's output function, except that a boolean becomes `true`/`false`
+/// where its output function writes `t`/`f`.
 fn text_of(d: &Datum) -> String {
     match d {
-        Datum::Text(s) | Datum::Json(s) => s.clone(),
-        Datum::Numeric(n) => n.to_string(),
-        Datum::Int(i) => i.to_string(),
         Datum::Bool(b) => (if *b { "true" } else { "false" }).to_string(),
-        other => {
-            // to_json quoting aside, the text form is what the JSON string holds.
-            let j = other.to_json_string();
-            j.trim_matches('"').to_string()
-        }
+        other => other.to_text(),
     }
 }
 
@@ -544,10 +553,10 @@ pub fn sql_cmp(a: &Datum, b: &Datum) -> Result<Ordering, EvalError> {
         }
         (Datum::Interval(x), Datum::Interval(y)) => x.cmp_span(y),
         (Datum::Date(d), Datum::Timestamp(t)) | (Datum::Date(d), Datum::TimestampTz(t)) => {
-            (*d as i64 * 86_400_000_000).cmp(t)
+            datetime::cmp_date_timestamp(*d, *t)
         }
         (Datum::Timestamp(t), Datum::Date(d)) | (Datum::TimestampTz(t), Datum::Date(d)) => {
-            t.cmp(&(*d as i64 * 86_400_000_000))
+            datetime::cmp_date_timestamp(*d, *t).reverse()
         }
         _ if std::mem::discriminant(a) == std::mem::discriminant(b) => a.cmp(b),
         _ => {
@@ -576,6 +585,9 @@ pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalEr
     if let Some(v) = interval_arith(op, l, r)? {
         return Ok(v);
     }
+    if let Some(v) = date_arith(op, l, r)? {
+        return Ok(v);
+    }
     match ty {
         Type::Int2 | Type::Int4 | Type::Int8 => {
             let (Datum::Int(a), Datum::Int(b)) = (l, r) else {
@@ -601,19 +613,15 @@ pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalEr
             let (Some(a), Some(b)) = (as_numeric(l), as_numeric(r)) else {
                 return err("numeric arithmetic on non-numbers");
             };
-            Ok(Datum::Numeric(match op {
-                BinOp::Add => a.add(&b),
-                BinOp::Sub => a.sub(&b),
-                BinOp::Mul => a.mul(&b),
-                BinOp::Div => a.div(&b).map_err(|e| EvalError(e.to_string()))?,
-                BinOp::Mod => {
-                    // a - trunc(a / b) * b, at the larger scale of the operands.
-                    let q = a.div(&b).map_err(|e| EvalError(e.to_string()))?;
-                    let q = truncate(&q);
-                    a.sub(&q.mul(&b))
-                }
+            let v = match op {
+                BinOp::Add => a.checked_add(&b),
+                BinOp::Sub => a.checked_sub(&b),
+                BinOp::Mul => a.checked_mul(&b),
+                BinOp::Div => a.div(&b),
+                BinOp::Mod => a.rem(&b),
                 _ => return err(format!("operator {} is not arithmetic", op.symbol())),
-            }))
+            };
+            v.map(Datum::Numeric).map_err(|e| EvalError(e.to_string()))
         }
         Type::Float4 | Type::Float8 => {
             let (Some(a), Some(b)) = (as_f64(l), as_f64(r)) else {
@@ -630,38 +638,66 @@ pub fn arith(op: BinOp, l: &Datum, r: &Datum, ty: &Type) -> Result<Datum, EvalEr
                 }
                 _ => return err(format!("operator {} is not arithmetic", op.symbol())),
             };
+            // float4 arithmetic is float4's: computed exactly in f64 and
+            // rounded once, then checked at float4's range.
+            let v = if *ty == Type::Float4 {
+                v as f32 as f64
+            } else {
+                v
+            };
             if v.is_infinite() && a.is_finite() && b.is_finite() {
                 return err("value out of range: overflow");
             }
+            let underflow = match op {
+                BinOp::Mul => a != 0.0 && b != 0.0,
+                BinOp::Div => a != 0.0 && b.is_finite(),
+                _ => false,
+            };
+            if v == 0.0 && underflow {
+                return err("value out of range: underflow");
+            }
             Ok(if *ty == Type::Float4 {
-                Datum::Float4(F64(v as f32 as f64))
+                Datum::Float4(F64(v))
             } else {
                 Datum::Float8(F64(v))
             })
         }
-        Type::Date => match (op, l, r) {
-            (BinOp::Add, Datum::Date(d), Datum::Int(n))
-            | (BinOp::Add, Datum::Int(n), Datum::Date(d)) => Ok(Datum::Date(
-                d.checked_add(*n as i32)
-                    .ok_or_else(|| EvalError("date out of range".into()))?,
-            )),
-            (BinOp::Sub, Datum::Date(d), Datum::Int(n)) => Ok(Datum::Date(
-                d.checked_sub(*n as i32)
-                    .ok_or_else(|| EvalError("date out of range".into()))?,
-            )),
-            _ => err(format!(
-                "operator {} is not supported for dates here",
-                op.symbol()
-            )),
-        },
-        _ => match (op, l, r) {
-            (BinOp::Sub, Datum::Date(a), Datum::Date(b)) => Ok(Datum::Int(*a as i64 - *b as i64)),
-            _ => err(format!(
-                "operator {} is not supported for type {}",
-                op.symbol(),
-                ty.name()
-            )),
-        },
+        _ => err(format!(
+            "operator {} is not supported for type {}",
+            op.symbol(),
+            ty.name()
+        )),
+    }
+}
+
+/// `date ± integer` and `date - date`, as Postgres's `date_pli`, `date_mii`
+/// and `date_mi`: infinite dates stay infinite under `±`, and a difference
+/// with one is an error.
+fn date_arith(op: BinOp, l: &Datum, r: &Datum) -> Result<Option<Datum>, EvalError> {
+    let shift = |d: i32, n: i64| -> Result<Option<Datum>, EvalError> {
+        if d == DATE_POS_INF || d == DATE_NEG_INF {
+            return Ok(Some(Datum::Date(d)));
+        }
+        let v = (d as i64).saturating_add(n);
+        if !datetime::is_valid_date(v) {
+            return err("date out of range");
+        }
+        Ok(Some(Datum::Date(v as i32)))
+    };
+    match (op, l, r) {
+        (BinOp::Add, Datum::Date(d), Datum::Int(n))
+        | (BinOp::Add, Datum::Int(n), Datum::Date(d)) => shift(*d, *n),
+        (BinOp::Sub, Datum::Date(d), Datum::Int(n)) => shift(*d, n.saturating_neg()),
+        (BinOp::Sub, Datum::Date(a), Datum::Date(b)) => {
+            if [*a, *b]
+                .iter()
+                .any(|d| *d == DATE_POS_INF || *d == DATE_NEG_INF)
+            {
+                return err("cannot subtract infinite dates");
+            }
+            Ok(Some(Datum::Int(*a as i64 - *b as i64)))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -715,14 +751,10 @@ fn interval_arith(op: BinOp, l: &Datum, r: &Datum) -> Result<Option<Datum>, Eval
         }
         (BinOp::Sub, Datum::Timestamp(a), Datum::Timestamp(b))
         | (BinOp::Sub, Datum::TimestampTz(a), Datum::TimestampTz(b)) => {
-            Datum::Interval(timestamp_diff(*a, *b))
+            Datum::Interval(timestamp_diff(*a, *b).map_err(e)?)
         }
         _ => return Ok(None),
     }))
-}
-
-fn truncate(n: &Numeric) -> Numeric {
-    n.trunc()
 }
 
 /// `value::to` with Postgres's conversion rules for the supported types.
@@ -730,58 +762,125 @@ pub fn cast(v: Datum, to: &Type) -> Result<Datum, EvalError> {
     if v.is_null() {
         return Ok(v);
     }
+    let (lo, hi, int_name) = int_bounds(to);
+    let out_of_range = || EvalError(format!("{int_name} out of range"));
     let range_check = |i: i64| -> Result<Datum, EvalError> {
-        let (lo, hi, name) = int_range(to);
-        if (i as i128) < lo || (i as i128) > hi {
-            return err(format!("{name} out of range"));
+        if i < lo || i > hi {
+            return Err(out_of_range());
         }
         Ok(Datum::Int(i))
     };
+    let e = |m: String| EvalError(m);
     match (to, &v) {
+        (Type::Text | Type::Varchar | Type::Bpchar, _) => Ok(Datum::Text(text_of(&v))),
+        (_, Datum::Text(s)) => Datum::from_text(to, s).map_err(|er| EvalError(er.0)),
         (Type::Int2 | Type::Int4 | Type::Int8, Datum::Int(i)) => range_check(*i),
-        (Type::Int2 | Type::Int4 | Type::Int8, Datum::Numeric(n)) => range_check(
-            n.to_i64_rounded()
-                .ok_or_else(|| EvalError(format!("{} out of range", int_range(to).2)))?,
-        ),
+        (Type::Int2 | Type::Int4 | Type::Int8, Datum::Bool(b)) => Ok(Datum::Int(*b as i64)),
+        (Type::Int2 | Type::Int4 | Type::Int8, Datum::Numeric(n)) => match n {
+            Numeric::NaN => err(format!("cannot convert NaN to {int_name}")),
+            Numeric::PosInf | Numeric::NegInf => {
+                err(format!("cannot convert infinity to {int_name}"))
+            }
+            _ => range_check(n.to_i64_rounded().ok_or_else(out_of_range)?),
+        },
         (Type::Int2 | Type::Int4 | Type::Int8, Datum::Float4(f) | Datum::Float8(f)) => {
+            // rint, then the range check Postgres's FLOAT8_FITS_IN_INT64 makes.
             let r = f.0.round_ties_even();
-            if !r.is_finite() || r.abs() > 9.2e18 {
-                return err(format!("{} out of range", int_range(to).2));
+            // NaN is in no range.
+            let two_63 = 2f64.powi(63);
+            if !(-two_63..two_63).contains(&r) {
+                return Err(out_of_range());
             }
             range_check(r as i64)
         }
+        (Type::Bool, Datum::Int(i)) => Ok(Datum::Bool(*i != 0)),
         (Type::Numeric, Datum::Int(i)) => Ok(Datum::Numeric(Numeric::from_i64(*i))),
         (Type::Numeric, Datum::Numeric(_)) => Ok(v),
-        (Type::Numeric, Datum::Float4(f) | Datum::Float8(f)) => {
-            let mut s = String::new();
-            v.write_json(&mut s);
-            let _ = f;
-            Numeric::parse(s.trim_matches('"'))
-                .map(Datum::Numeric)
-                .map_err(|e| EvalError(e.to_string()))
+        (Type::Numeric, Datum::Float4(f)) => Ok(Datum::Numeric(float_to_numeric(f.0, 6))),
+        (Type::Numeric, Datum::Float8(f)) => Ok(Datum::Numeric(float_to_numeric(f.0, 15))),
+        (Type::Float8 | Type::Float4, Datum::Numeric(n)) => {
+            // Postgres reads the numeric's text as a float: out of range is an error.
+            let single = *to == Type::Float4;
+            Datum::from_text(to, &n.to_string())
+                .map_err(|er| EvalError(er.0))
+                .map(|d| {
+                    if single {
+                        d
+                    } else {
+                        Datum::Float8(F64(as_f64(&d).unwrap_or(f64::NAN)))
+                    }
+                })
+        }
+        (Type::Float4, Datum::Float8(f)) => {
+            let r = f.0 as f32 as f64;
+            if r.is_infinite() && f.0.is_finite() {
+                return err("value out of range: overflow");
+            }
+            if r == 0.0 && f.0 != 0.0 {
+                return err("value out of range: underflow");
+            }
+            Ok(Datum::Float4(F64(r)))
         }
         (Type::Float8, _) => as_f64(&v)
             .map(|f| Datum::Float8(F64(f)))
-            .ok_or_else(|| EvalError(format!("cannot cast {v:?} to float8"))),
+            .ok_or_else(|| EvalError(format!("cannot cast {} to float8", v.to_text()))),
         (Type::Float4, _) => as_f64(&v)
             .map(|f| Datum::Float4(F64(f as f32 as f64)))
-            .ok_or_else(|| EvalError(format!("cannot cast {v:?} to float4"))),
-        (Type::Text | Type::Varchar | Type::Bpchar, _) => Ok(Datum::Text(text_of(&v))),
-        (_, Datum::Text(s)) => Datum::from_text(to, s).map_err(|e| EvalError(e.0)),
-        (Type::Timestamp, Datum::Date(d)) => Ok(Datum::Timestamp(*d as i64 * 86_400_000_000)),
-        (Type::TimestampTz, Datum::Date(d)) => Ok(Datum::TimestampTz(*d as i64 * 86_400_000_000)),
+            .ok_or_else(|| EvalError(format!("cannot cast {} to float4", v.to_text()))),
+        (Type::Timestamp, Datum::Date(d)) => Ok(Datum::Timestamp(
+            datetime::date_to_timestamp(*d).map_err(e)?,
+        )),
+        (Type::TimestampTz, Datum::Date(d)) => Ok(Datum::TimestampTz(
+            datetime::date_to_timestamp(*d).map_err(e)?,
+        )),
         (Type::TimestampTz, Datum::Timestamp(t)) => Ok(Datum::TimestampTz(*t)),
         (Type::Timestamp, Datum::TimestampTz(t)) => Ok(Datum::Timestamp(*t)),
         (Type::Date, Datum::Timestamp(t) | Datum::TimestampTz(t)) => {
-            Ok(Datum::Date(t.div_euclid(86_400_000_000) as i32))
+            Ok(Datum::Date(datetime::timestamp_to_date(*t)))
         }
-        (Type::Jsonb | Type::Json, Datum::Json(_)) => Ok(v),
-        _ => err(format!(
-            "cannot cast {} to {}",
-            v.to_json_string(),
-            to.name()
-        )),
+        (Type::Jsonb, Datum::Json(j)) => Datum::from_text(to, j).map_err(|er| EvalError(er.0)),
+        (Type::Json, Datum::Json(_)) => Ok(v),
+        _ => err(format!("cannot cast {} to {}", v.to_text(), to.name())),
     }
+}
+
+/// `float8::numeric` and `float4::numeric`: Postgres prints the float with
+/// `%.{digits}g` (DBL_DIG = 15 or FLT_DIG = 6 significant digits) and reads
+/// that text back, so `0.1::float4::numeric` is `0.1` and
+/// `(1/3::float8)::numeric` is `0.333333333333333`.
+pub fn float_to_numeric(v: f64, digits: usize) -> Numeric {
+    if v.is_nan() {
+        return Numeric::NaN;
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            Numeric::PosInf
+        } else {
+            Numeric::NegInf
+        };
+    }
+    // `{:.*e}` rounds the exact binary value to `digits` significant digits,
+    // half to even, as printf does; %g's trailing zeros do not matter once
+    // the digits are read as a numeric, only where the point falls.
+    let sci = format!("{:.*e}", digits - 1, v);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i64 = exp.parse().unwrap_or(0);
+    let (neg, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let all: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let trimmed = all.trim_end_matches('0');
+    let sig = if trimmed.is_empty() { "0" } else { trimmed };
+    // In plain and in scientific notation alike, %g shows the significant
+    // digits without trailing zeros, so the scale read back is the number of
+    // those digits after the point (never negative): sig × 10^(exp - len + 1).
+    let text = format!(
+        "{}{sig}e{}",
+        if neg { "-" } else { "" },
+        exp - (sig.len() as i64 - 1)
+    );
+    Numeric::parse(&text).unwrap_or_else(|_| Numeric::zero())
 }
 
 /// SQL LIKE with `%`, `_` and backslash escapes.
@@ -907,6 +1006,9 @@ impl fmt::Display for Expr {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -959,6 +1061,168 @@ mod tests {
         assert_eq!(
             arith(BinOp::Div, &Datum::Int(-7), &Datum::Int(2), &Type::Int4).unwrap(),
             Datum::Int(-3)
+        );
+    }
+
+    #[test]
+    fn floats_become_numerics_at_float_precision() {
+        // Values checked against PostgreSQL 15.
+        let f8 = |v: f64| float_to_numeric(v, 15).to_string();
+        assert_eq!(f8(1.0 / 3.0), "0.333333333333333");
+        assert_eq!(f8(1e20), "100000000000000000000");
+        assert_eq!(f8(1.5e-5), "0.000015");
+        assert_eq!(f8(123456789012345678.0), "123456789012346000");
+        assert_eq!(f8(1000000000000005.0), "1000000000000000");
+        assert_eq!(f8(-0.0), "0");
+        assert_eq!(f8(f64::NAN), "NaN");
+        assert_eq!(f8(f64::NEG_INFINITY), "-Infinity");
+        assert_eq!(float_to_numeric(0.1f32 as f64, 6).to_string(), "0.1");
+        assert_eq!(float_to_numeric(1.0e-310, 15).to_string().len(), 327);
+    }
+
+    #[test]
+    fn infinite_dates_compare_and_shift() {
+        use crate::repr::datetime::{TS_NEG_INF, TS_POS_INF};
+        let inf = Datum::Date(DATE_POS_INF);
+        let cmp = |a: &Datum, b: &Datum| sql_cmp(a, b).unwrap();
+        // Once an overflow: the infinite date multiplied out to microseconds.
+        assert_eq!(cmp(&inf, &Datum::Timestamp(0)), Ordering::Greater);
+        assert_eq!(cmp(&inf, &Datum::Timestamp(TS_POS_INF)), Ordering::Equal);
+        assert_eq!(
+            cmp(&Datum::TimestampTz(TS_NEG_INF), &Datum::Date(DATE_NEG_INF)),
+            Ordering::Equal
+        );
+        assert_eq!(
+            cmp(&Datum::Date(DATE_NEG_INF), &Datum::Date(0)),
+            Ordering::Less
+        );
+        assert_eq!(
+            arith(BinOp::Add, &inf, &Datum::Int(5), &Type::Date).unwrap(),
+            inf
+        );
+        assert_eq!(
+            arith(BinOp::Sub, &inf, &Datum::Date(0), &Type::Int4)
+                .unwrap_err()
+                .0,
+            "cannot subtract infinite dates"
+        );
+        assert_eq!(
+            arith(BinOp::Sub, &Datum::Date(10), &Datum::Date(3), &Type::Int4).unwrap(),
+            Datum::Int(7)
+        );
+        assert_eq!(
+            arith(
+                BinOp::Add,
+                &Datum::Date(0),
+                &Datum::Int(i64::MAX),
+                &Type::Date
+            )
+            .unwrap_err()
+            .0,
+            "date out of range"
+        );
+        assert_eq!(
+            cast(inf.clone(), &Type::Timestamp).unwrap(),
+            Datum::Timestamp(TS_POS_INF)
+        );
+        assert_eq!(
+            cast(Datum::Date(DATE_POS_INF - 1), &Type::Timestamp)
+                .unwrap_err()
+                .0,
+            "date out of range for timestamp"
+        );
+        let ts_inf = Datum::Timestamp(TS_POS_INF);
+        assert_eq!(
+            arith(BinOp::Sub, &ts_inf, &ts_inf, &Type::Interval)
+                .unwrap_err()
+                .0,
+            "cannot subtract infinite timestamps"
+        );
+    }
+
+    #[test]
+    fn casts_check_ranges() {
+        let err_of = |v: Datum, to: Type| cast(v, &to).unwrap_err().0;
+        assert_eq!(
+            err_of(Datum::Float8(F64(f64::NAN)), Type::Int4),
+            "integer out of range"
+        );
+        assert_eq!(
+            err_of(Datum::Float8(F64(f64::INFINITY)), Type::Int8),
+            "bigint out of range"
+        );
+        assert_eq!(
+            err_of(Datum::Float8(F64(9.3e18)), Type::Int8),
+            "bigint out of range"
+        );
+        assert_eq!(
+            cast(Datum::Float8(F64(i64::MIN as f64)), &Type::Int8).unwrap(),
+            Datum::Int(i64::MIN)
+        );
+        assert_eq!(
+            err_of(Datum::Numeric(Numeric::NaN), Type::Int2),
+            "cannot convert NaN to smallint"
+        );
+        assert_eq!(
+            err_of(Datum::Float8(F64(1e300)), Type::Float4),
+            "value out of range: overflow"
+        );
+        assert!(err_of(
+            Datum::Numeric(Numeric::parse("1e400").unwrap()),
+            Type::Float8
+        )
+        .contains("out of range for type double precision"));
+        assert_eq!(
+            cast(Datum::Bool(true), &Type::Text).unwrap(),
+            Datum::Text("true".into())
+        );
+        assert_eq!(
+            cast(Datum::Int(0), &Type::Bool).unwrap(),
+            Datum::Bool(false)
+        );
+        assert_eq!(
+            cast(Datum::Text("1.5".into()), &Type::Float8).unwrap(),
+            Datum::Float8(F64(1.5))
+        );
+        // i64::MIN / -1 and % -1 do not trap.
+        assert!(arith(
+            BinOp::Div,
+            &Datum::Int(i64::MIN),
+            &Datum::Int(-1),
+            &Type::Int8
+        )
+        .is_err());
+        assert_eq!(
+            arith(
+                BinOp::Mod,
+                &Datum::Int(i64::MIN),
+                &Datum::Int(-1),
+                &Type::Int8
+            )
+            .unwrap(),
+            Datum::Int(0)
+        );
+        assert_eq!(
+            arith(
+                BinOp::Mul,
+                &Datum::Float4(F64(3e38)),
+                &Datum::Float4(F64(10.0)),
+                &Type::Float4
+            )
+            .unwrap_err()
+            .0,
+            "value out of range: overflow"
+        );
+        assert_eq!(
+            arith(
+                BinOp::Mul,
+                &Datum::Float8(F64(1e-300)),
+                &Datum::Float8(F64(1e-300)),
+                &Type::Float8
+            )
+            .unwrap_err()
+            .0,
+            "value out of range: underflow"
         );
     }
 

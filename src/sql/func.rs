@@ -6,11 +6,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::expr::EvalError;
-use crate::repr::datetime::{civil_from_days, days_from_civil};
+use crate::repr::datetime::{
+    self, date_from_ymd, split_timestamp, ymd_from_date, DATE_NEG_INF, DATE_POS_INF,
+    MICROS_PER_DAY, TS_NEG_INF, TS_POS_INF, UNIX_TO_PG_DAYS,
+};
 use crate::repr::json;
-use crate::repr::{Datum, Numeric, Type, F64};
+use crate::repr::{array_text, Datum, Numeric, Type, F64};
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Postgres's `NUMERIC_MAX_RESULT_SCALE`: `round`/`trunc` digits are clamped to it.
+const MAX_RESULT_SCALE: i64 = 2000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Func {
@@ -72,6 +76,9 @@ pub enum Func {
         steps: Vec<String>,
         as_text: bool,
     },
+    /// An array's text (`array_out`), for `::text` and `concat`; the type is
+    /// the element type.
+    ArrayText(Type),
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
@@ -109,13 +116,17 @@ fn float_out(v: f64, ty: &Type) -> Datum {
     }
 }
 
-/// The text form a value has as an argument of `concat` (its output function).
+/// The text form a value has as an argument of `concat` (its output
+/// function: `t` for true, unlike a cast to text).
 fn output_text(d: &Datum) -> String {
-    match d {
-        Datum::Text(s) | Datum::Json(s) => s.clone(),
-        Datum::Bool(b) => (if *b { "t" } else { "f" }).to_string(),
-        other => other.to_json_string().trim_matches('"').to_string(),
-    }
+    d.to_text()
+}
+
+/// Argument `i`; the binder checks arity, so a missing one is a plan bug,
+/// reported as an error rather than a panic.
+fn arg(args: &[Datum], i: usize) -> Result<&Datum, EvalError> {
+    args.get(i)
+        .ok_or_else(|| EvalError(format!("function called with {} arguments", args.len())))
 }
 
 impl Func {
@@ -127,6 +138,7 @@ impl Func {
                 _ => "btrim".into(),
             },
             Func::BpcharToText => "text".into(),
+            Func::ArrayText(_) => "array_out".into(),
             Func::Extract(f) => format!("extract_{f}"),
             Func::DatePart(f) => format!("date_part_{f}"),
             Func::DateTrunc(f) => format!("date_trunc_{f}"),
@@ -172,7 +184,7 @@ impl Func {
         if args.iter().any(Datum::is_null) {
             return Ok(Datum::Null);
         }
-        let a = args.first().unwrap_or(&Datum::Null);
+        let a = arg(args, 0)?;
         Ok(match self {
             Func::Lower => Datum::Text(text(a).to_lowercase()),
             Func::Upper => Datum::Text(text(a).to_uppercase()),
@@ -180,7 +192,7 @@ impl Func {
             Func::OctetLength => Datum::Int(text(a).len() as i64),
             Func::Substr => {
                 let s: Vec<char> = text(a).chars().collect();
-                let start = int(&args[1]);
+                let start = int(arg(args, 1)?);
                 let end = match args.get(2) {
                     Some(c) => {
                         let c = int(c);
@@ -200,18 +212,18 @@ impl Func {
                 })
             }
             Func::Strpos => {
-                let (s, sub) = (text(a), text(&args[1]));
+                let (s, sub) = (text(a), text(arg(args, 1)?));
                 Datum::Int(match s.find(sub) {
                     Some(byte) => s[..byte].chars().count() as i64 + 1,
                     None => 0,
                 })
             }
             Func::Replace => {
-                let from = text(&args[1]);
+                let from = text(arg(args, 1)?);
                 if from.is_empty() {
                     a.clone()
                 } else {
-                    Datum::Text(text(a).replace(from, text(&args[2])))
+                    Datum::Text(text(a).replace(from, text(arg(args, 2)?)))
                 }
             }
             Func::Trim { leading, trailing } => {
@@ -230,7 +242,7 @@ impl Func {
             }
             Func::BpcharToText => Datum::Text(text(a).trim_end_matches(' ').to_string()),
             Func::SplitPart => {
-                let (s, delim, n) = (text(a), text(&args[1]), int(&args[2]));
+                let (s, delim, n) = (text(a), text(arg(args, 1)?), int(arg(args, 2)?));
                 if n == 0 {
                     return err("field position must not be zero");
                 }
@@ -250,7 +262,7 @@ impl Func {
             }
             Func::Left | Func::Right => {
                 let s: Vec<char> = text(a).chars().collect();
-                let n = int(&args[1]);
+                let n = int(arg(args, 1)?);
                 let len = s.len() as i64;
                 let keep = if n >= 0 { n.min(len) } else { (len + n).max(0) } as usize;
                 Datum::Text(if *self == Func::Left {
@@ -260,7 +272,7 @@ impl Func {
                 })
             }
             Func::Repeat => {
-                let n = int(&args[1]).max(0) as usize;
+                let n = int(arg(args, 1)?).max(0) as usize;
                 if text(a).len().saturating_mul(n) > 1 << 28 {
                     return err("requested length too large");
                 }
@@ -269,7 +281,7 @@ impl Func {
             Func::Reverse => Datum::Text(text(a).chars().rev().collect()),
             Func::Lpad | Func::Rpad => {
                 let s: Vec<char> = text(a).chars().collect();
-                let n = int(&args[1]).max(0) as usize;
+                let n = int(arg(args, 1)?).max(0) as usize;
                 if n > 1 << 28 {
                     return err("requested length too large");
                 }
@@ -385,6 +397,9 @@ impl Func {
                 if v.is_infinite() && float(a).is_finite() {
                     return err("value out of range: overflow");
                 }
+                if v == 0.0 && float(a).is_finite() {
+                    return err("value out of range: underflow");
+                }
                 Datum::Float8(F64(v))
             }
             Func::Ln | Func::Log10 => {
@@ -398,7 +413,7 @@ impl Func {
                 Datum::Float8(F64(if *self == Func::Ln { f.ln() } else { f.log10() }))
             }
             Func::Power => {
-                let (x, y) = (float(a), float(&args[1]));
+                let (x, y) = (float(a), float(arg(args, 1)?));
                 if x == 0.0 && y < 0.0 {
                     return err("zero raised to a negative power is undefined");
                 }
@@ -414,7 +429,7 @@ impl Func {
                 Datum::Float8(F64(v))
             }
             Func::Div => {
-                let (Datum::Numeric(x), Datum::Numeric(y)) = (a, &args[1]) else {
+                let (Datum::Numeric(x), Datum::Numeric(y)) = (a, arg(args, 1)?) else {
                     return err("div() needs numeric arguments");
                 };
                 Datum::Numeric(x.div(y).map_err(|e| EvalError(e.to_string()))?.trunc())
@@ -422,9 +437,13 @@ impl Func {
             Func::Extract(field) => extract(field, a, true)?,
             Func::DatePart(field) => extract(field, a, false)?,
             Func::DateTrunc(field) => date_trunc(field, a, ty)?,
+            Func::ArrayText(elem) => match a {
+                Datum::Json(j) => Datum::Text(array_text(elem, j).map_err(|e| EvalError(e.0))?),
+                _ => return err("array_out of a value that is not an array"),
+            },
             Func::JsonGet { as_text } => {
                 let doc = text(a);
-                let found = match &args[1] {
+                let found = match arg(args, 1)? {
                     Datum::Int(i) => json::element(doc, *i),
                     key => json::field(doc, text(key)),
                 };
@@ -474,7 +493,7 @@ fn round_numeric(n: &Numeric, digits: i64, truncate: bool) -> Numeric {
     if n.parts().is_none() {
         return n.clone();
     }
-    let digits = digits.clamp(-1000, 1000);
+    let digits = digits.clamp(-MAX_RESULT_SCALE, MAX_RESULT_SCALE);
     if digits >= 0 {
         let d = digits as u32;
         if truncate {
@@ -498,26 +517,73 @@ fn round_numeric(n: &Numeric, digits: i64, truncate: bool) -> Numeric {
     q.mul(&factor).with_scale(0)
 }
 
-/// Splits microseconds since the epoch into (days, microseconds of the day).
-fn split(micros: i64) -> (i64, i64) {
-    (
-        micros.div_euclid(MICROS_PER_DAY),
-        micros.rem_euclid(MICROS_PER_DAY),
-    )
-}
+/// Fields whose value grows with time: the only ones an infinite date or
+/// timestamp has (an infinity); the others are NULL for it.
+const MONOTONIC_FIELDS: &[&str] = &[
+    "epoch",
+    "year",
+    "isoyear",
+    "decade",
+    "century",
+    "millennium",
+];
 
+const TIME_FIELDS: &[&str] = &["hour", "minute", "second", "milliseconds", "microseconds"];
+
+const DATE_FIELDS: &[&str] = &["month", "day", "quarter", "dow", "isodow", "doy", "week"];
+
+/// `extract` (a numeric) and `date_part` (a float8) of a date or timestamp.
+/// `extract` on a date is date-specific (time fields are errors);
+/// `date_part` on a date reads it as the timestamp at its midnight.
 fn extract(field: &str, v: &Datum, as_numeric: bool) -> Result<Datum, EvalError> {
-    let (days, time, is_date) = match v {
-        Datum::Date(d) => (*d as i64, 0, true),
-        Datum::Timestamp(t) | Datum::TimestampTz(t) => {
-            let (d, t) = split(*t);
-            (d, t, false)
-        }
+    let (finite, type_name) = match v {
+        // (days since 2000-01-01, microseconds into the day)
+        Datum::Date(d) => (
+            (*d != DATE_POS_INF && *d != DATE_NEG_INF).then_some((*d as i64, 0)),
+            "date",
+        ),
+        Datum::Timestamp(t) => (
+            (*t != TS_POS_INF && *t != TS_NEG_INF).then(|| split_timestamp(*t)),
+            "timestamp without time zone",
+        ),
+        Datum::TimestampTz(t) => (
+            (*t != TS_POS_INF && *t != TS_NEG_INF).then(|| split_timestamp(*t)),
+            "timestamp with time zone",
+        ),
         _ => return err(format!("cannot extract {field} from this value")),
     };
-    let (y, m, d) = civil_from_days(days);
-    let dow = (days + 4).rem_euclid(7); // 1970-01-01 was a Thursday.
-    let doy = days - days_from_civil(y, 1, 1) + 1;
+    let is_date = matches!(v, Datum::Date(_)) && as_numeric;
+    let known = MONOTONIC_FIELDS.contains(&field)
+        || DATE_FIELDS.contains(&field)
+        || TIME_FIELDS.contains(&field);
+    if !known {
+        return err(format!(
+            "unit \"{field}\" not recognized for type {type_name}"
+        ));
+    }
+    if is_date && TIME_FIELDS.contains(&field) {
+        return err(format!("unit \"{field}\" not supported for type date"));
+    }
+    let Some((days, time)) = finite else {
+        if !MONOTONIC_FIELDS.contains(&field) {
+            return Ok(Datum::Null);
+        }
+        let positive = matches!(
+            v,
+            Datum::Date(DATE_POS_INF)
+                | Datum::Timestamp(TS_POS_INF)
+                | Datum::TimestampTz(TS_POS_INF)
+        );
+        return Ok(match (as_numeric, positive) {
+            (true, true) => Datum::Numeric(Numeric::PosInf),
+            (true, false) => Datum::Numeric(Numeric::NegInf),
+            (false, true) => Datum::Float8(F64(f64::INFINITY)),
+            (false, false) => Datum::Float8(F64(f64::NEG_INFINITY)),
+        });
+    };
+    let (y, m, d) = ymd_from_date(days);
+    let dow = (days + 6).rem_euclid(7); // 2000-01-01 was a Saturday.
+    let doy = days - date_from_ymd(y, 1, 1) + 1;
     // (value as scaled integer, scale)
     let (value, scale): (i128, u32) = match field {
         "year" => (if y > 0 { y } else { y - 1 } as i128, 0),
@@ -532,7 +598,7 @@ fn extract(field: &str, v: &Datum, as_numeric: bool) -> Result<Datum, EvalError>
             (if y > 0 {
                 (y + 99) / 100
             } else {
-                -((99 - y) / 100)
+                -((99 - (y - 1)) / 100)
             }) as i128,
             0,
         ),
@@ -540,31 +606,54 @@ fn extract(field: &str, v: &Datum, as_numeric: bool) -> Result<Datum, EvalError>
             (if y > 0 {
                 (y + 999) / 1000
             } else {
-                -((999 - y) / 1000)
+                -((999 - (y - 1)) / 1000)
             }) as i128,
             0,
         ),
         "week" | "isoyear" => {
             let (iso_year, week) = iso_week(days);
+            let iso_year = if field == "isoyear" && iso_year <= 0 {
+                iso_year - 1
+            } else {
+                iso_year
+            };
             (if field == "week" { week } else { iso_year } as i128, 0)
         }
         "epoch" => {
+            let unix = (days + UNIX_TO_PG_DAYS) as i128 * MICROS_PER_DAY as i128 + time as i128;
             if is_date {
-                ((days * 86_400) as i128, 0)
+                (unix / 1_000_000, 0)
             } else {
-                ((days as i128 * MICROS_PER_DAY as i128) + time as i128, 6)
+                (unix, 6)
             }
-        }
-        "hour" | "minute" | "second" | "milliseconds" | "microseconds" if is_date => {
-            return err(format!("unit \"{field}\" not supported for type date"))
         }
         "hour" => ((time / 3_600_000_000) as i128, 0),
         "minute" => ((time / 60_000_000 % 60) as i128, 0),
         "second" => ((time % 60_000_000) as i128, 6),
         "milliseconds" => ((time % 60_000_000) as i128, 3),
-        "microseconds" => ((time % 60_000_000) as i128, 0),
-        other => return err(format!("unit \"{other}\" not recognized")),
+        _ => ((time % 60_000_000) as i128, 0), // microseconds
     };
+    if !as_numeric && scale > 0 {
+        // date_part computes fractional fields in floating point, and its last
+        // bit is what Postgres's arithmetic gives, not the nearest double.
+        let (sec, frac) = (
+            (time % 60_000_000 / 1_000_000) as f64,
+            (time % 1_000_000) as f64,
+        );
+        return Ok(Datum::Float8(F64(match field {
+            "second" => sec + frac / 1_000_000.0,
+            "milliseconds" => sec * 1000.0 + frac / 1000.0,
+            // epoch: (timestamp - epoch) / 1000000.0, in floating point
+            // where the difference would overflow an int64.
+            _ => match i64::try_from(value) {
+                Ok(v) => v as f64 / 1_000_000.0,
+                Err(_) => {
+                    let pg_micros = value - UNIX_TO_PG_DAYS as i128 * MICROS_PER_DAY as i128;
+                    (pg_micros as f64 + (UNIX_TO_PG_DAYS * MICROS_PER_DAY) as f64) / 1_000_000.0
+                }
+            },
+        })));
+    }
     let num = Numeric::parse(&scaled_text(value, scale)).map_err(|e| EvalError(e.to_string()))?;
     Ok(if as_numeric {
         Datum::Numeric(num)
@@ -598,24 +687,76 @@ fn scaled_text(value: i128, scale: u32) -> String {
     out
 }
 
-/// ISO 8601 (year, week) of a day.
+/// ISO 8601 (year, week) of a day counted from 2000-01-01.
 fn iso_week(days: i64) -> (i64, i64) {
-    let isodow = (days + 3).rem_euclid(7) + 1; // Monday = 1
+    let isodow = (days + 5).rem_euclid(7) + 1; // Monday = 1; 2000-01-01 was a Saturday.
     let thursday = days - isodow + 4;
-    let (y, _, _) = civil_from_days(thursday);
-    let week = (thursday - days_from_civil(y, 1, 1)) / 7 + 1;
+    let (y, _, _) = ymd_from_date(thursday);
+    let week = (thursday - date_from_ymd(y, 1, 1)) / 7 + 1;
     (y, week)
 }
 
+/// `date_trunc`: infinities stay infinite, a date is its midnight, and a
+/// result before the first valid timestamp is an error, as in Postgres.
 fn date_trunc(field: &str, v: &Datum, ty: &Type) -> Result<Datum, EvalError> {
     let micros = match v {
-        Datum::Date(d) => *d as i64 * MICROS_PER_DAY,
+        Datum::Date(d) => datetime::date_to_timestamp(*d).map_err(EvalError)?,
         Datum::Timestamp(t) | Datum::TimestampTz(t) => *t,
         _ => return err("date_trunc needs a timestamp"),
     };
-    let (days, time) = split(micros);
-    let (y, m, _) = civil_from_days(days);
+    let wrap = |t: i64| match ty {
+        Type::Timestamp => Datum::Timestamp(t),
+        _ => Datum::TimestampTz(t),
+    };
+    let units = [
+        "microseconds",
+        "milliseconds",
+        "second",
+        "minute",
+        "hour",
+        "day",
+        "week",
+        "month",
+        "quarter",
+        "year",
+        "decade",
+        "century",
+        "millennium",
+    ];
+    if !units.contains(&field) {
+        return err(format!("unit \"{field}\" not recognized"));
+    }
+    if micros == TS_POS_INF || micros == TS_NEG_INF {
+        return Ok(wrap(micros));
+    }
+    if !datetime::is_valid_timestamp(micros) {
+        return err("timestamp out of range");
+    }
+    let (days, time) = split_timestamp(micros);
+    let (y, m, _) = ymd_from_date(days);
     let day_start = |d: i64| d * MICROS_PER_DAY;
+    // Postgres's year arithmetic (year 0 is 1 BC), C division on positives.
+    let millennium = |y: i64| {
+        if y > 0 {
+            (y + 999) / 1000 * 1000 - 999
+        } else {
+            -((999 - (y - 1)) / 1000) * 1000 + 1
+        }
+    };
+    let century = |y: i64| {
+        if y > 0 {
+            (y + 99) / 100 * 100 - 99
+        } else {
+            -((99 - (y - 1)) / 100) * 100 + 1
+        }
+    };
+    let decade = |y: i64| {
+        if y > 0 {
+            y / 10 * 10
+        } else {
+            -((8 - (y - 1)) / 10) * 10
+        }
+    };
     let truncated = match field {
         "microseconds" => micros,
         "milliseconds" => micros - micros.rem_euclid(1_000),
@@ -623,25 +764,18 @@ fn date_trunc(field: &str, v: &Datum, ty: &Type) -> Result<Datum, EvalError> {
         "minute" => micros - micros.rem_euclid(60_000_000),
         "hour" => day_start(days) + time - time.rem_euclid(3_600_000_000),
         "day" => day_start(days),
-        "week" => day_start(days - (days + 3).rem_euclid(7)),
-        "month" => day_start(days_from_civil(y, m, 1)),
-        "quarter" => day_start(days_from_civil(y, (m - 1) / 3 * 3 + 1, 1)),
-        "year" => day_start(days_from_civil(y, 1, 1)),
-        "decade" => day_start(days_from_civil(y.div_euclid(10) * 10, 1, 1)),
-        "century" => {
-            let c = if y > 0 { (y - 1) / 100 * 100 + 1 } else { y };
-            day_start(days_from_civil(c, 1, 1))
-        }
-        "millennium" => {
-            let c = if y > 0 { (y - 1) / 1000 * 1000 + 1 } else { y };
-            day_start(days_from_civil(c, 1, 1))
-        }
-        other => return err(format!("unit \"{other}\" not recognized")),
+        "week" => day_start(days - (days + 5).rem_euclid(7)),
+        "month" => day_start(date_from_ymd(y, m, 1)),
+        "quarter" => day_start(date_from_ymd(y, (m - 1) / 3 * 3 + 1, 1)),
+        "year" => day_start(date_from_ymd(y, 1, 1)),
+        "decade" => day_start(date_from_ymd(decade(y), 1, 1)),
+        "century" => day_start(date_from_ymd(century(y), 1, 1)),
+        _ => day_start(date_from_ymd(millennium(y), 1, 1)),
     };
-    Ok(match ty {
-        Type::Timestamp => Datum::Timestamp(truncated),
-        _ => Datum::TimestampTz(truncated),
-    })
+    if !datetime::is_valid_timestamp(truncated) {
+        return err("timestamp out of range");
+    }
+    Ok(wrap(truncated))
 }
 
 #[cfg(test)]
@@ -685,16 +819,114 @@ mod tests {
 
     #[test]
     fn extract_and_trunc() {
-        let day = Datum::Date(days_from_civil(2024, 3, 5) as i32);
+        let day = Datum::Date(date_from_ymd(2024, 3, 5) as i32);
         let year = Func::Extract("year".into()).eval(std::slice::from_ref(&day), &Type::Numeric);
         assert_eq!(year.unwrap().to_json_string(), "2024");
         let dow = Func::Extract("dow".into()).eval(std::slice::from_ref(&day), &Type::Numeric);
         assert_eq!(dow.unwrap().to_json_string(), "2");
-        let ts = Datum::Timestamp(days_from_civil(2024, 3, 5) * MICROS_PER_DAY + 5_250_000);
+        let ts = Datum::Timestamp(date_from_ymd(2024, 3, 5) * MICROS_PER_DAY + 5_250_000);
         let sec = Func::Extract("second".into()).eval(std::slice::from_ref(&ts), &Type::Numeric);
         assert_eq!(sec.unwrap().to_json_string(), "5.250000");
         let month = Func::DateTrunc("month".into()).eval(&[ts], &Type::Timestamp);
         assert_eq!(month.unwrap().to_json_string(), "\"2024-03-01T00:00:00\"");
+    }
+
+    #[test]
+    fn infinite_dates_extract_and_trunc_like_postgres() {
+        let inf = Datum::Date(DATE_POS_INF);
+        let ninf = Datum::Timestamp(TS_NEG_INF);
+        let ex = |f: &str, v: &Datum| {
+            Func::Extract(f.into()).eval(std::slice::from_ref(v), &Type::Numeric)
+        };
+        let part = |f: &str, v: &Datum| {
+            Func::DatePart(f.into()).eval(std::slice::from_ref(v), &Type::Float8)
+        };
+        assert_eq!(ex("year", &inf).unwrap().to_text(), "Infinity");
+        assert_eq!(ex("month", &inf).unwrap(), Datum::Null);
+        assert_eq!(part("year", &ninf).unwrap().to_text(), "-Infinity");
+        assert_eq!(part("hour", &ninf).unwrap(), Datum::Null);
+        assert_eq!(ex("epoch", &ninf).unwrap().to_text(), "-Infinity");
+        assert_eq!(
+            ex("hour", &inf).unwrap_err().0,
+            "unit \"hour\" not supported for type date"
+        );
+        assert!(ex("foo", &ninf).unwrap_err().0.contains("not recognized"));
+        let trunc =
+            Func::DateTrunc("year".into()).eval(std::slice::from_ref(&ninf), &Type::Timestamp);
+        assert_eq!(trunc.unwrap(), ninf);
+        // A date past the timestamp range has no midnight to truncate.
+        let far = Datum::Date(DATE_POS_INF - 1);
+        assert!(Func::DateTrunc("day".into())
+            .eval(&[far], &Type::TimestampTz)
+            .is_err());
+        // Before 4714-11-24 BC there are no timestamps.
+        let first = Datum::Timestamp(datetime::TS_MIN);
+        assert_eq!(
+            Func::DateTrunc("millennium".into())
+                .eval(&[first], &Type::Timestamp)
+                .unwrap_err()
+                .0,
+            "timestamp out of range"
+        );
+        let bc = Datum::Date(date_from_ymd(-43, 3, 15) as i32); // 44 BC
+        assert_eq!(ex("century", &bc).unwrap().to_text(), "-1");
+        assert_eq!(ex("year", &bc).unwrap().to_text(), "-44");
+        assert_eq!(ex("epoch", &Datum::Date(0)).unwrap().to_text(), "946684800");
+        // BC values checked against PostgreSQL 15.
+        assert_eq!(ex("millennium", &bc).unwrap().to_text(), "-1");
+        assert_eq!(ex("decade", &bc).unwrap().to_text(), "-5");
+        let bc1 = Datum::Date(date_from_ymd(0, 1, 1) as i32); // 0001-01-01 BC
+        assert_eq!(ex("isoyear", &bc1).unwrap().to_text(), "-2");
+        assert_eq!(ex("week", &bc1).unwrap().to_text(), "52");
+        let bc_ts = Datum::Timestamp(date_from_ymd(-43, 3, 15) * MICROS_PER_DAY);
+        for (field, want) in [
+            ("century", "0100-01-01 00:00:00 BC"),
+            ("millennium", "1000-01-01 00:00:00 BC"),
+            ("decade", "0051-01-01 00:00:00 BC"),
+            ("week", "0044-03-11 00:00:00 BC"),
+        ] {
+            let got =
+                Func::DateTrunc(field.into()).eval(std::slice::from_ref(&bc_ts), &Type::Timestamp);
+            assert_eq!(got.unwrap().to_text(), want, "{field}");
+        }
+    }
+
+    #[test]
+    fn date_part_fractions_are_postgres_floats() {
+        // Values checked against PostgreSQL 15, to the last bit.
+        let part = |f: &str, t: i64| {
+            Func::DatePart(f.into())
+                .eval(&[Datum::Timestamp(t)], &Type::Float8)
+                .unwrap()
+                .to_text()
+        };
+        assert_eq!(part("second", 93836523657478), "3.6574780000000002");
+        assert_eq!(
+            part("milliseconds", -9544512658208265),
+            "1791.7350000000001"
+        );
+        assert_eq!(part("epoch", 3259124504095100776), "3260071188895.101");
+        assert_eq!(part("epoch", 9223371331199999999), "9224318016000");
+    }
+
+    #[test]
+    fn missing_arguments_are_errors() {
+        for f in [
+            Func::Substr,
+            Func::Left,
+            Func::Power,
+            Func::Repeat,
+            Func::JsonGet { as_text: true },
+        ] {
+            assert!(f.eval(&[t("x")], &Type::Text).is_err(), "{f:?}");
+        }
+        assert_eq!(
+            Func::Repeat
+                .eval(&[t("ab"), Datum::Int(i64::MAX)], &Type::Text)
+                .unwrap_err()
+                .0,
+            "requested length too large"
+        );
     }
 
     #[test]

@@ -747,10 +747,10 @@ impl<'a> Binder<'a> {
                         continue;
                     }
                     let (x, xt) = self.bind_expr(a, cx)?;
-                    if matches!(xt, Type::Bytea | Type::Unsupported { .. } | Type::Array { .. }) {
+                    if matches!(xt, Type::Unsupported { .. }) {
                         return Err(unsupported(format!("{name}() of {}", xt.name()), span));
                     }
-                    xs.push(x);
+                    xs.push(array_as_text(x, &xt));
                 }
                 let func = if name == "concat" { Func::Concat } else { Func::ConcatWs };
                 call(func, xs, Type::Text, span)
@@ -1053,6 +1053,9 @@ fn explicit_cast(x: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
         return Ok(x);
     }
     if matches!(from, Type::Array { .. }) {
+        if to.is_string() {
+            return Ok(array_as_text(x, from));
+        }
         return Err(unsupported(format!("casts of {}", from.name()), span));
     }
     if *from == Type::Bpchar && to.is_string() {
@@ -1081,6 +1084,19 @@ fn explicit_cast(x: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
         });
     }
     Ok(cast_to(x, from, to))
+}
+
+/// An array value as its text (`{1,2}`), which is what `::text` and
+/// `concat` make of it; other values pass unchanged.
+fn array_as_text(x: Expr, ty: &Type) -> Expr {
+    match ty {
+        Type::Array { elem, .. } => Expr::Call {
+            func: Func::ArrayText((**elem).clone()),
+            args: vec![x],
+            ty: Type::Text,
+        },
+        _ => x,
+    }
 }
 
 pub(super) fn expect_bool(ty: &Type, what: &str, span: Span) -> Result<()> {
@@ -1322,17 +1338,37 @@ pub(super) fn bind_binary(
             folded(bin(l, r, ty), Type::Bool)
         }
         BinOp::Concat => {
+            // bytea || bytea (an untyped literal reads as bytea) joins bytes.
+            let bytea_or_literal = |t: &Type| matches!(t, Type::Bytea | Type::Unknown);
+            if (lt == Type::Bytea || rt == Type::Bytea)
+                && bytea_or_literal(&lt)
+                && bytea_or_literal(&rt)
+            {
+                let l = coerce(l, &lt, &Type::Bytea, span)?;
+                let r = coerce(r, &rt, &Type::Bytea, span)?;
+                return folded(bin(l, r, Type::Bytea), Type::Bytea);
+            }
+            // Otherwise text || anything (and anything || text) casts the other
+            // side to text. An untyped literal beside jsonb would read as jsonb
+            // (jsonb concatenation), and beside an array as an array: refused.
             let text = |e: Expr, t: &Type| -> Result<Expr> {
                 match t {
                     Type::Bpchar => Ok(bpchar_to_text(e)),
                     t if t.is_string() || *t == Type::Unknown => Ok(e),
-                    Type::Bytea | Type::Unsupported { .. } | Type::Json | Type::Array { .. } => {
-                        Err(mismatch())
-                    }
+                    Type::Unsupported { .. } | Type::Array { .. } => Err(mismatch()),
                     _ => Ok(e),
                 }
             };
-            if !(lt.is_string() || rt.is_string() || lt == Type::Unknown || rt == Type::Unknown) {
+            let typed_text = |t: &Type| t.is_string();
+            let ok = match (&lt, &rt) {
+                (a, b) if typed_text(a) || typed_text(b) => true,
+                (Type::Unknown, Type::Jsonb) | (Type::Jsonb, Type::Unknown) => {
+                    return Err(unsupported("jsonb || jsonb (jsonb concatenation)", span))
+                }
+                (Type::Unknown, _) | (_, Type::Unknown) => true,
+                _ => false,
+            };
+            if !ok {
                 return Err(mismatch());
             }
             let (l, r) = (text(l, &lt)?, text(r, &rt)?);
