@@ -22,6 +22,9 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// `chunk_left` while the CRLF after a chunk's data is still to be read.
+const AFTER_CHUNK: usize = usize::MAX;
+
 pub struct SseClient {
     stream: TcpStream,
     buf: BytesMut,
@@ -113,18 +116,21 @@ impl SseClient {
                 if !self.buf.is_empty() {
                     return Ok(Some(self.buf.split()));
                 }
+            } else if self.chunk_left == AFTER_CHUNK {
+                // The CRLF that ends a chunk's data.
+                if self.buf.len() >= 2 {
+                    self.buf.advance(2);
+                    self.chunk_left = 0;
+                    continue;
+                }
             } else if self.chunk_left > 0 && !self.buf.is_empty() {
                 let n = self.chunk_left.min(self.buf.len());
                 self.chunk_left -= n;
                 let out = self.buf.split_to(n);
                 if self.chunk_left == 0 {
-                    self.chunk_left = usize::MAX; // expect the CRLF after the chunk
+                    self.chunk_left = AFTER_CHUNK;
                 }
                 return Ok(Some(out));
-            } else if self.chunk_left == usize::MAX && self.buf.len() >= 2 {
-                self.buf.advance(2);
-                self.chunk_left = 0;
-                continue;
             } else if self.chunk_left == 0 {
                 if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
                     let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,8 +55,11 @@ struct Built {
 
 pub struct Controller {
     queries_dir: PathBuf,
-    /// The view files: name → SQL.
+    /// The views' definitions in use: name → SQL (an edited file that does
+    /// not compile leaves its previous SQL here).
     files: BTreeMap<String, String>,
+    /// The queries directory as last read.
+    disk: BTreeMap<String, String>,
     catalog: Catalog,
     /// Names the tables resolve to, from the last resync.
     names: Vec<(Vec<String>, Result<usize, String>)>,
@@ -111,6 +115,7 @@ impl Controller {
         let files: BTreeMap<String, String> = config.files.into_iter().collect();
         let controller = Controller {
             queries_dir: config.queries_dir,
+            disk: files.clone(),
             files,
             catalog: Catalog::default(),
             names: Vec::new(),
@@ -238,7 +243,7 @@ impl Controller {
         error!(error = %message, "dataflow worker died; rebuilding the dataflow from a fresh snapshot");
         self.registry
             .dataflow_restarts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
         self.registry.set_health(Health::Reconnecting {
             reason: format!("rebuilding after {message}"),
         });
@@ -280,13 +285,19 @@ impl Controller {
             removed,
             failed,
             updates,
+            copied,
+            reread,
         } = r;
+        self.registry.resyncs.fetch_add(1, Ordering::Relaxed);
+        self.registry
+            .tables_copied
+            .fetch_add(copied as u64, Ordering::Relaxed);
         // A table stays failed until it is read again without failing.
         let followed: HashSet<usize> = tables.iter().map(|t| t.id).collect();
         let reread: HashSet<usize> = if full {
             followed.clone()
         } else {
-            added.iter().map(|a| a.id).collect()
+            added.iter().map(|a| a.id).chain(reread).collect()
         };
         self.failed_tables
             .retain(|id, _| followed.contains(id) && !reread.contains(id));
@@ -439,18 +450,18 @@ impl Controller {
             }
         };
         let new: BTreeMap<String, String> = files.into_iter().collect();
-        if new == self.files {
+        if new == self.disk {
             return;
         }
-        let removed: Vec<String> = self
-            .files
+        let previous = std::mem::replace(&mut self.disk, new.clone());
+        let removed: Vec<String> = previous
             .keys()
             .filter(|n| !new.contains_key(*n))
             .cloned()
             .collect();
         let changed: Vec<String> = new
             .iter()
-            .filter(|(n, s)| self.files.get(*n) != Some(s))
+            .filter(|(n, s)| previous.get(*n) != Some(s))
             .map(|(n, _)| n.clone())
             .collect();
         info!(
@@ -458,17 +469,22 @@ impl Controller {
             removed = removed.len(),
             "queries directory changed"
         );
-        let old_files = std::mem::replace(&mut self.files, new);
+        let old_files = self.files.clone();
+        for name in &removed {
+            self.files.remove(name);
+        }
+        for name in &changed {
+            self.files.insert(name.clone(), new[name].clone());
+        }
         // An edited file that does not compile keeps its old version running.
-        let compiled = self.compile();
-        for (name, result) in &compiled {
-            if let Err(r) = result {
-                if changed.contains(name) && self.built.contains_key(name) {
-                    if let Some(old) = old_files.get(name) {
-                        error!(view = %name, "edited view refused, the previous version keeps running: {}", r.detail);
-                        self.files.insert(name.clone(), old.clone());
-                    }
-                }
+        for (name, result) in self.compile() {
+            let Err(r) = result else { continue };
+            if !changed.contains(&name) || !self.built.contains_key(&name) {
+                continue;
+            }
+            if let Some(old) = old_files.get(&name) {
+                error!(view = %name, "edited view refused, the previous version keeps running: {}", r.detail);
+                self.files.insert(name, old.clone());
             }
         }
         for name in &removed {

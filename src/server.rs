@@ -200,7 +200,8 @@ fn watch_queries(
     use notify::Watcher;
     let tx = reload.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        // Reading the files (as the reload itself does) is not a change.
+        if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = tx.send(());
         }
     });

@@ -6,6 +6,7 @@ mod faults;
 mod oracle;
 mod restart;
 mod scenarios;
+mod schema;
 mod slt;
 mod support;
 mod tls;

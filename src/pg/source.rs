@@ -190,6 +190,11 @@ pub struct Resync {
     pub failed: Vec<(usize, String)>,
     /// All rows of added tables, and the changes of the other tables.
     pub updates: Updates,
+    /// Tables copied from Postgres for this resync.
+    pub copied: usize,
+    /// Tables read again successfully with their shape unchanged (a failed
+    /// one among them has recovered).
+    pub reread: Vec<usize>,
 }
 
 /// Requests from the controller.
@@ -505,6 +510,7 @@ impl Source {
     fn install(&mut self, mut read: TablesRead, lsn: Lsn) -> Resync {
         let mut resync = Resync {
             lsn,
+            copied: read.rows.len(),
             ..Default::default()
         };
         let mut stash = Stash {
@@ -565,6 +571,7 @@ impl Source {
                         ));
                         t.failed = None;
                         t.skip_before = lsn;
+                        resync.reread.push(id);
                         Ok(id)
                     }
                     replaced => {
@@ -670,6 +677,7 @@ impl Source {
             removed = resync.removed.len(),
             failed = resync.failed.len(),
             rows = resync.updates.len(),
+            copied = resync.copied,
             full = resync.full,
             "tables read"
         );

@@ -206,6 +206,9 @@ pub struct Registry {
     pub dataflow_restarts: AtomicU64,
     /// Times the source lost its connection and reconnected.
     pub reconnects: AtomicU64,
+    /// Times tables were read at a new snapshot, and tables copied then.
+    pub resyncs: AtomicU64,
+    pub tables_copied: AtomicU64,
 }
 
 fn columns_json(columns: &[Column]) -> String {
@@ -337,6 +340,8 @@ impl Registry {
             in_flight,
             dataflow_restarts: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+            tables_copied: AtomicU64::new(0),
         }
     }
 
@@ -860,6 +865,18 @@ impl Registry {
             "Times the dataflow was rebuilt after a worker died.",
             "counter",
             vec![(None, self.dataflow_restarts.load(Ordering::Relaxed) as f64)],
+        );
+        gauge(
+            "viewcast_resyncs_total",
+            "Times tables were read at a new snapshot (connections, schema changes, new tables).",
+            "counter",
+            vec![(None, self.resyncs.load(Ordering::Relaxed) as f64)],
+        );
+        gauge(
+            "viewcast_tables_copied_total",
+            "Tables copied from Postgres at those snapshots.",
+            "counter",
+            vec![(None, self.tables_copied.load(Ordering::Relaxed) as f64)],
         );
         gauge(
             "viewcast_in_flight_rows",
