@@ -83,6 +83,13 @@ pub struct Controller {
     source_control: mpsc::UnboundedSender<SourceControl>,
 }
 
+/// What tests may ask of a running controller.
+#[derive(Debug)]
+pub enum TestHook {
+    /// Make a dataflow worker panic.
+    CrashWorker,
+}
+
 pub struct ControllerConfig {
     pub queries_dir: PathBuf,
     pub files: Vec<(String, String)>,
@@ -99,6 +106,8 @@ pub struct ControllerInputs {
     pub outputs: mpsc::UnboundedReceiver<Output>,
     /// Something in the queries directory changed (a file event or SIGHUP).
     pub reload: mpsc::UnboundedReceiver<()>,
+    /// Requests from tests (see [`crate::server::Running::crash_a_worker`]).
+    pub test_hooks: mpsc::UnboundedReceiver<TestHook>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -183,6 +192,9 @@ impl Controller {
                     while inputs.reload.try_recv().is_ok() {}
                     self.reload_files();
                 }
+                Some(hook) = inputs.test_hooks.recv() => match hook {
+                    TestHook::CrashWorker => self.df().crash_a_worker(),
+                },
                 _ = tick.tick() => {
                     let heartbeat = last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL;
                     if heartbeat {

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::controller::{Controller, ControllerConfig, ControllerInputs};
+use crate::controller::{Controller, ControllerConfig, ControllerInputs, TestHook};
 use crate::dataflow::{InFlight, DEFAULT_MAX_IN_FLIGHT_ROWS};
 use crate::pg::catalog::{load_table, CatalogError};
 use crate::pg::source::{Source, SourceConfig, SESSION_SETTINGS};
@@ -67,9 +67,17 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     /// Dropping it stops watching the queries directory.
     _watcher: Option<notify::RecommendedWatcher>,
+    test_hooks: mpsc::UnboundedSender<TestHook>,
 }
 
 impl Running {
+    /// Makes a dataflow worker panic, as a bug would: for tests of what the
+    /// server does then (it rebuilds the dataflow from a fresh snapshot).
+    #[doc(hidden)]
+    pub fn crash_a_worker(&self) {
+        let _ = self.test_hooks.send(TestHook::CrashWorker);
+    }
+
     /// Stops the source, the HTTP server, the controller and the workers.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
@@ -252,6 +260,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let (hooks_tx, hooks_rx) = mpsc::unbounded_channel();
 
     let views = files.len();
     let controller = Controller::new(
@@ -286,6 +295,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         source: events_rx,
         outputs: out_rx,
         reload: reload_rx,
+        test_hooks: hooks_rx,
         shutdown: shutdown_rx.clone(),
     })));
     tasks.push(tokio::spawn(source.run(shutdown_rx.clone())));
@@ -313,6 +323,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         shutdown,
         tasks,
         _watcher: watcher,
+        test_hooks: hooks_tx,
     })
 }
 

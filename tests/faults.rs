@@ -584,3 +584,52 @@ async fn black_holed_connection_is_detected_and_replaced() {
     rig.recovered(before).await;
     rig.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_is_replaced_and_subscribers_reset() {
+    let db = TestDb::new("dead_worker").await;
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, grp text, n int);
+         INSERT INTO t SELECT i, 'g' || (i % 3), i FROM generate_series(1, 30) i;",
+    )
+    .await;
+    let sql = "SELECT grp, count(*) AS c, sum(n) AS s FROM t GROUP BY grp";
+    let server = TestServer::start(&db, &[("groups", sql)]).await;
+    let mut f = server.follow("groups").await;
+    db.exec("UPDATE t SET n = n + 1 WHERE id < 5").await;
+    crate::support::check_view(&db, &mut f, "groups", sql).await;
+    let mark = f.events.len();
+    server.running.crash_a_worker();
+    // The server says it is not healthy until it streams again...
+    let start = Instant::now();
+    let mut saw_unhealthy = false;
+    loop {
+        let (status, _) = server.get("/healthz").await;
+        saw_unhealthy |= status == 503;
+        let (_, metrics) = viewcast::client::get(&server.addr, "/metrics")
+            .await
+            .unwrap();
+        if saw_unhealthy && status == 200 && metrics.contains("viewcast_dataflow_restarts_total 1")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no rebuild: {status} {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...and subscribers start over from a reset snapshot, then follow on.
+    db.exec("DELETE FROM t WHERE id % 4 = 0").await;
+    crate::support::check_view(&db, &mut f, "groups", sql).await;
+    let reset = f.events[mark..]
+        .iter()
+        .any(|e| e.event == "snapshot" && e.data["reset"] == true);
+    assert!(
+        reset,
+        "a reset snapshot after the rebuild: {:?}",
+        &f.events[mark..]
+    );
+    assert!(f.error.is_none());
+    server.stop().await;
+}

@@ -62,6 +62,9 @@ pub enum Command {
     Apply { lsn: u64, updates: Arc<Updates> },
     /// Everything at or before `lsn` is known: nothing more will arrive for it.
     Advance { lsn: u64 },
+    /// Makes the last worker panic, so tests can check what a dying worker
+    /// does to the server.
+    Crash,
 }
 
 #[derive(Debug)]
@@ -273,6 +276,11 @@ impl Dataflow {
         self.send(|| Command::Advance { lsn });
     }
 
+    /// Makes a worker panic (for tests of the recovery from one).
+    pub fn crash_a_worker(&self) {
+        self.send(|| Command::Crash);
+    }
+
     /// Stops the workers and waits for them, at most `patience`: a worker
     /// stuck after another one's panic is left behind rather than waited for.
     pub fn shutdown(mut self, patience: Duration) {
@@ -423,6 +431,11 @@ impl Worker<'_> {
             Command::Advance { lsn } => {
                 if lsn + 1 > self.time {
                     self.advance_to(lsn + 1);
+                }
+            }
+            Command::Crash => {
+                if self.worker.index() + 1 == self.worker.peers() {
+                    panic!("a worker crash injected by a test");
                 }
             }
         }
