@@ -105,7 +105,9 @@ pub async fn stream(
             };
             match received {
                 Ok(ev) => {
-                    if ev.kind == EventKind::Progress && ev.lsn <= sub.last {
+                    // Older progress is stale; progress at the same LSN is a
+                    // heartbeat, which keeps idle connections (and proxies) alive.
+                    if ev.kind == EventKind::Progress && ev.lsn < sub.last {
                         continue;
                     }
                     sub.last = sub.last.max(ev.lsn);
