@@ -114,13 +114,19 @@ async fn main() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let mut server = start_server(
-        &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", proxy.port),
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            proxy.port
+        ),
         &queries,
         port,
     );
     let start = Instant::now();
     while get(&addr, "/healthz").await.map(|r| r.0) != Some(200) {
-        assert!(start.elapsed() < Duration::from_secs(120), "viewcast did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "viewcast did not start"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let writer = Writer::start(conninfo.clone(), 4242, pace).await;
@@ -135,7 +141,10 @@ async fn main() {
         pace.as_millis(),
         watchers.len()
     );
-    println!("{:>6} {:>9} {:>12} {:>8} {:>8} {:>10}  fault", "t (s)", "RSS MiB", "slot lag B", "commits", "events", "reconnects");
+    println!(
+        "{:>6} {:>9} {:>12} {:>8} {:>8} {:>10}  fault",
+        "t (s)", "RSS MiB", "slot lag B", "commits", "events", "reconnects"
+    );
 
     let faults = [
         "walsender terminated",
@@ -160,7 +169,10 @@ async fn main() {
             max_rss = max_rss.max(rss);
             let lag = slot_lag(&conninfo).await;
             max_lag = max_lag.max(lag.unwrap_or(0));
-            let metrics = get(&addr, "/metrics").await.map(|r| r.1).unwrap_or_default();
+            let metrics = get(&addr, "/metrics")
+                .await
+                .map(|r| r.1)
+                .unwrap_or_default();
             let events: usize = watchers.iter().map(Watcher::events).sum();
             println!(
                 "{:>6} {:>9.1} {:>12} {:>8} {:>8} {:>10}  {}",
@@ -190,15 +202,21 @@ async fn main() {
                         .await;
                 }
                 "network black-holed 12 s" => {
-                    proxy.black_hole.store(true, std::sync::atomic::Ordering::Relaxed);
+                    proxy
+                        .black_hole
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_secs(12)).await;
-                    proxy.black_hole.store(false, std::sync::atomic::Ordering::Relaxed);
+                    proxy
+                        .black_hole
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                 }
                 "smart restart" => {
                     let _ = writer.pause.send(true);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     cluster = tokio::task::spawn_blocking(move || {
-                        cluster.restart_with(ShutdownMode::Smart).expect("smart restart");
+                        cluster
+                            .restart_with(ShutdownMode::Smart)
+                            .expect("smart restart");
                         cluster
                     })
                     .await
@@ -250,7 +268,10 @@ async fn main() {
             eprintln!("{p}");
         }
     }
-    let metrics = get(&addr, "/metrics").await.map(|r| r.1).unwrap_or_default();
+    let metrics = get(&addr, "/metrics")
+        .await
+        .map(|r| r.1)
+        .unwrap_or_default();
     println!(
         "soak done: {} transactions, {} faults, {} reconnects, {events} events checked, lost or duplicated {lost_or_duplicated}, final contents {}, max RSS {max_rss:.1} MiB, max slot lag {max_lag} B",
         steps.len() - 1,

@@ -153,3 +153,69 @@ async fn a_dead_worker_is_replaced_and_subscribers_reset() {
     assert!(f.error.is_none());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_definite_failure_is_reported_and_heals_when_fixed() {
+    let db = TestDb::new("definite").await;
+    let role = "viewcast_definite";
+    db.exec(&format!(
+        "DROP ROLE IF EXISTS {role};
+         CREATE ROLE {role} LOGIN REPLICATION;
+         CREATE TABLE t (id int PRIMARY KEY, n int);
+         INSERT INTO t VALUES (1, 1), (2, 2);
+         GRANT SELECT ON t TO {role};
+         CREATE PUBLICATION viewcast FOR TABLE t;"
+    ))
+    .await;
+    let conninfo = db
+        .conninfo
+        .replace("user=postgres", &format!("user={role}"));
+    let sql = "SELECT sum(n) AS total FROM t";
+    let server = TestServer::start_with(&conninfo, &[("total", sql)], Timeouts::default()).await;
+    server.wait_healthy().await;
+    let mut f = server.follow("total").await;
+
+    // The role loses its replication privilege and its walsender goes: the
+    // reconnection is refused for good, until someone fixes it.
+    db.exec(&format!(
+        "ALTER ROLE {role} NOREPLICATION;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE usename = '{role}';"
+    ))
+    .await;
+    let start = Instant::now();
+    while f.error.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no error event");
+        let _ = tokio::time::timeout(Duration::from_secs(5), f.try_next()).await;
+    }
+    let message = f.error.clone().unwrap();
+    assert!(message.contains("replication"), "{message}");
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "failed", "{health}");
+    assert!(
+        health["reason"].as_str().unwrap().contains("replication"),
+        "{health}"
+    );
+    let (_, metrics) = viewcast::client::get(&server.addr, "/metrics")
+        .await
+        .unwrap();
+    assert!(metrics.contains("viewcast_source_failed 1"), "{metrics}");
+
+    // Fixed: within the slow retry the server heals by itself, and the
+    // subscriber gets a reset snapshot with what changed meanwhile.
+    db.exec(&format!(
+        "INSERT INTO t VALUES (3, 30); ALTER ROLE {role} REPLICATION;"
+    ))
+    .await;
+    crate::support::check_view(&db, &mut f, "total", sql).await;
+    assert!(f.error.is_none());
+    let last_snapshot = f
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.event == "snapshot")
+        .unwrap();
+    assert_eq!(last_snapshot.data["reset"], true);
+    server.wait_healthy().await;
+    server.stop().await;
+}

@@ -305,9 +305,8 @@ pub fn verify(view: usize, name: &str, steps: &[Step], seen: &[Observed]) -> Ver
     };
     let mut floor = 0usize;
     for (i, o) in seen.iter().enumerate() {
-        let found = (floor..steps.len()).find(|&k| {
-            steps[k].states[view] == o.state && (k == 0 || o.lsn > steps[k - 1].after)
-        });
+        let found = (floor..steps.len())
+            .find(|&k| steps[k].states[view] == o.state && (k == 0 || o.lsn > steps[k - 1].after));
         let Some(k) = found else {
             verdict.inconsistent += 1;
             if verdict.first_problem.is_none() {
@@ -552,4 +551,3 @@ async fn pump(
         }
     }
 }
-
