@@ -265,12 +265,10 @@ impl Controller {
         match Dataflow::start(self.workers, self.out_tx.clone()) {
             Ok(df) => self.dataflow = Some(df),
             Err(e) => {
-                // Without workers nothing can be served; say so and stop.
-                error!(error = %e, "cannot start a new dataflow");
-                self.registry.set_health(Health::Failed {
-                    reason: format!("cannot start the dataflow: {e}"),
-                });
-                std::process::abort();
+                // Without workers nothing can be computed again: stop, so a
+                // supervisor restarts the process (this is not a database fault).
+                error!(error = %e, "cannot start a new dataflow; exiting");
+                std::process::exit(70);
             }
         }
         self.in_flight.release_all();

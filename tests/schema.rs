@@ -58,6 +58,18 @@ async fn failure(f: &mut Follower, name: &str) -> String {
     f.error.clone().unwrap()
 }
 
+/// Waits until `GET /views/{name}` answers 200.
+async fn served(server: &TestServer, name: &str) {
+    let start_at = Instant::now();
+    while server.get(&format!("/views/{name}")).await.0 != 200 {
+        assert!(
+            start_at.elapsed() < Duration::from_secs(20),
+            "{name} not served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn kinds(f: &Follower, from: usize) -> Vec<String> {
     f.events[from..].iter().map(|e| e.event.clone()).collect()
 }
@@ -234,11 +246,7 @@ async fn view_files_added_edited_and_removed() {
     // A new file over a table viewcast already follows: served from the
     // state it keeps, without copying anything from Postgres.
     server.write_view("b", "SELECT id, n FROM t WHERE n > 5");
-    let start_at = Instant::now();
-    while server.get("/views/b").await.0 != 200 {
-        assert!(start_at.elapsed() < Duration::from_secs(20), "b not served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    served(&server, "b").await;
     assert_eq!(
         metric(&server, "viewcast_tables_copied_total").await,
         copied,
@@ -280,11 +288,7 @@ async fn view_files_added_edited_and_removed() {
 
     // A new file over a table not followed yet: that table alone is copied.
     server.write_view("c", "SELECT id, label FROM other");
-    let start_at = Instant::now();
-    while server.get("/views/c").await.0 != 200 {
-        assert!(start_at.elapsed() < Duration::from_secs(20), "c not served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    served(&server, "c").await;
     assert_eq!(
         metric(&server, "viewcast_tables_copied_total").await,
         copied + 1,

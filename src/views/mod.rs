@@ -279,6 +279,21 @@ impl View {
         let _ = self.tx.send(event);
     }
 
+    /// Broadcasts a diff and keeps it for resuming subscribers (unless the
+    /// view has no resumable position yet).
+    fn send_diff(&self, st: &mut ViewState, event: Arc<Event>) {
+        if st.history_floor.is_some() {
+            st.history.push_back(event.clone());
+            if st.history.len() > HISTORY_LEN {
+                if let Some(old) = st.history.pop_front() {
+                    st.history_floor = Some(old.lsn);
+                }
+            }
+        }
+        self.diffs.fetch_add(1, Ordering::Relaxed);
+        self.send(event);
+    }
+
     /// Tells subscribers the view fails, once per failure.
     fn announce_failure(&self, st: &mut ViewState) {
         if st.told_failing || st.phase != Phase::Live {
@@ -579,20 +594,11 @@ impl Registry {
         if changes.is_empty() {
             return;
         }
-        let event = diff_event(lsn, changes);
         if st.history_floor.is_none() {
             // The first diff takes the view from empty: resuming needs a later position.
             st.history_floor = Some(lsn);
-        } else {
-            st.history.push_back(event.clone());
-            if st.history.len() > HISTORY_LEN {
-                if let Some(old) = st.history.pop_front() {
-                    st.history_floor = Some(old.lsn);
-                }
-            }
         }
-        v.diffs.fetch_add(1, Ordering::Relaxed);
-        v.send(event);
+        v.send_diff(&mut st, diff_event(lsn, changes));
     }
 
     /// A (re)built view's dataflow holds its contents as of the progress that
@@ -645,16 +651,8 @@ impl Registry {
                 }
             }
             if !changes.is_empty() {
-                let lsn = st.lsn;
-                let event = diff_event(lsn, &changes);
-                st.history.push_back(event.clone());
-                if st.history.len() > HISTORY_LEN {
-                    if let Some(old) = st.history.pop_front() {
-                        st.history_floor = Some(old.lsn);
-                    }
-                }
-                v.diffs.fetch_add(1, Ordering::Relaxed);
-                v.send(event);
+                let event = diff_event(st.lsn, &changes);
+                v.send_diff(&mut st, event);
             }
         }
         drop(st);
@@ -692,10 +690,16 @@ impl Registry {
             Health::Streaming { .. } => Some(None),
             _ => None,
         };
-        if matches!(health, Health::Reconnecting { .. }) {
+        let previous = std::mem::replace(
+            &mut *self.health.lock().unwrap_or_else(|p| p.into_inner()),
+            health.clone(),
+        );
+        // An interruption counts once, however many attempts it takes.
+        if matches!(health, Health::Reconnecting { .. })
+            && matches!(previous, Health::Streaming { .. })
+        {
             self.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = health;
         if let Some(message) = fault {
             for v in self.all() {
                 self.set_fault(&v.name, Fault::Server, message.clone());
@@ -856,7 +860,7 @@ impl Registry {
         );
         gauge(
             "viewcast_reconnects_total",
-            "Times replication was interrupted and reconnected.",
+            "Times streaming replication was interrupted (each outage once, however many attempts it took).",
             "counter",
             vec![(None, self.reconnects.load(Ordering::Relaxed) as f64)],
         );
