@@ -16,6 +16,7 @@ pub mod json;
 pub mod numeric;
 #[cfg(test)]
 pub(crate) mod proptests;
+pub mod tz;
 
 use std::cmp::Ordering;
 use std::fmt::Write;
