@@ -82,6 +82,63 @@ fn type_name<S: serde::Serializer>(t: &Type, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(t.name())
 }
 
+/// The settings a session of viewcast's role gets by default, which decide
+/// what some SQL means: `TimeZone` and `DateStyle` for `timestamptz` and
+/// date/time text, `IntervalStyle` for interval text, and the database's
+/// default collation for text ordering. Read by
+/// [`crate::pg::catalog::session_settings`]; viewcast's own connections
+/// override the first three (so values decode alike), views do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub timezone: String,
+    pub datestyle: String,
+    pub intervalstyle: String,
+    /// The database's default collation: the libc locale (`C`, `C.UTF-8`,
+    /// `en_US.UTF-8`) or, with the ICU provider, the ICU locale (`en-US`).
+    pub collation: String,
+    /// `libc` or `icu`.
+    pub collation_provider: String,
+}
+
+impl Default for SessionSettings {
+    /// What viewcast's own connections use, and what the tests' cluster has.
+    fn default() -> Self {
+        SessionSettings {
+            timezone: "UTC".into(),
+            datestyle: "ISO, MDY".into(),
+            intervalstyle: "postgres".into(),
+            collation: "C".into(),
+            collation_provider: "libc".into(),
+        }
+    }
+}
+
+impl SessionSettings {
+    /// Whether the default collation orders text as bytes (C, POSIX, and
+    /// libc's C.UTF-8, whose order is code points, which in UTF-8 is bytes).
+    pub fn collation_is_c(&self) -> bool {
+        self.collation_provider != "icu" && is_c_collation(&self.collation)
+    }
+
+    /// The default collation as a message names it.
+    pub fn collation_name(&self) -> String {
+        if self.collation_provider == "icu" {
+            format!("\"{}\" (ICU)", self.collation)
+        } else {
+            format!("\"{}\"", self.collation)
+        }
+    }
+}
+
+/// Collation names (as `COLLATE "..."` or a libc locale writes them) that
+/// order text by bytes.
+pub fn is_c_collation(name: &str) -> bool {
+    matches!(
+        name,
+        "C" | "POSIX" | "ucs_basic" | "C.UTF-8" | "C.utf8" | "C.UTF8" | "C.utf-8"
+    )
+}
+
 /// The tables views may read, loaded from Postgres before binding.
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
@@ -91,6 +148,8 @@ pub struct Catalog {
     pub refused: Vec<(Vec<String>, String)>,
     /// Names as Postgres resolved them (search_path applied) → table id.
     pub resolved: Vec<(Vec<String>, usize)>,
+    /// The role's session defaults that views are evaluated under.
+    pub settings: SessionSettings,
 }
 
 impl Catalog {
@@ -355,6 +414,7 @@ mod tests {
             ],
             refused: vec![],
             resolved: vec![],
+            settings: SessionSettings::default(),
         }
     }
 
