@@ -289,6 +289,9 @@ pub struct TimeCx(Arc<Inner>);
 struct Inner {
     zone: Zone,
     datestyle: DateStyle,
+    /// `IntervalStyle`, lower-cased: interval text is written only as
+    /// `postgres` writes it, so other styles refuse views that show one.
+    intervalstyle: String,
 }
 
 impl Default for TimeCx {
@@ -299,7 +302,11 @@ impl Default for TimeCx {
 
 impl TimeCx {
     pub fn new(zone: Zone, datestyle: DateStyle) -> TimeCx {
-        TimeCx(Arc::new(Inner { zone, datestyle }))
+        TimeCx(Arc::new(Inner {
+            zone,
+            datestyle,
+            intervalstyle: "postgres".into(),
+        }))
     }
 
     /// Resolves the settings' names; an unknown zone or style is an error
@@ -309,6 +316,22 @@ impl TimeCx {
             Zone::parse(timezone)?,
             DateStyle::parse(datestyle)?,
         ))
+    }
+
+    /// The same settings with `IntervalStyle`.
+    pub fn with_intervalstyle(self, style: &str) -> TimeCx {
+        TimeCx(Arc::new(Inner {
+            zone: self.0.zone.clone(),
+            datestyle: self.0.datestyle,
+            intervalstyle: style.trim().to_ascii_lowercase(),
+        }))
+    }
+
+    /// `IntervalStyle`, if it is not `postgres` (the only style viewcast
+    /// writes intervals in).
+    pub fn unsupported_intervalstyle(&self) -> Option<&str> {
+        let s = self.0.intervalstyle.as_str();
+        (s != "postgres" && !s.is_empty()).then_some(s)
     }
 
     pub fn zone(&self) -> &Zone {
@@ -335,14 +358,20 @@ impl TimeCx {
 impl PartialEq for TimeCx {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
-            || (self.0.zone.name == other.0.zone.name && self.0.datestyle == other.0.datestyle)
+            || (self.0.zone.name == other.0.zone.name
+                && self.0.datestyle == other.0.datestyle
+                && self.0.intervalstyle == other.0.intervalstyle)
     }
 }
 impl Eq for TimeCx {}
 
 impl fmt::Debug for TimeCx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}; {}", self.0.zone.name, self.0.datestyle)
+        write!(f, "{}; {}", self.0.zone.name, self.0.datestyle)?;
+        if let Some(style) = self.unsupported_intervalstyle() {
+            write!(f, "; {style}")?;
+        }
+        Ok(())
     }
 }
 
@@ -356,6 +385,7 @@ impl fmt::Display for TimeCx {
 struct Named {
     timezone: String,
     datestyle: DateStyle,
+    intervalstyle: String,
 }
 
 impl Serialize for TimeCx {
@@ -363,6 +393,7 @@ impl Serialize for TimeCx {
         Named {
             timezone: self.0.zone.name.clone(),
             datestyle: self.0.datestyle,
+            intervalstyle: self.0.intervalstyle.clone(),
         }
         .serialize(s)
     }
@@ -372,7 +403,7 @@ impl<'de> Deserialize<'de> for TimeCx {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = Named::deserialize(d)?;
         let zone = Zone::parse(&n.timezone).map_err(serde::de::Error::custom)?;
-        Ok(TimeCx::new(zone, n.datestyle))
+        Ok(TimeCx::new(zone, n.datestyle).with_intervalstyle(&n.intervalstyle))
     }
 }
 

@@ -8,11 +8,11 @@ use sqlparser::ast::{
     FunctionArguments, ObjectNamePart, Spanned,
 };
 
-use super::scalar::{bpchar_to_text, coerce, expect_bool};
+use super::scalar::{bpchar_to_text, coerce, expect_bool, interval_text_allowed};
 use super::subquery::{contains_subquery, Attach};
 use super::{ident_name, object_name_parts, unsupported, Binder, ExprCx, Params, Result};
 use crate::repr::{Datum, Type};
-use crate::sql::expr::Expr;
+use crate::sql::expr::{Expr, Func};
 use crate::sql::plan::{AggFunc, Aggregate, JoinKind, Plan};
 use crate::sql::BindError;
 
@@ -358,7 +358,7 @@ impl<'a> Binder<'a> {
                 } else {
                     AggFunc::BoolAnd
                 };
-                let input = coerce(input, &ty, &Type::Bool, span)?;
+                let input = coerce(&self.time, input, &ty, &Type::Bool, span)?;
                 mk(func, vec![input], Type::Bool, Type::Bool)
             }
             "string_agg" => {
@@ -384,6 +384,21 @@ impl<'a> Binder<'a> {
                 };
                 if matches!(ty, Type::Json | Type::Jsonb) {
                     return Err(unsupported(format!("{name}() of json values"), span));
+                }
+                interval_text_allowed(&self.time, &ty, span)?;
+                if ty == Type::TimestampTz && !self.time.is_utc() {
+                    // Elements are written as to_json writes them in the
+                    // session zone; DISTINCT still orders them by instant.
+                    let shown = Expr::Call {
+                        func: Func::JsonIn(Type::TimestampTz, self.time.clone()),
+                        args: vec![input.clone()],
+                        ty: Type::TimestampTz,
+                    };
+                    let mut a = mk(func, vec![shown], ty, out);
+                    if distinct && a.order_by.is_empty() {
+                        a.order_by.push((input, false, false));
+                    }
+                    return Ok(a);
                 }
                 mk(func, vec![input], ty, out)
             }

@@ -27,8 +27,10 @@ use sqlparser::tokenizer::Span;
 use super::expr::Expr;
 use super::plan::{Plan, SetOpKind, SortKey};
 use super::{BindError, Catalog, Column, CompiledView};
+use crate::repr::tz::TimeCx;
 use crate::repr::{Datum, Type};
 use aggregate::AggContext;
+pub(crate) use scalar::interval_text_allowed;
 use scalar::{coerce, common_type, expect_bool};
 pub use scope::{Outer, Scope, ScopeCol};
 
@@ -107,16 +109,29 @@ pub struct Binder<'a> {
     ctes: RefCell<Vec<(String, Bound)>>,
     /// Numbers recursive queries.
     next_recursive: std::cell::Cell<usize>,
+    /// The session's zone and DateStyle, which `timestamptz` operations,
+    /// date/time text and literals depend on (see `repr::tz`).
+    pub(crate) time: TimeCx,
 }
 
 impl<'a> Binder<'a> {
-    pub fn new(catalog: &'a Catalog, views: &'a HashMap<String, CompiledView>) -> Self {
-        Binder {
+    /// A binder for views over `catalog`, under its session settings; a
+    /// TimeZone or DateStyle viewcast cannot read is an error for every view.
+    pub fn new(catalog: &'a Catalog, views: &'a HashMap<String, CompiledView>) -> Result<Self> {
+        let s = &catalog.settings;
+        let time = TimeCx::resolve(&s.timezone, &s.datestyle)
+            .map_err(|e| BindError {
+                message: format!("the role's session settings: {e}"),
+                position: None,
+            })?
+            .with_intervalstyle(&s.intervalstyle);
+        Ok(Binder {
             catalog,
             views,
             ctes: RefCell::new(Vec::new()),
             next_recursive: std::cell::Cell::new(0),
-        }
+            time,
+        })
     }
 
     /// Binds a top-level query.
@@ -295,7 +310,13 @@ impl<'a> Binder<'a> {
                     right.span(),
                 ));
             }
-            exprs.push(coerce(Expr::Column(i), &s.ty, &b.ty, right.span())?);
+            exprs.push(coerce(
+                &self.time,
+                Expr::Column(i),
+                &s.ty,
+                &b.ty,
+                right.span(),
+            )?);
         }
         let mut step_plan = step.plan;
         if exprs.iter().enumerate().any(|(i, e)| *e != Expr::Column(i)) {
@@ -469,8 +490,8 @@ impl<'a> Binder<'a> {
                     )
                 })?,
             };
-            let le = coerce(Expr::Column(k + i), &lc.ty, &ty, span)?;
-            let re = coerce(Expr::Column(k + i), &rc.ty, &ty, span)?;
+            let le = coerce(&self.time, Expr::Column(k + i), &lc.ty, &ty, span)?;
+            let re = coerce(&self.time, Expr::Column(k + i), &rc.ty, &ty, span)?;
             cast_needed |= le != Expr::Column(k + i) || re != Expr::Column(k + i);
             lx.push(le);
             rx.push(re);
@@ -569,7 +590,7 @@ impl<'a> Binder<'a> {
         for row in rows {
             let mut out = Vec::new();
             for (i, (e, t)) in row.into_iter().enumerate() {
-                let e = coerce(e, &t, &types[i], span)?;
+                let e = coerce(&self.time, e, &t, &types[i], span)?;
                 if e.max_column().is_some() {
                     return Err(unsupported("VALUES entries that are not constants", span));
                 }

@@ -241,7 +241,7 @@ fn any_func() -> impl Strategy<Value = Func> {
         1 => field.prop_map(Func::DateTrunc),
         1 => (prop::collection::vec("[a-c]|-?[0-9]", 0..3), any::<bool>())
             .prop_map(|(steps, as_text)| Func::JsonPath { steps, as_text }),
-        1 => any_type().prop_map(Func::ArrayText),
+        1 => any_type().prop_map(|t| Func::ArrayText(t, Default::default())),
     ]
 }
 
