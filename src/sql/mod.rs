@@ -776,4 +776,76 @@ mod tests {
         )
         .is_ok());
     }
+
+    #[test]
+    fn text_ordering_under_a_collation_is_refused_unless_collate_c() {
+        let mut icu = catalog();
+        icu.settings.collation = "en-US".into();
+        icu.settings.collation_provider = "icu".into();
+        for sql in [
+            "SELECT name FROM customers ORDER BY name LIMIT 3",
+            "SELECT name FROM customers ORDER BY 1 DESC LIMIT 3",
+            "SELECT min(name) FROM customers",
+            "SELECT tier, max(name) FROM customers GROUP BY tier",
+            "SELECT id FROM customers WHERE name < 'm'",
+            "SELECT id FROM customers WHERE name BETWEEN 'a' AND 'm'",
+            "SELECT greatest(name, tier) FROM customers",
+            "SELECT string_agg(name, ',' ORDER BY name) FROM customers",
+            "SELECT array_agg(DISTINCT name) FROM customers",
+            "SELECT name FROM customers UNION SELECT tier FROM customers ORDER BY 1 LIMIT 2",
+            "SELECT 'a' < 'B'",
+        ] {
+            let e = compile(sql, &icu).unwrap_err().to_string();
+            assert!(
+                e.contains("\"en-US\" (ICU)") && e.contains("COLLATE \"C\""),
+                "{sql}: {e}"
+            );
+        }
+        for sql in [
+            "SELECT id FROM customers WHERE name = 'x'",
+            "SELECT name, count(*) FROM customers GROUP BY name",
+            "SELECT DISTINCT name FROM customers",
+            "SELECT count(DISTINCT name) FROM customers",
+            "SELECT c.id FROM customers c JOIN customers d ON c.name = d.tier",
+            "SELECT name FROM customers ORDER BY id LIMIT 3",
+            "SELECT name FROM customers ORDER BY name COLLATE \"C\" LIMIT 3",
+            "SELECT name COLLATE \"C\" AS n FROM customers ORDER BY n LIMIT 3",
+            "SELECT min(name COLLATE \"C\") FROM customers",
+            "SELECT id FROM customers WHERE lower(name) COLLATE \"POSIX\" < 'm'",
+            "SELECT id FROM customers WHERE name < 'm' COLLATE \"C\"",
+            "SELECT string_agg(name, ',' ORDER BY name COLLATE \"C\") FROM customers",
+            "SELECT name FROM customers",
+        ] {
+            if let Err(e) = compile(sql, &icu) {
+                panic!("{sql}: {e}");
+            }
+        }
+        let e = compile(
+            "SELECT name FROM customers ORDER BY name COLLATE \"en-US-x-icu\" LIMIT 3",
+            &icu,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("COLLATE \"en-US-x-icu\""), "{e}");
+        // Under C (and C.UTF-8, which orders by code point) nothing is refused.
+        let mut c_utf8 = catalog();
+        c_utf8.settings.collation = "C.UTF-8".into();
+        assert!(compile("SELECT min(name) FROM customers", &c_utf8).is_ok());
+        let mut libc = catalog();
+        libc.settings.collation = "en_US.UTF-8".into();
+        let e = compile("SELECT min(name) FROM customers", &libc)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"en_US.UTF-8\""), "{e}");
+        let e = compile(
+            "SELECT id FROM customers WHERE id COLLATE \"C\" < 3",
+            &catalog(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("collations are not supported by type int4"),
+            "{e}"
+        );
+    }
 }

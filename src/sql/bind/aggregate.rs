@@ -249,6 +249,12 @@ impl<'a> Binder<'a> {
         let mut order_by = Vec::new();
         for o in order_by_ast {
             let (e, ty) = self.bind_expr(&o.expr, cx)?;
+            self.text_order_allowed(
+                &format!("{name}(... ORDER BY ...)"),
+                &ty,
+                &[&o.expr],
+                o.expr.span(),
+            )?;
             if !ty.is_orderable() {
                 return Err(unsupported(
                     format!("ordering by type {}", ty.name()),
@@ -279,6 +285,10 @@ impl<'a> Binder<'a> {
             bound.push(self.bind_expr(a, cx)?);
         }
         let (input, ty) = bound[0].clone();
+        if distinct && order_by.is_empty() && !matches!(name, "count" | "sum" | "avg") {
+            // DISTINCT sorts the values: its order is the collation's.
+            self.text_order_allowed(&format!("{name}(DISTINCT ...)"), &ty, &[args[0]], span)?;
+        }
         let no_fn = || {
             let types: Vec<&str> = bound.iter().map(|(_, t)| t.name()).collect();
             BindError::new(
@@ -327,6 +337,7 @@ impl<'a> Binder<'a> {
             }
             "min" | "max" => {
                 one(true)?;
+                self.text_order_allowed(&format!("{name}()"), &ty, &[args[0]], span)?;
                 let (input, ty) = match ty {
                     Type::Unknown => (input, Type::Text),
                     Type::Bpchar => (input, Type::Bpchar),

@@ -415,7 +415,7 @@ impl<'a> Binder<'a> {
             SetExpr::Select(s) => self.bind_select(s, outer, params, order_by),
             SetExpr::Query(inner) => {
                 let b = self.bind_query(inner, outer, params)?;
-                let sort = output_sort_keys(&b, order_by)?;
+                let sort = output_sort_keys(self, &b, order_by)?;
                 Ok((b, sort))
             }
             SetExpr::SetOperation {
@@ -427,12 +427,12 @@ impl<'a> Binder<'a> {
                 let (l, _) = self.bind_set_expr(left, outer, params, &[])?;
                 let (r, _) = self.bind_set_expr(right, outer, params, &[])?;
                 let b = self.set_operation(l, r, *op, *set_quantifier, body.span())?;
-                let sort = output_sort_keys(&b, order_by)?;
+                let sort = output_sort_keys(self, &b, order_by)?;
                 Ok((b, sort))
             }
             SetExpr::Values(v) => {
                 let b = self.bind_values(v, params, body.span())?;
-                let sort = output_sort_keys(&b, order_by)?;
+                let sort = output_sort_keys(self, &b, order_by)?;
                 Ok((b, sort))
             }
             other => Err(unsupported(
@@ -892,13 +892,37 @@ impl<'a> Binder<'a> {
     ) -> Result<Vec<SortKey>> {
         let k = exprs.len() - columns.len();
         let mut keys = Vec::new();
+        // Select items by output position, where no `*` shifts them.
+        let plain_items = !s.projection.iter().any(|i| {
+            matches!(
+                i,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        });
         for o in order_by {
             let (desc, nulls_first) = sort_options(o)?;
             let column = if let Some(i) = output_reference(&o.expr, columns)? {
+                let item = match s.projection.get(i) {
+                    Some(SelectItem::UnnamedExpr(e))
+                    | Some(SelectItem::ExprWithAlias { expr: e, .. })
+                        if plain_items =>
+                    {
+                        Some(e)
+                    }
+                    _ => None,
+                };
+                let operands: Vec<&ast::Expr> = std::iter::once(&o.expr).chain(item).collect();
+                self.text_order_allowed(
+                    "ORDER BY ... LIMIT",
+                    &columns[i].ty,
+                    &operands,
+                    o.expr.span(),
+                )?;
                 k + i
             } else {
                 let e = resolve_group_ref(&o.expr, s, cx.scope)?;
-                let (b, _) = self.bind_expr(&e, cx)?;
+                let (b, ty) = self.bind_expr(&e, cx)?;
+                self.text_order_allowed("ORDER BY ... LIMIT", &ty, &[&o.expr, &e], o.expr.span())?;
                 match exprs[k..].iter().position(|x| *x == b) {
                     Some(i) => k + i,
                     None => {
@@ -997,7 +1021,11 @@ fn recursive_uses(plan: &Plan, id: usize) -> std::result::Result<usize, &'static
 }
 
 /// ORDER BY of a set operation or VALUES: output names and positions only.
-fn output_sort_keys(b: &Bound, order_by: &[ast::OrderByExpr]) -> Result<Vec<SortKey>> {
+fn output_sort_keys(
+    binder: &Binder<'_>,
+    b: &Bound,
+    order_by: &[ast::OrderByExpr],
+) -> Result<Vec<SortKey>> {
     let mut keys = Vec::new();
     for o in order_by {
         let (desc, nulls_first) = sort_options(o)?;
@@ -1007,6 +1035,12 @@ fn output_sort_keys(b: &Bound, order_by: &[ast::OrderByExpr]) -> Result<Vec<Sort
                 o.expr.span(),
             )
         })?;
+        binder.text_order_allowed(
+            "ORDER BY ... LIMIT",
+            &b.columns[i].ty,
+            &[&o.expr],
+            o.expr.span(),
+        )?;
         keys.push(SortKey {
             column: b.params + i,
             desc,

@@ -11,7 +11,7 @@ use super::{aggregate, ident_name, object_name_parts, unsupported, Binder, ExprC
 use crate::repr::tz::TimeCx;
 use crate::repr::{Datum, Numeric, Type};
 use crate::sql::expr::{BinOp, Expr, Func};
-use crate::sql::BindError;
+use crate::sql::{is_c_collation, BindError};
 
 impl<'a> Binder<'a> {
     /// Binds a scalar expression. In an aggregating SELECT (`cx.agg`), the
@@ -43,6 +43,24 @@ impl<'a> Binder<'a> {
             }
             ast::Expr::Value(v) => literal(&v.value, span),
             ast::Expr::Nested(inner) => self.bind_expr(inner, cx),
+            ast::Expr::Collate { expr, collation } => {
+                let name = object_name_parts(collation).pop().unwrap_or_default();
+                let (x, xt) = self.bind_expr(expr, cx)?;
+                if !(xt.is_string() || xt == Type::Unknown) {
+                    return Err(BindError::new(
+                        format!("collations are not supported by type {}", xt.name()),
+                        span,
+                    ));
+                }
+                let default_c = name == "default" && self.catalog.settings.collation_is_c();
+                if !is_c_collation(&name) && !default_c {
+                    return Err(unsupported(
+                        format!("COLLATE \"{name}\" (viewcast orders text by bytes, as COLLATE \"C\" does; write COLLATE \"C\")"),
+                        span,
+                    ));
+                }
+                Ok((x, if xt == Type::Unknown { Type::Text } else { xt }))
+            }
             ast::Expr::UnaryOp { op, expr } => {
                 let (x, ty) = self.bind_expr(expr, cx)?;
                 match op {
@@ -79,6 +97,11 @@ impl<'a> Binder<'a> {
             ast::Expr::BinaryOp { left, op, right } => {
                 let (l, lt) = self.bind_expr(left, cx)?;
                 let (r, rt) = self.bind_expr(right, cx)?;
+                if is_ordering(op) {
+                    if let Some(ty) = comparison_type(&lt, &rt) {
+                        self.text_order_allowed(&format!("{op}"), &ty, &[left, right], span)?;
+                    }
+                }
                 match op {
                     BinaryOperator::Arrow
                     | BinaryOperator::LongArrow
@@ -183,6 +206,11 @@ impl<'a> Binder<'a> {
                 let (x, xt) = self.bind_expr(expr, cx)?;
                 let (lo, lot) = self.bind_expr(low, cx)?;
                 let (hi, hit) = self.bind_expr(high, cx)?;
+                for other in [&lot, &hit] {
+                    if let Some(ty) = comparison_type(&xt, other) {
+                        self.text_order_allowed("BETWEEN", &ty, &[expr, low, high], span)?;
+                    }
+                }
                 let (ge, _) = bind_binary(
                     &self.time,
                     &BinaryOperator::GtEq,
@@ -593,6 +621,9 @@ impl<'a> Binder<'a> {
                 for (b, bt) in bound {
                     exprs.push(coerce(&self.time, b, &bt, &ty, span)?);
                 }
+                if name != "coalesce" {
+                    self.text_order_allowed(&format!("{}()", name.to_uppercase()), &ty, &args, span)?;
+                }
                 if name != "coalesce" && !ty.is_orderable() {
                     return Err(BindError::new(
                         format!("could not identify a comparison function for type {}", ty.name()),
@@ -813,6 +844,36 @@ impl<'a> Binder<'a> {
         }
     }
 
+    /// Refuses an operation whose result depends on how text is ordered
+    /// (`<` and BETWEEN on text, min/max, ORDER BY ... LIMIT, GREATEST/LEAST,
+    /// an ordered or DISTINCT string_agg/array_agg/json_agg) when the
+    /// database's default collation is not C and no operand says
+    /// `COLLATE "C"`: viewcast compares text by bytes, and under another
+    /// collation Postgres would not. Equality does not depend on a
+    /// deterministic collation, so `=`, GROUP BY, joins and DISTINCT are kept.
+    pub(super) fn text_order_allowed(
+        &self,
+        what: &str,
+        ty: &Type,
+        operands: &[&ast::Expr],
+        span: Span,
+    ) -> Result<()> {
+        if !(ty.is_string() || *ty == Type::Unknown) {
+            return Ok(());
+        }
+        let settings = &self.catalog.settings;
+        if settings.collation_is_c() || operands.iter().any(|e| collated_c(e)) {
+            return Ok(());
+        }
+        Err(BindError::new(
+            format!(
+                "{what} on text depends on the collation, and the database's default collation {} is not C; viewcast orders text by bytes only. Write COLLATE \"C\" on the text (e.g. name COLLATE \"C\") to order it by bytes in Postgres too",
+                settings.collation_name()
+            ),
+            span,
+        ))
+    }
+
     /// The argument of `extract`/`date_part`: a timestamptz's fields are
     /// those of its wall-clock time in the session zone, except `epoch`,
     /// which is absolute. The zone fields (`timezone`, ...) are refused.
@@ -850,6 +911,79 @@ impl<'a> Binder<'a> {
             Type::Unknown => coerce(&self.time, x, &Type::Unknown, &Type::Int4, e.span()),
             other => Err(no_function(func, &[other], e.span())),
         }
+    }
+}
+
+fn is_ordering(op: &BinaryOperator) -> bool {
+    matches!(
+        op,
+        BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq
+    )
+}
+
+/// Whether `e` carries an explicit `COLLATE "C"` (or POSIX) as Postgres
+/// derives collations: a COLLATE clause is explicit, and it passes up
+/// through parentheses, `||`, CASE results and the text functions to the
+/// comparison. Anything else (a cast, a column of a subquery) is taken as
+/// the default collation, which refuses rather than risks a wrong order.
+pub(super) fn collated_c(e: &ast::Expr) -> bool {
+    match e {
+        ast::Expr::Collate { collation, .. } => {
+            is_c_collation(&object_name_parts(collation).pop().unwrap_or_default())
+        }
+        ast::Expr::Nested(x) => collated_c(x),
+        ast::Expr::BinaryOp {
+            left,
+            op: BinaryOperator::StringConcat,
+            right,
+        } => collated_c(left) || collated_c(right),
+        ast::Expr::Case {
+            conditions,
+            else_result,
+            ..
+        } => {
+            conditions.iter().any(|w| collated_c(&w.result))
+                || else_result.as_deref().is_some_and(collated_c)
+        }
+        ast::Expr::Substring { expr, .. } | ast::Expr::Trim { expr, .. } => collated_c(expr),
+        ast::Expr::Function(f) => {
+            let name = object_name_parts(&f.name).pop().unwrap_or_default();
+            let text_fn = matches!(
+                name.as_str(),
+                "lower"
+                    | "upper"
+                    | "initcap"
+                    | "substr"
+                    | "substring"
+                    | "btrim"
+                    | "ltrim"
+                    | "rtrim"
+                    | "replace"
+                    | "left"
+                    | "right"
+                    | "lpad"
+                    | "rpad"
+                    | "repeat"
+                    | "reverse"
+                    | "split_part"
+                    | "concat"
+                    | "concat_ws"
+                    | "coalesce"
+                    | "nullif"
+                    | "greatest"
+                    | "least"
+                    | "min"
+                    | "max"
+            );
+            let FunctionArguments::List(list) = &f.args else {
+                return false;
+            };
+            text_fn
+                && list.args.iter().any(|a| {
+                    matches!(a, FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) if collated_c(x))
+                })
+        }
+        _ => false,
     }
 }
 
