@@ -530,10 +530,10 @@ pub fn format_timestamptz_in(micros: i64, cx: &TimeCx, out: &mut String) {
         return write_timestamp(micros, None, false, cx.datestyle(), out);
     }
     let zone = cx.zone();
-    let offset = zone.offset_at(micros);
+    let (local, offset) = shifted(micros, zone);
     let abbrev = (cx.datestyle().style != OutStyle::Iso).then(|| zone.abbreviation_at(micros));
     write_timestamp(
-        micros + offset as i64 * 1_000_000,
+        local,
         Some((offset, abbrev.as_deref())),
         false,
         cx.datestyle(),
@@ -547,14 +547,19 @@ pub fn format_timestamptz_json(micros: i64, zone: &Zone, out: &mut String) {
     if !is_finite(micros) {
         return write_timestamp(micros, None, true, DateStyle::default(), out);
     }
+    let (local, offset) = shifted(micros, zone);
+    write_timestamp(local, Some((offset, None)), true, DateStyle::default(), out)
+}
+
+/// The wall-clock time of a finite timestamptz in `zone`, and the offset.
+/// A value too near the ends of `i64` to shift (none comes from Postgres)
+/// is shown at offset zero rather than overflow.
+fn shifted(micros: i64, zone: &Zone) -> (i64, i32) {
     let offset = zone.offset_at(micros);
-    write_timestamp(
-        micros + offset as i64 * 1_000_000,
-        Some((offset, None)),
-        true,
-        DateStyle::default(),
-        out,
-    )
+    match micros.checked_add(offset as i64 * 1_000_000) {
+        Some(local) if is_finite(local) => (local, offset),
+        _ => (micros, 0),
+    }
 }
 
 fn is_finite(micros: i64) -> bool {
@@ -670,12 +675,10 @@ pub fn tz_to_local(micros: i64, zone: &Zone) -> Result<i64, String> {
     if !is_finite(micros) {
         return Ok(micros);
     }
-    let local = micros + zone.offset_at(micros) as i64 * 1_000_000;
-    if is_valid_timestamp(local) {
-        Ok(local)
-    } else {
-        Err("timestamp out of range".into())
-    }
+    micros
+        .checked_add(zone.offset_at(micros) as i64 * 1_000_000)
+        .filter(|l| is_valid_timestamp(*l))
+        .ok_or_else(|| "timestamp out of range".into())
 }
 
 /// `timestamp` → `timestamptz`: the wall-clock time read in `zone`, a
@@ -684,12 +687,10 @@ pub fn local_to_tz(local: i64, zone: &Zone) -> Result<i64, String> {
     if !is_finite(local) {
         return Ok(local);
     }
-    let utc = local - zone.offset_for_local(local) as i64 * 1_000_000;
-    if is_valid_timestamp(utc) {
-        Ok(utc)
-    } else {
-        Err("timestamp out of range".into())
-    }
+    local
+        .checked_sub(zone.offset_for_local(local) as i64 * 1_000_000)
+        .filter(|t| is_valid_timestamp(*t))
+        .ok_or_else(|| "timestamp out of range".into())
 }
 
 /// `date` → `timestamptz`: midnight in `zone`.
@@ -698,12 +699,10 @@ pub fn date_to_tz(days: i32, zone: &Zone) -> Result<i64, String> {
     if !is_finite(local) {
         return Ok(local);
     }
-    let utc = local - zone.offset_for_local(local) as i64 * 1_000_000;
-    if is_valid_timestamp(utc) {
-        Ok(utc)
-    } else {
-        Err("date out of range for timestamp".into())
-    }
+    local
+        .checked_sub(zone.offset_for_local(local) as i64 * 1_000_000)
+        .filter(|t| is_valid_timestamp(*t))
+        .ok_or_else(|| "date out of range for timestamp".into())
 }
 
 #[cfg(test)]

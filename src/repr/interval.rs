@@ -422,12 +422,15 @@ pub fn add_to_timestamptz(
         },
     ];
     for step in steps.iter().filter(|s| s.months != 0 || s.days != 0) {
-        let local = t + zone.offset_at(t) as i64 * 1_000_000;
+        let local = t
+            .checked_add(zone.offset_at(t) as i64 * 1_000_000)
+            .filter(|l| is_valid_timestamp(*l))
+            .ok_or_else(range)?;
         let moved = add_to_timestamp(local, step)?;
-        t = moved - zone.offset_for_local(moved) as i64 * 1_000_000;
-        if !is_valid_timestamp(t) {
-            return Err(range());
-        }
+        t = moved
+            .checked_sub(zone.offset_for_local(moved) as i64 * 1_000_000)
+            .filter(|t| is_valid_timestamp(*t))
+            .ok_or_else(range)?;
     }
     t.checked_add(iv.micros)
         .filter(|t| is_valid_timestamp(*t))
