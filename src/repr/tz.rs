@@ -59,6 +59,10 @@ pub struct Zone {
     name: String,
     tz: TimeZone,
     utc: bool,
+    /// Abbreviations jiff could not take as Postgres writes them, and
+    /// Postgres's spelling: `<+05:30>` is read as `+0530`; a zone written
+    /// without a name (`+05:30`) has an empty abbreviation in Postgres.
+    renamed: Vec<(String, String)>,
 }
 
 impl Zone {
@@ -67,6 +71,7 @@ impl Zone {
             name: "UTC".into(),
             tz: TimeZone::UTC,
             utc: true,
+            renamed: Vec::new(),
         }
     }
 
@@ -83,8 +88,8 @@ impl Zone {
         if trimmed.is_empty() {
             return Err(bad());
         }
-        let tz = match TimeZone::get(trimmed) {
-            Ok(tz) => tz,
+        let (tz, renamed) = match TimeZone::get(trimmed) {
+            Ok(tz) => (tz, Vec::new()),
             Err(_) => posix(trimmed).ok_or_else(bad)?,
         };
         let utc = tz.to_offset(Timestamp::UNIX_EPOCH).seconds() == 0
@@ -95,6 +100,7 @@ impl Zone {
             name: trimmed.to_string(),
             tz,
             utc,
+            renamed,
         })
     }
 
@@ -121,10 +127,12 @@ impl Zone {
     /// what the SQL, Postgres and German DateStyles write after a time.
     pub fn abbreviation_at(&self, micros: i64) -> String {
         let (secs, _) = fold(unix_secs(micros));
-        self.tz
-            .to_offset_info(stamp(secs))
-            .abbreviation()
-            .to_string()
+        let info = self.tz.to_offset_info(stamp(secs));
+        let abbrev = info.abbreviation();
+        match self.renamed.iter().find(|(ours, _)| ours == abbrev) {
+            Some((_, theirs)) => theirs.clone(),
+            None => abbrev.to_string(),
+        }
     }
 
     /// The offset Postgres gives a local wall-clock time (`local` counted in
@@ -175,19 +183,31 @@ fn unix_secs(micros: i64) -> i64 {
 /// A POSIX TZ string as Postgres's `tzparse` reads it: the name may be
 /// missing (`+05:30` is a zone five and a half hours west) and a DST name
 /// without rules takes the US rules.
-fn posix(s: &str) -> Option<TimeZone> {
+fn posix(s: &str) -> Option<(TimeZone, Vec<(String, String)>)> {
+    let mut renamed = Vec::new();
     let named = if s.starts_with(['+', '-']) || s.starts_with(|c: char| c.is_ascii_digit()) {
-        format!("<{}>{s}", s.replace(':', ""))
+        let stand_in = s.replace(':', "");
+        renamed.push((stand_in.clone(), String::new()));
+        format!("<{stand_in}>{s}")
     } else {
         // jiff takes no ':' inside `<...>`, which Postgres writes there
         // (`SET TIME ZONE 5.5` shows as `<+05:30>-05:30`).
         let mut out = String::with_capacity(s.len());
-        let mut quoted = false;
+        let mut quoted: Option<String> = None;
         for c in s.chars() {
-            match c {
-                '<' => quoted = true,
-                '>' => quoted = false,
-                ':' if quoted => continue,
+            match (c, quoted.as_mut()) {
+                ('<', _) => quoted = Some(String::new()),
+                ('>', Some(q)) => {
+                    if q.contains(':') {
+                        renamed.push((q.replace(':', ""), q.clone()));
+                    }
+                    quoted = None;
+                }
+                (':', Some(q)) => {
+                    q.push(c);
+                    continue;
+                }
+                (_, Some(q)) => q.push(c),
                 _ => {}
             }
             out.push(c);
@@ -195,9 +215,11 @@ fn posix(s: &str) -> Option<TimeZone> {
         out
     };
     if let Ok(tz) = TimeZone::posix(&named) {
-        return Some(tz);
+        return Some((tz, renamed));
     }
-    TimeZone::posix(&format!("{named}{DEFAULT_RULE}")).ok()
+    TimeZone::posix(&format!("{named}{DEFAULT_RULE}"))
+        .ok()
+        .map(|tz| (tz, renamed))
 }
 
 /// The output style half of `DateStyle`.
@@ -435,6 +457,13 @@ mod tests {
         );
         assert_eq!(Zone::parse("+05:30").unwrap().offset_at(0), -19_800);
         assert_eq!(Zone::parse("<+05:30>-05:30").unwrap().offset_at(0), 19_800);
+        // Abbreviations as Postgres's SQL DateStyle writes them.
+        let abbrev = |z: &str| Zone::parse(z).unwrap().abbreviation_at(0);
+        assert_eq!(abbrev("<+05:30>-05:30"), "+05:30");
+        assert_eq!(abbrev("+05:30"), "");
+        assert_eq!(abbrev("UTC+3"), "UTC");
+        assert_eq!(abbrev("FOO5BAR"), "FOO");
+        assert_eq!(abbrev("Etc/GMT+3"), "-03");
         let foo = Zone::parse("FOO5BAR").unwrap();
         assert_eq!(foo.offset_at(micros(2024, 7, 1, 0, 0)), -4 * 3600);
         assert!(Zone::parse("Mars/Olympus").is_err());
