@@ -88,6 +88,22 @@ impl Zone {
         if trimmed.is_empty() {
             return Err(bad());
         }
+        // UTC needs no tz database (a machine without tzdata still serves it).
+        let lower = trimmed.to_ascii_lowercase();
+        let utc_name = lower.strip_prefix("etc/").unwrap_or(&lower);
+        if matches!(utc_name, "utc" | "uct" | "universal" | "zulu") {
+            return Ok(Zone {
+                name: trimmed.to_string(),
+                ..Zone::utc()
+            });
+        }
+        if matches!(utc_name, "gmt" | "gmt0" | "gmt+0" | "gmt-0" | "greenwich") {
+            return Ok(Zone {
+                name: trimmed.to_string(),
+                renamed: vec![("UTC".into(), "GMT".into())],
+                ..Zone::utc()
+            });
+        }
         let (tz, renamed) = match TimeZone::get(trimmed) {
             Ok(tz) => (tz, Vec::new()),
             Err(_) => posix(trimmed).ok_or_else(bad)?,
@@ -464,6 +480,8 @@ mod tests {
         assert_eq!(abbrev("UTC+3"), "UTC");
         assert_eq!(abbrev("FOO5BAR"), "FOO");
         assert_eq!(abbrev("Etc/GMT+3"), "-03");
+        assert_eq!(abbrev("GMT"), "GMT");
+        assert_eq!(abbrev("Etc/UTC"), "UTC");
         let foo = Zone::parse("FOO5BAR").unwrap();
         assert_eq!(foo.offset_at(micros(2024, 7, 1, 0, 0)), -4 * 3600);
         assert!(Zone::parse("Mars/Olympus").is_err());
