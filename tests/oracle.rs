@@ -293,3 +293,70 @@ async fn run(db: TestDb, views: &[(&str, &str)], refused: &[&str], times: &Times
     }
     server.stop().await;
 }
+
+/// `session_settings` reads what a session of the role gets by default, even
+/// on a connection that has set viewcast's own TimeZone and DateStyle, and
+/// `viewcast check` compiles views under them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_compile_under_the_roles_session_settings() {
+    let db = TestDb::zoned("session_settings").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, name text NOT NULL, at timestamptz NOT NULL)")
+        .await;
+    let read = |conninfo: String| async move {
+        let client = crate::support::connect(&conninfo).await;
+        client
+            .batch_execute(viewcast::pg::source::SESSION_SETTINGS)
+            .await
+            .expect("viewcast's own settings");
+        viewcast::pg::catalog::session_settings(&client)
+            .await
+            .expect("session settings")
+    };
+    let s = read(db.conninfo.clone()).await;
+    assert_eq!(s.timezone, crate::support::ZONED_TIMEZONE);
+    assert_eq!(s.datestyle, crate::support::ZONED_DATESTYLE);
+    assert_eq!(s.intervalstyle, "postgres");
+    assert_eq!(
+        (s.collation_provider.as_str(), s.collation.as_str()),
+        ("icu", "en-US")
+    );
+    assert!(!s.collation_is_c());
+    // The role's own setting wins over the database's.
+    db.exec("ALTER ROLE CURRENT_USER IN DATABASE t_session_settings SET TimeZone = 'Asia/Kolkata'")
+        .await;
+    let s = read(db.conninfo.clone()).await;
+    assert_eq!(s.timezone, "Asia/Kolkata");
+
+    let dir = std::env::temp_dir().join(format!("viewcast-session-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("queries dir");
+    std::fs::write(
+        dir.join("days.sql"),
+        "SELECT id, at, at::date AS day FROM t",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("named.sql"),
+        "SELECT name FROM t ORDER BY name LIMIT 3",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("named_c.sql"),
+        "SELECT name FROM t ORDER BY name COLLATE \"C\" LIMIT 3",
+    )
+    .unwrap();
+    let (report, ok) = viewcast::server::check(&db.conninfo, &dir)
+        .await
+        .expect("check");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!ok, "{report}");
+    assert!(report.contains("to_json[Asia/Kolkata](#1)"), "{report}");
+    assert!(report.contains("named_c: ok"), "{report}");
+    assert!(
+        report.contains("named: refused")
+            && report.contains("\"en-US\" (ICU) is not C")
+            && report.contains("COLLATE \"C\""),
+        "{report}"
+    );
+    db.exec("ALTER ROLE CURRENT_USER IN DATABASE t_session_settings RESET TimeZone")
+        .await;
+}
