@@ -1,7 +1,8 @@
 //! viewcast: live SQL views over PostgreSQL, in pipeline order.
 //!
 //! - [`pg`]: replication client, pgoutput decoder, catalog, snapshot, the source
-//! - [`repr`]: SQL types and values, text decoding, `to_json` encoding
+//! - [`repr`]: SQL types and values, text decoding, `to_json` encoding, time
+//!   zones and DateStyle (`repr::tz`)
 //! - [`sql`]: parse, bind and plan a view (refusals happen here)
 //! - [`dataflow`]: timely workers; `render/` turns plans into operators
 //! - [`controller`]: which views exist; turns source events and file changes

@@ -168,6 +168,9 @@ pub async fn compile_views(
     queries: &[(String, String)],
 ) -> Result<(Vec<(String, sql::CompiledView)>, Vec<Refused>), ServerError> {
     let mut catalog = Catalog::default();
+    catalog.settings = crate::pg::catalog::session_settings(client)
+        .await
+        .map_err(|e| ServerError::Catalog(CatalogError::Postgres(e)))?;
     for parts in sql::table_names(queries) {
         match load_table(client, &parts).await {
             Ok(mut info) => {

@@ -1,5 +1,10 @@
 //! A seeded random stream of inserts, updates and deletes over three related
 //! tables; after every transaction each view equals Postgres running its SQL.
+//! Once in UTC with the C collation, and once in a database whose sessions
+//! are in America/New_York, DateStyle `SQL, DMY`, with ICU's en-US collation:
+//! there views that order text must be refused, and the rest, including
+//! views over `timestamptz` around DST changes and midnight, must equal
+//! Postgres answering in that session.
 
 use viewcast::demo::Rng;
 
@@ -99,10 +104,83 @@ const VIEWS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Views whose answers depend on the session's zone and DateStyle.
+const ZONED_VIEWS: &[(&str, &str)] = &[
+    (
+        "tz_parts",
+        "SELECT id, placed_at, placed_at::date AS day, date_trunc('day', placed_at) AS midnight,
+                extract(hour from placed_at) AS hour, date_part('dow', placed_at) AS dow,
+                placed_at::text AS shown, placed_at::timestamp AS wall,
+                placed_at + interval '1 day' AS next_day, placed_at - interval '1 month 2 hours' AS earlier
+         FROM orders",
+    ),
+    (
+        "tz_days",
+        "SELECT placed_at::date AS day, count(*) AS n, min(placed_at) AS first,
+                array_agg(placed_at ORDER BY placed_at, id) AS times
+         FROM orders GROUP BY 1",
+    ),
+    (
+        "tz_filter",
+        "SELECT id FROM orders
+         WHERE placed_at >= '2024-03-10 02:30' AND placed_at::date <> '2024-11-03' AND placed_at < date '2024-11-04'",
+    ),
+    (
+        "tz_text",
+        "SELECT status, string_agg(placed_at::text || ' / ' || placed_at::date || ' / ' || placed_at::timestamp, ', ' ORDER BY id) AS log,
+                concat(max(placed_at), ' ', min(placed_at)::date) AS span
+         FROM orders GROUP BY status",
+    ),
+    (
+        "tz_json",
+        "SELECT customer_id, json_agg(placed_at ORDER BY id) AS times FROM orders GROUP BY customer_id",
+    ),
+    (
+        "tz_trunc",
+        "SELECT date_trunc('week', placed_at) AS week, date_trunc('hour', placed_at) AS hour, count(*) AS n
+         FROM orders GROUP BY 1, 2",
+    ),
+    (
+        "collated",
+        "SELECT name FROM customers ORDER BY name COLLATE \"C\" DESC LIMIT 3",
+    ),
+    (
+        "collated_bounds",
+        "SELECT min(c.name COLLATE \"C\") AS first, max(o.status COLLATE \"C\") AS last
+         FROM customers c JOIN orders o ON o.customer_id = c.id",
+    ),
+    ("ordered_text", "SELECT name FROM customers ORDER BY name LIMIT 3"),
+];
+
+/// The views that order text by the default collation: refused under en-US.
+const ORDERS_TEXT: &[&str] = &["bounds", "totals", "aggs", "ordered_text"];
+
+/// When inserted orders are placed.
+struct Times {
+    base: &'static str,
+    step: &'static str,
+    spread: u64,
+}
+
+/// January to early March 2024, by the minute.
+const UTC_TIMES: Times = Times {
+    base: "2024-01-01 00:00:00+00",
+    step: "1 minute",
+    spread: 100_000,
+};
+
+/// March 9 to late November 2024 in 37-minute steps: both of New York's DST
+/// changes and every midnight in between.
+const ZONED_TIMES: Times = Times {
+    base: "2024-03-09 12:00:00+00",
+    step: "37 minutes",
+    spread: 10_000,
+};
+
 const STATUSES: &[&str] = &["new", "paid", "shipped", "cancelled"];
 const REGIONS: &[&str] = &["'north'", "'south'", "'east'", "NULL"];
 
-fn random_statement(rng: &mut Rng, next_id: &mut i64) -> String {
+fn random_statement(rng: &mut Rng, next_id: &mut i64, times: &Times) -> String {
     let cust = |rng: &mut Rng| {
         if rng.below(8) == 0 {
             "NULL".to_string()
@@ -114,13 +192,15 @@ fn random_statement(rng: &mut Rng, next_id: &mut i64) -> String {
         0..=3 => {
             *next_id += 1;
             format!(
-                "INSERT INTO orders VALUES ({}, {}, {}, {}, '{}', timestamptz '2024-01-01 00:00:00+00' + interval '1 minute' * {})",
+                "INSERT INTO orders VALUES ({}, {}, {}, {}, '{}', timestamptz '{}' + interval '{}' * {})",
                 next_id,
                 cust(rng),
                 1 + rng.below(6),
                 1 + rng.below(6),
                 STATUSES[rng.below(4) as usize],
-                rng.below(100_000)
+                times.base,
+                times.step,
+                rng.below(times.spread)
             )
         }
         4 => format!("UPDATE orders SET qty = qty + 1 WHERE id % 7 = {}", rng.below(7)),
@@ -139,6 +219,22 @@ fn random_statement(rng: &mut Rng, next_id: &mut i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_transactions_match_postgres() {
+    let db = TestDb::new("oracle").await;
+    run(db, VIEWS, &[], &UTC_TIMES).await;
+}
+
+/// The oracle in the role's session: America/New_York, `SQL, DMY`, ICU
+/// en-US. Needs the source to put `TablesRead::settings` into the Catalog
+/// the views compile against; until then viewcast evaluates in UTC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the snapshot's SessionSettings wired from the source into the controller's Catalog"]
+async fn random_transactions_match_postgres_in_the_roles_session() {
+    let db = TestDb::zoned("oracle_zoned").await;
+    let views: Vec<(&str, &str)> = VIEWS.iter().chain(ZONED_VIEWS).copied().collect();
+    run(db, &views, ORDERS_TEXT, &ZONED_TIMES).await;
+}
+
+async fn run(db: TestDb, views: &[(&str, &str)], refused: &[&str], times: &Times) {
     let seed: u64 = std::env::var("VIEWCAST_ORACLE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -147,33 +243,46 @@ async fn random_transactions_match_postgres() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(80);
-    let db = TestDb::new("oracle").await;
     db.exec(
         "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, region text);
          CREATE TABLE products (id int PRIMARY KEY, price numeric(8,2) NOT NULL, category text NOT NULL);
          CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, product_id int NOT NULL, qty int NOT NULL, status text NOT NULL,
                               placed_at timestamptz NOT NULL DEFAULT '2024-01-01 00:00:00+00');
-         INSERT INTO customers SELECT i, 'customer ' || i, (ARRAY['north','south','east',NULL])[1 + i % 4] FROM generate_series(1, 10) i;
+         INSERT INTO customers SELECT i, (ARRAY['customer ', 'Customer ', 'émile ', '_c '])[1 + i % 4] || i, (ARRAY['north','south','east',NULL])[1 + i % 4] FROM generate_series(1, 10) i;
          INSERT INTO products SELECT i, i * 2.5, (ARRAY['a','b'])[1 + i % 2] FROM generate_series(1, 6) i;
          INSERT INTO orders SELECT i, 1 + i % 11, 1 + i % 6, 1 + i % 4, (ARRAY['new','paid','shipped','cancelled'])[1 + i % 4] FROM generate_series(1, 25) i;
          CREATE VIEW joined AS SELECT c.name, o.qty, p.price FROM orders o JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id WHERE o.qty > 1;",
     )
     .await;
-    let server = TestServer::start(&db, VIEWS).await;
+    let server = TestServer::start(&db, views).await;
+    for name in refused {
+        let (status, body) = server.get(&format!("/views/{name}")).await;
+        let msg = body["error"].as_str().unwrap_or_default();
+        assert_eq!(status, 422, "{name} must be refused: {body}");
+        assert!(
+            msg.contains("collation") && msg.contains("COLLATE \"C\""),
+            "{name}: {msg}"
+        );
+    }
+    let checked: Vec<(&str, &str)> = views
+        .iter()
+        .filter(|(name, _)| !refused.contains(name))
+        .copied()
+        .collect();
     let mut followers = Vec::new();
-    for (name, _) in VIEWS {
+    for (name, _) in &checked {
         followers.push(server.follow(name).await);
     }
     let mut rng = Rng::new(seed);
     let mut next_id = 100i64;
     for n in 0..transactions {
         let stmts: Vec<String> = (0..1 + rng.below(4))
-            .map(|_| random_statement(&mut rng, &mut next_id))
+            .map(|_| random_statement(&mut rng, &mut next_id, times))
             .collect();
         db.exec(&format!("BEGIN; {}; COMMIT;", stmts.join("; ")))
             .await;
         let lsn = db.lsn().await;
-        for (f, (name, sql)) in followers.iter_mut().zip(VIEWS) {
+        for (f, (name, sql)) in followers.iter_mut().zip(&checked) {
             f.wait_for(lsn).await;
             let want = db.oracle(sql).await;
             if f.rows != want {
@@ -183,4 +292,71 @@ async fn random_transactions_match_postgres() {
         }
     }
     server.stop().await;
+}
+
+/// `session_settings` reads what a session of the role gets by default, even
+/// on a connection that has set viewcast's own TimeZone and DateStyle, and
+/// `viewcast check` compiles views under them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_compile_under_the_roles_session_settings() {
+    let db = TestDb::zoned("session_settings").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, name text NOT NULL, at timestamptz NOT NULL)")
+        .await;
+    let read = |conninfo: String| async move {
+        let client = crate::support::connect(&conninfo).await;
+        client
+            .batch_execute(viewcast::pg::source::SESSION_SETTINGS)
+            .await
+            .expect("viewcast's own settings");
+        viewcast::pg::catalog::session_settings(&client)
+            .await
+            .expect("session settings")
+    };
+    let s = read(db.conninfo.clone()).await;
+    assert_eq!(s.timezone, crate::support::ZONED_TIMEZONE);
+    assert_eq!(s.datestyle, crate::support::ZONED_DATESTYLE);
+    assert_eq!(s.intervalstyle, "postgres");
+    assert_eq!(
+        (s.collation_provider.as_str(), s.collation.as_str()),
+        ("icu", "en-US")
+    );
+    assert!(!s.collation_is_c());
+    // The role's own setting wins over the database's.
+    db.exec("ALTER ROLE CURRENT_USER IN DATABASE t_session_settings SET TimeZone = 'Asia/Kolkata'")
+        .await;
+    let s = read(db.conninfo.clone()).await;
+    assert_eq!(s.timezone, "Asia/Kolkata");
+
+    let dir = std::env::temp_dir().join(format!("viewcast-session-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("queries dir");
+    std::fs::write(
+        dir.join("days.sql"),
+        "SELECT id, at, at::date AS day FROM t",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("named.sql"),
+        "SELECT name FROM t ORDER BY name LIMIT 3",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("named_c.sql"),
+        "SELECT name FROM t ORDER BY name COLLATE \"C\" LIMIT 3",
+    )
+    .unwrap();
+    let (report, ok) = viewcast::server::check(&db.conninfo, &dir)
+        .await
+        .expect("check");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!ok, "{report}");
+    assert!(report.contains("to_json[Asia/Kolkata](#1)"), "{report}");
+    assert!(report.contains("named_c: ok"), "{report}");
+    assert!(
+        report.contains("named: refused")
+            && report.contains("\"en-US\" (ICU) is not C")
+            && report.contains("COLLATE \"C\""),
+        "{report}"
+    );
+    db.exec("ALTER ROLE CURRENT_USER IN DATABASE t_session_settings RESET TimeZone")
+        .await;
 }

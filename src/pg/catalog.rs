@@ -5,6 +5,7 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 
 use crate::repr::Type;
+use crate::sql::SessionSettings;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ColumnInfo {
@@ -116,6 +117,38 @@ pub fn regclass_text(parts: &[String]) -> String {
         .map(|p| quote_if_needed(p))
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// The settings a session of the connected role gets by default: `reset_val`
+/// is what `RESET` restores (the server's, the database's and the role's
+/// settings, and startup options), not what viewcast's own `SET`s changed.
+/// `datlocprovider` and `daticulocale` are read through `to_jsonb` so the
+/// query also runs on servers before 15, which have neither (libc only).
+const SESSION_SETTINGS_SQL: &str = "\
+SELECT (SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'), \
+       (SELECT reset_val FROM pg_settings WHERE name = 'DateStyle'), \
+       (SELECT reset_val FROM pg_settings WHERE name = 'IntervalStyle'), \
+       d.datcollate::text, \
+       coalesce(to_jsonb(d) ->> 'datlocprovider', 'c'), \
+       coalesce(to_jsonb(d) ->> 'daticulocale', to_jsonb(d) ->> 'datlocale', '') \
+FROM pg_database d WHERE d.datname = current_database()";
+
+/// The TimeZone, DateStyle, IntervalStyle and default collation that a
+/// session of the connected role would have, although this connection has
+/// set its own (`TimeZone = UTC`, ...): what views must be evaluated under.
+pub async fn session_settings<C: GenericClient + Sync>(
+    client: &C,
+) -> Result<SessionSettings, tokio_postgres::Error> {
+    let row = client.query_one(SESSION_SETTINGS_SQL, &[]).await?;
+    let text = |i: usize| -> String { row.get::<_, Option<String>>(i).unwrap_or_default() };
+    let icu = text(4) == "i";
+    Ok(SessionSettings {
+        timezone: text(0),
+        datestyle: text(1),
+        intervalstyle: text(2),
+        collation: if icu { text(5) } else { text(3) },
+        collation_provider: if icu { "icu" } else { "libc" }.into(),
+    })
 }
 
 /// The fingerprint of each name (see [`FINGERPRINT_SQL`]).

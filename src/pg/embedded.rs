@@ -33,6 +33,35 @@ impl ShutdownMode {
     }
 }
 
+/// How a new cluster is set up: its default TimeZone, DateStyle and
+/// locale. The default is what viewcast's own tests assume (UTC, ISO, the C
+/// collation of C.UTF-8); the others let a test see the differences a
+/// role's zone and a real collation make.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `timezone` in postgresql.conf.
+    pub timezone: String,
+    /// `datestyle` in postgresql.conf (`None`: initdb's `ISO, MDY`).
+    pub datestyle: Option<String>,
+    /// initdb's `--locale` (libc; must exist on the machine: `locale -a`).
+    pub locale: String,
+    /// With `Some`, the default collation is this ICU locale (`en-US`):
+    /// initdb's `--locale-provider=icu --icu-locale`, which needs no
+    /// operating-system locale.
+    pub icu_locale: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timezone: "UTC".into(),
+            datestyle: None,
+            locale: "C.UTF-8".into(),
+            icu_locale: None,
+        }
+    }
+}
+
 pub struct EmbeddedPostgres {
     dir: PathBuf,
     bin: PathBuf,
@@ -74,6 +103,11 @@ fn is_root() -> bool {
 impl EmbeddedPostgres {
     /// Creates and starts a new cluster. Blocking; takes a few seconds.
     pub fn start() -> Result<EmbeddedPostgres, String> {
+        Self::start_with(Options::default())
+    }
+
+    /// [`EmbeddedPostgres::start`] with another zone, DateStyle or locale.
+    pub fn start_with(options: Options) -> Result<EmbeddedPostgres, String> {
         let bin = find_bin_dir()?;
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("viewcast-pg-{}-{n}", std::process::id()));
@@ -107,25 +141,35 @@ impl EmbeddedPostgres {
             running: false,
         };
         let data = pg.data_dir();
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                path_str(&data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ],
-        )?;
-        let conf = format!(
+        let locale = format!("--locale={}", options.locale);
+        let mut args = vec![
+            "-D",
+            path_str(&data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            locale.as_str(),
+            "--no-sync",
+        ];
+        let icu = options
+            .icu_locale
+            .as_ref()
+            .map(|l| format!("--icu-locale={l}"));
+        if let Some(icu) = &icu {
+            args.extend(["--locale-provider=icu", icu.as_str()]);
+        }
+        pg.run("initdb", &args)?;
+        let mut conf = format!(
             "\nwal_level = logical\nmax_wal_senders = 64\nmax_replication_slots = 64\nmax_connections = 200\n\
              listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
-             fsync = off\nfull_page_writes = off\ntimezone = 'UTC'\nlog_min_messages = warning\n",
-            path_str(&pg.dir)
+             fsync = off\nfull_page_writes = off\ntimezone = '{}'\nlog_min_messages = warning\n",
+            path_str(&pg.dir),
+            options.timezone.replace('\'', "''"),
         );
+        if let Some(style) = &options.datestyle {
+            conf.push_str(&format!("datestyle = '{}'\n", style.replace('\'', "''")));
+        }
         let conf_path = data.join("postgresql.conf");
         let mut existing = std::fs::read_to_string(&conf_path)
             .map_err(|e| format!("read postgresql.conf: {e}"))?;

@@ -18,6 +18,7 @@ use tokio_postgres::Transaction;
 use crate::pg::catalog::{load_table, CatalogError, TableInfo};
 use crate::pg::errors::{classify_pg, Class};
 use crate::repr::{Datum, Row};
+use crate::sql::SessionSettings;
 
 /// Longest wait for the next piece of a COPY: a server that sends nothing
 /// for this long is not reading a big table, it is gone.
@@ -36,6 +37,9 @@ pub struct TablesRead {
     /// The catalog fingerprint of each name at the snapshot (see
     /// [`crate::pg::catalog::FINGERPRINT_SQL`]).
     pub fingerprints: HashMap<Vec<String>, String>,
+    /// The role's TimeZone, DateStyle, IntervalStyle and default collation
+    /// at the snapshot: views are bound under them (`Catalog::settings`).
+    pub settings: SessionSettings,
 }
 
 /// Resolves `names` and copies the tables `copy` selects, inside `tx`, which
@@ -51,6 +55,7 @@ pub async fn read_tables(
         names: Vec::new(),
         rows: HashMap::new(),
         fingerprints: crate::pg::catalog::fingerprints(tx, names, publication).await?,
+        settings: crate::pg::catalog::session_settings(tx).await?,
     };
     for name in names {
         tx.batch_execute("SAVEPOINT viewcast_table").await?;

@@ -16,6 +16,8 @@
 use std::cmp::Ordering;
 use std::fmt::Write;
 
+use super::tz::{DateOrder, DateStyle, OutStyle, TimeCx, Zone};
+
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Sentinels for `infinity` and `-infinity`, as Postgres uses the extreme values.
 pub const DATE_POS_INF: i32 = i32::MAX;
@@ -185,26 +187,60 @@ fn strip_era(s: &str) -> (&str, bool) {
     (t, false)
 }
 
-/// `Y-M-D` with a year of at least three digits (two would depend on
-/// DateStyle), as days since 2000-01-01.
-fn parse_ymd(s: &str, bc: bool) -> Result<i64, Bad> {
-    let mut parts = s.split('-');
-    let (Some(y), Some(m), Some(d), None) =
+/// A date of three numeric fields separated by `-`, `/` or `.`, as days since
+/// 2000-01-01. A first field of three or more digits is the year (`2024-01-02`,
+/// `2024/01/02` in every order); otherwise the fields are in DateStyle's
+/// `order` (`01/02/2024` is January 2 under MDY, February 1 under DMY). A
+/// year of one or two digits is taken as 1970–2069, as Postgres takes it.
+fn parse_ymd(s: &str, bc: bool, order: DateOrder) -> Result<i64, Bad> {
+    let sep = s
+        .chars()
+        .find(|c| matches!(c, '-' | '/' | '.'))
+        .ok_or(Bad::Syntax)?;
+    let mut parts = s.split(sep);
+    let (Some(a), Some(b), Some(c), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Bad::Syntax);
     };
-    if y.len() < 3 || m.len() > 2 || d.len() > 2 {
-        return Err(Bad::Syntax);
+    let (y, m, d) = if a.len() > 2 {
+        (a, b, c)
+    } else {
+        match order {
+            DateOrder::Mdy => (c, a, b),
+            DateOrder::Dmy => (c, b, a),
+            DateOrder::Ymd => (a, b, c),
+        }
+    };
+    if m.len() > 2 || d.len() > 2 {
+        return Err(if digits(m, 18).is_some() && digits(d, 18).is_some() {
+            Bad::Field
+        } else {
+            Bad::Syntax
+        });
     }
     // Years past 7 digits are past every range; still report them as out of range.
+    let two_digit = y.len() <= 2;
     let y = digits(y, 18).ok_or(Bad::Syntax)?;
     let m = digits(m, 2).ok_or(Bad::Syntax)? as u32;
     let d = digits(d, 2).ok_or(Bad::Syntax)? as u32;
-    if y > 9_999_999 || y == 0 {
+    if y > 9_999_999 || (y == 0 && !two_digit) {
         return Err(Bad::Field);
     }
-    let y = if bc { 1 - y } else { y };
+    let y = if bc {
+        if y == 0 {
+            return Err(Bad::Field);
+        }
+        1 - y
+    } else if two_digit {
+        if y < 70 {
+            y + 2000
+        } else {
+            y + 1900
+        }
+    } else {
+        y
+    };
     if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
         return Err(Bad::Field);
     }
@@ -226,8 +262,13 @@ fn special(s: &str) -> Option<Ordering> {
 }
 
 /// Parses `YYYY-MM-DD[ BC]` (a time after it is read and ignored),
-/// `infinity`, `-infinity` and `epoch`.
+/// `infinity`, `-infinity` and `epoch`, with DateStyle's default field order (MDY).
 pub fn parse_date(s: &str) -> Result<i32, String> {
+    parse_date_in(s, DateOrder::Mdy)
+}
+
+/// [`parse_date`] with DateStyle's field `order` for dates like `01/02/2024`.
+pub fn parse_date_in(s: &str, order: DateOrder) -> Result<i32, String> {
     match special(s) {
         Some(Ordering::Greater) => return Ok(DATE_POS_INF),
         Some(Ordering::Less) => return Ok(DATE_NEG_INF),
@@ -235,7 +276,7 @@ pub fn parse_date(s: &str) -> Result<i32, String> {
         None => {}
     }
     // A time and zone may follow; they are checked, then dropped, as Postgres does.
-    match split_datetime(s).map(|(days, _, _)| days) {
+    match split_datetime(s, order).map(|(days, _, _)| days) {
         Ok(days) if is_valid_date(days) => Ok(days as i32),
         Ok(_) => Err(format!("date out of range: \"{s}\"")),
         Err(Bad::Field) => Err(field_range(s)),
@@ -327,16 +368,16 @@ fn parse_offset(s: &str) -> Result<i64, Bad> {
 }
 
 /// `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][zone][ BC]` as (days since
-/// 2000-01-01, microseconds into the day, zone offset in seconds east), each
-/// field checked.
-fn split_datetime(s: &str) -> Result<(i64, i64, i64), Bad> {
+/// 2000-01-01, microseconds into the day, zone offset in seconds east if
+/// one is written), each field checked.
+fn split_datetime(s: &str, order: DateOrder) -> Result<(i64, i64, Option<i64>), Bad> {
     let (body, bc) = strip_era(s.trim());
     let body = body.trim();
     let (date, rest) = match body.find([' ', 'T', 't']) {
         Some(i) => (&body[..i], body[i + 1..].trim()),
         None => (body, ""),
     };
-    let days = parse_ymd(date, bc)?;
+    let days = parse_ymd(date, bc, order)?;
     let (time, zone) = match rest.find(['+', '-', 'Z', 'z', ' ']) {
         Some(i) => (rest[..i].trim(), rest[i..].trim()),
         None => (rest, ""),
@@ -347,18 +388,30 @@ fn split_datetime(s: &str) -> Result<(i64, i64, i64), Bad> {
         parse_time(time)?
     };
     let offset = if zone.is_empty() {
-        0
+        None
     } else {
-        parse_offset(zone)?
+        Some(parse_offset(zone)?)
     };
     Ok((days, time, offset))
 }
 
 /// Parses `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][zone][ BC]`, `infinity`,
 /// `-infinity` and `epoch` into microseconds since 2000-01-01. A timestamptz
-/// is moved to UTC by its offset (no offset: the session zone, UTC); a
+/// is moved to UTC by its offset (no offset: the session zone, here UTC); a
 /// timestamp without time zone ignores an offset, as Postgres does.
 pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
+    parse_timestamp_in(s, with_zone, DateOrder::Mdy, None)
+}
+
+/// [`parse_timestamp`] in a session: DateStyle's field `order`, and for a
+/// timestamptz written without an offset, the local time in `zone` (UTC if
+/// `None`).
+pub fn parse_timestamp_in(
+    s: &str,
+    with_zone: bool,
+    order: DateOrder,
+    zone: Option<&Zone>,
+) -> Result<i64, String> {
     let kind = if with_zone {
         "timestamp with time zone"
     } else {
@@ -371,14 +424,19 @@ pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
         None => {}
     }
     let parsed = (|| -> Result<i64, Bad> {
-        let (days, time, offset) = split_datetime(s)?;
+        let (days, time, offset) = split_datetime(s, order)?;
         // Beyond this the arithmetic below could overflow; it is out of range anyway.
         if !(DATE_MIN..DATE_END_FOR_TIMESTAMP as i64 + 1).contains(&days) {
             return Err(Bad::Range);
         }
         let mut total = days * MICROS_PER_DAY + time;
         if with_zone {
-            total -= offset * 1_000_000;
+            let east = match (offset, zone) {
+                (Some(o), _) => o,
+                (None, Some(z)) => z.offset_for_local(total) as i64,
+                (None, None) => 0,
+            };
+            total -= east * 1_000_000;
         }
         Ok(total)
     })();
@@ -413,13 +471,20 @@ fn era_year(y: i64) -> (i64, bool) {
 
 /// Writes a date: `2024-02-29`, `0044-03-15 BC`, `infinity`. Both styles agree.
 pub fn format_date(days: i32, out: &mut String) {
+    format_date_in(days, DateStyle::default(), out)
+}
+
+/// Writes a date in a DateStyle, as Postgres's `date_out` does: ISO
+/// `2024-01-02`, SQL `01/02/2024` (DMY: `02/01/2024`), Postgres
+/// `01-02-2024` (DMY: `02-01-2024`), German `02.01.2024`; ` BC` last.
+pub fn format_date_in(days: i32, ds: DateStyle, out: &mut String) {
     match days {
         DATE_POS_INF => out.push_str("infinity"),
         DATE_NEG_INF => out.push_str("-infinity"),
         _ => {
             let (y, m, d) = ymd_from_date(days as i64);
             let (year, bc) = era_year(y);
-            let _ = write!(out, "{year:04}-{m:02}-{d:02}");
+            write_date_fields(year, m, d, ds, out);
             if bc {
                 out.push_str(" BC");
             }
@@ -427,42 +492,217 @@ pub fn format_date(days: i32, out: &mut String) {
     }
 }
 
+fn write_date_fields(year: i64, m: u32, d: u32, ds: DateStyle, out: &mut String) {
+    let dmy = ds.order == DateOrder::Dmy;
+    let _ = match ds.style {
+        OutStyle::Iso => write!(out, "{year:04}-{m:02}-{d:02}"),
+        OutStyle::Sql if dmy => write!(out, "{d:02}/{m:02}/{year:04}"),
+        OutStyle::Sql => write!(out, "{m:02}/{d:02}/{year:04}"),
+        OutStyle::Postgres if dmy => write!(out, "{d:02}-{m:02}-{year:04}"),
+        OutStyle::Postgres => write!(out, "{m:02}-{d:02}-{year:04}"),
+        OutStyle::German => write!(out, "{d:02}.{m:02}.{year:04}"),
+    };
+}
+
 /// Writes a timestamp in `style`, the fraction without trailing zeros, with
 /// the UTC offset for timestamptz and ` BC` last.
 pub fn format_timestamp(micros: i64, with_zone: bool, style: Style, out: &mut String) {
-    match micros {
+    let zone = with_zone.then_some((0, None));
+    write_timestamp(
+        micros,
+        zone,
+        style == Style::Json,
+        DateStyle::default(),
+        out,
+    )
+}
+
+/// `timestamp` text in a DateStyle (`timestamp_out`).
+pub fn format_timestamp_in(micros: i64, ds: DateStyle, out: &mut String) {
+    write_timestamp(micros, None, false, ds, out)
+}
+
+/// `timestamptz` text in the session's zone and DateStyle
+/// (`timestamptz_out`): `2024-01-01 00:00:00-05` in ISO, the zone's
+/// abbreviation in the other styles (`01/01/2024 00:00:00 EST`).
+pub fn format_timestamptz_in(micros: i64, cx: &TimeCx, out: &mut String) {
+    if !is_finite(micros) {
+        return write_timestamp(micros, None, false, cx.datestyle(), out);
+    }
+    let zone = cx.zone();
+    let (local, offset) = shifted(micros, zone);
+    let abbrev = (cx.datestyle().style != OutStyle::Iso).then(|| zone.abbreviation_at(micros));
+    write_timestamp(
+        local,
+        Some((offset, abbrev.as_deref())),
+        false,
+        cx.datestyle(),
+        out,
+    )
+}
+
+/// What `to_json` writes for a timestamptz in the session's zone:
+/// `2024-01-01T00:00:00-05:00` (DateStyle does not matter).
+pub fn format_timestamptz_json(micros: i64, zone: &Zone, out: &mut String) {
+    if !is_finite(micros) {
+        return write_timestamp(micros, None, true, DateStyle::default(), out);
+    }
+    let (local, offset) = shifted(micros, zone);
+    write_timestamp(local, Some((offset, None)), true, DateStyle::default(), out)
+}
+
+/// The wall-clock time of a finite timestamptz in `zone`, and the offset.
+/// A value too near the ends of `i64` to shift (none comes from Postgres)
+/// is shown at offset zero rather than overflow.
+fn shifted(micros: i64, zone: &Zone) -> (i64, i32) {
+    let offset = zone.offset_at(micros);
+    match micros.checked_add(offset as i64 * 1_000_000) {
+        Some(local) if is_finite(local) => (local, offset),
+        _ => (micros, 0),
+    }
+}
+
+fn is_finite(micros: i64) -> bool {
+    micros != TS_POS_INF && micros != TS_NEG_INF
+}
+
+/// Day and month names as the Postgres DateStyle writes them.
+const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Postgres's `EncodeDateTime`: `local` is the wall-clock time; `zone` the
+/// offset (seconds east) and, for the non-ISO styles, the abbreviation of a
+/// timestamptz; `json` the ISO 8601 form `to_json` uses.
+fn write_timestamp(
+    local: i64,
+    zone: Option<(i32, Option<&str>)>,
+    json: bool,
+    ds: DateStyle,
+    out: &mut String,
+) {
+    match local {
         TS_POS_INF => return out.push_str("infinity"),
         TS_NEG_INF => return out.push_str("-infinity"),
         _ => {}
     }
-    let (days, rem) = split_timestamp(micros);
+    let (days, rem) = split_timestamp(local);
     let (y, m, d) = ymd_from_date(days);
     let (year, bc) = era_year(y);
     let secs = rem / 1_000_000;
     let frac = rem % 1_000_000;
-    let sep = if style == Style::Json { 'T' } else { ' ' };
-    let _ = write!(
-        out,
-        "{year:04}-{m:02}-{d:02}{sep}{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if frac != 0 {
-        let f = format!("{frac:06}");
-        out.push('.');
-        out.push_str(f.trim_end_matches('0'));
-    }
-    if with_zone {
-        out.push_str(if style == Style::Json {
-            "+00:00"
-        } else {
-            "+00"
-        });
+    let time = |out: &mut String| {
+        let _ = write!(
+            out,
+            "{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        if frac != 0 {
+            let f = format!("{frac:06}");
+            out.push('.');
+            out.push_str(f.trim_end_matches('0'));
+        }
+    };
+    let style = if json { OutStyle::Iso } else { ds.style };
+    match style {
+        OutStyle::Iso => {
+            write_date_fields(year, m, d, DateStyle::default(), out);
+            out.push(if json { 'T' } else { ' ' });
+            time(out);
+            if let Some((offset, _)) = zone {
+                write_offset(offset, json, out);
+            }
+        }
+        OutStyle::Postgres => {
+            let dow = (days + 6).rem_euclid(7) as usize; // 2000-01-01 was a Saturday.
+            let month = MONTHS[(m - 1) as usize];
+            out.push_str(DAYS[dow]);
+            let _ = if ds.order == DateOrder::Dmy {
+                write!(out, " {d:02} {month} ")
+            } else {
+                write!(out, " {month} {d:02} ")
+            };
+            time(out);
+            let _ = write!(out, " {year:04}");
+            write_abbreviation(zone, out);
+        }
+        OutStyle::Sql | OutStyle::German => {
+            write_date_fields(year, m, d, ds, out);
+            out.push(' ');
+            time(out);
+            write_abbreviation(zone, out);
+        }
     }
     if bc {
         out.push_str(" BC");
     }
+}
+
+fn write_abbreviation(zone: Option<(i32, Option<&str>)>, out: &mut String) {
+    match zone {
+        Some((_, Some(abbrev))) => {
+            out.push(' ');
+            out.push_str(abbrev);
+        }
+        Some((offset, None)) => {
+            out.push(' ');
+            write_offset(offset, false, out);
+        }
+        None => {}
+    }
+}
+
+/// Postgres's `EncodeTimezone`: `+HH`, `+HH:MM` when there are minutes (always
+/// in ISO 8601), `+HH:MM:SS` when there are seconds.
+fn write_offset(east: i32, json: bool, out: &mut String) {
+    out.push(if east >= 0 { '+' } else { '-' });
+    let a = east.unsigned_abs();
+    let (h, mi, se) = (a / 3600, a / 60 % 60, a % 60);
+    let _ = if se != 0 {
+        write!(out, "{h:02}:{mi:02}:{se:02}")
+    } else if mi != 0 || json {
+        write!(out, "{h:02}:{mi:02}")
+    } else {
+        write!(out, "{h:02}")
+    };
+}
+
+/// `timestamptz` → `timestamp`: the wall-clock time in `zone`.
+pub fn tz_to_local(micros: i64, zone: &Zone) -> Result<i64, String> {
+    if !is_finite(micros) {
+        return Ok(micros);
+    }
+    micros
+        .checked_add(zone.offset_at(micros) as i64 * 1_000_000)
+        .filter(|l| is_valid_timestamp(*l))
+        .ok_or_else(|| "timestamp out of range".into())
+}
+
+/// `timestamp` → `timestamptz`: the wall-clock time read in `zone`, a
+/// skipped or repeated time resolved as Postgres resolves it.
+pub fn local_to_tz(local: i64, zone: &Zone) -> Result<i64, String> {
+    if !is_finite(local) {
+        return Ok(local);
+    }
+    local
+        .checked_sub(zone.offset_for_local(local) as i64 * 1_000_000)
+        .filter(|t| is_valid_timestamp(*t))
+        .ok_or_else(|| "timestamp out of range".into())
+}
+
+/// `date` → `timestamptz`: midnight in `zone`.
+pub fn date_to_tz(days: i32, zone: &Zone) -> Result<i64, String> {
+    let local = date_to_timestamp(days)?;
+    if !is_finite(local) {
+        return Ok(local);
+    }
+    local
+        .checked_sub(zone.offset_for_local(local) as i64 * 1_000_000)
+        .filter(|t| is_valid_timestamp(*t))
+        .ok_or_else(|| "date out of range for timestamp".into())
 }
 
 #[cfg(test)]
@@ -613,5 +853,105 @@ mod tests {
         let far = DATE_END_FOR_TIMESTAMP + 10;
         assert_eq!(cmp_date_timestamp(far, TS_END - 1), Ordering::Greater);
         assert_eq!(cmp_date_timestamp(far, TS_POS_INF), Ordering::Less);
+    }
+
+    #[test]
+    fn session_zone_and_datestyle_match_postgres() {
+        // Each expected string is PostgreSQL 15's output under the same settings.
+        let cx = |style: &str| TimeCx::resolve("America/New_York", style).unwrap();
+        let tz = |s: &str| parse_timestamp(s, true).unwrap();
+        let text = |t: i64, c: &TimeCx| {
+            let mut out = String::new();
+            format_timestamptz_in(t, c, &mut out);
+            out
+        };
+        let iso = cx("ISO, MDY");
+        assert_eq!(
+            text(tz("2024-01-01 05:00:00.5+00"), &iso),
+            "2024-01-01 00:00:00.5-05"
+        );
+        assert_eq!(
+            text(tz("1800-01-01 00:00+00"), &iso),
+            "1799-12-31 19:03:58-04:56:02"
+        );
+        let sql = cx("SQL, DMY");
+        assert_eq!(
+            text(tz("2024-01-01 05:00:00.5+00"), &sql),
+            "01/01/2024 00:00:00.5 EST"
+        );
+        assert_eq!(
+            text(tz("2024-07-01 05:00+00"), &sql),
+            "01/07/2024 01:00:00 EDT"
+        );
+        assert_eq!(
+            text(tz("1800-01-01 00:00+00"), &sql),
+            "31/12/1799 19:03:58 LMT"
+        );
+        let pg = cx("Postgres, MDY");
+        assert_eq!(
+            text(tz("2024-01-01 05:00:00.5+00"), &pg),
+            "Mon Jan 01 00:00:00.5 2024 EST"
+        );
+        let german = cx("German");
+        assert_eq!(
+            text(tz("2024-01-01 05:00:00.5+00"), &german),
+            "01.01.2024 00:00:00.5 EST"
+        );
+        let mut out = String::new();
+        format_timestamptz_json(tz("2024-01-01 05:00+00"), iso.zone(), &mut out);
+        assert_eq!(out, "2024-01-01T00:00:00-05:00");
+        let day = parse_date("2024-01-02").unwrap();
+        for (style, want) in [
+            ("SQL, DMY", "02/01/2024"),
+            ("SQL, MDY", "01/02/2024"),
+            ("Postgres, MDY", "01-02-2024"),
+            ("German", "02.01.2024"),
+        ] {
+            let mut out = String::new();
+            format_date_in(day, DateStyle::parse(style).unwrap(), &mut out);
+            assert_eq!(out, want, "{style}");
+        }
+        let mut out = String::new();
+        let local = parse_timestamp("2024-01-02 03:04", false).unwrap();
+        format_timestamp_in(local, DateStyle::parse("Postgres, MDY").unwrap(), &mut out);
+        assert_eq!(out, "Tue Jan 02 03:04:00 2024");
+        // Input without an offset is local time; a skipped time moves forward.
+        let ny = iso.zone();
+        let read = |s: &str| {
+            let mut out = String::new();
+            let t = parse_timestamp_in(s, true, DateOrder::Mdy, Some(ny)).unwrap();
+            format_timestamptz_in(t, &iso, &mut out);
+            out
+        };
+        assert_eq!(read("2024-03-10 02:30"), "2024-03-10 03:30:00-04");
+        assert_eq!(read("2024-11-03 01:30"), "2024-11-03 01:30:00-05");
+        assert_eq!(read("2024-11-03 01:30-04"), "2024-11-03 01:30:00-04");
+        assert_eq!(read("epoch"), "1969-12-31 19:00:00-05");
+    }
+
+    #[test]
+    fn dates_read_in_datestyle_order() {
+        let d = |s: &str, o: DateOrder| {
+            let mut out = String::new();
+            format_date(parse_date_in(s, o).unwrap(), &mut out);
+            out
+        };
+        // Checked against PostgreSQL 15 under each DateStyle.
+        use DateOrder::*;
+        assert_eq!(d("01/02/2024", Mdy), "2024-01-02");
+        assert_eq!(d("1-2-2024", Mdy), "2024-01-02");
+        assert_eq!(d("01.02.2024", Dmy), "2024-02-01");
+        assert_eq!(d("2024/01/02", Dmy), "2024-01-02");
+        assert_eq!(d("01/02/24", Dmy), "2024-02-01");
+        assert_eq!(d("01/02/70", Mdy), "1970-01-02");
+        assert_eq!(d("1/2/3", Mdy), "2003-01-02");
+        assert_eq!(d("1/2/3", Ymd), "2001-02-03");
+        assert_eq!(d("024-01-02", Mdy), "0024-01-02");
+        assert!(parse_date_in("13/01/2024", Mdy)
+            .unwrap_err()
+            .contains("field value out of range"));
+        assert!(parse_date_in("01/02/2024", Ymd)
+            .unwrap_err()
+            .contains("field value out of range"));
     }
 }

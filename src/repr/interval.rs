@@ -396,6 +396,47 @@ pub fn add_to_timestamp(micros: i64, iv: &Interval) -> Result<i64, String> {
         .ok_or_else(range)
 }
 
+/// `timestamptz + interval` in a session zone, as Postgres adds it: the
+/// months, then the days, step the wall-clock time in `zone` (so a day
+/// across a DST change is 23 or 25 hours), the time part adds exactly.
+pub fn add_to_timestamptz(
+    micros: i64,
+    iv: &Interval,
+    zone: &crate::repr::tz::Zone,
+) -> Result<i64, String> {
+    if micros == TS_POS_INF || micros == TS_NEG_INF {
+        return Ok(micros);
+    }
+    let range = || "timestamp out of range".to_string();
+    let mut t = micros;
+    let steps = [
+        Interval {
+            months: iv.months,
+            days: 0,
+            micros: 0,
+        },
+        Interval {
+            months: 0,
+            days: iv.days,
+            micros: 0,
+        },
+    ];
+    for step in steps.iter().filter(|s| s.months != 0 || s.days != 0) {
+        let local = t
+            .checked_add(zone.offset_at(t) as i64 * 1_000_000)
+            .filter(|l| is_valid_timestamp(*l))
+            .ok_or_else(range)?;
+        let moved = add_to_timestamp(local, step)?;
+        t = moved
+            .checked_sub(zone.offset_for_local(moved) as i64 * 1_000_000)
+            .filter(|t| is_valid_timestamp(*t))
+            .ok_or_else(range)?;
+    }
+    t.checked_add(iv.micros)
+        .filter(|t| is_valid_timestamp(*t))
+        .ok_or_else(range)
+}
+
 /// A day that a timestamp can be on (so multiplying it out cannot overflow).
 fn valid_day(days: i64) -> Option<i64> {
     (DATE_MIN..=DATE_END_FOR_TIMESTAMP as i64)

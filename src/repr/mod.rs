@@ -16,6 +16,7 @@ pub mod json;
 pub mod numeric;
 #[cfg(test)]
 pub(crate) mod proptests;
+pub mod tz;
 
 use std::cmp::Ordering;
 use std::fmt::Write;
@@ -313,6 +314,35 @@ impl Datum {
             Type::Interval => Datum::Interval(interval::Interval::parse(s).map_err(DecodeError)?),
             Type::Bytea => Datum::Bytes(parse_bytea(s)?),
         })
+    }
+
+    /// [`Datum::from_text`] in a session: dates and timestamps read with
+    /// DateStyle's field order, and a timestamptz without an offset as local
+    /// time in the session's zone (what a literal means in a view).
+    pub fn from_text_in(ty: &Type, s: &str, cx: &tz::TimeCx) -> Result<Datum, DecodeError> {
+        let order = cx.datestyle().order;
+        Ok(match ty {
+            Type::Date => Datum::Date(datetime::parse_date_in(s, order).map_err(DecodeError)?),
+            Type::Timestamp => Datum::Timestamp(
+                datetime::parse_timestamp_in(s, false, order, None).map_err(DecodeError)?,
+            ),
+            Type::TimestampTz => Datum::TimestampTz(
+                datetime::parse_timestamp_in(s, true, order, Some(cx.zone()))
+                    .map_err(DecodeError)?,
+            ),
+            _ => Datum::from_text(ty, s)?,
+        })
+    }
+
+    /// Appends the value's text as [`Datum::write_text`] does, with dates and
+    /// timestamps in the session's DateStyle and a timestamptz in its zone.
+    pub fn write_text_in(&self, cx: &tz::TimeCx, out: &mut String) {
+        match self {
+            Datum::Date(d) => datetime::format_date_in(*d, cx.datestyle(), out),
+            Datum::Timestamp(t) => datetime::format_timestamp_in(*t, cx.datestyle(), out),
+            Datum::TimestampTz(t) => datetime::format_timestamptz_in(*t, cx, out),
+            other => other.write_text(out),
+        }
     }
 
     /// Appends the value as PostgreSQL's `to_json` renders it.
@@ -749,11 +779,72 @@ fn is_halfway(text: &str, v: f64, single: bool) -> bool {
 /// One ambiguity is inherent in the JSON form: a `json`/`jsonb` element that
 /// is JSON `null` cannot be told from SQL NULL, and is written as `NULL`.
 pub fn array_text(elem: &Type, array_json: &str) -> Result<String, DecodeError> {
+    array_text_in(elem, array_json, &tz::TimeCx::default())
+}
+
+/// [`array_text`] in a session: date and timestamp elements in its DateStyle
+/// and zone.
+pub fn array_text_in(
+    elem: &Type,
+    array_json: &str,
+    cx: &tz::TimeCx,
+) -> Result<String, DecodeError> {
     let doc = json::parse(array_json)
         .map_err(|e| DecodeError(format!("invalid array value {array_json:?}: {e}")))?;
     let mut out = String::with_capacity(array_json.len());
-    write_array_text(elem, &doc, doc.root, array_json, &mut out)?;
+    write_array_text(elem, &doc, doc.root, array_json, cx, &mut out)?;
     Ok(out)
+}
+
+/// An array of timestamptz values (held as `to_json` writes them in UTC) as
+/// `to_json` writes it in `zone`; other elements are kept.
+pub fn array_json_in(
+    elem: &Type,
+    array_json: &str,
+    zone: &tz::Zone,
+) -> Result<String, DecodeError> {
+    let doc = json::parse(array_json)
+        .map_err(|e| DecodeError(format!("invalid array value {array_json:?}: {e}")))?;
+    let mut out = String::with_capacity(array_json.len() + 16);
+    write_array_json(elem, &doc, doc.root, array_json, zone, &mut out)?;
+    Ok(out)
+}
+
+fn write_array_json(
+    elem: &Type,
+    doc: &json::Doc,
+    node: usize,
+    src: &str,
+    zone: &tz::Zone,
+    out: &mut String,
+) -> Result<(), DecodeError> {
+    let n = &doc.nodes[node];
+    match (&n.kind, elem) {
+        (json::Kind::Array(items), _) => {
+            let inner = match elem {
+                Type::Array { elem, .. } => elem,
+                other => other,
+            };
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_array_json(inner, doc, *item, src, zone, out)?;
+            }
+            out.push(']');
+        }
+        (json::Kind::String(s), Type::TimestampTz) => {
+            let Datum::TimestampTz(t) = Datum::from_text(elem, s)? else {
+                return Err(DecodeError(format!("invalid array value {src:?}")));
+            };
+            out.push('"');
+            datetime::format_timestamptz_json(t, zone, out);
+            out.push('"');
+        }
+        _ => out.push_str(&src[n.span.0..n.span.1]),
+    }
+    Ok(())
 }
 
 fn write_array_text(
@@ -761,6 +852,7 @@ fn write_array_text(
     doc: &json::Doc,
     node: usize,
     src: &str,
+    cx: &tz::TimeCx,
     out: &mut String,
 ) -> Result<(), DecodeError> {
     let not_array = || DecodeError(format!("invalid array value {src:?}"));
@@ -781,13 +873,15 @@ fn write_array_text(
             }
             // A multidimensional array: inner arrays are written unquoted.
             (json::Kind::Array(_), Type::Array { elem: inner, .. }) => {
-                write_array_text(inner, doc, *item, src, out)?;
+                write_array_text(inner, doc, *item, src, cx, out)?;
                 continue;
             }
             (_, Type::Json | Type::Jsonb) => raw.into(),
             (json::Kind::Bool(b), _) => (if *b { "t" } else { "f" }).into(),
-            (json::Kind::String(s), Type::Timestamp | Type::TimestampTz) => {
-                Datum::from_text(elem, s)?.to_text().into()
+            (json::Kind::String(s), Type::Date | Type::Timestamp | Type::TimestampTz) => {
+                let mut text = String::new();
+                Datum::from_text(elem, s)?.write_text_in(cx, &mut text);
+                text.into()
             }
             (json::Kind::String(s), _) => s.as_str().into(),
             (json::Kind::Number, _) => raw.into(),

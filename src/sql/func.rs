@@ -10,8 +10,10 @@ use crate::repr::datetime::{
     self, date_from_ymd, split_timestamp, ymd_from_date, DATE_NEG_INF, DATE_POS_INF,
     MICROS_PER_DAY, TS_NEG_INF, TS_POS_INF, UNIX_TO_PG_DAYS,
 };
+use crate::repr::interval::add_to_timestamptz;
 use crate::repr::json;
-use crate::repr::{array_text, Datum, Numeric, Type, F64};
+use crate::repr::tz::TimeCx;
+use crate::repr::{array_json_in, array_text_in, Datum, Numeric, Type, F64};
 
 /// Postgres's `NUMERIC_MAX_RESULT_SCALE`: `round`/`trunc` digits are clamped to it.
 const MAX_RESULT_SCALE: i64 = 2000;
@@ -77,8 +79,29 @@ pub enum Func {
         as_text: bool,
     },
     /// An array's text (`array_out`), for `::text` and `concat`; the type is
-    /// the element type.
-    ArrayText(Type),
+    /// the element type, the session's DateStyle and zone write dates and
+    /// timestamps.
+    ArrayText(Type, TimeCx),
+    /// `timestamptz` → `timestamp`: the wall-clock time in the session zone
+    /// (`::timestamp`, and `::date` after it).
+    ToLocal(TimeCx),
+    /// `timestamp` or `date` → `timestamptz`: the wall-clock time (or
+    /// midnight) read in the session zone.
+    FromLocal(TimeCx),
+    /// A date, timestamp or timestamptz as text, in the session's DateStyle
+    /// and zone (`::text`, `||`, `concat`).
+    DateTimeText(TimeCx),
+    /// Text read as the result type (date, timestamp or timestamptz) with
+    /// the session's DateStyle and zone.
+    ParseDateTime(TimeCx),
+    /// `date_trunc(field, timestamptz)`: truncated in the session zone.
+    DateTruncIn(String, TimeCx),
+    /// `timestamptz + interval` (`interval` second): months and days step
+    /// the wall-clock time in the session zone.
+    AddInterval(TimeCx),
+    /// A view's output value as `to_json` writes it in the session zone: a
+    /// timestamptz, or an array of them (the type says which).
+    JsonIn(Type, TimeCx),
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
@@ -138,7 +161,14 @@ impl Func {
                 _ => "btrim".into(),
             },
             Func::BpcharToText => "text".into(),
-            Func::ArrayText(_) => "array_out".into(),
+            Func::ArrayText(..) => "array_out".into(),
+            Func::ToLocal(cx) => format!("to_local[{}]", cx.zone().name()),
+            Func::FromLocal(cx) => format!("from_local[{}]", cx.zone().name()),
+            Func::DateTimeText(cx) => format!("text[{cx}]"),
+            Func::ParseDateTime(cx) => format!("parse[{cx}]"),
+            Func::DateTruncIn(f, cx) => format!("date_trunc_{f}[{}]", cx.zone().name()),
+            Func::AddInterval(cx) => format!("add_interval[{}]", cx.zone().name()),
+            Func::JsonIn(_, cx) => format!("to_json[{}]", cx.zone().name()),
             Func::Extract(f) => format!("extract_{f}"),
             Func::DatePart(f) => format!("date_part_{f}"),
             Func::DateTrunc(f) => format!("date_trunc_{f}"),
@@ -437,8 +467,56 @@ impl Func {
             Func::Extract(field) => extract(field, a, true)?,
             Func::DatePart(field) => extract(field, a, false)?,
             Func::DateTrunc(field) => date_trunc(field, a, ty)?,
-            Func::ArrayText(elem) => match a {
-                Datum::Json(j) => Datum::Text(array_text(elem, j).map_err(|e| EvalError(e.0))?),
+            Func::ToLocal(cx) => match a {
+                Datum::TimestampTz(t) => {
+                    Datum::Timestamp(datetime::tz_to_local(*t, cx.zone()).map_err(EvalError)?)
+                }
+                other => return err(format!("cannot cast {} to timestamp", other.to_text())),
+            },
+            Func::FromLocal(cx) => match a {
+                Datum::Timestamp(t) => {
+                    Datum::TimestampTz(datetime::local_to_tz(*t, cx.zone()).map_err(EvalError)?)
+                }
+                Datum::Date(d) => {
+                    Datum::TimestampTz(datetime::date_to_tz(*d, cx.zone()).map_err(EvalError)?)
+                }
+                other => return err(format!("cannot cast {} to timestamptz", other.to_text())),
+            },
+            Func::DateTimeText(cx) => {
+                let mut out = String::new();
+                a.write_text_in(cx, &mut out);
+                Datum::Text(out)
+            }
+            Func::ParseDateTime(cx) => match a {
+                Datum::Text(s) => Datum::from_text_in(ty, s, cx).map_err(|e| EvalError(e.0))?,
+                other => other.clone(),
+            },
+            Func::DateTruncIn(field, cx) => date_trunc_in(field, a, cx)?,
+            Func::AddInterval(cx) => match (a, arg(args, 1)?) {
+                (Datum::TimestampTz(t), Datum::Interval(iv)) => {
+                    Datum::TimestampTz(add_to_timestamptz(*t, iv, cx.zone()).map_err(EvalError)?)
+                }
+                _ => return err("timestamptz + interval of other values"),
+            },
+            Func::JsonIn(ty, cx) => match a {
+                Datum::TimestampTz(t) => {
+                    let mut out = String::new();
+                    datetime::format_timestamptz_json(*t, cx.zone(), &mut out);
+                    Datum::Text(out)
+                }
+                Datum::Json(j) => {
+                    let elem = match ty {
+                        Type::Array { elem, .. } => elem,
+                        other => other,
+                    };
+                    Datum::Json(array_json_in(elem, j, cx.zone()).map_err(|e| EvalError(e.0))?)
+                }
+                other => other.clone(),
+            },
+            Func::ArrayText(elem, cx) => match a {
+                Datum::Json(j) => {
+                    Datum::Text(array_text_in(elem, j, cx).map_err(|e| EvalError(e.0))?)
+                }
                 _ => return err("array_out of a value that is not an array"),
             },
             Func::JsonGet { as_text } => {
@@ -694,6 +772,40 @@ fn iso_week(days: i64) -> (i64, i64) {
     let (y, _, _) = ymd_from_date(thursday);
     let week = (thursday - date_from_ymd(y, 1, 1)) / 7 + 1;
     (y, week)
+}
+
+/// `date_trunc(field, timestamptz)` in a zone, as Postgres's
+/// `timestamptz_trunc`: the wall-clock time is truncated; from `day` up the
+/// result is that local time read in the zone again (midnight may have
+/// another offset than the value had), below it keeps the value's offset.
+fn date_trunc_in(field: &str, v: &Datum, cx: &TimeCx) -> Result<Datum, EvalError> {
+    let Datum::TimestampTz(t) = v else {
+        return date_trunc(field, v, &Type::TimestampTz);
+    };
+    if *t == TS_POS_INF || *t == TS_NEG_INF {
+        return date_trunc(field, v, &Type::TimestampTz);
+    }
+    let zone = cx.zone();
+    let offset = zone.offset_at(*t) as i64 * 1_000_000;
+    let Datum::Timestamp(local) =
+        date_trunc(field, &Datum::Timestamp(t + offset), &Type::Timestamp)?
+    else {
+        return err("date_trunc gave no timestamp");
+    };
+    let redo = !matches!(
+        field,
+        "microseconds" | "milliseconds" | "second" | "minute" | "hour"
+    );
+    let offset = if redo {
+        zone.offset_for_local(local) as i64 * 1_000_000
+    } else {
+        offset
+    };
+    let utc = local - offset;
+    if !datetime::is_valid_timestamp(utc) {
+        return err("timestamp out of range");
+    }
+    Ok(Datum::TimestampTz(utc))
 }
 
 /// `date_trunc`: infinities stay infinite, a date is its midnight, and a

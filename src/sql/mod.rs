@@ -24,6 +24,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Span;
 
 use crate::pg::catalog::TableInfo;
+use crate::repr::tz::TimeCx;
 use crate::repr::Type;
 pub use plan::Plan;
 
@@ -82,6 +83,63 @@ fn type_name<S: serde::Serializer>(t: &Type, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(t.name())
 }
 
+/// The settings a session of viewcast's role gets by default, which decide
+/// what some SQL means: `TimeZone` and `DateStyle` for `timestamptz` and
+/// date/time text, `IntervalStyle` for interval text, and the database's
+/// default collation for text ordering. Read by
+/// [`crate::pg::catalog::session_settings`]; viewcast's own connections
+/// override the first three (so values decode alike), views do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub timezone: String,
+    pub datestyle: String,
+    pub intervalstyle: String,
+    /// The database's default collation: the libc locale (`C`, `C.UTF-8`,
+    /// `en_US.UTF-8`) or, with the ICU provider, the ICU locale (`en-US`).
+    pub collation: String,
+    /// `libc` or `icu`.
+    pub collation_provider: String,
+}
+
+impl Default for SessionSettings {
+    /// What viewcast's own connections use, and what the tests' cluster has.
+    fn default() -> Self {
+        SessionSettings {
+            timezone: "UTC".into(),
+            datestyle: "ISO, MDY".into(),
+            intervalstyle: "postgres".into(),
+            collation: "C".into(),
+            collation_provider: "libc".into(),
+        }
+    }
+}
+
+impl SessionSettings {
+    /// Whether the default collation orders text as bytes (C, POSIX, and
+    /// libc's C.UTF-8, whose order is code points, which in UTF-8 is bytes).
+    pub fn collation_is_c(&self) -> bool {
+        self.collation_provider != "icu" && is_c_collation(&self.collation)
+    }
+
+    /// The default collation as a message names it.
+    pub fn collation_name(&self) -> String {
+        if self.collation_provider == "icu" {
+            format!("\"{}\" (ICU)", self.collation)
+        } else {
+            format!("\"{}\"", self.collation)
+        }
+    }
+}
+
+/// Collation names (as `COLLATE "..."` or a libc locale writes them) that
+/// order text by bytes.
+pub fn is_c_collation(name: &str) -> bool {
+    matches!(
+        name,
+        "C" | "POSIX" | "ucs_basic" | "C.UTF-8" | "C.utf8" | "C.UTF8" | "C.utf-8"
+    )
+}
+
 /// The tables views may read, loaded from Postgres before binding.
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
@@ -91,6 +149,8 @@ pub struct Catalog {
     pub refused: Vec<(Vec<String>, String)>,
     /// Names as Postgres resolved them (search_path applied) → table id.
     pub resolved: Vec<(Vec<String>, usize)>,
+    /// The role's session defaults that views are evaluated under.
+    pub settings: SessionSettings,
 }
 
 impl Catalog {
@@ -130,8 +190,14 @@ impl Catalog {
 /// A bound view: its plan and output columns.
 #[derive(Debug, Clone)]
 pub struct CompiledView {
+    /// What the dataflow runs: [`CompiledView::body`], then, where the
+    /// session's zone is not UTC, a projection that writes each timestamptz
+    /// output value as `to_json` writes it in that zone (see [`compile_with`]).
     pub plan: Plan,
     pub columns: Vec<Column>,
+    /// The view's rows as values, before output rendering: what a view that
+    /// reads this one builds on.
+    pub body: Plan,
 }
 
 /// Parses one view definition: exactly one SELECT statement.
@@ -222,10 +288,61 @@ pub fn compile_with(
     views: &HashMap<String, CompiledView>,
 ) -> Result<CompiledView, BindError> {
     let q = parse(sql)?;
-    let (plan, columns) = bind::Binder::new(catalog, views).bind_top(&q)?;
+    let binder = bind::Binder::new(catalog, views)?;
+    let (plan, columns) = binder.bind_top(&q)?;
+    let body = prune::prune_view(plan);
+    let plan = render_output(body.clone(), &columns, &binder.time)?;
     Ok(CompiledView {
-        plan: prune::prune_view(plan),
+        plan,
         columns,
+        body,
+    })
+}
+
+/// The plan a view's subscribers are served from. Postgres's `to_json`
+/// writes a timestamptz in the session's TimeZone
+/// (`"2024-01-01T00:00:00-05:00"`); viewcast keeps values in UTC and, where
+/// the zone is another, ends the plan with a projection that writes each
+/// timestamptz (and each array of them) as that JSON text. The values a
+/// subscriber receives are then the same bytes Postgres would give, the
+/// JSON encoder needs no settings, and views reading this view read its
+/// [`CompiledView::body`], still values. An interval shown under an
+/// IntervalStyle other than `postgres` is refused.
+fn render_output(body: Plan, columns: &[Column], time: &TimeCx) -> Result<Plan, BindError> {
+    fn has_tz(t: &Type) -> bool {
+        match t {
+            Type::TimestampTz => true,
+            Type::Array { elem, .. } => has_tz(elem),
+            _ => false,
+        }
+    }
+    for c in columns {
+        bind::interval_text_allowed(time, &c.ty, Span::empty()).map_err(|e| BindError {
+            message: format!("column \"{}\": {}", c.name, e.message),
+            position: None,
+        })?;
+    }
+    if time.is_utc() || !columns.iter().any(|c| has_tz(&c.ty)) {
+        return Ok(body);
+    }
+    let exprs = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if has_tz(&c.ty) {
+                expr::Expr::Call {
+                    func: func::Func::JsonIn(c.ty.clone(), time.clone()),
+                    args: vec![expr::Expr::Column(i)],
+                    ty: c.ty.clone(),
+                }
+            } else {
+                expr::Expr::Column(i)
+            }
+        })
+        .collect();
+    Ok(Plan::Project {
+        input: Box::new(body),
+        exprs,
     })
 }
 
@@ -355,6 +472,7 @@ mod tests {
             ],
             refused: vec![],
             resolved: vec![],
+            settings: SessionSettings::default(),
         }
     }
 
@@ -509,5 +627,225 @@ mod tests {
         assert!(p.contains("\"2024-01-01T00:00:00+00:00\""), "{p}");
         let e = refuse("SELECT id FROM orders WHERE at >= 'not a time'");
         assert!(e.contains("timestamp"), "{e}");
+    }
+
+    fn catalog_in(timezone: &str, datestyle: &str) -> Catalog {
+        let mut c = catalog();
+        c.settings.timezone = timezone.into();
+        c.settings.datestyle = datestyle.into();
+        c
+    }
+
+    /// The rows of a view made only of constants and projections, as JSON.
+    fn constant_rows(plan: &Plan) -> Vec<String> {
+        fn rows(plan: &Plan) -> Vec<crate::repr::Row> {
+            match plan {
+                Plan::Constant { rows, .. } => rows.clone(),
+                Plan::Project { input, exprs } => rows(input)
+                    .iter()
+                    .map(|r| exprs.iter().map(|e| e.eval(r).unwrap()).collect())
+                    .collect(),
+                other => panic!("not a constant plan: {other}"),
+            }
+        }
+        rows(plan)
+            .iter()
+            .map(|r| {
+                let mut s = String::new();
+                crate::repr::write_row_json(r, &mut s);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn timestamptz_follows_the_session_zone() {
+        let ny = catalog_in("America/New_York", "ISO, MDY");
+        // Each expected value is PostgreSQL 15's to_json under TimeZone America/New_York.
+        for (expr, want) in [
+            ("'2024-03-10 06:30+00'::timestamptz::date", "\"2024-03-10\""),
+            ("'2024-03-10 04:30+00'::timestamptz::date", "\"2024-03-09\""),
+            (
+                "date_trunc('day', '2024-03-10 12:00+00'::timestamptz)",
+                "\"2024-03-10T00:00:00-05:00\"",
+            ),
+            (
+                "date_trunc('day', '2024-11-03 12:00+00'::timestamptz)",
+                "\"2024-11-03T00:00:00-04:00\"",
+            ),
+            ("extract(hour from '2024-07-01 12:00+00'::timestamptz)", "8"),
+            (
+                "'2024-07-01 12:00+00'::timestamptz::text",
+                "\"2024-07-01 08:00:00-04\"",
+            ),
+            (
+                "'2024-03-09 12:00+00'::timestamptz + interval '1 day'",
+                "\"2024-03-10T07:00:00-04:00\"",
+            ),
+            (
+                "'2024-03-09 12:00+00'::timestamptz - interval '-1 day 2 hours'",
+                "\"2024-03-10T05:00:00-04:00\"",
+            ),
+            (
+                "'2024-01-01'::date::timestamptz",
+                "\"2024-01-01T00:00:00-05:00\"",
+            ),
+            (
+                "'2024-01-01 00:00'::timestamp = '2024-01-01 05:00+00'::timestamptz",
+                "true",
+            ),
+            ("'2024-01-01'::timestamptz", "\"2024-01-01T00:00:00-05:00\""),
+            (
+                "'x' || '2024-01-01 05:00+00'::timestamptz",
+                "\"x2024-01-01 00:00:00-05\"",
+            ),
+            (
+                "date_trunc('day', '2024-03-10'::date)",
+                "\"2024-03-10T00:00:00-05:00\"",
+            ),
+            ("date_part('hour', '2024-11-03 06:30+00'::timestamptz)", "1"),
+            (
+                "'2024-11-03 06:30+00'::timestamptz::timestamp",
+                "\"2024-11-03T01:30:00\"",
+            ),
+            (
+                "'2024-03-10 02:30'::timestamp::timestamptz",
+                "\"2024-03-10T03:30:00-04:00\"",
+            ),
+            (
+                "concat('2024-01-01 05:00+00'::timestamptz, 1)",
+                "\"2024-01-01 00:00:00-051\"",
+            ),
+            (
+                "extract(epoch from '2024-01-01 05:00+00'::timestamptz)",
+                "1704085200.000000",
+            ),
+            (
+                "date_trunc('month', '2024-03-31 23:00-04'::timestamptz)",
+                "\"2024-03-01T00:00:00-05:00\"",
+            ),
+            (
+                "'2024-03-10 05:00+00'::timestamptz > '2024-03-10'::date",
+                "false",
+            ),
+        ] {
+            let v =
+                compile(&format!("SELECT {expr}"), &ny).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            assert_eq!(constant_rows(&v.plan), [format!("[{want}]")], "{expr}");
+        }
+        let kolkata = catalog_in("Asia/Kolkata", "ISO, MDY");
+        let v = compile(
+            "SELECT date_trunc('hour', '2024-01-01 00:10+00'::timestamptz)",
+            &kolkata,
+        )
+        .unwrap();
+        assert_eq!(constant_rows(&v.plan), ["[\"2024-01-01T05:00:00+05:30\"]"]);
+    }
+
+    #[test]
+    fn views_over_timestamptz_render_in_the_zone_and_read_values() {
+        let ny = catalog_in("America/New_York", "SQL, DMY");
+        let v = compile("SELECT id, at, at::date AS day FROM orders", &ny).unwrap();
+        let p = v.plan.to_string();
+        assert!(p.contains("to_json[America/New_York](#1)"), "{p}");
+        assert!(!v.body.to_string().contains("to_json"), "{}", v.body);
+        // A view reading it reads values, not their JSON.
+        let mut views = HashMap::new();
+        views.insert("v".to_string(), v);
+        let w = compile_with("SELECT max(at) FROM v", &ny, &views).unwrap();
+        assert!(w.plan.to_string().contains("max(#"), "{}", w.plan);
+        // DMY reads 02/01/2024 as 2 January.
+        let v = compile("SELECT '02/01/2024'::date::text", &ny).unwrap();
+        assert_eq!(constant_rows(&v.plan), ["[\"02/01/2024\"]"]);
+        // UTC needs no rendering.
+        let v = compile("SELECT at FROM orders", &catalog()).unwrap();
+        assert_eq!(v.plan.to_string(), v.body.to_string());
+        let mut bad = catalog();
+        bad.settings.timezone = "Mars/Olympus".into();
+        let e = compile("SELECT 1", &bad).unwrap_err().to_string();
+        assert!(e.contains("Mars/Olympus"), "{e}");
+        let mut iso8601 = catalog();
+        iso8601.settings.intervalstyle = "iso_8601".into();
+        let e = compile("SELECT at - at AS d FROM orders", &iso8601)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IntervalStyle iso_8601"), "{e}");
+        assert!(compile(
+            "SELECT id FROM orders WHERE at - at < interval '1 day'",
+            &iso8601
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn text_ordering_under_a_collation_is_refused_unless_collate_c() {
+        let mut icu = catalog();
+        icu.settings.collation = "en-US".into();
+        icu.settings.collation_provider = "icu".into();
+        for sql in [
+            "SELECT name FROM customers ORDER BY name LIMIT 3",
+            "SELECT name FROM customers ORDER BY 1 DESC LIMIT 3",
+            "SELECT min(name) FROM customers",
+            "SELECT tier, max(name) FROM customers GROUP BY tier",
+            "SELECT id FROM customers WHERE name < 'm'",
+            "SELECT id FROM customers WHERE name BETWEEN 'a' AND 'm'",
+            "SELECT greatest(name, tier) FROM customers",
+            "SELECT string_agg(name, ',' ORDER BY name) FROM customers",
+            "SELECT array_agg(DISTINCT name) FROM customers",
+            "SELECT name FROM customers UNION SELECT tier FROM customers ORDER BY 1 LIMIT 2",
+            "SELECT 'a' < 'B'",
+        ] {
+            let e = compile(sql, &icu).unwrap_err().to_string();
+            assert!(
+                e.contains("\"en-US\" (ICU)") && e.contains("COLLATE \"C\""),
+                "{sql}: {e}"
+            );
+        }
+        for sql in [
+            "SELECT id FROM customers WHERE name = 'x'",
+            "SELECT name, count(*) FROM customers GROUP BY name",
+            "SELECT DISTINCT name FROM customers",
+            "SELECT count(DISTINCT name) FROM customers",
+            "SELECT c.id FROM customers c JOIN customers d ON c.name = d.tier",
+            "SELECT name FROM customers ORDER BY id LIMIT 3",
+            "SELECT name FROM customers ORDER BY name COLLATE \"C\" LIMIT 3",
+            "SELECT name COLLATE \"C\" AS n FROM customers ORDER BY n LIMIT 3",
+            "SELECT min(name COLLATE \"C\") FROM customers",
+            "SELECT id FROM customers WHERE lower(name) COLLATE \"POSIX\" < 'm'",
+            "SELECT id FROM customers WHERE name < 'm' COLLATE \"C\"",
+            "SELECT string_agg(name, ',' ORDER BY name COLLATE \"C\") FROM customers",
+            "SELECT name FROM customers",
+        ] {
+            if let Err(e) = compile(sql, &icu) {
+                panic!("{sql}: {e}");
+            }
+        }
+        let e = compile(
+            "SELECT name FROM customers ORDER BY name COLLATE \"en-US-x-icu\" LIMIT 3",
+            &icu,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("COLLATE \"en-US-x-icu\""), "{e}");
+        // Under C (and C.UTF-8, which orders by code point) nothing is refused.
+        let mut c_utf8 = catalog();
+        c_utf8.settings.collation = "C.UTF-8".into();
+        assert!(compile("SELECT min(name) FROM customers", &c_utf8).is_ok());
+        let mut libc = catalog();
+        libc.settings.collation = "en_US.UTF-8".into();
+        let e = compile("SELECT min(name) FROM customers", &libc)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"en_US.UTF-8\""), "{e}");
+        let e = compile(
+            "SELECT id FROM customers WHERE id COLLATE \"C\" < 3",
+            &catalog(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("collations are not supported by type int4"),
+            "{e}"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use viewcast::client::SseClient;
 use viewcast::config::Config;
-use viewcast::pg::embedded::EmbeddedPostgres;
+use viewcast::pg::embedded::{EmbeddedPostgres, Options};
 use viewcast::pg::Lsn;
 use viewcast::server::Running;
 
@@ -61,17 +61,57 @@ pub struct TestDb {
 }
 
 pub async fn connect(conninfo: &str) -> tokio_postgres::Client {
+    connect_in(conninfo, Some("UTC")).await
+}
+
+/// A connection whose session is in `timezone`; with `None` it keeps the
+/// database's and role's own TimeZone and DateStyle, as the oracle for views
+/// that viewcast evaluates in the role's session must.
+pub async fn connect_in(conninfo: &str, timezone: Option<&str>) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
         .await
         .expect("connect");
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    let zone = timezone
+        .map(|z| format!("SET TimeZone = '{z}'; "))
+        .unwrap_or_default();
     client
-        .batch_execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1")
+        .batch_execute(&format!("{zone}SET extra_float_digits = 1"))
         .await
         .expect("session settings");
     client
+}
+
+/// The session the zoned oracle runs in: a cluster whose default TimeZone is
+/// America/New_York, DateStyle `SQL, DMY`, and whose default collation is
+/// ICU's en-US (no libc locale but C exists on the test machines).
+pub const ZONED_TIMEZONE: &str = "America/New_York";
+pub const ZONED_DATESTYLE: &str = "SQL, DMY";
+pub const ZONED_ICU_LOCALE: &str = "en-US";
+
+/// Base conninfo of the zoned cluster, or `None` under `VIEWCAST_TEST_PG`
+/// (then the database itself carries the settings, see [`TestDb::zoned`]).
+fn zoned_cluster() -> Option<&'static str> {
+    static BASE: OnceLock<Option<String>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        init_logging();
+        if std::env::var("VIEWCAST_TEST_PG").is_ok() {
+            return None;
+        }
+        let pg = EmbeddedPostgres::start_with(Options {
+            timezone: ZONED_TIMEZONE.into(),
+            datestyle: Some(ZONED_DATESTYLE.into()),
+            icu_locale: Some(ZONED_ICU_LOCALE.into()),
+            ..Options::default()
+        })
+        .expect("start a PostgreSQL in America/New_York with an ICU collation");
+        let base = format!("host=127.0.0.1 port={} user=postgres", pg.port);
+        pg.stop_when_process_exits().expect("cleanup watchdog");
+        Some(base)
+    })
+    .as_deref()
 }
 
 impl TestDb {
@@ -90,6 +130,35 @@ impl TestDb {
             .expect("create db");
         let conninfo = format!("{base} dbname={db}");
         let client = connect(&conninfo).await;
+        TestDb { conninfo, client }
+    }
+
+    /// A fresh database whose sessions default to TimeZone America/New_York,
+    /// DateStyle `SQL, DMY` and an ICU en-US collation; its client keeps
+    /// those settings, so [`TestDb::oracle`] answers as such a session does.
+    pub async fn zoned(name: &str) -> TestDb {
+        let db = format!("t_{name}");
+        let base = match zoned_cluster() {
+            Some(base) => base.to_string(),
+            None => cluster().to_string(),
+        };
+        let admin = connect(&format!("{base} dbname=postgres")).await;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+            .expect("drop db");
+        let create = if zoned_cluster().is_some() {
+            format!("CREATE DATABASE {db}")
+        } else {
+            format!(
+                "CREATE DATABASE {db} LOCALE_PROVIDER icu ICU_LOCALE '{ZONED_ICU_LOCALE}' TEMPLATE template0;
+                 ALTER DATABASE {db} SET TimeZone = '{ZONED_TIMEZONE}';
+                 ALTER DATABASE {db} SET DateStyle = '{ZONED_DATESTYLE}'"
+            )
+        };
+        admin.batch_execute(&create).await.expect("create db");
+        let conninfo = format!("{base} dbname={db}");
+        let client = connect_in(&conninfo, None).await;
         TestDb { conninfo, client }
     }
 

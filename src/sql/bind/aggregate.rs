@@ -8,11 +8,11 @@ use sqlparser::ast::{
     FunctionArguments, ObjectNamePart, Spanned,
 };
 
-use super::scalar::{bpchar_to_text, coerce, expect_bool};
+use super::scalar::{bpchar_to_text, coerce, expect_bool, interval_text_allowed};
 use super::subquery::{contains_subquery, Attach};
 use super::{ident_name, object_name_parts, unsupported, Binder, ExprCx, Params, Result};
 use crate::repr::{Datum, Type};
-use crate::sql::expr::Expr;
+use crate::sql::expr::{Expr, Func};
 use crate::sql::plan::{AggFunc, Aggregate, JoinKind, Plan};
 use crate::sql::BindError;
 
@@ -249,6 +249,12 @@ impl<'a> Binder<'a> {
         let mut order_by = Vec::new();
         for o in order_by_ast {
             let (e, ty) = self.bind_expr(&o.expr, cx)?;
+            self.text_order_allowed(
+                &format!("{name}(... ORDER BY ...)"),
+                &ty,
+                &[&o.expr],
+                o.expr.span(),
+            )?;
             if !ty.is_orderable() {
                 return Err(unsupported(
                     format!("ordering by type {}", ty.name()),
@@ -279,6 +285,10 @@ impl<'a> Binder<'a> {
             bound.push(self.bind_expr(a, cx)?);
         }
         let (input, ty) = bound[0].clone();
+        if distinct && order_by.is_empty() && !matches!(name, "count" | "sum" | "avg") {
+            // DISTINCT sorts the values: its order is the collation's.
+            self.text_order_allowed(&format!("{name}(DISTINCT ...)"), &ty, &[args[0]], span)?;
+        }
         let no_fn = || {
             let types: Vec<&str> = bound.iter().map(|(_, t)| t.name()).collect();
             BindError::new(
@@ -327,6 +337,7 @@ impl<'a> Binder<'a> {
             }
             "min" | "max" => {
                 one(true)?;
+                self.text_order_allowed(&format!("{name}()"), &ty, &[args[0]], span)?;
                 let (input, ty) = match ty {
                     Type::Unknown => (input, Type::Text),
                     Type::Bpchar => (input, Type::Bpchar),
@@ -358,7 +369,7 @@ impl<'a> Binder<'a> {
                 } else {
                     AggFunc::BoolAnd
                 };
-                let input = coerce(input, &ty, &Type::Bool, span)?;
+                let input = coerce(&self.time, input, &ty, &Type::Bool, span)?;
                 mk(func, vec![input], Type::Bool, Type::Bool)
             }
             "string_agg" => {
@@ -384,6 +395,21 @@ impl<'a> Binder<'a> {
                 };
                 if matches!(ty, Type::Json | Type::Jsonb) {
                     return Err(unsupported(format!("{name}() of json values"), span));
+                }
+                interval_text_allowed(&self.time, &ty, span)?;
+                if ty == Type::TimestampTz && !self.time.is_utc() {
+                    // Elements are written as to_json writes them in the
+                    // session zone; DISTINCT still orders them by instant.
+                    let shown = Expr::Call {
+                        func: Func::JsonIn(Type::TimestampTz, self.time.clone()),
+                        args: vec![input.clone()],
+                        ty: Type::TimestampTz,
+                    };
+                    let mut a = mk(func, vec![shown], ty, out);
+                    if distinct && a.order_by.is_empty() {
+                        a.order_by.push((input, false, false));
+                    }
+                    return Ok(a);
                 }
                 mk(func, vec![input], ty, out)
             }

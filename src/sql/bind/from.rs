@@ -141,8 +141,8 @@ impl<'a> Binder<'a> {
             })?;
             conjuncts.push(Expr::Binary {
                 op: BinOp::Eq,
-                left: Box::new(coerce(Expr::Column(*l), lt, &ty, span)?),
-                right: Box::new(coerce(Expr::Column(*r), rt, &ty, span)?),
+                left: Box::new(coerce(&self.time, Expr::Column(*l), lt, &ty, span)?),
+                right: Box::new(coerce(&self.time, Expr::Column(*r), rt, &ty, span)?),
                 ty,
             });
         }
@@ -171,8 +171,8 @@ impl<'a> Binder<'a> {
         for (name, l, r) in &merged {
             let (lt, rt) = (&combined.cols[*l].ty, &combined.cols[*r].ty);
             let ty = common_type(lt, rt).unwrap_or_else(|| lt.clone());
-            let le = coerce(Expr::Column(*l), lt, &ty, span)?;
-            let re = coerce(Expr::Column(*r), rt, &ty, span)?;
+            let le = coerce(&self.time, Expr::Column(*l), lt, &ty, span)?;
+            let re = coerce(&self.time, Expr::Column(*r), rt, &ty, span)?;
             exprs.push(match written {
                 Written::Inner | Written::Left => le,
                 Written::Right => re,
@@ -260,7 +260,7 @@ impl<'a> Binder<'a> {
                         .map(|(_, b)| b.clone());
                     let named = cte.or_else(|| {
                         self.views.get(single).map(|v| Bound {
-                            plan: v.plan.clone(),
+                            plan: v.body.clone(),
                             columns: v.columns.clone(),
                             params: 0,
                             one_row: false,

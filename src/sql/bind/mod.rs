@@ -27,8 +27,10 @@ use sqlparser::tokenizer::Span;
 use super::expr::Expr;
 use super::plan::{Plan, SetOpKind, SortKey};
 use super::{BindError, Catalog, Column, CompiledView};
+use crate::repr::tz::TimeCx;
 use crate::repr::{Datum, Type};
 use aggregate::AggContext;
+pub(crate) use scalar::interval_text_allowed;
 use scalar::{coerce, common_type, expect_bool};
 pub use scope::{Outer, Scope, ScopeCol};
 
@@ -107,16 +109,29 @@ pub struct Binder<'a> {
     ctes: RefCell<Vec<(String, Bound)>>,
     /// Numbers recursive queries.
     next_recursive: std::cell::Cell<usize>,
+    /// The session's zone and DateStyle, which `timestamptz` operations,
+    /// date/time text and literals depend on (see `repr::tz`).
+    pub(crate) time: TimeCx,
 }
 
 impl<'a> Binder<'a> {
-    pub fn new(catalog: &'a Catalog, views: &'a HashMap<String, CompiledView>) -> Self {
-        Binder {
+    /// A binder for views over `catalog`, under its session settings; a
+    /// TimeZone or DateStyle viewcast cannot read is an error for every view.
+    pub fn new(catalog: &'a Catalog, views: &'a HashMap<String, CompiledView>) -> Result<Self> {
+        let s = &catalog.settings;
+        let time = TimeCx::resolve(&s.timezone, &s.datestyle)
+            .map_err(|e| BindError {
+                message: format!("the role's session settings: {e}"),
+                position: None,
+            })?
+            .with_intervalstyle(&s.intervalstyle);
+        Ok(Binder {
             catalog,
             views,
             ctes: RefCell::new(Vec::new()),
             next_recursive: std::cell::Cell::new(0),
-        }
+            time,
+        })
     }
 
     /// Binds a top-level query.
@@ -295,7 +310,13 @@ impl<'a> Binder<'a> {
                     right.span(),
                 ));
             }
-            exprs.push(coerce(Expr::Column(i), &s.ty, &b.ty, right.span())?);
+            exprs.push(coerce(
+                &self.time,
+                Expr::Column(i),
+                &s.ty,
+                &b.ty,
+                right.span(),
+            )?);
         }
         let mut step_plan = step.plan;
         if exprs.iter().enumerate().any(|(i, e)| *e != Expr::Column(i)) {
@@ -394,7 +415,7 @@ impl<'a> Binder<'a> {
             SetExpr::Select(s) => self.bind_select(s, outer, params, order_by),
             SetExpr::Query(inner) => {
                 let b = self.bind_query(inner, outer, params)?;
-                let sort = output_sort_keys(&b, order_by)?;
+                let sort = output_sort_keys(self, &b, order_by)?;
                 Ok((b, sort))
             }
             SetExpr::SetOperation {
@@ -406,12 +427,12 @@ impl<'a> Binder<'a> {
                 let (l, _) = self.bind_set_expr(left, outer, params, &[])?;
                 let (r, _) = self.bind_set_expr(right, outer, params, &[])?;
                 let b = self.set_operation(l, r, *op, *set_quantifier, body.span())?;
-                let sort = output_sort_keys(&b, order_by)?;
+                let sort = output_sort_keys(self, &b, order_by)?;
                 Ok((b, sort))
             }
             SetExpr::Values(v) => {
                 let b = self.bind_values(v, params, body.span())?;
-                let sort = output_sort_keys(&b, order_by)?;
+                let sort = output_sort_keys(self, &b, order_by)?;
                 Ok((b, sort))
             }
             other => Err(unsupported(
@@ -469,8 +490,8 @@ impl<'a> Binder<'a> {
                     )
                 })?,
             };
-            let le = coerce(Expr::Column(k + i), &lc.ty, &ty, span)?;
-            let re = coerce(Expr::Column(k + i), &rc.ty, &ty, span)?;
+            let le = coerce(&self.time, Expr::Column(k + i), &lc.ty, &ty, span)?;
+            let re = coerce(&self.time, Expr::Column(k + i), &rc.ty, &ty, span)?;
             cast_needed |= le != Expr::Column(k + i) || re != Expr::Column(k + i);
             lx.push(le);
             rx.push(re);
@@ -569,7 +590,7 @@ impl<'a> Binder<'a> {
         for row in rows {
             let mut out = Vec::new();
             for (i, (e, t)) in row.into_iter().enumerate() {
-                let e = coerce(e, &t, &types[i], span)?;
+                let e = coerce(&self.time, e, &t, &types[i], span)?;
                 if e.max_column().is_some() {
                     return Err(unsupported("VALUES entries that are not constants", span));
                 }
@@ -871,13 +892,37 @@ impl<'a> Binder<'a> {
     ) -> Result<Vec<SortKey>> {
         let k = exprs.len() - columns.len();
         let mut keys = Vec::new();
+        // Select items by output position, where no `*` shifts them.
+        let plain_items = !s.projection.iter().any(|i| {
+            matches!(
+                i,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        });
         for o in order_by {
             let (desc, nulls_first) = sort_options(o)?;
             let column = if let Some(i) = output_reference(&o.expr, columns)? {
+                let item = match s.projection.get(i) {
+                    Some(SelectItem::UnnamedExpr(e))
+                    | Some(SelectItem::ExprWithAlias { expr: e, .. })
+                        if plain_items =>
+                    {
+                        Some(e)
+                    }
+                    _ => None,
+                };
+                let operands: Vec<&ast::Expr> = std::iter::once(&o.expr).chain(item).collect();
+                self.text_order_allowed(
+                    "ORDER BY ... LIMIT",
+                    &columns[i].ty,
+                    &operands,
+                    o.expr.span(),
+                )?;
                 k + i
             } else {
                 let e = resolve_group_ref(&o.expr, s, cx.scope)?;
-                let (b, _) = self.bind_expr(&e, cx)?;
+                let (b, ty) = self.bind_expr(&e, cx)?;
+                self.text_order_allowed("ORDER BY ... LIMIT", &ty, &[&o.expr, &e], o.expr.span())?;
                 match exprs[k..].iter().position(|x| *x == b) {
                     Some(i) => k + i,
                     None => {
@@ -976,7 +1021,11 @@ fn recursive_uses(plan: &Plan, id: usize) -> std::result::Result<usize, &'static
 }
 
 /// ORDER BY of a set operation or VALUES: output names and positions only.
-fn output_sort_keys(b: &Bound, order_by: &[ast::OrderByExpr]) -> Result<Vec<SortKey>> {
+fn output_sort_keys(
+    binder: &Binder<'_>,
+    b: &Bound,
+    order_by: &[ast::OrderByExpr],
+) -> Result<Vec<SortKey>> {
     let mut keys = Vec::new();
     for o in order_by {
         let (desc, nulls_first) = sort_options(o)?;
@@ -986,6 +1035,12 @@ fn output_sort_keys(b: &Bound, order_by: &[ast::OrderByExpr]) -> Result<Vec<Sort
                 o.expr.span(),
             )
         })?;
+        binder.text_order_allowed(
+            "ORDER BY ... LIMIT",
+            &b.columns[i].ty,
+            &[&o.expr],
+            o.expr.span(),
+        )?;
         keys.push(SortKey {
             column: b.params + i,
             desc,

@@ -8,9 +8,10 @@ use sqlparser::ast::{
 use sqlparser::tokenizer::Span;
 
 use super::{aggregate, ident_name, object_name_parts, unsupported, Binder, ExprCx, Result};
+use crate::repr::tz::TimeCx;
 use crate::repr::{Datum, Numeric, Type};
 use crate::sql::expr::{BinOp, Expr, Func};
-use crate::sql::BindError;
+use crate::sql::{is_c_collation, BindError};
 
 impl<'a> Binder<'a> {
     /// Binds a scalar expression. In an aggregating SELECT (`cx.agg`), the
@@ -42,6 +43,24 @@ impl<'a> Binder<'a> {
             }
             ast::Expr::Value(v) => literal(&v.value, span),
             ast::Expr::Nested(inner) => self.bind_expr(inner, cx),
+            ast::Expr::Collate { expr, collation } => {
+                let name = object_name_parts(collation).pop().unwrap_or_default();
+                let (x, xt) = self.bind_expr(expr, cx)?;
+                if !(xt.is_string() || xt == Type::Unknown) {
+                    return Err(BindError::new(
+                        format!("collations are not supported by type {}", xt.name()),
+                        span,
+                    ));
+                }
+                let default_c = name == "default" && self.catalog.settings.collation_is_c();
+                if !is_c_collation(&name) && !default_c {
+                    return Err(unsupported(
+                        format!("COLLATE \"{name}\" (viewcast orders text by bytes, as COLLATE \"C\" does; write COLLATE \"C\")"),
+                        span,
+                    ));
+                }
+                Ok((x, if xt == Type::Unknown { Type::Text } else { xt }))
+            }
             ast::Expr::UnaryOp { op, expr } => {
                 let (x, ty) = self.bind_expr(expr, cx)?;
                 match op {
@@ -78,12 +97,17 @@ impl<'a> Binder<'a> {
             ast::Expr::BinaryOp { left, op, right } => {
                 let (l, lt) = self.bind_expr(left, cx)?;
                 let (r, rt) = self.bind_expr(right, cx)?;
+                if is_ordering(op) {
+                    if let Some(ty) = comparison_type(&lt, &rt) {
+                        self.text_order_allowed(&format!("{op}"), &ty, &[left, right], span)?;
+                    }
+                }
                 match op {
                     BinaryOperator::Arrow
                     | BinaryOperator::LongArrow
                     | BinaryOperator::HashArrow
                     | BinaryOperator::HashLongArrow => bind_json_access(op, l, lt, r, rt, span),
-                    _ => bind_binary(op, l, lt, r, rt, span),
+                    _ => bind_binary(&self.time, op, l, lt, r, rt, span),
                 }
             }
             ast::Expr::IsNull(x) | ast::Expr::IsNotNull(x) => {
@@ -136,8 +160,8 @@ impl<'a> Binder<'a> {
                 })?;
                 Ok((
                     Expr::IsDistinct {
-                        left: Box::new(comparand(l, &lt, &ty, span)?),
-                        right: Box::new(comparand(r, &rt, &ty, span)?),
+                        left: Box::new(comparand(&self.time, l, &lt, &ty, span)?),
+                        right: Box::new(comparand(&self.time, r, &rt, &ty, span)?),
                         negated: matches!(e, ast::Expr::IsNotDistinctFrom(..)),
                     },
                     Type::Bool,
@@ -159,10 +183,10 @@ impl<'a> Binder<'a> {
                     "IN",
                     span,
                 )?;
-                let x = comparand(x, &xt, &ty, expr.span())?;
+                let x = comparand(&self.time, x, &xt, &ty, expr.span())?;
                 let mut items = Vec::new();
                 for ((b, bt), item) in bound.into_iter().zip(list) {
-                    items.push(comparand(b, &bt, &ty, item.span())?);
+                    items.push(comparand(&self.time, b, &bt, &ty, item.span())?);
                 }
                 Ok((
                     Expr::InList {
@@ -182,9 +206,21 @@ impl<'a> Binder<'a> {
                 let (x, xt) = self.bind_expr(expr, cx)?;
                 let (lo, lot) = self.bind_expr(low, cx)?;
                 let (hi, hit) = self.bind_expr(high, cx)?;
-                let (ge, _) =
-                    bind_binary(&BinaryOperator::GtEq, x.clone(), xt.clone(), lo, lot, span)?;
-                let (le, _) = bind_binary(&BinaryOperator::LtEq, x, xt, hi, hit, span)?;
+                for other in [&lot, &hit] {
+                    if let Some(ty) = comparison_type(&xt, other) {
+                        self.text_order_allowed("BETWEEN", &ty, &[expr, low, high], span)?;
+                    }
+                }
+                let (ge, _) = bind_binary(
+                    &self.time,
+                    &BinaryOperator::GtEq,
+                    x.clone(),
+                    xt.clone(),
+                    lo,
+                    lot,
+                    span,
+                )?;
+                let (le, _) = bind_binary(&self.time, &BinaryOperator::LtEq, x, xt, hi, hit, span)?;
                 let both = Expr::Binary {
                     op: BinOp::And,
                     left: Box::new(ge),
@@ -249,13 +285,14 @@ impl<'a> Binder<'a> {
                 let cast = if let Expr::Literal(Datum::Text(s)) = &x {
                     if xt == Type::Unknown || xt.is_string() {
                         Expr::Literal(
-                            Datum::from_text(&to, s).map_err(|er| BindError::new(er.0, span))?,
+                            Datum::from_text_in(&to, s, &self.time)
+                                .map_err(|er| BindError::new(er.0, span))?,
                         )
                     } else {
-                        explicit_cast(x, &xt, &to, span)?
+                        explicit_cast(&self.time, x, &xt, &to, span)?
                     }
                 } else {
-                    explicit_cast(x, &xt, &to, span)?
+                    explicit_cast(&self.time, x, &xt, &to, span)?
                 };
                 let bound = match typmod {
                     Some((precision, scale)) => Expr::NumericTypmod {
@@ -273,8 +310,8 @@ impl<'a> Binder<'a> {
                     Value::SingleQuotedString(s) => s.clone(),
                     other => return Err(unsupported(format!("literal {other}"), span)),
                 };
-                let mut value =
-                    Datum::from_text(&to, &text).map_err(|er| BindError::new(er.0, span))?;
+                let mut value = Datum::from_text_in(&to, &text, &self.time)
+                    .map_err(|er| BindError::new(er.0, span))?;
                 if let (Some((precision, scale)), Datum::Numeric(n)) = (typmod, &value) {
                     value = Datum::Numeric(
                         n.apply_typmod(precision, scale)
@@ -348,7 +385,8 @@ impl<'a> Binder<'a> {
             ast::Expr::Extract { field, expr, .. } => {
                 let field = date_field(&field.to_string());
                 let (x, xt) = self.bind_expr(expr, cx)?;
-                let x = datetime_arg(x, &xt, "extract", span)?;
+                let x = datetime_arg(&self.time, x, &xt, "extract", span)?;
+                let x = self.local_fields(x, &xt, &field, span)?;
                 Ok(call(Func::Extract(field), vec![x], Type::Numeric, span)?)
             }
             ast::Expr::Ceil { expr, field } | ast::Expr::Floor { expr, field } => {
@@ -364,7 +402,7 @@ impl<'a> Binder<'a> {
                     Func::Floor
                 };
                 let (x, xt) = self.bind_expr(expr, cx)?;
-                let (x, ty) = float_or_numeric(x, &xt, span, &func.name())?;
+                let (x, ty) = float_or_numeric(&self.time, x, &xt, span, &func.name())?;
                 Ok(call(func, vec![x], ty, span)?)
             }
             ast::Expr::Subquery(_)
@@ -475,7 +513,16 @@ impl<'a> Binder<'a> {
             let cond = match &operand {
                 Some((o, ot)) => {
                     let (v, vt) = self.bind_expr(&w.condition, cx)?;
-                    bind_binary(&BinaryOperator::Eq, o.clone(), ot.clone(), v, vt, span)?.0
+                    bind_binary(
+                        &self.time,
+                        &BinaryOperator::Eq,
+                        o.clone(),
+                        ot.clone(),
+                        v,
+                        vt,
+                        span,
+                    )?
+                    .0
                 }
                 None => {
                     let (c, ct) = self.bind_expr(&w.condition, cx)?;
@@ -492,7 +539,7 @@ impl<'a> Binder<'a> {
         let ty = unify(results.iter().map(|(_, t)| t), "CASE", span)?;
         let mut coerced = Vec::new();
         for (r, rt) in results {
-            coerced.push(coerce(r, &rt, &ty, span)?);
+            coerced.push(coerce(&self.time, r, &rt, &ty, span)?);
         }
         let otherwise = if else_result.is_some() {
             coerced.pop().expect("else result was pushed")
@@ -572,7 +619,10 @@ impl<'a> Binder<'a> {
                 let ty = unify(bound.iter().map(|(_, t)| t), &name.to_uppercase(), span)?;
                 let mut exprs = Vec::new();
                 for (b, bt) in bound {
-                    exprs.push(coerce(b, &bt, &ty, span)?);
+                    exprs.push(coerce(&self.time, b, &bt, &ty, span)?);
+                }
+                if name != "coalesce" {
+                    self.text_order_allowed(&format!("{}()", name.to_uppercase()), &ty, &args, span)?;
                 }
                 if name != "coalesce" && !ty.is_orderable() {
                     return Err(BindError::new(
@@ -595,11 +645,11 @@ impl<'a> Binder<'a> {
                 let (a, at) = self.bind_expr(args[0], cx)?;
                 let (b, bt) = self.bind_expr(args[1], cx)?;
                 let ty = if at == Type::Unknown { Type::Text } else { at.clone() };
-                let (eq, _) = bind_binary(&BinaryOperator::Eq, a.clone(), at.clone(), b, bt, span)?;
+                let (eq, _) = bind_binary(&self.time, &BinaryOperator::Eq, a.clone(), at.clone(), b, bt, span)?;
                 Ok((
                     Expr::Case {
                         branches: vec![(eq, Expr::Literal(Datum::Null))],
-                        otherwise: Box::new(coerce(a, &at, &ty, span)?),
+                        otherwise: Box::new(coerce(&self.time, a, &at, &ty, span)?),
                     },
                     ty,
                 ))
@@ -612,7 +662,7 @@ impl<'a> Binder<'a> {
                     t if t.is_numeric_family() => t.clone(),
                     t => return Err(no_function(name, std::slice::from_ref(t), span)),
                 };
-                let x = coerce(x, &xt, &ty, span)?;
+                let x = coerce(&self.time, x, &xt, &ty, span)?;
                 call(Func::Abs, vec![x], ty, span)
             }
             "sign" | "round" | "trunc" | "floor" | "ceil" | "ceiling" => {
@@ -626,14 +676,14 @@ impl<'a> Binder<'a> {
                 };
                 let (x, xt) = self.bind_expr(args[0], cx)?;
                 if args.len() == 2 {
-                    let x = coerce(x, &xt, &Type::Numeric, span)
+                    let x = coerce(&self.time, x, &xt, &Type::Numeric, span)
                         .ok()
                         .filter(|_| xt.is_integer() || xt == Type::Numeric || xt == Type::Unknown)
                         .ok_or_else(|| no_function(name, &[xt.clone(), Type::Int4], span))?;
                     let d = self.int_arg(args[1], cx, name)?;
                     return call(func, vec![x, d], Type::Numeric, span);
                 }
-                let (x, ty) = float_or_numeric(x, &xt, span, name)?;
+                let (x, ty) = float_or_numeric(&self.time, x, &xt, span, name)?;
                 call(func, vec![x], ty, span)
             }
             "sqrt" | "cbrt" | "exp" | "ln" | "log" | "log10" | "power" | "pow" => {
@@ -651,7 +701,7 @@ impl<'a> Binder<'a> {
                     if !(xt.is_numeric_family() || xt == Type::Unknown) {
                         return Err(no_function(name, &[xt], span));
                     }
-                    xs.push(coerce(x, &xt, &Type::Float8, span)?);
+                    xs.push(coerce(&self.time, x, &xt, &Type::Float8, span)?);
                 }
                 let func = match name {
                     "sqrt" => Func::Sqrt,
@@ -667,7 +717,7 @@ impl<'a> Binder<'a> {
                 arity(&[2])?;
                 let (a, at) = self.bind_expr(args[0], cx)?;
                 let (b, bt) = self.bind_expr(args[1], cx)?;
-                bind_binary(&BinaryOperator::Modulo, a, at, b, bt, span)
+                bind_binary(&self.time, &BinaryOperator::Modulo, a, at, b, bt, span)
             }
             "div" => {
                 arity(&[2])?;
@@ -677,7 +727,7 @@ impl<'a> Binder<'a> {
                     if !(xt.is_integer() || xt == Type::Numeric || xt == Type::Unknown) {
                         return Err(no_function(name, &[xt], span));
                     }
-                    xs.push(coerce(x, &xt, &Type::Numeric, span)?);
+                    xs.push(coerce(&self.time, x, &xt, &Type::Numeric, span)?);
                 }
                 call(Func::Div, xs, Type::Numeric, span)
             }
@@ -750,7 +800,7 @@ impl<'a> Binder<'a> {
                     if matches!(xt, Type::Unsupported { .. }) {
                         return Err(unsupported(format!("{name}() of {}", xt.name()), span));
                     }
-                    xs.push(array_as_text(x, &xt));
+                    xs.push(text_operand(&self.time, x, &xt, span)?);
                 }
                 let func = if name == "concat" { Func::Concat } else { Func::ConcatWs };
                 call(func, xs, Type::Text, span)
@@ -767,8 +817,9 @@ impl<'a> Binder<'a> {
                     }
                 };
                 let (x, xt) = self.bind_expr(args[1], cx)?;
-                let x = datetime_arg(x, &xt, name, span)?;
+                let x = datetime_arg(&self.time, x, &xt, name, span)?;
                 if name == "date_part" {
+                    let x = self.local_fields(x, &xt, &field, span)?;
                     return call(Func::DatePart(field), vec![x], Type::Float8, span);
                 }
                 let ty = if xt == Type::Timestamp {
@@ -776,6 +827,12 @@ impl<'a> Binder<'a> {
                 } else {
                     Type::TimestampTz
                 };
+                if ty == Type::TimestampTz && !self.time.is_utc() {
+                    // A date is taken as timestamptz (its midnight in the
+                    // zone), as Postgres resolves date_trunc(text, date).
+                    let x = coerce(&self.time, x, &xt, &Type::TimestampTz, span)?;
+                    return call(Func::DateTruncIn(field, self.time.clone()), vec![x], ty, span);
+                }
                 call(Func::DateTrunc(field), vec![x], ty, span)
             }
             "now" | "current_timestamp" | "current_date" | "random" | "clock_timestamp"
@@ -785,6 +842,55 @@ impl<'a> Binder<'a> {
             )),
             _ => Err(unsupported(format!("function {name}()"), span)),
         }
+    }
+
+    /// Refuses an operation whose result depends on how text is ordered
+    /// (`<` and BETWEEN on text, min/max, ORDER BY ... LIMIT, GREATEST/LEAST,
+    /// an ordered or DISTINCT string_agg/array_agg/json_agg) when the
+    /// database's default collation is not C and no operand says
+    /// `COLLATE "C"`: viewcast compares text by bytes, and under another
+    /// collation Postgres would not. Equality does not depend on a
+    /// deterministic collation, so `=`, GROUP BY, joins and DISTINCT are kept.
+    pub(super) fn text_order_allowed(
+        &self,
+        what: &str,
+        ty: &Type,
+        operands: &[&ast::Expr],
+        span: Span,
+    ) -> Result<()> {
+        if !(ty.is_string() || *ty == Type::Unknown) {
+            return Ok(());
+        }
+        let settings = &self.catalog.settings;
+        if settings.collation_is_c() || operands.iter().any(|e| collated_c(e)) {
+            return Ok(());
+        }
+        Err(BindError::new(
+            format!(
+                "{what} on text depends on the collation, and the database's default collation {} is not C; viewcast orders text by bytes only. Write COLLATE \"C\" on the text (e.g. name COLLATE \"C\") to order it by bytes in Postgres too",
+                settings.collation_name()
+            ),
+            span,
+        ))
+    }
+
+    /// The argument of `extract`/`date_part`: a timestamptz's fields are
+    /// those of its wall-clock time in the session zone, except `epoch`,
+    /// which is absolute. The zone fields (`timezone`, ...) are refused.
+    fn local_fields(&self, x: Expr, xt: &Type, field: &str, span: Span) -> Result<Expr> {
+        if *xt != Type::TimestampTz {
+            return Ok(x);
+        }
+        if field.starts_with("timezone") {
+            return Err(unsupported(
+                format!("extract({field} from timestamptz)"),
+                span,
+            ));
+        }
+        if self.time.is_utc() || field == "epoch" {
+            return Ok(x);
+        }
+        coerce(&self.time, x, xt, &Type::Timestamp, span)
     }
 
     /// An argument of a text function: a string (char(n) loses its padding)
@@ -802,9 +908,82 @@ impl<'a> Binder<'a> {
         let (x, xt) = self.bind_expr(e, cx)?;
         match xt {
             t if t.is_integer() => Ok(x),
-            Type::Unknown => coerce(x, &Type::Unknown, &Type::Int4, e.span()),
+            Type::Unknown => coerce(&self.time, x, &Type::Unknown, &Type::Int4, e.span()),
             other => Err(no_function(func, &[other], e.span())),
         }
+    }
+}
+
+fn is_ordering(op: &BinaryOperator) -> bool {
+    matches!(
+        op,
+        BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq
+    )
+}
+
+/// Whether `e` carries an explicit `COLLATE "C"` (or POSIX) as Postgres
+/// derives collations: a COLLATE clause is explicit, and it passes up
+/// through parentheses, `||`, CASE results and the text functions to the
+/// comparison. Anything else (a cast, a column of a subquery) is taken as
+/// the default collation, which refuses rather than risks a wrong order.
+pub(super) fn collated_c(e: &ast::Expr) -> bool {
+    match e {
+        ast::Expr::Collate { collation, .. } => {
+            is_c_collation(&object_name_parts(collation).pop().unwrap_or_default())
+        }
+        ast::Expr::Nested(x) => collated_c(x),
+        ast::Expr::BinaryOp {
+            left,
+            op: BinaryOperator::StringConcat,
+            right,
+        } => collated_c(left) || collated_c(right),
+        ast::Expr::Case {
+            conditions,
+            else_result,
+            ..
+        } => {
+            conditions.iter().any(|w| collated_c(&w.result))
+                || else_result.as_deref().is_some_and(collated_c)
+        }
+        ast::Expr::Substring { expr, .. } | ast::Expr::Trim { expr, .. } => collated_c(expr),
+        ast::Expr::Function(f) => {
+            let name = object_name_parts(&f.name).pop().unwrap_or_default();
+            let text_fn = matches!(
+                name.as_str(),
+                "lower"
+                    | "upper"
+                    | "initcap"
+                    | "substr"
+                    | "substring"
+                    | "btrim"
+                    | "ltrim"
+                    | "rtrim"
+                    | "replace"
+                    | "left"
+                    | "right"
+                    | "lpad"
+                    | "rpad"
+                    | "repeat"
+                    | "reverse"
+                    | "split_part"
+                    | "concat"
+                    | "concat_ws"
+                    | "coalesce"
+                    | "nullif"
+                    | "greatest"
+                    | "least"
+                    | "min"
+                    | "max"
+            );
+            let FunctionArguments::List(list) = &f.args else {
+                return false;
+            };
+            text_fn
+                && list.args.iter().any(|a| {
+                    matches!(a, FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) if collated_c(x))
+                })
+        }
+        _ => false,
     }
 }
 
@@ -893,21 +1072,27 @@ fn date_field(s: &str) -> String {
     }
 }
 
-fn datetime_arg(x: Expr, xt: &Type, func: &str, span: Span) -> Result<Expr> {
+fn datetime_arg(tcx: &TimeCx, x: Expr, xt: &Type, func: &str, span: Span) -> Result<Expr> {
     match xt {
         Type::Date | Type::Timestamp | Type::TimestampTz => Ok(x),
-        Type::Unknown => coerce(x, xt, &Type::Timestamp, span),
+        Type::Unknown => coerce(tcx, x, xt, &Type::Timestamp, span),
         other => Err(no_function(func, &[Type::Text, other.clone()], span)),
     }
 }
 
 /// Math functions with float8 and numeric variants: integers go to float8, as
 /// Postgres resolves `floor(5)`.
-fn float_or_numeric(x: Expr, xt: &Type, span: Span, name: &str) -> Result<(Expr, Type)> {
+fn float_or_numeric(
+    tcx: &TimeCx,
+    x: Expr,
+    xt: &Type,
+    span: Span,
+    name: &str,
+) -> Result<(Expr, Type)> {
     match xt {
         Type::Numeric => Ok((x, Type::Numeric)),
         t if t.is_numeric_family() || *t == Type::Unknown => {
-            Ok((coerce(x, xt, &Type::Float8, span)?, Type::Float8))
+            Ok((coerce(tcx, x, xt, &Type::Float8, span)?, Type::Float8))
         }
         other => Err(no_function(name, std::slice::from_ref(other), span)),
     }
@@ -1023,9 +1208,12 @@ fn comparison_type(a: &Type, b: &Type) -> Option<Type> {
 }
 
 /// Implicit conversion of `e` from `from` to `to`.
-fn cast_to(e: Expr, from: &Type, to: &Type) -> Expr {
+fn cast_to(tcx: &TimeCx, e: Expr, from: &Type, to: &Type) -> Expr {
     if *from == Type::Bpchar && matches!(to, Type::Text | Type::Varchar) {
         return bpchar_to_text(e);
+    }
+    if let Some(zoned) = session_conversion(tcx, &e, from, to) {
+        return zoned;
     }
     if let Expr::Literal(d) = &e {
         if let Ok(folded) = crate::sql::expr::cast(d.clone(), to) {
@@ -1046,15 +1234,113 @@ fn cast_to(e: Expr, from: &Type, to: &Type) -> Expr {
     }
 }
 
+/// A conversion whose result depends on the session's TimeZone or DateStyle,
+/// built from the functions that carry them: timestamptz to and from local
+/// time, date/time text and its reading. `None` where the session does not
+/// matter (UTC, `ISO, MDY`) or no date is involved: the plain cast then does.
+fn session_conversion(tcx: &TimeCx, e: &Expr, from: &Type, to: &Type) -> Option<Expr> {
+    use crate::repr::tz::{DateOrder, OutStyle};
+    use Type::*;
+    let is_dt = |t: &Type| matches!(t, Date | Timestamp | TimestampTz);
+    let call = |func: Func, arg: Expr, ty: Type| {
+        fold_constant(Expr::Call {
+            func,
+            args: vec![arg],
+            ty,
+        })
+    };
+    let utc = tcx.is_utc();
+    let style = tcx.datestyle();
+    Some(match (from, to) {
+        (f, t) if f == t => return None,
+        (Date | Timestamp, TimestampTz) if !utc => {
+            call(Func::FromLocal(tcx.clone()), e.clone(), TimestampTz)
+        }
+        (TimestampTz, Timestamp | Date) if !utc => {
+            let local = call(Func::ToLocal(tcx.clone()), e.clone(), Timestamp);
+            if *to == Date {
+                fold_constant(Expr::Cast {
+                    expr: Box::new(local),
+                    to: Date,
+                })
+            } else {
+                local
+            }
+        }
+        (f, t)
+            if is_dt(f)
+                && t.is_string()
+                && (style.style != OutStyle::Iso || (*f == TimestampTz && !utc)) =>
+        {
+            call(Func::DateTimeText(tcx.clone()), e.clone(), Text)
+        }
+        (f, t)
+            if (f.is_string() || *f == Unknown)
+                && is_dt(t)
+                && (style.order != DateOrder::Mdy || (*t == TimestampTz && !utc)) =>
+        {
+            call(Func::ParseDateTime(tcx.clone()), e.clone(), t.clone())
+        }
+        _ => return None,
+    })
+}
+
+/// Evaluates an expression without column references now; one that fails
+/// stays as it is, to fail where Postgres would.
+fn fold_constant(e: Expr) -> Expr {
+    if e.max_column().is_none() {
+        if let Ok(v) = e.eval(&[]) {
+            return Expr::Literal(v);
+        }
+    }
+    e
+}
+
+/// An operand turned into text as `||` and `concat` turn it: dates and
+/// timestamps in the session's DateStyle and zone, arrays as `array_out`
+/// writes them; intervals only under IntervalStyle postgres.
+fn text_operand(tcx: &TimeCx, e: Expr, ty: &Type, span: Span) -> Result<Expr> {
+    interval_text_allowed(tcx, ty, span)?;
+    Ok(match ty {
+        Type::Array { .. } => array_as_text(tcx, e, ty),
+        Type::Date | Type::Timestamp | Type::TimestampTz => {
+            session_conversion(tcx, &e, ty, &Type::Text).unwrap_or(e)
+        }
+        _ => e,
+    })
+}
+
+/// Refuses interval text (an interval, or an array of them, shown or cast
+/// to text) when the role's IntervalStyle is one viewcast does not write.
+pub(crate) fn interval_text_allowed(tcx: &TimeCx, ty: &Type, span: Span) -> Result<()> {
+    let interval = match ty {
+        Type::Interval => true,
+        Type::Array { elem, .. } => matches!(**elem, Type::Interval),
+        _ => false,
+    };
+    match tcx.unsupported_intervalstyle() {
+        Some(style) if interval => Err(unsupported(
+            format!(
+                "interval text under IntervalStyle {style} (viewcast writes intervals as IntervalStyle postgres does; set IntervalStyle = postgres for viewcast's role, or show the interval's parts with extract)"
+            ),
+            span,
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// An explicit `CAST(x AS to)`: any conversion Postgres allows between the
 /// supported types.
-fn explicit_cast(x: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
+fn explicit_cast(tcx: &TimeCx, x: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
     if from == to {
         return Ok(x);
     }
+    if to.is_string() {
+        interval_text_allowed(tcx, from, span)?;
+    }
     if matches!(from, Type::Array { .. }) {
         if to.is_string() {
-            return Ok(array_as_text(x, from));
+            return Ok(array_as_text(tcx, x, from));
         }
         return Err(unsupported(format!("casts of {}", from.name()), span));
     }
@@ -1083,15 +1369,15 @@ fn explicit_cast(x: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
             to: to.clone(),
         });
     }
-    Ok(cast_to(x, from, to))
+    Ok(cast_to(tcx, x, from, to))
 }
 
 /// An array value as its text (`{1,2}`), which is what `::text` and
 /// `concat` make of it; other values pass unchanged.
-fn array_as_text(x: Expr, ty: &Type) -> Expr {
+fn array_as_text(tcx: &TimeCx, x: Expr, ty: &Type) -> Expr {
     match ty {
         Type::Array { elem, .. } => Expr::Call {
-            func: Func::ArrayText((**elem).clone()),
+            func: Func::ArrayText((**elem).clone(), tcx.clone()),
             args: vec![x],
             ty: Type::Text,
         },
@@ -1159,8 +1445,8 @@ fn literal(v: &Value, span: Span) -> Result<(Expr, Type)> {
 /// An operand of a comparison made in type `ty`: coerced to it, and for
 /// char(n) stripped of its padding, since trailing spaces are not significant
 /// when Postgres compares char(n) values (the comparison is then on text).
-pub(super) fn comparand(e: Expr, from: &Type, ty: &Type, span: Span) -> Result<Expr> {
-    let e = coerce(e, from, ty, span)?;
+pub(super) fn comparand(tcx: &TimeCx, e: Expr, from: &Type, ty: &Type, span: Span) -> Result<Expr> {
+    let e = coerce(tcx, e, from, ty, span)?;
     Ok(if *ty == Type::Bpchar {
         bpchar_to_text(e)
     } else {
@@ -1170,19 +1456,19 @@ pub(super) fn comparand(e: Expr, from: &Type, ty: &Type, span: Span) -> Result<E
 
 /// Converts `e` of type `from` to `to`: untyped string literals are parsed as
 /// `to`, numbers are widened.
-pub(super) fn coerce(e: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
+pub(super) fn coerce(tcx: &TimeCx, e: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
     if *from == Type::Unknown {
         if let Expr::Literal(Datum::Text(s)) = &e {
             if *to == Type::Unknown || to.is_string() {
                 return Ok(e);
             }
-            return Datum::from_text(to, s)
+            return Datum::from_text_in(to, s, tcx)
                 .map(Expr::Literal)
                 .map_err(|er| BindError::new(er.0, span));
         }
         return Ok(e);
     }
-    Ok(cast_to(e, from, to))
+    Ok(cast_to(tcx, e, from, to))
 }
 
 /// `->`, `->>`, `#>`, `#>>` on json and jsonb.
@@ -1264,6 +1550,7 @@ fn interval_types(op: BinOp, lt: &Type, rt: &Type) -> Option<Option<(Type, Type,
 }
 
 pub(super) fn bind_binary(
+    tcx: &TimeCx,
     op: &BinaryOperator,
     l: Expr,
     lt: Type,
@@ -1332,8 +1619,8 @@ pub(super) fn bind_binary(
                 }
                 return Err(mismatch());
             }
-            let l = comparand(l, &lt, &ty, span)?;
-            let r = comparand(r, &rt, &ty, span)?;
+            let l = comparand(tcx, l, &lt, &ty, span)?;
+            let r = comparand(tcx, r, &rt, &ty, span)?;
             let ty = if ty == Type::Bpchar { Type::Text } else { ty };
             folded(bin(l, r, ty), Type::Bool)
         }
@@ -1344,8 +1631,8 @@ pub(super) fn bind_binary(
                 && bytea_or_literal(&lt)
                 && bytea_or_literal(&rt)
             {
-                let l = coerce(l, &lt, &Type::Bytea, span)?;
-                let r = coerce(r, &rt, &Type::Bytea, span)?;
+                let l = coerce(tcx, l, &lt, &Type::Bytea, span)?;
+                let r = coerce(tcx, r, &rt, &Type::Bytea, span)?;
                 return folded(bin(l, r, Type::Bytea), Type::Bytea);
             }
             // Otherwise text || anything (and anything || text) casts the other
@@ -1356,7 +1643,7 @@ pub(super) fn bind_binary(
                     Type::Bpchar => Ok(bpchar_to_text(e)),
                     t if t.is_string() || *t == Type::Unknown => Ok(e),
                     Type::Unsupported { .. } | Type::Array { .. } => Err(mismatch()),
-                    _ => Ok(e),
+                    _ => text_operand(tcx, e, t, span),
                 }
             };
             let typed_text = |t: &Type| t.is_string();
@@ -1377,8 +1664,18 @@ pub(super) fn bind_binary(
         _ => {
             if let Some(done) = interval_types(bop, &lt, &rt) {
                 let (lc, rc, ty) = done.ok_or_else(mismatch)?;
-                let l = coerce(l, &lt, &lc, span)?;
-                let r = coerce(r, &rt, &rc, span)?;
+                let l = coerce(tcx, l, &lt, &lc, span)?;
+                let r = coerce(tcx, r, &rt, &rc, span)?;
+                if ty == Type::TimestampTz && !tcx.is_utc() {
+                    // Months and days step the wall-clock time in the zone.
+                    let (ts, iv) = if lc == Type::Interval { (r, l) } else { (l, r) };
+                    let iv = if bop == BinOp::Sub {
+                        Expr::Neg(Box::new(iv), Type::Interval)
+                    } else {
+                        iv
+                    };
+                    return call(Func::AddInterval(tcx.clone()), vec![ts, iv], ty, span);
+                }
                 return folded(bin(l, r, ty.clone()), ty);
             }
             // Date arithmetic: date ± integer and date - date.
@@ -1406,8 +1703,8 @@ pub(super) fn bind_binary(
             if bop == BinOp::Mod && matches!(ty, Type::Float4 | Type::Float8) {
                 return Err(mismatch());
             }
-            let l = coerce(l, &lt, &ty, span)?;
-            let r = coerce(r, &rt, &ty, span)?;
+            let l = coerce(tcx, l, &lt, &ty, span)?;
+            let r = coerce(tcx, r, &rt, &ty, span)?;
             folded(bin(l, r, ty.clone()), ty)
         }
     }

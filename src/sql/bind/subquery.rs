@@ -325,8 +325,8 @@ impl<'a> Binder<'a> {
             SubKind::In { x, xt } => {
                 let yt = a.bound.columns[0].ty.clone();
                 let ty = in_type(&xt, &yt, a.span)?;
-                let x = from::key_expr(coerce(x, &xt, &ty, a.span)?, &ty);
-                let y = from::key_expr(coerce(Expr::Column(k), &yt, &ty, a.span)?, &ty);
+                let x = from::key_expr(coerce(&self.time, x, &xt, &ty, a.span)?, &ty);
+                let y = from::key_expr(coerce(&self.time, Expr::Column(k), &yt, &ty, a.span)?, &ty);
                 // Per parameter tuple: how many rows, and how many non-NULL.
                 let agg = |func, args| Aggregate {
                     func,
@@ -480,8 +480,11 @@ impl<'a> Binder<'a> {
         if let Some((x, xt)) = x {
             let yt = bound.columns[0].ty.clone();
             let ty = in_type(&xt, &yt, p.span())?;
-            let x = from::key_expr(coerce(x, &xt, &ty, p.span())?, &ty);
-            let y = from::key_expr(coerce(Expr::Column(k), &yt, &ty, p.span())?, &ty);
+            let x = from::key_expr(coerce(&self.time, x, &xt, &ty, p.span())?, &ty);
+            let y = from::key_expr(
+                coerce(&self.time, Expr::Column(k), &yt, &ty, p.span())?,
+                &ty,
+            );
             // NULL IN (...) is never true, and a NULL in the list never matches.
             let not_null = |e: &Expr| Expr::IsNull {
                 expr: Box::new(e.clone()),

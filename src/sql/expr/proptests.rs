@@ -241,8 +241,39 @@ fn any_func() -> impl Strategy<Value = Func> {
         1 => field.prop_map(Func::DateTrunc),
         1 => (prop::collection::vec("[a-c]|-?[0-9]", 0..3), any::<bool>())
             .prop_map(|(steps, as_text)| Func::JsonPath { steps, as_text }),
-        1 => any_type().prop_map(Func::ArrayText),
+        1 => any_type().prop_map(|t| Func::ArrayText(t, Default::default())),
+        2 => (zoned(), prop::sample::select(FIELDS).prop_map(str::to_string), any_type())
+            .prop_flat_map(|(cx, field, ty)| {
+                prop::sample::select(vec![
+                    Func::ToLocal(cx.clone()),
+                    Func::FromLocal(cx.clone()),
+                    Func::DateTimeText(cx.clone()),
+                    Func::ParseDateTime(cx.clone()),
+                    Func::DateTruncIn(field, cx.clone()),
+                    Func::AddInterval(cx.clone()),
+                    Func::JsonIn(ty, cx.clone()),
+                    Func::ArrayText(Type::TimestampTz, cx),
+                ])
+            }),
     ]
+}
+
+/// Session settings that move values: zones with DST, half hours, local
+/// mean time, and every DateStyle.
+fn zoned() -> impl Strategy<Value = crate::repr::tz::TimeCx> {
+    (
+        prop::sample::select(vec![
+            "America/New_York",
+            "Asia/Kolkata",
+            "Australia/Lord_Howe",
+            "Europe/Dublin",
+            "<+05:30>-05:30",
+        ]),
+        prop::sample::select(vec!["ISO, MDY", "SQL, DMY", "Postgres, YMD", "German"]),
+    )
+        .prop_map(|(zone, style)| {
+            crate::repr::tz::TimeCx::resolve(zone, style).expect("known zone")
+        })
 }
 
 /// Arguments for `func`: either of any kind, or of the kinds it reads.
@@ -262,6 +293,11 @@ fn args_for(func: &Func) -> BoxedStrategy<Vec<Datum>> {
         Func::Left | Func::Right | Func::Repeat => vec![text, int],
         Func::Round | Func::Trunc | Func::Div | Func::Power => vec![Type::Numeric, Type::Int4],
         Func::Extract(_) | Func::DatePart(_) | Func::DateTrunc(_) => vec![Type::Timestamp],
+        Func::ToLocal(_) | Func::DateTruncIn(..) | Func::DateTimeText(_) | Func::JsonIn(..) => {
+            vec![Type::TimestampTz]
+        }
+        Func::FromLocal(_) => vec![Type::Timestamp],
+        Func::AddInterval(_) => vec![Type::TimestampTz, Type::Interval],
         Func::JsonGet { .. } | Func::JsonPath { .. } => vec![Type::Jsonb, text],
         _ => vec![text.clone(), text.clone(), text],
     };
