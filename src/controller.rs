@@ -297,6 +297,7 @@ impl Controller {
             updates,
             copied,
             reread,
+            settings,
         } = r;
         self.registry.resyncs.fetch_add(1, Ordering::Relaxed);
         self.registry
@@ -316,6 +317,7 @@ impl Controller {
         }
         self.names = names;
         self.catalog = catalog_of(&tables, &self.names);
+        self.catalog.settings = settings;
         let compiled = self.compile();
         // Views to drop now: changed plan, no longer compiling, or reading a
         // table that is going away.

@@ -224,10 +224,9 @@ async fn random_transactions_match_postgres() {
 }
 
 /// The oracle in the role's session: America/New_York, `SQL, DMY`, ICU
-/// en-US. Needs the source to put `TablesRead::settings` into the Catalog
-/// the views compile against; until then viewcast evaluates in UTC.
+/// en-US. The settings are read at each snapshot and the views compile
+/// against them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the snapshot's SessionSettings wired from the source into the controller's Catalog"]
 async fn random_transactions_match_postgres_in_the_roles_session() {
     let db = TestDb::zoned("oracle_zoned").await;
     let views: Vec<(&str, &str)> = VIEWS.iter().chain(ZONED_VIEWS).copied().collect();

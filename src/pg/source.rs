@@ -195,6 +195,8 @@ pub struct Resync {
     /// Tables read again successfully with their shape unchanged (a failed
     /// one among them has recovered).
     pub reread: Vec<usize>,
+    /// The role's TimeZone, DateStyle and collation at `lsn`.
+    pub settings: crate::sql::SessionSettings,
 }
 
 /// Requests from the controller.
@@ -511,6 +513,7 @@ impl Source {
         let mut resync = Resync {
             lsn,
             copied: read.rows.len(),
+            settings: read.settings.clone(),
             ..Default::default()
         };
         let mut stash = Stash {
