@@ -213,7 +213,7 @@ impl Controller {
     fn source_event(&mut self, ev: SourceEvent) {
         tracing::trace!(event = ?std::mem::discriminant(&ev), "source event");
         match ev {
-            SourceEvent::Resync(r) => self.resync(r),
+            SourceEvent::Resync(r) => self.resync(*r),
             SourceEvent::Transaction { lsn, updates } => self.df().apply(lsn.0, updates),
             SourceEvent::Progress { lsn } => self.df().advance(lsn.0),
             SourceEvent::Status(status) => self.registry.set_health(match status {

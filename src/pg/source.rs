@@ -137,7 +137,7 @@ impl SourceError {
 pub enum SourceEvent {
     /// Tables were (re)read at a consistent point `lsn`; carries the changes of
     /// every followed table up to `lsn`.
-    Resync(Resync),
+    Resync(Box<Resync>),
     /// One committed transaction.
     Transaction {
         lsn: Lsn,
@@ -691,7 +691,7 @@ impl Source {
             .in_flight
             .reserve(resync.lsn.0, resync.updates.len())
             .await;
-        self.emit(SourceEvent::Resync(resync));
+        self.emit(SourceEvent::Resync(Box::new(resync)));
         // Delivered: the state is what the views were handed.
         self.stash = None;
         self.undo.clear();
