@@ -249,8 +249,19 @@ enum Answer {
     Error(String),
 }
 
+/// The view's answer once it has loaded. The server is healthy and has
+/// reached the checkpoint's LSN, but a view can still be loading its first
+/// contents (503) on a busy machine; one that is still loading after 30 s is
+/// reported as it answers.
 async fn view_answer(server: &TestServer, name: &str) -> (u16, Answer) {
-    let (status, body) = server.get(&format!("/views/{name}")).await;
+    let start = std::time::Instant::now();
+    let (status, body) = loop {
+        let (status, body) = server.get(&format!("/views/{name}")).await;
+        if status != 503 || start.elapsed() > Duration::from_secs(30) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     if status != 200 {
         let msg = body["error"].as_str().unwrap_or_default().to_string();
         return (status, Answer::Error(msg));
