@@ -44,6 +44,7 @@ pub type AppState = Arc<Registry>;
 pub fn router(registry: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
+        .route("/page.js", get(page::script))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/views", get(list_views))
