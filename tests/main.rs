@@ -3,6 +3,7 @@
 mod auth;
 mod errors;
 mod faults;
+mod http;
 mod oracle;
 mod restart;
 mod scenarios;
