@@ -28,7 +28,7 @@ impl Limited {
         let dir = std::env::temp_dir().join(format!(
             "viewcast-http-{}-{}",
             std::process::id(),
-            views.first().map(|v| v.0).unwrap_or("none")
+            db.conninfo.rsplit('=').next().unwrap_or("db")
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("queries dir");
@@ -480,26 +480,31 @@ async fn a_subscriber_that_stops_reading_is_dropped() {
         write_timeout: Duration::from_secs(1),
         ..small_limits()
     };
-    let server = Limited::start(&db, &[("big", "SELECT id, body FROM big")], limits).await;
+    let server = Limited::start(&db, &[("wide", "SELECT id, body FROM big")], limits).await;
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("small buffer");
     let mut s = socket
         .connect(server.addr.parse().expect("addr"))
         .await
         .expect("connect");
-    s.write_all(&get("/views/big/sse", ""))
+    s.write_all(&get("/views/wide/sse", ""))
         .await
         .expect("request");
     // Read nothing for a while: the server's writes stall.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mut total = 0usize;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut head = String::new();
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(n @ 1..) = s.read(&mut buf).await {
+            if total == 0 {
+                head = String::from_utf8_lossy(&buf[..n.min(200)]).into_owned();
+            }
             total += n;
         }
     })
     .await;
+    assert_eq!(status_of(&head), Some(200), "{head}");
     assert!(
         ended.is_ok(),
         "a stalled subscriber kept its connection ({total} bytes read)"
