@@ -5,6 +5,7 @@ mod errors;
 mod faults;
 mod http;
 mod oracle;
+mod page;
 mod restart;
 mod scenarios;
 mod slt;
