@@ -277,6 +277,10 @@ async fn reconnecting_subscriber_resumes_with_the_diffs_it_missed() {
     let mut resumed = Vec::new();
     while resumed.len() < live.len() {
         let ev = f.next().await.expect("an event");
+        assert_ne!(
+            ev.event, "snapshot",
+            "resumed with a snapshot, not the history: {ev:?}"
+        );
         if ev.event != "progress" {
             resumed.push(ev);
         }
