@@ -30,3 +30,57 @@ pub fn default_workers() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
 }
+
+/// Default cap on open HTTP connections. Each is a task, a socket and its
+/// buffers (tens of KiB), and most are long-lived SSE subscribers: 10 000 fit
+/// in a few hundred MiB, and past that many subscribers one process is the
+/// wrong shape anyway. Keep it under the process's open-file limit
+/// (`ulimit -n`), or accepting fails first (the server then pauses and
+/// retries, as it does at the cap).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Default time a client has to send a whole request head, counted from the
+/// moment the server waits for one (a new connection, or the end of the
+/// previous response on a kept-alive one). A browser sends its head in one
+/// packet; 10 s tolerates a very poor link, while a client that trickles its
+/// head byte by byte (slowloris) holds a connection slot for at most that
+/// long. It is also how long an idle kept-alive connection is kept. An SSE
+/// response in progress is not waiting for a head, so it is never cut.
+pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Default cap on a request's head (request line and headers). Browsers send
+/// well under 2 KiB here, large cookies included under 8 KiB; views have
+/// short names and the API takes no large query strings. A longer head is
+/// answered 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Default time a connection may have bytes waiting that its peer does not
+/// accept. A subscriber that stops reading (or vanished without a FIN) would
+/// otherwise hold its connection, and TCP's zero-window probes can keep that
+/// going forever; an SSE stream with nothing to send is not affected.
+pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What an HTTP client may cost the server (see `http::serve`). No request
+/// takes a body: one that declares a body is answered 413.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Open connections at most; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: std::time::Duration,
+    /// See [`DEFAULT_MAX_HEADER_BYTES`].
+    pub max_header_bytes: usize,
+    /// See [`DEFAULT_WRITE_TIMEOUT`].
+    pub write_timeout: std::time::Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        }
+    }
+}

@@ -6,7 +6,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
-use viewcast::config::{default_workers, Config, DEFAULT_LISTEN, DEFAULT_PUBLICATION};
+use viewcast::config::{
+    default_workers, Config, HttpLimits, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PUBLICATION,
+};
 use viewcast::pg::source::{Timeouts, DEFAULT_SCHEMA_POLL, DEFAULT_SILENCE_TIMEOUT};
 
 #[derive(Parser)]
@@ -47,6 +50,10 @@ enum Command {
         /// stream does not announce (dropped or created tables, partitions).
         #[arg(long, env = "VIEWCAST_SCHEMA_POLL", default_value_t = DEFAULT_SCHEMA_POLL.as_secs())]
         schema_poll: u64,
+        /// Open HTTP connections at most (SSE subscribers included); further
+        /// clients wait until one closes. Keep it under `ulimit -n`.
+        #[arg(long, env = "VIEWCAST_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// Start a throwaway PostgreSQL with example data and a writer, and serve queries/.
     Demo {
@@ -86,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             publication,
             replication_timeout,
             schema_poll,
+            max_connections,
         } => {
             let config = Config {
                 pg,
@@ -99,7 +107,11 @@ async fn main() -> anyhow::Result<()> {
                     ..Timeouts::default()
                 },
             };
-            viewcast::server::run(config, viewcast::server::shutdown_signal())
+            let http = HttpLimits {
+                max_connections: max_connections.max(1),
+                ..HttpLimits::default()
+            };
+            viewcast::server::run(config, http, viewcast::server::shutdown_signal())
                 .await
                 .context("viewcast serve")?;
         }

@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, HttpLimits};
 use crate::controller::{Controller, ControllerConfig, ControllerInputs, TestHook};
 use crate::dataflow::{InFlight, DEFAULT_MAX_IN_FLIGHT_ROWS};
 use crate::pg::catalog::{load_table, CatalogError};
@@ -242,8 +242,13 @@ fn watch_queries(
     watcher
 }
 
-/// Starts everything and returns once the HTTP listener is bound.
+/// Starts everything with the default HTTP limits; see [`start_with`].
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    start_with(config, HttpLimits::default()).await
+}
+
+/// Starts everything and returns once the HTTP listener is bound.
+pub async fn start_with(config: Config, http: HttpLimits) -> Result<Running, ServerError> {
     // Bind first: a taken port should fail before anything is started.
     let listener = tokio::net::TcpListener::bind(config.listen.as_str())
         .await
@@ -310,15 +315,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             source,
         })?;
     let app = crate::http::router(registry.clone());
-    let mut stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            error!(error = %e, "http server stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(crate::http::serve(
+        listener,
+        app,
+        http,
+        shutdown_rx.clone(),
+    )));
     info!(%addr, views, "serving");
     Ok(Running {
         addr,
@@ -363,8 +365,12 @@ pub async fn check(pg: &str, queries: &Path) -> Result<(String, bool), ServerErr
 }
 
 /// Runs the server until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let running = start(config).await?;
+pub async fn run(
+    config: Config,
+    http: HttpLimits,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let running = start_with(config, http).await?;
     shutdown.await;
     info!("shutting down");
     running.stop().await;

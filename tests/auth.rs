@@ -1,18 +1,48 @@
 //! The replication connection authenticates with SCRAM-SHA-256 and MD5
 //! passwords (trust is what every other test uses), from conninfo and URL forms.
+//!
+//! It needs a server whose pg_hba.conf asks these users for passwords: the
+//! shared cluster has those lines (tests/support); an external server named
+//! by `VIEWCAST_TEST_PG` may not, and then the test starts a cluster of its own.
 
 use std::sync::atomic::Ordering;
 
+use viewcast::pg::embedded::EmbeddedPostgres;
+
 use crate::support::{base_conninfo, TestDb, TestServer, HBA_WRITTEN};
+
+/// The lines tests/support puts first in the shared cluster's pg_hba.conf.
+const HBA: &str = "host all,replication scram_u 127.0.0.1/32 scram-sha-256\n\
+                   host all,replication md5_u 127.0.0.1/32 md5\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_authentication() {
     let base = base_conninfo();
-    if !HBA_WRITTEN.load(Ordering::SeqCst) {
-        eprintln!("skipped: VIEWCAST_TEST_PG names an external server whose pg_hba.conf this test cannot set");
+    if HBA_WRITTEN.load(Ordering::SeqCst) {
+        authenticate(base).await;
         return;
     }
-    let admin = TestDb::new("auth_admin").await;
+    println!("VIEWCAST_TEST_PG names a server whose pg_hba.conf this test cannot set: using a cluster of its own");
+    let pg = tokio::task::spawn_blocking(|| {
+        let pg = EmbeddedPostgres::start()?;
+        let hba = pg.data_dir().join("pg_hba.conf");
+        let original =
+            std::fs::read_to_string(&hba).map_err(|e| format!("read pg_hba.conf: {e}"))?;
+        pg.write_data_file("pg_hba.conf", format!("{HBA}{original}").as_bytes(), 0o600)?;
+        Ok::<_, String>(pg)
+    })
+    .await
+    .unwrap()
+    .expect("own cluster");
+    // authenticate() reloads the configuration before it logs in.
+    authenticate(&format!("host=127.0.0.1 port={} user=postgres", pg.port)).await;
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+}
+
+/// Logs in with each method on the server `base` (a conninfo without dbname)
+/// and follows a view through it; a wrong password is refused at startup.
+async fn authenticate(base: &str) {
+    let admin = TestDb::on(&format!("{base} dbname=postgres")).await;
     admin
         .exec(
             "DROP ROLE IF EXISTS scram_u; DROP ROLE IF EXISTS md5_u;

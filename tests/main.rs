@@ -3,7 +3,9 @@
 mod auth;
 mod errors;
 mod faults;
+mod http;
 mod oracle;
+mod page;
 mod restart;
 mod scenarios;
 mod schema;

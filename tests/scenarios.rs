@@ -1,7 +1,7 @@
 //! One behaviour per test: upstream transactions interleaved with what a
 //! subscriber must see.
 
-use crate::support::{assert_same, check_view, check_views, TestDb, TestServer};
+use crate::support::{assert_same, check_view, check_views, Seen, TestDb, TestServer};
 
 const ORDERS: &str =
     "CREATE TABLE orders (id int PRIMARY KEY, customer text, amount numeric(10,2), note text);";
@@ -236,25 +236,78 @@ async fn reconnecting_subscriber_resumes_with_the_diffs_it_missed() {
     let mut f = server.follow("per_customer").await;
     db.exec("INSERT INTO orders VALUES (10, 'c1', 1, '')").await;
     f.wait_for(db.lsn().await).await;
+    // A second subscriber stays connected throughout: what it receives live
+    // is what the first must get from the history.
+    let mut witness = server.follow("per_customer").await;
 
-    // The subscriber goes away; three transactions commit meanwhile.
-    let mut f = f.reconnect(&server.addr, "per_customer").await;
+    // The subscriber goes away (its connection closes); three transactions
+    // commit meanwhile, each with its own diff.
+    let (seen_lsn, seen_rows) = (f.lsn, f.rows.clone());
+    drop(f);
+    let mut commits = Vec::new();
     for stmt in [
         "DELETE FROM orders WHERE id = 1",
         "INSERT INTO orders VALUES (11, 'c9', 1, '')",
         "UPDATE orders SET customer = 'c0' WHERE id = 2",
     ] {
         db.exec(stmt).await;
+        commits.push(db.lsn().await);
     }
     let lsn = db.lsn().await;
-    f.wait_for(lsn).await;
+    witness.wait_for(lsn).await;
+    let live: Vec<Seen> = witness.diffs_since(0).into_iter().cloned().collect();
+    assert_eq!(live.len(), 3, "one diff per transaction: {live:?}");
+    let mut after = seen_lsn;
+    for (diff, commit) in live.iter().zip(&commits) {
+        let at = diff.lsn.expect("a diff has an LSN");
+        assert!(
+            after < at && at <= *commit,
+            "diff at {at} is not the transaction committed in ({after}, {commit}]"
+        );
+        after = *commit;
+    }
+
+    // It comes back with the id of the last event it saw: the first events
+    // are exactly those three diffs, from the view's history (they all
+    // happened before this connection was opened), with their LSNs; no
+    // snapshot.
+    let mut f = server.follow("per_customer").await;
+    (f.lsn, f.rows) = (seen_lsn, seen_rows);
+    let mut f = f.reconnect(&server.addr, "per_customer").await;
+    let mut resumed = Vec::new();
+    while resumed.len() < live.len() {
+        let ev = f.next().await.expect("an event");
+        assert_ne!(
+            ev.event, "snapshot",
+            "resumed with a snapshot, not the history: {ev:?}"
+        );
+        if ev.event != "progress" {
+            resumed.push(ev);
+        }
+    }
+    for (got, want) in resumed.iter().zip(&live) {
+        assert_eq!(
+            (&got.event, got.lsn, &got.data),
+            (&want.event, want.lsn, &want.data),
+            "resumed {resumed:?}\nlive {live:?}"
+        );
+    }
+    assert_same("per_customer", lsn, &f.rows, &db.oracle(sql).await);
+
+    // Then the same connection carries what happens next, live.
+    let seen = f.events.len();
+    db.exec("INSERT INTO orders VALUES (12, 'c9', 1, '')").await;
+    let next = db.lsn().await;
+    f.wait_for(next).await;
+    let diffs = f.diffs_since(seen);
+    assert_eq!(diffs.len(), 1, "{diffs:?}");
+    assert!(diffs[0].lsn.expect("lsn") > lsn);
     assert!(
         f.events.iter().all(|e| e.event != "snapshot"),
         "resumed without a snapshot: {:?}",
         f.events
     );
-    assert_eq!(f.events.iter().filter(|e| e.event == "diff").count(), 3);
-    assert_same("per_customer", lsn, &f.rows, &db.oracle(sql).await);
+    assert_same("per_customer", next, &f.rows, &db.oracle(sql).await);
 
     // A position the server cannot vouch for gets a snapshot marked as a reset.
     let mut stale = server.follow("per_customer").await;
@@ -263,7 +316,7 @@ async fn reconnecting_subscriber_resumes_with_the_diffs_it_missed() {
     let ev = stale.next().await.expect("an event");
     assert_eq!(ev.event, "snapshot");
     assert_eq!(ev.data["reset"], true);
-    assert_same("per_customer", lsn, &stale.rows, &db.oracle(sql).await);
+    assert_same("per_customer", next, &stale.rows, &db.oracle(sql).await);
     server.stop().await;
 }
 

@@ -1,17 +1,29 @@
 //! HTTP delivery: health, the view list, a view's contents, its SSE stream,
 //! and the live page. Errors are JSON bodies with a status (see [`ApiError`]).
+//!
+//! Nothing here trusts the client: [`serve`] bounds connections, request
+//! heads and how long they take; no route takes a body (a request that
+//! declares one is answered 413 before routing); a path that is not UTF-8, a
+//! `Last-Event-ID` that is not an LSN and an unknown route are 4xx answers
+//! with a JSON body; the page renders every value as text (see `page.rs`).
 
 mod page;
+mod serve;
 mod sse;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::body::HttpBody;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+
+pub use serve::{serve, SHUTDOWN_GRACE};
 
 use crate::views::{snapshot_json, Health, Lookup, Registry, View};
 
@@ -25,6 +37,12 @@ pub enum ApiError {
     Failed { name: String, error: String },
     #[error("view \"{0}\" is still loading its contents; retry shortly")]
     NotReady(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no route {0}; the API is GET /views, /views/NAME, /views/NAME/sse, /views/NAME/plan, /healthz, /metrics")]
+    NoRoute(String),
+    #[error("requests take no body; send GET without one")]
+    BodyNotAccepted,
 }
 
 impl IntoResponse for ApiError {
@@ -34,6 +52,9 @@ impl IntoResponse for ApiError {
             ApiError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::BodyNotAccepted => StatusCode::PAYLOAD_TOO_LARGE,
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
@@ -44,13 +65,74 @@ pub type AppState = Arc<Registry>;
 pub fn router(registry: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
+        .route("/page.js", get(page::script))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/views", get(list_views))
         .route("/views/{name}", get(view_contents))
         .route("/views/{name}/sse", get(sse::stream))
         .route("/views/{name}/plan", get(view_plan))
+        .fallback(no_route)
+        .layer(middleware::from_fn(refuse_bodies))
+        .layer(middleware::map_response(no_sniffing))
         .with_state(registry)
+}
+
+/// The longest view name echoed back in an error: names are file stems, so a
+/// real one fits; a longer one is cut rather than reflected whole.
+const MAX_ECHOED_NAME: usize = 128;
+
+/// `name` as an error message shows it: cut at [`MAX_ECHOED_NAME`] bytes.
+fn shown(name: &str) -> String {
+    if name.len() <= MAX_ECHOED_NAME {
+        return name.to_string();
+    }
+    let mut end = MAX_ECHOED_NAME;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &name[..end])
+}
+
+/// The view name in a path, or a 400 when it is not valid UTF-8 once
+/// percent-decoded.
+fn view_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(name)| name).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the view name in the path is not valid: {}",
+            e.body_text()
+        ))
+    })
+}
+
+async fn no_route(req: Request) -> ApiError {
+    let path = req.uri().path();
+    ApiError::NoRoute(format!("{} {}", req.method(), shown(path)))
+}
+
+/// No route reads a body, so one that is declared (a length above zero, or
+/// chunked) is refused before anything else happens, rather than left unread
+/// on the connection.
+async fn refuse_bodies(req: Request, next: Next) -> Response {
+    if req.body().size_hint().upper() != Some(0) {
+        let mut response = ApiError::BodyNotAccepted.into_response();
+        // The unread body makes the connection useless for another request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(req).await
+}
+
+/// Browsers must take each response for the type it declares: an error
+/// message or a plan echoing a request is text or JSON, never a page.
+async fn no_sniffing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Finds a served view, or explains why there is none.
@@ -61,7 +143,7 @@ pub(crate) fn lookup(reg: &Registry, name: &str) -> Result<Arc<View>, ApiError> 
             name: name.to_string(),
             error: r.error,
         }),
-        Lookup::NotFound => Err(ApiError::NotFound(name.to_string())),
+        Lookup::NotFound => Err(ApiError::NotFound(shown(name))),
     }
 }
 
@@ -110,7 +192,14 @@ async fn list_views(State(reg): State<AppState>) -> Response {
 /// How a view is maintained, as text: its columns, then one plan operator per
 /// line with its inputs indented below. A refused view answers 422 with the
 /// reason and a caret under the spot in its SQL.
-async fn view_plan(State(reg): State<AppState>, Path(name): Path<String>) -> Response {
+async fn view_plan(
+    State(reg): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let name = match view_name(path) {
+        Ok(name) => name,
+        Err(e) => return e.into_response(),
+    };
     let text = |status: StatusCode, body: String| {
         (
             status,
@@ -141,14 +230,18 @@ async fn view_plan(State(reg): State<AppState>, Path(name): Path<String>) -> Res
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{name}: refused\n{}\n", r.detail),
         ),
-        Lookup::NotFound => text(StatusCode::NOT_FOUND, format!("no view named \"{name}\"\n")),
+        Lookup::NotFound => text(
+            StatusCode::NOT_FOUND,
+            format!("no view named \"{}\"\n", shown(&name)),
+        ),
     }
 }
 
 async fn view_contents(
     State(reg): State<AppState>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let name = view_name(path)?;
     let loading = matches!(reg.lookup(&name), Lookup::Loading(_));
     let view = lookup(&reg, &name)?;
     let snap = reg.snapshot(&view);

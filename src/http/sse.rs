@@ -6,18 +6,21 @@
 //! marked `"reset": true` instead of a gap. A subscriber that reconnects with
 //! `Last-Event-ID: <lsn>` gets the diffs after that LSN from the view's
 //! history, or a snapshot marked as a reset when the history no longer reaches
-//! back that far.
+//! back that far (or the LSN is ahead of the view, as after a restart of
+//! viewcast). A `Last-Event-ID` that is not an LSN is answered 400: this
+//! server never sent it.
 
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{lookup, ApiError, AppState};
+use super::{lookup, view_name, ApiError, AppState};
 use crate::pg::Lsn;
 use crate::views::{snapshot_json, sse_bytes, Event, EventKind, Registry, Resumed, View};
 
@@ -55,19 +58,17 @@ fn start(
 
 pub async fn stream(
     State(reg): State<AppState>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let name = view_name(path)?;
+    // A reconnecting EventSource sends the id of the last event it received.
+    let resume_from = last_event_id(&headers)?;
     let view = lookup(&reg, &name)?;
     // Start from the view's contents, not from the empty view before them.
     reg.wait_ready(&view).await;
     // It may have turned out not to compile.
     let view = lookup(&reg, &name)?;
-    // A reconnecting EventSource sends the id of the last event it received.
-    let resume_from = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<Lsn>().ok());
     let resumed = resume_from.and_then(|from| reg.resume(&view, from).map(|r| (from, r)));
     let (first, rx, last) = match resumed {
         Some((from, Resumed { missed, rx })) => {
@@ -135,4 +136,60 @@ pub async fn stream(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// The LSN in `Last-Event-ID`, if the header is there; ids are LSNs such as
+/// `0/16B3748`, and anything else is a 400.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<Lsn>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let refuse = || {
+        let shown: String = String::from_utf8_lossy(value.as_bytes())
+            .chars()
+            .take(40)
+            .collect();
+        ApiError::BadRequest(format!(
+            "Last-Event-ID {shown:?} is not an LSN like 0/16B3748 (the ids this server sends); \
+             leave it out to start from a snapshot"
+        ))
+    };
+    let text = value.to_str().map_err(|_| refuse())?.trim();
+    if text.is_empty() {
+        // EventSource sends an empty id after an event that reset it.
+        return Ok(None);
+    }
+    text.parse::<Lsn>().map(Some).map_err(|_| refuse())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn parse(value: &[u8]) -> Result<Option<Lsn>, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", HeaderValue::from_bytes(value).unwrap());
+        last_event_id(&headers)
+    }
+
+    #[test]
+    fn last_event_id_is_an_lsn_or_a_400() {
+        assert_eq!(last_event_id(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(parse(b"").unwrap(), None);
+        assert_eq!(parse(b" 0/16B3748 ").unwrap(), Some(Lsn(0x16B3748)));
+        assert_eq!(parse(b"FFFFFFFF/FFFFFFFF").unwrap(), Some(Lsn(u64::MAX)));
+        for bad in [
+            &b"x"[..],
+            b"1/2/3",
+            b"100000000/0",
+            b"-1/0",
+            b"0/\xff",
+            &[b'9'; 4000],
+        ] {
+            let err = parse(bad).expect_err("not an LSN");
+            assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
+            assert!(err.to_string().len() < 200, "{err}");
+        }
+    }
 }

@@ -715,10 +715,17 @@ impl Registry {
             .clone()
     }
 
-    /// Streaming, and the views reflect the snapshot.
+    /// Streaming, the views reflect the snapshot, and none is still
+    /// computing its first contents.
     pub fn is_streaming(&self) -> bool {
         match self.health() {
-            Health::Streaming { snapshot_lsn } => self.progress() >= snapshot_lsn,
+            Health::Streaming { snapshot_lsn } => {
+                self.progress() >= snapshot_lsn
+                    && !self.all().iter().any(|v| {
+                        let st = v.lock();
+                        st.phase == Phase::Loading && st.dataflow.is_some()
+                    })
+            }
             _ => false,
         }
     }
