@@ -206,6 +206,8 @@ pub struct Registry {
     pub dataflow_restarts: AtomicU64,
     /// Times the source lost its connection and reconnected.
     pub reconnects: AtomicU64,
+    /// The views declared at startup have all loaded (or been refused).
+    started: std::sync::atomic::AtomicBool,
     /// Times tables were read at a new snapshot, and tables copied then.
     pub resyncs: AtomicU64,
     pub tables_copied: AtomicU64,
@@ -355,6 +357,7 @@ impl Registry {
             in_flight,
             dataflow_restarts: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            started: std::sync::atomic::AtomicBool::new(false),
             resyncs: AtomicU64::new(0),
             tables_copied: AtomicU64::new(0),
         }
@@ -715,16 +718,26 @@ impl Registry {
             .clone()
     }
 
-    /// Streaming, the views reflect the snapshot, and none is still
-    /// computing its first contents.
+    /// Streaming and the views reflect the snapshot; at startup, also no
+    /// view still computing its first contents (a view added later does not
+    /// make a running server unhealthy).
     pub fn is_streaming(&self) -> bool {
         match self.health() {
             Health::Streaming { snapshot_lsn } => {
-                self.progress() >= snapshot_lsn
-                    && !self.all().iter().any(|v| {
-                        let st = v.lock();
-                        st.phase == Phase::Loading && st.dataflow.is_some()
-                    })
+                if self.progress() < snapshot_lsn {
+                    return false;
+                }
+                if self.started.load(Ordering::Relaxed) {
+                    return true;
+                }
+                let loading = self.all().iter().any(|v| {
+                    let st = v.lock();
+                    st.phase == Phase::Loading && st.dataflow.is_some()
+                });
+                if !loading {
+                    self.started.store(true, Ordering::Relaxed);
+                }
+                !loading
             }
             _ => false,
         }
