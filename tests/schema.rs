@@ -377,6 +377,18 @@ async fn partitioned_tables_follow_rows_across_partitions() {
     db.exec("INSERT INTO m VALUES (300, 'north', 3)").await;
     converge(&db, &mut f, "by_region", sql).await;
     server.stop().await;
+
+    // A table that gains an inheritance child while followed: its views fail
+    // rather than miss the child's rows.
+    db.exec("CREATE TABLE base (id int PRIMARY KEY); INSERT INTO base VALUES (1);")
+        .await;
+    let server = start(&db, &[("on_base", "SELECT id FROM base")]).await;
+    let mut on_base = server.follow("on_base").await;
+    db.exec("CREATE TABLE base_child () INHERITS (base); INSERT INTO base_child VALUES (2);")
+        .await;
+    let message = failure(&mut on_base, "on_base").await;
+    assert!(message.contains("inheritance"), "{message}");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
