@@ -258,17 +258,9 @@ async fn view_files_added_edited_and_removed() {
 
     // Edited: its subscribers get a snapshot with the new columns.
     let mark = a.events.len();
-    server.write_view(
-        "a",
-        "SELECT g, count(*) AS c, sum(n) AS total FROM t GROUP BY g",
-    );
-    converge(
-        &db,
-        &mut a,
-        "a",
-        "SELECT g, count(*) AS c, sum(n) AS total FROM t GROUP BY g",
-    )
-    .await;
+    let edited = "SELECT g, count(*) AS c, sum(n) AS total FROM t GROUP BY g";
+    server.write_view("a", edited);
+    converge(&db, &mut a, "a", edited).await;
     assert_eq!(a.columns, ["g", "c", "total"]);
     assert!(kinds(&a, mark).contains(&"snapshot".to_string()));
 
@@ -276,13 +268,7 @@ async fn view_files_added_edited_and_removed() {
     server.write_view("a", "SELECT g, count(*) FROM t GROUP BY nope");
     tokio::time::sleep(Duration::from_secs(2)).await;
     db.exec("INSERT INTO t VALUES (50, 'a', 1)").await;
-    converge(
-        &db,
-        &mut a,
-        "a",
-        "SELECT g, count(*) AS c, sum(n) AS total FROM t GROUP BY g",
-    )
-    .await;
+    converge(&db, &mut a, "a", edited).await;
     let (status, _) = server.get("/views/a").await;
     assert_eq!(status, 200);
 
@@ -319,13 +305,7 @@ async fn view_files_added_edited_and_removed() {
     assert_eq!(server.get("/views/b").await.0, 404);
     // The others saw nothing of it.
     db.exec("INSERT INTO t VALUES (51, 'b', 2)").await;
-    converge(
-        &db,
-        &mut a,
-        "a",
-        "SELECT g, count(*) AS c, sum(n) AS total FROM t GROUP BY g",
-    )
-    .await;
+    converge(&db, &mut a, "a", edited).await;
     server.stop().await;
 }
 
