@@ -240,9 +240,9 @@ impl Controller {
                     self.registry.apply(v.view, Lsn(lsn), &v.rows, &v.errors);
                 }
             }
-            Output::ViewReady { view } => {
+            Output::ViewReady { view, lsn } => {
                 let reset = self.reset_on_ready.remove(&view);
-                self.registry.ready(view, reset);
+                self.registry.ready(view, Lsn(lsn), reset);
             }
             Output::WorkerFailed { message } => self.replace_dataflow(&message),
         }

@@ -219,3 +219,37 @@ async fn a_definite_failure_is_reported_and_heals_when_fixed() {
     server.wait_healthy().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_and_view_files_under_a_running_writer() {
+    let rig = Rig::start("schema under load", Timeouts::default(), false).await;
+    let admin = connect(&rig.conninfo).await;
+    // A column the views do not read, then one they do not read either but
+    // with a rewrite of the table: their subscribers see only the writer's
+    // transactions, each whole.
+    admin
+        .batch_execute("ALTER TABLE t ADD COLUMN note text DEFAULT 'x'")
+        .await
+        .unwrap();
+    rig.writer.as_ref().unwrap().wait_commits(20).await;
+    admin
+        .batch_execute("ALTER TABLE t ADD COLUMN created timestamptz DEFAULT clock_timestamp()")
+        .await
+        .unwrap();
+    rig.writer.as_ref().unwrap().wait_commits(20).await;
+    // Another view comes, changes and goes while the writer writes.
+    rig.server
+        .write_view("extra", "SELECT grp, max(n) AS top FROM t GROUP BY grp");
+    rig.writer.as_ref().unwrap().wait_commits(20).await;
+    rig.server.write_view(
+        "extra",
+        "SELECT grp, min(n) AS bottom, note FROM t GROUP BY grp, note",
+    );
+    rig.writer.as_ref().unwrap().wait_commits(20).await;
+    let (status, body) = rig.server.get("/views/extra").await;
+    assert_eq!(status, 200, "{body}");
+    rig.server.remove_view("extra");
+    rig.writer.as_ref().unwrap().wait_commits(20).await;
+    drop(admin);
+    rig.finish().await;
+}

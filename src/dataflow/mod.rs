@@ -73,9 +73,9 @@ pub enum Output {
     Batch { lsn: u64, views: Vec<ViewChanges> },
     /// All times up to and including `lsn` are complete.
     Progress { lsn: u64 },
-    /// A view added with `AddView` has produced its whole initial contents
-    /// (the batches sent for it so far, summed) as of the next `Progress`.
-    ViewReady { view: usize },
+    /// A view added with `AddView` has produced its whole initial contents:
+    /// the batches sent for it so far, summed, are its contents at `lsn`.
+    ViewReady { view: usize, lsn: u64 },
     /// A worker died (a panic). The dataflow can no longer be trusted: drop it
     /// and build a new one.
     WorkerFailed { message: String },
@@ -602,7 +602,10 @@ impl Worker<'_> {
         for (id, v) in self.views.iter_mut() {
             if !v.ready && frontier > v.as_of {
                 v.ready = true;
-                let _ = self.out.send(Output::ViewReady { view: *id });
+                let _ = self.out.send(Output::ViewReady {
+                    view: *id,
+                    lsn: frontier - 1,
+                });
             }
         }
         // A view just added holds the frontier back until it has caught up;

@@ -604,11 +604,11 @@ impl Registry {
         v.send_diff(&mut st, diff_event(lsn, changes));
     }
 
-    /// A (re)built view's dataflow holds its contents as of the progress that
-    /// follows: they replace what the view held. Subscribers get the
+    /// A (re)built view's dataflow holds its contents as of `lsn`: they
+    /// replace what the view held. Subscribers get the
     /// difference as one diff when the columns stayed the same, else a
     /// snapshot with the new columns.
-    pub fn ready(&self, dataflow: usize, reset: bool) {
+    pub fn ready(&self, dataflow: usize, lsn: Lsn, reset: bool) {
         let Some(v) = self.by_dataflow(dataflow) else {
             return;
         };
@@ -621,8 +621,7 @@ impl Registry {
         };
         let fresh = std::mem::take(&mut st.loading);
         st.eval_errors = std::mem::take(&mut st.loading_errors);
-        let progress = self.progress();
-        st.lsn = st.lsn.max(progress);
+        st.lsn = st.lsn.max(lsn);
         let first = st.def.is_none();
         let same_columns = st.def.as_ref().is_some_and(|d| d.columns == def.columns);
         let was_told = st.told_failing;
