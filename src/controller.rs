@@ -74,6 +74,9 @@ pub struct Controller {
     rebuilding: bool,
     /// The last refusal of each view, so each is logged once.
     refusals: HashMap<String, String>,
+    /// A resync's LSN until the dataflow has passed it (see
+    /// [`Controller::apply_table_faults`]).
+    faults_settle_at: Option<Lsn>,
     dataflow: Option<Dataflow>,
     workers: usize,
     out_tx: mpsc::UnboundedSender<Output>,
@@ -134,6 +137,7 @@ impl Controller {
             reset_on_ready: HashSet::new(),
             rebuilding: false,
             refusals: HashMap::new(),
+            faults_settle_at: None,
             dataflow: Some(dataflow),
             workers: config.workers,
             out_tx,
@@ -234,6 +238,10 @@ impl Controller {
                 tracing::trace!(lsn = %Lsn(lsn), "dataflow progress");
                 self.registry.advance(Lsn(lsn));
                 self.in_flight.release_through(lsn);
+                if self.faults_settle_at.is_some_and(|at| Lsn(lsn) >= at) {
+                    self.faults_settle_at = None;
+                    self.apply_table_faults();
+                }
             }
             Output::Batch { lsn, views } => {
                 for v in views {
@@ -279,6 +287,7 @@ impl Controller {
         self.names.clear();
         self.failed_tables.clear();
         self.reset_on_ready.clear();
+        self.faults_settle_at = None;
         self.rebuilding = true;
         let _ = self.source_control.send(SourceControl::Reload);
     }
@@ -370,6 +379,7 @@ impl Controller {
         if full {
             self.rebuilding = false;
         }
+        self.faults_settle_at = Some(lsn);
         for r in refuse {
             self.refuse(r);
         }
@@ -438,7 +448,12 @@ impl Controller {
 
     /// Fails the views over failed tables with the table's reason, and clears
     /// that fault of the others.
+    /// While a resync's rows are still on their way through the dataflow,
+    /// only new failures are applied: a view over a table that recovered is
+    /// told so (with a snapshot) once its contents have caught up, never
+    /// with the rows it held while the table was failing.
     fn apply_table_faults(&self) {
+        let settled = self.faults_settle_at.is_none();
         for (name, b) in &self.built {
             // The first failing table's reason, if any.
             let message = b
@@ -446,7 +461,9 @@ impl Controller {
                 .iter()
                 .find_map(|t| self.failed_tables.get(t))
                 .cloned();
-            self.registry.set_fault(name, Fault::Table, message);
+            if message.is_some() || settled {
+                self.registry.set_fault(name, Fault::Table, message);
+            }
         }
     }
 
