@@ -26,6 +26,7 @@ use sqlparser::tokenizer::Span;
 use crate::pg::catalog::TableInfo;
 use crate::repr::tz::TimeCx;
 use crate::repr::Type;
+pub use bind::params::{ParamFrom, ViewParam};
 pub use plan::Plan;
 
 /// A refused query: what is wrong and where (1-based line and column).
@@ -79,7 +80,7 @@ pub struct Column {
     pub ty: Type,
 }
 
-fn type_name<S: serde::Serializer>(t: &Type, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn type_name<S: serde::Serializer>(t: &Type, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(t.name())
 }
 
@@ -193,12 +194,20 @@ pub struct CompiledView {
     /// What the dataflow runs: [`CompiledView::body`], then, where the
     /// session's zone is not UTC, a projection that writes each timestamptz
     /// output value as `to_json` writes it in that zone (see [`compile_with`]).
+    /// A parameterized view's rows start with their parameter tuple.
     pub plan: Plan,
     pub columns: Vec<Column>,
     /// The view's rows as values, before output rendering: what a view that
     /// reads this one builds on.
     pub body: Plan,
+    /// The view's parameters, in tuple order; its plan reads their tuples
+    /// from the table [`PARAMS_TABLE`] (the controller gives each view its own).
+    pub params: Vec<ViewParam>,
 }
+
+/// The table id a parameterized view's plan reads its parameter tuples from,
+/// until the controller renames it to the view's own.
+pub const PARAMS_TABLE: usize = usize::MAX - 1;
 
 /// Parses one view definition: exactly one SELECT statement.
 pub fn parse(sql: &str) -> Result<ast::Query, BindError> {
@@ -288,14 +297,47 @@ pub fn compile_with(
     views: &HashMap<String, CompiledView>,
 ) -> Result<CompiledView, BindError> {
     let q = parse(sql)?;
+    let mut params = bind::params::collect(&q)?;
+    if let Some(name) =
+        crate::sql::table_refs(&q)
+            .into_iter()
+            .find_map(|parts| match parts.as_slice() {
+                [single] if views.get(single).is_some_and(|v| !v.params.is_empty()) => {
+                    Some(single.clone())
+                }
+                _ => None,
+            })
+    {
+        return Err(BindError {
+            message: format!(
+                "view \"{name}\" has parameters; a view cannot read a parameterized view"
+            ),
+            position: None,
+        });
+    }
+    if !params.is_empty() {
+        // First pass: the type each $name takes from where it is used.
+        let (first, types) =
+            bind::params::discovered(|| bind::Binder::new(catalog, views)?.bind_top(&q));
+        first?;
+        for p in &mut params {
+            if p.from == ParamFrom::Request {
+                p.ty = match types.get(&p.name) {
+                    Some(Type::Unknown) | None => Type::Text,
+                    Some(t) => t.clone(),
+                };
+            }
+        }
+    }
     let binder = bind::Binder::new(catalog, views)?;
-    let (plan, columns) = binder.bind_top(&q)?;
+    let (plan, columns) = binder.bind_top_with_params(&q, &params)?;
     let body = prune::prune_view(plan);
-    let plan = render_output(body.clone(), &columns, &binder.time)?;
+    let plan = render_output(body.clone(), params.len(), &columns, &binder.time)?;
     Ok(CompiledView {
         plan,
         columns,
         body,
+        params,
     })
 }
 
@@ -308,7 +350,12 @@ pub fn compile_with(
 /// JSON encoder needs no settings, and views reading this view read its
 /// [`CompiledView::body`], still values. An interval shown under an
 /// IntervalStyle other than `postgres` is refused.
-fn render_output(body: Plan, columns: &[Column], time: &TimeCx) -> Result<Plan, BindError> {
+fn render_output(
+    body: Plan,
+    params: usize,
+    columns: &[Column],
+    time: &TimeCx,
+) -> Result<Plan, BindError> {
     fn has_tz(t: &Type) -> bool {
         match t {
             Type::TimestampTz => true,
@@ -325,10 +372,10 @@ fn render_output(body: Plan, columns: &[Column], time: &TimeCx) -> Result<Plan, 
     if time.is_utc() || !columns.iter().any(|c| has_tz(&c.ty)) {
         return Ok(body);
     }
-    let exprs = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
+    let exprs = (0..params)
+        .map(expr::Expr::Column)
+        .chain(columns.iter().enumerate().map(|(i, c)| {
+            let i = params + i;
             if has_tz(&c.ty) {
                 expr::Expr::Call {
                     func: func::Func::JsonIn(c.ty.clone(), time.clone()),
@@ -338,7 +385,7 @@ fn render_output(body: Plan, columns: &[Column], time: &TimeCx) -> Result<Plan, 
             } else {
                 expr::Expr::Column(i)
             }
-        })
+        }))
         .collect();
     Ok(Plan::Project {
         input: Box::new(body),
@@ -542,6 +589,81 @@ mod tests {
         assert!(e.contains("SELECT"), "{e}");
         let e = refuse("SELEC 1");
         assert!(e.contains("syntax error"), "{e}");
+    }
+
+    #[test]
+    fn parameters_take_their_types_from_where_they_are_used() {
+        let v = compile(
+            "SELECT o.id, o.amount FROM orders o WHERE o.customer_id = $cust AND o.amount > $min AND $note = 'x'",
+            &catalog(),
+        )
+        .unwrap();
+        let names: Vec<(String, Type)> = v
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.ty.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("cust".to_string(), Type::Int4),
+                ("min".to_string(), Type::Numeric),
+                ("note".to_string(), Type::Text)
+            ]
+        );
+        let p = v.plan.to_string();
+        assert!(p.contains("Get parameters"), "{p}");
+        // The parameter is a join key: a new tuple costs only its rows.
+        assert!(
+            p.contains("InnerJoin on (#0) = (#1)") || p.contains("= (#0)"),
+            "{p}"
+        );
+        assert_eq!(v.plan.arity(), 3 + 2, "rows start with the tuple");
+    }
+
+    #[test]
+    fn claims_and_parameters_in_subqueries_and_aggregates() {
+        let v = compile(
+            "SELECT count(*) AS n, sum(o.amount) AS total FROM orders o
+             WHERE o.customer_id IN (SELECT c.id FROM customers c WHERE c.tier = auth.jwt() ->> 'tier')
+               AND o.customer_id <> $skip",
+            &catalog(),
+        )
+        .unwrap();
+        let params: Vec<(String, ParamFrom)> = v
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.from.clone()))
+            .collect();
+        assert_eq!(
+            params,
+            [
+                ("tier".to_string(), ParamFrom::Token),
+                ("skip".to_string(), ParamFrom::Request)
+            ]
+        );
+        assert_eq!(v.params[0].ty, Type::Text);
+        assert_eq!(v.params[1].ty, Type::Int4);
+        // A global aggregate has a row for every tuple, matched or not.
+        assert!(v.plan.to_string().contains("AntiJoin"), "{}", v.plan);
+        let uid = compile(
+            "SELECT id FROM customers WHERE name = auth.uid()",
+            &catalog(),
+        )
+        .unwrap();
+        assert_eq!(uid.params[0].name, "sub");
+        assert_eq!(uid.params[0].from, ParamFrom::Token);
+    }
+
+    #[test]
+    fn parameter_mistakes_are_refused_clearly() {
+        assert!(refuse("SELECT id FROM orders WHERE id = $1").contains("name parameters"));
+        assert!(refuse("SELECT id FROM orders WHERE id = auth.role()").contains("auth.uid()"));
+        assert!(refuse("SELECT $x + 'a'::text FROM orders").contains("operator"));
+        assert!(
+            refuse("WITH w AS (SELECT id FROM orders WHERE id = $x) SELECT * FROM w")
+                .contains("not in WITH"),
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 mod aggregate;
 mod from;
+pub mod params;
 mod scalar;
 mod scope;
 mod subquery;
@@ -137,6 +138,36 @@ impl<'a> Binder<'a> {
     /// Binds a top-level query.
     pub fn bind_top(&self, q: &ast::Query) -> Result<(Plan, Vec<Column>)> {
         let b = self.bind_query(q, None, None)?;
+        Ok((b.plan, b.columns))
+    }
+
+    /// Binds a top-level query over the relation of its parameter tuples
+    /// (see [`params`]): its rows are each tuple followed by the columns.
+    pub fn bind_top_with_params(
+        &self,
+        q: &ast::Query,
+        view_params: &[params::ViewParam],
+    ) -> Result<(Plan, Vec<Column>)> {
+        if view_params.is_empty() {
+            return self.bind_top(q);
+        }
+        let p = Params {
+            plan: Plan::Get {
+                table: crate::sql::PARAMS_TABLE,
+                name: "parameters".into(),
+                arity: view_params.len(),
+            },
+            cols: view_params
+                .iter()
+                .map(|vp| {
+                    let mut c = ScopeCol::new(None, vp.key(), vp.ty.clone());
+                    c.depth = 1;
+                    c
+                })
+                .collect(),
+        };
+        let b = self.bind_query(q, None, Some(&p))?;
+        debug_assert_eq!(b.params, view_params.len());
         Ok((b.plan, b.columns))
     }
 

@@ -32,6 +32,9 @@ impl<'a> Binder<'a> {
         }
 
         let span = e.span();
+        if let Some(p) = super::params::param_of(e)? {
+            return self.bind_param(&p, span, cx);
+        }
         match e {
             ast::Expr::Identifier(id) => self.column(None, &ident_name(id), span, cx),
             ast::Expr::CompoundIdentifier(ids) => {
@@ -442,6 +445,32 @@ impl<'a> Binder<'a> {
                 Err(unsupported(format!("expression {kind} ({other})"), span))
             }
         }
+    }
+
+    /// A view parameter (`$name`, `auth.uid()`, `auth.jwt() ->> 'claim'`): a
+    /// column of the parameter tuples, or in the first pass a placeholder
+    /// that learns its type.
+    fn bind_param(
+        &self,
+        p: &super::params::ViewParam,
+        span: Span,
+        cx: &ExprCx<'_>,
+    ) -> Result<(Expr, Type)> {
+        if super::params::discovering() {
+            return Ok(match p.from {
+                super::params::ParamFrom::Request => super::params::placeholder(&p.name),
+                super::params::ParamFrom::Token => (Expr::Literal(Datum::Null), p.ty.clone()),
+            });
+        }
+        self.column(None, &p.key(), span, cx).map_err(|_| {
+            BindError::new(
+                format!(
+                    "parameter {} cannot be used here (parameters work in the view's query and its subqueries, not in WITH)",
+                    p.key()
+                ),
+                span,
+            )
+        })
     }
 
     /// A column by name: in this query's scope, or else in an enclosing
@@ -1458,6 +1487,9 @@ pub(super) fn comparand(tcx: &TimeCx, e: Expr, from: &Type, ty: &Type, span: Spa
 /// `to`, numbers are widened.
 pub(super) fn coerce(tcx: &TimeCx, e: Expr, from: &Type, to: &Type, span: Span) -> Result<Expr> {
     if *from == Type::Unknown {
+        if let Some(placeholder) = super::params::record(&e, to) {
+            return Ok(placeholder);
+        }
         if let Expr::Literal(Datum::Text(s)) = &e {
             if *to == Type::Unknown || to.is_string() {
                 return Ok(e);
