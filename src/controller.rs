@@ -32,7 +32,7 @@ use crate::pg::catalog::TableInfo;
 use crate::pg::source::{Resync, SourceControl, SourceEvent, SourceStatus};
 use crate::pg::Lsn;
 use crate::sql::{self, Catalog};
-use crate::views::{Fault, Health, Refused, Registry, ViewDef};
+use crate::views::{Fault, Health, Refused, Registry, TupleRequest, ViewDef};
 
 /// How often progress events go out at most.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -51,7 +51,16 @@ struct Built {
     plan_key: String,
     /// The tables it reads.
     tables: Vec<usize>,
+    /// A parameterized view's table of parameter tuples.
+    params_table: Option<usize>,
 }
+
+/// How long a parameter tuple nobody subscribes to stays in the dataflow,
+/// so a page that reloads finds its rows still computed.
+pub const TUPLE_LINGER: Duration = Duration::from_secs(30);
+
+/// Parameter tables get ids far above the source's table ids.
+const FIRST_PARAMS_TABLE: usize = 1 << 40;
 
 pub struct Controller {
     queries_dir: PathBuf,
@@ -74,6 +83,10 @@ pub struct Controller {
     rebuilding: bool,
     /// The last refusal of each view, so each is logged once.
     refusals: HashMap<String, String>,
+    next_params_table: usize,
+    next_ticket: u64,
+    /// Whether tokens are verified: a view that reads claims needs it.
+    auth: bool,
     /// A resync's LSN until the dataflow has passed it (see
     /// [`Controller::apply_table_faults`]).
     faults_settle_at: Option<Lsn>,
@@ -94,6 +107,8 @@ pub enum TestHook {
 }
 
 pub struct ControllerConfig {
+    /// Tokens are verified (`--jwt-secret` / `--jwt-public-key`).
+    pub auth: bool,
     pub queries_dir: PathBuf,
     pub files: Vec<(String, String)>,
     pub workers: usize,
@@ -111,6 +126,8 @@ pub struct ControllerInputs {
     pub reload: mpsc::UnboundedReceiver<()>,
     /// Requests from tests (see [`crate::server::Running::crash_a_worker`]).
     pub test_hooks: mpsc::UnboundedReceiver<TestHook>,
+    /// Parameter tuples subscribers need.
+    pub tuples: mpsc::UnboundedReceiver<TupleRequest>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -137,6 +154,9 @@ impl Controller {
             reset_on_ready: HashSet::new(),
             rebuilding: false,
             refusals: HashMap::new(),
+            next_params_table: FIRST_PARAMS_TABLE,
+            next_ticket: 0,
+            auth: config.auth,
             faults_settle_at: None,
             dataflow: Some(dataflow),
             workers: config.workers,
@@ -176,6 +196,7 @@ impl Controller {
 
     pub async fn run(mut self, mut inputs: ControllerInputs) {
         let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        let mut reap = tokio::time::interval(Duration::from_secs(1));
         let mut last_heartbeat = std::time::Instant::now();
         loop {
             tokio::select! {
@@ -195,6 +216,12 @@ impl Controller {
                     tokio::time::sleep(RELOAD_DEBOUNCE).await;
                     while inputs.reload.try_recv().is_ok() {}
                     self.reload_files();
+                }
+                Some(r) = inputs.tuples.recv() => self.tuple_request(r),
+                _ = reap.tick() => {
+                    for r in self.registry.expire_idle(TUPLE_LINGER) {
+                        self.tuple_request(r);
+                    }
                 }
                 Some(hook) = inputs.test_hooks.recv() => match hook {
                     TestHook::CrashWorker => self.df().crash_a_worker(),
@@ -252,6 +279,7 @@ impl Controller {
                 let reset = self.reset_on_ready.remove(&view);
                 self.registry.ready(view, Lsn(lsn), reset);
             }
+            Output::TuplesApplied { ticket, lsn } => self.registry.tuples_applied(ticket, Lsn(lsn)),
             Output::WorkerFailed { message } => self.replace_dataflow(&message),
         }
     }
@@ -343,18 +371,12 @@ impl Controller {
                     let key = format!("{:?}", view.plan);
                     let same = self.built.get(&name).is_some_and(|b| b.plan_key == key);
                     if !same {
-                        if let Some(b) = self.built.remove(&name) {
-                            self.df().drop_view(b.dataflow);
-                            self.registry.detach(b.dataflow);
-                        }
+                        self.unbuild(&name);
                         rebuild.push((name, view));
                     }
                 }
                 Err(refused) => {
-                    if let Some(b) = self.built.remove(&name) {
-                        self.df().drop_view(b.dataflow);
-                        self.registry.detach(b.dataflow);
-                    }
+                    self.unbuild(&name);
                     refuse.push(refused);
                 }
             }
@@ -403,10 +425,20 @@ impl Controller {
             .map(|(n, s)| (n.clone(), s.clone()))
             .collect();
         let results = sql::compile_all(&views, &self.catalog);
+        let auth = self.auth;
         views
             .into_iter()
             .zip(results)
             .map(|((name, text), r)| {
+                let r = r.and_then(|v| {
+                    if !auth && v.params.iter().any(|p| p.from == sql::ParamFrom::Token) {
+                        return Err(sql::BindError {
+                            message: "the view reads the caller's token (auth.uid(), auth.jwt()) but viewcast verifies no tokens: start it with --jwt-secret or --jwt-public-key".into(),
+                            position: None,
+                        });
+                    }
+                    Ok(v)
+                });
                 let r = r.map_err(|e| Refused {
                     name: name.clone(),
                     sql: text.clone(),
@@ -419,31 +451,83 @@ impl Controller {
     }
 
     /// Starts a view's dataflow; the registry collects its first output as
-    /// its contents. Returns the dataflow id.
-    fn build(&mut self, name: String, view: sql::CompiledView) -> usize {
+    /// its contents. A parameterized view gets a table of its own for its
+    /// parameter tuples, holding those subscribed now. Returns the dataflow id.
+    fn build(&mut self, name: String, mut view: sql::CompiledView) -> usize {
         self.refusals.remove(&name);
         let id = self.next_dataflow;
         self.next_dataflow += 1;
-        let mut tables = Vec::new();
-        view.plan.tables(&mut tables);
-        tables.sort_unstable();
-        tables.dedup();
+        let plan_key = format!("{:?}", view.plan);
         let def = ViewDef {
             sql: self.files.get(&name).cloned().unwrap_or_default(),
             columns: view.columns.clone(),
             plan: view.plan.to_string(),
+            params: view.params.clone(),
         };
         self.registry.attach(&name, def, id);
+        let params_table = if view.params.is_empty() {
+            None
+        } else {
+            let table = self.next_params_table;
+            self.next_params_table += 1;
+            view.plan.rename_table(sql::PARAMS_TABLE, table);
+            self.df().add_table(table);
+            let tuples = self.registry.tuples_of(&name);
+            if !tuples.is_empty() {
+                let ticket = self.ticket();
+                self.registry.tuples_requested(&name, &tuples, ticket);
+                self.df()
+                    .tuples(table, tuples.into_iter().map(|t| (t, 1)).collect(), ticket);
+            }
+            Some(table)
+        };
+        let mut tables = Vec::new();
+        view.plan.tables(&mut tables);
+        tables.sort_unstable();
+        tables.dedup();
         self.built.insert(
             name,
             Built {
                 dataflow: id,
-                plan_key: format!("{:?}", view.plan),
+                plan_key,
                 tables,
+                params_table,
             },
         );
         self.df().add_view(id, view.plan);
         id
+    }
+
+    /// Stops a view's dataflow (and drops its parameters table).
+    fn unbuild(&mut self, name: &str) {
+        if let Some(b) = self.built.remove(name) {
+            self.df().drop_view(b.dataflow);
+            self.registry.detach(b.dataflow);
+            if let Some(t) = b.params_table {
+                self.df().drop_table(t);
+            }
+        }
+    }
+
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    /// A subscriber needs a parameter tuple that is new, or a tuple nobody
+    /// has needed for a while goes.
+    fn tuple_request(&mut self, r: TupleRequest) {
+        let Some(table) = self.built.get(&r.view).and_then(|b| b.params_table) else {
+            // Not built: the build adds every tuple subscribed by then.
+            return;
+        };
+        let ticket = self.ticket();
+        if r.add {
+            self.registry
+                .tuples_requested(&r.view, std::slice::from_ref(&r.tuple), ticket);
+        }
+        self.df()
+            .tuples(table, vec![(r.tuple, if r.add { 1 } else { -1 })], ticket);
     }
 
     /// Fails the views over failed tables with the table's reason, and clears
@@ -517,10 +601,7 @@ impl Controller {
             }
         }
         for name in &removed {
-            if let Some(b) = self.built.remove(name) {
-                self.df().drop_view(b.dataflow);
-                self.registry.detach(b.dataflow);
-            }
+            self.unbuild(name);
             self.registry
                 .remove(name, &format!("view \"{name}\" was removed"));
         }
@@ -541,10 +622,7 @@ impl Controller {
                     if self.built.get(&name).is_some_and(|b| b.plan_key == key) {
                         continue;
                     }
-                    if let Some(b) = self.built.remove(&name) {
-                        self.df().drop_view(b.dataflow);
-                        self.registry.detach(b.dataflow);
-                    }
+                    self.unbuild(&name);
                     self.build(name, view);
                 }
                 Err(r) => {

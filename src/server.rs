@@ -269,10 +269,13 @@ pub async fn start_with(config: Config, http: HttpLimits) -> Result<Running, Ser
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
     let (hooks_tx, hooks_rx) = mpsc::unbounded_channel();
+    let (tuples_tx, tuples_rx) = mpsc::unbounded_channel();
+    registry.set_tuple_sink(tuples_tx);
 
     let views = files.len();
     let controller = Controller::new(
         ControllerConfig {
+            auth: false,
             queries_dir: config.queries.clone(),
             files,
             workers: config.workers,
@@ -304,6 +307,7 @@ pub async fn start_with(config: Config, http: HttpLimits) -> Result<Running, Ser
         outputs: out_rx,
         reload: reload_rx,
         test_hooks: hooks_rx,
+        tuples: tuples_rx,
         shutdown: shutdown_rx.clone(),
     })));
     tasks.push(tokio::spawn(source.run(shutdown_rx.clone())));

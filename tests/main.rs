@@ -6,6 +6,7 @@ mod faults;
 mod http;
 mod oracle;
 mod page;
+mod params;
 mod restart;
 mod scenarios;
 mod schema;

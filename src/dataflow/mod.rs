@@ -62,6 +62,14 @@ pub enum Command {
     Apply { lsn: u64, updates: Arc<Updates> },
     /// Everything at or before `lsn` is known: nothing more will arrive for it.
     Advance { lsn: u64 },
+    /// Adds or retracts parameter tuples of a parameterized view in its
+    /// parameters table. They take effect at a time of their own between
+    /// transactions (the last complete LSN + 1), which `ticket` reports.
+    Tuples {
+        table: usize,
+        updates: Arc<Vec<(Row, isize)>>,
+        ticket: u64,
+    },
     /// Makes the last worker panic, so tests can check what a dying worker
     /// does to the server.
     Crash,
@@ -76,6 +84,9 @@ pub enum Output {
     /// A view added with `AddView` has produced its whole initial contents:
     /// the batches sent for it so far, summed, are its contents at `lsn`.
     ViewReady { view: usize, lsn: u64 },
+    /// The tuples of request `ticket` entered the dataflow at `lsn`: their
+    /// rows are complete once progress reaches it.
+    TuplesApplied { ticket: u64, lsn: u64 },
     /// A worker died (a panic). The dataflow can no longer be trusted: drop it
     /// and build a new one.
     WorkerFailed { message: String },
@@ -276,6 +287,16 @@ impl Dataflow {
         self.send(|| Command::Advance { lsn });
     }
 
+    /// Adds (`+1`) or retracts (`-1`) parameter tuples of a view.
+    pub fn tuples(&self, table: usize, updates: Vec<(Row, isize)>, ticket: u64) {
+        let updates = Arc::new(updates);
+        self.send(|| Command::Tuples {
+            table,
+            updates: updates.clone(),
+            ticket,
+        });
+    }
+
     /// Makes a worker panic (for tests of the recovery from one).
     pub fn crash_a_worker(&self) {
         self.send(|| Command::Crash);
@@ -432,6 +453,24 @@ impl Worker<'_> {
                 if lsn + 1 > self.time {
                     self.advance_to(lsn + 1);
                 }
+            }
+            Command::Tuples {
+                table,
+                updates,
+                ticket,
+            } => {
+                // A time of their own, after everything applied so far and
+                // before the next transaction (commit LSNs are far apart).
+                let t = self.time;
+                if self.worker.index() == 0 {
+                    if let Some(tab) = self.tables.get_mut(&table) {
+                        for (row, diff) in updates.iter() {
+                            tab.input.update(row.clone(), *diff);
+                        }
+                    }
+                    let _ = self.out.send(Output::TuplesApplied { ticket, lsn: t });
+                }
+                self.advance_to(t + 1);
             }
             Command::Crash => {
                 if self.worker.index() + 1 == self.worker.peers() {

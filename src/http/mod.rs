@@ -11,11 +11,12 @@ mod page;
 mod serve;
 mod sse;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::HttpBody;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +26,8 @@ use serde_json::json;
 
 pub use serve::{serve, SHUTDOWN_GRACE};
 
-use crate::views::{snapshot_json, Health, Lookup, Registry, View};
+use crate::views::params::Given;
+use crate::views::{snapshot_json, Health, Lookup, Registry, TupleGuard, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -183,10 +185,54 @@ async fn list_views(State(reg): State<AppState>) -> Response {
         .iter()
         .filter_map(|v| {
             let def = v.def()?;
-            Some(json!({ "name": v.name, "sql": def.sql, "columns": def.columns }))
+            Some(json!({
+                "name": v.name,
+                "sql": def.sql,
+                "columns": def.columns,
+                "params": def.params,
+            }))
         })
         .collect();
     Json(list).into_response()
+}
+
+/// A request's query parameters; a query string that does not decode is a 400.
+pub(crate) fn query_params(
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    query
+        .map(|q| q.0)
+        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))
+}
+
+/// The query-string keys that are not view parameters.
+const RESERVED_QUERY_KEYS: [&str; 1] = ["access_token"];
+
+/// Opens the parameter tuple a request names (its query string, and the
+/// claims of its verified token) and waits, up to `patience`, until its rows
+/// are computed. A view without parameters ignores the query string.
+pub(crate) async fn open_tuple(
+    reg: &Registry,
+    view: &Arc<View>,
+    query: &BTreeMap<String, String>,
+    claims: Option<&serde_json::Map<String, serde_json::Value>>,
+    patience: std::time::Duration,
+) -> Result<TupleGuard, ApiError> {
+    let params = view.def().map(|d| d.params).unwrap_or_default();
+    let tuple = if params.is_empty() {
+        Vec::new()
+    } else {
+        let given: BTreeMap<String, Given> = query
+            .iter()
+            .filter(|(k, _)| !RESERVED_QUERY_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), Given::Text(v.clone())))
+            .collect();
+        crate::views::params::tuple(&params, &given, claims)
+            .map_err(|e| ApiError::BadRequest(format!("view \"{}\": {e}", shown(&view.name))))?
+    };
+    let guard = reg.open(view, tuple);
+    let _ = tokio::time::timeout(patience, reg.wait_tuple(&guard)).await;
+    Ok(guard)
 }
 
 /// How a view is maintained, as text: its columns, then one plan operator per
@@ -237,14 +283,26 @@ async fn view_plan(
     }
 }
 
+/// How long `GET /views/{name}` waits for a new parameter tuple's rows.
+const TUPLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn view_contents(
     State(reg): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let name = view_name(path)?;
+    let query = query_params(query)?;
     let loading = matches!(reg.lookup(&name), Lookup::Loading(_));
     let view = lookup(&reg, &name)?;
-    let snap = reg.snapshot(&view);
+    if loading {
+        return Err(ApiError::NotReady(name));
+    }
+    let guard = open_tuple(&reg, &view, &query, None, TUPLE_PATIENCE).await?;
+    if !guard.is_ready() {
+        return Err(ApiError::NotReady(name));
+    }
+    let snap = reg.snapshot(&guard);
     if let Some(error) = snap.error.clone() {
         if !loading {
             return Err(ApiError::Failed { name, error });

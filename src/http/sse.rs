@@ -10,23 +10,25 @@
 //! viewcast). A `Last-Event-ID` that is not an LSN is answered 400: this
 //! server never sent it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{lookup, view_name, ApiError, AppState};
+use super::{lookup, open_tuple, query_params, view_name, ApiError, AppState};
 use crate::pg::Lsn;
-use crate::views::{snapshot_json, sse_bytes, Event, EventKind, Registry, Resumed, View};
+use crate::views::{snapshot_json, sse_bytes, Event, EventKind, Registry, Resumed, TupleGuard};
 
 struct Subscription {
     reg: AppState,
-    view: Arc<View>,
+    /// Keeps the subscribed tuple in the dataflow while the stream is open.
+    guard: TupleGuard,
     rx: broadcast::Receiver<Arc<Event>>,
     /// LSN of the last event sent; older progress is skipped.
     last: Lsn,
@@ -38,10 +40,10 @@ struct Subscription {
 
 fn start(
     reg: &Registry,
-    view: &View,
+    guard: &TupleGuard,
     reset: bool,
 ) -> (Bytes, broadcast::Receiver<Arc<Event>>, Lsn) {
-    let (snap, rx) = reg.subscribe(view);
+    let (snap, rx) = reg.subscribe(guard);
     let snapshot = sse_bytes("snapshot", Some(snap.lsn), &snapshot_json(&snap, reset));
     match &snap.error {
         Some(message) => {
@@ -56,12 +58,18 @@ fn start(
     }
 }
 
+/// How long a new subscription waits for a new parameter tuple's rows
+/// before it starts anyway (its snapshot then follows as a reset).
+const TUPLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn stream(
     State(reg): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = view_name(path)?;
+    let query = query_params(query)?;
     // A reconnecting EventSource sends the id of the last event it received.
     let resume_from = last_event_id(&headers)?;
     let view = lookup(&reg, &name)?;
@@ -69,7 +77,8 @@ pub async fn stream(
     reg.wait_ready(&view).await;
     // It may have turned out not to compile.
     let view = lookup(&reg, &name)?;
-    let resumed = resume_from.and_then(|from| reg.resume(&view, from).map(|r| (from, r)));
+    let guard = open_tuple(&reg, &view, &query, None, TUPLE_PATIENCE).await?;
+    let resumed = resume_from.and_then(|from| reg.resume(&guard, from).map(|r| (from, r)));
     let (first, rx, last) = match resumed {
         Some((from, Resumed { missed, rx })) => {
             let mut bytes = Vec::new();
@@ -80,12 +89,12 @@ pub async fn stream(
             }
             (Bytes::from(bytes), rx, last)
         }
-        None => start(&reg, &view, resume_from.is_some()),
+        None => start(&reg, &guard, resume_from.is_some()),
     };
     let closed = reg.closed();
     let sub = Subscription {
         reg,
-        view,
+        guard,
         rx,
         last,
         pending: Some(first),
@@ -118,7 +127,7 @@ pub async fn stream(
                     return Some((Ok(ev.sse.clone()), sub));
                 }
                 Err(RecvError::Lagged(_)) => {
-                    let (snap, rx, last) = start(&sub.reg, &sub.view, true);
+                    let (snap, rx, last) = start(&sub.reg, &sub.guard, true);
                     sub.rx = rx;
                     sub.last = last;
                     sub.pending = Some(snap);

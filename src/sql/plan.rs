@@ -245,6 +245,20 @@ impl Plan {
     }
 
     /// The plans this one reads.
+    pub fn inputs_mut(&mut self) -> Vec<&mut Plan> {
+        match self {
+            Plan::Get { .. } | Plan::Constant { .. } | Plan::RecursiveRef { .. } => vec![],
+            Plan::Filter { input, .. }
+            | Plan::Project { input, .. }
+            | Plan::Reduce { input, .. }
+            | Plan::Distinct { input }
+            | Plan::TopK { input, .. } => vec![input],
+            Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => vec![left, right],
+            Plan::Recursive { base, step, .. } => vec![base, step],
+            Plan::Union { inputs } => inputs.iter_mut().collect(),
+        }
+    }
+
     pub fn inputs(&self) -> Vec<&Plan> {
         match self {
             Plan::Get { .. } | Plan::Constant { .. } | Plan::RecursiveRef { .. } => vec![],
@@ -260,6 +274,18 @@ impl Plan {
     }
 
     /// Tables the plan reads.
+    /// Reads table `to` wherever the plan reads table `from`.
+    pub fn rename_table(&mut self, from: usize, to: usize) {
+        if let Plan::Get { table, .. } = self {
+            if *table == from {
+                *table = to;
+            }
+        }
+        for input in self.inputs_mut() {
+            input.rename_table(from, to);
+        }
+    }
+
     pub fn tables(&self, out: &mut Vec<usize>) {
         if let Plan::Get { table, .. } = self {
             out.push(*table);

@@ -14,9 +14,18 @@
 //!                                                      └─(file removed)─▶ error, stream ends
 //! ```
 //! Contents are kept up to date while a view fails, so recovery is a fresh
-//! snapshot of the current rows. A rebuilt view (its file edited, a table's
+//! snapshot of the current rows.
+//!
+//! A parameterized view's contents are kept per parameter tuple: its output
+//! rows start with the tuple, and each tuple has its own rows, history and
+//! broadcast channel, so subscribers of one tuple never see another's rows.
+//! A view without parameters has the one empty tuple. Tuples come and go
+//! with their subscribers ([`Registry::open`]); a tuple nobody holds lingers
+//! a while, then the controller retracts it from the dataflow. A rebuilt view (its file edited, a table's
 //! columns changed) replaces its contents at once: subscribers get one diff
 //! when the columns stayed the same, or a snapshot with the new columns.
+
+pub mod params;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write;
@@ -29,7 +38,7 @@ use tokio::sync::broadcast;
 use crate::dataflow::InFlight;
 use crate::pg::Lsn;
 use crate::repr::{write_json_string, write_row_json, Row};
-use crate::sql::Column;
+use crate::sql::{Column, ViewParam};
 
 /// Events a slow subscriber may fall behind by before it is sent a fresh
 /// snapshot (marked as a reset) instead of the diffs it missed.
@@ -52,12 +61,14 @@ pub enum EventKind {
     End,
 }
 
-/// One encoded SSE event.
+/// One encoded event: the SSE bytes, and for a diff the JSON array of its
+/// changes (what a websocket batch embeds).
 #[derive(Debug)]
 pub struct Event {
     pub kind: EventKind,
     pub lsn: Lsn,
     pub sse: Bytes,
+    pub changes: Option<Bytes>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +77,8 @@ pub struct ViewDef {
     pub columns: Vec<Column>,
     /// The plan as text (`GET /views/{name}/plan`).
     pub plan: String,
+    /// The parameters, in tuple order (empty for most views).
+    pub params: Vec<ViewParam>,
 }
 
 /// A view that does not compile.
@@ -106,18 +119,16 @@ struct ViewState {
     phase: Phase,
     /// Dataflow id of the view's current dataflow, if any.
     dataflow: Option<usize>,
-    rows: HashMap<Row, i64>,
-    /// Contents being built by a new dataflow (replacing `rows` when ready).
-    loading: HashMap<Row, i64>,
+    /// Contents by parameter tuple (the empty tuple for a view without
+    /// parameters).
+    tuples: HashMap<Row, Tuple>,
+    /// Contents being built by a new dataflow, by tuple (replacing the
+    /// tuples' rows when ready).
+    loading: HashMap<Row, HashMap<Row, i64>>,
     loading_errors: HashMap<String, i64>,
     /// The definition the loading dataflow computes.
     loading_def: Option<ViewDef>,
     lsn: Lsn,
-    /// The latest diff events, for subscribers resuming after a reconnect.
-    history: VecDeque<Arc<Event>>,
-    /// Every diff after this LSN is still in `history` (`None` before the
-    /// view's first diff in this server's life: nothing before it can be resumed).
-    history_floor: Option<Lsn>,
     /// Last progress LSN broadcast to subscribers.
     announced: Lsn,
     faults: BTreeMap<Fault, String>,
@@ -129,7 +140,75 @@ struct ViewState {
     told_failing: bool,
 }
 
+/// One parameter tuple of a view: its rows and its subscribers' channel.
+struct Tuple {
+    rows: HashMap<Row, i64>,
+    /// The latest diff events, for subscribers resuming after a reconnect.
+    history: VecDeque<Arc<Event>>,
+    /// Every diff after this LSN is still in `history` (`None` before the
+    /// tuple's first diff in this server's life: nothing before it can be resumed).
+    history_floor: Option<Lsn>,
+    tx: broadcast::Sender<Arc<Event>>,
+    /// Holders ([`TupleGuard`]s): subscriptions and requests being answered.
+    holders: usize,
+    /// When the last holder let go.
+    idle_since: Option<std::time::Instant>,
+    /// Its rows are complete (a new tuple's are once the dataflow has
+    /// passed the time it was added at).
+    ready: bool,
+    /// The request that added it to the dataflow, then the time it was
+    /// added at.
+    ticket: Option<u64>,
+    ready_at: Option<Lsn>,
+}
+
+impl Tuple {
+    fn new(ready: bool) -> Tuple {
+        Tuple {
+            rows: HashMap::new(),
+            history: VecDeque::new(),
+            history_floor: None,
+            tx: broadcast::channel(CHANNEL_CAPACITY).0,
+            holders: 0,
+            idle_since: Some(std::time::Instant::now()),
+            ready,
+            ticket: None,
+            ready_at: None,
+        }
+    }
+
+    /// Broadcasts a diff and keeps it for resuming subscribers (unless the
+    /// tuple has no resumable position yet: then it starts one).
+    fn send_diff(&mut self, event: Arc<Event>) {
+        match self.history_floor {
+            None => self.history_floor = Some(event.lsn),
+            Some(_) => {
+                self.history.push_back(event.clone());
+                if self.history.len() > HISTORY_LEN {
+                    if let Some(old) = self.history.pop_front() {
+                        self.history_floor = Some(old.lsn);
+                    }
+                }
+            }
+        }
+        let _ = self.tx.send(event);
+    }
+
+    fn total(&self) -> i64 {
+        self.rows.values().sum()
+    }
+}
+
 impl ViewState {
+    /// The number of parameters of the definition being served or built.
+    fn arity(&self) -> usize {
+        self.loading_def
+            .as_ref()
+            .or(self.def.as_ref())
+            .map(|d| d.params.len())
+            .unwrap_or(0)
+    }
+
     fn error(&self) -> Option<String> {
         self.faults
             .values()
@@ -146,7 +225,6 @@ impl ViewState {
 pub struct View {
     pub name: String,
     state: Mutex<ViewState>,
-    tx: broadcast::Sender<Arc<Event>>,
     /// Diff events sent since startup.
     diffs: AtomicU64,
 }
@@ -191,6 +269,14 @@ pub enum Health {
     },
 }
 
+/// A tuple added to or taken from a parameterized view's dataflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TupleRequest {
+    pub view: String,
+    pub tuple: Row,
+    pub add: bool,
+}
+
 pub struct Registry {
     views: RwLock<BTreeMap<String, Arc<View>>>,
     by_dataflow: RwLock<HashMap<usize, Arc<View>>>,
@@ -198,8 +284,10 @@ pub struct Registry {
     progress: Mutex<Lsn>,
     /// Turns true when the server stops, ending every subscriber's stream.
     closed: tokio::sync::watch::Sender<bool>,
-    /// Bumped whenever a view changes phase (waiters re-check their view).
+    /// Bumped whenever a view or tuple changes phase (waiters re-check).
     changed: tokio::sync::watch::Sender<u64>,
+    /// Where new and idle tuples go (the controller).
+    tuples_tx: Mutex<Option<tokio::sync::mpsc::UnboundedSender<TupleRequest>>>,
     /// Rows between the source and the view outputs (for metrics).
     in_flight: Arc<InFlight>,
     /// Dataflows replaced after a worker died.
@@ -211,6 +299,41 @@ pub struct Registry {
     /// Times tables were read at a new snapshot, and tables copied then.
     pub resyncs: AtomicU64,
     pub tables_copied: AtomicU64,
+}
+
+/// Holds a tuple of a view open: while any guard exists the tuple stays in
+/// the dataflow; after the last is dropped it lingers, then is retracted.
+pub struct TupleGuard {
+    view: Arc<View>,
+    tuple: Row,
+}
+
+impl TupleGuard {
+    pub fn view(&self) -> &Arc<View> {
+        &self.view
+    }
+
+    pub fn tuple(&self) -> &Row {
+        &self.tuple
+    }
+
+    /// The tuple's rows are complete.
+    pub fn is_ready(&self) -> bool {
+        let st = self.view.lock();
+        st.tuples.get(&self.tuple).is_some_and(|t| t.ready)
+    }
+}
+
+impl Drop for TupleGuard {
+    fn drop(&mut self) {
+        let mut st = self.view.lock();
+        if let Some(t) = st.tuples.get_mut(&self.tuple) {
+            t.holders = t.holders.saturating_sub(1);
+            if t.holders == 0 {
+                t.idle_since = Some(std::time::Instant::now());
+            }
+        }
+    }
 }
 
 fn columns_json(columns: &[Column]) -> String {
@@ -225,6 +348,7 @@ fn error_event(lsn: Lsn, message: &str, kind: EventKind) -> Arc<Event> {
         kind,
         lsn,
         sse: sse_bytes("error", None, &data),
+        changes: None,
     })
 }
 
@@ -241,9 +365,23 @@ fn apply_counts<K: Clone + Eq + std::hash::Hash>(
     }
 }
 
+/// Splits output rows into their parameter tuple (the first `k` values) and
+/// the view's row.
+fn by_tuple(k: usize, changes: &[(Row, isize)]) -> HashMap<Row, Vec<(Row, isize)>> {
+    let mut out: HashMap<Row, Vec<(Row, isize)>> = HashMap::new();
+    for (row, diff) in changes {
+        let k = k.min(row.len());
+        out.entry(row[..k].to_vec())
+            .or_default()
+            .push((row[k..].to_vec(), *diff));
+    }
+    out
+}
+
 impl View {
     fn new(name: &str) -> View {
-        let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let mut tuples = HashMap::new();
+        tuples.insert(Vec::new(), Tuple::new(false));
         View {
             name: name.to_string(),
             state: Mutex::new(ViewState {
@@ -251,19 +389,16 @@ impl View {
                 refused: None,
                 phase: Phase::Loading,
                 dataflow: None,
-                rows: HashMap::new(),
+                tuples,
                 loading: HashMap::new(),
                 loading_errors: HashMap::new(),
                 loading_def: None,
                 lsn: Lsn(0),
-                history: VecDeque::new(),
-                history_floor: None,
                 announced: Lsn(0),
                 faults: BTreeMap::new(),
                 eval_errors: HashMap::new(),
                 told_failing: false,
             }),
-            tx,
             diffs: AtomicU64::new(0),
         }
     }
@@ -277,23 +412,11 @@ impl View {
         self.lock().def.clone()
     }
 
-    fn send(&self, event: Arc<Event>) {
-        let _ = self.tx.send(event);
-    }
-
-    /// Broadcasts a diff and keeps it for resuming subscribers (unless the
-    /// view has no resumable position yet).
-    fn send_diff(&self, st: &mut ViewState, event: Arc<Event>) {
-        if st.history_floor.is_some() {
-            st.history.push_back(event.clone());
-            if st.history.len() > HISTORY_LEN {
-                if let Some(old) = st.history.pop_front() {
-                    st.history_floor = Some(old.lsn);
-                }
-            }
+    /// Sends `event` to every tuple's subscribers.
+    fn send_all(st: &ViewState, event: &Arc<Event>) {
+        for t in st.tuples.values() {
+            let _ = t.tx.send(event.clone());
         }
-        self.diffs.fetch_add(1, Ordering::Relaxed);
-        self.send(event);
     }
 
     /// Tells subscribers the view fails, once per failure.
@@ -306,9 +429,11 @@ impl View {
         };
         tracing::warn!(view = %self.name, error = %message, "view failed");
         st.told_failing = true;
-        st.history.clear();
-        st.history_floor = None;
-        self.send(error_event(st.lsn, &message, EventKind::Error));
+        for t in st.tuples.values_mut() {
+            t.history.clear();
+            t.history_floor = None;
+        }
+        Self::send_all(st, &error_event(st.lsn, &message, EventKind::Error));
     }
 
     /// After a failure is gone: subscribers start over from a snapshot.
@@ -318,30 +443,37 @@ impl View {
         }
         tracing::info!(view = %self.name, "view recovered");
         st.told_failing = false;
-        self.send_snapshot(st);
+        self.send_snapshots(st);
     }
 
-    /// Broadcasts the current contents as a reset snapshot; nothing before it
-    /// can be resumed.
-    fn send_snapshot(&self, st: &mut ViewState) {
-        st.history.clear();
-        st.history_floor = Some(st.lsn);
+    /// Broadcasts every tuple's current contents as a reset snapshot;
+    /// nothing before it can be resumed.
+    fn send_snapshots(&self, st: &mut ViewState) {
         st.announced = st.lsn;
         let Some(def) = &st.def else {
             return;
         };
-        let snap = Snapshot {
-            lsn: st.lsn,
-            columns: def.columns.clone(),
-            rows: expand(&st.rows),
-            error: None,
-        };
-        let event = Arc::new(Event {
-            kind: EventKind::Snapshot,
-            lsn: st.lsn,
-            sse: sse_bytes("snapshot", Some(st.lsn), &snapshot_json(&snap, true)),
-        });
-        self.send(event);
+        let columns = def.columns.clone();
+        let lsn = st.lsn;
+        for t in st.tuples.values_mut() {
+            t.history.clear();
+            t.history_floor = Some(lsn);
+            if !t.ready {
+                continue;
+            }
+            let snap = Snapshot {
+                lsn,
+                columns: columns.clone(),
+                rows: expand(&t.rows),
+                error: None,
+            };
+            let _ = t.tx.send(Arc::new(Event {
+                kind: EventKind::Snapshot,
+                lsn,
+                sse: sse_bytes("snapshot", Some(lsn), &snapshot_json(&snap, true)),
+                changes: None,
+            }));
+        }
     }
 }
 
@@ -354,6 +486,7 @@ impl Registry {
             progress: Mutex::new(Lsn(0)),
             closed: tokio::sync::watch::channel(false).0,
             changed: tokio::sync::watch::channel(0).0,
+            tuples_tx: Mutex::new(None),
             in_flight,
             dataflow_restarts: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -361,6 +494,11 @@ impl Registry {
             resyncs: AtomicU64::new(0),
             tables_copied: AtomicU64::new(0),
         }
+    }
+
+    /// Where requests to add and retract tuples go.
+    pub fn set_tuple_sink(&self, tx: tokio::sync::mpsc::UnboundedSender<TupleRequest>) {
+        *self.tuples_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     }
 
     fn bump(&self) {
@@ -458,6 +596,132 @@ impl Registry {
         }
     }
 
+    /// Holds the tuple `tuple` of `view` open (adding it to the dataflow if
+    /// it is new). The view must be served; `tuple` must match its parameters.
+    pub fn open(&self, view: &Arc<View>, tuple: Row) -> TupleGuard {
+        let mut st = view.lock();
+        let is_new = !st.tuples.contains_key(&tuple);
+        let t = st
+            .tuples
+            .entry(tuple.clone())
+            .or_insert_with(|| Tuple::new(false));
+        t.holders += 1;
+        t.idle_since = None;
+        drop(st);
+        if is_new {
+            if let Some(tx) = self
+                .tuples_tx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                let _ = tx.send(TupleRequest {
+                    view: view.name.clone(),
+                    tuple: tuple.clone(),
+                    add: true,
+                });
+            }
+        }
+        TupleGuard {
+            view: view.clone(),
+            tuple,
+        }
+    }
+
+    /// Waits until the tuple's rows are complete (or the view fails, or the
+    /// server stops).
+    pub async fn wait_tuple(&self, guard: &TupleGuard) {
+        let mut changed = self.changed.subscribe();
+        let mut closed = self.closed.subscribe();
+        loop {
+            {
+                let st = guard.view.lock();
+                let ready = st.tuples.get(&guard.tuple).is_none_or(|t| t.ready)
+                    || st.dataflow.is_none()
+                    || st.phase != Phase::Live;
+                if ready {
+                    return;
+                }
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                _ = closed.wait_for(|c| *c) => return,
+            }
+        }
+    }
+
+    /// The tuples of `view` that exist now (to add to a rebuilt dataflow).
+    pub fn tuples_of(&self, view: &str) -> Vec<Row> {
+        let Some(v) = self.view(view) else {
+            return Vec::new();
+        };
+        let st = v.lock();
+        st.tuples
+            .keys()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// The controller added `tuples` of `view` to the dataflow with request
+    /// `ticket`.
+    pub fn tuples_requested(&self, view: &str, tuples: &[Row], ticket: u64) {
+        let Some(v) = self.view(view) else {
+            return;
+        };
+        let mut st = v.lock();
+        for tuple in tuples {
+            if let Some(t) = st.tuples.get_mut(tuple) {
+                if !t.ready {
+                    t.ticket = Some(ticket);
+                }
+            }
+        }
+    }
+
+    /// The dataflow applied request `ticket` at `time`: those tuples are
+    /// complete once progress passes it.
+    pub fn tuples_applied(&self, ticket: u64, time: Lsn) {
+        for v in self.all() {
+            let mut st = v.lock();
+            for t in st.tuples.values_mut() {
+                if t.ticket == Some(ticket) {
+                    t.ticket = None;
+                    t.ready_at = Some(time);
+                }
+            }
+        }
+    }
+
+    /// Tuples nobody has held for `linger`: forgotten here, and returned so
+    /// the controller retracts them from the dataflow.
+    pub fn expire_idle(&self, linger: std::time::Duration) -> Vec<TupleRequest> {
+        let mut out = Vec::new();
+        for v in self.all() {
+            let mut st = v.lock();
+            let expired: Vec<Row> = st
+                .tuples
+                .iter()
+                .filter(|(tuple, t)| {
+                    !tuple.is_empty()
+                        && t.holders == 0
+                        && t.idle_since.is_some_and(|s| s.elapsed() >= linger)
+                })
+                .map(|(tuple, _)| tuple.clone())
+                .collect();
+            for tuple in expired {
+                st.tuples.remove(&tuple);
+                st.loading.remove(&tuple);
+                out.push(TupleRequest {
+                    view: v.name.clone(),
+                    tuple,
+                    add: false,
+                });
+            }
+        }
+        out
+    }
+
     /// Makes `name` known before it is compiled: requests for it wait
     /// (SSE) or answer 503 until it is built or refused.
     pub fn declare(&self, name: &str) {
@@ -501,6 +765,17 @@ impl Registry {
         st.faults.remove(&Fault::Schema);
         st.loading.clear();
         st.loading_errors.clear();
+        if def.params.is_empty() {
+            // Only the empty tuple; a view that lost its parameters drops the others.
+            st.tuples.retain(|t, _| t.is_empty());
+            st.tuples
+                .entry(Vec::new())
+                .or_insert_with(|| Tuple::new(false));
+        } else {
+            st.tuples.remove(&Vec::new());
+            let arity = def.params.len();
+            st.tuples.retain(|t, _| t.len() == arity);
+        }
         st.loading_def = Some(def);
         if !st.served() {
             st.phase = Phase::Loading;
@@ -544,7 +819,7 @@ impl Registry {
                     .remove(&df);
             }
             tracing::info!(view = %name, "view removed");
-            v.send(error_event(st.lsn, message, EventKind::End));
+            View::send_all(&st, &error_event(st.lsn, message, EventKind::End));
             st.def = None;
         }
         self.bump();
@@ -559,10 +834,10 @@ impl Registry {
     }
 
     /// Applies one transaction's changes to a view and broadcasts them as one
-    /// diff event. While a view is being (re)built its outputs are collected as
-    /// its new contents. A view whose rows cause evaluation errors fails (its
-    /// subscribers get an error event); it keeps its contents up to date and
-    /// serves again once those rows are gone.
+    /// diff event per tuple that changed. While a view is being (re)built
+    /// its outputs are collected as its new contents. A view whose rows
+    /// cause evaluation errors fails (its subscribers get an error event); it
+    /// keeps its contents up to date and serves again once those rows are gone.
     pub fn apply(
         &self,
         dataflow: usize,
@@ -577,12 +852,22 @@ impl Registry {
         if st.dataflow != Some(dataflow) {
             return;
         }
+        let k = st.arity();
         if st.loading_def.is_some() {
-            apply_counts(&mut st.loading, changes);
+            for (tuple, rows) in by_tuple(k, changes) {
+                if st.tuples.contains_key(&tuple) {
+                    apply_counts(st.loading.entry(tuple).or_default(), &rows);
+                }
+            }
             apply_counts(&mut st.loading_errors, errors);
             return;
         }
-        apply_counts(&mut st.rows, changes);
+        let split = by_tuple(k, changes);
+        for (tuple, rows) in &split {
+            if let Some(t) = st.tuples.get_mut(tuple) {
+                apply_counts(&mut t.rows, rows);
+            }
+        }
         apply_counts(&mut st.eval_errors, errors);
         st.lsn = st.lsn.max(lsn);
         st.announced = st.lsn;
@@ -594,20 +879,26 @@ impl Registry {
             v.announce_recovery(&mut st);
             return;
         }
-        if changes.is_empty() {
-            return;
+        let mut sent = false;
+        for (tuple, rows) in split {
+            let Some(t) = st.tuples.get_mut(&tuple) else {
+                continue;
+            };
+            if !t.ready || rows.is_empty() {
+                continue;
+            }
+            t.send_diff(diff_event(lsn, &rows));
+            sent = true;
         }
-        if st.history_floor.is_none() {
-            // The first diff takes the view from empty: resuming needs a later position.
-            st.history_floor = Some(lsn);
+        if sent {
+            v.diffs.fetch_add(1, Ordering::Relaxed);
         }
-        v.send_diff(&mut st, diff_event(lsn, changes));
     }
 
     /// A (re)built view's dataflow holds its contents as of `lsn`: they
-    /// replace what the view held. Subscribers get the
-    /// difference as one diff when the columns stayed the same, else a
-    /// snapshot with the new columns.
+    /// replace what the view held. Subscribers get the difference as one
+    /// diff when the columns stayed the same, else a snapshot with the new
+    /// columns.
     pub fn ready(&self, dataflow: usize, lsn: Lsn, reset: bool) {
         let Some(v) = self.by_dataflow(dataflow) else {
             return;
@@ -619,42 +910,69 @@ impl Registry {
         let Some(def) = st.loading_def.take() else {
             return;
         };
-        let fresh = std::mem::take(&mut st.loading);
+        let mut fresh = std::mem::take(&mut st.loading);
         st.eval_errors = std::mem::take(&mut st.loading_errors);
         st.lsn = st.lsn.max(lsn);
         let first = st.def.is_none();
         let same_columns = st.def.as_ref().is_some_and(|d| d.columns == def.columns);
         let was_told = st.told_failing;
-        let old = std::mem::replace(&mut st.rows, fresh);
+        let mut olds = HashMap::new();
+        for (tuple, t) in st.tuples.iter_mut() {
+            let rows = fresh.remove(tuple).unwrap_or_default();
+            olds.insert(
+                tuple.clone(),
+                (std::mem::replace(&mut t.rows, rows), t.ready),
+            );
+            // Every tuple that existed when the dataflow was built is in it.
+            t.ready = true;
+            t.ticket = None;
+            t.ready_at = None;
+        }
         st.def = Some(def);
         st.phase = Phase::Live;
-        tracing::info!(view = %v.name, rows = st.rows.values().sum::<i64>(), "view ready");
+        let total: i64 = st.tuples.values().map(Tuple::total).sum();
+        tracing::info!(view = %v.name, rows = total, tuples = st.tuples.len(), "view ready");
         if first {
             // Subscribers only connect to a loaded view: nobody to tell yet,
             // and whoever connects hears of a failure in its first events.
-            st.history_floor = None;
+            for t in st.tuples.values_mut() {
+                t.history_floor = None;
+            }
             st.told_failing = st.error().is_some();
         } else if st.error().is_some() {
             v.announce_failure(&mut st);
         } else if was_told || reset || !same_columns {
             st.told_failing = false;
-            v.send_snapshot(&mut st);
+            v.send_snapshots(&mut st);
         } else {
-            let mut changes: Vec<(Row, isize)> = Vec::new();
-            for (row, n) in &st.rows {
-                let d = n - old.get(row).copied().unwrap_or(0);
-                if d != 0 {
-                    changes.push((row.clone(), d as isize));
+            let lsn = st.lsn;
+            let mut sent = false;
+            for (tuple, t) in st.tuples.iter_mut() {
+                let Some((old, was_ready)) = olds.remove(tuple) else {
+                    continue;
+                };
+                if !was_ready {
+                    continue;
+                }
+                let mut changes: Vec<(Row, isize)> = Vec::new();
+                for (row, n) in &t.rows {
+                    let d = n - old.get(row).copied().unwrap_or(0);
+                    if d != 0 {
+                        changes.push((row.clone(), d as isize));
+                    }
+                }
+                for (row, n) in &old {
+                    if !t.rows.contains_key(row) {
+                        changes.push((row.clone(), -*n as isize));
+                    }
+                }
+                if !changes.is_empty() {
+                    t.send_diff(diff_event(lsn, &changes));
+                    sent = true;
                 }
             }
-            for (row, n) in &old {
-                if !st.rows.contains_key(row) {
-                    changes.push((row.clone(), -*n as isize));
-                }
-            }
-            if !changes.is_empty() {
-                let event = diff_event(st.lsn, &changes);
-                v.send_diff(&mut st, event);
+            if sent {
+                v.diffs.fetch_add(1, Ordering::Relaxed);
             }
         }
         drop(st);
@@ -746,7 +1064,8 @@ impl Registry {
         *self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records that every view is complete up to `lsn`.
+    /// Records that every view is complete up to `lsn`; new tuples whose
+    /// time it has passed are complete.
     pub fn advance(&self, lsn: Lsn) {
         {
             let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
@@ -759,6 +1078,14 @@ impl Registry {
             let mut st = v.lock();
             if st.phase == Phase::Live && st.loading_def.is_none() && lsn > st.lsn {
                 st.lsn = lsn;
+            }
+            let live = st.loading_def.is_none();
+            for t in st.tuples.values_mut() {
+                if live && t.ready_at.is_some_and(|at| at <= lsn) {
+                    t.ready_at = None;
+                    t.ready = true;
+                    t.history_floor = None;
+                }
             }
         }
         self.bump();
@@ -779,57 +1106,72 @@ impl Registry {
             st.announced = st.lsn;
             let lsn = st.lsn;
             let data = format!("{{\"lsn\":\"{lsn}\"}}");
-            v.send(Arc::new(Event {
+            let event = Arc::new(Event {
                 kind: EventKind::Progress,
                 lsn,
                 sse: sse_bytes("progress", None, &data),
-            }));
+                changes: None,
+            });
+            for t in st.tuples.values() {
+                if t.ready {
+                    let _ = t.tx.send(event.clone());
+                }
+            }
         }
     }
 
-    /// For a subscriber that has the view's contents at `from`: the diff events
-    /// after `from` and a receiver for everything after them, or `None` when
-    /// the server no longer has every diff since `from` (it then needs a snapshot).
-    pub fn resume(&self, view: &View, from: Lsn) -> Option<Resumed> {
-        let st = view.lock();
-        let floor = st.history_floor?;
-        if st.error().is_some() || st.phase != Phase::Live || from < floor || from > st.lsn {
+    /// For a subscriber that has the tuple's contents at `from`: the diff
+    /// events after `from` and a receiver for everything after them, or
+    /// `None` when the server no longer has every diff since `from` (it then
+    /// needs a snapshot).
+    pub fn resume(&self, guard: &TupleGuard, from: Lsn) -> Option<Resumed> {
+        let st = guard.view.lock();
+        let t = st.tuples.get(&guard.tuple)?;
+        let floor = t.history_floor?;
+        if st.error().is_some()
+            || st.phase != Phase::Live
+            || !t.ready
+            || from < floor
+            || from > st.lsn
+        {
             return None;
         }
-        let missed = st
-            .history
-            .iter()
-            .filter(|e| e.lsn > from)
-            .cloned()
-            .collect();
+        let missed = t.history.iter().filter(|e| e.lsn > from).cloned().collect();
         Some(Resumed {
             missed,
-            rx: view.tx.subscribe(),
+            rx: t.tx.subscribe(),
         })
     }
 
-    /// The current contents and a receiver for everything after them, taken
-    /// atomically so no event falls between the two.
-    pub fn subscribe(&self, view: &View) -> (Snapshot, broadcast::Receiver<Arc<Event>>) {
-        let st = view.lock();
-        let rx = view.tx.subscribe();
+    /// The tuple's current contents and a receiver for everything after
+    /// them, taken atomically so no event falls between the two.
+    pub fn subscribe(&self, guard: &TupleGuard) -> (Snapshot, broadcast::Receiver<Arc<Event>>) {
+        let mut st = guard.view.lock();
+        let lsn = st.lsn;
+        let columns = st
+            .def
+            .as_ref()
+            .map(|d| d.columns.clone())
+            .unwrap_or_default();
+        let error = st.error();
+        let t = st
+            .tuples
+            .entry(guard.tuple.clone())
+            .or_insert_with(|| Tuple::new(false));
+        let rx = t.tx.subscribe();
         (
             Snapshot {
-                lsn: st.lsn,
-                columns: st
-                    .def
-                    .as_ref()
-                    .map(|d| d.columns.clone())
-                    .unwrap_or_default(),
-                rows: expand(&st.rows),
-                error: st.error(),
+                lsn,
+                columns,
+                rows: expand(&t.rows),
+                error,
             },
             rx,
         )
     }
 
-    pub fn snapshot(&self, view: &View) -> Snapshot {
-        self.subscribe(view).0
+    pub fn snapshot(&self, guard: &TupleGuard) -> Snapshot {
+        self.subscribe(guard).0
     }
 
     /// Prometheus text exposition of the server's and each view's state.
@@ -916,6 +1258,7 @@ impl Registry {
             vec![(None, refused as f64)],
         );
         let mut rows = Vec::new();
+        let mut tuples = Vec::new();
         let mut subscribers = Vec::new();
         let mut diffs = Vec::new();
         let mut failed = Vec::new();
@@ -925,22 +1268,43 @@ impl Registry {
             if !st.served() {
                 continue;
             }
-            rows.push((name, st.rows.values().sum::<i64>() as f64));
+            rows.push((
+                name,
+                st.tuples.values().map(Tuple::total).sum::<i64>() as f64,
+            ));
             failed.push((name, f64::from(u8::from(st.error().is_some()))));
+            tuples.push((name, st.tuples.len() as f64));
+            subscribers.push((
+                name,
+                st.tuples
+                    .values()
+                    .map(|t| t.tx.receiver_count())
+                    .sum::<usize>() as f64,
+            ));
             drop(st);
-            subscribers.push((name, v.tx.receiver_count() as f64));
             diffs.push((name, v.diffs.load(Ordering::Relaxed) as f64));
         }
-        gauge("viewcast_view_rows", "Rows in the view.", "gauge", rows);
+        gauge(
+            "viewcast_view_rows",
+            "Rows in the view (all parameter tuples).",
+            "gauge",
+            rows,
+        );
+        gauge(
+            "viewcast_view_tuples",
+            "Parameter tuples of the view in the dataflow (1 for a view without parameters).",
+            "gauge",
+            tuples,
+        );
         gauge(
             "viewcast_view_subscribers",
-            "Open SSE subscriptions to the view.",
+            "Open subscriptions to the view.",
             "gauge",
             subscribers,
         );
         gauge(
             "viewcast_view_diffs_total",
-            "Diff events the view has sent.",
+            "Transactions that changed the view.",
             "counter",
             diffs,
         );
@@ -966,10 +1330,13 @@ fn diff_event(lsn: Lsn, changes: &[(Row, isize)]) -> Arc<Event> {
         let _ = write!(data, ",\"diff\":{diff}}}");
     }
     data.push_str("]}");
+    let changes =
+        Bytes::copy_from_slice(&data.as_bytes()[data.find('[').unwrap_or(0)..data.len() - 1]);
     Arc::new(Event {
         kind: EventKind::Diff,
         lsn,
         sse: sse_bytes("diff", Some(lsn), &data),
+        changes: Some(changes),
     })
 }
 

@@ -413,9 +413,12 @@ impl Follower {
     }
 
     pub async fn new(addr: &str, view: &str) -> Follower {
-        let client = SseClient::connect(addr, &format!("/views/{view}/sse"))
-            .await
-            .expect("subscribe");
+        Self::at(addr, &format!("/views/{view}/sse")).await
+    }
+
+    /// Follows the SSE stream at `path` (e.g. `/views/v/sse?project_id=7`).
+    pub async fn at(addr: &str, path: &str) -> Follower {
+        let client = SseClient::connect(addr, path).await.expect("subscribe");
         let mut f = Follower {
             client,
             columns: vec![],

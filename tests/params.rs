@@ -1,0 +1,199 @@
+//! Parameterized views over SSE: each subscriber's parameter values give it
+//! its own rows, computed in the one shared dataflow, equal to Postgres
+//! running the view with those values; bad values are refused for that
+//! subscriber alone.
+
+use crate::support::{assert_same, Follower, TestDb, TestServer};
+
+const TASKS: &str = "SELECT t.id, t.title, t.done FROM tasks t WHERE t.project_id = $project_id";
+const COUNTS: &str = "SELECT count(*) AS n, sum(t.points) AS points FROM tasks t
+     WHERE t.project_id = $project_id AND t.done = $done";
+const MEMBER: &str =
+    "SELECT t.id, m.role FROM tasks t JOIN memberships m ON m.project_id = t.project_id
+     WHERE m.user_id = $user AND t.points >= $min_points";
+
+/// The view's SQL with the values written in, for Postgres.
+fn substituted(sql: &str, values: &[(&str, &str)]) -> String {
+    let mut out = sql.to_string();
+    // Longest names first, so $project_id is not read as $project + "_id".
+    let mut values = values.to_vec();
+    values.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+    for (name, literal) in values {
+        out = out.replace(&format!("${name}"), literal);
+    }
+    out
+}
+
+/// Every follower, once at the current WAL position, equals Postgres.
+async fn check(db: &TestDb, followers: &mut [(String, String, Follower)]) {
+    let lsn = db.lsn().await;
+    for (name, sql, f) in followers.iter_mut() {
+        f.wait_for(lsn).await;
+        assert_same(name, lsn, &f.rows, &db.oracle(sql).await);
+    }
+}
+
+async fn follow(server: &TestServer, view: &str, query: &str) -> Follower {
+    Follower::at(&server.addr, &format!("/views/{view}/sse?{query}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_subscriber_gets_the_rows_of_its_parameters() {
+    let db = TestDb::new("params").await;
+    db.exec(
+        "CREATE TABLE tasks (id int PRIMARY KEY, project_id int, title text, done bool, points int);
+         CREATE TABLE memberships (user_id text, project_id int, role text, PRIMARY KEY (user_id, project_id));
+         INSERT INTO tasks SELECT i, 1 + i % 3, 'task ' || i, i % 2 = 0, i % 7 FROM generate_series(1, 30) i;
+         INSERT INTO memberships VALUES ('ann', 1, 'owner'), ('ann', 2, 'viewer'), ('bob', 3, 'owner');",
+    )
+    .await;
+    let server = TestServer::start(
+        &db,
+        &[
+            ("project_tasks", TASKS),
+            ("counts", COUNTS),
+            ("member", MEMBER),
+        ],
+    )
+    .await;
+
+    // GET /views lists the parameters with the types they took from use.
+    let (_, list) = server.get("/views").await;
+    let counts = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "counts")
+        .unwrap();
+    assert_eq!(
+        counts["params"],
+        serde_json::json!([
+            {"name": "project_id", "type": "int4", "from": "request"},
+            {"name": "done", "type": "bool", "from": "request"}
+        ])
+    );
+
+    let subs: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+        ("project_tasks", "project_id=1", vec![("project_id", "1")]),
+        ("project_tasks", "project_id=2", vec![("project_id", "2")]),
+        ("project_tasks", "project_id=99", vec![("project_id", "99")]),
+        (
+            "counts",
+            "project_id=1&done=true",
+            vec![("project_id", "1"), ("done", "true")],
+        ),
+        (
+            "counts",
+            "project_id=3&done=false",
+            vec![("project_id", "3"), ("done", "false")],
+        ),
+        // No row matches: still one row, as Postgres gives for a global aggregate.
+        (
+            "counts",
+            "project_id=42&done=true",
+            vec![("project_id", "42"), ("done", "true")],
+        ),
+        (
+            "member",
+            "user=ann&min_points=3",
+            vec![("user", "'ann'"), ("min_points", "3")],
+        ),
+        (
+            "member",
+            "user=bob&min_points=0",
+            vec![("user", "'bob'"), ("min_points", "0")],
+        ),
+    ];
+    let views = [
+        ("project_tasks", TASKS),
+        ("counts", COUNTS),
+        ("member", MEMBER),
+    ];
+    let mut followers = Vec::new();
+    for (view, query, values) in &subs {
+        let sql = views.iter().find(|(n, _)| n == view).unwrap().1;
+        followers.push((
+            format!("{view}?{query}"),
+            substituted(sql, values),
+            follow(&server, view, query).await,
+        ));
+    }
+    check(&db, &mut followers).await;
+    let mut rng = viewcast::demo::Rng::new(5);
+    for _ in 0..25 {
+        let id = 1 + rng.below(40);
+        let sql = match rng.below(5) {
+            0 => format!("DELETE FROM tasks WHERE id = {id}"),
+            1 => format!(
+                "UPDATE tasks SET project_id = {}, done = NOT done WHERE id = {id}",
+                1 + rng.below(3)
+            ),
+            2 => format!(
+                "INSERT INTO memberships VALUES ('bob', {}, 'member') ON CONFLICT DO NOTHING",
+                1 + rng.below(3)
+            ),
+            _ => format!(
+                "INSERT INTO tasks VALUES ({id}, {}, 'new', {}, {}) ON CONFLICT (id) DO UPDATE SET points = excluded.points",
+                1 + rng.below(3),
+                rng.below(2) == 0,
+                rng.below(9)
+            ),
+        };
+        db.exec(&sql).await;
+        check(&db, &mut followers).await;
+    }
+    // A second subscriber of a tuple already computed starts from its rows.
+    let mut late = follow(&server, "project_tasks", "project_id=2").await;
+    let lsn = db.lsn().await;
+    late.wait_for(lsn).await;
+    assert_same(
+        "late",
+        lsn,
+        &late.rows,
+        &db.oracle(&substituted(TASKS, &[("project_id", "2")])).await,
+    );
+    // GET answers for one tuple too.
+    let (status, body) = server.get("/views/project_tasks?project_id=1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        crate::support::sorted_rows(&body).len(),
+        db.oracle(&substituted(TASKS, &[("project_id", "1")]))
+            .await
+            .values()
+            .sum::<i64>() as usize
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_are_refused_for_that_subscriber_alone() {
+    let db = TestDb::new("bad_params").await;
+    db.exec(
+        "CREATE TABLE tasks (id int PRIMARY KEY, project_id int, title text, done bool, points int);
+         INSERT INTO tasks VALUES (1, 1, 'a', false, 1);",
+    )
+    .await;
+    let server = TestServer::start(&db, &[("project_tasks", TASKS)]).await;
+    let mut good = follow(&server, "project_tasks", "project_id=1").await;
+    for (query, needle) in [
+        ("project_id=one", "invalid input syntax"),
+        ("project_id=99999999999", "out of range"),
+        ("", "missing parameter \\\"project_id\\\""),
+        ("project_id=1&extra=2", "unknown parameter \\\"extra\\\""),
+    ] {
+        for path in [
+            format!("/views/project_tasks/sse?{query}"),
+            format!("/views/project_tasks?{query}"),
+        ] {
+            let (status, body) = viewcast::client::get(&server.addr, &path).await.unwrap();
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body.contains(needle), "{path}: {body}");
+        }
+    }
+    db.exec("INSERT INTO tasks VALUES (2, 1, 'b', true, 2), (3, 2, 'c', true, 3)")
+        .await;
+    let lsn = db.lsn().await;
+    good.wait_for(lsn).await;
+    assert_eq!(good.rows.len(), 2, "the good subscriber goes on");
+    server.stop().await;
+}
