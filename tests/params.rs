@@ -73,7 +73,9 @@ async fn each_subscriber_gets_the_rows_of_its_parameters() {
         ])
     );
 
-    let subs: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+    /// (view, query string, the values as SQL literals)
+    type Sub<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let subs: Vec<Sub> = vec![
         ("project_tasks", "project_id=1", vec![("project_id", "1")]),
         ("project_tasks", "project_id=2", vec![("project_id", "2")]),
         ("project_tasks", "project_id=99", vec![("project_id", "99")]),
