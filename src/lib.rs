@@ -9,10 +9,12 @@
 //!   into dataflow commands
 //! - [`views`]: per-view contents, encoded events, subscribers
 //! - [`http`]: SSE, snapshot JSON, health, the live page
+//! - [`auth`]: bearer token (JWT) verification into [`auth::Claims`]
 //! - [`server`]: wires the above together; [`config`]: its settings
 //! - [`client`]: a small SSE client (the `tail` command, tests, benchmarks)
 //! - [`demo`]: the self-contained demo (throwaway Postgres, writer, views)
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod controller;
