@@ -161,6 +161,7 @@ async fn main() {
         workers: env("BENCH_WORKERS", 2) as usize,
         publication: "viewcast".into(),
         timeouts: Default::default(),
+        auth: None,
     };
     let running = viewcast::server::start(config)
         .await

@@ -99,6 +99,7 @@ async fn main() {
         workers,
         publication: "viewcast".into(),
         timeouts: Default::default(),
+        auth: None,
     })
     .await
     .expect("viewcast starts");

@@ -15,7 +15,7 @@
 //! A token is refused unless its header names that one algorithm (so `alg:
 //! none` and the HS256-signed-with-the-public-key confusion never reach a
 //! signature check), its signature verifies, it has an `exp` that has not
-//! passed and any `nbf` has come, both within [`LEEWAY`]. What comes out is a
+//! passed (exactly) and any `nbf` has come (within [`LEEWAY`]). What comes out is a
 //! [`Claims`], which has no other constructor: claims are never taken from
 //! anything but a verified token (`docs/architecture.md`, "Claims come only
 //! from a verified token").
@@ -42,9 +42,10 @@ use serde_json::{Map, Value};
 /// not a token anyone meant to send, and nothing is decoded or hashed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Clock skew tolerated between the issuer and this server: a token counts
-/// as expired only 30 s after its `exp`, and as valid from 30 s before its
-/// `nbf`. Enough for clocks kept by NTP, short against a stolen token.
+/// Clock skew tolerated between the issuer and this server for `nbf`: a
+/// token counts as valid from 30 s before its `nbf`, so a token fresh from an
+/// issuer whose clock runs ahead works at once. `exp` gets no leeway: a token
+/// is refused from the second it expires.
 pub const LEEWAY: Duration = Duration::from_secs(30);
 
 /// Smallest RSA modulus accepted, in bits: RFC 7518 section 3.3 says a key of
@@ -181,9 +182,8 @@ impl Claims {
         self.exp
     }
 
-    /// When the token expires (its `exp`). Verification still accepts it
-    /// for [`LEEWAY`] after that; a connection that outlives its token should
-    /// end by `expires_at() + LEEWAY`.
+    /// When the token expires (its `exp`): verification refuses it from
+    /// then on, and a connection that outlives it should end then.
     pub fn expires_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.exp)
     }
@@ -301,6 +301,12 @@ impl Auth {
             Some(v) => seconds(v).ok_or_else(|| AuthError::BadTime("exp".into()))?,
             None => return Err(AuthError::NoExpiry),
         };
+        // Expiry is exact (RFC 7519: valid only before `exp`): the leeway
+        // is for `nbf`, where an issuer's clock ahead of ours would refuse a
+        // fresh token; a late server clock must not stretch a token's life.
+        if UNIX_EPOCH + Duration::from_secs(exp) <= SystemTime::now() {
+            return Err(AuthError::Expired);
+        }
         Ok(Claims {
             claims: Arc::new(claims),
             exp,
@@ -645,13 +651,14 @@ mod tests {
     }
 
     #[test]
-    fn expiry_is_required_and_honoured_with_leeway() {
+    fn expiry_is_required_and_exact() {
         let auth = hs_auth();
         let expired = hs(&json!({ "sub": "a", "exp": now() - 120 }));
         assert!(matches!(refused(&auth, &expired), AuthError::Expired));
-        let within_leeway = hs(&json!({ "sub": "a", "exp": now() - 10 }));
-        auth.verify(&within_leeway)
-            .expect("10 s late is within the leeway");
+        let just_expired = hs(&json!({ "sub": "a", "exp": now() - 1 }));
+        assert!(matches!(refused(&auth, &just_expired), AuthError::Expired));
+        let fresh = hs(&json!({ "sub": "a", "exp": now() + 5 }));
+        auth.verify(&fresh).expect("valid until its exp");
         let no_exp = hs(&json!({ "sub": "a" }));
         assert!(matches!(refused(&auth, &no_exp), AuthError::NoExpiry));
         let text_exp = hs(&json!({ "sub": "a", "exp": "tomorrow" }));

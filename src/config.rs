@@ -22,6 +22,11 @@ pub struct Config {
     pub publication: String,
     /// When a connection to Postgres is given up.
     pub timeouts: crate::pg::source::Timeouts,
+    /// The key view endpoints check bearer tokens against (see
+    /// `crate::auth`). Default `None`: no token is asked for, as before
+    /// authentication existed; set it whenever the listen address is
+    /// reachable by anyone who should not read every view.
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 /// Default worker count: the machine's cores.
@@ -72,6 +77,11 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// See [`DEFAULT_WRITE_TIMEOUT`].
     pub write_timeout: std::time::Duration,
+    /// What one websocket connection may hold.
+    pub ws: WsLimits,
+    /// Distinct parameter tuples one parameterized view keeps at once; a
+    /// subscription to a further one is refused until others are released.
+    pub max_tuples_per_view: usize,
 }
 
 impl Default for HttpLimits {
@@ -81,6 +91,39 @@ impl Default for HttpLimits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            ws: WsLimits::default(),
+            max_tuples_per_view: crate::views::DEFAULT_MAX_TUPLES_PER_VIEW,
+        }
+    }
+}
+
+/// Limits of one websocket connection.
+#[derive(Clone, Debug)]
+pub struct WsLimits {
+    /// Subscriptions one connection may hold: enough for any page, few enough
+    /// that one client cannot make the server hold thousands of tuples.
+    pub max_subscriptions: usize,
+    /// Largest frame a client may send: subscribe messages are small.
+    pub max_frame_bytes: usize,
+    /// Bytes of changes a connection may hold back for a client that does
+    /// not read (merged into one net change per subscription) before it is
+    /// closed with 4008.
+    pub max_pending_bytes: usize,
+}
+
+/// Default subscriptions per connection.
+pub const DEFAULT_WS_MAX_SUBSCRIPTIONS: usize = 100;
+/// Default largest client frame: 64 KiB.
+pub const DEFAULT_WS_MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Default bytes of changes held for a slow client: 64 MiB.
+pub const DEFAULT_WS_MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        WsLimits {
+            max_subscriptions: DEFAULT_WS_MAX_SUBSCRIPTIONS,
+            max_frame_bytes: DEFAULT_WS_MAX_FRAME_BYTES,
+            max_pending_bytes: DEFAULT_WS_MAX_PENDING_BYTES,
         }
     }
 }

@@ -100,6 +100,9 @@ pub async fn run(queries: PathBuf, listen: String, workers: usize) -> anyhow::Re
         workers,
         publication: crate::config::DEFAULT_PUBLICATION.into(),
         timeouts: Default::default(),
+        // No tokens yet; `demo` could take --jwt-secret / --jwt-public-key
+        // as `serve` does (see main.rs) when a demo page learns to send one.
+        auth: None,
     };
     let running = crate::server::start(config).await?;
     println!(

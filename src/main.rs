@@ -6,9 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
+use viewcast::auth::AuthConfig;
 use viewcast::config::{
-    default_workers, Config, HttpLimits, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PUBLICATION,
+    default_workers, Config, HttpLimits, WsLimits, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PUBLICATION, DEFAULT_WS_MAX_FRAME_BYTES, DEFAULT_WS_MAX_PENDING_BYTES,
+    DEFAULT_WS_MAX_SUBSCRIPTIONS,
 };
 use viewcast::pg::source::{Timeouts, DEFAULT_SCHEMA_POLL, DEFAULT_SILENCE_TIMEOUT};
 
@@ -54,8 +56,36 @@ enum Command {
         /// clients wait until one closes. Keep it under `ulimit -n`.
         #[arg(long, env = "VIEWCAST_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Distinct parameter tuples one parameterized view keeps at once;
+        /// a subscription to another one is refused (429, or a websocket
+        /// error) until some are released.
+        #[arg(long, env = "VIEWCAST_MAX_TUPLES_PER_VIEW", default_value_t = viewcast::views::DEFAULT_MAX_TUPLES_PER_VIEW)]
+        max_tuples_per_view: usize,
+        /// Subscriptions one websocket connection may hold (more: close 4429).
+        #[arg(long, env = "VIEWCAST_WS_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_WS_MAX_SUBSCRIPTIONS)]
+        ws_max_subscriptions: usize,
+        /// Largest frame a websocket client may send, in bytes.
+        #[arg(long, env = "VIEWCAST_WS_MAX_FRAME_BYTES", default_value_t = DEFAULT_WS_MAX_FRAME_BYTES)]
+        ws_max_frame_bytes: usize,
+        /// Bytes of changes held for a websocket client that does not read
+        /// before it is closed with 4008 (below that it gets the net change).
+        #[arg(long, env = "VIEWCAST_WS_MAX_PENDING_BYTES", default_value_t = DEFAULT_WS_MAX_PENDING_BYTES)]
+        ws_max_pending_bytes: usize,
+        /// Ask for a bearer token (JWT) on the view endpoints, signed HS256
+        /// with this secret. Prefer the environment variable: a flag shows
+        /// in `ps`.
+        #[arg(long, env = "VIEWCAST_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Option<String>,
+        /// Ask for a bearer token (JWT) on the view endpoints, signed with
+        /// the private half of the public key in this PEM file: RS256 for an
+        /// RSA key, ES256 for an EC P-256 key. Not with --jwt-secret.
+        #[arg(long, env = "VIEWCAST_JWT_PUBLIC_KEY")]
+        jwt_public_key: Option<PathBuf>,
     },
     /// Start a throwaway PostgreSQL with example data and a writer, and serve queries/.
+    // Serves without tokens; it could take --jwt-secret / --jwt-public-key
+    // as `serve` does (into `Config::auth`, see demo.rs) once its page can
+    // send a token.
     Demo {
         #[arg(long, default_value = "queries")]
         queries: PathBuf,
@@ -73,7 +103,13 @@ enum Command {
         pg: String,
     },
     /// Print a view's events as they arrive: `viewcast tail 127.0.0.1:8080 orders`.
-    Tail { addr: String, view: String },
+    Tail {
+        addr: String,
+        view: String,
+        /// Bearer token (JWT) for a server that asks for one.
+        #[arg(long, env = "VIEWCAST_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -94,7 +130,15 @@ async fn main() -> anyhow::Result<()> {
             replication_timeout,
             schema_poll,
             max_connections,
+            max_tuples_per_view,
+            ws_max_subscriptions,
+            ws_max_frame_bytes,
+            ws_max_pending_bytes,
+            jwt_secret,
+            jwt_public_key,
         } => {
+            let auth =
+                AuthConfig::from_options(jwt_secret, jwt_public_key).context("viewcast serve")?;
             let config = Config {
                 pg,
                 queries,
@@ -106,9 +150,16 @@ async fn main() -> anyhow::Result<()> {
                     schema_poll: Duration::from_secs(schema_poll.max(1)),
                     ..Timeouts::default()
                 },
+                auth,
             };
             let http = HttpLimits {
                 max_connections: max_connections.max(1),
+                max_tuples_per_view: max_tuples_per_view.max(1),
+                ws: WsLimits {
+                    max_subscriptions: ws_max_subscriptions.max(1),
+                    max_frame_bytes: ws_max_frame_bytes.max(1024),
+                    max_pending_bytes: ws_max_pending_bytes.max(1024),
+                },
                 ..HttpLimits::default()
             };
             viewcast::server::run(config, http, viewcast::server::shutdown_signal())
@@ -131,9 +182,14 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Tail { addr, view } => {
+        Command::Tail { addr, view, token } => {
+            // In the query, as a browser's EventSource sends it.
+            let query = token
+                .map(|t| format!("?access_token={t}"))
+                .unwrap_or_default();
             let mut c =
-                viewcast::client::SseClient::connect(&addr, &format!("/views/{view}/sse")).await?;
+                viewcast::client::SseClient::connect(&addr, &format!("/views/{view}/sse{query}"))
+                    .await?;
             while let Some(ev) = c.next_event().await? {
                 println!("{} {} {}", ev.event, ev.id.unwrap_or_default(), ev.data);
             }

@@ -57,6 +57,8 @@ pub enum ServerError {
     },
     #[error("dataflow: {0}")]
     Dataflow(String),
+    #[error("authentication: {0}")]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// A running server.
@@ -249,6 +251,18 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start_with(config: Config, http: HttpLimits) -> Result<Running, ServerError> {
+    // A key that cannot be used fails before anything starts.
+    let auth = match &config.auth {
+        Some(auth) => {
+            let auth = crate::auth::Auth::from_config(auth)?;
+            info!(
+                algorithm = auth.algorithm(),
+                "view endpoints need a bearer token"
+            );
+            Some(Arc::new(auth))
+        }
+        None => None,
+    };
     // Bind first: a taken port should fail before anything is started.
     let listener = tokio::net::TcpListener::bind(config.listen.as_str())
         .await
@@ -271,11 +285,12 @@ pub async fn start_with(config: Config, http: HttpLimits) -> Result<Running, Ser
     let (hooks_tx, hooks_rx) = mpsc::unbounded_channel();
     let (tuples_tx, tuples_rx) = mpsc::unbounded_channel();
     registry.set_tuple_sink(tuples_tx);
+    registry.set_max_tuples(http.max_tuples_per_view);
 
     let views = files.len();
     let controller = Controller::new(
         ControllerConfig {
-            auth: false,
+            auth: auth.is_some(),
             queries_dir: config.queries.clone(),
             files,
             workers: config.workers,
@@ -318,7 +333,12 @@ pub async fn start_with(config: Config, http: HttpLimits) -> Result<Running, Ser
             addr: config.listen.clone(),
             source,
         })?;
-    let app = crate::http::router(registry.clone());
+    let app = crate::http::router(crate::http::AppState {
+        registry: registry.clone(),
+        auth,
+        ws: http.ws.clone(),
+        ws_open: Default::default(),
+    });
     tasks.push(tokio::spawn(crate::http::serve(
         listener,
         app,

@@ -97,6 +97,7 @@ async fn authenticate(base: &str) {
         workers: 1,
         publication: "viewcast".into(),
         timeouts: Default::default(),
+        auth: None,
     };
     let err = viewcast::server::start(config)
         .await

@@ -42,6 +42,7 @@ impl Limited {
             workers: 1,
             publication: "viewcast".into(),
             timeouts: Default::default(),
+            auth: None,
         };
         let running = viewcast::server::start_with(config, limits)
             .await
@@ -109,6 +110,7 @@ fn small_limits() -> HttpLimits {
         header_read_timeout: Duration::from_secs(1),
         max_header_bytes: 16 * 1024,
         write_timeout: Duration::from_secs(60),
+        ..HttpLimits::default()
     }
 }
 

@@ -127,6 +127,7 @@ async fn refused(conninfo: &str, queries: &Path) -> String {
         workers: 1,
         publication: "viewcast".into(),
         timeouts: Default::default(),
+        auth: None,
     };
     let started = Instant::now();
     let err = match viewcast::server::start(config).await {

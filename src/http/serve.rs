@@ -85,7 +85,10 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
-        let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
+        // Upgrades: GET /ws becomes a websocket on the same connection.
+        let conn = http
+            .serve_connection(io, TowerToHyperService::new(app.clone()))
+            .with_upgrades();
         let mut stop = shutdown.clone();
         tokio::spawn(
             async move {

@@ -18,15 +18,17 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{lookup, open_tuple, query_params, view_name, ApiError, AppState};
+use super::{lookup, open_tuple, query_params, view_name, ApiError};
+use crate::auth::Claims;
 use crate::pg::Lsn;
 use crate::views::{snapshot_json, sse_bytes, Event, EventKind, Registry, Resumed, TupleGuard};
 
 struct Subscription {
-    reg: AppState,
+    reg: Arc<Registry>,
     /// Keeps the subscribed tuple in the dataflow while the stream is open.
     guard: TupleGuard,
     rx: broadcast::Receiver<Arc<Event>>,
@@ -63,10 +65,11 @@ fn start(
 const TUPLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn stream(
-    State(reg): State<AppState>,
+    State(reg): State<Arc<Registry>>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
+    claims: Option<Extension<Claims>>,
 ) -> Result<Response, ApiError> {
     let name = view_name(path)?;
     let query = query_params(query)?;
@@ -77,7 +80,8 @@ pub async fn stream(
     reg.wait_ready(&view).await;
     // It may have turned out not to compile.
     let view = lookup(&reg, &name)?;
-    let guard = open_tuple(&reg, &view, &query, None, TUPLE_PATIENCE).await?;
+    let claims = claims.as_ref().map(|c| c.as_map());
+    let guard = open_tuple(&reg, &view, &query, claims, TUPLE_PATIENCE).await?;
     let resumed = resume_from.and_then(|from| reg.resume(&guard, from).map(|r| (from, r)));
     let (first, rx, last) = match resumed {
         Some((from, Resumed { missed, rx })) => {

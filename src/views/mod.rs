@@ -26,6 +26,7 @@
 //! when the columns stayed the same, or a snapshot with the new columns.
 
 pub mod params;
+pub mod subscription;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write;
@@ -43,6 +44,10 @@ use crate::sql::{Column, ViewParam};
 /// Events a slow subscriber may fall behind by before it is sent a fresh
 /// snapshot (marked as a reset) instead of the diffs it missed.
 const CHANNEL_CAPACITY: usize = 4096;
+/// Parameter tuples one view may hold by default: tens of thousands of
+/// subscribers' values, with a ceiling that a flood of distinct values cannot
+/// push the server's memory through.
+pub const DEFAULT_MAX_TUPLES_PER_VIEW: usize = 100_000;
 /// Diff events kept per view so a reconnecting subscriber can resume from the
 /// LSN it reached (a few seconds of a busy view, minutes of a quiet one).
 const HISTORY_LEN: usize = 1024;
@@ -62,13 +67,15 @@ pub enum EventKind {
 }
 
 /// One encoded event: the SSE bytes, and for a diff the JSON array of its
-/// changes (what a websocket batch embeds).
+/// changes (what a websocket batch embeds) and the changes themselves (what
+/// a websocket merges when a client has fallen behind).
 #[derive(Debug)]
 pub struct Event {
     pub kind: EventKind,
     pub lsn: Lsn,
     pub sse: Bytes,
     pub changes: Option<Bytes>,
+    pub rows: Option<Arc<Vec<(Row, isize)>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +295,8 @@ pub struct Registry {
     changed: tokio::sync::watch::Sender<u64>,
     /// Where new and idle tuples go (the controller).
     tuples_tx: Mutex<Option<tokio::sync::mpsc::UnboundedSender<TupleRequest>>>,
+    /// Parameter tuples one view may hold at once.
+    max_tuples: std::sync::atomic::AtomicUsize,
     /// Rows between the source and the view outputs (for metrics).
     in_flight: Arc<InFlight>,
     /// Dataflows replaced after a worker died.
@@ -349,6 +358,7 @@ fn error_event(lsn: Lsn, message: &str, kind: EventKind) -> Arc<Event> {
         lsn,
         sse: sse_bytes("error", None, &data),
         changes: None,
+        rows: None,
     })
 }
 
@@ -472,6 +482,7 @@ impl View {
                 lsn,
                 sse: sse_bytes("snapshot", Some(lsn), &snapshot_json(&snap, true)),
                 changes: None,
+                rows: None,
             }));
         }
     }
@@ -487,6 +498,7 @@ impl Registry {
             closed: tokio::sync::watch::channel(false).0,
             changed: tokio::sync::watch::channel(0).0,
             tuples_tx: Mutex::new(None),
+            max_tuples: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_TUPLES_PER_VIEW),
             in_flight,
             dataflow_restarts: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -626,6 +638,35 @@ impl Registry {
             view: view.clone(),
             tuple,
         }
+    }
+
+    /// Sets how many parameter tuples one view may hold.
+    pub fn set_max_tuples(&self, max: usize) {
+        self.max_tuples.store(max.max(1), Ordering::Relaxed);
+    }
+
+    pub fn max_tuples(&self) -> usize {
+        self.max_tuples.load(Ordering::Relaxed)
+    }
+
+    /// [`Registry::open`], refusing a new tuple past the view's limit.
+    pub fn open_limited(&self, view: &Arc<View>, tuple: Row) -> Result<TupleGuard, String> {
+        {
+            let st = view.lock();
+            let max = self.max_tuples();
+            if !st.tuples.contains_key(&tuple) && st.tuples.len() >= max {
+                return Err(format!(
+                    "view \"{}\" already holds {max} parameter tuples, its limit",
+                    view.name
+                ));
+            }
+        }
+        Ok(self.open(view, tuple))
+    }
+
+    /// Fires whenever progress moves or a view or tuple changes state.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Waits until the tuple's rows are complete (or the view fails, or the
@@ -1111,6 +1152,7 @@ impl Registry {
                 lsn,
                 sse: sse_bytes("progress", None, &data),
                 changes: None,
+                rows: None,
             });
             for t in st.tuples.values() {
                 if t.ready {
@@ -1318,7 +1360,8 @@ impl Registry {
     }
 }
 
-fn diff_event(lsn: Lsn, changes: &[(Row, isize)]) -> Arc<Event> {
+fn diff_event(lsn: Lsn, rows: &[(Row, isize)]) -> Arc<Event> {
+    let changes = rows;
     let mut data = String::with_capacity(64 + changes.len() * 32);
     let _ = write!(data, "{{\"lsn\":\"{lsn}\",\"changes\":[");
     for (i, (row, diff)) in changes.iter().enumerate() {
@@ -1337,6 +1380,7 @@ fn diff_event(lsn: Lsn, changes: &[(Row, isize)]) -> Arc<Event> {
         lsn,
         sse: sse_bytes("diff", Some(lsn), &data),
         changes: Some(changes),
+        rows: Some(Arc::new(rows.to_vec())),
     })
 }
 

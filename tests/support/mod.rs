@@ -269,11 +269,33 @@ impl TestServer {
         Self::start_with(&db.conninfo, views, Default::default()).await
     }
 
+    /// Starts viewcast on `db` with view endpoints that need a token
+    /// checked against `auth`, and waits until it is healthy.
+    pub async fn start_with_auth(
+        db: &TestDb,
+        views: &[(&str, &str)],
+        auth: viewcast::auth::AuthConfig,
+    ) -> TestServer {
+        let server =
+            Self::start_configured(&db.conninfo, views, Default::default(), Some(auth)).await;
+        server.wait_healthy().await;
+        server
+    }
+
     /// Starts viewcast on `conninfo` with the given timeouts, without waiting.
     pub async fn start_with(
         conninfo: &str,
         views: &[(&str, &str)],
         timeouts: viewcast::pg::source::Timeouts,
+    ) -> TestServer {
+        Self::start_configured(conninfo, views, timeouts, None).await
+    }
+
+    async fn start_configured(
+        conninfo: &str,
+        views: &[(&str, &str)],
+        timeouts: viewcast::pg::source::Timeouts,
+        auth: Option<viewcast::auth::AuthConfig>,
     ) -> TestServer {
         init_logging();
         let dir = std::env::temp_dir().join(format!(
@@ -292,6 +314,7 @@ impl TestServer {
             workers: 2,
             publication: "viewcast".into(),
             timeouts,
+            auth,
         };
         let running = viewcast::server::start(config)
             .await

@@ -1,0 +1,322 @@
+//! One client connection's subscriptions, moving together: after every batch
+//! the connection sends, each of its subscriptions equals its query at the
+//! batch's LSN.
+//!
+//! Events reach each subscription on its tuple's channel; the registry sends
+//! a transaction's events to every channel before it records progress past
+//! that transaction, so once the connection sees progress at `P` it holds
+//! every event up to `P`. A batch takes, for every subscription, what
+//! happened up to `P` and leaves the rest for the next one. Between batches
+//! changes are merged into a net change per row, so a client that falls
+//! behind gets one batch with the net change since what it holds, not every
+//! transaction it missed; its memory is bounded by the contents of what it
+//! subscribed to, not by how long it lags.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::broadcast::{self, error::TryRecvError};
+
+use super::{Event, EventKind, Registry, TupleGuard};
+use crate::pg::Lsn;
+use crate::repr::{write_json_string, write_row_json, Row};
+use crate::sql::Column;
+
+/// What a subscription has for the next batch.
+enum Pending {
+    /// Nothing sent yet or the client's rows must be replaced: the whole
+    /// contents at `lsn` (events after it already applied).
+    Snapshot {
+        lsn: Lsn,
+        columns: Vec<Column>,
+        rows: HashMap<Row, i64>,
+    },
+    /// The net change since the last batch, and the events it came from
+    /// (one event's bytes are reused as they are).
+    Changes {
+        net: HashMap<Row, i64>,
+        events: Vec<Arc<Event>>,
+        /// The encoded size of the events merged into `net`: an upper bound
+        /// on the batch entry it makes.
+        bytes: usize,
+    },
+    /// The view fails; nothing until it recovers (with a snapshot).
+    Failing,
+}
+
+impl Pending {
+    fn changes() -> Pending {
+        Pending::Changes {
+            net: HashMap::new(),
+            events: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+pub struct Subscription {
+    pub id: String,
+    guard: TupleGuard,
+    rx: Option<broadcast::Receiver<Arc<Event>>>,
+    /// Events received but later than the batch being built.
+    later: VecDeque<Arc<Event>>,
+    pending: Pending,
+    /// The subscription must take a fresh snapshot (a reset, or it lagged).
+    resubscribe: bool,
+    /// The view's file was removed: the subscription ends.
+    pub ended: Option<String>,
+    /// Error messages to send (the view failed).
+    pub errors: Vec<String>,
+}
+
+impl Subscription {
+    /// A new subscription to an open tuple: it takes its snapshot as soon as
+    /// the tuple's rows are complete.
+    pub fn new(id: String, guard: TupleGuard) -> Subscription {
+        Subscription {
+            id,
+            guard,
+            rx: None,
+            later: VecDeque::new(),
+            pending: Pending::Failing,
+            resubscribe: true,
+            ended: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A subscription whose client holds the contents at `from`: it gets
+    /// only the changes since, if the tuple's history reaches back that far.
+    pub fn resume(reg: &Registry, id: String, guard: TupleGuard, from: Lsn) -> Subscription {
+        let mut sub = Subscription::new(id, guard);
+        if let Some(r) = reg.resume(&sub.guard, from) {
+            sub.rx = Some(r.rx);
+            sub.later.extend(r.missed);
+            sub.pending = Pending::changes();
+            sub.resubscribe = false;
+        }
+        sub
+    }
+
+    pub fn view_name(&self) -> &str {
+        &self.guard.view().name
+    }
+
+    /// Takes everything on the channel; snapshots are taken once the tuple's
+    /// rows are complete.
+    pub fn poll(&mut self, reg: &Registry) {
+        if self.resubscribe && self.guard.is_ready() {
+            let (snap, rx) = reg.subscribe(&self.guard);
+            self.rx = Some(rx);
+            self.later.clear();
+            self.resubscribe = false;
+            self.pending = if snap.error.is_some() {
+                if let Some(e) = snap.error {
+                    self.errors.push(e);
+                }
+                Pending::Failing
+            } else {
+                let mut rows = HashMap::new();
+                for r in snap.rows {
+                    *rows.entry(r).or_insert(0) += 1;
+                }
+                Pending::Snapshot {
+                    lsn: snap.lsn,
+                    columns: snap.columns,
+                    rows,
+                }
+            };
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return;
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(e) => self.later.push_back(e),
+                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
+                Err(TryRecvError::Lagged(_)) => {
+                    // Too far behind for the channel: start over from a snapshot.
+                    self.resubscribe = true;
+                    self.rx = None;
+                    self.later.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Applies the events up to `upto` to what is pending.
+    fn absorb(&mut self, upto: Lsn) {
+        while let Some(e) = self.later.front() {
+            if e.lsn > upto && e.kind != EventKind::Error && e.kind != EventKind::End {
+                break;
+            }
+            let e = self.later.pop_front().expect("front exists");
+            match e.kind {
+                EventKind::Progress => {}
+                EventKind::Diff => {
+                    let rows = e.rows.clone().unwrap_or_default();
+                    match &mut self.pending {
+                        Pending::Snapshot { lsn, rows: all, .. } => {
+                            if e.lsn > *lsn {
+                                for (r, d) in rows.iter() {
+                                    add(all, r, *d as i64);
+                                }
+                            }
+                        }
+                        Pending::Changes { net, events, bytes } => {
+                            for (r, d) in rows.iter() {
+                                add(net, r, *d as i64);
+                            }
+                            *bytes += e.changes.as_ref().map_or(0, Bytes::len);
+                            events.push(e);
+                        }
+                        Pending::Failing => {}
+                    }
+                }
+                EventKind::Snapshot => {
+                    self.resubscribe = true;
+                    self.rx = None;
+                    self.later.clear();
+                    self.pending = Pending::Failing;
+                    return;
+                }
+                EventKind::Error => {
+                    if let Some(m) = error_message(&e) {
+                        self.errors.push(m);
+                    }
+                    self.pending = Pending::Failing;
+                }
+                EventKind::End => {
+                    self.ended = Some(error_message(&e).unwrap_or_else(|| "view removed".into()));
+                    self.pending = Pending::Failing;
+                    self.later.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// This subscription's entry in a batch at `lsn` (`None` if it has
+    /// nothing to say, or its snapshot is newer than `lsn`).
+    pub fn take(&mut self, lsn: Lsn) -> Option<String> {
+        self.absorb(lsn);
+        match &mut self.pending {
+            Pending::Failing => None,
+            Pending::Snapshot {
+                lsn: at,
+                columns,
+                rows,
+            } => {
+                if *at > lsn {
+                    return None;
+                }
+                let mut s = String::from("{\"snapshot\":true,\"columns\":");
+                s.push_str(&serde_json::to_string(columns).unwrap_or_else(|_| "[]".into()));
+                s.push_str(",\"rows\":[");
+                let mut first = true;
+                for (row, n) in rows.iter() {
+                    for _ in 0..(*n).max(0) {
+                        if !first {
+                            s.push(',');
+                        }
+                        first = false;
+                        write_row_json(row, &mut s);
+                    }
+                }
+                s.push_str("]}");
+                self.pending = Pending::changes();
+                Some(s)
+            }
+            Pending::Changes { net, events, bytes } => {
+                if events.is_empty() {
+                    return None;
+                }
+                let out = if events.len() == 1 {
+                    // One transaction: its changes as encoded once for everyone.
+                    let bytes: Bytes = events[0].changes.clone().unwrap_or_default();
+                    format!("{{\"changes\":{}}}", String::from_utf8_lossy(&bytes))
+                } else {
+                    let mut s = String::from("{\"changes\":[");
+                    let mut first = true;
+                    for (row, d) in net.iter() {
+                        if *d == 0 {
+                            continue;
+                        }
+                        if !first {
+                            s.push(',');
+                        }
+                        first = false;
+                        s.push_str("{\"row\":");
+                        write_row_json(row, &mut s);
+                        let _ = write!(s, ",\"diff\":{d}}}");
+                    }
+                    s.push_str("]}");
+                    s
+                };
+                net.clear();
+                events.clear();
+                *bytes = 0;
+                if out == "{\"changes\":[]}" {
+                    return None;
+                }
+                Some(out)
+            }
+        }
+    }
+
+    /// The client does not hold this subscription's rows yet.
+    pub fn awaiting_snapshot(&self) -> bool {
+        self.resubscribe || matches!(self.pending, Pending::Snapshot { .. })
+    }
+
+    /// Bytes of changes held for the next batch, as encoded (to bound a
+    /// slow client): what arrived since the client took its last batch. A
+    /// snapshot the client asked for is not counted; it is the contents it
+    /// subscribed to.
+    pub fn pending_bytes(&self) -> usize {
+        let merged = match &self.pending {
+            Pending::Changes { bytes, .. } => *bytes,
+            Pending::Snapshot { .. } | Pending::Failing => 0,
+        };
+        let queued: usize = self
+            .later
+            .iter()
+            .map(|e| e.changes.as_ref().map_or(0, Bytes::len))
+            .sum();
+        merged + queued
+    }
+}
+
+fn add(map: &mut HashMap<Row, i64>, row: &Row, d: i64) {
+    let n = map.entry(row.clone()).or_insert(0);
+    *n += d;
+    if *n == 0 {
+        map.remove(row);
+    }
+}
+
+/// The message of an error event (its JSON data: `{"message": ...}`).
+fn error_message(e: &Event) -> Option<String> {
+    let text = std::str::from_utf8(&e.sse).ok()?;
+    let data = text.lines().find_map(|l| l.strip_prefix("data: "))?;
+    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    v["message"].as_str().map(str::to_string)
+}
+
+/// A batch message: `{"type":"batch","lsn":...,"subs":{id: entry, ...}}`.
+pub fn batch_json(lsn: Lsn, entries: &[(String, String)]) -> String {
+    let mut s = format!("{{\"type\":\"batch\",\"lsn\":\"{lsn}\",\"subs\":{{");
+    for (i, (id, entry)) in entries.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        write_json_string(id, &mut s);
+        s.push(':');
+        s.push_str(entry);
+    }
+    s.push_str("}}");
+    s
+}
