@@ -15,3 +15,4 @@ mod support;
 mod tls;
 mod tpch;
 mod types;
+mod ws;

@@ -175,29 +175,33 @@ async fn connection(state: AppState, socket: WebSocket) {
             let lsn = conn.reg.progress();
             conn.poll();
             if permit.is_none() {
-                if conn.pending_bytes() > conn.limits.max_pending_bytes {
+                for s in conn.subs.values_mut() {
+                    s.absorb(lsn);
+                }
+                let pending = conn.pending_bytes();
+                if pending > conn.limits.max_pending_bytes {
+                    tracing::info!(
+                        pending,
+                        limit = conn.limits.max_pending_bytes,
+                        "closing a websocket client that does not keep up"
+                    );
                     return Err(closing(close::TOO_SLOW, "the client does not keep up"));
                 }
                 continue;
             }
             conn.flush(lsn);
             if let Some(permit) = permit {
-                if !conn.out.is_empty() {
-                    let text = if conn.out.len() == 1 {
-                        conn.out.pop().unwrap_or_default()
-                    } else {
-                        // Several messages at once: send them in one go.
-                        let all = std::mem::take(&mut conn.out);
-                        let mut it = all.into_iter();
-                        let first = it.next().unwrap_or_default();
-                        for rest in it {
-                            if out_tx.send(Message::Text(Utf8Bytes::from(rest))).await.is_err() {
-                                return Ok(());
-                            }
+                // In order: the first takes the reserved slot, the rest wait
+                // for the writer (only a hello's welcome and a batch, or
+                // errors, ever come together).
+                let mut messages = std::mem::take(&mut conn.out).into_iter();
+                if let Some(first) = messages.next() {
+                    permit.send(Message::Text(Utf8Bytes::from(first)));
+                    for rest in messages {
+                        if out_tx.send(Message::Text(Utf8Bytes::from(rest))).await.is_err() {
+                            return Ok(());
                         }
-                        first
-                    };
-                    permit.send(Message::Text(Utf8Bytes::from(text)));
+                    }
                 }
             }
         }
@@ -433,8 +437,16 @@ impl Conn {
         }
     }
 
+    /// What waits for the client: changes merged per subscription, and
+    /// messages not yet handed to the writer (answers to pings, errors).
     fn pending_bytes(&self) -> usize {
-        self.subs.values().map(Subscription::pending_bytes).sum()
+        let queued: usize = self.out.iter().map(String::len).sum();
+        queued
+            + self
+                .subs
+                .values()
+                .map(Subscription::pending_bytes)
+                .sum::<usize>()
     }
 
     /// Builds the messages due now: errors, then one batch at `lsn` (the

@@ -33,13 +33,15 @@ enum Pending {
         columns: Vec<Column>,
         rows: HashMap<Row, i64>,
     },
-    /// The net change since the last batch, and the events it came from
-    /// (one event's bytes are reused as they are).
+    /// The net change since the last batch, and how many events it came
+    /// from; while that is one, the event (its encoded changes are reused
+    /// as they are).
     Changes {
         net: HashMap<Row, i64>,
-        events: Vec<Arc<Event>>,
-        /// The encoded size of the events merged into `net`: an upper bound
-        /// on the batch entry it makes.
+        events: usize,
+        only: Option<Arc<Event>>,
+        /// About how many bytes `net` takes encoded: what a client that
+        /// lags behind costs, however many transactions it missed.
         bytes: usize,
     },
     /// The view fails; nothing until it recovers (with a snapshot).
@@ -50,7 +52,8 @@ impl Pending {
     fn changes() -> Pending {
         Pending::Changes {
             net: HashMap::new(),
-            events: Vec::new(),
+            events: 0,
+            only: None,
             bytes: 0,
         }
     }
@@ -147,8 +150,10 @@ impl Subscription {
         }
     }
 
-    /// Applies the events up to `upto` to what is pending.
-    fn absorb(&mut self, upto: Lsn) {
+    /// Merges the events up to `upto` into what is pending (also while the
+    /// client has not taken the last batch: it then holds the net change,
+    /// not the events).
+    pub fn absorb(&mut self, upto: Lsn) {
         while let Some(e) = self.later.front() {
             if e.lsn > upto && e.kind != EventKind::Error && e.kind != EventKind::End {
                 break;
@@ -166,12 +171,21 @@ impl Subscription {
                                 }
                             }
                         }
-                        Pending::Changes { net, events, bytes } => {
+                        Pending::Changes {
+                            net,
+                            events,
+                            only,
+                            bytes,
+                        } => {
                             for (r, d) in rows.iter() {
-                                add(net, r, *d as i64);
+                                match add(net, r, *d as i64) {
+                                    Entry::Added => *bytes += row_bytes(r),
+                                    Entry::Removed => *bytes -= row_bytes(r).min(*bytes),
+                                    Entry::Changed => {}
+                                }
                             }
-                            *bytes += e.changes.as_ref().map_or(0, Bytes::len);
-                            events.push(e);
+                            *events += 1;
+                            *only = if *events == 1 { Some(e) } else { None };
                         }
                         Pending::Failing => {}
                     }
@@ -230,13 +244,18 @@ impl Subscription {
                 self.pending = Pending::changes();
                 Some(s)
             }
-            Pending::Changes { net, events, bytes } => {
-                if events.is_empty() {
+            Pending::Changes {
+                net,
+                events,
+                only,
+                bytes,
+            } => {
+                if *events == 0 {
                     return None;
                 }
-                let out = if events.len() == 1 {
+                let out = if let Some(e) = only.take() {
                     // One transaction: its changes as encoded once for everyone.
-                    let bytes: Bytes = events[0].changes.clone().unwrap_or_default();
+                    let bytes: Bytes = e.changes.clone().unwrap_or_default();
                     format!("{{\"changes\":{}}}", String::from_utf8_lossy(&bytes))
                 } else {
                     let mut s = String::from("{\"changes\":[");
@@ -257,7 +276,7 @@ impl Subscription {
                     s
                 };
                 net.clear();
-                events.clear();
+                *events = 0;
                 *bytes = 0;
                 if out == "{\"changes\":[]}" {
                     return None;
@@ -272,30 +291,61 @@ impl Subscription {
         self.resubscribe || matches!(self.pending, Pending::Snapshot { .. })
     }
 
-    /// Bytes of changes held for the next batch, as encoded (to bound a
-    /// slow client): what arrived since the client took its last batch. A
-    /// snapshot the client asked for is not counted; it is the contents it
-    /// subscribed to.
+    /// About how many bytes of changes are held for the next batch (to
+    /// bound a slow client): the net change since the client took its last
+    /// batch. Events past the registry's progress are not counted: they are
+    /// shared with every subscriber and merged as soon as progress passes
+    /// them. A snapshot the client asked for is not counted either; it is
+    /// the contents it subscribed to.
     pub fn pending_bytes(&self) -> usize {
-        let merged = match &self.pending {
+        match &self.pending {
             Pending::Changes { bytes, .. } => *bytes,
             Pending::Snapshot { .. } | Pending::Failing => 0,
-        };
-        let queued: usize = self
-            .later
-            .iter()
-            .map(|e| e.changes.as_ref().map_or(0, Bytes::len))
-            .sum();
-        merged + queued
+        }
     }
 }
 
-fn add(map: &mut HashMap<Row, i64>, row: &Row, d: i64) {
-    let n = map.entry(row.clone()).or_insert(0);
-    *n += d;
-    if *n == 0 {
-        map.remove(row);
+/// What [`add`] did to the map's entries.
+enum Entry {
+    Added,
+    Removed,
+    Changed,
+}
+
+fn add(map: &mut HashMap<Row, i64>, row: &Row, d: i64) -> Entry {
+    if d == 0 {
+        return Entry::Changed;
     }
+    match map.get_mut(row) {
+        Some(n) => {
+            *n += d;
+            if *n == 0 {
+                map.remove(row);
+                Entry::Removed
+            } else {
+                Entry::Changed
+            }
+        }
+        None => {
+            map.insert(row.clone(), d);
+            Entry::Added
+        }
+    }
+}
+
+/// About how many bytes `row` takes as a JSON change (`{"row":[...],"diff":n}`).
+fn row_bytes(row: &Row) -> usize {
+    use crate::repr::Datum;
+    let values: usize = row
+        .iter()
+        .map(|d| match d {
+            Datum::Text(s) | Datum::Json(s) => s.len() + 3,
+            Datum::Bytes(b) => 2 * b.len() + 5,
+            Datum::Numeric(_) => 24,
+            _ => 12,
+        })
+        .sum();
+    values + 24
 }
 
 /// The message of an error event (its JSON data: `{"message": ...}`).

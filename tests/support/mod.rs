@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod ws;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -276,8 +277,19 @@ impl TestServer {
         views: &[(&str, &str)],
         auth: viewcast::auth::AuthConfig,
     ) -> TestServer {
+        Self::start_limited(db, views, Some(auth), Default::default()).await
+    }
+
+    /// Starts viewcast on `db` with `auth` (if any) and the given HTTP and
+    /// websocket limits, and waits until it is healthy.
+    pub async fn start_limited(
+        db: &TestDb,
+        views: &[(&str, &str)],
+        auth: Option<viewcast::auth::AuthConfig>,
+        http: viewcast::config::HttpLimits,
+    ) -> TestServer {
         let server =
-            Self::start_configured(&db.conninfo, views, Default::default(), Some(auth)).await;
+            Self::start_configured(&db.conninfo, views, Default::default(), auth, http).await;
         server.wait_healthy().await;
         server
     }
@@ -288,7 +300,7 @@ impl TestServer {
         views: &[(&str, &str)],
         timeouts: viewcast::pg::source::Timeouts,
     ) -> TestServer {
-        Self::start_configured(conninfo, views, timeouts, None).await
+        Self::start_configured(conninfo, views, timeouts, None, Default::default()).await
     }
 
     async fn start_configured(
@@ -296,6 +308,7 @@ impl TestServer {
         views: &[(&str, &str)],
         timeouts: viewcast::pg::source::Timeouts,
         auth: Option<viewcast::auth::AuthConfig>,
+        http: viewcast::config::HttpLimits,
     ) -> TestServer {
         init_logging();
         let dir = std::env::temp_dir().join(format!(
@@ -316,7 +329,7 @@ impl TestServer {
             timeouts,
             auth,
         };
-        let running = viewcast::server::start(config)
+        let running = viewcast::server::start_with(config, http)
             .await
             .expect("server starts");
         let addr = running.addr.to_string();
@@ -410,7 +423,7 @@ pub struct Follower {
     pub error: Option<String>,
 }
 
-fn row_key(columns: &[String], row: &Value) -> String {
+pub fn row_key(columns: &[String], row: &Value) -> String {
     let values = row.as_array().expect("row is an array");
     assert_eq!(values.len(), columns.len(), "row width matches columns");
     let mut obj = serde_json::Map::new();
