@@ -373,11 +373,25 @@ pub async fn check(pg: &str, queries: &Path) -> Result<(String, bool), ServerErr
                 .iter()
                 .map(|c| format!("{} {}", c.name, c.ty.name()))
                 .collect();
-            report.push_str(&format!(
-                "{name}: ok ({})\n{}\n",
-                cols.join(", "),
-                view.plan
-            ));
+            report.push_str(&format!("{name}: ok ({})\n", cols.join(", ")));
+            if !view.params.is_empty() {
+                let params: Vec<String> = view
+                    .params
+                    .iter()
+                    .map(|p| format!("{} {}", p.key(), p.ty.name()))
+                    .collect();
+                report.push_str(&format!("  parameters: {}\n", params.join(", ")));
+                if view
+                    .params
+                    .iter()
+                    .any(|p| p.from == crate::sql::ParamFrom::Token)
+                {
+                    report.push_str(
+                        "  reads the caller's token: serve it with --jwt-secret or --jwt-public-key\n",
+                    );
+                }
+            }
+            report.push_str(&format!("{}\n", view.plan));
         } else if let Some(r) = refused.iter().find(|r| &r.name == name) {
             report.push_str(&format!(
                 "{name}: refused\n  {}\n\n",
