@@ -792,3 +792,82 @@ async fn a_slow_client_gets_the_net_change_or_is_closed_past_its_limit() {
     assert_eq!(closed.code, 4008, "{closed:?}");
     server.stop().await;
 }
+
+/// examples/tasks as its README runs it: its schema, its views, tokens for
+/// users of two tenants; every subscription equals Postgres before and after
+/// writes, and each user sees only its own tenant and projects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_example_serves_each_user_its_tenant() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tasks");
+    let db = TestDb::new("ws_example").await;
+    db.exec(&std::fs::read_to_string(dir.join("schema.sql")).unwrap())
+        .await;
+    let mut views = Vec::new();
+    for entry in std::fs::read_dir(dir.join("queries")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        views.push((name, std::fs::read_to_string(&path).unwrap()));
+    }
+    views.sort();
+    let named: Vec<(&str, &str)> = views
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_str()))
+        .collect();
+    let server =
+        TestServer::start_with_auth(&db, &named, AuthConfig::Secret(SECRET.into())).await;
+    let subs = [
+        ("my_projects", json!({})),
+        ("project_tasks", json!({"project_id": 1})),
+        ("project_tasks", json!({"project_id": 2})),
+        ("project_tasks", json!({"project_id": 3})),
+        ("tenant_load", json!({"max_priority": 2})),
+    ];
+    let mut users = Vec::new();
+    for (user, tenant) in [("alice", "acme"), ("bob", "acme"), ("carol", "globex")] {
+        let (mut c, _) = WsClient::hello(&server.addr, Some(&token(user, tenant))).await;
+        for (i, (view, params)) in subs.iter().enumerate() {
+            c.subscribe(&format!("s{i}"), view, params.clone()).await;
+        }
+        users.push((user, tenant, c));
+    }
+    let sql = |view: &str| views.iter().find(|(n, _)| n == view).unwrap().1.clone();
+    for step in 0..3 {
+        match step {
+            1 => {
+                db.exec(
+                    "INSERT INTO tasks (tenant, project_id, title, assignee, priority)
+                     VALUES ('acme', 1, 'Fix the footer', 'bob', 1), ('globex', 3, 'Order tape', 'carol', 2);
+                     UPDATE tasks SET done = true WHERE title = 'Send the March invoices';",
+                )
+                .await
+            }
+            2 => {
+                db.exec("INSERT INTO memberships VALUES ('bob', 1, 'member'); DELETE FROM memberships WHERE user_id = 'alice' AND project_id = 2;")
+                    .await
+            }
+            _ => {}
+        }
+        let lsn = db.lsn().await;
+        for (user, tenant, c) in users.iter_mut() {
+            c.wait_for(lsn).await;
+            assert!(c.errors.is_empty(), "{user}: {:?}", c.errors);
+            for (i, (view, params)) in subs.iter().enumerate() {
+                let want = db
+                    .oracle(&substituted(&sql(view), user, tenant, params))
+                    .await;
+                assert_same(
+                    &format!("{user} {view} {params} step {step}"),
+                    lsn,
+                    &c.held[&format!("s{i}")].rows,
+                    &want,
+                );
+            }
+        }
+    }
+    // carol (globex) sees nothing of acme's projects, even asking by id.
+    let carol = &users[2].2;
+    assert!(carol.held["s1"].rows.is_empty());
+    assert!(carol.held["s2"].rows.is_empty());
+    assert!(!carol.held["s3"].rows.is_empty());
+    server.stop().await;
+}
