@@ -528,6 +528,18 @@ async fn bad_tokens_and_bad_clients_are_refused() {
         .await;
     assert_eq!(c.closed().await.code, 4401, "a bad refresh");
 
+    // An SSE stream ends when its token does, with an error event.
+    let short_sse = sign(&json!({"sub": "ann", "tenant": "t0", "exp": now() + 2}));
+    let mut f = crate::support::Follower::at(
+        &addr,
+        &format!("/views/my_tasks/sse?project_id=3&access_token={short_sse}"),
+    )
+    .await;
+    f.wait_until("the expiry error", |f| f.error.is_some())
+        .await;
+    assert!(f.error.as_deref().unwrap().contains("expired"));
+    assert!(f.next().await.is_none(), "the stream ends");
+
     // A token that runs out closes the connection with 4401, unless refreshed.
     let short = |secs: u64| sign(&json!({"sub": "ann", "tenant": "t0", "exp": now() + secs}));
     let (mut expiring, _) = WsClient::hello(&addr, Some(&short(2))).await;
@@ -813,8 +825,7 @@ async fn the_tasks_example_serves_each_user_its_tenant() {
         .iter()
         .map(|(n, s)| (n.as_str(), s.as_str()))
         .collect();
-    let server =
-        TestServer::start_with_auth(&db, &named, AuthConfig::Secret(SECRET.into())).await;
+    let server = TestServer::start_with_auth(&db, &named, AuthConfig::Secret(SECRET.into())).await;
     let subs = [
         ("my_projects", json!({})),
         ("project_tasks", json!({"project_id": 1})),

@@ -38,6 +38,9 @@ struct Subscription {
     pending: Option<Bytes>,
     done: bool,
     closed: tokio::sync::watch::Receiver<bool>,
+    /// When the token the stream was opened with expires: the stream ends
+    /// then with an error event (a client reconnects with a fresh token).
+    expires: Option<tokio::time::Instant>,
 }
 
 fn start(
@@ -80,6 +83,13 @@ pub async fn stream(
     reg.wait_ready(&view).await;
     // It may have turned out not to compile.
     let view = lookup(&reg, &name)?;
+    let expires = claims.as_ref().map(|c| {
+        let left = c
+            .expires_at()
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::Instant::now() + left
+    });
     let claims = claims.as_ref().map(|c| c.as_map());
     let guard = open_tuple(&reg, &view, &query, claims, TUPLE_PATIENCE).await?;
     let resumed = resume_from.and_then(|from| reg.resume(&guard, from).map(|r| (from, r)));
@@ -104,6 +114,7 @@ pub async fn stream(
         pending: Some(first),
         done: false,
         closed,
+        expires,
     };
     let body = futures::stream::unfold(sub, |mut sub| async move {
         loop {
@@ -113,9 +124,21 @@ pub async fn stream(
             if sub.done {
                 return None;
             }
+            let expires = sub.expires;
             let received = tokio::select! {
-                r = sub.rx.recv() => r,
+                r = sub.rx.recv() => Some(r),
                 _ = sub.closed.wait_for(|c| *c) => return None,
+                _ = async {
+                    match expires {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => None,
+            };
+            let Some(received) = received else {
+                sub.done = true;
+                let data = "{\"message\":\"the token expired; reconnect with a fresh one\"}";
+                return Some((Ok(sse_bytes("error", None, data)), sub));
             };
             match received {
                 Ok(ev) => {
