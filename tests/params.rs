@@ -199,3 +199,92 @@ async fn bad_parameters_are_refused_for_that_subscriber_alone() {
     assert_eq!(good.rows.len(), 2, "the good subscriber goes on");
     server.stop().await;
 }
+
+/// Parameters wherever a correlated column may stand: the select list, ON,
+/// HAVING, a scalar subquery, a NOT EXISTS, an outer join's condition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_go_wherever_a_correlated_column_could() {
+    let db = TestDb::new("params_anywhere").await;
+    db.exec(
+        "CREATE TABLE tasks (id int PRIMARY KEY, project_id int, title text, done bool, points int);
+         CREATE TABLE memberships (user_id text, project_id int, role text, PRIMARY KEY (user_id, project_id));
+         INSERT INTO tasks SELECT i, 1 + i % 4, 'task ' || i, i % 3 = 0, i % 6 FROM generate_series(1, 40) i;
+         INSERT INTO memberships VALUES ('ann', 1, 'owner'), ('ann', 3, 'viewer'), ('bob', 2, 'owner');",
+    )
+    .await;
+    let views: [(&str, &str); 5] = [
+        (
+            "scaled",
+            "SELECT t.id, t.points * $factor AS scaled, $label AS label FROM tasks t WHERE t.points > 2",
+        ),
+        (
+            "joined_on",
+            "SELECT t.id, m.role FROM tasks t JOIN memberships m
+               ON m.project_id = t.project_id AND m.user_id = $user",
+        ),
+        (
+            "having",
+            "SELECT t.project_id, sum(t.points) AS total FROM tasks t
+             GROUP BY t.project_id HAVING sum(t.points) > $min_total",
+        ),
+        (
+            "scalar_sub",
+            "SELECT m.project_id, (SELECT count(*) FROM tasks t
+                WHERE t.project_id = m.project_id AND t.points >= $min_points) AS n
+             FROM memberships m WHERE m.user_id = $user",
+        ),
+        (
+            "left_outer",
+            "SELECT t.id, m.role FROM tasks t LEFT JOIN memberships m
+               ON m.project_id = t.project_id AND m.user_id = $user
+             WHERE NOT EXISTS (SELECT 1 FROM memberships x WHERE x.project_id = t.project_id AND x.role = $role)",
+        ),
+    ];
+    let server = TestServer::start(&db, &views).await;
+    type Sub<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let subs: Vec<Sub> = vec![
+        (
+            "scaled",
+            "factor=3&label=x",
+            vec![("factor", "3"), ("label", "'x'")],
+        ),
+        (
+            "scaled",
+            "factor=-1&label=",
+            vec![("factor", "-1"), ("label", "''")],
+        ),
+        ("joined_on", "user=ann", vec![("user", "'ann'")]),
+        ("having", "min_total=20", vec![("min_total", "20")]),
+        ("having", "min_total=0", vec![("min_total", "0")]),
+        (
+            "scalar_sub",
+            "user=ann&min_points=4",
+            vec![("user", "'ann'"), ("min_points", "4")],
+        ),
+        (
+            "left_outer",
+            "user=bob&role=viewer",
+            vec![("user", "'bob'"), ("role", "'viewer'")],
+        ),
+    ];
+    let mut followers = Vec::new();
+    for (view, query, values) in &subs {
+        let sql = views.iter().find(|(n, _)| n == view).unwrap().1;
+        followers.push((
+            format!("{view}?{query}"),
+            substituted(sql, values),
+            follow(&server, view, query).await,
+        ));
+    }
+    check(&db, &mut followers).await;
+    for sql in [
+        "UPDATE tasks SET points = points + 3 WHERE id % 5 = 0",
+        "INSERT INTO memberships VALUES ('ann', 2, 'viewer'), ('bob', 4, 'viewer')",
+        "DELETE FROM tasks WHERE project_id = 3 AND points < 3",
+        "UPDATE memberships SET role = 'owner' WHERE user_id = 'ann' AND project_id = 3",
+    ] {
+        db.exec(sql).await;
+        check(&db, &mut followers).await;
+    }
+    server.stop().await;
+}

@@ -664,6 +664,10 @@ mod tests {
             refuse("WITH w AS (SELECT id FROM orders WHERE id = $x) SELECT * FROM w")
                 .contains("not in WITH"),
         );
+        assert!(refuse(
+            "SELECT o.id FROM orders o RIGHT JOIN customers c ON c.id = o.customer_id AND o.id = $x"
+        )
+        .contains("RIGHT or FULL join"));
     }
 
     #[test]

@@ -14,6 +14,23 @@ use crate::sql::expr::{BinOp, Expr};
 use crate::sql::plan::{JoinKind, Plan};
 use crate::sql::BindError;
 
+/// Whether a join's ON condition in `twj` uses a view parameter.
+pub(super) fn on_mentions_params(twj: &ast::TableWithJoins) -> bool {
+    twj.joins.iter().any(|j| {
+        let constraint = match &j.join_operator {
+            JoinOperator::Join(c)
+            | JoinOperator::Inner(c)
+            | JoinOperator::Left(c)
+            | JoinOperator::LeftOuter(c)
+            | JoinOperator::Right(c)
+            | JoinOperator::RightOuter(c)
+            | JoinOperator::FullOuter(c) => c,
+            _ => return false,
+        };
+        matches!(constraint, JoinConstraint::On(e) if super::params::mentions(e))
+    })
+}
+
 /// The join forms as written; RIGHT is planned as a LEFT join with the sides swapped.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Written {
@@ -29,7 +46,47 @@ impl<'a> Binder<'a> {
         twj: &ast::TableWithJoins,
         outer: Option<&Outer<'_>>,
     ) -> Result<(Plan, Scope)> {
+        self.bind_table_with_joins_led(twj, outer, None)
+    }
+
+    /// Binds `twj` with `lead` (the parameter tuples) crossed into its first
+    /// relation, so that the joins' ON conditions can use the parameters:
+    /// `P × A LEFT JOIN B ON c(p)` is, tuple by tuple, `A LEFT JOIN B ON
+    /// c(p)`. A RIGHT or FULL join would lose the tuple on its unmatched
+    /// rows, so it is refused.
+    pub(super) fn bind_table_with_joins_led(
+        &self,
+        twj: &ast::TableWithJoins,
+        outer: Option<&Outer<'_>>,
+        lead: Option<(Plan, Scope)>,
+    ) -> Result<(Plan, Scope)> {
         let (mut plan, mut scope) = self.bind_factor(&twj.relation, outer)?;
+        if let Some((lplan, lscope)) = lead {
+            for join in &twj.joins {
+                if matches!(
+                    join.join_operator,
+                    JoinOperator::Right(_)
+                        | JoinOperator::RightOuter(_)
+                        | JoinOperator::FullOuter(_)
+                ) {
+                    return Err(unsupported(
+                        "a parameter in the ON of a FROM with a RIGHT or FULL join (use LEFT JOIN, or move the condition to WHERE)",
+                        join.relation.span(),
+                    ));
+                }
+            }
+            let span = twj.relation.span();
+            (plan, scope) = self.join(
+                lplan,
+                lscope,
+                plan,
+                scope,
+                Written::Inner,
+                &JoinConstraint::None,
+                outer,
+                span,
+            )?;
+        }
         for join in &twj.joins {
             let span = join.relation.span();
             let (rplan, rscope) = self.bind_factor(&join.relation, outer)?;

@@ -669,17 +669,24 @@ impl<'a> Binder<'a> {
 
         // FROM: each comma-separated item is a unit; its columns follow the
         // previous unit's. A correlated subquery's parameters come first.
+        // When the first item's joins use them in ON, they are crossed into
+        // its first relation instead, ahead of the joins.
         let mut units: Vec<(Plan, Scope)> = Vec::new();
-        if let Some(p) = params {
-            units.push((
+        let lead = params.map(|p| {
+            (
                 p.plan.clone(),
                 Scope {
                     cols: p.cols.clone(),
                 },
-            ));
+            )
+        });
+        let led = lead.is_some() && s.from.first().is_some_and(from::on_mentions_params);
+        let mut lead = lead;
+        if !led {
+            units.extend(lead.take());
         }
         for twj in &s.from {
-            units.push(self.bind_table_with_joins(twj, outer)?);
+            units.push(self.bind_table_with_joins_led(twj, outer, lead.take())?);
         }
         if units.is_empty() {
             units.push((

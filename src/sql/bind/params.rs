@@ -164,6 +164,21 @@ fn auth_call(f: &ast::Function) -> Result<Option<&'static str>> {
     }
 }
 
+/// Whether `e` uses a parameter anywhere.
+pub fn mentions(e: &ast::Expr) -> bool {
+    struct Finder;
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &ast::Expr) -> ControlFlow<()> {
+            match param_of(e) {
+                Ok(Some(_)) => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    ast::Visit::visit(e, &mut Finder).is_break()
+}
+
 /// Every parameter of a query, in the order of first appearance (claims
 /// and `$name`s alike), without types.
 pub fn collect(q: &ast::Query) -> Result<Vec<ViewParam>> {
