@@ -217,11 +217,19 @@ impl Controller {
                     while inputs.reload.try_recv().is_ok() {}
                     self.reload_files();
                 }
-                Some(r) = inputs.tuples.recv() => self.tuple_request(r),
-                _ = reap.tick() => {
-                    for r in self.registry.expire_idle(TUPLE_LINGER) {
-                        self.tuple_request(r);
+                Some(r) = inputs.tuples.recv() => {
+                    // Everything queued goes in one step: a page opening 100
+                    // subscriptions, or 10 000 clients arriving, is a few
+                    // dataflow rounds, not one per tuple.
+                    let mut all = vec![r];
+                    while let Ok(r) = inputs.tuples.try_recv() {
+                        all.push(r);
                     }
+                    self.tuple_requests(all);
+                }
+                _ = reap.tick() => {
+                    let expired = self.registry.expire_idle(TUPLE_LINGER);
+                    self.tuple_requests(expired);
                 }
                 Some(hook) = inputs.test_hooks.recv() => match hook {
                     TestHook::CrashWorker => self.df().crash_a_worker(),
@@ -516,18 +524,31 @@ impl Controller {
 
     /// A subscriber needs a parameter tuple that is new, or a tuple nobody
     /// has needed for a while goes.
-    fn tuple_request(&mut self, r: TupleRequest) {
-        let Some(table) = self.built.get(&r.view).and_then(|b| b.params_table) else {
-            // Not built: the build adds every tuple subscribed by then.
-            return;
-        };
-        let ticket = self.ticket();
-        if r.add {
-            self.registry
-                .tuples_requested(&r.view, std::slice::from_ref(&r.tuple), ticket);
+    fn tuple_requests(&mut self, requests: Vec<TupleRequest>) {
+        let mut by_view: BTreeMap<String, Vec<TupleRequest>> = BTreeMap::new();
+        for r in requests {
+            by_view.entry(r.view.clone()).or_default().push(r);
         }
-        self.df()
-            .tuples(table, vec![(r.tuple, if r.add { 1 } else { -1 })], ticket);
+        for (view, requests) in by_view {
+            let Some(table) = self.built.get(&view).and_then(|b| b.params_table) else {
+                // Not built: the build adds every tuple subscribed by then.
+                continue;
+            };
+            let ticket = self.ticket();
+            let added: Vec<crate::repr::Row> = requests
+                .iter()
+                .filter(|r| r.add)
+                .map(|r| r.tuple.clone())
+                .collect();
+            if !added.is_empty() {
+                self.registry.tuples_requested(&view, &added, ticket);
+            }
+            let updates = requests
+                .into_iter()
+                .map(|r| (r.tuple, if r.add { 1 } else { -1 }))
+                .collect();
+            self.df().tuples(table, updates, ticket);
+        }
     }
 
     /// Fails the views over failed tables with the table's reason, and clears

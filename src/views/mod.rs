@@ -44,6 +44,12 @@ use crate::sql::{Column, ViewParam};
 /// Events a slow subscriber may fall behind by before it is sent a fresh
 /// snapshot (marked as a reset) instead of the diffs it missed.
 const CHANNEL_CAPACITY: usize = 4096;
+/// The same for one parameter tuple of a parameterized view. A channel's
+/// slots are allocated when it is made (~40 bytes each), and a view may have
+/// tens of thousands of tuples: 4096 slots each would be 160 kB per
+/// subscriber. Falling behind costs a snapshot of the tuple's own rows, and
+/// a websocket connection drains its channels on every progress step.
+const TUPLE_CHANNEL_CAPACITY: usize = 64;
 /// Parameter tuples one view may hold by default: tens of thousands of
 /// subscribers' values, with a ceiling that a flood of distinct values cannot
 /// push the server's memory through.
@@ -170,12 +176,19 @@ struct Tuple {
 }
 
 impl Tuple {
-    fn new(ready: bool) -> Tuple {
+    /// A tuple's state; `parameterized` when it is one of many tuples (see
+    /// [`TUPLE_CHANNEL_CAPACITY`]), not a plain view's only one.
+    fn new(ready: bool, parameterized: bool) -> Tuple {
+        let capacity = if parameterized {
+            TUPLE_CHANNEL_CAPACITY
+        } else {
+            CHANNEL_CAPACITY
+        };
         Tuple {
             rows: HashMap::new(),
             history: VecDeque::new(),
             history_floor: None,
-            tx: broadcast::channel(CHANNEL_CAPACITY).0,
+            tx: broadcast::channel(capacity).0,
             holders: 0,
             idle_since: Some(std::time::Instant::now()),
             ready,
@@ -391,7 +404,7 @@ fn by_tuple(k: usize, changes: &[(Row, isize)]) -> HashMap<Row, Vec<(Row, isize)
 impl View {
     fn new(name: &str) -> View {
         let mut tuples = HashMap::new();
-        tuples.insert(Vec::new(), Tuple::new(false));
+        tuples.insert(Vec::new(), Tuple::new(false, false));
         View {
             name: name.to_string(),
             state: Mutex::new(ViewState {
@@ -616,7 +629,7 @@ impl Registry {
         let t = st
             .tuples
             .entry(tuple.clone())
-            .or_insert_with(|| Tuple::new(false));
+            .or_insert_with(|| Tuple::new(false, !tuple.is_empty()));
         t.holders += 1;
         t.idle_since = None;
         drop(st);
@@ -811,7 +824,7 @@ impl Registry {
             st.tuples.retain(|t, _| t.is_empty());
             st.tuples
                 .entry(Vec::new())
-                .or_insert_with(|| Tuple::new(false));
+                .or_insert_with(|| Tuple::new(false, false));
         } else {
             st.tuples.remove(&Vec::new());
             let arity = def.params.len();
@@ -1199,7 +1212,7 @@ impl Registry {
         let t = st
             .tuples
             .entry(guard.tuple.clone())
-            .or_insert_with(|| Tuple::new(false));
+            .or_insert_with(|| Tuple::new(false, !guard.tuple.is_empty()));
         let rx = t.tx.subscribe();
         (
             Snapshot {
