@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
     let open = Router::new()
         .route("/", get(page::index))
         .route("/page.js", get(page::script))
+        .route("/client.js", get(page::client_script))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // A browser's WebSocket cannot send a header: its token comes in the

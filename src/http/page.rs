@@ -39,6 +39,20 @@ pub async fn script() -> impl IntoResponse {
     )
 }
 
+/// `GET /client.js`: the JavaScript client (clients/js/viewcast.js), an
+/// ES module the page imports and applications may load from here.
+pub async fn client_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CLIENT,
+    )
+}
+
+const CLIENT: &str = include_str!("../../clients/js/viewcast.js");
+
 const PAGE: &str = r#"<!doctype html>
 <html lang="en">
 <head>
