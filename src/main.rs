@@ -83,9 +83,8 @@ enum Command {
         jwt_public_key: Option<PathBuf>,
     },
     /// Start a throwaway PostgreSQL with example data and a writer, and serve queries/.
-    // Serves without tokens; it could take --jwt-secret / --jwt-public-key
-    // as `serve` does (into `Config::auth`, see demo.rs) once its page can
-    // send a token.
+    // Verifies tokens with a secret of its own and issues them for its demo
+    // users (GET /demo/token, see demo.rs); no key options.
     Demo {
         #[arg(long, default_value = "queries")]
         queries: PathBuf,

@@ -251,6 +251,17 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start_with(config: Config, http: HttpLimits) -> Result<Running, ServerError> {
+    start_with_routes(config, http, axum::Router::new()).await
+}
+
+/// [`start_with`], also serving `routes` (open to anyone, beside the API):
+/// how an embedding program adds endpoints of its own without the server
+/// knowing about them (the demo's token issuer, `crate::demo::routes`).
+pub async fn start_with_routes(
+    config: Config,
+    http: HttpLimits,
+    routes: axum::Router,
+) -> Result<Running, ServerError> {
     // A key that cannot be used fails before anything starts.
     let auth = match &config.auth {
         Some(auth) => {
@@ -333,12 +344,15 @@ pub async fn start_with(config: Config, http: HttpLimits) -> Result<Running, Ser
             addr: config.listen.clone(),
             source,
         })?;
-    let app = crate::http::router(crate::http::AppState {
-        registry: registry.clone(),
-        auth,
-        ws: http.ws.clone(),
-        ws_open: Default::default(),
-    });
+    let app = crate::http::router(
+        crate::http::AppState {
+            registry: registry.clone(),
+            auth,
+            ws: http.ws.clone(),
+            ws_open: Default::default(),
+        },
+        routes,
+    );
     tasks.push(tokio::spawn(crate::http::serve(
         listener,
         app,

@@ -4,6 +4,7 @@ mod auth;
 mod errors;
 mod faults;
 mod http;
+mod js_client;
 mod oracle;
 mod page;
 mod params;

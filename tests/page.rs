@@ -163,6 +163,156 @@ async fn the_page_shows_html_in_data_as_text() {
     server.stop().await;
 }
 
+/// The demo's page with tokens: it offers the demo users, shows each user
+/// only their region's rows of the tenant-scoped views in queries/ (over the
+/// websocket, through /client.js), follows a writer's commits, and takes a
+/// view's `$status` from a field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_shows_each_user_their_region_only() {
+    let chromium = match find_chromium() {
+        Ok(path) => path,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let db = TestDb::new("page_demo").await;
+    db.exec(viewcast::demo::SCHEMA).await;
+    let file = |name: &str| {
+        let path = format!("{}/queries/{name}.sql", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let sql: Vec<(&str, String)> = ["region_orders", "region_orders_by_status", "order_status"]
+        .into_iter()
+        .map(|name| (name, file(name)))
+        .collect();
+    let views: Vec<(&str, &str)> = sql.iter().map(|(n, s)| (*n, s.as_str())).collect();
+    let secret = viewcast::demo::random_secret();
+    let server = TestServer::start_with_auth_and_routes(
+        &db,
+        &views,
+        viewcast::auth::AuthConfig::Secret(secret.clone()),
+        viewcast::demo::routes(secret),
+    )
+    .await;
+    // Without a token the views are closed; the demo's routes are open.
+    assert_eq!(server.get("/views").await.0, 401);
+    assert_eq!(server.get("/demo/token?user=ann").await.0, 200);
+    assert_eq!(server.get("/demo/token?user=mallory").await.0, 404);
+
+    let browser = Browser::start(&chromium, &format!("http://{}/", server.addr)).await;
+    let mut page = browser.page().await;
+    let mut next_order = 5000i64;
+    for (user, region) in [("ann", "north"), ("bob", "south"), ("ann", "north")] {
+        let switched = page
+            .eval(&format!(
+                "new Promise(done => {{
+                   const start = Date.now();
+                   (function poll() {{
+                     const pick = document.getElementById('who');
+                     if (pick) {{ pick.value = {user}; pick.dispatchEvent(new Event('change')); return done(true); }}
+                     if (Date.now() - start > 30000) return done(false);
+                     setTimeout(poll, 50);
+                   }})();
+                 }})",
+                user = json!(user)
+            ))
+            .await;
+        assert_eq!(switched, json!(true), "no user switcher on the page");
+        let orders = |region: &'static str| {
+            let db = &db;
+            async move {
+                db.json_rows(
+                    &format!(
+                        "SELECT o.id::text, c.name, c.region, o.status FROM orders o
+                         JOIN customers c ON c.id = o.customer_id WHERE c.region = '{region}'"
+                    ),
+                    4,
+                )
+                .await
+                .expect("orders")
+            }
+        };
+        let want = orders(region).await;
+        assert!(!want.is_empty(), "the example data has orders in {region}");
+        wait_for_rows(&mut page, "region_orders", &want, &format!("{user}'s rows")).await;
+
+        // A commit in the user's region shows up; one in another does not.
+        let other = if region == "north" { "south" } else { "north" };
+        for r in [region, other] {
+            db.exec(&format!(
+                "INSERT INTO orders (id, customer_id, status)
+                   SELECT {next_order}, min(id), 'new' FROM customers WHERE region = '{r}';
+                 INSERT INTO order_items VALUES ({next_order}, 1, 2);"
+            ))
+            .await;
+            next_order += 1;
+        }
+        let want = orders(region).await;
+        wait_for_rows(&mut page, "region_orders", &want, "the new order").await;
+
+        // The view with a parameter, once the field has a value.
+        page.eval(
+            "(() => { const f = document.querySelector('section[data-view=\"region_orders_by_status\"] input[name=status]');
+                      f.value = 'new'; f.dispatchEvent(new Event('change')); })()",
+        )
+        .await;
+        let by_status = db
+            .json_rows(
+                &format!(
+                    "SELECT o.id::text, c.name, sum(oi.quantity)::text FROM orders o
+                     JOIN customers c ON c.id = o.customer_id JOIN order_items oi ON oi.order_id = o.id
+                     WHERE c.region = '{region}' AND o.status = 'new' GROUP BY o.id, c.name"
+                ),
+                3,
+            )
+            .await
+            .expect("orders by status");
+        wait_for_rows(
+            &mut page,
+            "region_orders_by_status",
+            &by_status,
+            "new orders",
+        )
+        .await;
+    }
+    drop(page);
+    browser.stop();
+    server.stop().await;
+}
+
+/// Waits (in the page) until the table of `view` shows exactly `want` (each
+/// row a JSON array of the cells' texts, sorted, as `TestDb::json_rows`).
+async fn wait_for_rows(page: &mut Cdp, view: &str, want: &[String], what: &str) {
+    let want: Vec<Value> = want
+        .iter()
+        .map(|r| serde_json::from_str(r).expect("JSON row"))
+        .collect();
+    let expr = format!(
+        "new Promise(done => {{
+           const want = JSON.stringify({want});
+           const start = Date.now();
+           (function poll() {{
+             const rows = [...document.querySelectorAll('section[data-view={view}] tbody tr')]
+               .map(tr => JSON.stringify([...tr.cells].map(td => td.textContent))).sort();
+             const got = '[' + rows.join(',') + ']';
+             if (got === want) return done('');
+             if (Date.now() - start > 30000) return done(got + ' -- page text: ' + document.body.innerText);
+             setTimeout(poll, 50);
+           }})();
+         }})",
+        want = json!(want),
+        view = json!(view),
+    );
+    let failed = page.eval(&expr).await;
+    assert_eq!(
+        failed,
+        json!(""),
+        "{what}: {view} never showed {want:?}; it shows:",
+        want = want
+    );
+}
+
 /// Waits (in the page) until a table cell's text is `text`; false after 30 s.
 async fn wait_for_cell(page: &mut Cdp, text: &str) -> bool {
     let expr = format!(
@@ -233,7 +383,11 @@ struct Browser {
 
 impl Browser {
     async fn start(binary: &Path, url: &str) -> Browser {
-        let dir = std::env::temp_dir().join(format!("viewcast-chromium-{}", std::process::id()));
+        // A profile of its own: the tests in this file run side by side.
+        static BROWSERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = BROWSERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("viewcast-chromium-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("profile dir");
         let child = Command::new(binary)

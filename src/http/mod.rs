@@ -111,7 +111,10 @@ impl axum::extract::FromRef<AppState> for Arc<Registry> {
 
 /// The routes. With `state.auth` set, the view routes need a token (see
 /// [`require_token`]); the websocket checks the one its `hello` carries.
-pub fn router(state: AppState) -> Router {
+/// `extra` holds routes of whoever embeds the server (the demo's token
+/// issuer, see `crate::demo`): merged beside these, open to anyone, and
+/// under the same limits (no bodies, no sniffing, the JSON 404).
+pub fn router(state: AppState, extra: Router) -> Router {
     let auth = state.auth.clone();
     // Whatever reads a view: with authentication configured, only with a
     // valid token. New routes that serve view data (`/ws`, ...) go here.
@@ -130,16 +133,18 @@ pub fn router(state: AppState) -> Router {
     let open = Router::new()
         .route("/", get(page::index))
         .route("/page.js", get(page::script))
+        .route("/client.js", get(page::client_script))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // A browser's WebSocket cannot send a header: its token comes in the
         // first frame (`hello`), checked by the connection itself.
         .route("/ws", get(ws::upgrade));
     open.merge(protected)
+        .with_state(state)
+        .merge(extra)
         .fallback(no_route)
         .layer(middleware::from_fn(refuse_bodies))
         .layer(middleware::map_response(no_sniffing))
-        .with_state(state)
 }
 
 /// The longest view name echoed back in an error: names are file stems, so a

@@ -288,8 +288,36 @@ impl TestServer {
         auth: Option<viewcast::auth::AuthConfig>,
         http: viewcast::config::HttpLimits,
     ) -> TestServer {
-        let server =
-            Self::start_configured(&db.conninfo, views, Default::default(), auth, http).await;
+        let server = Self::start_configured(
+            &db.conninfo,
+            views,
+            Default::default(),
+            auth,
+            http,
+            axum::Router::new(),
+        )
+        .await;
+        server.wait_healthy().await;
+        server
+    }
+
+    /// [`TestServer::start_with_auth`], also serving `routes` beside the API
+    /// (as the demo serves its token issuer).
+    pub async fn start_with_auth_and_routes(
+        db: &TestDb,
+        views: &[(&str, &str)],
+        auth: viewcast::auth::AuthConfig,
+        routes: axum::Router,
+    ) -> TestServer {
+        let server = Self::start_configured(
+            &db.conninfo,
+            views,
+            Default::default(),
+            Some(auth),
+            Default::default(),
+            routes,
+        )
+        .await;
         server.wait_healthy().await;
         server
     }
@@ -300,7 +328,15 @@ impl TestServer {
         views: &[(&str, &str)],
         timeouts: viewcast::pg::source::Timeouts,
     ) -> TestServer {
-        Self::start_configured(conninfo, views, timeouts, None, Default::default()).await
+        Self::start_configured(
+            conninfo,
+            views,
+            timeouts,
+            None,
+            Default::default(),
+            axum::Router::new(),
+        )
+        .await
     }
 
     async fn start_configured(
@@ -309,6 +345,7 @@ impl TestServer {
         timeouts: viewcast::pg::source::Timeouts,
         auth: Option<viewcast::auth::AuthConfig>,
         http: viewcast::config::HttpLimits,
+        routes: axum::Router,
     ) -> TestServer {
         init_logging();
         let dir = std::env::temp_dir().join(format!(
@@ -329,7 +366,7 @@ impl TestServer {
             timeouts,
             auth,
         };
-        let running = viewcast::server::start_with(config, http)
+        let running = viewcast::server::start_with_routes(config, http, routes)
             .await
             .expect("server starts");
         let addr = running.addr.to_string();
