@@ -429,7 +429,10 @@ export class Connection {
         if (sub) {
           // Its rows are no longer the view's: a reconnect asks for a snapshot.
           sub._held = false;
-          Object.assign(err, {id: sub.id, view: sub.view, params: sub.params});
+          // The server dropped it (unknown view, bad parameters, the view
+          // removed): asking again after a reconnect would only repeat this.
+          if (m.ended) this._subs.delete(sub.id);
+          Object.assign(err, {id: sub.id, view: sub.view, params: sub.params, ended: !!m.ended});
           if (sub._onError) this._call(sub._onError, err);
           else this._report(err);
         } else {

@@ -224,12 +224,21 @@ impl Conn {
         self.out.push(v.to_string());
     }
 
+    /// An error for one subscription that goes on (its view fails; a
+    /// snapshot follows when it recovers).
     fn error(&mut self, id: Option<&str>, message: impl Into<String>) {
         let message = message.into();
         match id {
             Some(id) => self.send(json!({"type": "error", "id": id, "message": message})),
             None => self.send(json!({"type": "error", "message": message})),
         }
+    }
+
+    /// An error that ends (or refuses) the subscription `id`: `"ended":
+    /// true` tells the client not to ask for it again.
+    fn refuse(&mut self, id: &str, message: impl Into<String>) {
+        let message = message.into();
+        self.send(json!({"type": "error", "id": id, "message": message, "ended": true}));
     }
 
     fn verify(&self, token: Option<&str>) -> Result<Option<Claims>, Closing> {
@@ -265,6 +274,7 @@ impl Conn {
                 self.hello = true;
                 let lsn = self.reg.progress();
                 self.send(json!({"type": "welcome", "lsn": lsn.to_string()}));
+                self.last_sent_at = Instant::now();
                 if let Some(resume) = v.get("resume") {
                     self.resume(resume)?;
                 }
@@ -287,7 +297,7 @@ impl Conn {
             "unsubscribe" => {
                 let id = self.id(&v)?;
                 if self.subs.remove(&id).is_none() {
-                    self.error(Some(&id), "no subscription with this id");
+                    self.refuse(&id, "no subscription with this id");
                 }
                 Ok(())
             }
@@ -369,23 +379,17 @@ impl Conn {
         let v = match self.reg.lookup(view) {
             Lookup::Live(v) | Lookup::Loading(v) => v,
             Lookup::Refused(r) => {
-                self.error(
-                    Some(&id),
-                    format!("view \"{view}\" was refused: {}", r.error),
-                );
+                self.refuse(&id, format!("view \"{view}\" was refused: {}", r.error));
                 return Ok(());
             }
             Lookup::NotFound => {
-                self.error(
-                    Some(&id),
-                    format!("no view named \"{}\"", super::shown(view)),
-                );
+                self.refuse(&id, format!("no view named \"{}\"", super::shown(view)));
                 return Ok(());
             }
         };
         let Some(def) = v.def() else {
-            self.error(
-                Some(&id),
+            self.refuse(
+                &id,
                 format!("view \"{view}\" is still loading; retry shortly"),
             );
             return Ok(());
@@ -397,10 +401,7 @@ impl Conn {
                 .map(|(k, v)| (k.clone(), Given::Json(v.clone())))
                 .collect(),
             _ => {
-                self.error(
-                    Some(&id),
-                    "\"params\" must be an object of parameter values",
-                );
+                self.refuse(&id, "\"params\" must be an object of parameter values");
                 return Ok(());
             }
         };
@@ -411,7 +412,7 @@ impl Conn {
             match crate::views::params::tuple(&def.params, &given, claims) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.error(Some(&id), format!("view \"{view}\": {e}"));
+                    self.refuse(&id, format!("view \"{view}\": {e}"));
                     return Ok(());
                 }
             }
@@ -419,7 +420,7 @@ impl Conn {
         let guard = match self.reg.open_limited(&v, tuple) {
             Ok(g) => g,
             Err(e) => {
-                self.error(Some(&id), e);
+                self.refuse(&id, e);
                 return Ok(());
             }
         };
@@ -472,7 +473,7 @@ impl Conn {
         }
         for (id, m) in ended {
             self.subs.remove(&id);
-            self.error(Some(&id), m);
+            self.refuse(&id, m);
         }
         if !entries.is_empty() {
             self.out.push(batch_json(lsn, &entries));

@@ -1134,11 +1134,15 @@ impl Registry {
                 st.lsn = lsn;
             }
             let live = st.loading_def.is_none();
+            let at = st.lsn;
             for t in st.tuples.values_mut() {
-                if live && t.ready_at.is_some_and(|at| at <= lsn) {
+                if live && t.ready_at.is_some_and(|ready| ready <= lsn) {
                     t.ready_at = None;
                     t.ready = true;
-                    t.history_floor = None;
+                    // Its rows are complete at `at`: a subscriber that took
+                    // them can resume from there.
+                    t.history.clear();
+                    t.history_floor = Some(at);
                 }
             }
         }
