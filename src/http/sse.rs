@@ -20,7 +20,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use super::{lookup, open_tuple, query_params, view_name, ApiError};
 use crate::auth::Claims;
@@ -41,6 +41,18 @@ struct Subscription {
     /// When the token the stream was opened with expires: the stream ends
     /// then with an error event (a client reconnects with a fresh token).
     expires: Option<tokio::time::Instant>,
+    /// The view's progress events; one is sent once the tuple's channel has
+    /// nothing older left (its diffs are sent before the progress after them).
+    progress: broadcast::Receiver<Arc<Event>>,
+    progress_due: Option<Arc<Event>>,
+}
+
+/// What a waiting stream woke up for.
+enum Woke {
+    Event(Result<Arc<Event>, RecvError>),
+    Progress(Result<Arc<Event>, RecvError>),
+    Closed,
+    Expired,
 }
 
 fn start(
@@ -48,7 +60,9 @@ fn start(
     guard: &TupleGuard,
     reset: bool,
 ) -> (Bytes, broadcast::Receiver<Arc<Event>>, Lsn) {
-    let (snap, rx) = reg.subscribe(guard);
+    let crate::views::Subscribed {
+        snapshot: snap, rx, ..
+    } = reg.subscribe(guard);
     let snapshot = sse_bytes("snapshot", Some(snap.lsn), &snapshot_json(&snap, reset));
     match &snap.error {
         Some(message) => {
@@ -94,7 +108,7 @@ pub async fn stream(
     let guard = open_tuple(&reg, &view, &query, claims, TUPLE_PATIENCE).await?;
     let resumed = resume_from.and_then(|from| reg.resume(&guard, from).map(|r| (from, r)));
     let (first, rx, last) = match resumed {
-        Some((from, Resumed { missed, rx })) => {
+        Some((from, Resumed { missed, rx, .. })) => {
             let mut bytes = Vec::new();
             let mut last = from;
             for e in missed {
@@ -106,6 +120,7 @@ pub async fn stream(
         None => start(&reg, &guard, resume_from.is_some()),
     };
     let closed = reg.closed();
+    let progress = reg.progress_events(guard.view());
     let sub = Subscription {
         reg,
         guard,
@@ -115,6 +130,8 @@ pub async fn stream(
         done: false,
         closed,
         expires,
+        progress,
+        progress_due: None,
     };
     let body = futures::stream::unfold(sub, |mut sub| async move {
         loop {
@@ -124,26 +141,60 @@ pub async fn stream(
             if sub.done {
                 return None;
             }
-            let expires = sub.expires;
-            let received = tokio::select! {
-                r = sub.rx.recv() => Some(r),
-                _ = sub.closed.wait_for(|c| *c) => return None,
-                _ = async {
-                    match expires {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                } => None,
+            // The tuple's own events first: a progress event goes out only
+            // after every diff before it.
+            let received = match sub.rx.try_recv() {
+                Err(TryRecvError::Empty) => None,
+                Ok(ev) => Some(Ok(ev)),
+                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
             };
-            let Some(received) = received else {
-                sub.done = true;
-                let data = "{\"message\":\"the token expired; reconnect with a fresh one\"}";
-                return Some((Ok(sse_bytes("error", None, data)), sub));
+            let received = match received {
+                Some(r) => r,
+                None => {
+                    if let Some(p) = sub.progress_due.take() {
+                        // Older progress is stale; the same LSN is a
+                        // heartbeat, which keeps idle connections (and
+                        // proxies) alive. A tuple still computing its rows
+                        // is not complete at any LSN yet.
+                        if p.lsn >= sub.last && sub.guard.is_ready() {
+                            sub.last = p.lsn;
+                            return Some((Ok(p.sse.clone()), sub));
+                        }
+                        continue;
+                    }
+                    let expires = sub.expires;
+                    let woke = tokio::select! {
+                        r = sub.rx.recv() => Woke::Event(r),
+                        p = sub.progress.recv() => Woke::Progress(p),
+                        _ = sub.closed.wait_for(|c| *c) => Woke::Closed,
+                        _ = async {
+                            match expires {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        } => Woke::Expired,
+                    };
+                    match woke {
+                        Woke::Event(r) => r,
+                        Woke::Progress(Ok(p)) => {
+                            sub.progress_due = Some(p);
+                            continue;
+                        }
+                        // Skipped progress is superseded by the next.
+                        Woke::Progress(Err(RecvError::Lagged(_))) => continue,
+                        Woke::Progress(Err(RecvError::Closed)) | Woke::Closed => return None,
+                        Woke::Expired => {
+                            sub.done = true;
+                            let data =
+                                "{\"message\":\"the token expired; reconnect with a fresh one\"}";
+                            return Some((Ok(sse_bytes("error", None, data)), sub));
+                        }
+                    }
+                }
             };
             match received {
                 Ok(ev) => {
-                    // Older progress is stale; progress at the same LSN is a
-                    // heartbeat, which keeps idle connections (and proxies) alive.
                     if ev.kind == EventKind::Progress && ev.lsn < sub.last {
                         continue;
                     }

@@ -28,7 +28,7 @@
 pub mod params;
 pub mod subscription;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -151,6 +151,10 @@ struct ViewState {
     eval_errors: HashMap<String, i64>,
     /// Subscribers were told the view fails: they get a snapshot when it recovers.
     told_failing: bool,
+    /// Tuples sent to the dataflow, by request ticket, until it applies them.
+    requested: HashMap<u64, Vec<Row>>,
+    /// Tuples applied at a time progress has not passed yet.
+    waiting: HashSet<Row>,
 }
 
 /// One parameter tuple of a view: its rows and its subscribers' channel.
@@ -162,6 +166,11 @@ struct Tuple {
     /// tuple's first diff in this server's life: nothing before it can be resumed).
     history_floor: Option<Lsn>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Events sent on `tx`, counted after each send: a websocket connection
+    /// with thousands of subscriptions looks at this number instead of
+    /// polling every channel. Progress is not sent per tuple (see
+    /// [`View::progress`]), so a quiet tuple's channel stays empty.
+    seq: Arc<AtomicU64>,
     /// Holders ([`TupleGuard`]s): subscriptions and requests being answered.
     holders: usize,
     /// When the last holder let go.
@@ -189,6 +198,7 @@ impl Tuple {
             history: VecDeque::new(),
             history_floor: None,
             tx: broadcast::channel(capacity).0,
+            seq: Arc::new(AtomicU64::new(0)),
             holders: 0,
             idle_since: Some(std::time::Instant::now()),
             ready,
@@ -211,7 +221,13 @@ impl Tuple {
                 }
             }
         }
+        self.send(event);
+    }
+
+    /// Sends `event` to the tuple's subscribers and counts it.
+    fn send(&self, event: Arc<Event>) {
         let _ = self.tx.send(event);
+        self.seq.fetch_add(1, Ordering::Release);
     }
 
     fn total(&self) -> i64 {
@@ -245,6 +261,10 @@ impl ViewState {
 pub struct View {
     pub name: String,
     state: Mutex<ViewState>,
+    /// Progress events of the view, for every tuple's SSE subscribers at
+    /// once (a subscriber sends one only while its tuple is ready, after the
+    /// diffs before it, which its tuple's channel already holds).
+    progress: broadcast::Sender<Arc<Event>>,
     /// Diff events sent since startup.
     diffs: AtomicU64,
 }
@@ -253,6 +273,17 @@ pub struct View {
 pub struct Resumed {
     pub missed: Vec<Arc<Event>>,
     pub rx: broadcast::Receiver<Arc<Event>>,
+    /// The tuple's event count (see [`Subscribed::seq`]).
+    pub seq: Arc<AtomicU64>,
+}
+
+/// A subscription's start: the contents, a receiver for every event after
+/// them, and the tuple's event counter, which moves after each event sent
+/// on the receiver's channel (so an unchanged count means nothing new).
+pub struct Subscribed {
+    pub snapshot: Snapshot,
+    pub rx: broadcast::Receiver<Arc<Event>>,
+    pub seq: Arc<AtomicU64>,
 }
 
 /// What a subscriber starts from.
@@ -421,8 +452,11 @@ impl View {
                 faults: BTreeMap::new(),
                 eval_errors: HashMap::new(),
                 told_failing: false,
+                requested: HashMap::new(),
+                waiting: HashSet::new(),
             }),
             diffs: AtomicU64::new(0),
+            progress: broadcast::channel(16).0,
         }
     }
 
@@ -438,7 +472,7 @@ impl View {
     /// Sends `event` to every tuple's subscribers.
     fn send_all(st: &ViewState, event: &Arc<Event>) {
         for t in st.tuples.values() {
-            let _ = t.tx.send(event.clone());
+            t.send(event.clone());
         }
     }
 
@@ -490,7 +524,7 @@ impl View {
                 rows: expand(&t.rows),
                 error: None,
             };
-            let _ = t.tx.send(Arc::new(Event {
+            t.send(Arc::new(Event {
                 kind: EventKind::Snapshot,
                 lsn,
                 sse: sse_bytes("snapshot", Some(lsn), &snapshot_json(&snap, true)),
@@ -724,12 +758,17 @@ impl Registry {
             return;
         };
         let mut st = v.lock();
+        let mut asked = Vec::new();
         for tuple in tuples {
             if let Some(t) = st.tuples.get_mut(tuple) {
                 if !t.ready {
                     t.ticket = Some(ticket);
+                    asked.push(tuple.clone());
                 }
             }
+        }
+        if !asked.is_empty() {
+            st.requested.insert(ticket, asked);
         }
     }
 
@@ -738,10 +777,16 @@ impl Registry {
     pub fn tuples_applied(&self, ticket: u64, time: Lsn) {
         for v in self.all() {
             let mut st = v.lock();
-            for t in st.tuples.values_mut() {
-                if t.ticket == Some(ticket) {
-                    t.ticket = None;
-                    t.ready_at = Some(time);
+            let Some(asked) = st.requested.remove(&ticket) else {
+                continue;
+            };
+            for tuple in asked {
+                if let Some(t) = st.tuples.get_mut(&tuple) {
+                    if t.ticket == Some(ticket) {
+                        t.ticket = None;
+                        t.ready_at = Some(time);
+                        st.waiting.insert(tuple);
+                    }
                 }
             }
         }
@@ -982,6 +1027,8 @@ impl Registry {
             t.ticket = None;
             t.ready_at = None;
         }
+        st.requested.clear();
+        st.waiting.clear();
         st.def = Some(def);
         st.phase = Phase::Live;
         let total: i64 = st.tuples.values().map(Tuple::total).sum();
@@ -1134,15 +1181,28 @@ impl Registry {
                 st.lsn = lsn;
             }
             let live = st.loading_def.is_none();
+            if !live || st.waiting.is_empty() {
+                continue;
+            }
             let at = st.lsn;
-            for t in st.tuples.values_mut() {
-                if live && t.ready_at.is_some_and(|ready| ready <= lsn) {
-                    t.ready_at = None;
-                    t.ready = true;
-                    // Its rows are complete at `at`: a subscriber that took
-                    // them can resume from there.
-                    t.history.clear();
-                    t.history_floor = Some(at);
+            let waiting = std::mem::take(&mut st.waiting);
+            for tuple in waiting {
+                let Some(t) = st.tuples.get_mut(&tuple) else {
+                    continue;
+                };
+                match t.ready_at {
+                    Some(ready) if ready <= lsn => {
+                        t.ready_at = None;
+                        t.ready = true;
+                        // Its rows are complete at `at`: a subscriber that
+                        // took them can resume from there.
+                        t.history.clear();
+                        t.history_floor = Some(at);
+                    }
+                    Some(_) => {
+                        st.waiting.insert(tuple);
+                    }
+                    None => {}
                 }
             }
         }
@@ -1171,11 +1231,7 @@ impl Registry {
                 changes: None,
                 rows: None,
             });
-            for t in st.tuples.values() {
-                if t.ready {
-                    let _ = t.tx.send(event.clone());
-                }
-            }
+            let _ = v.progress.send(event);
         }
     }
 
@@ -1199,12 +1255,13 @@ impl Registry {
         Some(Resumed {
             missed,
             rx: t.tx.subscribe(),
+            seq: t.seq.clone(),
         })
     }
 
     /// The tuple's current contents and a receiver for everything after
     /// them, taken atomically so no event falls between the two.
-    pub fn subscribe(&self, guard: &TupleGuard) -> (Snapshot, broadcast::Receiver<Arc<Event>>) {
+    pub fn subscribe(&self, guard: &TupleGuard) -> Subscribed {
         let mut st = guard.view.lock();
         let lsn = st.lsn;
         let columns = st
@@ -1217,20 +1274,25 @@ impl Registry {
             .tuples
             .entry(guard.tuple.clone())
             .or_insert_with(|| Tuple::new(false, !guard.tuple.is_empty()));
-        let rx = t.tx.subscribe();
-        (
-            Snapshot {
+        Subscribed {
+            rx: t.tx.subscribe(),
+            seq: t.seq.clone(),
+            snapshot: Snapshot {
                 lsn,
                 columns,
                 rows: expand(&t.rows),
                 error,
             },
-            rx,
-        )
+        }
     }
 
     pub fn snapshot(&self, guard: &TupleGuard) -> Snapshot {
-        self.subscribe(guard).0
+        self.subscribe(guard).snapshot
+    }
+
+    /// The view's progress events (see [`View::progress`]).
+    pub fn progress_events(&self, view: &View) -> broadcast::Receiver<Arc<Event>> {
+        view.progress.subscribe()
     }
 
     /// Prometheus text exposition of the server's and each view's state.

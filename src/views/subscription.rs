@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -63,6 +64,11 @@ pub struct Subscription {
     pub id: String,
     guard: TupleGuard,
     rx: Option<broadcast::Receiver<Arc<Event>>>,
+    /// The tuple's event count, and the count when the channel was last
+    /// drained: polling thousands of quiet subscriptions is one atomic load
+    /// each.
+    seq: Option<Arc<AtomicU64>>,
+    seen: u64,
     /// Events received but later than the batch being built.
     later: VecDeque<Arc<Event>>,
     pending: Pending,
@@ -82,6 +88,8 @@ impl Subscription {
             id,
             guard,
             rx: None,
+            seq: None,
+            seen: 0,
             later: VecDeque::new(),
             pending: Pending::Failing,
             resubscribe: true,
@@ -96,6 +104,8 @@ impl Subscription {
         let mut sub = Subscription::new(id, guard);
         if let Some(r) = reg.resume(&sub.guard, from) {
             sub.rx = Some(r.rx);
+            sub.seen = r.seq.load(Ordering::Acquire);
+            sub.seq = Some(r.seq);
             sub.later.extend(r.missed);
             sub.pending = Pending::changes();
             sub.resubscribe = false;
@@ -111,8 +121,11 @@ impl Subscription {
     /// rows are complete.
     pub fn poll(&mut self, reg: &Registry) {
         if self.resubscribe && self.guard.is_ready() {
-            let (snap, rx) = reg.subscribe(&self.guard);
-            self.rx = Some(rx);
+            let subscribed = reg.subscribe(&self.guard);
+            let snap = subscribed.snapshot;
+            self.rx = Some(subscribed.rx);
+            self.seen = subscribed.seq.load(Ordering::Acquire);
+            self.seq = Some(subscribed.seq);
             self.later.clear();
             self.resubscribe = false;
             self.pending = if snap.error.is_some() {
@@ -135,6 +148,15 @@ impl Subscription {
         let Some(rx) = self.rx.as_mut() else {
             return;
         };
+        // Counted after each send, and progress is read before this poll:
+        // every event up to that progress is counted in what is loaded here.
+        if let Some(seq) = &self.seq {
+            let now = seq.load(Ordering::Acquire);
+            if now == self.seen {
+                return;
+            }
+            self.seen = now;
+        }
         loop {
             match rx.try_recv() {
                 Ok(e) => self.later.push_back(e),
