@@ -16,7 +16,7 @@
 //! transaction, and never slows anyone else. Past [`WsLimits::max_pending_bytes`]
 //! it is closed with 4008.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,11 +53,17 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 const HELLO_WITHIN: Duration = Duration::from_secs(10);
 /// Longest subscription id.
 const MAX_ID_BYTES: usize = 128;
+/// A connection's read buffer (a frame may be larger; it grows for it).
+const READ_BUFFER_BYTES: usize = 4096;
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let limits = state.ws.clone();
+    // Clients send small frames; tungstenite zero-fills its read buffer on
+    // every read attempt, so its 128 KiB default cost a memset of that size
+    // per wake-up (and 128 KiB per connection).
     ws.max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| connection(state, socket))
 }
 
@@ -81,6 +87,10 @@ struct Conn {
     hello: bool,
     claims: Option<Claims>,
     subs: BTreeMap<String, Subscription>,
+    /// The subscriptions that are not settled (see
+    /// [`Subscription::is_settled`]): all a batch needs to look at, so a
+    /// connection's idle subscriptions cost one atomic load per wake-up.
+    active: BTreeSet<String>,
     /// Messages for the client, in order.
     out: Vec<String>,
     /// LSN of the last batch or progress sent.
@@ -120,6 +130,7 @@ async fn connection(state: AppState, socket: WebSocket) {
         hello: false,
         claims: None,
         subs: BTreeMap::new(),
+        active: BTreeSet::new(),
         out: Vec::new(),
         sent: Lsn(0),
         last_sent_at: Instant::now(),
@@ -175,8 +186,10 @@ async fn connection(state: AppState, socket: WebSocket) {
             let lsn = conn.reg.progress();
             conn.poll();
             if permit.is_none() {
-                for s in conn.subs.values_mut() {
-                    s.absorb(lsn);
+                for id in &conn.active {
+                    if let Some(s) = conn.subs.get_mut(id) {
+                        s.absorb(lsn);
+                    }
                 }
                 let pending = conn.pending_bytes();
                 if pending > conn.limits.max_pending_bytes {
@@ -296,6 +309,7 @@ impl Conn {
             }
             "unsubscribe" => {
                 let id = self.id(&v)?;
+                self.active.remove(&id);
                 if self.subs.remove(&id).is_none() {
                     self.refuse(&id, "no subscription with this id");
                 }
@@ -428,13 +442,17 @@ impl Conn {
             Some(from) => Subscription::resume(&self.reg, id.clone(), guard, from),
             None => Subscription::new(id.clone(), guard),
         };
+        self.active.insert(id.clone());
         self.subs.insert(id, sub);
         Ok(())
     }
 
     fn poll(&mut self) {
-        for s in self.subs.values_mut() {
+        for (id, s) in self.subs.iter_mut() {
             s.poll(&self.reg);
+            if !s.is_settled() && !self.active.contains(id) {
+                self.active.insert(id.clone());
+            }
         }
     }
 
@@ -444,8 +462,9 @@ impl Conn {
         let queued: usize = self.out.iter().map(String::len).sum();
         queued
             + self
-                .subs
-                .values()
+                .active
+                .iter()
+                .filter_map(|id| self.subs.get(id))
                 .map(Subscription::pending_bytes)
                 .sum::<usize>()
     }
@@ -457,7 +476,12 @@ impl Conn {
         let mut entries = Vec::new();
         let mut errors = Vec::new();
         let mut ended = Vec::new();
-        for (id, s) in self.subs.iter_mut() {
+        let mut settled = Vec::new();
+        for id in &self.active {
+            let Some(s) = self.subs.get_mut(id) else {
+                settled.push(id.clone());
+                continue;
+            };
             if let Some(e) = s.take(lsn) {
                 entries.push((id.clone(), e));
             }
@@ -467,12 +491,19 @@ impl Conn {
             if let Some(m) = s.ended.take() {
                 ended.push((id.clone(), m));
             }
+            if s.is_settled() {
+                settled.push(id.clone());
+            }
+        }
+        for id in settled {
+            self.active.remove(&id);
         }
         for (id, m) in errors {
             self.error(Some(&id), m);
         }
         for (id, m) in ended {
             self.subs.remove(&id);
+            self.active.remove(&id);
             self.refuse(&id, m);
         }
         if !entries.is_empty() {
@@ -483,7 +514,12 @@ impl Conn {
         }
         // Progress says every subscription is complete: not while one still
         // waits for its first rows.
-        if !self.hello || self.subs.values().any(Subscription::awaiting_snapshot) {
+        let awaiting = self
+            .active
+            .iter()
+            .filter_map(|id| self.subs.get(id))
+            .any(Subscription::awaiting_snapshot);
+        if !self.hello || awaiting {
             return;
         }
         let idle = self.last_sent_at.elapsed();

@@ -117,6 +117,20 @@ impl Subscription {
         &self.guard.view().name
     }
 
+    /// Nothing to send and nothing to wait for: a poll that finds no new
+    /// event leaves it so, and a batch can skip it.
+    pub fn is_settled(&self) -> bool {
+        !self.resubscribe
+            && self.later.is_empty()
+            && self.errors.is_empty()
+            && self.ended.is_none()
+            && match &self.pending {
+                Pending::Changes { events, .. } => *events == 0,
+                Pending::Failing => true,
+                Pending::Snapshot { .. } => false,
+            }
+    }
+
     /// Takes everything on the channel; snapshots are taken once the tuple's
     /// rows are complete.
     pub fn poll(&mut self, reg: &Registry) {
