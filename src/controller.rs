@@ -647,7 +647,7 @@ impl Controller {
                     self.build(name, view);
                 }
                 Err(r) => {
-                    let waits_for_table = self.needs_unfollowed_table(&r.sql);
+                    let waits_for_table = self.needs_unfollowed_table(&name, &r.sql);
                     if !self.built.contains_key(&name) && !waits_for_table {
                         self.refuse(r);
                     }
@@ -657,13 +657,15 @@ impl Controller {
         self.apply_table_faults();
     }
 
-    /// Whether `sql` reads a table name the source has not resolved yet.
-    fn needs_unfollowed_table(&self, sql: &str) -> bool {
+    /// Whether `sql` (of the view `own`) reads a table name the source has
+    /// not resolved yet.
+    fn needs_unfollowed_table(&self, own: &str, sql: &str) -> bool {
         let Ok(q) = sql::parse(sql) else {
             return false;
         };
         sql::table_refs(&q).into_iter().any(|parts| {
-            let is_view = matches!(parts.as_slice(), [single] if self.files.contains_key(single));
+            let is_view = matches!(parts.as_slice(),
+                [single] if single != own && self.files.contains_key(single));
             !is_view && !self.names.iter().any(|(n, _)| *n == parts)
         })
     }

@@ -288,3 +288,28 @@ async fn parameters_go_wherever_a_correlated_column_could() {
     }
     server.stop().await;
 }
+
+/// A view file named like the table it reads (`queries/tasks.sql` over
+/// `tasks`) reads the table: a view cannot read itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_named_like_its_table_reads_the_table() {
+    let db = TestDb::new("params_own_name").await;
+    db.exec(
+        "CREATE TABLE tasks (id int PRIMARY KEY, project_id int, title text, done bool, points int);
+         INSERT INTO tasks VALUES (1, 1, 'a', false, 1), (2, 2, 'b', true, 2);",
+    )
+    .await;
+    let server = TestServer::start(&db, &[("tasks", TASKS)]).await;
+    let mut f = follow(&server, "tasks", "project_id=1").await;
+    db.exec("INSERT INTO tasks VALUES (3, 1, 'c', false, 3)")
+        .await;
+    let lsn = db.lsn().await;
+    f.wait_for(lsn).await;
+    assert_same(
+        "tasks",
+        lsn,
+        &f.rows,
+        &db.oracle(&substituted(TASKS, &[("project_id", "1")])).await,
+    );
+    server.stop().await;
+}

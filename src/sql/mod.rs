@@ -238,16 +238,17 @@ pub fn parse(sql: &str) -> Result<ast::Query, BindError> {
     }
 }
 
-/// The names of the tables a set of views reads (a name that is one of the
-/// views' own is a view, not a table), in first-mention order.
+/// The names of the tables a set of views reads, in first-mention order. A
+/// name that is another view's is that view, not a table; a view's own name
+/// is the table (`queries/tasks.sql` reading `tasks`), as a view cannot
+/// read itself.
 pub fn table_names(views: &[(String, String)]) -> Vec<Vec<String>> {
-    let is_view =
-        |parts: &[String]| matches!(parts, [single] if views.iter().any(|(n, _)| n == single));
+    let is_view = |own: &str, parts: &[String]| matches!(parts, [single] if single != own && views.iter().any(|(n, _)| n == single));
     let mut wanted: Vec<Vec<String>> = Vec::new();
-    for (_, text) in views {
+    for (own, text) in views {
         if let Ok(q) = parse(text) {
             for r in table_refs(&q) {
-                if !wanted.contains(&r) && !is_view(&r) {
+                if !wanted.contains(&r) && !is_view(own, &r) {
                     wanted.push(r);
                 }
             }
