@@ -413,6 +413,13 @@ async fn bad_tokens_and_bad_clients_are_refused() {
     let mut c = WsClient::connect(&addr).await;
     c.send(json!({"type": "hello"})).await;
     assert_eq!(c.closed().await.code, 4401, "hello without a token");
+    // The token may come in the upgrade's query instead (as for SSE).
+    let mut c = WsClient::connect_at(&addr, &format!("/ws?access_token={}", sign(&claims))).await;
+    c.send(json!({"type": "hello"})).await;
+    assert_eq!(c.next().await.unwrap()["type"], "welcome");
+    let mut c = WsClient::connect_at(&addr, &format!("/ws?access_token={}", forged(&claims))).await;
+    c.send(json!({"type": "hello"})).await;
+    assert_eq!(c.closed().await.code, 4401, "a forged token in the query");
 
     // Bad frames.
     for (what, frame) in [

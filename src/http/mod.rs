@@ -271,6 +271,16 @@ fn take_query_token(req: &mut Request) -> Result<Option<String>, AuthError> {
     Ok(tokens.pop())
 }
 
+/// The `access_token` of a query string (percent-decoded), if it has one.
+pub(crate) fn query_token(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some(("access_token", value)) => Some(percent_decoded(value)),
+            _ => None,
+        })
+}
+
 /// `%XX` escapes and `+` decoded, as a form-encoded query value (a JWT needs
 /// neither, but a client may escape it anyway); bad escapes stay as they are.
 fn percent_decoded(value: &str) -> String {

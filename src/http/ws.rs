@@ -56,15 +56,22 @@ const MAX_ID_BYTES: usize = 128;
 /// A connection's read buffer (a frame may be larger; it grows for it).
 const READ_BUFFER_BYTES: usize = 4096;
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    query: axum::extract::RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
     let limits = state.ws.clone();
+    // A token may also come as `?access_token=` (as for SSE); `hello`'s
+    // own token, when it has one, is the one used.
+    let query_token = query.0.as_deref().and_then(super::query_token);
     // Clients send small frames; tungstenite zero-fills its read buffer on
     // every read attempt, so its 128 KiB default cost a memset of that size
     // per wake-up (and 128 KiB per connection).
     ws.max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| connection(state, socket))
+        .on_upgrade(move |socket| connection(state, socket, query_token))
 }
 
 /// Why the connection ends.
@@ -86,6 +93,8 @@ struct Conn {
     limits: WsLimits,
     hello: bool,
     claims: Option<Claims>,
+    /// The `access_token` of the upgrade request, if any.
+    query_token: Option<String>,
     subs: BTreeMap<String, Subscription>,
     /// The subscriptions that are not settled (see
     /// [`Subscription::is_settled`]): all a batch needs to look at, so a
@@ -98,7 +107,7 @@ struct Conn {
     last_sent_at: Instant,
 }
 
-async fn connection(state: AppState, socket: WebSocket) {
+async fn connection(state: AppState, socket: WebSocket, query_token: Option<String>) {
     let (mut sink, mut stream) = socket.split();
     // One message in flight: while the client has not taken it, changes are
     // merged instead of queued.
@@ -129,6 +138,7 @@ async fn connection(state: AppState, socket: WebSocket) {
         limits: state.ws.clone(),
         hello: false,
         claims: None,
+        query_token,
         subs: BTreeMap::new(),
         active: BTreeSet::new(),
         out: Vec::new(),
@@ -283,7 +293,12 @@ impl Conn {
                 if self.hello {
                     return Err(closing(close::BAD_MESSAGE, "hello was already said"));
                 }
-                self.claims = self.verify(v.get("token").and_then(Value::as_str))?;
+                let token = v
+                    .get("token")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .or_else(|| self.query_token.take());
+                self.claims = self.verify(token.as_deref())?;
                 self.hello = true;
                 let lsn = self.reg.progress();
                 self.send(json!({"type": "welcome", "lsn": lsn.to_string()}));

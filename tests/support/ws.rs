@@ -50,7 +50,12 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn connect(addr: &str) -> WsClient {
-        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        Self::connect_at(addr, "/ws").await
+    }
+
+    /// Connects to `path` (e.g. `/ws?access_token=...`).
+    pub async fn connect_at(addr: &str, path: &str) -> WsClient {
+        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
             .await
             .expect("websocket handshake");
         WsClient {
