@@ -1,4 +1,5 @@
-//! Helpers the benchmarks share.
+//! Helpers the benchmarks share (each bench uses some of them).
+#![allow(dead_code)]
 
 use viewcast::pg::Lsn;
 
@@ -20,4 +21,25 @@ pub async fn lsn(client: &tokio_postgres::Client) -> Lsn {
         .expect("lsn")
         .get(0);
     s.parse().expect("lsn")
+}
+
+/// A setting from the environment, or `default`.
+pub fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident memory of a process, in bytes (0 if it cannot be read).
+pub fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
 }

@@ -59,29 +59,9 @@ use tokio_tungstenite::tungstenite::Message;
 use viewcast::pg::embedded::EmbeddedPostgres;
 
 mod common;
-use common::{connect, lsn};
+use common::{connect, env, lsn, rss};
 
 const VIEW: &str = "project_tasks";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Resident memory of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map(|kib| kib * 1024)
-        .unwrap_or(0)
-}
 
 /// User plus system CPU seconds a process has used (all its threads).
 fn cpu_secs(pid: u32) -> f64 {

@@ -17,33 +17,20 @@
 //! `SOAK_MINUTES` (default 6: each fault once), `SOAK_PACE_MS` (pause between
 //! transactions, default 20), `SOAK_SUBSCRIBERS` (per view, default 3).
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::env;
 use support::chaos::{create_tables, verify, Proxy, Watcher, Writer, VIEWS};
 use viewcast::pg::embedded::{EmbeddedPostgres, ShutdownMode};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
+    common::rss(pid) as f64 / (1024.0 * 1024.0)
 }
 
 async fn get(addr: &str, path: &str) -> Option<(u16, String)> {

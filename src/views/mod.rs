@@ -389,7 +389,7 @@ impl Drop for TupleGuard {
     }
 }
 
-fn columns_json(columns: &[Column]) -> String {
+pub(crate) fn columns_json(columns: &[Column]) -> String {
     serde_json::to_string(columns).unwrap_or_else(|_| "[]".into())
 }
 
@@ -1440,18 +1440,13 @@ impl Registry {
 }
 
 fn diff_event(lsn: Lsn, rows: &[(Row, isize)]) -> Arc<Event> {
-    let changes = rows;
-    let mut data = String::with_capacity(64 + changes.len() * 32);
-    let _ = write!(data, "{{\"lsn\":\"{lsn}\",\"changes\":[");
-    for (i, (row, diff)) in changes.iter().enumerate() {
-        if i > 0 {
-            data.push(',');
-        }
-        data.push_str("{\"row\":");
-        write_row_json(row, &mut data);
-        let _ = write!(data, ",\"diff\":{diff}}}");
-    }
-    data.push_str("]}");
+    let mut data = String::with_capacity(64 + rows.len() * 32);
+    let _ = write!(data, "{{\"lsn\":\"{lsn}\",\"changes\":");
+    write_changes_json(
+        rows.iter().map(|(row, diff)| (row, *diff as i64)),
+        &mut data,
+    );
+    data.push('}');
     let changes =
         Bytes::copy_from_slice(&data.as_bytes()[data.find('[').unwrap_or(0)..data.len() - 1]);
     Arc::new(Event {
@@ -1463,15 +1458,45 @@ fn diff_event(lsn: Lsn, rows: &[(Row, isize)]) -> Arc<Event> {
     })
 }
 
+/// `[{"row":[...],"diff":n},...]`: a list of changes as every stream
+/// encodes it.
+pub(crate) fn write_changes_json<'a>(
+    changes: impl IntoIterator<Item = (&'a Row, i64)>,
+    out: &mut String,
+) {
+    out.push('[');
+    for (i, (row, diff)) in changes.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"row\":");
+        write_row_json(row, out);
+        let _ = write!(out, ",\"diff\":{diff}}}");
+    }
+    out.push(']');
+}
+
+/// `[[...],...]`: rows as a JSON list.
+pub(crate) fn write_rows_json<'a>(rows: impl IntoIterator<Item = &'a Row>, out: &mut String) {
+    out.push('[');
+    for (i, row) in rows.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_row_json(row, out);
+    }
+    out.push(']');
+}
+
+/// A multiset's rows, each repeated by its multiplicity.
+pub(crate) fn expanded(rows: &HashMap<Row, i64>) -> impl Iterator<Item = &Row> {
+    rows.iter()
+        .flat_map(|(row, n)| std::iter::repeat_n(row, (*n).max(0) as usize))
+}
+
 /// A multiset as a list with each row repeated by its multiplicity.
 fn expand(rows: &HashMap<Row, i64>) -> Vec<Row> {
-    let mut out = Vec::with_capacity(rows.len());
-    for (row, n) in rows {
-        for _ in 0..(*n).max(0) {
-            out.push(row.clone());
-        }
-    }
-    out
+    expanded(rows).cloned().collect()
 }
 
 /// Encodes one SSE event.
@@ -1491,17 +1516,11 @@ pub fn snapshot_json(snap: &Snapshot, reset: bool) -> String {
     let mut s = String::with_capacity(64 + snap.rows.len() * 32);
     let _ = write!(
         s,
-        "{{\"lsn\":\"{}\",\"columns\":{},\"rows\":[",
+        "{{\"lsn\":\"{}\",\"columns\":{},\"rows\":",
         snap.lsn,
         columns_json(&snap.columns)
     );
-    for (i, row) in snap.rows.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        write_row_json(row, &mut s);
-    }
-    s.push(']');
+    write_rows_json(&snap.rows, &mut s);
     if reset {
         s.push_str(",\"reset\":true");
     }

@@ -13,16 +13,18 @@
 //! subscribed to, not by how long it lags.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
-use super::{Event, EventKind, Registry, TupleGuard};
+use super::{
+    columns_json, expanded, write_changes_json, write_rows_json, Event, EventKind, Registry,
+    TupleGuard,
+};
 use crate::pg::Lsn;
-use crate::repr::{write_json_string, write_row_json, Row};
+use crate::repr::{write_json_string, Row};
 use crate::sql::Column;
 
 /// What a subscription has for the next batch.
@@ -264,19 +266,10 @@ impl Subscription {
                     return None;
                 }
                 let mut s = String::from("{\"snapshot\":true,\"columns\":");
-                s.push_str(&serde_json::to_string(columns).unwrap_or_else(|_| "[]".into()));
-                s.push_str(",\"rows\":[");
-                let mut first = true;
-                for (row, n) in rows.iter() {
-                    for _ in 0..(*n).max(0) {
-                        if !first {
-                            s.push(',');
-                        }
-                        first = false;
-                        write_row_json(row, &mut s);
-                    }
-                }
-                s.push_str("]}");
+                s.push_str(&columns_json(columns));
+                s.push_str(",\"rows\":");
+                write_rows_json(expanded(rows), &mut s);
+                s.push('}');
                 self.pending = Pending::changes();
                 Some(s)
             }
@@ -294,21 +287,12 @@ impl Subscription {
                     let bytes: Bytes = e.changes.clone().unwrap_or_default();
                     format!("{{\"changes\":{}}}", String::from_utf8_lossy(&bytes))
                 } else {
-                    let mut s = String::from("{\"changes\":[");
-                    let mut first = true;
-                    for (row, d) in net.iter() {
-                        if *d == 0 {
-                            continue;
-                        }
-                        if !first {
-                            s.push(',');
-                        }
-                        first = false;
-                        s.push_str("{\"row\":");
-                        write_row_json(row, &mut s);
-                        let _ = write!(s, ",\"diff\":{d}}}");
-                    }
-                    s.push_str("]}");
+                    let mut s = String::from("{\"changes\":");
+                    write_changes_json(
+                        net.iter().filter(|(_, d)| **d != 0).map(|(r, d)| (r, *d)),
+                        &mut s,
+                    );
+                    s.push('}');
                     s
                 };
                 net.clear();
