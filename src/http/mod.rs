@@ -435,17 +435,13 @@ pub(crate) async fn open_tuple(
     patience: std::time::Duration,
 ) -> Result<TupleGuard, ApiError> {
     let params = view.def().map(|d| d.params).unwrap_or_default();
-    let tuple = if params.is_empty() {
-        Vec::new()
-    } else {
-        let given: BTreeMap<String, Given> = query
-            .iter()
-            .filter(|(k, _)| !RESERVED_QUERY_KEYS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), Given::Text(v.clone())))
-            .collect();
-        crate::views::params::tuple(&params, &given, claims)
-            .map_err(|e| ApiError::BadRequest(format!("view \"{}\": {e}", shown(&view.name))))?
-    };
+    let given: BTreeMap<String, Given> = query
+        .iter()
+        .filter(|(k, _)| !RESERVED_QUERY_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), Given::Text(v.clone())))
+        .collect();
+    let tuple = crate::views::params::tuple(&params, &given, claims)
+        .map_err(|e| ApiError::BadRequest(format!("view \"{}\": {e}", shown(&view.name))))?;
     let guard = reg.open_limited(view, tuple).map_err(ApiError::Limit)?;
     let _ = tokio::time::timeout(patience, reg.wait_tuple(&guard)).await;
     Ok(guard)

@@ -435,15 +435,11 @@ impl Conn {
             }
         };
         let claims = self.claims.as_ref().map(Claims::as_map);
-        let tuple = if def.params.is_empty() {
-            Vec::new()
-        } else {
-            match crate::views::params::tuple(&def.params, &given, claims) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.refuse(&id, format!("view \"{view}\": {e}"));
-                    return Ok(());
-                }
+        let tuple = match crate::views::params::tuple(&def.params, &given, claims) {
+            Ok(t) => t,
+            Err(e) => {
+                self.refuse(&id, format!("view \"{view}\": {e}"));
+                return Ok(());
             }
         };
         let guard = match self.reg.open_limited(&v, tuple) {
