@@ -664,8 +664,8 @@ impl Controller {
             return false;
         };
         sql::table_refs(&q).into_iter().any(|parts| {
-            let is_view = matches!(parts.as_slice(),
-                [single] if single != own && self.files.contains_key(single));
+            let is_view =
+                sql::view_ref(own, &parts, |name| self.files.contains_key(name)).is_some();
             !is_view && !self.names.iter().any(|(n, _)| *n == parts)
         })
     }

@@ -238,12 +238,26 @@ pub fn parse(sql: &str) -> Result<ast::Query, BindError> {
     }
 }
 
-/// The names of the tables a set of views reads, in first-mention order. A
-/// name that is another view's is that view, not a table; a view's own name
-/// is the table (`queries/tasks.sql` reading `tasks`), as a view cannot
-/// read itself.
+/// The view a relation name in view `own` refers to, if it names one of
+/// `is_view`'s: another view's name is that view; a view's own name is the
+/// table (`queries/tasks.sql` reading `tasks`), as a view cannot read itself.
+pub fn view_ref<'p>(
+    own: &str,
+    parts: &'p [String],
+    is_view: impl Fn(&str) -> bool,
+) -> Option<&'p str> {
+    match parts {
+        [single] if single != own && is_view(single) => Some(single),
+        _ => None,
+    }
+}
+
+/// The names of the tables a set of views reads, in first-mention order
+/// (see [`view_ref`] for which names are views).
 pub fn table_names(views: &[(String, String)]) -> Vec<Vec<String>> {
-    let is_view = |own: &str, parts: &[String]| matches!(parts, [single] if single != own && views.iter().any(|(n, _)| n == single));
+    let is_view = |own: &str, parts: &[String]| {
+        view_ref(own, parts, |name| views.iter().any(|(n, _)| n == name)).is_some()
+    };
     let mut wanted: Vec<Vec<String>> = Vec::new();
     for (own, text) in views {
         if let Ok(q) = parse(text) {
@@ -408,9 +422,9 @@ pub fn compile_all(
         .map(|(own, sql)| match parse(sql) {
             Ok(q) => table_refs(&q)
                 .into_iter()
-                .filter_map(|parts| match parts.as_slice() {
-                    [single] if single != own => names.iter().position(|n| n == single),
-                    _ => None,
+                .filter_map(|parts| {
+                    let view = view_ref(own, &parts, |name| names.contains(&name))?;
+                    names.iter().position(|n| *n == view)
                 })
                 .collect(),
             Err(_) => Vec::new(),
