@@ -76,6 +76,9 @@ impl Type {
         match oid {
             16 => Type::Bool,
             17 => Type::Bytea,
+            // `name` is text for every purpose a view has (catalog names,
+            // and columns declared `name` like the regression tables').
+            19 => Type::Text,
             20 => Type::Int8,
             21 => Type::Int2,
             23 => Type::Int4,

@@ -46,12 +46,12 @@ pub fn render<'s, T: Time>(
     unit: VecCollection<'s, T, (), isize>,
 ) -> (Coll<'s, T>, Errs<'s, T>) {
     let global = keys.is_empty();
-    let inputs: Vec<Expr> = aggs.iter().flat_map(|a| a.inputs()).collect();
+    let input_aggs = aggs.clone();
     let spread = !aggs.iter().any(|a| a.distinct || a.func.needs_all_values());
     // Key rows carry the bucket as their last value until the top level.
     let evaluated = input.map(move |row| {
         let mut k = eval_all(&keys, &row)?;
-        let v = eval_all(&inputs, &row)?;
+        let v = eval_inputs(&input_aggs, &row)?;
         let bucket = if spread {
             hash_of(&v) % LEVEL1_BUCKETS
         } else {
@@ -99,6 +99,30 @@ pub fn render<'s, T: Time>(
         .collect();
     let missing = unit.concat(finished.map(|_| ()).negate());
     (result.concat(missing.map(move |()| defaults.clone())), errs)
+}
+
+/// Each aggregate's inputs (filter, arguments, order keys) for one row. A
+/// FILTER that is not true excludes the row before its arguments are
+/// evaluated, as in Postgres (`sum(1/x) FILTER (WHERE x <> 0)` never divides
+/// by zero); the skipped inputs are NULL and never read.
+fn eval_inputs(aggs: &[Aggregate], row: &[Datum]) -> Result<Row, String> {
+    let mut out = Vec::new();
+    for a in aggs {
+        let rest = a.args.len() + a.order_by.len();
+        if let Some(f) = &a.filter {
+            let pass = f.eval(row).map_err(|e| e.0)?;
+            let skip = pass != Datum::Bool(true);
+            out.push(pass);
+            if skip {
+                out.extend(std::iter::repeat_n(Datum::Null, rest));
+                continue;
+            }
+        }
+        for e in a.args.iter().chain(a.order_by.iter().map(|(e, _, _)| e)) {
+            out.push(e.eval(row).map_err(|e| e.0)?);
+        }
+    }
+    Ok(out)
 }
 
 fn hash_of(row: &Row) -> u64 {

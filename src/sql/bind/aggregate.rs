@@ -9,6 +9,7 @@ use sqlparser::ast::{
 };
 
 use super::scalar::{bpchar_to_text, coerce, expect_bool, interval_text_allowed};
+use super::scope::{Outer, Scope};
 use super::subquery::{contains_subquery, Attach};
 use super::{ident_name, object_name_parts, unsupported, Binder, ExprCx, Params, Result};
 use crate::repr::{Datum, Type};
@@ -213,6 +214,12 @@ impl<'a> Binder<'a> {
                 ));
             }
         }
+        if self.reads_only_outer(&args, cx) {
+            return Err(unsupported(
+                format!("{name}() over columns of an enclosing query only (SQL computes it in that query)"),
+                span,
+            ));
+        }
         // Arguments, ORDER BY and FILTER read the FROM row: bind them without
         // the aggregate context, against the pre-aggregation input.
         let input = cx.input.take();
@@ -220,6 +227,32 @@ impl<'a> Binder<'a> {
         let result = self.bind_aggregate_parts(f, name, &args, order_by_ast, distinct, &mut arg_cx);
         cx.input = arg_cx.input.take();
         result
+    }
+
+    /// Whether an aggregate's arguments read columns of enclosing queries and
+    /// none of this one: SQL then evaluates the aggregate in the enclosing
+    /// query (`SELECT (SELECT max(o.x)) FROM t o` is one row). An enclosing
+    /// query's columns are in scope (depth > 0) once the subquery is bound
+    /// with its parameters; binding the arguments against an empty scope
+    /// nested in this one records which scope columns they read.
+    fn reads_only_outer(&self, args: &[&ast::Expr], cx: &ExprCx<'_>) -> bool {
+        if !cx.scope.cols.iter().any(|c| c.depth > 0) {
+            return false;
+        }
+        let probe = Outer::new(cx.scope, cx.outer);
+        let empty = Scope::default();
+        for a in args {
+            let unit = Plan::Constant {
+                rows: vec![vec![]],
+                arity: 0,
+            };
+            let mut pcx = ExprCx::new(&empty, Some(&probe), Some(unit));
+            if self.bind_expr(a, &mut pcx).is_err() {
+                return false;
+            }
+        }
+        let used = probe.used();
+        !used.is_empty() && used.iter().all(|&i| cx.scope.cols[i].depth > 0)
     }
 
     fn bind_aggregate_parts(

@@ -250,7 +250,10 @@ impl<'a> Binder<'a> {
                 input: Box::new(plan),
                 exprs,
             },
-            Scope { cols },
+            Scope {
+                cols,
+                ..Scope::default()
+            },
         ))
     }
 
@@ -360,7 +363,10 @@ impl<'a> Binder<'a> {
                         name: info.qualified_name(),
                         arity: cols.len(),
                     },
-                    Scope { cols },
+                    Scope {
+                        cols,
+                        ..Scope::default()
+                    },
                 ))
             }
             TableFactor::NestedJoin {
@@ -391,12 +397,22 @@ impl<'a> Binder<'a> {
                 if *lateral {
                     return Err(unsupported("LATERAL", f.span()));
                 }
-                let mut b = self.bind_query(subquery, None, None)?;
+                let (mut b, order) = self.bind_derived(subquery)?;
                 let qualifier = alias.as_ref().map(|a| ident_name(&a.name));
                 if let Some(a) = alias {
                     rename_columns(&mut b.columns, a, qualifier.as_deref().unwrap_or(""))?;
                 }
-                Ok(bound_scope(b, qualifier.as_deref().unwrap_or("")))
+                let arity = b.plan.arity();
+                let (plan, mut scope) = bound_scope(b, qualifier.as_deref().unwrap_or(""));
+                // The ORDER BY keys that are not output columns: hidden,
+                // nameless columns, read only through the scope's order.
+                while scope.cols.len() < arity {
+                    let mut c = ScopeCol::new(None, String::new(), Type::Unknown);
+                    c.hidden = true;
+                    scope.cols.push(c);
+                }
+                scope.order = order;
+                Ok((plan, scope))
             }
             _ => Err(unsupported(format!("FROM item {f}"), f.span())),
         }
@@ -411,7 +427,13 @@ fn bound_scope(b: Bound, qualifier: &str) -> (Plan, Scope) {
         .iter()
         .map(|c| ScopeCol::new(q.clone(), c.name.clone(), c.ty.clone()))
         .collect();
-    (b.plan, Scope { cols })
+    (
+        b.plan,
+        Scope {
+            cols,
+            ..Scope::default()
+        },
+    )
 }
 
 /// Joins the FROM units. WHERE conjuncts that mention one unit are pushed

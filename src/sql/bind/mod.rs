@@ -26,7 +26,7 @@ use sqlparser::ast::{
 use sqlparser::tokenizer::Span;
 
 use super::expr::Expr;
-use super::plan::{Plan, SetOpKind, SortKey};
+use super::plan::{AggFunc, Plan, SetOpKind, SortKey};
 use super::{BindError, Catalog, Column, CompiledView};
 use crate::repr::tz::TimeCx;
 use crate::repr::{Datum, Type};
@@ -178,7 +178,17 @@ impl<'a> Binder<'a> {
         params: Option<&Params>,
     ) -> Result<Bound> {
         let depth = self.ctes.borrow().len();
-        let result = self.bind_query_inner(q, outer, params);
+        let result = self.bind_query_inner(q, outer, params, false);
+        self.ctes.borrow_mut().truncate(depth);
+        Ok(result?.0)
+    }
+
+    /// A subquery in FROM: also the order of its rows when it has an ORDER BY
+    /// (see [`Scope::order`]), whose keys may be hidden columns past its
+    /// output columns.
+    pub fn bind_derived(&self, q: &ast::Query) -> Result<(Bound, Vec<SortKey>)> {
+        let depth = self.ctes.borrow().len();
+        let result = self.bind_query_inner(q, None, None, true);
         self.ctes.borrow_mut().truncate(depth);
         result
     }
@@ -188,7 +198,8 @@ impl<'a> Binder<'a> {
         q: &ast::Query,
         outer: Option<&Outer<'_>>,
         params: Option<&Params>,
-    ) -> Result<Bound> {
+        keep_order: bool,
+    ) -> Result<(Bound, Vec<SortKey>)> {
         if let Some(with) = &q.with {
             for cte in &with.cte_tables {
                 let name = ident_name(&cte.alias.name);
@@ -205,14 +216,6 @@ impl<'a> Binder<'a> {
                 };
                 self.ctes.borrow_mut().push((name, b));
             }
-        }
-        if let Some(f) = &q.fetch {
-            let span = f
-                .quantity
-                .as_ref()
-                .map(|e| e.span())
-                .unwrap_or(Span::empty());
-            return Err(unsupported("FETCH (use LIMIT)", span));
         }
         if !q.locks.is_empty() {
             return Err(unsupported("FOR UPDATE/SHARE", Span::empty()));
@@ -239,36 +242,62 @@ impl<'a> Binder<'a> {
             }
             Some(other) => return Err(unsupported("LIMIT offset, count", other.span())),
         };
+        // FETCH FIRST n ROWS ONLY is the standard's LIMIT n (n is 1 if left out).
+        let limit = match &q.fetch {
+            None => limit,
+            Some(f) => {
+                let span = f.quantity.as_ref().map(|e| e.span()).unwrap_or(q.span());
+                if f.with_ties {
+                    return Err(unsupported("FETCH ... WITH TIES", span));
+                }
+                if f.percent {
+                    return Err(unsupported("FETCH ... PERCENT", span));
+                }
+                if limit.is_some() {
+                    return Err(BindError::new("multiple LIMIT clauses not allowed", span));
+                }
+                match &f.quantity {
+                    Some(e) => self.constant_count(e, "FETCH FIRST")?,
+                    None => Some(1),
+                }
+            }
+        };
         let topk = limit.is_some() || offset > 0;
         // ORDER BY without LIMIT does not change a view's contents: a view is a
         // multiset of rows, and subscribers receive changes, not an ordering.
-        let order_by: &[ast::OrderByExpr] = match (&q.order_by, topk) {
+        // A subquery in FROM keeps its order for what reads it in order.
+        let want_order = topk || keep_order;
+        // DISTINCT ON keeps the first row of each group in the ORDER BY.
+        let distinct_on =
+            matches!(&*q.body, SetExpr::Select(s) if matches!(s.distinct, Some(Distinct::On(_))));
+        let order_by: &[ast::OrderByExpr] = match (&q.order_by, want_order || distinct_on) {
             (Some(ob), true) => match &ob.kind {
                 OrderByKind::Expressions(v) => v,
                 OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL", q.span())),
             },
             _ => &[],
         };
-        let (mut bound, sort) = self.bind_set_expr(&q.body, outer, params, order_by)?;
+        let (mut bound, sort) = self.bind_set_expr(&q.body, outer, params, order_by, want_order)?;
+        let visible = bound.params + bound.columns.len();
+        let arity = bound.plan.arity();
         if topk {
-            let visible = bound.params + bound.columns.len();
-            let arity = bound.plan.arity();
             bound.plan = Plan::TopK {
                 input: Box::new(bound.plan),
                 group: bound.params,
-                order: sort,
+                order: sort.clone(),
                 limit,
                 offset,
             };
-            if arity > visible {
-                bound.plan = Plan::Project {
-                    input: Box::new(bound.plan),
-                    exprs: (0..visible).map(Expr::Column).collect(),
-                };
-            }
             bound.one_row = bound.one_row && offset == 0 && limit.is_some_and(|l| l > 0);
         }
-        Ok(bound)
+        if arity > visible && !keep_order {
+            bound.plan = Plan::Project {
+                input: Box::new(bound.plan),
+                exprs: (0..visible).map(Expr::Column).collect(),
+            };
+        }
+        let order = if keep_order { sort } else { Vec::new() };
+        Ok((bound, order))
     }
 
     /// `WITH RECURSIVE name AS (base UNION [ALL] step)`: a fixed point
@@ -300,7 +329,7 @@ impl<'a> Binder<'a> {
             SetQuantifier::Distinct | SetQuantifier::None => true,
             other => return Err(unsupported(format!("UNION {other}"), span)),
         };
-        let (mut base, _) = self.bind_set_expr(left, None, None, &[])?;
+        let (mut base, _) = self.bind_set_expr(left, None, None, &[], false)?;
         rename_columns(&mut base.columns, &cte.alias, name)?;
         for c in base.columns.iter_mut() {
             if c.ty == Type::Unknown {
@@ -319,7 +348,7 @@ impl<'a> Binder<'a> {
                 one_row: false,
             },
         ));
-        let step = self.bind_set_expr(right, None, None, &[]);
+        let step = self.bind_set_expr(right, None, None, &[], false);
         self.ctes.borrow_mut().pop();
         let (step, _) = step?;
         if step.columns.len() != arity {
@@ -441,9 +470,10 @@ impl<'a> Binder<'a> {
         outer: Option<&Outer<'_>>,
         params: Option<&Params>,
         order_by: &[ast::OrderByExpr],
+        want_order: bool,
     ) -> Result<(Bound, Vec<SortKey>)> {
         match body {
-            SetExpr::Select(s) => self.bind_select(s, outer, params, order_by),
+            SetExpr::Select(s) => self.bind_select(s, outer, params, order_by, want_order),
             SetExpr::Query(inner) => {
                 let b = self.bind_query(inner, outer, params)?;
                 let sort = output_sort_keys(self, &b, order_by)?;
@@ -455,8 +485,8 @@ impl<'a> Binder<'a> {
                 set_quantifier,
                 right,
             } => {
-                let (l, _) = self.bind_set_expr(left, outer, params, &[])?;
-                let (r, _) = self.bind_set_expr(right, outer, params, &[])?;
+                let (l, _) = self.bind_set_expr(left, outer, params, &[], false)?;
+                let (r, _) = self.bind_set_expr(right, outer, params, &[], false)?;
                 let b = self.set_operation(l, r, *op, *set_quantifier, body.span())?;
                 let sort = output_sort_keys(self, &b, order_by)?;
                 Ok((b, sort))
@@ -653,13 +683,8 @@ impl<'a> Binder<'a> {
         outer: Option<&Outer<'_>>,
         params: Option<&Params>,
         order_by: &[ast::OrderByExpr],
+        want_order: bool,
     ) -> Result<(Bound, Vec<SortKey>)> {
-        if let Some(Distinct::On(exprs)) = &s.distinct {
-            return Err(unsupported(
-                "DISTINCT ON",
-                exprs.first().map(|e| e.span()).unwrap_or(Span::empty()),
-            ));
-        }
         if s.into.is_some() {
             return Err(unsupported("SELECT INTO", s.span()));
         }
@@ -677,6 +702,7 @@ impl<'a> Binder<'a> {
                 p.plan.clone(),
                 Scope {
                     cols: p.cols.clone(),
+                    ..Scope::default()
                 },
             )
         });
@@ -702,6 +728,20 @@ impl<'a> Binder<'a> {
         for (_, sc) in &units {
             scope = scope.concat(sc);
         }
+        // Rows of one ordered subquery in FROM arrive in its order (a
+        // correlated subquery's parameters only select among them).
+        let from_order: Vec<SortKey> = match units.as_slice() {
+            [(_, only)] if !led => only.order.clone(),
+            [_, (_, only)] if k > 0 && !led => only
+                .order
+                .iter()
+                .map(|o| SortKey {
+                    column: o.column + k,
+                    ..o.clone()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
 
         // WHERE: plain conjuncts are joined and pushed down; conjuncts with
         // subqueries are applied to the joined rows afterwards.
@@ -760,6 +800,7 @@ impl<'a> Binder<'a> {
         let mut columns = Vec::new();
         let mut one_row = false;
         let sort;
+        let on_keys;
         if aggregating {
             let mut ctx = AggContext::new(scope.cols[..k].iter().map(|c| c.ty.clone()).collect());
             for g in &group_exprs {
@@ -787,8 +828,36 @@ impl<'a> Binder<'a> {
                 }
                 None => None,
             };
-            sort = self.sort_keys(order_by, s, &columns, &mut exprs, &mut cx)?;
-            let ctx = cx.agg.take().expect("aggregate context is present");
+            sort = self.sort_keys(order_by, s, k, &columns, &mut exprs, &mut cx)?;
+            on_keys = self.distinct_on_keys(s, k, &columns, &mut exprs, &mut cx)?;
+            let mut ctx = cx.agg.take().expect("aggregate context is present");
+            // An order-sensitive aggregate without its own ORDER BY reads an
+            // ordered subquery's rows in that order, as Postgres does. Under
+            // GROUP BY, Postgres may sort the rows by the group keys first
+            // (its sort is not stable): the order is its plan's choice.
+            for a in ctx.aggs.iter_mut() {
+                if a.func.needs_all_values()
+                    && a.func != AggFunc::Single
+                    && a.order_by.is_empty()
+                    && !a.distinct
+                    && !from_order.is_empty()
+                {
+                    if !global {
+                        return Err(unsupported(
+                            format!(
+                                "{}() without ORDER BY in a GROUP BY over an ordered subquery (Postgres's order there depends on its plan; write {}(... ORDER BY ...))",
+                                a.func.name(),
+                                a.func.name()
+                            ),
+                            s.span(),
+                        ));
+                    }
+                    a.order_by = from_order
+                        .iter()
+                        .map(|o| (Expr::Column(o.column), o.desc, o.nulls_first))
+                        .collect();
+                }
+            }
             let input = cx.input.take().expect("input is returned");
             let (reduced, substitutes) = self.finish_aggregation(input, ctx, global, params)?;
             plan = reduced;
@@ -801,7 +870,30 @@ impl<'a> Binder<'a> {
         } else {
             let mut cx = ExprCx::new(&scope, outer, Some(plan));
             self.bind_select_list(s, &scope, &mut cx, &mut exprs, &mut columns)?;
-            sort = self.sort_keys(order_by, s, &columns, &mut exprs, &mut cx)?;
+            sort = if order_by.is_empty() && want_order && s.distinct.is_none() {
+                // No ORDER BY of its own: the rows keep the order of an
+                // ordered subquery they come from.
+                from_order
+                    .iter()
+                    .map(|o| {
+                        let e = Expr::Column(o.column);
+                        let column = match exprs[k..].iter().position(|x| *x == e) {
+                            Some(i) => k + i,
+                            None => {
+                                exprs.push(e);
+                                exprs.len() - 1
+                            }
+                        };
+                        SortKey {
+                            column,
+                            ..o.clone()
+                        }
+                    })
+                    .collect()
+            } else {
+                self.sort_keys(order_by, s, k, &columns, &mut exprs, &mut cx)?
+            };
+            on_keys = self.distinct_on_keys(s, k, &columns, &mut exprs, &mut cx)?;
             plan = cx.input.take().expect("input is returned");
         }
         if matches!(s.distinct, Some(Distinct::Distinct)) && exprs.len() > k + columns.len() {
@@ -822,6 +914,9 @@ impl<'a> Binder<'a> {
             plan = Plan::Distinct {
                 input: Box::new(plan),
             };
+        }
+        if let Some(on) = on_keys {
+            plan = distinct_on(plan, k, &on, &sort, s.span())?;
         }
         Ok((
             Bound {
@@ -917,6 +1012,44 @@ impl<'a> Binder<'a> {
         Ok(())
     }
 
+    /// The DISTINCT ON expressions as output columns (found or appended
+    /// hidden, like ORDER BY terms); `None` without DISTINCT ON.
+    fn distinct_on_keys(
+        &self,
+        s: &ast::Select,
+        k: usize,
+        columns: &[Column],
+        exprs: &mut Vec<Expr>,
+        cx: &mut ExprCx<'_>,
+    ) -> Result<Option<Vec<usize>>> {
+        let Some(Distinct::On(on)) = &s.distinct else {
+            return Ok(None);
+        };
+        let terms: Vec<ast::OrderByExpr> = on
+            .iter()
+            .map(|e| ast::OrderByExpr {
+                // `DISTINCT ON (1)` parses as a parenthesized expression.
+                expr: match e {
+                    ast::Expr::Nested(inner) => (**inner).clone(),
+                    e => e.clone(),
+                },
+                options: ast::OrderByOptions {
+                    sort: None,
+                    nulls_first: None,
+                },
+                with_fill: None,
+            })
+            .collect();
+        let keys = self.sort_keys(&terms, s, k, columns, exprs, cx)?;
+        let mut cols: Vec<usize> = Vec::new();
+        for key in keys {
+            if !cols.contains(&key.column) {
+                cols.push(key.column);
+            }
+        }
+        Ok(Some(cols))
+    }
+
     /// ORDER BY terms of a SELECT as sort keys over its output: an output
     /// position, an output name, an expression equal to a select item, or else
     /// a new hidden column appended to `exprs`.
@@ -924,11 +1057,11 @@ impl<'a> Binder<'a> {
         &self,
         order_by: &[ast::OrderByExpr],
         s: &ast::Select,
+        k: usize,
         columns: &[Column],
         exprs: &mut Vec<Expr>,
         cx: &mut ExprCx<'_>,
     ) -> Result<Vec<SortKey>> {
-        let k = exprs.len() - columns.len();
         let mut keys = Vec::new();
         // Select items by output position, where no `*` shifts them.
         let plain_items = !s.projection.iter().any(|i| {
@@ -977,6 +1110,61 @@ impl<'a> Binder<'a> {
         }
         Ok(keys)
     }
+}
+
+/// `SELECT DISTINCT ON (on) ...`: the first row of each group of equal `on`
+/// values (output columns) in the ORDER BY `sort`, per parameter tuple (the
+/// first `k` columns). The groups are a TopK of one row each, keyed by the
+/// tuple and the `on` values moved in front of the row.
+fn distinct_on(plan: Plan, k: usize, on: &[usize], sort: &[SortKey], span: Span) -> Result<Plan> {
+    // Postgres's rule: the ORDER BY starts with the DISTINCT ON expressions
+    // (in any order), or names none of them after other keys.
+    let mut skipped = false;
+    let mut covered = std::collections::BTreeSet::new();
+    for key in sort {
+        if on.contains(&key.column) {
+            if skipped {
+                return Err(BindError::new(
+                    "SELECT DISTINCT ON expressions must match initial ORDER BY expressions",
+                    span,
+                ));
+            }
+            covered.insert(key.column);
+        } else {
+            skipped = true;
+        }
+    }
+    if skipped && on.iter().any(|c| !covered.contains(c)) {
+        return Err(BindError::new(
+            "SELECT DISTINCT ON expressions must match initial ORDER BY expressions",
+            span,
+        ));
+    }
+    let arity = plan.arity();
+    let prefix = k + on.len();
+    let mut front: Vec<Expr> = (0..k).map(Expr::Column).collect();
+    front.extend(on.iter().map(|&c| Expr::Column(c)));
+    front.extend((0..arity).map(Expr::Column));
+    let order = sort
+        .iter()
+        .map(|key| SortKey {
+            column: key.column + prefix,
+            ..key.clone()
+        })
+        .collect();
+    Ok(Plan::Project {
+        input: Box::new(Plan::TopK {
+            input: Box::new(Plan::Project {
+                input: Box::new(plan),
+                exprs: front,
+            }),
+            group: prefix,
+            order,
+            limit: Some(1),
+            offset: 0,
+        }),
+        exprs: (prefix..prefix + arity).map(Expr::Column).collect(),
+    })
 }
 
 /// `GROUP BY 1` and `GROUP BY alias` refer to select items, as in Postgres.
@@ -1129,7 +1317,17 @@ fn sort_options(o: &ast::OrderByExpr) -> Result<(bool, bool)> {
     let desc = match &o.options.sort {
         None | Some(ast::OrderBySort::Asc) => false,
         Some(ast::OrderBySort::Desc) => true,
-        Some(_) => return Err(unsupported("ORDER BY ... USING", o.expr.span())),
+        // The built-in types' `<` and `>` are their btree order.
+        Some(ast::OrderBySort::Using(op)) => match object_name_parts(op).as_slice() {
+            [o] if o == "<" || o == "~<~" => false,
+            [o] if o == ">" || o == "~>~" => true,
+            _ => {
+                return Err(unsupported(
+                    format!("ORDER BY ... USING {op}"),
+                    o.expr.span(),
+                ))
+            }
+        },
     };
     Ok((desc, o.options.nulls_first.unwrap_or(desc)))
 }

@@ -8,6 +8,7 @@ use sqlparser::tokenizer::Span;
 
 use super::Result;
 use crate::repr::Type;
+use crate::sql::plan::SortKey;
 use crate::sql::BindError;
 
 #[derive(Clone, Debug)]
@@ -39,12 +40,17 @@ impl ScopeCol {
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
     pub cols: Vec<ScopeCol>,
+    /// The order of the rows, for a subquery in FROM with an ORDER BY: keys
+    /// over `cols` (some of them hidden). Postgres hands such rows on in that
+    /// order, and `array_agg` and `LIMIT` over them are read in it.
+    pub order: Vec<SortKey>,
 }
 
 impl Scope {
     pub fn concat(&self, other: &Scope) -> Scope {
         Scope {
             cols: self.cols.iter().chain(other.cols.iter()).cloned().collect(),
+            order: Vec::new(),
         }
     }
 
