@@ -33,7 +33,7 @@ pub(super) fn on_mentions_params(twj: &ast::TableWithJoins) -> bool {
 
 /// The join forms as written; RIGHT is planned as a LEFT join with the sides swapped.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Written {
+pub(super) enum Written {
     Inner,
     Left,
     Right,
@@ -60,6 +60,22 @@ impl<'a> Binder<'a> {
         outer: Option<&Outer<'_>>,
         lead: Option<(Plan, Scope)>,
     ) -> Result<(Plan, Scope)> {
+        if let Some((lplan, lscope)) = &lead {
+            if reads_left(&twj.relation) {
+                // A subquery reading the parameter tuples (or, as LATERAL,
+                // anything left of it) is bound over them.
+                let visible = lscope.clone();
+                let (plan, scope) = self.lateral_join(
+                    (lplan.clone(), lscope.clone()),
+                    &twj.relation,
+                    &visible,
+                    Written::Inner,
+                    &JoinConstraint::None,
+                    outer,
+                )?;
+                return self.bind_joins(plan, scope, twj, outer);
+            }
+        }
         let (mut plan, mut scope) = self.bind_factor(&twj.relation, outer)?;
         if let Some((lplan, lscope)) = lead {
             for join in &twj.joins {
@@ -87,9 +103,19 @@ impl<'a> Binder<'a> {
                 span,
             )?;
         }
+        self.bind_joins(plan, scope, twj, outer)
+    }
+
+    /// The joins of `twj`, onto its bound first relation.
+    pub(super) fn bind_joins(
+        &self,
+        mut plan: Plan,
+        mut scope: Scope,
+        twj: &ast::TableWithJoins,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<(Plan, Scope)> {
         for join in &twj.joins {
             let span = join.relation.span();
-            let (rplan, rscope) = self.bind_factor(&join.relation, outer)?;
             let (written, constraint) = match &join.join_operator {
                 JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => {
                     (Written::Inner, c)
@@ -107,10 +133,162 @@ impl<'a> Binder<'a> {
                     return Err(unsupported(format!("{name} join"), span));
                 }
             };
+            if is_lateral(&join.relation) || (has_params(&scope) && reads_left(&join.relation)) {
+                if matches!(written, Written::Right | Written::Full) {
+                    return Err(BindError::new(
+                        "the combining JOIN type must be INNER or LEFT for a LATERAL reference",
+                        span,
+                    ));
+                }
+                // A LATERAL item sees everything left of it; any other
+                // subquery only the parameters of the query it is in.
+                let visible = if is_lateral(&join.relation) {
+                    scope.clone()
+                } else {
+                    params_only(&scope)
+                };
+                let left = (plan, scope);
+                (plan, scope) =
+                    self.lateral_join(left, &join.relation, &visible, written, constraint, outer)?;
+                continue;
+            }
+            let (rplan, rscope) = self.bind_factor(&join.relation, outer)?;
             (plan, scope) =
                 self.join(plan, scope, rplan, rscope, written, constraint, outer, span)?;
         }
         Ok((plan, scope))
+    }
+
+    /// Joins `left` with a subquery in FROM that may read the columns of
+    /// `visible` (`left`'s scope, or the part of it the subquery may see),
+    /// as SQL's LATERAL does: the subquery is bound over the distinct values
+    /// of the columns it reads, like a correlated subquery, and its rows are
+    /// joined back to `left` on them (NULL-safe: a NULL is a value too).
+    /// Nothing is re-evaluated per row.
+    pub(super) fn lateral_join(
+        &self,
+        left: (Plan, Scope),
+        factor: &TableFactor,
+        visible: &Scope,
+        written: Written,
+        constraint: &JoinConstraint,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<(Plan, Scope)> {
+        let span = factor.span();
+        let TableFactor::Derived {
+            subquery, alias, ..
+        } = factor
+        else {
+            return Err(unsupported(format!("LATERAL {factor}"), span));
+        };
+        let (lplan, lscope) = left;
+        let probe = Outer::new(visible, outer);
+        let (first, order) = self.bind_derived(subquery, Some(&probe))?;
+        let used = probe.used();
+        let qualifier = alias.as_ref().map(|a| ident_name(&a.name));
+        if used.is_empty() {
+            // It reads nothing of `left`: an ordinary join.
+            let (rplan, rscope) = derived_scope(first, order, alias.as_ref(), &qualifier)?;
+            return self.join(
+                lplan, lscope, rplan, rscope, written, constraint, outer, span,
+            );
+        }
+        let n = used.len();
+        let params = super::Params {
+            plan: Plan::Distinct {
+                input: Box::new(Plan::Project {
+                    input: Box::new(lplan.clone()),
+                    exprs: used.iter().map(|&i| Expr::Column(i)).collect(),
+                }),
+            },
+            cols: used
+                .iter()
+                .map(|&i| {
+                    let mut c = visible.cols[i].clone();
+                    c.depth += 1;
+                    c
+                })
+                .collect(),
+        };
+        let again = Outer::new(visible, outer);
+        let mut b = self.bind_query(subquery, Some(&again), Some(&params))?;
+        if let Some(a) = alias {
+            rename_columns(&mut b.columns, a, qualifier.as_deref().unwrap_or(""))?;
+        }
+        let right_arity = b.plan.arity();
+        let width = b.params + b.columns.len();
+        let (_, rscope) = bound_scope(
+            super::Bound {
+                plan: Plan::Constant {
+                    rows: vec![],
+                    arity: 0,
+                },
+                columns: b.columns.clone(),
+                params: 0,
+                one_row: false,
+            },
+            qualifier.as_deref().unwrap_or(""),
+        );
+        let la = lplan.arity();
+        let combined = lscope.concat(&rscope);
+        let mut residual = Vec::new();
+        match constraint {
+            JoinConstraint::On(e) => {
+                if aggregate::contains_aggregate(e) || subquery::contains_subquery(e) {
+                    return Err(unsupported(
+                        "aggregates or subqueries in the ON of a LATERAL join",
+                        e.span(),
+                    ));
+                }
+                let mut parts = Vec::new();
+                split_conjuncts(e, &mut parts);
+                for p in parts {
+                    let mut cx = ExprCx::new(&combined, outer, None);
+                    let (c, ty) = self.bind_expr(&p, &mut cx)?;
+                    expect_bool(&ty, "argument of JOIN/ON", p.span())?;
+                    // Past `left`, the subquery's rows start with the parameters.
+                    residual.push(c.remap(&|i| if i < la { i } else { i + n }));
+                }
+            }
+            JoinConstraint::None => {
+                if written != Written::Inner {
+                    return Err(BindError::new(
+                        "an outer join needs an ON or USING condition",
+                        span,
+                    ));
+                }
+            }
+            _ => {
+                return Err(unsupported(
+                    "USING or NATURAL with a LATERAL subquery",
+                    span,
+                ))
+            }
+        }
+        let kind = if written == Written::Left {
+            JoinKind::Left
+        } else {
+            JoinKind::Inner
+        };
+        let joined = Plan::Join {
+            left: Box::new(lplan),
+            right: Box::new(b.plan),
+            kind,
+            left_keys: used.iter().map(|&i| Expr::Column(i)).collect(),
+            right_keys: (0..n).map(Expr::Column).collect(),
+            residual,
+            right_arity,
+            null_safe: true,
+        };
+        let mut exprs: Vec<Expr> = (0..la).map(Expr::Column).collect();
+        exprs.extend((la + n..la + width).map(Expr::Column));
+        Ok((
+            Plan::Project {
+                input: Box::new(joined),
+                exprs,
+            },
+            combined,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -389,33 +567,80 @@ impl<'a> Binder<'a> {
                 Ok((plan, scope))
             }
             TableFactor::Derived {
-                lateral,
-                subquery,
-                alias,
-                ..
+                subquery, alias, ..
             } => {
-                if *lateral {
-                    return Err(unsupported("LATERAL", f.span()));
-                }
-                let (mut b, order) = self.bind_derived(subquery)?;
+                // It may read enclosing queries (which makes the query it is
+                // in correlated); LATERAL as the first item has nothing to
+                // its left.
+                let outer = if self.derived_sealed.get() {
+                    None
+                } else {
+                    outer
+                };
+                let (b, order) = self.bind_derived(subquery, outer)?;
                 let qualifier = alias.as_ref().map(|a| ident_name(&a.name));
-                if let Some(a) = alias {
-                    rename_columns(&mut b.columns, a, qualifier.as_deref().unwrap_or(""))?;
-                }
-                let arity = b.plan.arity();
-                let (plan, mut scope) = bound_scope(b, qualifier.as_deref().unwrap_or(""));
-                // The ORDER BY keys that are not output columns: hidden,
-                // nameless columns, read only through the scope's order.
-                while scope.cols.len() < arity {
-                    let mut c = ScopeCol::new(None, String::new(), Type::Unknown);
-                    c.hidden = true;
-                    scope.cols.push(c);
-                }
-                scope.order = order;
-                Ok((plan, scope))
+                derived_scope(b, order, alias.as_ref(), &qualifier)
             }
             _ => Err(unsupported(format!("FROM item {f}"), f.span())),
         }
+    }
+}
+
+/// A subquery in FROM as a unit: its output columns named by the alias, then
+/// the ORDER BY keys that are not output columns as hidden, nameless
+/// columns, read only through the scope's order.
+fn derived_scope(
+    mut b: Bound,
+    order: Vec<crate::sql::plan::SortKey>,
+    alias: Option<&ast::TableAlias>,
+    qualifier: &Option<String>,
+) -> Result<(Plan, Scope)> {
+    if let Some(a) = alias {
+        rename_columns(&mut b.columns, a, qualifier.as_deref().unwrap_or(""))?;
+    }
+    let arity = b.plan.arity();
+    let (plan, mut scope) = bound_scope(b, qualifier.as_deref().unwrap_or(""));
+    while scope.cols.len() < arity {
+        let mut c = ScopeCol::new(None, String::new(), Type::Unknown);
+        c.hidden = true;
+        scope.cols.push(c);
+    }
+    scope.order = order;
+    Ok((plan, scope))
+}
+
+fn is_lateral(f: &TableFactor) -> bool {
+    matches!(f, TableFactor::Derived { lateral: true, .. })
+}
+
+/// Whether a FROM item may read columns left of it: LATERAL, or a subquery
+/// (which may read the parameters of the query it is in).
+pub(super) fn reads_left(f: &TableFactor) -> bool {
+    matches!(f, TableFactor::Derived { .. })
+}
+
+fn has_params(scope: &Scope) -> bool {
+    scope.cols.iter().any(|c| c.depth > 0)
+}
+
+/// `scope` with only its parameter columns reachable (the rest keep their
+/// places, nameless).
+pub(super) fn params_only(scope: &Scope) -> Scope {
+    Scope {
+        cols: scope
+            .cols
+            .iter()
+            .map(|c| {
+                if c.depth > 0 {
+                    c.clone()
+                } else {
+                    let mut h = ScopeCol::new(None, String::new(), c.ty.clone());
+                    h.hidden = true;
+                    h
+                }
+            })
+            .collect(),
+        order: Vec::new(),
     }
 }
 

@@ -110,6 +110,9 @@ pub struct Binder<'a> {
     ctes: RefCell<Vec<(String, Bound)>>,
     /// Numbers recursive queries.
     next_recursive: std::cell::Cell<usize>,
+    /// Set while the FROM of a query bound with parameters is bound: a
+    /// subquery there reaches the enclosing query only through them.
+    derived_sealed: std::cell::Cell<bool>,
     /// The session's zone and DateStyle, which `timestamptz` operations,
     /// date/time text and literals depend on (see `repr::tz`).
     pub(crate) time: TimeCx,
@@ -131,6 +134,7 @@ impl<'a> Binder<'a> {
             views,
             ctes: RefCell::new(Vec::new()),
             next_recursive: std::cell::Cell::new(0),
+            derived_sealed: std::cell::Cell::new(false),
             time,
         })
     }
@@ -186,9 +190,13 @@ impl<'a> Binder<'a> {
     /// A subquery in FROM: also the order of its rows when it has an ORDER BY
     /// (see [`Scope::order`]), whose keys may be hidden columns past its
     /// output columns.
-    pub fn bind_derived(&self, q: &ast::Query) -> Result<(Bound, Vec<SortKey>)> {
+    pub fn bind_derived(
+        &self,
+        q: &ast::Query,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<(Bound, Vec<SortKey>)> {
         let depth = self.ctes.borrow().len();
-        let result = self.bind_query_inner(q, None, None, true);
+        let result = self.bind_query_inner(q, outer, None, true);
         self.ctes.borrow_mut().truncate(depth);
         result
     }
@@ -706,14 +714,25 @@ impl<'a> Binder<'a> {
                 },
             )
         });
-        let led = lead.is_some() && s.from.first().is_some_and(from::on_mentions_params);
+        // Subqueries in FROM see the parameters through `lead` too.
+        let led = lead.is_some()
+            && s.from.first().is_some_and(|t| {
+                from::on_mentions_params(t)
+                    || from::reads_left(&t.relation)
+                    || t.joins.iter().any(|j| from::reads_left(&j.relation))
+            });
         let mut lead = lead;
         if !led {
             units.extend(lead.take());
         }
-        for twj in &s.from {
-            units.push(self.bind_table_with_joins_led(twj, outer, lead.take())?);
-        }
+        // While this query's own FROM is bound with parameters, a subquery
+        // in it reads them only as a LATERAL join does; bound on its own it
+        // must not reach the enclosing query (that would read the first
+        // pass's placeholders).
+        let sealed = self.derived_sealed.replace(params.is_some());
+        let bound_from = self.bind_from(s, outer, &mut units, lead);
+        self.derived_sealed.set(sealed);
+        bound_from?;
         if units.is_empty() {
             units.push((
                 Plan::Constant {
@@ -1008,6 +1027,69 @@ impl<'a> Binder<'a> {
             let (b, ty) = self.bind_expr(e, cx)?;
             exprs.push(b);
             columns.push(Column { name, ty });
+        }
+        Ok(())
+    }
+
+    /// The comma-separated FROM items as units. A LATERAL item reads the
+    /// item just before it (join the items it reads into one with JOIN if it
+    /// reads several).
+    fn bind_from(
+        &self,
+        s: &ast::Select,
+        outer: Option<&Outer<'_>>,
+        units: &mut Vec<(Plan, Scope)>,
+        mut lead: Option<(Plan, Scope)>,
+    ) -> Result<()> {
+        for twj in &s.from {
+            if units.is_empty() || !from::reads_left(&twj.relation) {
+                units.push(self.bind_table_with_joins_led(twj, outer, lead.take())?);
+                continue;
+            }
+            let lateral = matches!(
+                twj.relation,
+                ast::TableFactor::Derived { lateral: true, .. }
+            );
+            let mut all = Scope::default();
+            for (_, sc) in units.iter() {
+                all = all.concat(sc);
+            }
+            let visible = if lateral {
+                all
+            } else {
+                from::params_only(&all)
+            };
+            let probe = Outer::new(&visible, outer);
+            if let ast::TableFactor::Derived { subquery, .. } = &twj.relation {
+                self.bind_derived(subquery, Some(&probe))?;
+            }
+            let used = probe.used();
+            if used.is_empty() {
+                units.push(self.bind_table_with_joins_led(twj, outer, lead.take())?);
+                continue;
+            }
+            let last_start = visible.cols.len() - units.last().map(|u| u.1.cols.len()).unwrap_or(0);
+            if used.iter().any(|&c| c < last_start) {
+                return Err(unsupported(
+                    "a subquery in FROM that reads FROM items before the one just left of it (join those items with JOIN ... ON into one item first)",
+                    twj.relation.span(),
+                ));
+            }
+            let (lplan, lscope) = units.pop().expect("a unit is left of it");
+            let lvisible = if lateral {
+                lscope.clone()
+            } else {
+                from::params_only(&lscope)
+            };
+            let (plan, scope) = self.lateral_join(
+                (lplan, lscope),
+                &twj.relation,
+                &lvisible,
+                from::Written::Inner,
+                &ast::JoinConstraint::None,
+                outer,
+            )?;
+            units.push(self.bind_joins(plan, scope, twj, outer)?);
         }
         Ok(())
     }
