@@ -8,6 +8,7 @@ mod js_client;
 mod oracle;
 mod page;
 mod params;
+mod pg_regress;
 mod restart;
 mod scenarios;
 mod schema;
