@@ -116,6 +116,105 @@ impl fmt::Display for Aggregate {
     }
 }
 
+/// What a window function computes for each row of its partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WindowKind {
+    RowNumber,
+    Rank,
+    DenseRank,
+    PercentRank,
+    CumeDist,
+    /// `ntile(n)`: the argument is the bucket count.
+    Ntile,
+    /// `lag(value [, offset [, default]])`, rows before in the partition.
+    Lag,
+    Lead,
+    FirstValue,
+    LastValue,
+    NthValue,
+    /// An aggregate over the row's frame.
+    Agg(AggFunc),
+}
+
+impl WindowKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WindowKind::RowNumber => "row_number",
+            WindowKind::Rank => "rank",
+            WindowKind::DenseRank => "dense_rank",
+            WindowKind::PercentRank => "percent_rank",
+            WindowKind::CumeDist => "cume_dist",
+            WindowKind::Ntile => "ntile",
+            WindowKind::Lag => "lag",
+            WindowKind::Lead => "lead",
+            WindowKind::FirstValue => "first_value",
+            WindowKind::LastValue => "last_value",
+            WindowKind::NthValue => "nth_value",
+            WindowKind::Agg(a) => a.name(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrameUnits {
+    Rows,
+    Range,
+    Groups,
+}
+
+/// One end of a frame. An offset is a constant: a row or group count for
+/// ROWS/GROUPS; for RANGE, `bound` is the order key moved by the offset
+/// (`key - offset` for PRECEDING under ascending order), evaluated per row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FrameBound {
+    UnboundedPreceding,
+    Preceding { count: u64, bound: Option<Expr> },
+    CurrentRow,
+    Following { count: u64, bound: Option<Expr> },
+    UnboundedFollowing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrameExclude {
+    NoOthers,
+    CurrentRow,
+    Group,
+    Ties,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub units: FrameUnits,
+    pub start: FrameBound,
+    pub end: FrameBound,
+    pub exclude: FrameExclude,
+}
+
+impl Frame {
+    /// SQL's default: with ORDER BY, the partition up to the current row's
+    /// last peer; without, the whole partition (every row is a peer).
+    pub fn default_frame() -> Frame {
+        Frame {
+            units: FrameUnits::Range,
+            start: FrameBound::UnboundedPreceding,
+            end: FrameBound::CurrentRow,
+            exclude: FrameExclude::NoOthers,
+        }
+    }
+}
+
+/// A window function call: its arguments (over the window's input row), the
+/// FILTER of an aggregate, the frame, and for an aggregate the [`Aggregate`]
+/// whose accumulation it shares with GROUP BY.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowFunc {
+    pub kind: WindowKind,
+    pub args: Vec<Expr>,
+    pub frame: Frame,
+    pub agg: Option<Aggregate>,
+    pub output_type: Type,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JoinKind {
     Inner,
@@ -216,6 +315,19 @@ pub enum Plan {
     },
     /// The rows of the enclosing `Recursive` with the same id.
     RecursiveRef { id: usize, arity: usize },
+    /// Window functions: each input row followed by one value per function,
+    /// computed over the rows with the same `partition` values in `order`
+    /// (expressions with DESC and NULLS FIRST). `ties` orders the rows that
+    /// tie on `order` (peers) without making them any less peers: the order
+    /// of an ordered subquery the rows come from. A change to a partition
+    /// recomputes that partition.
+    Window {
+        input: Box<Plan>,
+        partition: Vec<Expr>,
+        order: Vec<(Expr, bool, bool)>,
+        ties: Vec<(Expr, bool, bool)>,
+        funcs: Vec<WindowFunc>,
+    },
 }
 
 impl Plan {
@@ -239,6 +351,7 @@ impl Plan {
                 _ => left.arity() + right_arity,
             },
             Plan::Reduce { keys, aggs, .. } => keys.len() + aggs.len(),
+            Plan::Window { input, funcs, .. } => input.arity() + funcs.len(),
             Plan::Union { inputs } => inputs.first().map(Plan::arity).unwrap_or(0),
             Plan::SetOp { left, .. } => left.arity(),
         }
@@ -252,6 +365,7 @@ impl Plan {
             | Plan::Project { input, .. }
             | Plan::Reduce { input, .. }
             | Plan::Distinct { input }
+            | Plan::Window { input, .. }
             | Plan::TopK { input, .. } => vec![input],
             Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => vec![left, right],
             Plan::Recursive { base, step, .. } => vec![base, step],
@@ -266,6 +380,7 @@ impl Plan {
             | Plan::Project { input, .. }
             | Plan::Reduce { input, .. }
             | Plan::Distinct { input }
+            | Plan::Window { input, .. }
             | Plan::TopK { input, .. } => vec![input],
             Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => vec![left, right],
             Plan::Recursive { base, step, .. } => vec![base, step],
@@ -373,6 +488,30 @@ impl Plan {
             }
             Plan::Distinct { input } => {
                 writeln!(f, "{pad}Distinct")?;
+                input.explain(depth + 1, f)
+            }
+            Plan::Window {
+                input,
+                partition,
+                order,
+                funcs,
+                ..
+            } => {
+                let order: Vec<String> = order
+                    .iter()
+                    .map(|(e, desc, _)| format!("{e}{}", if *desc { " DESC" } else { "" }))
+                    .collect();
+                let funcs: Vec<String> = funcs
+                    .iter()
+                    .map(|w| format!("{}({})", w.kind.name(), list(&w.args)))
+                    .collect();
+                writeln!(
+                    f,
+                    "{pad}Window partition=[{}] order=[{}] funcs=[{}] (a change recomputes its partition)",
+                    list(partition),
+                    order.join(", "),
+                    funcs.join(", ")
+                )?;
                 input.explain(depth + 1, f)
             }
             Plan::Recursive {

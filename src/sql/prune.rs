@@ -244,6 +244,25 @@ pub fn prune(plan: Plan, demand: &BTreeSet<usize>) -> (Plan, Map) {
                 identity(arity),
             )
         }
+        Plan::Window {
+            input,
+            partition,
+            order,
+            ties,
+            funcs,
+        } => {
+            let arity = input.arity() + funcs.len();
+            (
+                Plan::Window {
+                    input: Box::new(keep_all(*input)),
+                    partition,
+                    order,
+                    ties,
+                    funcs,
+                },
+                identity(arity),
+            )
+        }
         Plan::Recursive {
             id,
             base,

@@ -21,6 +21,7 @@ mod recursive;
 mod reduce;
 mod setop;
 mod topk;
+mod window;
 
 use std::collections::HashMap;
 
@@ -233,6 +234,23 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             topk::render(render(input, ctx), *group, order.clone(), *limit, *offset),
             None,
         ),
+        Plan::Window {
+            input,
+            partition,
+            order,
+            ties,
+            funcs,
+        } => {
+            let input = render(input, ctx);
+            let (ok, err) = window::render(
+                input,
+                partition.clone(),
+                order.clone(),
+                ties.clone(),
+                funcs.clone(),
+            );
+            (ok, Some(err))
+        }
     };
     if let Some(e) = errs {
         ctx.errors.insert(key.clone(), e);

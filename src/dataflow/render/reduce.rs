@@ -211,18 +211,24 @@ fn sum(acc: &Type, items: &[(&Datum, i128)]) -> Result<Datum, EvalError> {
             }
             Ok(s.map(Datum::Numeric).unwrap_or(Datum::Null))
         }
-        Type::Float4 | Type::Float8 => {
+        // sum(float4) adds in float4, as Postgres's float4pl does.
+        Type::Float4 => {
+            let mut s = 0f32;
+            for (d, n) in items {
+                if let Datum::Float4(f) | Datum::Float8(f) = d {
+                    s += f.0 as f32 * *n as f32;
+                }
+            }
+            Ok(Datum::Float4(F64(s as f64)))
+        }
+        Type::Float8 => {
             let mut s = 0f64;
             for (d, n) in items {
                 if let Datum::Float4(f) | Datum::Float8(f) = d {
                     s += f.0 * *n as f64;
                 }
             }
-            Ok(if *acc == Type::Float4 {
-                Datum::Float4(F64(s as f32 as f64))
-            } else {
-                Datum::Float8(F64(s))
-            })
+            Ok(Datum::Float8(F64(s)))
         }
         other => Err(EvalError(format!(
             "cannot sum values of type {}",

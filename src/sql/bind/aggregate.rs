@@ -112,7 +112,7 @@ pub fn substitute(e: &Expr, subs: &[Expr]) -> Expr {
         return e.clone();
     }
     e.replace_columns(&|i| {
-        if i >= POST_BASE {
+        if (POST_BASE..super::window::WIN_BASE).contains(&i) {
             subs[i - POST_BASE].clone()
         } else {
             Expr::Column(i)
@@ -255,7 +255,7 @@ impl<'a> Binder<'a> {
         !used.is_empty() && used.iter().all(|&i| cx.scope.cols[i].depth > 0)
     }
 
-    fn bind_aggregate_parts(
+    pub(super) fn bind_aggregate_parts(
         &self,
         f: &ast::Function,
         name: &str,

@@ -15,6 +15,7 @@ pub mod params;
 mod scalar;
 mod scope;
 mod subquery;
+mod window;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -89,6 +90,8 @@ pub struct ExprCx<'c> {
     /// and is read from the columns it appends past the scope.
     pub input: Option<Plan>,
     pub agg: Option<AggContext>,
+    /// The window calls found so far, where window functions are allowed.
+    pub win: Option<window::WinContext>,
 }
 
 impl<'c> ExprCx<'c> {
@@ -98,6 +101,7 @@ impl<'c> ExprCx<'c> {
             outer,
             input,
             agg: None,
+            win: None,
         }
     }
 }
@@ -696,8 +700,8 @@ impl<'a> Binder<'a> {
         if s.into.is_some() {
             return Err(unsupported("SELECT INTO", s.span()));
         }
-        if !s.named_window.is_empty() || s.qualify.is_some() {
-            return Err(unsupported("window clauses", s.span()));
+        if s.qualify.is_some() {
+            return Err(unsupported("QUALIFY", s.span()));
         }
 
         // FROM: each comma-separated item is a unit; its columns follow the
@@ -820,6 +824,7 @@ impl<'a> Binder<'a> {
         let mut one_row = false;
         let sort;
         let on_keys;
+        let mut windows: Option<window::WinContext>;
         if aggregating {
             let mut ctx = AggContext::new(scope.cols[..k].iter().map(|c| c.ty.clone()).collect());
             for g in &group_exprs {
@@ -838,7 +843,9 @@ impl<'a> Binder<'a> {
             let global = ctx.keys.len() == k;
             let mut cx = ExprCx::new(&scope, outer, Some(plan));
             cx.agg = Some(ctx);
+            cx.win = Some(window::WinContext::new(s));
             self.bind_select_list(s, &scope, &mut cx, &mut exprs, &mut columns)?;
+            let win = cx.win.take();
             let having = match &s.having {
                 Some(h) => {
                     let (e, ty) = self.bind_expr(h, &mut cx)?;
@@ -847,8 +854,10 @@ impl<'a> Binder<'a> {
                 }
                 None => None,
             };
+            cx.win = win;
             sort = self.sort_keys(order_by, s, k, &columns, &mut exprs, &mut cx)?;
             on_keys = self.distinct_on_keys(s, k, &columns, &mut exprs, &mut cx)?;
+            windows = cx.win.take();
             let mut ctx = cx.agg.take().expect("aggregate context is present");
             // An order-sensitive aggregate without its own ORDER BY reads an
             // ordered subquery's rows in that order, as Postgres does. Under
@@ -885,9 +894,22 @@ impl<'a> Binder<'a> {
             if let Some(h) = having {
                 plan = from::filter(plan, vec![fix(&h)]);
             }
+            // Window calls read the groups, as the select list does.
+            if let Some(w) = windows.as_mut() {
+                for c in w.calls.iter_mut() {
+                    c.partition = c.partition.iter().map(fix).collect();
+                    c.order = c.order.iter().map(|(e, d, n)| (fix(e), *d, *n)).collect();
+                    c.func.args = c.func.args.iter().map(fix).collect();
+                    if let Some(a) = c.func.agg.as_mut() {
+                        a.args = a.args.iter().map(fix).collect();
+                        a.filter = a.filter.as_ref().map(fix);
+                    }
+                }
+            }
             one_row = global && s.having.is_none();
         } else {
             let mut cx = ExprCx::new(&scope, outer, Some(plan));
+            cx.win = Some(window::WinContext::new(s));
             self.bind_select_list(s, &scope, &mut cx, &mut exprs, &mut columns)?;
             sort = if order_by.is_empty() && want_order && s.distinct.is_none() {
                 // No ORDER BY of its own: the rows keep the order of an
@@ -913,7 +935,23 @@ impl<'a> Binder<'a> {
                 self.sort_keys(order_by, s, k, &columns, &mut exprs, &mut cx)?
             };
             on_keys = self.distinct_on_keys(s, k, &columns, &mut exprs, &mut cx)?;
+            windows = cx.win.take();
             plan = cx.input.take().expect("input is returned");
+        }
+        if let Some(w) = windows.filter(|w| !w.calls.is_empty()) {
+            // Rows of an ordered subquery reach the window in its order, so
+            // peers keep that order (over groups, the subquery's is gone).
+            let ties: Vec<(Expr, bool, bool)> = if aggregating {
+                Vec::new()
+            } else {
+                from_order
+                    .iter()
+                    .map(|o| (Expr::Column(o.column), o.desc, o.nulls_first))
+                    .collect()
+            };
+            let (p, cols) = self.build_windows(plan, w, &ties);
+            plan = p;
+            exprs = exprs.iter().map(|e| window::substitute(e, &cols)).collect();
         }
         if matches!(s.distinct, Some(Distinct::Distinct)) && exprs.len() > k + columns.len() {
             return Err(BindError::new(
@@ -1310,6 +1348,7 @@ fn recursive_uses(plan: &Plan, id: usize) -> std::result::Result<usize, &'static
         Plan::Reduce { input, .. } => none(input, "under an aggregate"),
         Plan::Distinct { input } => none(input, "under DISTINCT"),
         Plan::TopK { input, .. } => none(input, "under ORDER BY ... LIMIT"),
+        Plan::Window { input, .. } => none(input, "under a window function"),
         Plan::SetOp { left, right, .. } => {
             Ok(none(left, "under INTERSECT/EXCEPT")? + none(right, "under INTERSECT/EXCEPT")?)
         }

@@ -617,7 +617,7 @@ impl<'a> Binder<'a> {
             _ => return Err(unsupported(format!("function {}()", parts.join(".")), span)),
         };
         if f.over.is_some() {
-            return Err(unsupported("window functions (OVER)", span));
+            return self.bind_window_call(f, name, cx);
         }
         if f.filter.is_some() || !f.within_group.is_empty() {
             return Err(BindError::new(
@@ -1092,8 +1092,12 @@ fn date_field(s: &str) -> String {
         "weeks" | "w" => "week".into(),
         "dayofweek" => "dow".into(),
         "dayofyear" => "doy".into(),
-        "millisecond" | "ms" => "milliseconds".into(),
-        "microsecond" | "us" => "microseconds".into(),
+        "millisecond" | "millisecon" | "ms" | "msec" | "msecs" | "msecond" | "mseconds" => {
+            "milliseconds".into()
+        }
+        "microsecond" | "microsecon" | "us" | "usec" | "usecs" | "usecond" | "useconds" => {
+            "microseconds".into()
+        }
         "decades" => "decade".into(),
         "centuries" => "century".into(),
         "millennia" | "millenniums" => "millennium".into(),
