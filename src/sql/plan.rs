@@ -26,6 +26,15 @@ pub enum AggFunc {
     /// The value of the only row; more than one row is an error. This is how a
     /// scalar subquery that is not an aggregate is read.
     Single,
+    /// `percentile_cont(f) WITHIN GROUP (ORDER BY x)`: args `[x, f]`, x as
+    /// float8; interpolates between the values around position f·(n-1).
+    PercentileCont,
+    /// `percentile_disc(f) WITHIN GROUP (ORDER BY x)`: args `[x, f]`; the
+    /// first value whose position reaches fraction f.
+    PercentileDisc,
+    /// `mode() WITHIN GROUP (ORDER BY x)`: the most frequent value, the first
+    /// in the order among equally frequent ones.
+    Mode,
 }
 
 impl AggFunc {
@@ -43,6 +52,9 @@ impl AggFunc {
             AggFunc::JsonbAgg => "jsonb_agg",
             AggFunc::ArrayAgg => "array_agg",
             AggFunc::Single => "single_value",
+            AggFunc::PercentileCont => "percentile_cont",
+            AggFunc::PercentileDisc => "percentile_disc",
+            AggFunc::Mode => "mode",
         }
     }
 
@@ -56,6 +68,18 @@ impl AggFunc {
                 | AggFunc::JsonbAgg
                 | AggFunc::ArrayAgg
                 | AggFunc::Single
+                | AggFunc::PercentileCont
+                | AggFunc::PercentileDisc
+                | AggFunc::Mode
+        )
+    }
+
+    /// `percentile_*` and `mode`: ordered-set aggregates, written with
+    /// WITHIN GROUP; the order is part of what they compute.
+    pub fn is_ordered_set(self) -> bool {
+        matches!(
+            self,
+            AggFunc::PercentileCont | AggFunc::PercentileDisc | AggFunc::Mode
         )
     }
 }

@@ -342,6 +342,9 @@ fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Datum {
         .into_iter()
         .flat_map(|(v, n)| std::iter::repeat_n(*v, (*n).max(0) as usize));
     match agg.func {
+        AggFunc::PercentileCont | AggFunc::PercentileDisc | AggFunc::Mode => {
+            ordered_set(agg.func, &expanded.collect::<Vec<_>>())
+        }
         AggFunc::StringAgg => {
             let mut out: Option<String> = None;
             for v in expanded {
@@ -373,6 +376,56 @@ fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Datum {
             } else {
                 Datum::Json(format!("[{}]", parts.join(sep)))
             }
+        }
+    }
+}
+
+/// An ordered-set aggregate over its non-NULL values in order (each row as
+/// `[x, fraction]`).
+fn ordered_set(func: AggFunc, rows: &[&[Datum]]) -> Datum {
+    let n = rows.len();
+    if n == 0 {
+        return Datum::Null;
+    }
+    let fraction = || match rows[0].get(1) {
+        Some(Datum::Float8(F64(f))) => *f,
+        _ => 0.0,
+    };
+    match func {
+        AggFunc::PercentileCont => {
+            let value = |i: usize| match &rows[i][0] {
+                Datum::Float8(F64(v)) => *v,
+                _ => 0.0,
+            };
+            let pos = fraction() * (n - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            let v = if lo == hi {
+                value(lo)
+            } else {
+                value(lo) + (pos - lo as f64) * (value(hi) - value(lo))
+            };
+            Datum::Float8(F64(v))
+        }
+        AggFunc::PercentileDisc => {
+            // The first row whose cumulative fraction reaches f.
+            let i = ((fraction() * n as f64).ceil() as usize).saturating_sub(1);
+            rows[i.min(n - 1)][0].clone()
+        }
+        _ => {
+            let (mut best, mut best_n) = (&rows[0][0], 0);
+            let mut i = 0;
+            while i < n {
+                let mut j = i;
+                while j < n && rows[j][0] == rows[i][0] {
+                    j += 1;
+                }
+                if j - i > best_n {
+                    best = &rows[i][0];
+                    best_n = j - i;
+                }
+                i = j;
+            }
+            best.clone()
         }
     }
 }
@@ -425,9 +478,13 @@ pub fn partial(aggs: &[Aggregate], vals: &[(&Row, isize)]) -> Result<Row, EvalEr
                 agg.func,
                 items.iter().map(|(v, _)| v[0] == Datum::Bool(true)),
             ),
-            AggFunc::StringAgg | AggFunc::JsonAgg | AggFunc::JsonbAgg | AggFunc::ArrayAgg => {
-                ordered(agg, &items)
-            }
+            AggFunc::StringAgg
+            | AggFunc::JsonAgg
+            | AggFunc::JsonbAgg
+            | AggFunc::ArrayAgg
+            | AggFunc::PercentileCont
+            | AggFunc::PercentileDisc
+            | AggFunc::Mode => ordered(agg, &items),
             AggFunc::Single => unreachable!("handled above"),
         };
         out.extend([value, Datum::Int(count as i64)]);
@@ -469,6 +526,9 @@ pub fn merge(aggs: &[Aggregate], partials: &[(&Row, isize)]) -> Result<Row, Eval
             | AggFunc::JsonAgg
             | AggFunc::JsonbAgg
             | AggFunc::ArrayAgg
+            | AggFunc::PercentileCont
+            | AggFunc::PercentileDisc
+            | AggFunc::Mode
             | AggFunc::Single => {
                 if agg.func == AggFunc::Single && count > 1 {
                     return Err(single_error());
@@ -508,6 +568,9 @@ pub fn finish(aggs: &[Aggregate], p: &Row) -> Result<Row, EvalError> {
             | AggFunc::JsonAgg
             | AggFunc::JsonbAgg
             | AggFunc::ArrayAgg
+            | AggFunc::PercentileCont
+            | AggFunc::PercentileDisc
+            | AggFunc::Mode
             | AggFunc::Single => value.clone(),
             _ if count == 0 || value.is_null() => Datum::Null,
             AggFunc::Sum => match (value, &agg.output_type) {

@@ -21,6 +21,10 @@ use crate::sql::BindError;
 /// until the Reduce exists and they can be attached to it.
 pub const POST_BASE: usize = 1 << 40;
 
+/// Column numbers from here up (below [`POST_BASE`]) stand for `GROUPING()`
+/// calls until the grouping sets' Reduces exist.
+pub const GROUPING_BASE: usize = 1 << 39;
+
 /// State for binding the select list and HAVING of an aggregating query: group
 /// keys (bound against the FROM scope), the aggregates found so far, and
 /// uncorrelated subqueries to evaluate over the grouped rows.
@@ -30,6 +34,8 @@ pub struct AggContext {
     pub aggs: Vec<Aggregate>,
     /// With the Reduce output columns (group keys) they are evaluated for.
     pub post: Vec<(Attach, Vec<usize>)>,
+    /// `GROUPING(...)` calls: the keys each names, first argument first.
+    pub grouping: Vec<Vec<usize>>,
 }
 
 impl AggContext {
@@ -40,6 +46,7 @@ impl AggContext {
             key_types: param_types,
             aggs: Vec::new(),
             post: Vec::new(),
+            grouping: Vec::new(),
         }
     }
 
@@ -66,6 +73,9 @@ pub fn is_aggregate_name(name: &str) -> bool {
             | "json_agg"
             | "jsonb_agg"
             | "array_agg"
+            | "percentile_cont"
+            | "percentile_disc"
+            | "mode"
     )
 }
 
@@ -131,6 +141,9 @@ impl<'a> Binder<'a> {
     ) -> Result<Option<(Expr, Type)>> {
         if let ast::Expr::Function(f) = e {
             let name = object_name_parts(&f.name).join(".");
+            if name == "grouping" && f.over.is_none() {
+                return self.bind_grouping(f, cx).map(Some);
+            }
             if is_aggregate_name(&name) && f.over.is_none() {
                 let a = self.bind_aggregate(f, &name, cx)?;
                 let ty = a.output_type.clone();
@@ -170,6 +183,198 @@ impl<'a> Binder<'a> {
         Ok(None)
     }
 
+    /// `percentile_cont(f)`, `percentile_disc(f)` and `mode()`, each `WITHIN
+    /// GROUP (ORDER BY x)`: the fraction must be a constant in [0, 1].
+    fn bind_ordered_set(
+        &self,
+        f: &ast::Function,
+        name: &str,
+        cx: &mut ExprCx<'_>,
+    ) -> Result<Aggregate> {
+        let span = f.span();
+        let [o] = f.within_group.as_slice() else {
+            return Err(BindError::new(
+                if f.within_group.is_empty() {
+                    format!("WITHIN GROUP is required for ordered-set aggregate {name}")
+                } else {
+                    format!("function {name} takes one WITHIN GROUP (ORDER BY ...) expression")
+                },
+                span,
+            ));
+        };
+        let direct: Vec<&ast::Expr> = match &f.args {
+            FunctionArguments::List(l) => {
+                if l.duplicate_treatment.is_some() || !l.clauses.is_empty() {
+                    return Err(BindError::new(
+                        format!("DISTINCT or ORDER BY inside {name}() is not allowed"),
+                        span,
+                    ));
+                }
+                l.args
+                    .iter()
+                    .map(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                        other => Err(BindError::new(
+                            format!("{name}({other}) is not valid"),
+                            span,
+                        )),
+                    })
+                    .collect::<Result<_>>()?
+            }
+            _ => vec![],
+        };
+        let want = usize::from(name != "mode");
+        if direct.len() != want {
+            return Err(BindError::new(
+                format!("function {name} takes {want} direct argument(s)"),
+                span,
+            ));
+        }
+        let fraction = match direct.first() {
+            None => None,
+            Some(e) => {
+                let scope = Scope::default();
+                let mut ccx = ExprCx::new(&scope, None, None);
+                let (x, xt) = self.bind_expr(e, &mut ccx)?;
+                let x = coerce(&self.time, x, &xt, &Type::Float8, e.span())?;
+                match x {
+                    Expr::Literal(Datum::Float8(v)) if (0.0..=1.0).contains(&v.0) => {
+                        Some(Datum::Float8(v))
+                    }
+                    Expr::Literal(Datum::Float8(v)) => {
+                        return Err(BindError::new(
+                            format!("percentile value {} is not between 0 and 1", v.0),
+                            e.span(),
+                        ))
+                    }
+                    Expr::Literal(Datum::Null) => Some(Datum::Null),
+                    _ => {
+                        return Err(unsupported(
+                            format!("{name}() with a fraction that is not a constant"),
+                            e.span(),
+                        ))
+                    }
+                }
+            }
+        };
+        // Like an aggregate's arguments, the ordered value reads the FROM row.
+        let input = cx.input.take();
+        let mut arg_cx = ExprCx::new(cx.scope, cx.outer, input);
+        let bound = self.bind_expr(&o.expr, &mut arg_cx);
+        cx.input = arg_cx.input.take();
+        let (x, xt) = bound?;
+        let (desc, nulls_first) = super::sort_options(o)?;
+        let filter = match &f.filter {
+            Some(p) => {
+                let input = cx.input.take();
+                let mut fcx = ExprCx::new(cx.scope, cx.outer, input);
+                let r = self.bind_expr(p, &mut fcx);
+                cx.input = fcx.input.take();
+                let (e, ty) = r?;
+                expect_bool(&ty, "argument of FILTER", p.span())?;
+                Some(e)
+            }
+            None => None,
+        };
+        let (func, x, out) = match name {
+            "percentile_cont" => {
+                if !(xt.is_numeric_family() || xt == Type::Unknown) {
+                    return Err(BindError::new(
+                        format!("function percentile_cont(double precision) within group ({}) does not exist", xt.name()),
+                        span,
+                    ));
+                }
+                let x = coerce(&self.time, x, &xt, &Type::Float8, span)?;
+                (AggFunc::PercentileCont, x, Type::Float8)
+            }
+            _ => {
+                if !xt.is_orderable() {
+                    return Err(unsupported(
+                        format!("{name}() over type {}", xt.name()),
+                        span,
+                    ));
+                }
+                self.text_order_allowed(&format!("{name}() WITHIN GROUP"), &xt, &[&o.expr], span)?;
+                let func = if name == "mode" {
+                    AggFunc::Mode
+                } else {
+                    AggFunc::PercentileDisc
+                };
+                (func, x, xt.clone())
+            }
+        };
+        if fraction == Some(Datum::Null) {
+            // A NULL fraction makes the result NULL: no value passes.
+            return Ok(Aggregate {
+                func,
+                args: vec![x.clone(), Expr::Literal(Datum::Null)],
+                order_by: vec![(x, desc, nulls_first)],
+                filter: Some(Expr::Literal(Datum::Bool(false))),
+                input_type: out.clone(),
+                output_type: out,
+                distinct: false,
+            });
+        }
+        let mut args = vec![x.clone()];
+        args.extend(fraction.map(Expr::Literal));
+        Ok(Aggregate {
+            func,
+            args,
+            order_by: vec![(x, desc, nulls_first)],
+            filter,
+            input_type: out.clone(),
+            output_type: out,
+            distinct: false,
+        })
+    }
+
+    /// `GROUPING(a, b, ...)`: a bit per argument, first argument highest, set
+    /// when the row's grouping set leaves that key out.
+    fn bind_grouping(&self, f: &ast::Function, cx: &mut ExprCx<'_>) -> Result<(Expr, Type)> {
+        let span = f.span();
+        let args: Vec<&ast::Expr> = match &f.args {
+            FunctionArguments::List(l) => l
+                .args
+                .iter()
+                .filter_map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![],
+        };
+        if args.is_empty() || args.len() > 31 {
+            return Err(BindError::new(
+                "GROUPING must have between 1 and 31 arguments",
+                span,
+            ));
+        }
+        let mut keys = Vec::new();
+        for a in args {
+            let mut plain_cx = ExprCx::new(cx.scope, cx.outer, None);
+            let bound = self.bind_expr(a, &mut plain_cx).ok().map(|(e, _)| e);
+            let ctx = cx.agg.as_ref().expect("aggregating");
+            match bound.and_then(|b| ctx.keys.iter().position(|k| *k == b)) {
+                Some(k) => keys.push(k),
+                None => {
+                    return Err(BindError::new(
+                        "arguments to GROUPING must be grouping expressions of the associated query level",
+                        a.span(),
+                    ))
+                }
+            }
+        }
+        let ctx = cx.agg.as_mut().expect("aggregating");
+        let id = match ctx.grouping.iter().position(|g| *g == keys) {
+            Some(i) => i,
+            None => {
+                ctx.grouping.push(keys);
+                ctx.grouping.len() - 1
+            }
+        };
+        Ok((Expr::Column(GROUPING_BASE + id), Type::Int4))
+    }
+
     fn bind_aggregate(
         &self,
         f: &ast::Function,
@@ -177,8 +382,15 @@ impl<'a> Binder<'a> {
         cx: &mut ExprCx<'_>,
     ) -> Result<Aggregate> {
         let span = f.span();
+        let ordered_set = matches!(name, "percentile_cont" | "percentile_disc" | "mode");
+        if ordered_set {
+            return self.bind_ordered_set(f, name, cx);
+        }
         if !f.within_group.is_empty() {
-            return Err(unsupported("WITHIN GROUP", span));
+            return Err(BindError::new(
+                format!("{name} is not an ordered-set aggregate, so it cannot have WITHIN GROUP"),
+                span,
+            ));
         }
         let list = match &f.args {
             FunctionArguments::List(l) => l,
@@ -478,9 +690,16 @@ impl<'a> Binder<'a> {
         ctx: AggContext,
         global: bool,
         params: Option<&Params>,
+        sets: Option<&[Vec<usize>]>,
     ) -> Result<(Plan, Vec<Expr>)> {
         let k = params.map(|p| p.cols.len()).unwrap_or(0);
         let naggs = ctx.aggs.len();
+        let nkeys = ctx.keys.len();
+        // GROUPING() of a key is 1 in the grouping sets that leave it out.
+        let grouping_value = |set: &[usize], keys: &[usize]| -> i64 {
+            keys.iter()
+                .fold(0, |acc, k| (acc << 1) | i64::from(!set.contains(k)))
+        };
         let defaults: Vec<Expr> = ctx
             .aggs
             .iter()
@@ -491,10 +710,59 @@ impl<'a> Binder<'a> {
                 })
             })
             .collect();
-        let mut plan = Plan::Reduce {
-            input: Box::new(input),
-            keys: ctx.keys,
-            aggs: ctx.aggs,
+        let all: Vec<usize> = (0..nkeys).collect();
+        let mut plan = match sets {
+            None => {
+                let reduce = Plan::Reduce {
+                    input: Box::new(input),
+                    keys: ctx.keys,
+                    aggs: ctx.aggs,
+                };
+                if ctx.grouping.is_empty() {
+                    reduce
+                } else {
+                    let mut exprs: Vec<Expr> = (0..nkeys + naggs).map(Expr::Column).collect();
+                    exprs.extend(
+                        ctx.grouping
+                            .iter()
+                            .map(|g| Expr::Literal(Datum::Int(grouping_value(&all, g)))),
+                    );
+                    Plan::Project {
+                        input: Box::new(reduce),
+                        exprs,
+                    }
+                }
+            }
+            // One Reduce per grouping set, its rows laid out like a Reduce
+            // over every key: the keys the set leaves out are NULL.
+            Some(sets) => Plan::Union {
+                inputs: sets
+                    .iter()
+                    .map(|set| {
+                        let reduce = Plan::Reduce {
+                            input: Box::new(input.clone()),
+                            keys: set.iter().map(|&i| ctx.keys[i].clone()).collect(),
+                            aggs: ctx.aggs.clone(),
+                        };
+                        let mut exprs: Vec<Expr> = (0..nkeys)
+                            .map(|i| match set.iter().position(|&s| s == i) {
+                                Some(p) => Expr::Column(p),
+                                None => Expr::Literal(Datum::Null),
+                            })
+                            .collect();
+                        exprs.extend((0..naggs).map(|a| Expr::Column(set.len() + a)));
+                        exprs.extend(
+                            ctx.grouping
+                                .iter()
+                                .map(|g| Expr::Literal(Datum::Int(grouping_value(set, g)))),
+                        );
+                        Plan::Project {
+                            input: Box::new(reduce),
+                            exprs,
+                        }
+                    })
+                    .collect(),
+            },
         };
         if let (Some(p), true) = (params, global) {
             let missing = Plan::Join {

@@ -827,18 +827,35 @@ impl<'a> Binder<'a> {
         let mut windows: Option<window::WinContext>;
         if aggregating {
             let mut ctx = AggContext::new(scope.cols[..k].iter().map(|c| c.ty.clone()).collect());
+            // GROUPING SETS, ROLLUP and CUBE: the sets of keys, crossed over
+            // the GROUP BY items; plain GROUP BY has one set of every key.
+            let mut sets: Option<Vec<Vec<usize>>> = None;
+            let mut crossed: Vec<Vec<usize>> = vec![Vec::new()];
             for g in &group_exprs {
-                let g = resolve_group_ref(g, s, &scope)?;
-                if aggregate::contains_aggregate(&g) {
-                    return Err(BindError::new(
-                        "aggregate functions are not allowed in GROUP BY",
-                        g.span(),
+                let item = self.group_item(g, s, &scope, outer, &mut plan, &mut ctx, &mut sets)?;
+                crossed = crossed
+                    .iter()
+                    .flat_map(|a| {
+                        item.iter().map(move |b| {
+                            let mut set = a.clone();
+                            set.extend(b.iter().copied());
+                            set
+                        })
+                    })
+                    .collect();
+            }
+            if sets.is_some() {
+                if k > 0 {
+                    return Err(unsupported(
+                        "GROUPING SETS, ROLLUP or CUBE in a correlated subquery or a view with parameters",
+                        s.span(),
                     ));
                 }
-                let mut cx = ExprCx::new(&scope, outer, Some(plan));
-                let (e, ty) = self.bind_expr(&g, &mut cx)?;
-                plan = cx.input.take().expect("input is returned");
-                ctx.add_key(e, ty);
+                for set in crossed.iter_mut() {
+                    set.sort_unstable();
+                    set.dedup();
+                }
+                sets = Some(crossed);
             }
             let global = ctx.keys.len() == k;
             let mut cx = ExprCx::new(&scope, outer, Some(plan));
@@ -887,9 +904,19 @@ impl<'a> Binder<'a> {
                 }
             }
             let input = cx.input.take().expect("input is returned");
-            let (reduced, substitutes) = self.finish_aggregation(input, ctx, global, params)?;
+            let grouping_at = ctx.keys.len() + ctx.aggs.len();
+            let (reduced, substitutes) =
+                self.finish_aggregation(input, ctx, global, params, sets.as_deref())?;
             plan = reduced;
-            let fix = |e: &Expr| aggregate::substitute(e, &substitutes);
+            let fix = |e: &Expr| {
+                aggregate::substitute(e, &substitutes).replace_columns(&|i| {
+                    if (aggregate::GROUPING_BASE..aggregate::POST_BASE).contains(&i) {
+                        Expr::Column(grouping_at + i - aggregate::GROUPING_BASE)
+                    } else {
+                        Expr::Column(i)
+                    }
+                })
+            };
             exprs = exprs.iter().map(fix).collect();
             if let Some(h) = having {
                 plan = from::filter(plan, vec![fix(&h)]);
@@ -1067,6 +1094,115 @@ impl<'a> Binder<'a> {
             columns.push(Column { name, ty });
         }
         Ok(())
+    }
+
+    /// One GROUP BY item: its keys are added to `ctx`, and it returns its
+    /// grouping sets (key positions). `sets` becomes `Some` once an item is a
+    /// GROUPING SETS, ROLLUP, CUBE or `()`.
+    #[allow(clippy::too_many_arguments)]
+    fn group_item(
+        &self,
+        g: &ast::Expr,
+        s: &ast::Select,
+        scope: &Scope,
+        outer: Option<&Outer<'_>>,
+        plan: &mut Plan,
+        ctx: &mut AggContext,
+        sets: &mut Option<Vec<Vec<usize>>>,
+    ) -> Result<Vec<Vec<usize>>> {
+        // Each element of a list is one item; a list's sets cross them.
+        let cross = |this: &Self,
+                     items: &[ast::Expr],
+                     plan: &mut Plan,
+                     ctx: &mut AggContext,
+                     sets: &mut Option<Vec<Vec<usize>>>|
+         -> Result<Vec<Vec<usize>>> {
+            let mut out: Vec<Vec<usize>> = vec![Vec::new()];
+            for e in items {
+                let sub = this.group_item(e, s, scope, outer, plan, ctx, sets)?;
+                out = out
+                    .iter()
+                    .flat_map(|a| {
+                        sub.iter().map(move |b| {
+                            let mut set = a.clone();
+                            set.extend(b.iter().copied());
+                            set
+                        })
+                    })
+                    .collect();
+            }
+            Ok(out)
+        };
+        match g {
+            ast::Expr::GroupingSets(elements) => {
+                sets.get_or_insert_with(Vec::new);
+                let mut out = Vec::new();
+                for el in elements {
+                    out.extend(cross(self, el, plan, ctx, sets)?);
+                }
+                Ok(out)
+            }
+            ast::Expr::Rollup(elements) | ast::Expr::Cube(elements) => {
+                sets.get_or_insert_with(Vec::new);
+                let mut parts: Vec<Vec<usize>> = Vec::new();
+                for el in elements {
+                    // An element is a list of keys grouped together.
+                    let mut keys = Vec::new();
+                    for set in cross(self, el, plan, ctx, sets)? {
+                        keys.extend(set);
+                    }
+                    parts.push(keys);
+                }
+                let n = parts.len();
+                let choose = |mask: usize| -> Vec<usize> {
+                    (0..n)
+                        .filter(|i| mask & (1 << i) != 0)
+                        .flat_map(|i| parts[i].iter().copied())
+                        .collect()
+                };
+                Ok(if matches!(g, ast::Expr::Rollup(_)) {
+                    (0..=n).rev().map(|len| choose((1 << len) - 1)).collect()
+                } else {
+                    if n > 12 {
+                        return Err(unsupported("CUBE of more than 12 elements", g.span()));
+                    }
+                    (0..1usize << n).rev().map(choose).collect()
+                })
+            }
+            ast::Expr::Tuple(items) => {
+                if items.is_empty() {
+                    sets.get_or_insert_with(Vec::new);
+                }
+                let mut keys = Vec::new();
+                for set in cross(self, items, plan, ctx, sets)? {
+                    keys.extend(set);
+                }
+                Ok(vec![keys])
+            }
+            ast::Expr::Nested(inner)
+                if matches!(
+                    **inner,
+                    ast::Expr::GroupingSets(_) | ast::Expr::Rollup(_) | ast::Expr::Cube(_)
+                ) =>
+            {
+                self.group_item(inner, s, scope, outer, plan, ctx, sets)
+            }
+            _ => {
+                let g = resolve_group_ref(g, s, scope)?;
+                if aggregate::contains_aggregate(&g) {
+                    return Err(BindError::new(
+                        "aggregate functions are not allowed in GROUP BY",
+                        g.span(),
+                    ));
+                }
+                let mut cx = ExprCx::new(scope, outer, Some(plan.clone()));
+                let (e, ty) = self.bind_expr(&g, &mut cx)?;
+                *plan = cx.input.take().expect("input is returned");
+                ctx.add_key(e.clone(), ty);
+                let at = ctx.keys.iter().position(|x| *x == e).expect("just added");
+                Ok(vec![vec![at]])
+            }
+        }
     }
 
     /// The comma-separated FROM items as units. A LATERAL item reads the

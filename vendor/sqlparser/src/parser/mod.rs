@@ -2758,7 +2758,7 @@ impl<'a> Parser<'a> {
         if self.dialect.supports_group_by_expr() {
             if self.parse_keywords(&[Keyword::GROUPING, Keyword::SETS]) {
                 self.expect_token(&Token::LParen)?;
-                let result = self.parse_comma_separated(|p| p.parse_tuple(true, true))?;
+                let result = self.parse_comma_separated(|p| p.parse_grouping_set_element())?;
                 self.expect_token(&Token::RParen)?;
                 Ok(Expr::GroupingSets(result))
             } else if self.parse_keyword(Keyword::CUBE) {
@@ -2783,6 +2783,33 @@ impl<'a> Parser<'a> {
             // TODO parse rollup for other dialects
             self.parse_expr()
         }
+    }
+
+    /// One element of `GROUPING SETS (...)`: a parenthesized list (maybe
+    /// empty) or a single item, where an item may itself be `GROUPING SETS`,
+    /// `CUBE` or `ROLLUP` (PostgreSQL nests them).
+    fn parse_grouping_set_element(&mut self) -> Result<Vec<Expr>, ParserError> {
+        let nested = matches!(&self.peek_token_ref().token, Token::Word(w)
+            if matches!(w.keyword, Keyword::GROUPING | Keyword::CUBE | Keyword::ROLLUP));
+        if nested {
+            return Ok(vec![self.parse_group_by_expr()?]);
+        }
+        if self.peek_token_ref().token == Token::LParen {
+            // `(a, grouping sets (...))` needs the group-by items inside;
+            // try that, and fall back to an expression such as `(a + 1)`.
+            let start = self.index;
+            self.next_token();
+            if self.consume_token(&Token::RParen) {
+                return Ok(vec![]);
+            }
+            if let Ok(items) = self.parse_comma_separated(|p| p.parse_group_by_expr()) {
+                if self.consume_token(&Token::RParen) {
+                    return Ok(items);
+                }
+            }
+            self.index = start;
+        }
+        self.parse_tuple(true, true)
     }
 
     /// Parse a tuple with `(` and `)`.
