@@ -12,6 +12,7 @@ pub mod expr;
 pub mod func;
 pub mod plan;
 pub mod prune;
+pub mod srf;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -339,6 +339,17 @@ pub enum Plan {
     },
     /// The rows of the enclosing `Recursive` with the same id.
     RecursiveRef { id: usize, arity: usize },
+    /// Set-returning functions: each input row followed by each row the
+    /// functions produce for it, zipped side by side (a function with fewer
+    /// rows gives NULLs, as in a select list or `ROWS FROM`), then the row's
+    /// number if `ordinality`. With `outer`, a row for which they produce
+    /// nothing is kept once with NULLs (`LEFT JOIN LATERAL f(...) ON true`).
+    FlatMap {
+        input: Box<Plan>,
+        funcs: Vec<crate::sql::srf::Srf>,
+        ordinality: bool,
+        outer: bool,
+    },
     /// Window functions: each input row followed by one value per function,
     /// computed over the rows with the same `partition` values in `order`
     /// (expressions with DESC and NULLS FIRST). `ties` orders the rows that
@@ -376,6 +387,16 @@ impl Plan {
             },
             Plan::Reduce { keys, aggs, .. } => keys.len() + aggs.len(),
             Plan::Window { input, funcs, .. } => input.arity() + funcs.len(),
+            Plan::FlatMap {
+                input,
+                funcs,
+                ordinality,
+                ..
+            } => {
+                input.arity()
+                    + funcs.iter().map(|f| f.types.len()).sum::<usize>()
+                    + usize::from(*ordinality)
+            }
             Plan::Union { inputs } => inputs.first().map(Plan::arity).unwrap_or(0),
             Plan::SetOp { left, .. } => left.arity(),
         }
@@ -390,6 +411,7 @@ impl Plan {
             | Plan::Reduce { input, .. }
             | Plan::Distinct { input }
             | Plan::Window { input, .. }
+            | Plan::FlatMap { input, .. }
             | Plan::TopK { input, .. } => vec![input],
             Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => vec![left, right],
             Plan::Recursive { base, step, .. } => vec![base, step],
@@ -405,6 +427,7 @@ impl Plan {
             | Plan::Reduce { input, .. }
             | Plan::Distinct { input }
             | Plan::Window { input, .. }
+            | Plan::FlatMap { input, .. }
             | Plan::TopK { input, .. } => vec![input],
             Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => vec![left, right],
             Plan::Recursive { base, step, .. } => vec![base, step],
@@ -512,6 +535,29 @@ impl Plan {
             }
             Plan::Distinct { input } => {
                 writeln!(f, "{pad}Distinct")?;
+                input.explain(depth + 1, f)
+            }
+            Plan::FlatMap {
+                input,
+                funcs,
+                ordinality,
+                outer,
+            } => {
+                let funcs: Vec<String> = funcs
+                    .iter()
+                    .map(|f| format!("{}({})", f.name, list(&f.args)))
+                    .collect();
+                writeln!(
+                    f,
+                    "{pad}FlatMap {}{}{}",
+                    funcs.join(", "),
+                    if *ordinality { " WITH ORDINALITY" } else { "" },
+                    if *outer {
+                        " (keeping rows without any)"
+                    } else {
+                        ""
+                    }
+                )?;
                 input.explain(depth + 1, f)
             }
             Plan::Window {

@@ -244,6 +244,25 @@ pub fn prune(plan: Plan, demand: &BTreeSet<usize>) -> (Plan, Map) {
                 identity(arity),
             )
         }
+        Plan::FlatMap {
+            input,
+            funcs,
+            ordinality,
+            outer,
+        } => {
+            let arity = input.arity()
+                + funcs.iter().map(|f| f.types.len()).sum::<usize>()
+                + usize::from(ordinality);
+            (
+                Plan::FlatMap {
+                    input: Box::new(keep_all(*input)),
+                    funcs,
+                    ordinality,
+                    outer,
+                },
+                identity(arity),
+            )
+        }
         Plan::Window {
             input,
             partition,

@@ -234,6 +234,16 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             topk::render(render(input, ctx), *group, order.clone(), *limit, *offset),
             None,
         ),
+        Plan::FlatMap {
+            input,
+            funcs,
+            ordinality,
+            outer,
+        } => {
+            let input = render(input, ctx);
+            let (ok, err) = project::flat_map(input, funcs.clone(), *ordinality, *outer);
+            (ok, Some(err))
+        }
         Plan::Window {
             input,
             partition,

@@ -1,9 +1,11 @@
-//! `Project`: one output value per expression.
+//! `Project`: one output value per expression; `FlatMap`: the rows
+//! set-returning functions produce for each row.
 
 use super::Time;
 use super::{split, Coll, Errs};
 use crate::repr::{Datum, Row};
 use crate::sql::expr::Expr;
+use crate::sql::srf::{self, Srf};
 
 /// Evaluates `exprs` over `row`, or gives the first error.
 pub fn eval_all(exprs: &[Expr], row: &[Datum]) -> Result<Row, String> {
@@ -15,4 +17,50 @@ pub fn eval_all(exprs: &[Expr], row: &[Datum]) -> Result<Row, String> {
 
 pub fn render<'s, T: Time>(input: Coll<'s, T>, exprs: Vec<Expr>) -> (Coll<'s, T>, Errs<'s, T>) {
     split(input.map(move |row| eval_all(&exprs, &row)))
+}
+
+/// Each row followed by each row its set-returning functions produce,
+/// zipped (see `Plan::FlatMap`).
+pub fn flat_map<'s, T: Time>(
+    input: Coll<'s, T>,
+    funcs: Vec<Srf>,
+    ordinality: bool,
+    outer: bool,
+) -> (Coll<'s, T>, Errs<'s, T>) {
+    let out = input.flat_map(move |row| match expand(&funcs, &row, ordinality, outer) {
+        Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+        Err(e) => vec![Err(e)],
+    });
+    split(out)
+}
+
+fn expand(funcs: &[Srf], row: &Row, ordinality: bool, outer: bool) -> Result<Vec<Row>, String> {
+    let mut produced = Vec::with_capacity(funcs.len());
+    for f in funcs {
+        let args = eval_all(&f.args, row)?;
+        produced.push(srf::rows(&f.kind, &args).map_err(|e| e.0)?);
+    }
+    let n = produced.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(n.max(1));
+    for i in 0..n {
+        let mut r = row.clone();
+        for (f, rows) in funcs.iter().zip(&produced) {
+            match rows.get(i) {
+                Some(values) => r.extend(values.iter().cloned()),
+                None => r.extend(std::iter::repeat_n(Datum::Null, f.types.len())),
+            }
+        }
+        if ordinality {
+            r.push(Datum::Int(i as i64 + 1));
+        }
+        out.push(r);
+    }
+    if n == 0 && outer {
+        let mut r = row.clone();
+        let width: usize =
+            funcs.iter().map(|f| f.types.len()).sum::<usize>() + usize::from(ordinality);
+        r.extend(std::iter::repeat_n(Datum::Null, width));
+        out.push(r);
+    }
+    Ok(out)
 }

@@ -159,6 +159,82 @@ impl<'a> Binder<'a> {
         Ok((plan, scope))
     }
 
+    /// A function call in FROM after `left`: the rows it produces for each
+    /// of `left`'s rows (a FlatMap), with the join's ON applied after; a LEFT
+    /// join keeps a row the call produces nothing for (ON must then be
+    /// `true`).
+    fn lateral_call(
+        &self,
+        left: (Plan, Scope),
+        call: &super::srf::FromCall<'_>,
+        visible: &Scope,
+        written: Written,
+        constraint: &JoinConstraint,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<(Plan, Scope)> {
+        let on = match constraint {
+            JoinConstraint::On(e) => {
+                let always =
+                    matches!(e, ast::Expr::Value(v) if v.value == ast::Value::Boolean(true));
+                (!always).then_some(e)
+            }
+            JoinConstraint::None => None,
+            _ => {
+                return Err(unsupported(
+                    "USING or NATURAL with a function in FROM",
+                    call.span,
+                ))
+            }
+        };
+        if written == Written::Left && on.is_some() {
+            return Err(unsupported(
+                "LEFT JOIN of a function in FROM with a condition other than ON true",
+                call.span,
+            ));
+        }
+        let (plan, scope) =
+            self.bind_from_call(call, Some(left), visible, outer, written == Written::Left)?;
+        let Some(e) = on else {
+            return Ok((plan, scope));
+        };
+        if aggregate::contains_aggregate(e) || subquery::contains_subquery(e) {
+            return Err(unsupported(
+                "aggregates or subqueries in the ON of a function in FROM",
+                e.span(),
+            ));
+        }
+        let mut parts = Vec::new();
+        split_conjuncts(e, &mut parts);
+        let mut preds = Vec::new();
+        for p in parts {
+            let mut cx = ExprCx::new(&scope, outer, None);
+            let (c, ty) = self.bind_expr(&p, &mut cx)?;
+            expect_bool(&ty, "argument of JOIN/ON", p.span())?;
+            preds.push(c);
+        }
+        Ok((filter(plan, preds), scope))
+    }
+
+    /// The columns of `visible` a FROM item reads (a subquery or a function
+    /// call), found by binding it against `visible` as an enclosing query.
+    pub(super) fn factor_reads(
+        &self,
+        factor: &TableFactor,
+        visible: &Scope,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<Vec<usize>> {
+        let probe = Outer::new(visible, outer);
+        if let Some(call) = super::srf::from_call(factor) {
+            let call = call?;
+            let empty = Scope::default();
+            let mut cx = ExprCx::new(&empty, Some(&probe), None);
+            self.bind_srf(&call.name, &call.args, &mut cx, call.span)?;
+        } else if let TableFactor::Derived { subquery, .. } = factor {
+            self.bind_derived(subquery, Some(&probe))?;
+        }
+        Ok(probe.used())
+    }
+
     /// Joins `left` with a subquery in FROM that may read the columns of
     /// `visible` (`left`'s scope, or the part of it the subquery may see),
     /// as SQL's LATERAL does: the subquery is bound over the distinct values
@@ -175,6 +251,9 @@ impl<'a> Binder<'a> {
         outer: Option<&Outer<'_>>,
     ) -> Result<(Plan, Scope)> {
         let span = factor.span();
+        if let Some(call) = super::srf::from_call(factor) {
+            return self.lateral_call(left, &call?, visible, written, constraint, outer);
+        }
         let TableFactor::Derived {
             subquery, alias, ..
         } = factor
@@ -477,6 +556,20 @@ impl<'a> Binder<'a> {
         outer: Option<&Outer<'_>>,
     ) -> Result<(Plan, Scope)> {
         match f {
+            TableFactor::Table { .. }
+            | TableFactor::Function { .. }
+            | TableFactor::UNNEST { .. }
+                if super::srf::from_call(f).is_some() =>
+            {
+                // A call that reads nothing left of it: over one empty row.
+                let call = super::srf::from_call(f).expect("checked")?;
+                let outer = if self.derived_sealed.get() {
+                    None
+                } else {
+                    outer
+                };
+                self.bind_from_call(&call, None, &Scope::default(), outer, false)
+            }
             TableFactor::Table {
                 name, alias, args, ..
             } => {
@@ -609,14 +702,16 @@ fn derived_scope(
     Ok((plan, scope))
 }
 
-fn is_lateral(f: &TableFactor) -> bool {
-    matches!(f, TableFactor::Derived { lateral: true, .. })
+/// Whether a FROM item sees everything left of it: LATERAL, and function
+/// calls (always lateral in Postgres).
+pub(super) fn is_lateral(f: &TableFactor) -> bool {
+    matches!(f, TableFactor::Derived { lateral: true, .. }) || super::srf::from_call(f).is_some()
 }
 
-/// Whether a FROM item may read columns left of it: LATERAL, or a subquery
-/// (which may read the parameters of the query it is in).
+/// Whether a FROM item may read columns left of it: LATERAL, a function
+/// call, or a subquery (which may read the parameters of the query it is in).
 pub(super) fn reads_left(f: &TableFactor) -> bool {
-    matches!(f, TableFactor::Derived { .. })
+    matches!(f, TableFactor::Derived { .. }) || super::srf::from_call(f).is_some()
 }
 
 fn has_params(scope: &Scope) -> bool {

@@ -14,6 +14,7 @@ mod from;
 pub mod params;
 mod scalar;
 mod scope;
+mod srf;
 mod subquery;
 mod window;
 
@@ -92,6 +93,8 @@ pub struct ExprCx<'c> {
     pub agg: Option<AggContext>,
     /// The window calls found so far, where window functions are allowed.
     pub win: Option<window::WinContext>,
+    /// The set-returning calls found so far, in a select list.
+    pub srf: Option<srf::SrfContext>,
 }
 
 impl<'c> ExprCx<'c> {
@@ -102,6 +105,7 @@ impl<'c> ExprCx<'c> {
             input,
             agg: None,
             win: None,
+            srf: None,
         }
     }
 }
@@ -825,6 +829,7 @@ impl<'a> Binder<'a> {
         let sort;
         let on_keys;
         let mut windows: Option<window::WinContext>;
+        let mut srfs: Option<srf::SrfContext>;
         if aggregating {
             let mut ctx = AggContext::new(scope.cols[..k].iter().map(|c| c.ty.clone()).collect());
             // GROUPING SETS, ROLLUP and CUBE: the sets of keys, crossed over
@@ -861,7 +866,9 @@ impl<'a> Binder<'a> {
             let mut cx = ExprCx::new(&scope, outer, Some(plan));
             cx.agg = Some(ctx);
             cx.win = Some(window::WinContext::new(s));
+            cx.srf = Some(srf::SrfContext::default());
             self.bind_select_list(s, &scope, &mut cx, &mut exprs, &mut columns)?;
+            srfs = cx.srf.take();
             let win = cx.win.take();
             let having = match &s.having {
                 Some(h) => {
@@ -921,7 +928,13 @@ impl<'a> Binder<'a> {
             if let Some(h) = having {
                 plan = from::filter(plan, vec![fix(&h)]);
             }
-            // Window calls read the groups, as the select list does.
+            // Window and set-returning calls read the groups, as the select
+            // list does.
+            if let Some(c) = srfs.as_mut() {
+                for f in c.calls.iter_mut() {
+                    f.args = f.args.iter().map(fix).collect();
+                }
+            }
             if let Some(w) = windows.as_mut() {
                 for c in w.calls.iter_mut() {
                     c.partition = c.partition.iter().map(fix).collect();
@@ -937,7 +950,9 @@ impl<'a> Binder<'a> {
         } else {
             let mut cx = ExprCx::new(&scope, outer, Some(plan));
             cx.win = Some(window::WinContext::new(s));
+            cx.srf = Some(srf::SrfContext::default());
             self.bind_select_list(s, &scope, &mut cx, &mut exprs, &mut columns)?;
+            srfs = cx.srf.take();
             sort = if order_by.is_empty() && want_order && s.distinct.is_none() {
                 // No ORDER BY of its own: the rows keep the order of an
                 // ordered subquery they come from.
@@ -979,6 +994,30 @@ impl<'a> Binder<'a> {
             let (p, cols) = self.build_windows(plan, w, &ties);
             plan = p;
             exprs = exprs.iter().map(|e| window::substitute(e, &cols)).collect();
+            if let Some(c) = srfs.as_mut() {
+                for f in c.calls.iter_mut() {
+                    f.args = f
+                        .args
+                        .iter()
+                        .map(|e| window::substitute(e, &cols))
+                        .collect();
+                }
+            }
+        }
+        // Set-returning calls of the select list, zipped, after windows.
+        if let Some(c) = srfs.filter(|c| !c.calls.is_empty()) {
+            let first = plan.arity();
+            let count = c.calls.len();
+            plan = Plan::FlatMap {
+                input: Box::new(plan),
+                funcs: c.calls,
+                ordinality: false,
+                outer: false,
+            };
+            exprs = exprs
+                .iter()
+                .map(|e| srf::substitute(e, first, count))
+                .collect();
         }
         if matches!(s.distinct, Some(Distinct::Distinct)) && exprs.len() > k + columns.len() {
             return Err(BindError::new(
@@ -1220,10 +1259,7 @@ impl<'a> Binder<'a> {
                 units.push(self.bind_table_with_joins_led(twj, outer, lead.take())?);
                 continue;
             }
-            let lateral = matches!(
-                twj.relation,
-                ast::TableFactor::Derived { lateral: true, .. }
-            );
+            let lateral = from::is_lateral(&twj.relation);
             let mut all = Scope::default();
             for (_, sc) in units.iter() {
                 all = all.concat(sc);
@@ -1233,11 +1269,7 @@ impl<'a> Binder<'a> {
             } else {
                 from::params_only(&all)
             };
-            let probe = Outer::new(&visible, outer);
-            if let ast::TableFactor::Derived { subquery, .. } = &twj.relation {
-                self.bind_derived(subquery, Some(&probe))?;
-            }
-            let used = probe.used();
+            let used = self.factor_reads(&twj.relation, &visible, outer)?;
             if used.is_empty() {
                 units.push(self.bind_table_with_joins_led(twj, outer, lead.take())?);
                 continue;
@@ -1485,6 +1517,7 @@ fn recursive_uses(plan: &Plan, id: usize) -> std::result::Result<usize, &'static
         Plan::Distinct { input } => none(input, "under DISTINCT"),
         Plan::TopK { input, .. } => none(input, "under ORDER BY ... LIMIT"),
         Plan::Window { input, .. } => none(input, "under a window function"),
+        Plan::FlatMap { input, .. } => count(input),
         Plan::SetOp { left, right, .. } => {
             Ok(none(left, "under INTERSECT/EXCEPT")? + none(right, "under INTERSECT/EXCEPT")?)
         }

@@ -619,6 +619,9 @@ impl<'a> Binder<'a> {
         if f.over.is_some() {
             return self.bind_window_call(f, name, cx);
         }
+        if super::srf::is_srf_name(name) {
+            return self.bind_select_srf(f, name, cx);
+        }
         if f.filter.is_some() || !f.within_group.is_empty() {
             return Err(BindError::new(
                 format!("FILTER/WITHIN GROUP specified, but {name} is not an aggregate function"),

@@ -700,7 +700,7 @@ pub fn substitute(e: &Expr, columns: &[usize]) -> Expr {
         return e.clone();
     }
     e.replace_columns(&|i| {
-        if i >= WIN_BASE {
+        if (WIN_BASE..super::srf::SRF_BASE).contains(&i) {
             Expr::Column(columns[i - WIN_BASE])
         } else {
             Expr::Column(i)
