@@ -36,6 +36,17 @@ use crate::views::{Fault, Health, Refused, Registry, TupleRequest, ViewDef};
 
 /// How often progress events go out at most.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the clock of time-based views moves: a row enters or leaves
+/// within this (plus the dataflow's step) of the moment its condition
+/// changes.
+const CLOCK_INTERVAL: Duration = Duration::from_millis(500);
+/// Clock moves and parameter-tuple steps each take a dataflow time of their
+/// own after the last LSN the source reported (L+1, L+2, ...). The next
+/// commit's LSN is at least two WAL records (about 50 bytes) past the
+/// server's WAL end the source last reported, so at most this many steps
+/// are taken before the source reports again (a keepalive comes every 10 s
+/// when the stream is idle); the clock waits for it past that.
+const MAX_STEPS_BETWEEN_LSNS: u32 = 24;
 /// A progress heartbeat goes out at least this often, even when nothing moved.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// File events are gathered this long before the directory is read again, so
@@ -85,6 +96,11 @@ pub struct Controller {
     refusals: HashMap<String, String>,
     next_params_table: usize,
     next_ticket: u64,
+    /// The clock row in the dataflow's clock table, once a time-based view
+    /// needs it.
+    clock: Option<crate::repr::Row>,
+    /// Dataflow steps of their own (clock, tuples) since the source's last LSN.
+    steps_since_lsn: u32,
     /// Whether tokens are verified: a view that reads claims needs it.
     auth: bool,
     /// A resync's LSN until the dataflow has passed it (see
@@ -156,6 +172,8 @@ impl Controller {
             refusals: HashMap::new(),
             next_params_table: FIRST_PARAMS_TABLE,
             next_ticket: 0,
+            clock: None,
+            steps_since_lsn: 0,
             auth: config.auth,
             faults_settle_at: None,
             dataflow: Some(dataflow),
@@ -196,6 +214,8 @@ impl Controller {
 
     pub async fn run(mut self, mut inputs: ControllerInputs) {
         let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        let mut clock = tokio::time::interval(CLOCK_INTERVAL);
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut reap = tokio::time::interval(Duration::from_secs(1));
         let mut last_heartbeat = std::time::Instant::now();
         loop {
@@ -227,6 +247,7 @@ impl Controller {
                     }
                     self.tuple_requests(all);
                 }
+                _ = clock.tick() => self.move_clock(),
                 _ = reap.tick() => {
                     let expired = self.registry.expire_idle(TUPLE_LINGER);
                     self.tuple_requests(expired);
@@ -253,8 +274,14 @@ impl Controller {
         tracing::trace!(event = ?std::mem::discriminant(&ev), "source event");
         match ev {
             SourceEvent::Resync(r) => self.resync(*r),
-            SourceEvent::Transaction { lsn, updates } => self.df().apply(lsn.0, updates),
-            SourceEvent::Progress { lsn } => self.df().advance(lsn.0),
+            SourceEvent::Transaction { lsn, updates } => {
+                self.steps_since_lsn = 0;
+                self.df().apply(lsn.0, updates)
+            }
+            SourceEvent::Progress { lsn } => {
+                self.steps_since_lsn = 0;
+                self.df().advance(lsn.0)
+            }
             SourceEvent::Status(status) => self.registry.set_health(match status {
                 SourceStatus::Streaming { snapshot_lsn } => Health::Streaming { snapshot_lsn },
                 SourceStatus::Reconnecting { reason } => Health::Reconnecting { reason },
@@ -316,6 +343,7 @@ impl Controller {
             }
         }
         self.in_flight.release_all();
+        self.clock = None;
         for (_, b) in self.built.drain() {
             self.registry.detach(b.dataflow);
         }
@@ -493,6 +521,15 @@ impl Controller {
         view.plan.tables(&mut tables);
         tables.sort_unstable();
         tables.dedup();
+        if tables.contains(&sql::CLOCK_TABLE) && self.clock.is_none() {
+            // The clock table, with the time now, before the view reads it.
+            let row = vec![crate::repr::Datum::TimestampTz(clock_now())];
+            self.df().add_table(sql::CLOCK_TABLE);
+            let ticket = self.ticket();
+            self.df()
+                .tuples(sql::CLOCK_TABLE, vec![(row.clone(), 1)], ticket);
+            self.clock = Some(row);
+        }
         self.built.insert(
             name,
             Built {
@@ -515,6 +552,24 @@ impl Controller {
                 self.df().drop_table(t);
             }
         }
+    }
+
+    /// Moves the clock of time-based views to now (one dataflow step of its
+    /// own, between transactions, like parameter tuples).
+    fn move_clock(&mut self) {
+        let Some(old) = self.clock.take() else {
+            return;
+        };
+        let row = vec![crate::repr::Datum::TimestampTz(clock_now())];
+        if row == old || self.steps_since_lsn >= MAX_STEPS_BETWEEN_LSNS {
+            self.clock = Some(old);
+            return;
+        }
+        self.steps_since_lsn += 1;
+        let ticket = self.ticket();
+        self.df()
+            .tuples(sql::CLOCK_TABLE, vec![(old, -1), (row.clone(), 1)], ticket);
+        self.clock = Some(row);
     }
 
     fn ticket(&mut self) -> u64 {
@@ -547,6 +602,7 @@ impl Controller {
                 .into_iter()
                 .map(|r| (r.tuple, if r.add { 1 } else { -1 }))
                 .collect();
+            self.steps_since_lsn = self.steps_since_lsn.saturating_add(1);
             self.df().tuples(table, updates, ticket);
         }
     }
@@ -693,4 +749,13 @@ fn catalog_of(
         }
     }
     catalog
+}
+
+/// The time now as a timestamptz (microseconds since 2000-01-01 UTC).
+fn clock_now() -> i64 {
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as i64;
+    since_unix - crate::repr::datetime::UNIX_TO_PG_DAYS * crate::repr::datetime::MICROS_PER_DAY
 }

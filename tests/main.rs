@@ -14,6 +14,7 @@ mod scenarios;
 mod schema;
 mod slt;
 mod support;
+mod temporal;
 mod tls;
 mod tpch;
 mod types;

@@ -210,6 +210,10 @@ pub struct CompiledView {
 /// until the controller renames it to the view's own.
 pub const PARAMS_TABLE: usize = usize::MAX - 1;
 
+/// The clock of time-based views: one row, the current time as a
+/// timestamptz, replaced a few times a second while a view reads it.
+pub const CLOCK_TABLE: usize = usize::MAX - 2;
+
 /// Parses one view definition: exactly one SELECT statement.
 pub fn parse(sql: &str) -> Result<ast::Query, BindError> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {

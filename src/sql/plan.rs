@@ -140,6 +140,27 @@ impl fmt::Display for Aggregate {
     }
 }
 
+/// How a temporal condition compares a row's value `v` with `g(now)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TemporalOp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+}
+
+/// One condition `row OP now_expr` of a time-based view: `row` reads the
+/// input row, `now_expr` reads a one-column row holding the clock (a
+/// timestamptz) and never decreases as the clock moves, so each row's
+/// condition changes at most once each way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TemporalBound {
+    pub row: Expr,
+    pub op: TemporalOp,
+    pub now: Expr,
+}
+
 /// What a window function computes for each row of its partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowKind {
@@ -339,6 +360,13 @@ pub enum Plan {
     },
     /// The rows of the enclosing `Recursive` with the same id.
     RecursiveRef { id: usize, arity: usize },
+    /// Rows while every condition holds at the clock's current value: a row
+    /// enters and leaves as the clock (the table [`crate::sql::CLOCK_TABLE`])
+    /// passes the moments its conditions change, with no write.
+    Temporal {
+        input: Box<Plan>,
+        bounds: Vec<TemporalBound>,
+    },
     /// Set-returning functions: each input row followed by each row the
     /// functions produce for it, zipped side by side (a function with fewer
     /// rows gives NULLs, as in a select list or `ROWS FROM`), then the row's
@@ -372,9 +400,10 @@ impl Plan {
             | Plan::Constant { arity, .. }
             | Plan::RecursiveRef { arity, .. } => *arity,
             Plan::Recursive { base, .. } => base.arity(),
-            Plan::Filter { input, .. } | Plan::Distinct { input } | Plan::TopK { input, .. } => {
-                input.arity()
-            }
+            Plan::Filter { input, .. }
+            | Plan::Distinct { input }
+            | Plan::TopK { input, .. }
+            | Plan::Temporal { input, .. } => input.arity(),
             Plan::Project { exprs, .. } => exprs.len(),
             Plan::Join {
                 left,
@@ -412,6 +441,7 @@ impl Plan {
             | Plan::Distinct { input }
             | Plan::Window { input, .. }
             | Plan::FlatMap { input, .. }
+            | Plan::Temporal { input, .. }
             | Plan::TopK { input, .. } => vec![input],
             Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => vec![left, right],
             Plan::Recursive { base, step, .. } => vec![base, step],
@@ -428,6 +458,7 @@ impl Plan {
             | Plan::Distinct { input }
             | Plan::Window { input, .. }
             | Plan::FlatMap { input, .. }
+            | Plan::Temporal { input, .. }
             | Plan::TopK { input, .. } => vec![input],
             Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => vec![left, right],
             Plan::Recursive { base, step, .. } => vec![base, step],
@@ -451,6 +482,9 @@ impl Plan {
     pub fn tables(&self, out: &mut Vec<usize>) {
         if let Plan::Get { table, .. } = self {
             out.push(*table);
+        }
+        if let Plan::Temporal { .. } = self {
+            out.push(crate::sql::CLOCK_TABLE);
         }
         self.inputs().into_iter().for_each(|p| p.tables(out));
     }
@@ -535,6 +569,25 @@ impl Plan {
             }
             Plan::Distinct { input } => {
                 writeln!(f, "{pad}Distinct")?;
+                input.explain(depth + 1, f)
+            }
+            Plan::Temporal { input, bounds } => {
+                let conds: Vec<String> = bounds
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{} {:?} {}",
+                            b.row,
+                            b.op,
+                            b.now.to_string().replace("#0", "now()")
+                        )
+                    })
+                    .collect();
+                writeln!(
+                    f,
+                    "{pad}Temporal {} (rows enter and leave as the clock passes)",
+                    conds.join(" AND ")
+                )?;
                 input.explain(depth + 1, f)
             }
             Plan::FlatMap {

@@ -244,6 +244,16 @@ pub fn prune(plan: Plan, demand: &BTreeSet<usize>) -> (Plan, Map) {
                 identity(arity),
             )
         }
+        Plan::Temporal { input, bounds } => {
+            let arity = input.arity();
+            (
+                Plan::Temporal {
+                    input: Box::new(keep_all(*input)),
+                    bounds,
+                },
+                identity(arity),
+            )
+        }
         Plan::FlatMap {
             input,
             funcs,

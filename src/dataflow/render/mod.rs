@@ -20,6 +20,7 @@ mod project;
 mod recursive;
 mod reduce;
 mod setop;
+mod temporal;
 mod topk;
 mod window;
 
@@ -234,6 +235,12 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             topk::render(render(input, ctx), *group, order.clone(), *limit, *offset),
             None,
         ),
+        Plan::Temporal { input, bounds } => {
+            let input = render(input, ctx);
+            let clock = get::render(crate::sql::CLOCK_TABLE, ctx);
+            let (ok, err) = temporal::render(input, clock, bounds.clone());
+            (ok, Some(err))
+        }
         Plan::FlatMap {
             input,
             funcs,

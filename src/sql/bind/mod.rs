@@ -16,6 +16,7 @@ mod scalar;
 mod scope;
 mod srf;
 mod subquery;
+mod temporal;
 mod window;
 
 use std::cell::RefCell;
@@ -121,6 +122,9 @@ pub struct Binder<'a> {
     /// Set while the FROM of a query bound with parameters is bound: a
     /// subquery there reaches the enclosing query only through them.
     derived_sealed: std::cell::Cell<bool>,
+    /// Set while the clock side of a time-based condition is bound: `now()`
+    /// and its kin read column 0, the clock.
+    now_column: std::cell::Cell<bool>,
     /// The session's zone and DateStyle, which `timestamptz` operations,
     /// date/time text and literals depend on (see `repr::tz`).
     pub(crate) time: TimeCx,
@@ -143,6 +147,7 @@ impl<'a> Binder<'a> {
             ctes: RefCell::new(Vec::new()),
             next_recursive: std::cell::Cell::new(0),
             derived_sealed: std::cell::Cell::new(false),
+            now_column: std::cell::Cell::new(false),
             time,
         })
     }
@@ -774,6 +779,7 @@ impl<'a> Binder<'a> {
         // subqueries are applied to the joined rows afterwards.
         let mut plain = Vec::new();
         let mut with_subqueries = Vec::new();
+        let mut temporal_bounds = Vec::new();
         if let Some(w) = &s.selection {
             if aggregate::contains_aggregate(w) {
                 return Err(BindError::new(
@@ -784,6 +790,11 @@ impl<'a> Binder<'a> {
             let mut parts = Vec::new();
             split_conjuncts(w, &mut parts);
             for p in parts {
+                if temporal::mentions_now(&p) {
+                    let mut cx = ExprCx::new(&scope, outer, None);
+                    temporal_bounds.extend(self.bind_temporal(&p, &mut cx)?);
+                    continue;
+                }
                 if subquery::contains_subquery(&p) {
                     with_subqueries.push(p);
                     continue;
@@ -797,6 +808,12 @@ impl<'a> Binder<'a> {
         let mut plan = from::join_units(units, plain);
         for p in &with_subqueries {
             plan = self.where_subquery_conjunct(p, plan, &scope, outer)?;
+        }
+        if !temporal_bounds.is_empty() {
+            plan = Plan::Temporal {
+                input: Box::new(plan),
+                bounds: temporal_bounds,
+            };
         }
 
         // Aggregation.
@@ -870,7 +887,30 @@ impl<'a> Binder<'a> {
             self.bind_select_list(s, &scope, &mut cx, &mut exprs, &mut columns)?;
             srfs = cx.srf.take();
             let win = cx.win.take();
+            // HAVING's conjuncts that read the clock are time-based
+            // conditions on the groups.
+            let mut having_bounds = Vec::new();
             let having = match &s.having {
+                Some(h) if temporal::mentions_now(h) => {
+                    let mut parts = Vec::new();
+                    split_conjuncts(h, &mut parts);
+                    let mut rest = Vec::new();
+                    for p in parts {
+                        if temporal::mentions_now(&p) {
+                            having_bounds.extend(self.bind_temporal(&p, &mut cx)?);
+                        } else {
+                            let (e, ty) = self.bind_expr(&p, &mut cx)?;
+                            expect_bool(&ty, "argument of HAVING", p.span())?;
+                            rest.push(e);
+                        }
+                    }
+                    rest.into_iter().reduce(|a, b| Expr::Binary {
+                        op: crate::sql::expr::BinOp::And,
+                        left: Box::new(a),
+                        right: Box::new(b),
+                        ty: Type::Bool,
+                    })
+                }
                 Some(h) => {
                     let (e, ty) = self.bind_expr(h, &mut cx)?;
                     expect_bool(&ty, "argument of HAVING", h.span())?;
@@ -927,6 +967,18 @@ impl<'a> Binder<'a> {
             exprs = exprs.iter().map(fix).collect();
             if let Some(h) = having {
                 plan = from::filter(plan, vec![fix(&h)]);
+            }
+            if !having_bounds.is_empty() {
+                plan = Plan::Temporal {
+                    input: Box::new(plan),
+                    bounds: having_bounds
+                        .into_iter()
+                        .map(|mut b| {
+                            b.row = fix(&b.row);
+                            b
+                        })
+                        .collect(),
+                };
             }
             // Window and set-returning calls read the groups, as the select
             // list does.
@@ -1518,6 +1570,7 @@ fn recursive_uses(plan: &Plan, id: usize) -> std::result::Result<usize, &'static
         Plan::TopK { input, .. } => none(input, "under ORDER BY ... LIMIT"),
         Plan::Window { input, .. } => none(input, "under a window function"),
         Plan::FlatMap { input, .. } => count(input),
+        Plan::Temporal { input, .. } => none(input, "under a time-based condition"),
         Plan::SetOp { left, right, .. } => {
             Ok(none(left, "under INTERSECT/EXCEPT")? + none(right, "under INTERSECT/EXCEPT")?)
         }

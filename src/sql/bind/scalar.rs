@@ -867,9 +867,25 @@ impl<'a> Binder<'a> {
                 }
                 call(Func::DateTrunc(field), vec![x], ty, span)
             }
-            "now" | "current_timestamp" | "current_date" | "random" | "clock_timestamp"
-            | "statement_timestamp" | "transaction_timestamp" | "timeofday" => Err(unsupported(
-                format!("{name}() (its value changes without a row changing, so a view over it cannot be maintained)"),
+            n if self.now_column.get() && super::temporal::is_clock_name(n) => {
+                // The clock side of a time-based condition: column 0.
+                let now = Expr::Column(0);
+                match n {
+                    "current_date" => Ok((
+                        coerce(&self.time, now, &Type::TimestampTz, &Type::Date, span)?,
+                        Type::Date,
+                    )),
+                    "localtimestamp" => Ok((
+                        coerce(&self.time, now, &Type::TimestampTz, &Type::Timestamp, span)?,
+                        Type::Timestamp,
+                    )),
+                    _ => Ok((now, Type::TimestampTz)),
+                }
+            }
+            "now" | "current_timestamp" | "current_date" | "localtimestamp" | "random"
+            | "clock_timestamp" | "statement_timestamp" | "transaction_timestamp"
+            | "timeofday" => Err(unsupported(
+                format!("{name}() here (its value changes without a row changing; only a WHERE or HAVING condition comparing a row value with now() ± a constant interval, current_date and the like is maintained, as the clock passes)"),
                 span,
             )),
             _ => Err(unsupported(format!("function {name}()"), span)),

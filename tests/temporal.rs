@@ -1,0 +1,95 @@
+//! Time-based views: rows enter and leave as the clock passes, with no
+//! write, checked against Postgres answering the same SQL at the same
+//! moment, in a database whose TimeZone is not UTC (current_date is the
+//! date there).
+
+use std::time::{Duration, Instant};
+
+use crate::support::{sorted_rows, TestDb, TestServer};
+
+async fn pg_rows(db: &TestDb, sql: &str) -> Vec<String> {
+    db.json_rows(sql, 1).await.expect("postgres answers")
+}
+
+async fn view_rows(server: &TestServer, name: &str) -> Vec<String> {
+    let (status, body) = server.get(&format!("/views/{name}")).await;
+    assert_eq!(status, 200, "{name}: {body}");
+    sorted_rows(&body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_age_out_and_in_as_the_clock_passes() {
+    let db = TestDb::zoned("temporal").await;
+    // Row i leaves `at > now() - 5 s` 2i seconds after the insert and
+    // enters `at <= now() - 3 s` 2i - 2 seconds after it: every change falls
+    // on an even second.
+    db.exec(
+        "CREATE TABLE ev (id int PRIMARY KEY, at timestamptz, due date);
+         INSERT INTO ev SELECT i, now() - interval '5 seconds' + i * interval '2 seconds',
+                               current_date + (i % 3 - 1)
+           FROM generate_series(1, 4) i;
+         INSERT INTO ev VALUES (5, NULL, NULL);",
+    )
+    .await;
+    let recent = "SELECT id FROM ev WHERE at > now() - interval '5 seconds'";
+    let old = "SELECT id FROM ev WHERE at <= current_timestamp - interval '3 seconds'";
+    let overdue = "SELECT id FROM ev WHERE due < current_date";
+    let today = "SELECT id FROM ev WHERE due = current_date";
+    let server = TestServer::start(
+        &db,
+        &[
+            ("recent", recent),
+            ("old", old),
+            ("overdue", overdue),
+            ("today", today),
+        ],
+    )
+    .await;
+    // The insert, as an instant of this process.
+    let since: f64 = db
+        .client
+        .query_one(
+            "SELECT extract(epoch FROM now() - (SELECT at + interval '3 seconds' FROM ev WHERE id = 1))::float8",
+            &[],
+        )
+        .await
+        .expect("now")
+        .get(0);
+    let insert = Instant::now() - Duration::from_secs_f64(since.max(0.0));
+    let mut follower = server.follow("recent").await;
+
+    // On odd seconds, one second after a change and one before the next,
+    // with no write in between: the views equal Postgres's answers then, so
+    // each row entered or left within a second of the moment Postgres's
+    // answer changed.
+    for i in 1..=4u64 {
+        let at = insert + Duration::from_secs(2 * i + 1);
+        let now = Instant::now();
+        if at > now {
+            tokio::time::sleep(at - now).await;
+        }
+        for (name, sql) in [
+            ("recent", recent),
+            ("old", old),
+            ("overdue", overdue),
+            ("today", today),
+        ] {
+            let want = pg_rows(&db, sql).await;
+            let got = view_rows(&server, name).await;
+            assert_eq!(got, want, "{name}, {} s after the insert", 2 * i + 1);
+        }
+    }
+    assert!(pg_rows(&db, recent).await.is_empty(), "every row aged out");
+    assert_eq!(pg_rows(&db, old).await.len(), 4, "every dated row is old");
+
+    // The SSE subscriber saw each row leave, within the bound, in events
+    // whose LSNs never go back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !follower.rows.is_empty() && Instant::now() < deadline {
+        follower.next().await;
+    }
+    assert!(follower.rows.is_empty(), "{:?}", follower.rows);
+    let lsns: Vec<_> = follower.events.iter().filter_map(|e| e.lsn).collect();
+    assert!(lsns.windows(2).all(|w| w[0] <= w[1]), "{lsns:?}");
+    server.stop().await;
+}
