@@ -102,6 +102,52 @@ const VIEWS: &[(&str, &str)] = &[
                 date_trunc('hour', placed_at) AS hour, concat(status, customer_id) AS cat
          FROM orders",
     ),
+    // Round two: windows, DISTINCT ON, LATERAL, set-returning functions,
+    // grouping sets, ordered-set aggregates. Every window's ORDER BY ends in
+    // a key, so no answer depends on the order of peers.
+    (
+        "windows",
+        "SELECT id, customer_id, rank() OVER (PARTITION BY customer_id ORDER BY qty DESC, id) AS r,
+                dense_rank() OVER (ORDER BY qty) AS dr, row_number() OVER (PARTITION BY status ORDER BY id) AS rn,
+                sum(qty) OVER (PARTITION BY customer_id ORDER BY id) AS running,
+                lag(qty) OVER (PARTITION BY customer_id ORDER BY id) AS prev,
+                lead(id, 2, -1) OVER (ORDER BY id) AS after2, count(*) OVER w AS n,
+                avg(qty) OVER (ORDER BY id ROWS BETWEEN 2 PRECEDING AND 1 FOLLOWING) AS moving,
+                first_value(id) OVER (PARTITION BY product_id ORDER BY placed_at, id) AS first_id
+         FROM orders WINDOW w AS (PARTITION BY status)",
+    ),
+    (
+        "latest_per_customer",
+        "SELECT DISTINCT ON (customer_id) customer_id, id, placed_at FROM orders ORDER BY customer_id, placed_at DESC, id",
+    ),
+    (
+        "top2_lateral",
+        "SELECT c.id, t.id AS order_id, t.qty FROM customers c,
+                LATERAL (SELECT o.id, o.qty FROM orders o WHERE o.customer_id = c.id ORDER BY o.qty DESC, o.id LIMIT 2) t",
+    ),
+    (
+        "series",
+        "SELECT o.id, g.v, g.k2, s.k FROM orders o, generate_series(1, o.qty) WITH ORDINALITY g(v, k2),
+                LATERAL (SELECT g.v * 10 AS k) s WHERE o.qty < 4",
+    ),
+    ("select_series", "SELECT id, generate_series(1, qty) AS k, generate_series(1, 2) AS two FROM orders WHERE status = 'new'"),
+    (
+        "rollup",
+        "SELECT status, customer_id, count(*) AS n, sum(qty) AS q, grouping(status, customer_id) AS g
+         FROM orders GROUP BY ROLLUP (status, customer_id)",
+    ),
+    (
+        "percentiles",
+        "SELECT status, percentile_cont(0.5) WITHIN GROUP (ORDER BY qty) AS median,
+                percentile_disc(0.9) WITHIN GROUP (ORDER BY qty) AS p90,
+                mode() WITHIN GROUP (ORDER BY product_id) AS common_product
+         FROM orders GROUP BY status",
+    ),
+    (
+        "ordered_sub",
+        "SELECT c.id, (SELECT array_agg(x.qty) FROM (SELECT o.qty FROM orders o WHERE o.customer_id = c.id ORDER BY o.id DESC) x) AS qtys
+         FROM customers c",
+    ),
 ];
 
 /// Views whose answers depend on the session's zone and DateStyle.

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::repr::Type;
 use crate::sql::expr::{BinOp, Expr};
-use crate::sql::plan::{JoinKind, Plan};
+use crate::sql::plan::{JoinKind, Plan, SortKey};
 use crate::sql::BindError;
 
 /// Whether a join's ON condition in `twj` uses a view parameter.
@@ -265,12 +265,31 @@ impl<'a> Binder<'a> {
         let (first, order) = self.bind_derived(subquery, Some(&probe))?;
         let used = probe.used();
         let qualifier = alias.as_ref().map(|a| ident_name(&a.name));
+        // Over the parameter tuples alone (a subquery in FROM of a correlated
+        // subquery), the rows keep the subquery's order: Postgres evaluates
+        // it once per tuple.
+        let params_only_left = !lscope.cols.is_empty() && lscope.cols.iter().all(|c| c.depth > 0);
+        let la = lplan.arity();
         if used.is_empty() {
             // It reads nothing of `left`: an ordinary join.
             let (rplan, rscope) = derived_scope(first, order, alias.as_ref(), &qualifier)?;
-            return self.join(
+            let keep: Vec<SortKey> = if params_only_left {
+                rscope
+                    .order
+                    .iter()
+                    .map(|k| SortKey {
+                        column: k.column + la,
+                        ..k.clone()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let (plan, mut scope) = self.join(
                 lplan, lscope, rplan, rscope, written, constraint, outer, span,
-            );
+            )?;
+            scope.order = keep;
+            return Ok((plan, scope));
         }
         let n = used.len();
         let params = super::Params {
@@ -290,13 +309,13 @@ impl<'a> Binder<'a> {
                 .collect(),
         };
         let again = Outer::new(visible, outer);
-        let mut b = self.bind_query(subquery, Some(&again), Some(&params))?;
+        let (mut b, order) = self.bind_derived_over(subquery, Some(&again), Some(&params))?;
         if let Some(a) = alias {
             rename_columns(&mut b.columns, a, qualifier.as_deref().unwrap_or(""))?;
         }
         let right_arity = b.plan.arity();
         let width = b.params + b.columns.len();
-        let (_, rscope) = bound_scope(
+        let (_, mut rscope) = bound_scope(
             super::Bound {
                 plan: Plan::Constant {
                     rows: vec![],
@@ -308,8 +327,13 @@ impl<'a> Binder<'a> {
             },
             qualifier.as_deref().unwrap_or(""),
         );
-        let la = lplan.arity();
-        let combined = lscope.concat(&rscope);
+        // ORDER BY keys past the output columns: hidden, nameless.
+        for _ in width..right_arity {
+            let mut c = ScopeCol::new(None, String::new(), Type::Unknown);
+            c.hidden = true;
+            rscope.cols.push(c);
+        }
+        let mut combined = lscope.concat(&rscope);
         let mut residual = Vec::new();
         match constraint {
             JoinConstraint::On(e) => {
@@ -360,7 +384,18 @@ impl<'a> Binder<'a> {
             null_safe: true,
         };
         let mut exprs: Vec<Expr> = (0..la).map(Expr::Column).collect();
-        exprs.extend((la + n..la + width).map(Expr::Column));
+        exprs.extend((la + n..la + right_arity).map(Expr::Column));
+        if params_only_left {
+            // A key on a parameter is the same for all of a tuple's rows.
+            combined.order = order
+                .iter()
+                .filter(|k| k.column >= n)
+                .map(|k| SortKey {
+                    column: la + k.column - n,
+                    ..k.clone()
+                })
+                .collect();
+        }
         Ok((
             Plan::Project {
                 input: Box::new(joined),

@@ -208,8 +208,18 @@ impl<'a> Binder<'a> {
         q: &ast::Query,
         outer: Option<&Outer<'_>>,
     ) -> Result<(Bound, Vec<SortKey>)> {
+        self.bind_derived_over(q, outer, None)
+    }
+
+    /// [`Binder::bind_derived`] over parameter tuples (a LATERAL subquery).
+    pub fn bind_derived_over(
+        &self,
+        q: &ast::Query,
+        outer: Option<&Outer<'_>>,
+        params: Option<&Params>,
+    ) -> Result<(Bound, Vec<SortKey>)> {
         let depth = self.ctes.borrow().len();
-        let result = self.bind_query_inner(q, outer, None, true);
+        let result = self.bind_query_inner(q, outer, params, true);
         self.ctes.borrow_mut().truncate(depth);
         result
     }
@@ -763,7 +773,7 @@ impl<'a> Binder<'a> {
         // Rows of one ordered subquery in FROM arrive in its order (a
         // correlated subquery's parameters only select among them).
         let from_order: Vec<SortKey> = match units.as_slice() {
-            [(_, only)] if !led => only.order.clone(),
+            [(_, only)] => only.order.clone(),
             [_, (_, only)] if k > 0 && !led => only
                 .order
                 .iter()
