@@ -405,9 +405,40 @@ impl<'a> Binder<'a> {
             }
         }
         let mut args = Vec::new();
+        let mut row_key: Option<ast::Expr> = None;
         for a in &list.args {
             match a {
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => args.push(e),
+                // count(t.*): t's row is NULL only where an outer join pads
+                // it, which a key column of t tells.
+                FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q))
+                    if name == "count" && list.args.len() == 1 =>
+                {
+                    let q = object_name_parts(q).last().cloned().unwrap_or_default();
+                    let key = cx.scope.cols.iter().find(|c| {
+                        c.key && c.depth == 0 && c.qualifier.as_deref() == Some(q.as_str())
+                    });
+                    match key {
+                        Some(c) => {
+                            row_key = Some(ast::Expr::CompoundIdentifier(vec![
+                                ast::Ident::with_quote('"', q.clone()),
+                                ast::Ident::with_quote('"', c.name.clone()),
+                            ]))
+                        }
+                        None if cx.scope.has_qualifier(&q) => {
+                            return Err(unsupported(
+                                format!("count({q}.*) over a FROM item without a primary key (count(*) or count(a column) says what to count)"),
+                                span,
+                            ))
+                        }
+                        None => {
+                            return Err(BindError::new(
+                                format!("missing FROM-clause entry for table \"{q}\""),
+                                span,
+                            ))
+                        }
+                    }
+                }
                 FunctionArg::Unnamed(FunctionArgExpr::Wildcard)
                     if name == "count" && !distinct && list.args.len() == 1 => {}
                 other => {
@@ -417,6 +448,9 @@ impl<'a> Binder<'a> {
                     ))
                 }
             }
+        }
+        if let Some(k) = &row_key {
+            args.push(k);
         }
         for a in &args {
             if contains_aggregate(a) {

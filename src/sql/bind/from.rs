@@ -648,6 +648,11 @@ impl<'a> Binder<'a> {
                     .iter()
                     .map(|c| ScopeCol::new(Some(qualifier.clone()), c.name.clone(), c.ty.clone()))
                     .collect();
+                for &k in info.key.iter().flatten() {
+                    if let Some(c) = cols.get_mut(k) {
+                        c.key = true;
+                    }
+                }
                 if let Some(a) = alias {
                     if a.columns.len() > cols.len() {
                         return Err(BindError::new(

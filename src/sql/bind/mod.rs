@@ -12,6 +12,7 @@
 mod aggregate;
 mod from;
 pub mod params;
+mod rows;
 mod scalar;
 mod scope;
 mod srf;

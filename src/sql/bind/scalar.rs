@@ -98,6 +98,9 @@ impl<'a> Binder<'a> {
                 }
             }
             ast::Expr::BinaryOp { left, op, right } => {
+                if let Some(r) = self.bind_row_comparison(left, op, right, cx) {
+                    return r;
+                }
                 let (l, lt) = self.bind_expr(left, cx)?;
                 let (r, rt) = self.bind_expr(right, cx)?;
                 if is_ordering(op) {

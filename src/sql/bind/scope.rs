@@ -23,6 +23,9 @@ pub struct ScopeCol {
     /// A column merged away by `JOIN ... USING` / `NATURAL JOIN`: reachable only
     /// qualified (`a.x`) and left out of `*`.
     pub hidden: bool,
+    /// Part of a base table's primary key (or replica identity index): never
+    /// NULL in a row of the table, so NULL only where an outer join pads.
+    pub key: bool,
 }
 
 impl ScopeCol {
@@ -33,6 +36,7 @@ impl ScopeCol {
             ty,
             depth: 0,
             hidden: false,
+            key: false,
         }
     }
 }

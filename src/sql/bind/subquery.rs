@@ -437,6 +437,16 @@ impl<'a> Binder<'a> {
             inner = x;
         }
         let mut cx = ExprCx::new(scope, outer, Some(plan));
+        if let ast::Expr::InSubquery {
+            expr,
+            subquery,
+            negated: false,
+        } = inner
+        {
+            if let Some(items) = super::rows::row_items(expr) {
+                return self.row_in_subquery(&items, subquery, cx, p.span());
+            }
+        }
         let (subquery, negated, x) = match inner {
             ast::Expr::Exists { subquery, negated } => (subquery, *negated, None),
             ast::Expr::UnaryOp {
@@ -504,6 +514,68 @@ impl<'a> Binder<'a> {
             } else {
                 JoinKind::Semi
             },
+            left_keys,
+            right_keys,
+            residual: vec![],
+            right_arity,
+            null_safe: true,
+        })
+    }
+}
+
+impl<'a> Binder<'a> {
+    /// `(a, b) IN (SELECT x, y ...)` at the top of WHERE: a semi-join on
+    /// every pair (and the parameters of a correlated subquery); a row with a
+    /// NULL field, or a NULL in the subquery's row, never matches.
+    fn row_in_subquery(
+        &self,
+        items: &[&ast::Expr],
+        subquery: &ast::Query,
+        mut cx: ExprCx<'_>,
+        span: Span,
+    ) -> Result<Plan> {
+        let mut xs = Vec::new();
+        for e in items {
+            xs.push(self.bind_expr(e, &mut cx)?);
+        }
+        let (bound, used) = self.bind_correlated(subquery, &cx)?;
+        if bound.columns.len() != xs.len() {
+            return Err(BindError::new(
+                if bound.columns.len() > xs.len() {
+                    "subquery has too many columns"
+                } else {
+                    "subquery has too few columns"
+                },
+                span,
+            ));
+        }
+        let input = cx.input.take().expect("input is returned");
+        let k = bound.params;
+        let mut left_keys: Vec<Expr> = used.iter().map(|&i| Expr::Column(i)).collect();
+        let mut right_keys = columns(0..k);
+        let (mut left, mut right) = (input, bound.plan);
+        let not_null = |e: &Expr| Expr::IsNull {
+            expr: Box::new(e.clone()),
+            negated: true,
+        };
+        for (i, (x, xt)) in xs.into_iter().enumerate() {
+            let yt = bound.columns[i].ty.clone();
+            let ty = in_type(&xt, &yt, span)?;
+            let x = from::key_expr(coerce(&self.time, x, &xt, &ty, span)?, &ty);
+            let y = from::key_expr(
+                coerce(&self.time, Expr::Column(k + i), &yt, &ty, span)?,
+                &ty,
+            );
+            left = from::filter(left, vec![not_null(&x)]);
+            right = from::filter(right, vec![not_null(&y)]);
+            left_keys.push(x);
+            right_keys.push(y);
+        }
+        let right_arity = right.arity();
+        Ok(Plan::Join {
+            left: Box::new(left),
+            right: Box::new(right),
+            kind: JoinKind::Semi,
             left_keys,
             right_keys,
             residual: vec![],
