@@ -13,6 +13,7 @@ pub mod func;
 pub mod plan;
 pub mod prune;
 pub mod srf;
+pub mod topk_windows;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -351,7 +352,7 @@ pub fn compile_with(
     }
     let binder = bind::Binder::new(catalog, views)?;
     let (plan, columns) = binder.bind_top_with_params(&q, &params)?;
-    let body = prune::prune_view(plan);
+    let body = prune::prune_view(topk_windows::rewrite(plan));
     let plan = render_output(body.clone(), params.len(), &columns, &binder.time)?;
     Ok(CompiledView {
         plan,
