@@ -102,6 +102,62 @@ pub enum Func {
     /// A view's output value as `to_json` writes it in the session zone: a
     /// timestamptz, or an array of them (the type says which).
     JsonIn(Type, TimeCx),
+    /// `json_build_object` (`jsonb`: `jsonb_build_object`): arguments
+    /// alternate keys and values; each value as `to_json` writes it (the
+    /// binder has put timestamptz values in the session zone).
+    JsonBuildObject {
+        jsonb: bool,
+    },
+    /// `json_build_array` / `jsonb_build_array`.
+    JsonBuildArray {
+        jsonb: bool,
+    },
+    /// `to_json` / `to_jsonb` of one value (`row_to_json` of a row is the
+    /// row itself).
+    ToJson {
+        jsonb: bool,
+    },
+    /// A FROM item's row as a value: the JSON object `row_to_json` writes,
+    /// one argument per column, named here.
+    RowToJson(Vec<String>),
+    /// An operator or function on json/jsonb documents.
+    Json(JsonOp),
+}
+
+/// Operators and functions that take json/jsonb documents apart (see
+/// [`json::Value`]). Text arrays (keys, paths) arrive as their JSON arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JsonOp {
+    /// `jsonb ? text`.
+    Exists,
+    /// `jsonb ?| text[]`.
+    ExistsAny,
+    /// `jsonb ?& text[]`.
+    ExistsAll,
+    /// `jsonb @> jsonb`.
+    Contains,
+    /// `jsonb <@ jsonb`.
+    ContainedBy,
+    /// `jsonb - text`.
+    DeleteKey,
+    /// `jsonb - text[]`.
+    DeleteKeys,
+    /// `jsonb - integer`.
+    DeleteIndex,
+    /// `jsonb || jsonb`.
+    Concat,
+    /// `jsonb_set(target, path, new [, create_missing])`.
+    Set,
+    /// `json_typeof` / `jsonb_typeof`.
+    TypeOf,
+    /// `json_array_length` / `jsonb_array_length`.
+    ArrayLength,
+    /// `jsonb_strip_nulls` (canonical result).
+    StripNulls,
+    /// `json_strip_nulls` (compact result, members as written).
+    JsonStripNulls,
+    /// `jsonb_pretty`.
+    Pretty,
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
@@ -173,6 +229,15 @@ impl Func {
             Func::DatePart(f) => format!("date_part_{f}"),
             Func::DateTrunc(f) => format!("date_trunc_{f}"),
             Func::JsonGet { as_text } => (if *as_text { "->>" } else { "->" }).into(),
+            Func::JsonBuildObject { jsonb } => {
+                (if *jsonb { "jsonb_build_object" } else { "json_build_object" }).into()
+            }
+            Func::JsonBuildArray { jsonb } => {
+                (if *jsonb { "jsonb_build_array" } else { "json_build_array" }).into()
+            }
+            Func::ToJson { jsonb } => (if *jsonb { "to_jsonb" } else { "to_json" }).into(),
+            Func::RowToJson(_) => "row_to_json".into(),
+            Func::Json(op) => format!("{op:?}").to_lowercase(),
             Func::JsonPath { steps, as_text } => {
                 format!(
                     "{}{{{}}}",
@@ -208,6 +273,31 @@ impl Func {
                     .map(output_text)
                     .collect();
                 return Ok(Datum::Text(parts.join(text(sep))));
+            }
+            Func::JsonBuildObject { jsonb } => return build_object(args, *jsonb),
+            Func::JsonBuildArray { jsonb } => {
+                let mut out = String::from("[");
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    a.write_json(&mut out);
+                }
+                out.push(']');
+                return json_result(out, *jsonb);
+            }
+            Func::RowToJson(names) => {
+                let mut out = String::from("{");
+                for (i, (name, a)) in names.iter().zip(args).enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    crate::repr::write_json_string(name, &mut out);
+                    out.push(':');
+                    a.write_json(&mut out);
+                }
+                out.push('}');
+                return Ok(Datum::Json(out));
             }
             _ => {}
         }
@@ -528,9 +618,154 @@ impl Func {
                 json_out(found, *as_text)
             }
             Func::JsonPath { steps, as_text } => json_out(json::path(text(a), steps), *as_text),
-            Func::Concat | Func::ConcatWs => unreachable!("handled above"),
+            Func::ToJson { jsonb } => json_result(a.to_json_string(), *jsonb)?,
+            Func::Json(op) => json_op(*op, args)?,
+            Func::Concat
+            | Func::ConcatWs
+            | Func::JsonBuildObject { .. }
+            | Func::JsonBuildArray { .. }
+            | Func::RowToJson(_) => unreachable!("handled above"),
         })
     }
+}
+
+impl Func {
+    /// Whether the function is NULL whenever an argument is NULL (the
+    /// binder folds a call with a constant NULL argument to NULL).
+    pub fn is_strict(&self) -> bool {
+        !matches!(
+            self,
+            Func::Concat
+                | Func::ConcatWs
+                | Func::JsonBuildObject { .. }
+                | Func::JsonBuildArray { .. }
+                | Func::RowToJson(_)
+        )
+    }
+}
+
+/// JSON text built by a json function, as `json` (kept as written) or as
+/// `jsonb` (canonical: numbers as numeric writes them, keys sorted).
+fn json_result(text: String, jsonb: bool) -> Result<Datum, EvalError> {
+    if jsonb {
+        json::to_jsonb(&text).map(Datum::Json).map_err(EvalError)
+    } else {
+        Ok(Datum::Json(text))
+    }
+}
+
+/// `json_build_object(k1, v1, ...)`: `{"k1" : v1, "k2" : v2}`. A key is
+/// its value's `to_json` text, quoted if it is not a string already; it may
+/// not be NULL, and Postgres refuses arrays, rows and json as keys (the
+/// binder checks the types).
+fn build_object(args: &[Datum], jsonb: bool) -> Result<Datum, EvalError> {
+    if args.len() % 2 != 0 {
+        return err("argument list must have even number of elements");
+    }
+    let mut out = String::from("{");
+    for (i, pair) in args.chunks(2).enumerate() {
+        if pair[0].is_null() {
+            return err(format!("argument {} cannot be null", 2 * i + 1));
+        }
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let key = pair[0].to_json_string();
+        if key.starts_with('"') {
+            out.push_str(&key);
+        } else {
+            crate::repr::write_json_string(&key, &mut out);
+        }
+        out.push_str(" : ");
+        pair[1].write_json(&mut out);
+    }
+    out.push('}');
+    json_result(out, jsonb)
+}
+
+fn json_value(d: &Datum) -> Result<json::Value, EvalError> {
+    json::Value::parse(text(d)).map_err(EvalError)
+}
+
+/// The strings of a text array (held as its JSON array); NULL elements
+/// are `None`.
+fn text_array(d: &Datum) -> Result<Vec<Option<String>>, EvalError> {
+    match json_value(d)? {
+        json::Value::Array(items) => Ok(items
+            .into_iter()
+            .map(|v| match v {
+                json::Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect()),
+        _ => err("expected a text array"),
+    }
+}
+
+fn jsonb_datum(v: &json::Value) -> Result<Datum, EvalError> {
+    v.to_jsonb().map(Datum::Json).map_err(EvalError)
+}
+
+/// The json/jsonb operators and functions over non-NULL arguments.
+fn json_op(op: JsonOp, args: &[Datum]) -> Result<Datum, EvalError> {
+    let doc = json_value(arg(args, 0)?)?;
+    Ok(match op {
+        JsonOp::Exists => Datum::Bool(doc.has_key(text(arg(args, 1)?))),
+        JsonOp::ExistsAny | JsonOp::ExistsAll => {
+            let keys = text_array(arg(args, 1)?)?;
+            let mut present = keys.iter().flatten().map(|k| doc.has_key(k));
+            Datum::Bool(if op == JsonOp::ExistsAny {
+                present.any(|b| b)
+            } else {
+                present.all(|b| b)
+            })
+        }
+        JsonOp::Contains => Datum::Bool(doc.contains(&json_value(arg(args, 1)?)?)),
+        JsonOp::ContainedBy => Datum::Bool(json_value(arg(args, 1)?)?.contains(&doc)),
+        JsonOp::DeleteKey => jsonb_datum(&doc.delete_key(text(arg(args, 1)?)).map_err(EvalError)?)?,
+        JsonOp::DeleteKeys => {
+            let mut v = doc;
+            if v.is_scalar() {
+                return err("cannot delete from scalar");
+            }
+            for k in text_array(arg(args, 1)?)?.iter().flatten() {
+                v = v.delete_key(k).map_err(EvalError)?;
+            }
+            jsonb_datum(&v)?
+        }
+        JsonOp::DeleteIndex => jsonb_datum(&doc.delete_index(int(arg(args, 1)?)).map_err(EvalError)?)?,
+        JsonOp::Concat => jsonb_datum(&doc.concat(json_value(arg(args, 1)?)?))?,
+        JsonOp::Set => {
+            if doc.is_scalar() {
+                return err("cannot set path in scalar");
+            }
+            let path = text_array(arg(args, 1)?)?;
+            let new = json_value(arg(args, 2)?)?;
+            let create = !matches!(args.get(3), Some(Datum::Bool(false)));
+            let mut v = doc;
+            if !path.is_empty() {
+                v.set_path(&path, &new, create, 0).map_err(EvalError)?;
+            }
+            jsonb_datum(&v)?
+        }
+        JsonOp::TypeOf => Datum::Text(doc.type_name().into()),
+        JsonOp::ArrayLength => match doc {
+            json::Value::Array(items) => Datum::Int(items.len() as i64),
+            json::Value::Object(_) => return err("cannot get array length of a non-array"),
+            _ => return err("cannot get array length of a scalar"),
+        },
+        JsonOp::StripNulls => jsonb_datum(&doc.strip_nulls())?,
+        JsonOp::JsonStripNulls => {
+            let mut out = String::new();
+            doc.strip_nulls().write_compact(&mut out);
+            Datum::Json(out)
+        }
+        JsonOp::Pretty => {
+            let mut out = String::new();
+            doc.write_pretty(0, &mut out);
+            Datum::Text(out)
+        }
+    })
 }
 
 fn json_out(found: Option<&str>, as_text: bool) -> Datum {

@@ -11,6 +11,7 @@ use super::{aggregate, ident_name, object_name_parts, unsupported, Binder, ExprC
 use crate::repr::tz::TimeCx;
 use crate::repr::{Datum, Numeric, Type};
 use crate::sql::expr::{BinOp, Expr, Func};
+use crate::sql::func::JsonOp;
 use crate::sql::{is_c_collation, BindError};
 
 impl<'a> Binder<'a> {
@@ -516,7 +517,21 @@ impl<'a> Binder<'a> {
                 }
                 format!("{q}.{name}")
             }
-            None => name.to_string(),
+            None => {
+                let mut l = cx.outer;
+                let mut row = cx.scope.has_qualifier(name);
+                while let Some(o) = l {
+                    row |= o.scope.has_qualifier(name);
+                    l = o.parent;
+                }
+                if row {
+                    return Err(unsupported(
+                        format!("the row of \"{name}\" as a value (a whole-row reference is supported as the argument of to_json, to_jsonb, row_to_json, json_build_object, json_build_array, json_agg and jsonb_agg; select {name}.* or its columns)"),
+                        span,
+                    ));
+                }
+                name.to_string()
+            }
         };
         Err(BindError::new(
             format!("column \"{shown}\" does not exist"),
@@ -864,6 +879,87 @@ impl<'a> Binder<'a> {
                 }
                 call(Func::DateTrunc(field), vec![x], ty, span)
             }
+            "to_json" | "to_jsonb" | "row_to_json" => {
+                arity(&[1])?;
+                let jsonb = name == "to_jsonb";
+                let (x, xt) = self.json_arg(args[0], cx)?;
+                if name == "row_to_json" && xt != Type::Record {
+                    return Err(no_function(name, &[xt], span));
+                }
+                if xt == Type::Unknown {
+                    return Err(BindError::new(
+                        "could not determine polymorphic type because input has type unknown",
+                        span,
+                    ));
+                }
+                let x = self.json_value(x, &xt, span)?;
+                if xt == Type::Record && !jsonb {
+                    return Ok((x, Type::Json));
+                }
+                let out = if jsonb { Type::Jsonb } else { Type::Json };
+                call(Func::ToJson { jsonb }, vec![x], out.clone(), span)
+            }
+            "json_build_object" | "jsonb_build_object" | "json_build_array"
+            | "jsonb_build_array" => {
+                let jsonb = name.starts_with("jsonb");
+                let object = name.ends_with("object");
+                if object && args.len() % 2 != 0 {
+                    return Err(BindError::new(
+                        "argument list must have even number of elements (the arguments of json_build_object() must consist of alternating keys and values)",
+                        span,
+                    ));
+                }
+                let mut xs = Vec::new();
+                for (i, a) in args.iter().enumerate() {
+                    let (x, xt) = self.json_arg(a, cx)?;
+                    if object && i % 2 == 0 {
+                        if matches!(xt, Type::Array { .. } | Type::Record | Type::Json | Type::Jsonb) {
+                            return Err(BindError::new(
+                                "key value must be scalar, not array, composite, or json",
+                                a.span(),
+                            ));
+                        }
+                        if x == Expr::Literal(Datum::Null) {
+                            return Err(BindError::new(
+                                format!("argument {} cannot be null (object keys should be text)", i + 1),
+                                a.span(),
+                            ));
+                        }
+                    }
+                    xs.push(self.json_value(x, &xt, a.span())?);
+                }
+                let (func, out) = match (object, jsonb) {
+                    (true, j) => (Func::JsonBuildObject { jsonb: j }, if j { Type::Jsonb } else { Type::Json }),
+                    (false, j) => (Func::JsonBuildArray { jsonb: j }, if j { Type::Jsonb } else { Type::Json }),
+                };
+                call(func, xs, out, span)
+            }
+            "jsonb_typeof" | "json_typeof" | "jsonb_array_length" | "json_array_length"
+            | "jsonb_strip_nulls" | "json_strip_nulls" | "jsonb_pretty" => {
+                arity(&[1])?;
+                let want = if name.starts_with("jsonb") { Type::Jsonb } else { Type::Json };
+                let x = self.typed_arg(args[0], cx, &want, name)?;
+                let (op, out) = match name {
+                    "jsonb_typeof" | "json_typeof" => (JsonOp::TypeOf, Type::Text),
+                    "jsonb_array_length" | "json_array_length" => (JsonOp::ArrayLength, Type::Int4),
+                    "jsonb_strip_nulls" => (JsonOp::StripNulls, Type::Jsonb),
+                    "json_strip_nulls" => (JsonOp::JsonStripNulls, Type::Json),
+                    _ => (JsonOp::Pretty, Type::Text),
+                };
+                call(Func::Json(op), vec![x], out, span)
+            }
+            "jsonb_set" => {
+                arity(&[3, 4])?;
+                let mut xs = vec![
+                    self.typed_arg(args[0], cx, &Type::Jsonb, name)?,
+                    self.typed_arg(args[1], cx, &text_array_type(), name)?,
+                    self.typed_arg(args[2], cx, &Type::Jsonb, name)?,
+                ];
+                if let Some(c) = args.get(3) {
+                    xs.push(self.typed_arg(c, cx, &Type::Bool, name)?);
+                }
+                call(Func::Json(JsonOp::Set), xs, Type::Jsonb, span)
+            }
             "now" | "current_timestamp" | "current_date" | "random" | "clock_timestamp"
             | "statement_timestamp" | "transaction_timestamp" | "timeofday" => Err(unsupported(
                 format!("{name}() (its value changes without a row changing, so a view over it cannot be maintained)"),
@@ -920,6 +1016,120 @@ impl<'a> Binder<'a> {
             return Ok(x);
         }
         coerce(&self.time, x, xt, &Type::Timestamp, span)
+    }
+
+    /// An argument of the JSON functions and aggregates: a value, or a FROM
+    /// item's name standing for its row (`row_to_json(t)`, `json_agg(t)`),
+    /// bound as the JSON object of its columns.
+    pub(super) fn json_arg(&self, e: &ast::Expr, cx: &mut ExprCx<'_>) -> Result<(Expr, Type)> {
+        if let ast::Expr::Identifier(id) = e {
+            let name = ident_name(id);
+            if let Some(row) = self.whole_row(&name, e.span(), cx)? {
+                return Ok(row);
+            }
+        }
+        self.bind_expr(e, cx)
+    }
+
+    /// `name` as a whole-row reference: `None` if it is a column (columns
+    /// win, as in Postgres) or no FROM item is called so.
+    fn whole_row(
+        &self,
+        name: &str,
+        span: Span,
+        cx: &mut ExprCx<'_>,
+    ) -> Result<Option<(Expr, Type)>> {
+        let mut scopes = vec![cx.scope];
+        let mut level = cx.outer;
+        while let Some(o) = level {
+            scopes.push(o.scope);
+            level = o.parent;
+        }
+        if scopes
+            .iter()
+            .any(|s| s.resolve(None, name, span).is_some())
+        {
+            return Ok(None);
+        }
+        let Some(scope) = scopes.iter().find(|s| s.has_qualifier(name)) else {
+            return Ok(None);
+        };
+        let mine: Vec<&super::scope::ScopeCol> = scope
+            .cols
+            .iter()
+            .filter(|c| c.qualifier.as_deref() == Some(name))
+            .collect();
+        let depth = mine.iter().map(|c| c.depth).min().unwrap_or(0);
+        let cols: Vec<&super::scope::ScopeCol> =
+            mine.into_iter().filter(|c| c.depth == depth).collect();
+        if cols.iter().any(|c| c.null_extended) {
+            return Err(unsupported(
+                format!("the row of \"{name}\" as a value where an outer join pads it with NULLs (Postgres makes the whole row NULL there, which viewcast cannot tell from a row of NULLs); build the object with json_build_object or jsonb_build_object"),
+                span,
+            ));
+        }
+        let mut names = Vec::new();
+        let mut values = Vec::new();
+        for c in cols {
+            let col = ast::Expr::CompoundIdentifier(vec![
+                ast::Ident::with_quote('"', name),
+                ast::Ident::with_quote('"', c.name.clone()),
+            ]);
+            let (x, xt) = self.bind_expr(&col, cx)?;
+            names.push(c.name.clone());
+            values.push(self.json_value(x, &xt, span)?);
+        }
+        let row = Expr::Call {
+            func: Func::RowToJson(names),
+            args: values,
+            ty: Type::Record,
+        };
+        Ok(Some((fold(row, span)?, Type::Record)))
+    }
+
+    /// A value as the JSON functions write it: a timestamptz (or an array of
+    /// them) in the session zone, as `to_json` does; interval text only under
+    /// an IntervalStyle viewcast writes.
+    pub(super) fn json_value(&self, x: Expr, ty: &Type, span: Span) -> Result<Expr> {
+        fn has_tz(t: &Type) -> bool {
+            match t {
+                Type::TimestampTz => true,
+                Type::Array { elem, .. } => has_tz(elem),
+                _ => false,
+            }
+        }
+        if let Type::Unsupported { name, .. } = ty {
+            return Err(unsupported(format!("JSON of type {name}"), span));
+        }
+        interval_text_allowed(&self.time, ty, span)?;
+        if has_tz(ty) && !self.time.is_utc() {
+            return Ok(fold_constant(Expr::Call {
+                func: Func::JsonIn(ty.clone(), self.time.clone()),
+                args: vec![x],
+                ty: ty.clone(),
+            }));
+        }
+        Ok(x)
+    }
+
+    /// An argument of a function with one signature: an untyped literal is
+    /// read as `ty`, a value of another type is refused as Postgres would.
+    fn typed_arg(
+        &self,
+        e: &ast::Expr,
+        cx: &mut ExprCx<'_>,
+        ty: &Type,
+        func: &str,
+    ) -> Result<Expr> {
+        let (x, xt) = self.bind_expr(e, cx)?;
+        match &xt {
+            t if t == ty => Ok(x),
+            Type::Unknown => coerce(&self.time, x, &xt, ty, e.span()),
+            Type::Bpchar if ty.is_string() => Ok(bpchar_to_text(x)),
+            t if t.is_string() && ty.is_string() => Ok(x),
+            t if t.is_integer() && ty.is_integer() => Ok(x),
+            other => Err(no_function(func, std::slice::from_ref(other), e.span())),
+        }
     }
 
     /// An argument of a text function: a string (char(n) loses its padding)
@@ -1016,6 +1226,14 @@ pub(super) fn collated_c(e: &ast::Expr) -> bool {
     }
 }
 
+/// `text[]`, the type of key lists and paths.
+fn text_array_type() -> Type {
+    Type::Array {
+        name: "_text".into(),
+        elem: Box::new(Type::Text),
+    }
+}
+
 fn no_function(name: &str, types: &[Type], span: Span) -> BindError {
     let list: Vec<&str> = types.iter().map(|t| t.name()).collect();
     BindError::new(
@@ -1043,10 +1261,7 @@ fn strict_args(e: &Expr) -> Option<Vec<&Expr>> {
         } => None,
         Expr::Binary { left, right, .. } => Some(vec![left, right]),
         Expr::Like { expr, pattern, .. } => Some(vec![expr, pattern]),
-        Expr::Call {
-            func: Func::Concat | Func::ConcatWs,
-            ..
-        } => None,
+        Expr::Call { func, .. } if !func.is_strict() => None,
         Expr::Call { args, .. } => Some(args.iter().collect()),
         Expr::Cast { expr, .. } | Expr::Neg(expr, _) => Some(vec![expr]),
         _ => None,
