@@ -806,7 +806,7 @@ impl Value {
     }
 
     /// Scalar equality as jsonb compares: numbers by value (`1.0` = `1`).
-    fn scalar_eq(&self, other: &Value) -> bool {
+    pub fn scalar_eq(&self, other: &Value) -> bool {
         match (self, other) {
             (Value::Number(a), Value::Number(b)) => {
                 match (Numeric::parse(a), Numeric::parse(b)) {

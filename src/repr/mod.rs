@@ -191,6 +191,16 @@ impl Type {
     /// Parses a type name as written in a cast (`x::int8`, `CAST(x AS numeric(10,2))`).
     pub fn from_sql_name(name: &str) -> Option<Type> {
         let lower = name.to_ascii_lowercase();
+        if let Some(inner) = lower.trim().strip_suffix("[]") {
+            let elem = Type::from_sql_name(inner)?;
+            if matches!(elem, Type::Array { .. }) {
+                return None;
+            }
+            return Some(Type::Array {
+                name: format!("_{}", elem.name()),
+                elem: Box::new(elem),
+            });
+        }
         let base = lower.split('(').next().unwrap_or("").trim();
         Some(match base {
             "bool" | "boolean" => Type::Bool,
@@ -1105,6 +1115,50 @@ fn write_array_text(
     }
     out.push('}');
     Ok(())
+}
+
+/// The elements of an array value in storage order (a multidimensional
+/// array flattened), each as its type's output function writes it (dates
+/// and timestamps in the session `cx`), NULL as `None`: what
+/// `array_to_string` joins.
+pub fn array_element_texts(
+    elem: &Type,
+    array_json: &str,
+    cx: &tz::TimeCx,
+) -> Result<Vec<Option<String>>, DecodeError> {
+    let doc = json::parse(array_json)
+        .map_err(|e| DecodeError(format!("invalid array value {array_json:?}: {e}")))?;
+    let mut out = Vec::new();
+    // Depth-first, left to right; json elements are values, not dimensions.
+    let flatten = !matches!(elem, Type::Json | Type::Jsonb);
+    let mut stack = match &doc.nodes[doc.root].kind {
+        json::Kind::Array(items) => items.iter().rev().copied().collect::<Vec<_>>(),
+        _ => return Err(DecodeError(format!("invalid array value {array_json:?}"))),
+    };
+    let mut order = Vec::new();
+    while let Some(i) = stack.pop() {
+        match &doc.nodes[i].kind {
+            json::Kind::Array(items) if flatten => stack.extend(items.iter().rev()),
+            _ => order.push(i),
+        }
+    }
+    for i in order {
+        let n = &doc.nodes[i];
+        let raw = &array_json[n.span.0..n.span.1];
+        out.push(match (&n.kind, elem) {
+            (json::Kind::Null, _) => None,
+            (_, Type::Json | Type::Jsonb) => Some(raw.to_string()),
+            (json::Kind::Bool(b), _) => Some((if *b { "t" } else { "f" }).into()),
+            (json::Kind::String(s), Type::Date | Type::Timestamp | Type::TimestampTz) => {
+                let mut text = String::new();
+                Datum::from_text(elem, s)?.write_text_in(cx, &mut text);
+                Some(text)
+            }
+            (json::Kind::String(s), _) => Some(s.clone()),
+            _ => Some(raw.to_string()),
+        });
+    }
+    Ok(out)
 }
 
 /// An element as `array_out` writes it: quoted when empty, `NULL` in any

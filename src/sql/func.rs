@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::expr::EvalError;
+use super::regex;
 use crate::repr::datetime::{
     self, date_from_ymd, split_timestamp, ymd_from_date, DATE_NEG_INF, DATE_POS_INF,
     MICROS_PER_DAY, TS_NEG_INF, TS_POS_INF, UNIX_TO_PG_DAYS,
@@ -122,6 +123,63 @@ pub enum Func {
     RowToJson(Vec<String>),
     /// An operator or function on json/jsonb documents.
     Json(JsonOp),
+    /// An operator or function on arrays (held as their JSON arrays).
+    Array(ArrayOp),
+    /// `~`, `~*`, `!~`, `!~*` (see `sql/regex.rs` for the patterns taken).
+    RegexMatch {
+        case_insensitive: bool,
+        negated: bool,
+    },
+    /// `regexp_replace(s, pattern, replacement [, flags])`.
+    RegexpReplace,
+    /// `regexp_match(s, pattern [, flags])` → text[].
+    RegexpMatch,
+    /// `md5(text)`: the hex digest of the UTF-8 bytes.
+    Md5,
+    StartsWith,
+    Translate,
+    Ascii,
+    Chr,
+    QuoteIdent,
+    QuoteLiteral,
+    /// `quote_nullable`: `NULL` for NULL.
+    QuoteNullable,
+    /// `format(fmt, args...)` with `%s`, `%I`, `%L` and `%%`; arguments
+    /// arrive as text (the binder converts them as `concat` does).
+    Format,
+}
+
+/// Operators and functions on arrays. Elements compare as the values
+/// they are (numbers by value, other elements by their JSON text, which is
+/// exact for the element types that reach here); a NULL element equals
+/// nothing, as in Postgres.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArrayOp {
+    /// `ARRAY[a, b, ...]`.
+    Build,
+    /// `anyarray @> anyarray`.
+    Contains,
+    /// `anyarray <@ anyarray`.
+    ContainedBy,
+    /// `anyarray && anyarray`.
+    Overlaps,
+    /// `array_length(a, dim)`.
+    Length,
+    /// `cardinality(a)`.
+    Cardinality,
+    /// `array_position(a, v)`: `v` may be NULL (it finds a NULL).
+    Position,
+    /// `array_append(a, v)`.
+    Append,
+    /// `array_cat(a, b)`.
+    Cat,
+    /// `x = ANY(a)` (`negated`: `x <> ALL(a)`).
+    Any { negated: bool },
+    /// `array_to_string(a, delimiter [, null_string])`: elements as their
+    /// type's output function writes them in the session.
+    ToString(Type, TimeCx),
+    /// `string_to_array(s, delimiter [, null_string])`.
+    FromString,
 }
 
 /// Operators and functions that take json/jsonb documents apart (see
@@ -238,6 +296,8 @@ impl Func {
             Func::ToJson { jsonb } => (if *jsonb { "to_jsonb" } else { "to_json" }).into(),
             Func::RowToJson(_) => "row_to_json".into(),
             Func::Json(op) => format!("{op:?}").to_lowercase(),
+            Func::Array(ArrayOp::ToString(..)) => "array_to_string".into(),
+            Func::Array(op) => format!("array_{op:?}").to_lowercase(),
             Func::JsonPath { steps, as_text } => {
                 format!(
                     "{}{{{}}}",
@@ -275,6 +335,19 @@ impl Func {
                 return Ok(Datum::Text(parts.join(text(sep))));
             }
             Func::JsonBuildObject { jsonb } => return build_object(args, *jsonb),
+            Func::QuoteNullable => {
+                return Ok(Datum::Text(match args.first() {
+                    Some(Datum::Null) | None => "NULL".into(),
+                    Some(d) => quote_literal(text(d)),
+                }))
+            }
+            Func::Format => {
+                return match args.first() {
+                    Some(Datum::Null) | None => Ok(Datum::Null),
+                    Some(f) => format_text(text(f), &args[1..]).map(Datum::Text),
+                }
+            }
+            Func::Array(op) if !op.is_strict() => return array_op(op, args),
             Func::JsonBuildArray { jsonb } => {
                 let mut out = String::from("[");
                 for (i, a) in args.iter().enumerate() {
@@ -620,11 +693,84 @@ impl Func {
             Func::JsonPath { steps, as_text } => json_out(json::path(text(a), steps), *as_text),
             Func::ToJson { jsonb } => json_result(a.to_json_string(), *jsonb)?,
             Func::Json(op) => json_op(*op, args)?,
+            Func::Array(op) => array_op(op, args)?,
+            Func::RegexMatch {
+                case_insensitive,
+                negated,
+            } => {
+                let re = regex::compile(text(arg(args, 1)?), *case_insensitive, false)
+                    .map_err(EvalError)?;
+                Datum::Bool(re.is_match(text(a)) != *negated)
+            }
+            Func::RegexpReplace => {
+                let (global, ci) = match args.get(3) {
+                    Some(f) => regex::flags(text(f), true, "regexp_replace").map_err(EvalError)?,
+                    None => (false, false),
+                };
+                let re = regex::compile(text(arg(args, 1)?), ci, true).map_err(EvalError)?;
+                Datum::Text(regex::replace(&re, text(a), text(arg(args, 2)?), global))
+            }
+            Func::RegexpMatch => {
+                let (_, ci) = match args.get(2) {
+                    Some(f) => regex::flags(text(f), false, "regexp_match").map_err(EvalError)?,
+                    None => (false, false),
+                };
+                let re = regex::compile(text(arg(args, 1)?), ci, true).map_err(EvalError)?;
+                match regex::first_match(&re, text(a)) {
+                    None => Datum::Null,
+                    Some(groups) => array_datum(
+                        &groups
+                            .into_iter()
+                            .map(|g| g.map(json::Value::String).unwrap_or(json::Value::Null))
+                            .collect::<Vec<_>>(),
+                    ),
+                }
+            }
+            Func::Md5 => {
+                use md5::Digest;
+                let digest = md5::Md5::digest(text(a).as_bytes());
+                Datum::Text(digest.iter().map(|b| format!("{b:02x}")).collect())
+            }
+            Func::StartsWith => Datum::Bool(text(a).starts_with(text(arg(args, 1)?))),
+            Func::Translate => {
+                let from: Vec<char> = text(arg(args, 1)?).chars().collect();
+                let to: Vec<char> = text(arg(args, 2)?).chars().collect();
+                Datum::Text(
+                    text(a)
+                        .chars()
+                        .filter_map(|c| match from.iter().position(|f| *f == c) {
+                            Some(i) => to.get(i).copied(),
+                            None => Some(c),
+                        })
+                        .collect(),
+                )
+            }
+            Func::Ascii => Datum::Int(text(a).chars().next().map_or(0, |c| c as i64)),
+            Func::Chr => {
+                let code = int(a);
+                if code == 0 {
+                    return err("null character not permitted");
+                }
+                if code < 0 {
+                    return err("character number must be positive");
+                }
+                match u32::try_from(code).ok().and_then(char::from_u32) {
+                    Some(c) => Datum::Text(c.to_string()),
+                    None if (0xD800..=0xDFFF).contains(&code) => {
+                        return err(format!("requested character not valid for encoding: {code}"))
+                    }
+                    None => return err(format!("requested character too large for encoding: {code}")),
+                }
+            }
+            Func::QuoteIdent => Datum::Text(quote_ident(text(a))),
+            Func::QuoteLiteral => Datum::Text(quote_literal(text(a))),
             Func::Concat
             | Func::ConcatWs
             | Func::JsonBuildObject { .. }
             | Func::JsonBuildArray { .. }
-            | Func::RowToJson(_) => unreachable!("handled above"),
+            | Func::RowToJson(_)
+            | Func::QuoteNullable
+            | Func::Format => unreachable!("handled above"),
         })
     }
 }
@@ -640,8 +786,206 @@ impl Func {
                 | Func::JsonBuildObject { .. }
                 | Func::JsonBuildArray { .. }
                 | Func::RowToJson(_)
+                | Func::QuoteNullable
+                | Func::Format
+        ) && !matches!(self, Func::Array(op) if !op.is_strict())
+    }
+}
+
+impl ArrayOp {
+    fn is_strict(&self) -> bool {
+        !matches!(
+            self,
+            ArrayOp::Build
+                | ArrayOp::Position
+                | ArrayOp::Append
+                | ArrayOp::Cat
+                | ArrayOp::ToString(..)
+                | ArrayOp::FromString
         )
     }
+}
+
+/// The elements of an array value, a multidimensional one flattened.
+fn array_elements(d: &Datum) -> Result<Vec<json::Value>, EvalError> {
+    fn flatten(v: json::Value, out: &mut Vec<json::Value>) {
+        match v {
+            json::Value::Array(items) => items.into_iter().for_each(|i| flatten(i, out)),
+            other => out.push(other),
+        }
+    }
+    let mut out = Vec::new();
+    match json_value(d)? {
+        json::Value::Array(items) => items.into_iter().for_each(|i| flatten(i, &mut out)),
+        _ => return err("expected an array"),
+    }
+    Ok(out)
+}
+
+/// Whether an array value has more than one dimension.
+fn multidimensional(d: &Datum) -> Result<bool, EvalError> {
+    Ok(match json_value(d)? {
+        json::Value::Array(items) => items.iter().any(|i| matches!(i, json::Value::Array(_))),
+        _ => false,
+    })
+}
+
+fn array_datum(items: &[json::Value]) -> Datum {
+    let mut out = String::new();
+    json::Value::Array(items.to_vec()).write_compact(&mut out);
+    Datum::Json(out)
+}
+
+fn element_of(d: &Datum) -> Result<json::Value, EvalError> {
+    json::Value::parse(&d.to_json_string()).map_err(EvalError)
+}
+
+fn array_op(op: &ArrayOp, args: &[Datum]) -> Result<Datum, EvalError> {
+    let found = |items: &[json::Value], v: &json::Value| {
+        *v != json::Value::Null && items.iter().any(|i| i.scalar_eq(v))
+    };
+    Ok(match op {
+        ArrayOp::Build => {
+            let mut out = String::from("[");
+            for (i, a) in args.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                a.write_json(&mut out);
+            }
+            out.push(']');
+            Datum::Json(out)
+        }
+        ArrayOp::Contains | ArrayOp::ContainedBy => {
+            let (a, b) = (array_elements(arg(args, 0)?)?, array_elements(arg(args, 1)?)?);
+            let (big, small) = if *op == ArrayOp::Contains { (a, b) } else { (b, a) };
+            Datum::Bool(small.iter().all(|v| found(&big, v)))
+        }
+        ArrayOp::Overlaps => {
+            let (a, b) = (array_elements(arg(args, 0)?)?, array_elements(arg(args, 1)?)?);
+            Datum::Bool(b.iter().any(|v| found(&a, v)))
+        }
+        ArrayOp::Length => {
+            let dim = int(arg(args, 1)?);
+            let mut v = json_value(arg(args, 0)?)?;
+            let mut d = 1;
+            loop {
+                let json::Value::Array(items) = v else {
+                    return Ok(Datum::Null);
+                };
+                if items.is_empty() {
+                    return Ok(Datum::Null);
+                }
+                if d == dim {
+                    return Ok(Datum::Int(items.len() as i64));
+                }
+                if d > dim {
+                    return Ok(Datum::Null);
+                }
+                v = items.into_iter().next().unwrap_or(json::Value::Null);
+                d += 1;
+            }
+        }
+        ArrayOp::Cardinality => Datum::Int(array_elements(arg(args, 0)?)?.len() as i64),
+        ArrayOp::Position => {
+            let a = arg(args, 0)?;
+            if a.is_null() {
+                return Ok(Datum::Null);
+            }
+            if multidimensional(a)? {
+                return err("searching for elements in multidimensional arrays is not supported");
+            }
+            let v = element_of(arg(args, 1)?)?;
+            let items = array_elements(a)?;
+            match items.iter().position(|i| i.scalar_eq(&v)) {
+                Some(p) => Datum::Int(p as i64 + 1),
+                None => Datum::Null,
+            }
+        }
+        ArrayOp::Append => {
+            let a = arg(args, 0)?;
+            let mut items = if a.is_null() {
+                Vec::new()
+            } else {
+                if multidimensional(a)? {
+                    return err("argument must be empty or one-dimensional array");
+                }
+                array_elements(a)?
+            };
+            items.push(element_of(arg(args, 1)?)?);
+            array_datum(&items)
+        }
+        ArrayOp::Cat => {
+            let (a, b) = (arg(args, 0)?, arg(args, 1)?);
+            if a.is_null() || b.is_null() {
+                return Ok(if a.is_null() { b.clone() } else { a.clone() });
+            }
+            let (ea, eb) = (array_elements(a)?, array_elements(b)?);
+            if ea.is_empty() {
+                return Ok(b.clone());
+            }
+            if eb.is_empty() {
+                return Ok(a.clone());
+            }
+            if multidimensional(a)? || multidimensional(b)? {
+                return err("array_cat of multidimensional arrays is not supported by viewcast");
+            }
+            array_datum(&[ea, eb].concat())
+        }
+        ArrayOp::Any { negated } => {
+            let v = element_of(arg(args, 0)?)?;
+            let items = array_elements(arg(args, 1)?)?;
+            if items.iter().any(|i| i.scalar_eq(&v) && *i != json::Value::Null) {
+                Datum::Bool(!negated)
+            } else if items.contains(&json::Value::Null) {
+                Datum::Null
+            } else {
+                Datum::Bool(*negated)
+            }
+        }
+        ArrayOp::ToString(elem, cx) => {
+            let (a, delim) = (arg(args, 0)?, arg(args, 1)?);
+            if a.is_null() || delim.is_null() {
+                return Ok(Datum::Null);
+            }
+            let null_text = args.get(2).filter(|d| !d.is_null()).map(text);
+            let texts =
+                crate::repr::array_element_texts(elem, text(a), cx).map_err(|e| EvalError(e.0))?;
+            let parts: Vec<&str> = texts
+                .iter()
+                .filter_map(|t| match t {
+                    Some(t) => Some(t.as_str()),
+                    None => null_text,
+                })
+                .collect();
+            Datum::Text(parts.join(text(delim)))
+        }
+        ArrayOp::FromString => {
+            let s = arg(args, 0)?;
+            if s.is_null() {
+                return Ok(Datum::Null);
+            }
+            let s = text(s);
+            let null_text = args.get(2).filter(|d| !d.is_null()).map(text);
+            let parts: Vec<String> = match arg(args, 1)? {
+                _ if s.is_empty() => Vec::new(),
+                Datum::Null => s.chars().map(String::from).collect(),
+                d if text(d).is_empty() => vec![s.to_string()],
+                d => s.split(text(d)).map(String::from).collect(),
+            };
+            let items: Vec<json::Value> = parts
+                .into_iter()
+                .map(|p| {
+                    if Some(p.as_str()) == null_text {
+                        json::Value::Null
+                    } else {
+                        json::Value::String(p)
+                    }
+                })
+                .collect();
+            array_datum(&items)
+        }
+    })
 }
 
 /// JSON text built by a json function, as `json` (kept as written) or as
@@ -766,6 +1110,138 @@ fn json_op(op: JsonOp, args: &[Datum]) -> Result<Datum, EvalError> {
             Datum::Text(out)
         }
     })
+}
+
+/// Keywords `quote_ident` quotes: all of Postgres 15's but the unreserved
+/// ones (`pg_get_keywords()` where `catcode <> 'U'`).
+const QUOTED_KEYWORDS: &[&str] = &[
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric",
+    "authorization", "between", "bigint", "binary", "bit", "boolean", "both", "case", "cast",
+    "char", "character", "check", "coalesce", "collate", "collation", "column", "concurrently",
+    "constraint", "create", "cross", "current_catalog", "current_date", "current_role",
+    "current_schema", "current_time", "current_timestamp", "current_user", "dec", "decimal",
+    "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "exists",
+    "extract", "false", "fetch", "float", "for", "foreign", "freeze", "from", "full", "grant",
+    "greatest", "group", "grouping", "having", "ilike", "in", "initially", "inner", "inout",
+    "int", "integer", "intersect", "interval", "into", "is", "isnull", "join", "lateral",
+    "leading", "least", "left", "like", "limit", "localtime", "localtimestamp", "national",
+    "natural", "nchar", "none", "normalize", "not", "notnull", "null", "nullif", "numeric",
+    "offset", "on", "only", "or", "order", "out", "outer", "overlaps", "overlay", "placing",
+    "position", "precision", "primary", "real", "references", "returning", "right", "row",
+    "select", "session_user", "setof", "similar", "smallint", "some", "substring", "symmetric",
+    "table", "tablesample", "then", "time", "timestamp", "to", "trailing", "treat", "trim",
+    "true", "union", "unique", "user", "using", "values", "varchar", "variadic", "verbose",
+    "when", "where", "window", "with", "xmlattributes", "xmlconcat", "xmlelement", "xmlexists",
+    "xmlforest", "xmlnamespaces", "xmlparse", "xmlpi", "xmlroot", "xmlserialize", "xmltable",
+];
+
+/// `quote_ident`: quoted unless a lowercase identifier that is not a
+/// reserved-ish keyword; quotes inside are doubled.
+fn quote_ident(s: &str) -> String {
+    let safe = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !QUOTED_KEYWORDS.contains(&s);
+    if safe {
+        return s.to_string();
+    }
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `quote_literal`: quotes doubled; with a backslash, an `E'...'` string
+/// with backslashes doubled.
+fn quote_literal(s: &str) -> String {
+    let body = s.replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+/// `format(fmt, args...)`: `%[n$][-][width]type` with types `s`, `I`, `L`
+/// and `%%`; a `*` width is refused.
+fn format_text(fmt: &str, args: &[Datum]) -> Result<String, EvalError> {
+    let mut out = String::new();
+    let mut chars = fmt.chars().peekable();
+    let mut next_arg = 0usize;
+    let too_few = || EvalError("too few arguments for format()".into());
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'%') {
+            chars.next();
+            out.push('%');
+            continue;
+        }
+        // An optional argument position `n$`, flags, then width.
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            digits.push(*d);
+            chars.next();
+        }
+        let mut position = None;
+        let mut width = None;
+        let mut left = false;
+        if chars.peek() == Some(&'$') {
+            chars.next();
+            let n: usize = digits
+                .parse()
+                .map_err(|_| EvalError("number is out of range".into()))?;
+            if n == 0 {
+                return err("format specifies argument 0, but arguments are numbered from 1");
+            }
+            position = Some(n - 1);
+            digits.clear();
+        }
+        if digits.is_empty() {
+            while chars.peek() == Some(&'-') {
+                left = true;
+                chars.next();
+            }
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+        }
+        if !digits.is_empty() {
+            width = Some(digits.parse::<usize>().map_err(|_| EvalError("number is out of range".into()))?);
+        }
+        if chars.peek() == Some(&'*') {
+            return err("unsupported: a * width in format()");
+        }
+        let Some(kind) = chars.next() else {
+            return err("unterminated format() type specifier");
+        };
+        if !matches!(kind, 's' | 'I' | 'L') {
+            return err(format!("unrecognized format() type specifier \"{kind}\""));
+        }
+        let i = position.unwrap_or(next_arg);
+        next_arg = i + 1;
+        let value = args.get(i).ok_or_else(too_few)?;
+        let piece = match (kind, value) {
+            ('s', Datum::Null) => String::new(),
+            ('s', v) => output_text(v),
+            ('I', Datum::Null) => return err("null values cannot be formatted as an SQL identifier"),
+            ('I', v) => quote_ident(&output_text(v)),
+            (_, Datum::Null) => "NULL".into(),
+            (_, v) => quote_literal(&output_text(v)),
+        };
+        let pad = width.unwrap_or(0).saturating_sub(piece.chars().count());
+        if left {
+            out.push_str(&piece);
+            out.extend(std::iter::repeat_n(' ', pad));
+        } else {
+            out.extend(std::iter::repeat_n(' ', pad));
+            out.push_str(&piece);
+        }
+    }
+    Ok(out)
 }
 
 fn json_out(found: Option<&str>, as_text: bool) -> Datum {

@@ -10,6 +10,7 @@
 pub mod bind;
 pub mod expr;
 pub mod func;
+pub mod regex;
 pub mod plan;
 pub mod prune;
 

@@ -11,7 +11,7 @@ use super::{aggregate, ident_name, object_name_parts, unsupported, Binder, ExprC
 use crate::repr::tz::TimeCx;
 use crate::repr::{Datum, Numeric, Type};
 use crate::sql::expr::{BinOp, Expr, Func};
-use crate::sql::func::JsonOp;
+use crate::sql::func::{ArrayOp, JsonOp};
 use crate::sql::{is_c_collation, BindError};
 
 impl<'a> Binder<'a> {
@@ -111,7 +111,10 @@ impl<'a> Binder<'a> {
                     | BinaryOperator::LongArrow
                     | BinaryOperator::HashArrow
                     | BinaryOperator::HashLongArrow => bind_json_access(op, l, lt, r, rt, span),
-                    _ => bind_binary(&self.time, op, l, lt, r, rt, span),
+                    _ => match self.bind_document_op(op, l, lt, r, rt, span)? {
+                        Ok(bound) => Ok(bound),
+                        Err((l, lt, r, rt)) => bind_binary(&self.time, op, l, lt, r, rt, span),
+                    },
                 }
             }
             ast::Expr::IsNull(x) | ast::Expr::IsNotNull(x) => {
@@ -337,6 +340,88 @@ impl<'a> Binder<'a> {
                 span,
             ),
             ast::Expr::Function(f) => self.bind_function(f, cx),
+            ast::Expr::Array(arr) => {
+                if arr.elem.iter().any(|e| matches!(e, ast::Expr::Array(_))) {
+                    return Err(unsupported("multidimensional ARRAY[...]", span));
+                }
+                let mut bound = Vec::new();
+                for item in &arr.elem {
+                    bound.push(self.bind_expr(item, cx)?);
+                }
+                if bound.is_empty() {
+                    return Err(BindError::new(
+                        "cannot determine type of empty array (cast it, e.g. ARRAY[]::integer[])",
+                        span,
+                    ));
+                }
+                let elem = unify(bound.iter().map(|(_, t)| t), "ARRAY", span)?;
+                if matches!(elem, Type::Array { .. } | Type::Record | Type::Unsupported { .. }) {
+                    return Err(unsupported(format!("ARRAY[...] of {}", elem.name()), span));
+                }
+                let mut xs = Vec::new();
+                for (x, xt) in bound {
+                    xs.push(coerce(&self.time, x, &xt, &elem, span)?);
+                }
+                let ty = Type::Array {
+                    name: format!("_{}", elem.name()),
+                    elem: Box::new(elem),
+                };
+                call(Func::Array(ArrayOp::Build), xs, ty, span)
+            }
+            ast::Expr::AnyOp {
+                left,
+                compare_op,
+                right,
+                ..
+            }
+            | ast::Expr::AllOp {
+                left,
+                compare_op,
+                right,
+            } if !matches!(**right, ast::Expr::Subquery(_)) => {
+                let all = matches!(e, ast::Expr::AllOp { .. });
+                let negated = match (compare_op, all) {
+                    (BinaryOperator::Eq, false) => false,
+                    (BinaryOperator::NotEq, true) => true,
+                    _ => {
+                        return Err(unsupported(
+                            format!("{compare_op} {} (array) other than = ANY and <> ALL", if all { "ALL" } else { "ANY" }),
+                            span,
+                        ))
+                    }
+                };
+                let (x, xt) = self.bind_expr(left, cx)?;
+                let (a, at) = self.bind_expr(right, cx)?;
+                // char(n) compares without its padding: as text.
+                let (x, xt) = if xt == Type::Bpchar && at == Type::Unknown {
+                    (bpchar_to_text(x), Type::Text)
+                } else {
+                    (x, xt)
+                };
+                let at = if at == Type::Unknown && xt != Type::Unknown {
+                    Type::Array {
+                        name: format!("_{}", xt.name()),
+                        elem: Box::new(xt.clone()),
+                    }
+                } else {
+                    at
+                };
+                let a = coerce(&self.time, a, &Type::Unknown, &at, span)?;
+                let Type::Array { elem, .. } = &at else {
+                    return Err(BindError::new(
+                        format!("op ANY/ALL (array) requires array on right side, not {}", at.name()),
+                        span,
+                    ));
+                };
+                let mismatch = || {
+                    BindError::new(
+                        format!("operator does not exist: {} {compare_op} {}", xt.name(), elem.name()),
+                        span,
+                    )
+                };
+                let x = self.element_operand(x, &xt, elem, mismatch, span)?;
+                call(Func::Array(ArrayOp::Any { negated }), vec![x, a], Type::Bool, span)
+            }
             ast::Expr::Substring {
                 expr,
                 substring_from,
@@ -960,6 +1045,154 @@ impl<'a> Binder<'a> {
                 }
                 call(Func::Json(JsonOp::Set), xs, Type::Jsonb, span)
             }
+            "array_length" | "cardinality" => {
+                arity(if name == "cardinality" { &[1] } else { &[2] })?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                if !matches!(at, Type::Array { .. }) {
+                    return Err(no_function(name, &[at], span));
+                }
+                let mut xs = vec![a];
+                let op = if name == "cardinality" {
+                    ArrayOp::Cardinality
+                } else {
+                    xs.push(self.int_arg(args[1], cx, name)?);
+                    ArrayOp::Length
+                };
+                call(Func::Array(op), xs, Type::Int4, span)
+            }
+            "array_position" | "array_append" => {
+                arity(&[2])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let (v, vt) = self.bind_expr(args[1], cx)?;
+                let at = match at {
+                    Type::Unknown if vt != Type::Unknown && !matches!(vt, Type::Array { .. }) => {
+                        Type::Array {
+                            name: format!("_{}", vt.name()),
+                            elem: Box::new(vt.clone()),
+                        }
+                    }
+                    t => t,
+                };
+                let a = coerce(&self.time, a, &Type::Unknown, &at, span)?;
+                let Type::Array { elem, .. } = &at else {
+                    return Err(no_function(name, &[at.clone(), vt], span));
+                };
+                let v = self.element_operand(v, &vt, elem, || no_function(name, &[at.clone(), vt.clone()], span), span)?;
+                let (op, out) = if name == "array_position" {
+                    (ArrayOp::Position, Type::Int4)
+                } else {
+                    (ArrayOp::Append, at.clone())
+                };
+                call(Func::Array(op), vec![a, v], out, span)
+            }
+            "array_cat" => {
+                arity(&[2])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let (b, bt) = self.bind_expr(args[1], cx)?;
+                let ty = match (&at, &bt) {
+                    (Type::Array { .. }, _) => at.clone(),
+                    (_, Type::Array { .. }) => bt.clone(),
+                    _ => return Err(no_function(name, &[at, bt], span)),
+                };
+                let mut xs = Vec::new();
+                for (x, xt) in [(a, &at), (b, &bt)] {
+                    xs.push(match xt {
+                        Type::Unknown => coerce(&self.time, x, xt, &ty, span)?,
+                        t if *t == ty => x,
+                        _ => return Err(no_function(name, &[at.clone(), bt.clone()], span)),
+                    });
+                }
+                call(Func::Array(ArrayOp::Cat), xs, ty, span)
+            }
+            "array_to_string" => {
+                arity(&[2, 3])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let Type::Array { elem, .. } = &at else {
+                    return Err(no_function(name, &[at], span));
+                };
+                interval_text_allowed(&self.time, elem, span)?;
+                let mut xs = vec![a];
+                for e in &args[1..] {
+                    xs.push(self.text_arg(e, cx, name)?);
+                }
+                let op = ArrayOp::ToString((**elem).clone(), self.time.clone());
+                call(Func::Array(op), xs, Type::Text, span)
+            }
+            "string_to_array" => {
+                arity(&[2, 3])?;
+                let mut xs = Vec::new();
+                for e in &args {
+                    xs.push(self.text_arg(e, cx, name)?);
+                }
+                call(Func::Array(ArrayOp::FromString), xs, text_array_type(), span)
+            }
+            "regexp_replace" | "regexp_match" => {
+                let replace = name == "regexp_replace";
+                arity(if replace { &[3, 4] } else { &[2, 3] })?;
+                let mut xs = Vec::new();
+                for e in &args {
+                    xs.push(self.text_arg(e, cx, name)?);
+                }
+                let (func, ty) = if replace {
+                    (Func::RegexpReplace, Type::Text)
+                } else {
+                    (Func::RegexpMatch, text_array_type())
+                };
+                self.check_pattern(&xs[1], xs.get(if replace { 3 } else { 2 }), name, true, span)?;
+                call(func, xs, ty, span)
+            }
+            "md5" | "ascii" | "quote_ident" | "starts_with" | "translate" => {
+                let n = match name {
+                    "starts_with" => 2,
+                    "translate" => 3,
+                    _ => 1,
+                };
+                arity(&[n])?;
+                let mut xs = Vec::new();
+                for e in &args {
+                    xs.push(self.text_arg(e, cx, name)?);
+                }
+                let (func, ty) = match name {
+                    "md5" => (Func::Md5, Type::Text),
+                    "ascii" => (Func::Ascii, Type::Int4),
+                    "quote_ident" => (Func::QuoteIdent, Type::Text),
+                    "starts_with" => (Func::StartsWith, Type::Bool),
+                    _ => (Func::Translate, Type::Text),
+                };
+                call(func, xs, ty, span)
+            }
+            "chr" => {
+                arity(&[1])?;
+                let x = self.int_arg(args[0], cx, name)?;
+                call(Func::Chr, vec![x], Type::Text, span)
+            }
+            "quote_literal" | "quote_nullable" => {
+                arity(&[1])?;
+                let (x, xt) = self.bind_expr(args[0], cx)?;
+                let x = match &xt {
+                    Type::Unknown | Type::Text | Type::Varchar => x,
+                    Type::Unsupported { name: t, .. } => {
+                        return Err(unsupported(format!("{name}() of {t}"), span))
+                    }
+                    t => explicit_cast(&self.time, x, t, &Type::Text, span)?,
+                };
+                let func = if name == "quote_literal" { Func::QuoteLiteral } else { Func::QuoteNullable };
+                call(func, vec![x], Type::Text, span)
+            }
+            "format" => {
+                if args.is_empty() {
+                    return Err(no_function(name, &[], span));
+                }
+                let mut xs = vec![self.text_arg(args[0], cx, name)?];
+                for a in &args[1..] {
+                    let (x, xt) = self.bind_expr(a, cx)?;
+                    if matches!(xt, Type::Unsupported { .. }) {
+                        return Err(unsupported(format!("{name}() of {}", xt.name()), span));
+                    }
+                    xs.push(text_operand(&self.time, x, &xt, span)?);
+                }
+                call(Func::Format, xs, Type::Text, span)
+            }
             "now" | "current_timestamp" | "current_date" | "random" | "clock_timestamp"
             | "statement_timestamp" | "transaction_timestamp" | "timeofday" => Err(unsupported(
                 format!("{name}() (its value changes without a row changing, so a view over it cannot be maintained)"),
@@ -1016,6 +1249,175 @@ impl<'a> Binder<'a> {
             return Ok(x);
         }
         coerce(&self.time, x, xt, &Type::Timestamp, span)
+    }
+
+    /// The operators on jsonb documents and arrays: `?`, `?|`, `?&`, `@>`,
+    /// `<@`, `&&`, and `-`/`||` where an operand is jsonb. Anything else is
+    /// handed back for [`bind_binary`].
+    #[allow(clippy::type_complexity)]
+    fn bind_document_op(
+        &self,
+        op: &BinaryOperator,
+        l: Expr,
+        lt: Type,
+        r: Expr,
+        rt: Type,
+        span: Span,
+    ) -> Result<std::result::Result<(Expr, Type), (Expr, Type, Expr, Type)>> {
+        let tcx = &self.time;
+        let mismatch = |lt: &Type, rt: &Type| {
+            BindError::new(
+                format!("operator does not exist: {} {op} {}", lt.name(), rt.name()),
+                span,
+            )
+        };
+        let jsonb_or_unknown = |t: &Type| matches!(t, Type::Jsonb | Type::Unknown);
+        let is_array = |t: &Type| matches!(t, Type::Array { .. });
+        let json = |op: JsonOp, args: Vec<Expr>, ty: Type| call(Func::Json(op), args, ty, span);
+        let bound = match op {
+            BinaryOperator::Question | BinaryOperator::QuestionPipe | BinaryOperator::QuestionAnd => {
+                if lt != Type::Jsonb {
+                    return Err(mismatch(&lt, &rt));
+                }
+                let (want, jop) = match op {
+                    BinaryOperator::Question => (Type::Text, JsonOp::Exists),
+                    BinaryOperator::QuestionPipe => (text_array_type(), JsonOp::ExistsAny),
+                    _ => (text_array_type(), JsonOp::ExistsAll),
+                };
+                let r = match &rt {
+                    Type::Unknown => coerce(tcx, r, &rt, &want, span)?,
+                    Type::Bpchar if want == Type::Text => bpchar_to_text(r),
+                    t if t.is_string() && want == Type::Text => r,
+                    t if *t == want => r,
+                    _ => return Err(mismatch(&lt, &rt)),
+                };
+                json(jop, vec![l, r], Type::Bool)?
+            }
+            BinaryOperator::AtArrow | BinaryOperator::ArrowAt
+                if jsonb_or_unknown(&lt) && jsonb_or_unknown(&rt) && (lt == Type::Jsonb || rt == Type::Jsonb) =>
+            {
+                let l = coerce(tcx, l, &lt, &Type::Jsonb, span)?;
+                let r = coerce(tcx, r, &rt, &Type::Jsonb, span)?;
+                let jop = if *op == BinaryOperator::AtArrow { JsonOp::Contains } else { JsonOp::ContainedBy };
+                json(jop, vec![l, r], Type::Bool)?
+            }
+            BinaryOperator::AtArrow | BinaryOperator::ArrowAt | BinaryOperator::PGOverlap
+                if is_array(&lt) || is_array(&rt) =>
+            {
+                let ty = if is_array(&lt) { lt.clone() } else { rt.clone() };
+                let operand = |x: Expr, t: &Type| -> Result<Expr> {
+                    match t {
+                        Type::Unknown => coerce(tcx, x, t, &ty, span),
+                        t if *t == ty => Ok(x),
+                        Type::Array { elem, .. } if array_elems_compare(elem, &ty) => Ok(x),
+                        _ => Err(mismatch(&lt, &rt)),
+                    }
+                };
+                let (l, r) = (operand(l, &lt)?, operand(r, &rt)?);
+                let aop = match op {
+                    BinaryOperator::AtArrow => ArrayOp::Contains,
+                    BinaryOperator::ArrowAt => ArrayOp::ContainedBy,
+                    _ => ArrayOp::Overlaps,
+                };
+                call(Func::Array(aop), vec![l, r], Type::Bool, span)?
+            }
+            BinaryOperator::Minus if lt == Type::Jsonb => {
+                let (jop, r) = match &rt {
+                    t if t.is_integer() => (JsonOp::DeleteIndex, r),
+                    Type::Unknown => (JsonOp::DeleteKey, r),
+                    Type::Bpchar => (JsonOp::DeleteKey, bpchar_to_text(r)),
+                    t if t.is_string() => (JsonOp::DeleteKey, r),
+                    Type::Array { elem, .. } if elem.is_string() => (JsonOp::DeleteKeys, r),
+                    _ => return Err(mismatch(&lt, &rt)),
+                };
+                json(jop, vec![l, r], Type::Jsonb)?
+            }
+            BinaryOperator::StringConcat
+                if jsonb_or_unknown(&lt) && jsonb_or_unknown(&rt) && (lt == Type::Jsonb || rt == Type::Jsonb) =>
+            {
+                let l = coerce(tcx, l, &lt, &Type::Jsonb, span)?;
+                let r = coerce(tcx, r, &rt, &Type::Jsonb, span)?;
+                json(JsonOp::Concat, vec![l, r], Type::Jsonb)?
+            }
+            BinaryOperator::HashMinus => {
+                return Err(unsupported("the #- operator", span));
+            }
+            BinaryOperator::PGRegexMatch
+            | BinaryOperator::PGRegexIMatch
+            | BinaryOperator::PGRegexNotMatch
+            | BinaryOperator::PGRegexNotIMatch => {
+                // char(n) is matched with its padding (bpcharregexeq).
+                let text = |x: Expr, t: &Type| -> Result<Expr> {
+                    match t {
+                        t if t.is_string() || *t == Type::Unknown => Ok(x),
+                        _ => Err(mismatch(&lt, &rt)),
+                    }
+                };
+                let (l, r) = (text(l, &lt)?, text(r, &rt)?);
+                let case_insensitive =
+                    matches!(op, BinaryOperator::PGRegexIMatch | BinaryOperator::PGRegexNotIMatch);
+                let negated =
+                    matches!(op, BinaryOperator::PGRegexNotMatch | BinaryOperator::PGRegexNotIMatch);
+                self.check_pattern(&r, None, "~", false, span)?;
+                call(Func::RegexMatch { case_insensitive, negated }, vec![l, r], Type::Bool, span)?
+            }
+            _ => return Ok(Err((l, lt, r, rt))),
+        };
+        Ok(Ok(bound))
+    }
+
+    /// A value compared with an array's elements: an untyped literal is read
+    /// as the element type; otherwise the types must compare by their JSON
+    /// values (the same type, numbers with numbers, strings with strings).
+    fn element_operand(
+        &self,
+        v: Expr,
+        vt: &Type,
+        elem: &Type,
+        mismatch: impl Fn() -> BindError,
+        span: Span,
+    ) -> Result<Expr> {
+        if *elem == Type::Bpchar {
+            return Err(unsupported(
+                "comparing with the elements of a char(n) array (their padding is not significant in Postgres); cast the array to text[]",
+                span,
+            ));
+        }
+        match vt {
+            Type::Unknown => coerce(&self.time, v, vt, elem, span),
+            t if t == elem => Ok(v),
+            t if t.is_numeric_family() && elem.is_numeric_family() => Ok(v),
+            Type::Bpchar if matches!(elem, Type::Text | Type::Varchar) => Ok(bpchar_to_text(v)),
+            t if t.is_string() && elem.is_string() && *elem != Type::Bpchar => Ok(v),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// A constant regular expression is checked when the view is defined:
+    /// one viewcast refuses is refused then, not when a row reaches it.
+    fn check_pattern(
+        &self,
+        pattern: &Expr,
+        flags: Option<&Expr>,
+        func: &str,
+        spans: bool,
+        span: Span,
+    ) -> Result<()> {
+        let ci = match flags {
+            Some(Expr::Literal(Datum::Text(f))) => {
+                crate::sql::regex::flags(f, func == "regexp_replace", func)
+                    .map_err(|m| BindError::new(m, span))?
+                    .1
+            }
+            _ => false,
+        };
+        if let Expr::Literal(Datum::Text(p)) = pattern {
+            crate::sql::regex::compile(p, ci, spans).map_err(|m| match m.strip_prefix("unsupported: ") {
+                Some(what) => unsupported(what.to_string(), span),
+                None => BindError::new(m, span),
+            })?;
+        }
+        Ok(())
     }
 
     /// An argument of the JSON functions and aggregates: a value, or a FROM
@@ -1224,6 +1626,18 @@ pub(super) fn collated_c(e: &ast::Expr) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether arrays of `elem` and of `other`'s elements compare element by
+/// element without a cast viewcast would have to make (the same type, or
+/// both integers, or both strings).
+fn array_elems_compare(elem: &Type, other: &Type) -> bool {
+    let Type::Array { elem: o, .. } = other else {
+        return false;
+    };
+    elem == &**o
+        || (elem.is_integer() && o.is_integer())
+        || (elem.is_string() && o.is_string() && *elem != Type::Bpchar && **o != Type::Bpchar)
 }
 
 /// `text[]`, the type of key lists and paths.
