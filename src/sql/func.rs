@@ -11,7 +11,7 @@ use crate::repr::datetime::{
     self, date_from_ymd, split_timestamp, ymd_from_date, DATE_NEG_INF, DATE_POS_INF,
     MICROS_PER_DAY, TS_NEG_INF, TS_POS_INF, UNIX_TO_PG_DAYS,
 };
-use crate::repr::interval::add_to_timestamptz;
+use crate::repr::interval::{add_to_timestamptz, Interval};
 use crate::repr::json;
 use crate::repr::tz::TimeCx;
 use crate::repr::{array_json_in, array_text_in, Datum, Numeric, Type, F64};
@@ -144,6 +144,20 @@ pub enum Func {
     QuoteLiteral,
     /// `quote_nullable`: `NULL` for NULL.
     QuoteNullable,
+    /// `age(a, b)` of timestamps (timestamptz: in the session zone, the
+    /// binder converts): the field-wise difference Postgres computes.
+    Age,
+    /// `make_date(year, month, day)`.
+    MakeDate,
+    /// `make_timestamp(year, month, day, hour, min, sec)`.
+    MakeTimestamp,
+    /// `date_bin(stride, source, origin)`.
+    DateBin,
+    /// `justify_days`, `justify_hours`, `justify_interval`.
+    Justify {
+        days: bool,
+        hours: bool,
+    },
     /// `format(fmt, args...)` with `%s`, `%I`, `%L` and `%%`; arguments
     /// arrive as text (the binder converts them as `concat` does).
     Format,
@@ -762,6 +776,95 @@ impl Func {
                     None => return err(format!("requested character too large for encoding: {code}")),
                 }
             }
+            Func::Age => match (a, arg(args, 1)?) {
+                (Datum::Timestamp(x) | Datum::TimestampTz(x), Datum::Timestamp(y) | Datum::TimestampTz(y)) => {
+                    Datum::Interval(age(*x, *y)?)
+                }
+                _ => return err("age() of values that are not timestamps"),
+            },
+            Func::MakeDate => {
+                let (y, m, d) = (int(a), int(arg(args, 1)?), int(arg(args, 2)?));
+                Datum::Date(make_date(y, m, d)? as i32)
+            }
+            Func::MakeTimestamp => {
+                let (y, m, d) = (int(a), int(arg(args, 1)?), int(arg(args, 2)?));
+                let (h, mi, sec) = (int(arg(args, 3)?), int(arg(args, 4)?), float(arg(args, 5)?));
+                let days = make_date(y, m, d)?;
+                let bad_time = h < 0
+                    || mi < 0
+                    || mi > 59
+                    || sec.is_nan()
+                    || sec < 0.0
+                    || sec > 60.0
+                    || h > 24
+                    || (h == 24 && (mi > 0 || sec > 0.0));
+                if bad_time {
+                    return err(format!(
+                        "time field value out of range: {h}:{mi:02}:{}",
+                        pad2(&g_format(sec))
+                    ));
+                }
+                let micros = ((h * 60 + mi) * 60) * 1_000_000 + (sec * 1_000_000.0).round_ties_even() as i64;
+                let t = days
+                    .checked_mul(MICROS_PER_DAY)
+                    .and_then(|v| v.checked_add(micros))
+                    .filter(|t| datetime::is_valid_timestamp(*t));
+                match t {
+                    Some(t) => Datum::Timestamp(t),
+                    None => {
+                        return err(format!(
+                            "timestamp out of range: \"{y}-{m:02}-{d:02} {h}:{mi:02}:{}\"",
+                            pad2(&g_format(sec))
+                        ))
+                    }
+                }
+            }
+            Func::DateBin => {
+                let (Datum::Interval(stride), source, origin) = (a, arg(args, 1)?, arg(args, 2)?) else {
+                    return err("date_bin() needs an interval stride");
+                };
+                let (Datum::Timestamp(t) | Datum::TimestampTz(t)) = source else {
+                    return err("date_bin() needs timestamps");
+                };
+                let (Datum::Timestamp(o) | Datum::TimestampTz(o)) = origin else {
+                    return err("date_bin() needs timestamps");
+                };
+                if *t == TS_POS_INF || *t == TS_NEG_INF {
+                    return Ok(source.clone());
+                }
+                if *o == TS_POS_INF || *o == TS_NEG_INF {
+                    return err("origin out of range");
+                }
+                if stride.months != 0 {
+                    return err("timestamps cannot be binned into intervals containing months or years");
+                }
+                let stride = (stride.days as i64)
+                    .checked_mul(MICROS_PER_DAY)
+                    .and_then(|d| d.checked_add(stride.micros))
+                    .ok_or_else(|| EvalError("interval out of range".into()))?;
+                if stride <= 0 {
+                    return err("stride must be greater than zero");
+                }
+                let diff = t.checked_sub(*o).ok_or_else(|| EvalError("interval out of range".into()))?;
+                let modulo = diff % stride;
+                let mut result = o + (diff - modulo);
+                if modulo < 0 {
+                    result -= stride;
+                }
+                if !datetime::is_valid_timestamp(result) {
+                    return err("timestamp out of range");
+                }
+                match source {
+                    Datum::Timestamp(_) => Datum::Timestamp(result),
+                    _ => Datum::TimestampTz(result),
+                }
+            }
+            Func::Justify { days, hours } => {
+                let Datum::Interval(iv) = a else {
+                    return err("justify of a value that is not an interval");
+                };
+                Datum::Interval(justify(iv, *days, *hours)?)
+            }
             Func::QuoteIdent => Datum::Text(quote_ident(text(a))),
             Func::QuoteLiteral => Datum::Text(quote_literal(text(a))),
             Func::Concat
@@ -1109,6 +1212,166 @@ fn json_op(op: JsonOp, args: &[Datum]) -> Result<Datum, EvalError> {
             doc.write_pretty(0, &mut out);
             Datum::Text(out)
         }
+    })
+}
+
+/// `%g` of a seconds value, as Postgres's time error messages print it.
+fn g_format(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        return format!("{v:.0}");
+    }
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    // Six significant digits.
+    let int_digits = s.split('.').next().map_or(0, |i| i.trim_start_matches('-').len());
+    let keep = 6usize.saturating_sub(int_digits);
+    format!("{v:.keep$}").trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// `%02g`: at least two characters, zero-padded.
+fn pad2(s: &str) -> String {
+    if s.len() < 2 {
+        format!("0{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Days since 2000-01-01 of a `make_date` year (negative: BC), month and day.
+fn make_date(y: i64, m: i64, d: i64) -> Result<i64, EvalError> {
+    let bad = || EvalError(format!("date field value out of range: {y}-{m:02}-{d:02}"));
+    if y == 0 || !(1..=12).contains(&m) || d < 1 {
+        return Err(bad());
+    }
+    let astro = if y < 0 { y + 1 } else { y };
+    if d > datetime::days_in_month(astro, m as u32) as i64 {
+        return Err(bad());
+    }
+    let days = date_from_ymd(astro, m as u32, d as u32);
+    if !datetime::is_valid_date(days) {
+        return Err(EvalError(format!("date out of range: {y}-{m:02}-{d:02}")));
+    }
+    Ok(days)
+}
+
+/// `age(a, b)` as Postgres's `timestamp_age`: the fields of `b` subtracted
+/// from those of `a`, negative fields borrowed from the next larger one
+/// (days by the length of the month of the earlier value).
+fn age(a: i64, b: i64) -> Result<Interval, EvalError> {
+    if [a, b].iter().any(|t| *t == TS_POS_INF || *t == TS_NEG_INF) {
+        return err("unsupported: age() of an infinite timestamp");
+    }
+    let fields = |t: i64| {
+        let (days, time) = split_timestamp(t);
+        let (y, m, d) = ymd_from_date(days);
+        (y, m as i64, d as i64, time / 3_600_000_000, time / 60_000_000 % 60, time / 1_000_000 % 60, time % 1_000_000)
+    };
+    let (y1, mo1, d1, h1, mi1, s1, f1) = fields(a);
+    let (y2, mo2, d2, h2, mi2, s2, f2) = fields(b);
+    let neg = a < b;
+    let flip = |v: i64| if neg { -v } else { v };
+    let (mut year, mut mon, mut mday, mut hour, mut min, mut sec, mut fsec) = (
+        flip(y1 - y2),
+        flip(mo1 - mo2),
+        flip(d1 - d2),
+        flip(h1 - h2),
+        flip(mi1 - mi2),
+        flip(s1 - s2),
+        flip(f1 - f2),
+    );
+    while fsec < 0 {
+        fsec += 1_000_000;
+        sec -= 1;
+    }
+    while sec < 0 {
+        sec += 60;
+        min -= 1;
+    }
+    while min < 0 {
+        min += 60;
+        hour -= 1;
+    }
+    while hour < 0 {
+        hour += 24;
+        mday -= 1;
+    }
+    while mday < 0 {
+        let (y, m) = if neg { (y1, mo1) } else { (y2, mo2) };
+        mday += datetime::days_in_month(y, m as u32) as i64;
+        mon -= 1;
+    }
+    while mon < 0 {
+        mon += 12;
+        year -= 1;
+    }
+    let months = flip(year * 12 + mon);
+    let micros = flip(((hour * 60 + min) * 60 + sec) * 1_000_000 + fsec);
+    Ok(Interval {
+        months: i32::try_from(months).map_err(|_| EvalError("interval out of range".into()))?,
+        days: flip(mday) as i32,
+        micros,
+    })
+}
+
+/// `justify_days` (30 days to a month), `justify_hours` (24 hours to a
+/// day) and `justify_interval` (both, signs made to agree), as Postgres 15.
+fn justify(iv: &Interval, days: bool, hours: bool) -> Result<Interval, EvalError> {
+    const MONTH: i64 = 30;
+    let overflow = || EvalError("interval out of range".into());
+    let (mut month, mut day, mut time) = (iv.months as i64, iv.days as i64, iv.micros);
+    if days && hours {
+        if (day > 0 && time > 0) || (day < 0 && time < 0) {
+            let whole = day / MONTH;
+            day -= whole * MONTH;
+            month += whole;
+        }
+        let whole_day = time / MICROS_PER_DAY;
+        time -= whole_day * MICROS_PER_DAY;
+        day += whole_day;
+        let whole = day / MONTH;
+        day -= whole * MONTH;
+        month += whole;
+        if month > 0 && (day < 0 || (day == 0 && time < 0)) {
+            day += MONTH;
+            month -= 1;
+        } else if month < 0 && (day > 0 || (day == 0 && time > 0)) {
+            day -= MONTH;
+            month += 1;
+        }
+        if day > 0 && time < 0 {
+            time += MICROS_PER_DAY;
+            day -= 1;
+        } else if day < 0 && time > 0 {
+            time -= MICROS_PER_DAY;
+            day += 1;
+        }
+    } else if days {
+        let whole = day / MONTH;
+        day -= whole * MONTH;
+        month += whole;
+        if month > 0 && day < 0 {
+            day += MONTH;
+            month -= 1;
+        } else if month < 0 && day > 0 {
+            day -= MONTH;
+            month += 1;
+        }
+    } else {
+        let whole_day = time / MICROS_PER_DAY;
+        time -= whole_day * MICROS_PER_DAY;
+        day += whole_day;
+        if day > 0 && time < 0 {
+            time += MICROS_PER_DAY;
+            day -= 1;
+        } else if day < 0 && time > 0 {
+            time -= MICROS_PER_DAY;
+            day += 1;
+        }
+    }
+    Ok(Interval {
+        months: i32::try_from(month).map_err(|_| overflow())?,
+        days: i32::try_from(day).map_err(|_| overflow())?,
+        micros: time,
     })
 }
 

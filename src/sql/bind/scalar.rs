@@ -1193,6 +1193,79 @@ impl<'a> Binder<'a> {
                 }
                 call(Func::Format, xs, Type::Text, span)
             }
+            "age" => {
+                if args.len() == 1 {
+                    return Err(unsupported(
+                        "age() with one argument (it counts from the current date, which changes without a row changing); write age(a, b)",
+                        span,
+                    ));
+                }
+                arity(&[2])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let (b, bt) = self.bind_expr(args[1], cx)?;
+                let ty = match common_type(&at, &bt) {
+                    Some(Type::TimestampTz) => Type::TimestampTz,
+                    Some(Type::Date | Type::Timestamp | Type::Unknown) => Type::Timestamp,
+                    Some(Type::Text) if at == Type::Unknown && bt == Type::Unknown => Type::Timestamp,
+                    _ => return Err(no_function(name, &[at, bt], span)),
+                };
+                // A timestamptz's fields are its wall-clock time in the session zone.
+                let local = |x: Expr, t: &Type| -> Result<Expr> {
+                    let x = coerce(&self.time, x, t, &ty, span)?;
+                    if ty == Type::TimestampTz && !self.time.is_utc() {
+                        coerce(&self.time, x, &Type::TimestampTz, &Type::Timestamp, span)
+                    } else {
+                        Ok(x)
+                    }
+                };
+                let xs = vec![local(a, &at)?, local(b, &bt)?];
+                call(Func::Age, xs, Type::Interval, span)
+            }
+            "make_date" | "make_timestamp" => {
+                let n = if name == "make_date" { 3 } else { 6 };
+                arity(&[n])?;
+                let mut xs = Vec::new();
+                for (i, e) in args.iter().enumerate() {
+                    if i == 5 {
+                        let (x, xt) = self.bind_expr(e, cx)?;
+                        if !(xt.is_numeric_family() || xt == Type::Unknown) {
+                            return Err(no_function(name, &[xt], span));
+                        }
+                        xs.push(coerce(&self.time, x, &xt, &Type::Float8, span)?);
+                    } else {
+                        xs.push(self.int_arg(e, cx, name)?);
+                    }
+                }
+                let (func, ty) = if name == "make_date" {
+                    (Func::MakeDate, Type::Date)
+                } else {
+                    (Func::MakeTimestamp, Type::Timestamp)
+                };
+                call(func, xs, ty, span)
+            }
+            "date_bin" => {
+                arity(&[3])?;
+                let stride = self.typed_arg(args[0], cx, &Type::Interval, name)?;
+                let (src, st) = self.bind_expr(args[1], cx)?;
+                let (org, ot) = self.bind_expr(args[2], cx)?;
+                let ty = match common_type(&st, &ot) {
+                    Some(Type::TimestampTz) => Type::TimestampTz,
+                    Some(Type::Timestamp | Type::Date | Type::Unknown) => Type::Timestamp,
+                    _ => return Err(no_function(name, &[Type::Interval, st, ot], span)),
+                };
+                let src = coerce(&self.time, src, &st, &ty, span)?;
+                let org = coerce(&self.time, org, &ot, &ty, span)?;
+                call(Func::DateBin, vec![stride, src, org], ty, span)
+            }
+            "justify_days" | "justify_hours" | "justify_interval" => {
+                arity(&[1])?;
+                let x = self.typed_arg(args[0], cx, &Type::Interval, name)?;
+                let func = Func::Justify {
+                    days: name != "justify_hours",
+                    hours: name != "justify_days",
+                };
+                call(func, vec![x], Type::Interval, span)
+            }
             "now" | "current_timestamp" | "current_date" | "random" | "clock_timestamp"
             | "statement_timestamp" | "transaction_timestamp" | "timeofday" => Err(unsupported(
                 format!("{name}() (its value changes without a row changing, so a view over it cannot be maintained)"),
