@@ -808,12 +808,10 @@ impl Value {
     /// Scalar equality as jsonb compares: numbers by value (`1.0` = `1`).
     pub fn scalar_eq(&self, other: &Value) -> bool {
         match (self, other) {
-            (Value::Number(a), Value::Number(b)) => {
-                match (Numeric::parse(a), Numeric::parse(b)) {
-                    (Ok(x), Ok(y)) => x.cmp_value(&y) == std::cmp::Ordering::Equal,
-                    _ => a == b,
-                }
-            }
+            (Value::Number(a), Value::Number(b)) => match (Numeric::parse(a), Numeric::parse(b)) {
+                (Ok(x), Ok(y)) => x.cmp_value(&y) == std::cmp::Ordering::Equal,
+                _ => a == b,
+            },
             (a, b) => a == b,
         }
     }
@@ -871,7 +869,9 @@ impl Value {
     /// `jsonb - text`: drops a key, or an array's string elements equal to it.
     pub fn delete_key(self, key: &str) -> Result<Value, String> {
         Ok(match self {
-            Value::Object(items) => Value::Object(items.into_iter().filter(|(k, _)| k != key).collect()),
+            Value::Object(items) => {
+                Value::Object(items.into_iter().filter(|(k, _)| k != key).collect())
+            }
             Value::Array(items) => Value::Array(
                 items
                     .into_iter()

@@ -100,8 +100,8 @@ impl Type {
             2950 => Type::Uuid,
             3802 => Type::Jsonb,
             // One-dimensional arrays of the types above, read by `array_in`.
-            1000 | 1001 | 1005 | 1007 | 1016 | 1021 | 1022 | 1231 | 1009 | 1015 | 1014
-            | 1182 | 1115 | 1185 | 2951 | 199 | 3807 | 1187 => {
+            1000 | 1001 | 1005 | 1007 | 1016 | 1021 | 1022 | 1231 | 1009 | 1015 | 1014 | 1182
+            | 1115 | 1185 | 2951 | 199 | 3807 | 1187 => {
                 let elem = match oid {
                     1000 => Type::Bool,
                     1001 => Type::Bytea,
@@ -352,9 +352,7 @@ impl Datum {
                 Datum::Json(s.to_string())
             }
             Type::Jsonb => Datum::Json(json::to_jsonb(s).map_err(|e| json_error(ty, &e))?),
-            Type::Array { elem, .. } => {
-                Datum::Json(array_in(elem, s, &tz::TimeCx::default())?)
-            }
+            Type::Array { elem, .. } => Datum::Json(array_in(elem, s, &tz::TimeCx::default())?),
             Type::Record => {
                 return Err(DecodeError(format!(
                     "reading {} values from text is not supported",
@@ -826,9 +824,8 @@ fn is_halfway(text: &str, v: f64, single: bool) -> bool {
 /// as the JSON array viewcast holds it, elements read as `elem` in the
 /// session `cx`. Dimension decorations (`[1:2]={...}`) are refused.
 pub fn array_in(elem: &Type, s: &str, cx: &tz::TimeCx) -> Result<String, DecodeError> {
-    let malformed = |detail: &str| {
-        DecodeError(format!("malformed array literal: \"{s}\" ({detail})"))
-    };
+    let malformed =
+        |detail: &str| DecodeError(format!("malformed array literal: \"{s}\" ({detail})"));
     let b: Vec<char> = s.chars().collect();
     let mut i = 0;
     let ws = |i: &mut usize| {
@@ -843,7 +840,9 @@ pub fn array_in(elem: &Type, s: &str, cx: &tz::TimeCx) -> Result<String, DecodeE
         )));
     }
     if b.get(i) != Some(&'{') {
-        return Err(malformed("Array value must start with \"{\" or dimension information."));
+        return Err(malformed(
+            "Array value must start with \"{\" or dimension information.",
+        ));
     }
     // (depth-first) the JSON text, and per nesting level the element counts
     // seen, which must agree (arrays are rectangular).
@@ -887,11 +886,9 @@ pub fn array_in(elem: &Type, s: &str, cx: &tz::TimeCx) -> Result<String, DecodeE
                     return Err(malformed("Unexpected \"}\" character."));
                 }
                 match widths[depth - 1] {
-                    Some(w) if w != n => {
-                        return Err(malformed(
-                            "Multidimensional arrays must have sub-arrays with matching dimensions.",
-                        ))
-                    }
+                    Some(w) if w != n => return Err(malformed(
+                        "Multidimensional arrays must have sub-arrays with matching dimensions.",
+                    )),
                     _ => widths[depth - 1] = Some(n),
                 }
                 out.push(']');

@@ -301,12 +301,18 @@ impl Func {
             Func::DatePart(f) => format!("date_part_{f}"),
             Func::DateTrunc(f) => format!("date_trunc_{f}"),
             Func::JsonGet { as_text } => (if *as_text { "->>" } else { "->" }).into(),
-            Func::JsonBuildObject { jsonb } => {
-                (if *jsonb { "jsonb_build_object" } else { "json_build_object" }).into()
-            }
-            Func::JsonBuildArray { jsonb } => {
-                (if *jsonb { "jsonb_build_array" } else { "json_build_array" }).into()
-            }
+            Func::JsonBuildObject { jsonb } => (if *jsonb {
+                "jsonb_build_object"
+            } else {
+                "json_build_object"
+            })
+            .into(),
+            Func::JsonBuildArray { jsonb } => (if *jsonb {
+                "jsonb_build_array"
+            } else {
+                "json_build_array"
+            })
+            .into(),
             Func::ToJson { jsonb } => (if *jsonb { "to_jsonb" } else { "to_json" }).into(),
             Func::RowToJson(_) => "row_to_json".into(),
             Func::Json(op) => format!("{op:?}").to_lowercase(),
@@ -771,15 +777,22 @@ impl Func {
                 match u32::try_from(code).ok().and_then(char::from_u32) {
                     Some(c) => Datum::Text(c.to_string()),
                     None if (0xD800..=0xDFFF).contains(&code) => {
-                        return err(format!("requested character not valid for encoding: {code}"))
+                        return err(format!(
+                            "requested character not valid for encoding: {code}"
+                        ))
                     }
-                    None => return err(format!("requested character too large for encoding: {code}")),
+                    None => {
+                        return err(format!(
+                            "requested character too large for encoding: {code}"
+                        ))
+                    }
                 }
             }
             Func::Age => match (a, arg(args, 1)?) {
-                (Datum::Timestamp(x) | Datum::TimestampTz(x), Datum::Timestamp(y) | Datum::TimestampTz(y)) => {
-                    Datum::Interval(age(*x, *y)?)
-                }
+                (
+                    Datum::Timestamp(x) | Datum::TimestampTz(x),
+                    Datum::Timestamp(y) | Datum::TimestampTz(y),
+                ) => Datum::Interval(age(*x, *y)?),
                 _ => return err("age() of values that are not timestamps"),
             },
             Func::MakeDate => {
@@ -804,7 +817,8 @@ impl Func {
                         pad2(&g_format(sec))
                     ));
                 }
-                let micros = ((h * 60 + mi) * 60) * 1_000_000 + (sec * 1_000_000.0).round_ties_even() as i64;
+                let micros =
+                    ((h * 60 + mi) * 60) * 1_000_000 + (sec * 1_000_000.0).round_ties_even() as i64;
                 let t = days
                     .checked_mul(MICROS_PER_DAY)
                     .and_then(|v| v.checked_add(micros))
@@ -820,7 +834,8 @@ impl Func {
                 }
             }
             Func::DateBin => {
-                let (Datum::Interval(stride), source, origin) = (a, arg(args, 1)?, arg(args, 2)?) else {
+                let (Datum::Interval(stride), source, origin) = (a, arg(args, 1)?, arg(args, 2)?)
+                else {
                     return err("date_bin() needs an interval stride");
                 };
                 let (Datum::Timestamp(t) | Datum::TimestampTz(t)) = source else {
@@ -836,7 +851,9 @@ impl Func {
                     return err("origin out of range");
                 }
                 if stride.months != 0 {
-                    return err("timestamps cannot be binned into intervals containing months or years");
+                    return err(
+                        "timestamps cannot be binned into intervals containing months or years",
+                    );
                 }
                 let stride = (stride.days as i64)
                     .checked_mul(MICROS_PER_DAY)
@@ -845,7 +862,9 @@ impl Func {
                 if stride <= 0 {
                     return err("stride must be greater than zero");
                 }
-                let diff = t.checked_sub(*o).ok_or_else(|| EvalError("interval out of range".into()))?;
+                let diff = t
+                    .checked_sub(*o)
+                    .ok_or_else(|| EvalError("interval out of range".into()))?;
                 let modulo = diff % stride;
                 let mut result = o + (diff - modulo);
                 if modulo < 0 {
@@ -960,12 +979,22 @@ fn array_op(op: &ArrayOp, args: &[Datum]) -> Result<Datum, EvalError> {
             Datum::Json(out)
         }
         ArrayOp::Contains | ArrayOp::ContainedBy => {
-            let (a, b) = (array_elements(arg(args, 0)?)?, array_elements(arg(args, 1)?)?);
-            let (big, small) = if *op == ArrayOp::Contains { (a, b) } else { (b, a) };
+            let (a, b) = (
+                array_elements(arg(args, 0)?)?,
+                array_elements(arg(args, 1)?)?,
+            );
+            let (big, small) = if *op == ArrayOp::Contains {
+                (a, b)
+            } else {
+                (b, a)
+            };
             Datum::Bool(small.iter().all(|v| found(&big, v)))
         }
         ArrayOp::Overlaps => {
-            let (a, b) = (array_elements(arg(args, 0)?)?, array_elements(arg(args, 1)?)?);
+            let (a, b) = (
+                array_elements(arg(args, 0)?)?,
+                array_elements(arg(args, 1)?)?,
+            );
             Datum::Bool(b.iter().any(|v| found(&a, v)))
         }
         ArrayOp::Length => {
@@ -1038,7 +1067,10 @@ fn array_op(op: &ArrayOp, args: &[Datum]) -> Result<Datum, EvalError> {
         ArrayOp::Any { negated } => {
             let v = element_of(arg(args, 0)?)?;
             let items = array_elements(arg(args, 1)?)?;
-            if items.iter().any(|i| i.scalar_eq(&v) && *i != json::Value::Null) {
+            if items
+                .iter()
+                .any(|i| i.scalar_eq(&v) && *i != json::Value::Null)
+            {
                 Datum::Bool(!negated)
             } else if items.contains(&json::Value::Null) {
                 Datum::Null
@@ -1180,7 +1212,9 @@ fn json_op(op: JsonOp, args: &[Datum]) -> Result<Datum, EvalError> {
             }
             jsonb_datum(&v)?
         }
-        JsonOp::DeleteIndex => jsonb_datum(&doc.delete_index(int(arg(args, 1)?)).map_err(EvalError)?)?,
+        JsonOp::DeleteIndex => {
+            jsonb_datum(&doc.delete_index(int(arg(args, 1)?)).map_err(EvalError)?)?
+        }
         JsonOp::Concat => jsonb_datum(&doc.concat(json_value(arg(args, 1)?)?))?,
         JsonOp::Set => {
             if doc.is_scalar() {
@@ -1223,9 +1257,15 @@ fn g_format(v: f64) -> String {
     let s = format!("{v:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     // Six significant digits.
-    let int_digits = s.split('.').next().map_or(0, |i| i.trim_start_matches('-').len());
+    let int_digits = s
+        .split('.')
+        .next()
+        .map_or(0, |i| i.trim_start_matches('-').len());
     let keep = 6usize.saturating_sub(int_digits);
-    format!("{v:.keep$}").trim_end_matches('0').trim_end_matches('.').to_string()
+    format!("{v:.keep$}")
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
 }
 
 /// `%02g`: at least two characters, zero-padded.
@@ -1264,7 +1304,15 @@ fn age(a: i64, b: i64) -> Result<Interval, EvalError> {
     let fields = |t: i64| {
         let (days, time) = split_timestamp(t);
         let (y, m, d) = ymd_from_date(days);
-        (y, m as i64, d as i64, time / 3_600_000_000, time / 60_000_000 % 60, time / 1_000_000 % 60, time % 1_000_000)
+        (
+            y,
+            m as i64,
+            d as i64,
+            time / 3_600_000_000,
+            time / 60_000_000 % 60,
+            time / 1_000_000 % 60,
+            time % 1_000_000,
+        )
     };
     let (y1, mo1, d1, h1, mi1, s1, f1) = fields(a);
     let (y2, mo2, d2, h2, mi2, s2, f2) = fields(b);
@@ -1378,24 +1426,157 @@ fn justify(iv: &Interval, days: bool, hours: bool) -> Result<Interval, EvalError
 /// Keywords `quote_ident` quotes: all of Postgres 15's but the unreserved
 /// ones (`pg_get_keywords()` where `catcode <> 'U'`).
 const QUOTED_KEYWORDS: &[&str] = &[
-    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric",
-    "authorization", "between", "bigint", "binary", "bit", "boolean", "both", "case", "cast",
-    "char", "character", "check", "coalesce", "collate", "collation", "column", "concurrently",
-    "constraint", "create", "cross", "current_catalog", "current_date", "current_role",
-    "current_schema", "current_time", "current_timestamp", "current_user", "dec", "decimal",
-    "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "exists",
-    "extract", "false", "fetch", "float", "for", "foreign", "freeze", "from", "full", "grant",
-    "greatest", "group", "grouping", "having", "ilike", "in", "initially", "inner", "inout",
-    "int", "integer", "intersect", "interval", "into", "is", "isnull", "join", "lateral",
-    "leading", "least", "left", "like", "limit", "localtime", "localtimestamp", "national",
-    "natural", "nchar", "none", "normalize", "not", "notnull", "null", "nullif", "numeric",
-    "offset", "on", "only", "or", "order", "out", "outer", "overlaps", "overlay", "placing",
-    "position", "precision", "primary", "real", "references", "returning", "right", "row",
-    "select", "session_user", "setof", "similar", "smallint", "some", "substring", "symmetric",
-    "table", "tablesample", "then", "time", "timestamp", "to", "trailing", "treat", "trim",
-    "true", "union", "unique", "user", "using", "values", "varchar", "variadic", "verbose",
-    "when", "where", "window", "with", "xmlattributes", "xmlconcat", "xmlelement", "xmlexists",
-    "xmlforest", "xmlnamespaces", "xmlparse", "xmlpi", "xmlroot", "xmlserialize", "xmltable",
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "between",
+    "bigint",
+    "binary",
+    "bit",
+    "boolean",
+    "both",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "check",
+    "coalesce",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "dec",
+    "decimal",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "extract",
+    "false",
+    "fetch",
+    "float",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "greatest",
+    "group",
+    "grouping",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "inout",
+    "int",
+    "integer",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "least",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "national",
+    "natural",
+    "nchar",
+    "none",
+    "normalize",
+    "not",
+    "notnull",
+    "null",
+    "nullif",
+    "numeric",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "out",
+    "outer",
+    "overlaps",
+    "overlay",
+    "placing",
+    "position",
+    "precision",
+    "primary",
+    "real",
+    "references",
+    "returning",
+    "right",
+    "row",
+    "select",
+    "session_user",
+    "setof",
+    "similar",
+    "smallint",
+    "some",
+    "substring",
+    "symmetric",
+    "table",
+    "tablesample",
+    "then",
+    "time",
+    "timestamp",
+    "to",
+    "trailing",
+    "treat",
+    "trim",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "values",
+    "varchar",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+    "xmlattributes",
+    "xmlconcat",
+    "xmlelement",
+    "xmlexists",
+    "xmlforest",
+    "xmlnamespaces",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmltable",
 ];
 
 /// `quote_ident`: quoted unless a lowercase identifier that is not a
@@ -1473,7 +1654,11 @@ fn format_text(fmt: &str, args: &[Datum]) -> Result<String, EvalError> {
             }
         }
         if !digits.is_empty() {
-            width = Some(digits.parse::<usize>().map_err(|_| EvalError("number is out of range".into()))?);
+            width = Some(
+                digits
+                    .parse::<usize>()
+                    .map_err(|_| EvalError("number is out of range".into()))?,
+            );
         }
         if chars.peek() == Some(&'*') {
             return err("unsupported: a * width in format()");
@@ -1490,7 +1675,9 @@ fn format_text(fmt: &str, args: &[Datum]) -> Result<String, EvalError> {
         let piece = match (kind, value) {
             ('s', Datum::Null) => String::new(),
             ('s', v) => output_text(v),
-            ('I', Datum::Null) => return err("null values cannot be formatted as an SQL identifier"),
+            ('I', Datum::Null) => {
+                return err("null values cannot be formatted as an SQL identifier")
+            }
             ('I', v) => quote_ident(&output_text(v)),
             (_, Datum::Null) => "NULL".into(),
             (_, v) => quote_literal(&output_text(v)),

@@ -10,9 +10,9 @@
 pub mod bind;
 pub mod expr;
 pub mod func;
-pub mod regex;
 pub mod plan;
 pub mod prune;
+pub mod regex;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -159,10 +159,9 @@ fn translate(p: &str, spans: bool) -> Result<String, Error> {
                     let bounds: Vec<&str> = inner.split(',').collect();
                     let ok = !inner.is_empty()
                         && bounds.len() <= 2
-                        && bounds
-                            .iter()
-                            .enumerate()
-                            .all(|(k, b)| (k == 1 && b.is_empty()) || b.parse::<u32>().is_ok_and(|n| n <= 255));
+                        && bounds.iter().enumerate().all(|(k, b)| {
+                            (k == 1 && b.is_empty()) || b.parse::<u32>().is_ok_and(|n| n <= 255)
+                        });
                     if !ok {
                         return refuse(&format!("the bound {{{inner}}}"));
                     }
@@ -228,7 +227,23 @@ fn push_literal(c: char, out: &mut String) {
 fn regex_syntax_meta(c: char) -> bool {
     matches!(
         c,
-        '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$' | '#' | '&' | '-' | '~'
+        '\\' | '.'
+            | '+'
+            | '*'
+            | '?'
+            | '('
+            | ')'
+            | '|'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '^'
+            | '$'
+            | '#'
+            | '&'
+            | '-'
+            | '~'
     )
 }
 
@@ -408,7 +423,18 @@ mod tests {
         assert_eq!(translate("a[b-d]+$", true).unwrap(), "a[b-d]+$");
         assert_eq!(translate("[[a&]", false).unwrap(), "[\\[a\\&]");
         assert_eq!(translate("x{2,3}", true).unwrap(), "x{2,3}");
-        for refused in ["\\1", "(?=a)", "a|b", "(ab)*c", "(a*)?", "a*?", "[[:alpha:]]", "\\y", "***=a", "a{300}"] {
+        for refused in [
+            "\\1",
+            "(?=a)",
+            "a|b",
+            "(ab)*c",
+            "(a*)?",
+            "a*?",
+            "[[:alpha:]]",
+            "\\y",
+            "***=a",
+            "a{300}",
+        ] {
             assert!(translate(refused, true).is_err(), "{refused}");
         }
         assert!(translate("a|b", false).is_ok());

@@ -355,7 +355,10 @@ impl<'a> Binder<'a> {
                     ));
                 }
                 let elem = unify(bound.iter().map(|(_, t)| t), "ARRAY", span)?;
-                if matches!(elem, Type::Array { .. } | Type::Record | Type::Unsupported { .. }) {
+                if matches!(
+                    elem,
+                    Type::Array { .. } | Type::Record | Type::Unsupported { .. }
+                ) {
                     return Err(unsupported(format!("ARRAY[...] of {}", elem.name()), span));
                 }
                 let mut xs = Vec::new();
@@ -385,7 +388,10 @@ impl<'a> Binder<'a> {
                     (BinaryOperator::NotEq, true) => true,
                     _ => {
                         return Err(unsupported(
-                            format!("{compare_op} {} (array) other than = ANY and <> ALL", if all { "ALL" } else { "ANY" }),
+                            format!(
+                                "{compare_op} {} (array) other than = ANY and <> ALL",
+                                if all { "ALL" } else { "ANY" }
+                            ),
                             span,
                         ))
                     }
@@ -409,18 +415,30 @@ impl<'a> Binder<'a> {
                 let a = coerce(&self.time, a, &Type::Unknown, &at, span)?;
                 let Type::Array { elem, .. } = &at else {
                     return Err(BindError::new(
-                        format!("op ANY/ALL (array) requires array on right side, not {}", at.name()),
+                        format!(
+                            "op ANY/ALL (array) requires array on right side, not {}",
+                            at.name()
+                        ),
                         span,
                     ));
                 };
                 let mismatch = || {
                     BindError::new(
-                        format!("operator does not exist: {} {compare_op} {}", xt.name(), elem.name()),
+                        format!(
+                            "operator does not exist: {} {compare_op} {}",
+                            xt.name(),
+                            elem.name()
+                        ),
                         span,
                     )
                 };
                 let x = self.element_operand(x, &xt, elem, mismatch, span)?;
-                call(Func::Array(ArrayOp::Any { negated }), vec![x, a], Type::Bool, span)
+                call(
+                    Func::Array(ArrayOp::Any { negated }),
+                    vec![x, a],
+                    Type::Bool,
+                    span,
+                )
             }
             ast::Expr::Substring {
                 expr,
@@ -1348,7 +1366,9 @@ impl<'a> Binder<'a> {
         let is_array = |t: &Type| matches!(t, Type::Array { .. });
         let json = |op: JsonOp, args: Vec<Expr>, ty: Type| call(Func::Json(op), args, ty, span);
         let bound = match op {
-            BinaryOperator::Question | BinaryOperator::QuestionPipe | BinaryOperator::QuestionAnd => {
+            BinaryOperator::Question
+            | BinaryOperator::QuestionPipe
+            | BinaryOperator::QuestionAnd => {
                 if lt != Type::Jsonb {
                     return Err(mismatch(&lt, &rt));
                 }
@@ -1367,17 +1387,27 @@ impl<'a> Binder<'a> {
                 json(jop, vec![l, r], Type::Bool)?
             }
             BinaryOperator::AtArrow | BinaryOperator::ArrowAt
-                if jsonb_or_unknown(&lt) && jsonb_or_unknown(&rt) && (lt == Type::Jsonb || rt == Type::Jsonb) =>
+                if jsonb_or_unknown(&lt)
+                    && jsonb_or_unknown(&rt)
+                    && (lt == Type::Jsonb || rt == Type::Jsonb) =>
             {
                 let l = coerce(tcx, l, &lt, &Type::Jsonb, span)?;
                 let r = coerce(tcx, r, &rt, &Type::Jsonb, span)?;
-                let jop = if *op == BinaryOperator::AtArrow { JsonOp::Contains } else { JsonOp::ContainedBy };
+                let jop = if *op == BinaryOperator::AtArrow {
+                    JsonOp::Contains
+                } else {
+                    JsonOp::ContainedBy
+                };
                 json(jop, vec![l, r], Type::Bool)?
             }
             BinaryOperator::AtArrow | BinaryOperator::ArrowAt | BinaryOperator::PGOverlap
                 if is_array(&lt) || is_array(&rt) =>
             {
-                let ty = if is_array(&lt) { lt.clone() } else { rt.clone() };
+                let ty = if is_array(&lt) {
+                    lt.clone()
+                } else {
+                    rt.clone()
+                };
                 let operand = |x: Expr, t: &Type| -> Result<Expr> {
                     match t {
                         Type::Unknown => coerce(tcx, x, t, &ty, span),
@@ -1406,7 +1436,9 @@ impl<'a> Binder<'a> {
                 json(jop, vec![l, r], Type::Jsonb)?
             }
             BinaryOperator::StringConcat
-                if jsonb_or_unknown(&lt) && jsonb_or_unknown(&rt) && (lt == Type::Jsonb || rt == Type::Jsonb) =>
+                if jsonb_or_unknown(&lt)
+                    && jsonb_or_unknown(&rt)
+                    && (lt == Type::Jsonb || rt == Type::Jsonb) =>
             {
                 let l = coerce(tcx, l, &lt, &Type::Jsonb, span)?;
                 let r = coerce(tcx, r, &rt, &Type::Jsonb, span)?;
@@ -1427,12 +1459,24 @@ impl<'a> Binder<'a> {
                     }
                 };
                 let (l, r) = (text(l, &lt)?, text(r, &rt)?);
-                let case_insensitive =
-                    matches!(op, BinaryOperator::PGRegexIMatch | BinaryOperator::PGRegexNotIMatch);
-                let negated =
-                    matches!(op, BinaryOperator::PGRegexNotMatch | BinaryOperator::PGRegexNotIMatch);
+                let case_insensitive = matches!(
+                    op,
+                    BinaryOperator::PGRegexIMatch | BinaryOperator::PGRegexNotIMatch
+                );
+                let negated = matches!(
+                    op,
+                    BinaryOperator::PGRegexNotMatch | BinaryOperator::PGRegexNotIMatch
+                );
                 self.check_pattern(&r, None, "~", false, span)?;
-                call(Func::RegexMatch { case_insensitive, negated }, vec![l, r], Type::Bool, span)?
+                call(
+                    Func::RegexMatch {
+                        case_insensitive,
+                        negated,
+                    },
+                    vec![l, r],
+                    Type::Bool,
+                    span,
+                )?
             }
             _ => return Ok(Err((l, lt, r, rt))),
         };
@@ -1485,9 +1529,11 @@ impl<'a> Binder<'a> {
             _ => false,
         };
         if let Expr::Literal(Datum::Text(p)) = pattern {
-            crate::sql::regex::compile(p, ci, spans).map_err(|m| match m.strip_prefix("unsupported: ") {
-                Some(what) => unsupported(what.to_string(), span),
-                None => BindError::new(m, span),
+            crate::sql::regex::compile(p, ci, spans).map_err(|m| {
+                match m.strip_prefix("unsupported: ") {
+                    Some(what) => unsupported(what.to_string(), span),
+                    None => BindError::new(m, span),
+                }
             })?;
         }
         Ok(())
@@ -1520,10 +1566,7 @@ impl<'a> Binder<'a> {
             scopes.push(o.scope);
             level = o.parent;
         }
-        if scopes
-            .iter()
-            .any(|s| s.resolve(None, name, span).is_some())
-        {
+        if scopes.iter().any(|s| s.resolve(None, name, span).is_some()) {
             return Ok(None);
         }
         let Some(scope) = scopes.iter().find(|s| s.has_qualifier(name)) else {
@@ -1589,13 +1632,7 @@ impl<'a> Binder<'a> {
 
     /// An argument of a function with one signature: an untyped literal is
     /// read as `ty`, a value of another type is refused as Postgres would.
-    fn typed_arg(
-        &self,
-        e: &ast::Expr,
-        cx: &mut ExprCx<'_>,
-        ty: &Type,
-        func: &str,
-    ) -> Result<Expr> {
+    fn typed_arg(&self, e: &ast::Expr, cx: &mut ExprCx<'_>, ty: &Type, func: &str) -> Result<Expr> {
         let (x, xt) = self.bind_expr(e, cx)?;
         match &xt {
             t if t == ty => Ok(x),
