@@ -803,13 +803,9 @@ impl Func {
                 let (y, m, d) = (int(a), int(arg(args, 1)?), int(arg(args, 2)?));
                 let (h, mi, sec) = (int(arg(args, 3)?), int(arg(args, 4)?), float(arg(args, 5)?));
                 let days = make_date(y, m, d)?;
-                let bad_time = h < 0
-                    || mi < 0
-                    || mi > 59
-                    || sec.is_nan()
-                    || sec < 0.0
-                    || sec > 60.0
-                    || h > 24
+                let bad_time = !(0..=24).contains(&h)
+                    || !(0..=59).contains(&mi)
+                    || !(0.0..=60.0).contains(&sec)
                     || (h == 24 && (mi > 0 || sec > 0.0));
                 if bad_time {
                     return err(format!(
@@ -1138,7 +1134,7 @@ fn json_result(text: String, jsonb: bool) -> Result<Datum, EvalError> {
 /// not be NULL, and Postgres refuses arrays, rows and json as keys (the
 /// binder checks the types).
 fn build_object(args: &[Datum], jsonb: bool) -> Result<Datum, EvalError> {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return err("argument list must have even number of elements");
     }
     let mut out = String::from("{");

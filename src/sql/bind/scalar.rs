@@ -1006,7 +1006,7 @@ impl<'a> Binder<'a> {
             | "jsonb_build_array" => {
                 let jsonb = name.starts_with("jsonb");
                 let object = name.ends_with("object");
-                if object && args.len() % 2 != 0 {
+                if object && !args.len().is_multiple_of(2) {
                     return Err(BindError::new(
                         "argument list must have even number of elements (the arguments of json_build_object() must consist of alternating keys and values)",
                         span,
