@@ -1220,6 +1220,32 @@ pub fn write_row_json(row: &[Datum], out: &mut String) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn array_in_reads_postgres_array_text() {
+        let cx = tz::TimeCx::default();
+        let read = |elem: &Type, s: &str| array_in(elem, s, &cx);
+        assert_eq!(read(&Type::Int4, "{1, 2 ,NULL}").unwrap(), "[1,2,null]");
+        assert_eq!(
+            read(&Type::Text, r#"{"a b",c\,d,"NULL",""}"#).unwrap(),
+            r#"["a b","c,d","NULL",""]"#
+        );
+        assert_eq!(read(&Type::Int4, "{{1,2},{3,4}}").unwrap(), "[[1,2],[3,4]]");
+        assert_eq!(read(&Type::Int4, "{}").unwrap(), "[]");
+        assert!(read(&Type::Int4, "{{1},{2,3}}")
+            .unwrap_err()
+            .0
+            .contains("matching dimensions"));
+        assert!(read(&Type::Int4, "{1}x").unwrap_err().0.contains("Junk"));
+        assert!(read(&Type::Int4, "1,2")
+            .unwrap_err()
+            .0
+            .contains("malformed array literal"));
+        assert!(read(&Type::Int4, "{a}")
+            .unwrap_err()
+            .0
+            .contains("invalid input syntax"));
+    }
+
     fn json(ty: Type, text: &str) -> String {
         Datum::from_text(&ty, text).unwrap().to_json_string()
     }

@@ -2198,6 +2198,158 @@ mod tests {
         );
     }
 
+    fn j(s: &str) -> Datum {
+        Datum::Json(s.into())
+    }
+
+    #[test]
+    fn json_builders_write_postgres_text() {
+        let args = [t("a"), Datum::Int(1), Datum::Bool(true), j("[1,2]")];
+        let obj = Func::JsonBuildObject { jsonb: false }.eval(&args, &Type::Json);
+        assert_eq!(obj.unwrap(), j(r#"{"a" : 1, "true" : [1,2]}"#));
+        let b = Func::JsonBuildObject { jsonb: true }.eval(&args, &Type::Jsonb);
+        assert_eq!(b.unwrap(), j(r#"{"a": 1, "true": [1, 2]}"#));
+        let null_key =
+            Func::JsonBuildObject { jsonb: false }.eval(&[Datum::Null, t("x")], &Type::Json);
+        assert_eq!(null_key.unwrap_err().0, "argument 1 cannot be null");
+        let arr = Func::JsonBuildArray { jsonb: false }.eval(&[Datum::Null, t("x")], &Type::Json);
+        assert_eq!(arr.unwrap(), j(r#"[null, "x"]"#));
+        let row = Func::RowToJson(vec!["a".into(), "b c".into()])
+            .eval(&[Datum::Int(1), Datum::Null], &Type::Record);
+        assert_eq!(row.unwrap(), j(r#"{"a":1,"b c":null}"#));
+        let big = Func::ToJson { jsonb: true }.eval(&[Datum::Float8(F64(1e20))], &Type::Jsonb);
+        assert_eq!(big.unwrap(), j("100000000000000000000"));
+    }
+
+    #[test]
+    fn jsonb_operators() {
+        let op = |o: JsonOp, a: &[Datum]| Func::Json(o).eval(a, &Type::Jsonb).unwrap();
+        let doc = j(r#"{"a": {"b": [1, 2.0]}, "k": null}"#);
+        assert_eq!(
+            op(JsonOp::Contains, &[doc.clone(), j(r#"{"a": {"b": [2]}}"#)]),
+            Datum::Bool(true)
+        );
+        assert_eq!(
+            op(JsonOp::Contains, &[j("[1, [2]]"), j("2")]),
+            Datum::Bool(false)
+        );
+        assert_eq!(
+            op(JsonOp::Contains, &[j(r#"["a"]"#), j(r#""a""#)]),
+            Datum::Bool(true)
+        );
+        assert_eq!(
+            op(JsonOp::Contains, &[j(r#""a""#), j(r#"["a"]"#)]),
+            Datum::Bool(false)
+        );
+        assert_eq!(
+            op(JsonOp::Exists, &[j(r#"["x", 1]"#), t("x")]),
+            Datum::Bool(true)
+        );
+        assert_eq!(
+            op(JsonOp::DeleteKey, &[doc.clone(), t("a")]),
+            j(r#"{"k": null}"#)
+        );
+        assert_eq!(
+            op(JsonOp::DeleteIndex, &[j("[1, 2, 3]"), Datum::Int(-1)]),
+            j("[1, 2]")
+        );
+        assert_eq!(
+            op(JsonOp::Concat, &[j(r#"{"a": 1}"#), j("1")]),
+            j(r#"[{"a": 1}, 1]"#)
+        );
+        assert_eq!(
+            op(
+                JsonOp::Set,
+                &[doc.clone(), j(r#"["a", "b", "-1"]"#), j("9")]
+            ),
+            j(r#"{"a": {"b": [1, 9]}, "k": null}"#)
+        );
+        assert_eq!(
+            op(JsonOp::StripNulls, &[doc]),
+            j(r#"{"a": {"b": [1, 2.0]}}"#)
+        );
+        assert_eq!(
+            Func::Json(JsonOp::DeleteIndex)
+                .eval(&[j("{}"), Datum::Int(0)], &Type::Jsonb)
+                .unwrap_err()
+                .0,
+            "cannot delete from object using integer index"
+        );
+        let pretty = op(JsonOp::Pretty, &[j(r#"{"a": [], "b": [1]}"#)]);
+        assert_eq!(
+            pretty,
+            t("{\n    \"a\": [\n    ],\n    \"b\": [\n        1\n    ]\n}")
+        );
+    }
+
+    #[test]
+    fn array_functions() {
+        let op = |o: ArrayOp, a: &[Datum]| Func::Array(o).eval(a, &Type::Int4).unwrap();
+        let arr = j("[1,2,null]");
+        assert_eq!(
+            op(ArrayOp::Position, &[arr.clone(), Datum::Null]),
+            Datum::Int(3)
+        );
+        assert_eq!(
+            op(
+                ArrayOp::Any { negated: false },
+                &[Datum::Int(5), arr.clone()]
+            ),
+            Datum::Null
+        );
+        assert_eq!(
+            op(
+                ArrayOp::Any { negated: false },
+                &[Datum::Int(2), arr.clone()]
+            ),
+            Datum::Bool(true)
+        );
+        assert_eq!(
+            op(ArrayOp::Contains, &[arr.clone(), j("[null]")]),
+            Datum::Bool(false)
+        );
+        assert_eq!(op(ArrayOp::Length, &[j("[]"), Datum::Int(1)]), Datum::Null);
+        assert_eq!(
+            op(ArrayOp::Length, &[j("[[1,2],[3,4]]"), Datum::Int(2)]),
+            Datum::Int(2)
+        );
+        assert_eq!(op(ArrayOp::Append, &[Datum::Null, Datum::Int(1)]), j("[1]"));
+        assert_eq!(
+            op(ArrayOp::FromString, &[t("a,,b"), t(","), t("")]),
+            j(r#"["a",null,"b"]"#)
+        );
+        assert_eq!(op(ArrayOp::FromString, &[t(""), t(",")]), j("[]"));
+    }
+
+    #[test]
+    fn strings_and_dates() {
+        assert_eq!(quote_ident("select"), "\"select\"");
+        assert_eq!(quote_ident("a_1"), "a_1");
+        assert_eq!(quote_literal("it's \\"), "E'it''s \\\\'");
+        assert_eq!(
+            format_text("%2$s %1$s|%-3s|", &[t("a"), t("b")]).unwrap(),
+            "b a|b  |"
+        );
+        assert_eq!(
+            format_text("%s %s", &[t("a")]).unwrap_err().0,
+            "too few arguments for format()"
+        );
+        let ts = |y, m, d| date_from_ymd(y, m, d) * MICROS_PER_DAY;
+        let a = age(ts(2024, 3, 31), ts(2024, 2, 29)).unwrap();
+        assert_eq!((a.months, a.days, a.micros), (1, 2, 0));
+        let iv = Interval {
+            months: 1,
+            days: 0,
+            micros: -3_600_000_000,
+        };
+        let j = justify(&iv, true, true).unwrap();
+        assert_eq!((j.months, j.days, j.micros), (0, 29, 82_800_000_000));
+        assert_eq!(
+            make_date(0, 1, 1).unwrap_err().0,
+            "date field value out of range: 0-01-01"
+        );
+    }
+
     #[test]
     fn numeric_rounding() {
         let n = |s: &str| Numeric::parse(s).unwrap();

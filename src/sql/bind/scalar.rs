@@ -2372,8 +2372,30 @@ pub(super) fn bind_binary(
         }
         op if op.is_comparison() => {
             let ty = comparison_type(&lt, &rt).ok_or_else(mismatch)?;
-            if matches!(ty, Type::Array { .. }) {
-                return Err(unsupported("comparing arrays", span));
+            if let Type::Array { elem, .. } = &ty {
+                // Equal arrays of these element types have equal JSON text
+                // (numerics, floats, char(n), json and intervals do not).
+                let exact = elem.is_integer()
+                    || matches!(
+                        **elem,
+                        Type::Text
+                            | Type::Varchar
+                            | Type::Bool
+                            | Type::Date
+                            | Type::Timestamp
+                            | Type::TimestampTz
+                            | Type::Uuid
+                            | Type::Enum { .. }
+                    );
+                if !(exact && matches!(bop, BinOp::Eq | BinOp::NotEq)) {
+                    return Err(unsupported(
+                        format!("comparing {} arrays with {}", elem.name(), bop.symbol()),
+                        span,
+                    ));
+                }
+                if lt != rt && lt != Type::Unknown && rt != Type::Unknown {
+                    return Err(mismatch());
+                }
             }
             if matches!(ty, Type::Json)
                 || !ty.is_orderable() && !matches!(bop, BinOp::Eq | BinOp::NotEq)
