@@ -922,6 +922,10 @@ pub fn array_in(elem: &Type, s: &str, cx: &tz::TimeCx) -> Result<String, DecodeE
                     let Some(&c) = b.get(i) else {
                         return Err(malformed("Unexpected end of input."));
                     };
+                    let after_quote = quoted_any && !c.is_ascii_whitespace() && c != ',' && c != '}';
+                    if after_quote || (c == '"' && !text.trim().is_empty()) {
+                        return Err(malformed("Unexpected array element."));
+                    }
                     match c {
                         '"' => {
                             quoted_any = true;
