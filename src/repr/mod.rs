@@ -16,6 +16,7 @@ pub mod json;
 pub mod numeric;
 #[cfg(test)]
 pub(crate) mod proptests;
+pub mod to_char;
 pub mod tz;
 
 use std::cmp::Ordering;
@@ -922,7 +923,8 @@ pub fn array_in(elem: &Type, s: &str, cx: &tz::TimeCx) -> Result<String, DecodeE
                     let Some(&c) = b.get(i) else {
                         return Err(malformed("Unexpected end of input."));
                     };
-                    let after_quote = quoted_any && !c.is_ascii_whitespace() && c != ',' && c != '}';
+                    let after_quote =
+                        quoted_any && !c.is_ascii_whitespace() && c != ',' && c != '}';
                     if after_quote || (c == '"' && !text.trim().is_empty()) {
                         return Err(malformed("Unexpected array element."));
                     }

@@ -158,6 +158,9 @@ pub enum Func {
         days: bool,
         hours: bool,
     },
+    /// `to_char(timestamp, format)` (a date or timestamptz arrives as its
+    /// local timestamp); see `repr/to_char.rs` for the patterns.
+    ToChar,
     /// `format(fmt, args...)` with `%s`, `%I`, `%L` and `%%`; arguments
     /// arrive as text (the binder converts them as `concat` does).
     Format,
@@ -880,6 +883,20 @@ impl Func {
                 };
                 Datum::Interval(justify(iv, *days, *hours)?)
             }
+            Func::ToChar => match a {
+                Datum::Timestamp(t) if *t == TS_POS_INF || *t == TS_NEG_INF => Datum::Null,
+                Datum::Timestamp(t) => {
+                    let f = text(arg(args, 1)?);
+                    if f.is_empty() {
+                        return Ok(Datum::Null);
+                    }
+                    Datum::Text(
+                        crate::repr::to_char::timestamp(*t, f)
+                            .map_err(|w| EvalError(format!("unsupported: {w}")))?,
+                    )
+                }
+                _ => return err("to_char() of a value that is not a timestamp"),
+            },
             Func::QuoteIdent => Datum::Text(quote_ident(text(a))),
             Func::QuoteLiteral => Datum::Text(quote_literal(text(a))),
             Func::Concat

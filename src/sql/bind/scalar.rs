@@ -1284,6 +1284,28 @@ impl<'a> Binder<'a> {
                 };
                 call(func, vec![x], Type::Interval, span)
             }
+            "to_char" => {
+                arity(&[2])?;
+                let (x, xt) = self.bind_expr(args[0], cx)?;
+                let x = match &xt {
+                    Type::Date | Type::Timestamp | Type::TimestampTz => {
+                        // A timestamptz is written as its wall-clock time in the session zone.
+                        coerce(&self.time, x, &xt, &Type::Timestamp, span)?
+                    }
+                    t if t.is_numeric_family() || *t == Type::Interval => {
+                        return Err(unsupported(
+                            format!("to_char() of {} (only dates and timestamps are formatted)", t.name()),
+                            span,
+                        ))
+                    }
+                    other => return Err(no_function(name, &[other.clone(), Type::Text], span)),
+                };
+                let f = self.text_arg(args[1], cx, name)?;
+                if let Expr::Literal(Datum::Text(fmt)) = &f {
+                    crate::repr::to_char::check(fmt).map_err(|w| unsupported(w, span))?;
+                }
+                call(Func::ToChar, vec![x, f], Type::Text, span)
+            }
             "now" | "current_timestamp" | "current_date" | "random" | "clock_timestamp"
             | "statement_timestamp" | "transaction_timestamp" | "timeofday" => Err(unsupported(
                 format!("{name}() (its value changes without a row changing, so a view over it cannot be maintained)"),
