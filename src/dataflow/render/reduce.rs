@@ -330,7 +330,12 @@ fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Result<Datum, EvalErr
                 return ord;
             }
         }
-        a.0.cmp(b.0)
+        // Then by value, NULLs last, as Postgres sorts a DISTINCT input.
+        match (a.0[0].is_null(), b.0[0].is_null()) {
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            _ => a.0.cmp(b.0),
+        }
     });
     let expanded = sorted
         .into_iter()

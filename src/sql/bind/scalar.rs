@@ -1602,6 +1602,19 @@ impl<'a> Binder<'a> {
         let depth = mine.iter().map(|c| c.depth).min().unwrap_or(0);
         let cols: Vec<&super::scope::ScopeCol> =
             mine.into_iter().filter(|c| c.depth == depth).collect();
+        if let Some(dup) = cols
+            .iter()
+            .enumerate()
+            .find(|(i, c)| cols[..*i].iter().any(|o| o.name == c.name))
+        {
+            return Err(unsupported(
+                format!(
+                    "the row of \"{name}\" as a value: it has two columns named \"{}\"",
+                    dup.1.name
+                ),
+                span,
+            ));
+        }
         if cols.iter().any(|c| c.null_extended) {
             return Err(unsupported(
                 format!("the row of \"{name}\" as a value where an outer join pads it with NULLs (Postgres makes the whole row NULL there, which viewcast cannot tell from a row of NULLs); build the object with json_build_object or jsonb_build_object"),
