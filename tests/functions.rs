@@ -91,7 +91,9 @@ async fn functions_and_operators_equal_postgres() {
             "SELECT id, age(ts, '2000-01-01 12:00') AS age1, make_date(y, m, dd) AS md,
                     make_timestamp(y, m, dd, 23, 59, 59.5) AS mt, justify_interval(iv) AS ji,
                     justify_days(iv) AS jd, justify_hours(iv) AS jh,
-                    date_bin('15 minutes', ts, '2001-01-01') AS bin
+                    date_bin('15 minutes', ts, '2001-01-01') AS bin,
+                    to_char(ts, 'YYYY-MM-DD HH24:MI:SS.US FMMonth Dy am') AS tc,
+                    to_char(d, 'FMDD Mon YYYY "Q"Q') AS tcd
              FROM f WHERE ts > '-infinity' AND y <> 0",
         ),
     ];
@@ -180,7 +182,7 @@ async fn json_and_text_follow_the_session() {
             "zoned_json",
             "SELECT id, json_build_object('tz', tz, 'd', d)::text AS o, row_to_json(z)::text AS r,
                     to_jsonb(tz)::text AS j, array_to_string(ds, '|') AS s,
-                    age(tz, '2024-01-01 00:00') AS a
+                    age(tz, '2024-01-01 00:00') AS a, to_char(tz, 'YYYY-MM-DD HH12:MI AM') AS tc
              FROM z",
         ),
         ("zoned_agg", "SELECT json_agg(z ORDER BY id)::text AS r FROM z"),
