@@ -93,7 +93,7 @@ async fn functions_and_operators_equal_postgres() {
                     justify_days(iv) AS jd, justify_hours(iv) AS jh,
                     date_bin('15 minutes', ts, '2001-01-01') AS bin,
                     to_char(ts, 'YYYY-MM-DD HH24:MI:SS.US FMMonth Dy am') AS tc,
-                    to_char(d, 'FMDD Mon YYYY "Q"Q') AS tcd
+                    to_char(d, 'FMDD Mon YYYY \"Q\"Q') AS tcd
              FROM f WHERE ts > '-infinity' AND y <> 0",
         ),
     ];
