@@ -941,6 +941,48 @@ impl Value {
         }
     }
 
+    /// `jsonb #- path`: removes the member or element the path leads to;
+    /// a path that leads nowhere changes nothing.
+    pub fn delete_path(&mut self, path: &[Option<String>], level: usize) -> Result<(), String> {
+        let Some(step) = path.get(level) else {
+            return Ok(());
+        };
+        let Some(step) = step else {
+            return Err(format!("path element at position {} is null", level + 1));
+        };
+        let last = level + 1 == path.len();
+        match self {
+            Value::Object(items) => {
+                if let Some(at) = items.iter().position(|(k, _)| k == step) {
+                    if last {
+                        items.remove(at);
+                    } else {
+                        items[at].1.delete_path(path, level + 1)?;
+                    }
+                }
+            }
+            Value::Array(items) => {
+                let index: i64 = step.trim_start().parse().map_err(|_| {
+                    format!(
+                        "path element at position {} is not an integer: \"{step}\"",
+                        level + 1
+                    )
+                })?;
+                let n = items.len() as i64;
+                let at = if index < 0 { n + index } else { index };
+                if (0..n).contains(&at) {
+                    if last {
+                        items.remove(at as usize);
+                    } else {
+                        items[at as usize].delete_path(path, level + 1)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// `jsonb_set(target, path, new, create_missing)`, as Postgres's
     /// `setPath`: a missing member on the way leaves the value unchanged; at
     /// the end, an object gets the key, an array the element (past either end:

@@ -221,6 +221,8 @@ pub enum JsonOp {
     DeleteIndex,
     /// `jsonb || jsonb`.
     Concat,
+    /// `jsonb #- text[]`.
+    DeletePath,
     /// `jsonb_set(target, path, new [, create_missing])`.
     Set,
     /// `json_typeof` / `jsonb_typeof`.
@@ -1229,6 +1231,15 @@ fn json_op(op: JsonOp, args: &[Datum]) -> Result<Datum, EvalError> {
             jsonb_datum(&doc.delete_index(int(arg(args, 1)?)).map_err(EvalError)?)?
         }
         JsonOp::Concat => jsonb_datum(&doc.concat(json_value(arg(args, 1)?)?))?,
+        JsonOp::DeletePath => {
+            if doc.is_scalar() {
+                return err("cannot delete path in scalar");
+            }
+            let path = text_array(arg(args, 1)?)?;
+            let mut v = doc;
+            v.delete_path(&path, 0).map_err(EvalError)?;
+            jsonb_datum(&v)?
+        }
         JsonOp::Set => {
             if doc.is_scalar() {
                 return err("cannot set path in scalar");

@@ -1467,7 +1467,15 @@ impl<'a> Binder<'a> {
                 json(JsonOp::Concat, vec![l, r], Type::Jsonb)?
             }
             BinaryOperator::HashMinus => {
-                return Err(unsupported("the #- operator", span));
+                if lt != Type::Jsonb {
+                    return Err(mismatch(&lt, &rt));
+                }
+                let r = match &rt {
+                    Type::Unknown => coerce(tcx, r, &rt, &text_array_type(), span)?,
+                    Type::Array { elem, .. } if elem.is_string() => r,
+                    _ => return Err(mismatch(&lt, &rt)),
+                };
+                json(JsonOp::DeletePath, vec![l, r], Type::Jsonb)?
             }
             BinaryOperator::PGRegexMatch
             | BinaryOperator::PGRegexIMatch
