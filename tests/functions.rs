@@ -96,6 +96,12 @@ async fn functions_and_operators_equal_postgres() {
                     to_char(d, 'FMDD Mon YYYY \"Q\"Q') AS tcd
              FROM f WHERE ts > '-infinity' AND y <> 0",
         ),
+        (
+            "numbers",
+            "SELECT id, to_char(n, '999.99') AS a, to_char(n, 'FM999,999.00') AS b, to_char(y, '0999') AS c,
+                    to_char(n, 'FM9990.9999') AS d, to_char(-y, '9,999') AS e, to_char(n, '$9.9') AS f
+             FROM f WHERE n IS NULL OR n < 1e15",
+        ),
     ];
     let server = TestServer::start(&db, &views).await;
     let mut followers = Vec::new();

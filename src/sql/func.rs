@@ -897,7 +897,22 @@ impl Func {
                             .map_err(|w| EvalError(format!("unsupported: {w}")))?,
                     )
                 }
-                _ => return err("to_char() of a value that is not a timestamp"),
+                Datum::Numeric(n) => {
+                    let f = text(arg(args, 1)?);
+                    if f.is_empty() {
+                        return Ok(Datum::Null);
+                    }
+                    Datum::Text(crate::repr::to_char::number(n, f).map_err(|w| {
+                        EvalError(
+                            if w.starts_with("unsupported") || w.starts_with("multiple") {
+                                w
+                            } else {
+                                format!("unsupported: {w}")
+                            },
+                        )
+                    })?)
+                }
+                _ => return err("to_char() of a value that is neither a timestamp nor a number"),
             },
             Func::QuoteIdent => Datum::Text(quote_ident(text(a))),
             Func::QuoteLiteral => Datum::Text(quote_literal(text(a))),

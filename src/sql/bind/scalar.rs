@@ -1292,9 +1292,12 @@ impl<'a> Binder<'a> {
                         // A timestamptz is written as its wall-clock time in the session zone.
                         coerce(&self.time, x, &xt, &Type::Timestamp, span)?
                     }
+                    t if t.is_integer() || *t == Type::Numeric => {
+                        coerce(&self.time, x, &xt, &Type::Numeric, span)?
+                    }
                     t if t.is_numeric_family() || *t == Type::Interval => {
                         return Err(unsupported(
-                            format!("to_char() of {} (only dates and timestamps are formatted)", t.name()),
+                            format!("to_char() of {} (dates, timestamps, integers and numeric are formatted)", t.name()),
                             span,
                         ))
                     }
@@ -1302,7 +1305,18 @@ impl<'a> Binder<'a> {
                 };
                 let f = self.text_arg(args[1], cx, name)?;
                 if let Expr::Literal(Datum::Text(fmt)) = &f {
-                    crate::repr::to_char::check(fmt).map_err(|w| unsupported(w, span))?;
+                    let checked = if xt.is_integer() || xt == Type::Numeric {
+                        crate::repr::to_char::check_number(fmt)
+                    } else {
+                        crate::repr::to_char::check(fmt)
+                    };
+                    checked.map_err(|w| {
+                        if w == "multiple decimal points" {
+                            BindError::new(w, span)
+                        } else {
+                            unsupported(w, span)
+                        }
+                    })?;
                 }
                 call(Func::ToChar, vec![x, f], Type::Text, span)
             }
