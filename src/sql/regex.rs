@@ -84,6 +84,11 @@ fn translate(p: &str, spans: bool) -> Result<String, Error> {
     if p.starts_with("***") {
         return refuse("a *** director");
     }
+    if spans {
+        if let Some(alternatives) = literal_alternatives(p) {
+            return Ok(alternatives);
+        }
+    }
     let chars: Vec<char> = p.chars().collect();
     let mut out = String::with_capacity(p.len() + 8);
     let mut i = 0;
@@ -146,6 +151,10 @@ fn translate(p: &str, spans: bool) -> Result<String, Error> {
                 i += 1;
             }
             '|' if spans => return refuse("alternation (|) where the matched text is used"),
+            '|' => {
+                out.push('|');
+                i += 1;
+            }
             '*' | '+' | '?' | '{' => {
                 if spans && was_group && !last_simple_group(&chars, i, &closed) {
                     return refuse("a quantified group (other than a last one without quantifiers inside) where the matched text is used");
@@ -191,6 +200,77 @@ fn translate(p: &str, spans: bool) -> Result<String, Error> {
         }
     }
     Ok(out)
+}
+
+/// A pattern that is only literal strings separated by `|` (`cat|dog`,
+/// `\.|,`), none a prefix of another (ignoring case): at any position at
+/// most one of them matches, so the first and the longest match agree.
+fn literal_alternatives(p: &str) -> Option<String> {
+    if !p.contains('|') {
+        return None;
+    }
+    let mut alternatives: Vec<String> = vec![String::new()];
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '|' => alternatives.push(String::new()),
+            '\\' => {
+                let e = chars.next()?;
+                if e.is_ascii_alphanumeric() {
+                    return None;
+                }
+                alternatives.last_mut()?.push(e);
+            }
+            c if c.is_alphanumeric()
+                || c == ' '
+                || c == '_'
+                || c == '-'
+                || c == ','
+                || c == ':'
+                || c == '/'
+                || c == '@'
+                || c == '='
+                || c == '\''
+                || c == '"'
+                || c == '!'
+                || c == '%'
+                || c == '&'
+                || c == '#'
+                || c == '~'
+                || c == ';'
+                || c == '<'
+                || c == '>' =>
+            {
+                alternatives.last_mut()?.push(c)
+            }
+            _ => return None,
+        }
+    }
+    let lower: Vec<String> = alternatives.iter().map(|a| a.to_lowercase()).collect();
+    for (i, a) in lower.iter().enumerate() {
+        if a.is_empty() {
+            return None;
+        }
+        for (j, b) in lower.iter().enumerate() {
+            if i != j && b.starts_with(a.as_str()) {
+                return None;
+            }
+        }
+    }
+    let escaped: Vec<String> = alternatives
+        .iter()
+        .map(|a| {
+            let mut out = String::new();
+            for c in a.chars() {
+                if regex_syntax_meta(c) {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        })
+        .collect();
+    Some(escaped.join("|"))
 }
 
 /// Whether the group just closed, quantified at `chars[at]`, is the last
@@ -426,7 +506,7 @@ mod tests {
         for refused in [
             "\\1",
             "(?=a)",
-            "a|b",
+            "a|b*",
             "(ab)*c",
             "(a*)?",
             "a*?",
@@ -437,7 +517,12 @@ mod tests {
         ] {
             assert!(translate(refused, true).is_err(), "{refused}");
         }
-        assert!(translate("a|b", false).is_ok());
+        assert_eq!(translate("a|b", false).unwrap(), "a|b");
+        assert_eq!(translate("cat|dog|\\.", true).unwrap(), "cat|dog|\\.");
+        assert!(translate("ab|abc", true).is_err());
+        assert!(translate("a|(b)", true).is_err());
+        let re = compile("a#|b-|c&|d~|e\\.", false, true).unwrap();
+        assert_eq!(replace(&re, "a#b-c&d~e.ex", "_", true), "_____ex");
         assert!(translate("a+?", false).is_ok());
     }
 
