@@ -214,7 +214,12 @@ impl<'a> Binder<'a> {
                 ));
             }
         }
-        if self.reads_only_outer(&args, cx) {
+        // Postgres places an aggregate by all it reads: arguments, ORDER BY
+        // and FILTER (`json_agg(o.x ORDER BY t.id)` is this query's).
+        let mut read: Vec<&ast::Expr> = args.clone();
+        read.extend(order_by_ast.iter().map(|o| &o.expr));
+        read.extend(f.filter.as_deref());
+        if self.reads_only_outer(&read, cx) {
             return Err(unsupported(
                 format!("{name}() over columns of an enclosing query only (SQL computes it in that query)"),
                 span,
