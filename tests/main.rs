@@ -3,6 +3,7 @@
 mod auth;
 mod errors;
 mod faults;
+mod functions;
 mod http;
 mod js_client;
 mod oracle;

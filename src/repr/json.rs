@@ -651,6 +651,397 @@ pub fn parse_path(lit: &str) -> Option<Vec<String>> {
     Some(out)
 }
 
+/// A JSON value as a tree, for the functions and operators that take
+/// documents apart and build new ones (containment, deletion, `||`,
+/// `jsonb_set`, `jsonb_strip_nulls`, `jsonb_pretty`). Numbers keep their
+/// text; objects keep their members in input order (for `jsonb`, the
+/// canonical order).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Number(String),
+    String(String),
+    Array(Vec<Value>),
+    Object(Vec<(String, Value)>),
+}
+
+/// How deep [`Value::parse`] follows nesting: the tree is built and walked
+/// recursively, and a worker's stack is not Postgres's.
+const MAX_TREE_DEPTH: usize = 1000;
+
+impl Value {
+    /// Parses JSON text (already checked: a stored json or jsonb value).
+    pub fn parse(text: &str) -> Result<Value, String> {
+        let doc = parse(text)?;
+        Self::from_doc(&doc, text, doc.root, 0)
+    }
+
+    fn from_doc(doc: &Doc, text: &str, i: usize, depth: usize) -> Result<Value, String> {
+        if depth > MAX_TREE_DEPTH {
+            return Err(format!(
+                "JSON value nested more than {MAX_TREE_DEPTH} levels deep (viewcast's limit)"
+            ));
+        }
+        let node = &doc.nodes[i];
+        Ok(match &node.kind {
+            Kind::Null => Value::Null,
+            Kind::Bool(b) => Value::Bool(*b),
+            Kind::Number => Value::Number(text[node.span.0..node.span.1].to_string()),
+            Kind::String(s) => Value::String(s.clone()),
+            Kind::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|j| Self::from_doc(doc, text, *j, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Kind::Object(items) => Value::Object(
+                items
+                    .iter()
+                    .map(|(k, j)| Ok((k.clone(), Self::from_doc(doc, text, *j, depth + 1)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
+
+    pub fn is_scalar(&self) -> bool {
+        !matches!(self, Value::Array(_) | Value::Object(_))
+    }
+
+    /// `jsonb_typeof`'s name of the value's kind.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    /// Appends the value as compact JSON (`{"a":1,"b":[1,2]}`), the form
+    /// Postgres's json functions write a rebuilt `json` value in.
+    pub fn write_compact(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Number(n) => out.push_str(n),
+            Value::String(s) => write_json_string(s, out),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write_compact(out);
+                }
+                out.push(']');
+            }
+            Value::Object(items) => {
+                out.push('{');
+                for (i, (k, v)) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(k, out);
+                    out.push(':');
+                    v.write_compact(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// The value as `jsonb`'s canonical text.
+    pub fn to_jsonb(&self) -> Result<String, String> {
+        let mut s = String::new();
+        self.write_compact(&mut s);
+        to_jsonb(&s)
+    }
+
+    /// `jsonb_pretty`: four spaces per level, one member per line, and an
+    /// empty container's brackets on two lines, as Postgres writes them.
+    pub fn write_pretty(&self, level: usize, out: &mut String) {
+        let indent = |n: usize, out: &mut String| {
+            for _ in 0..n {
+                out.push_str("    ");
+            }
+        };
+        match self {
+            Value::Array(items) => {
+                out.push_str("[\n");
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(",\n");
+                    }
+                    indent(level + 1, out);
+                    v.write_pretty(level + 1, out);
+                }
+                if !items.is_empty() {
+                    out.push('\n');
+                }
+                indent(level, out);
+                out.push(']');
+            }
+            Value::Object(items) => {
+                out.push_str("{\n");
+                for (i, (k, v)) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(",\n");
+                    }
+                    indent(level + 1, out);
+                    write_json_string(k, out);
+                    out.push_str(": ");
+                    v.write_pretty(level + 1, out);
+                }
+                if !items.is_empty() {
+                    out.push('\n');
+                }
+                indent(level, out);
+                out.push('}');
+            }
+            scalar => scalar.write_compact(out),
+        }
+    }
+
+    /// Scalar equality as jsonb compares: numbers by value (`1.0` = `1`).
+    pub fn scalar_eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Number(a), Value::Number(b)) => match (Numeric::parse(a), Numeric::parse(b)) {
+                (Ok(x), Ok(y)) => x.cmp_value(&y) == std::cmp::Ordering::Equal,
+                _ => a == b,
+            },
+            (a, b) => a == b,
+        }
+    }
+
+    /// `@>` as Postgres's `JsonbDeepContains`: every member of `other` is
+    /// in `self`. At the top, an array contains a scalar that is one of its
+    /// elements, and a scalar never contains an array.
+    pub fn contains(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Array(items), b) if b.is_scalar() => items.iter().any(|a| a.scalar_eq(b)),
+            (a, b) => a.contains_nested(b),
+        }
+    }
+
+    fn contains_nested(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Object(mine), Value::Object(theirs)) => theirs.iter().all(|(k, vb)| {
+                // The last of equal keys (json input) is the one that counts.
+                match mine.iter().rev().find(|(mk, _)| mk == k) {
+                    None => false,
+                    Some((_, va)) if vb.is_scalar() => va.scalar_eq(vb),
+                    Some((_, va)) => {
+                        std::mem::discriminant(va) == std::mem::discriminant(vb)
+                            && va.contains_nested(vb)
+                    }
+                }
+            }),
+            (Value::Array(mine), Value::Array(theirs)) => theirs.iter().all(|eb| {
+                if eb.is_scalar() {
+                    mine.iter().any(|ea| ea.is_scalar() && ea.scalar_eq(eb))
+                } else {
+                    mine.iter().any(|ea| {
+                        std::mem::discriminant(ea) == std::mem::discriminant(eb)
+                            && ea.contains_nested(eb)
+                    })
+                }
+            }),
+            (a, b) if a.is_scalar() && b.is_scalar() => a.scalar_eq(b),
+            _ => false,
+        }
+    }
+
+    /// `?`: a top-level key, an array's string element, or the string itself.
+    pub fn has_key(&self, key: &str) -> bool {
+        match self {
+            Value::Object(items) => items.iter().any(|(k, _)| k == key),
+            Value::Array(items) => items
+                .iter()
+                .any(|v| matches!(v, Value::String(s) if s == key)),
+            Value::String(s) => s == key,
+            _ => false,
+        }
+    }
+
+    /// `jsonb - text`: drops a key, or an array's string elements equal to it.
+    pub fn delete_key(self, key: &str) -> Result<Value, String> {
+        Ok(match self {
+            Value::Object(items) => {
+                Value::Object(items.into_iter().filter(|(k, _)| k != key).collect())
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .filter(|v| !matches!(v, Value::String(s) if s == key))
+                    .collect(),
+            ),
+            _ => return Err("cannot delete from scalar".into()),
+        })
+    }
+
+    /// `jsonb - integer`: drops an array element (negative: from the end).
+    pub fn delete_index(self, index: i64) -> Result<Value, String> {
+        match self {
+            Value::Array(mut items) => {
+                let n = items.len() as i64;
+                let at = if index < 0 { n + index } else { index };
+                if (0..n).contains(&at) {
+                    items.remove(at as usize);
+                }
+                Ok(Value::Array(items))
+            }
+            Value::Object(_) => Err("cannot delete from object using integer index".into()),
+            _ => Err("cannot delete from scalar".into()),
+        }
+    }
+
+    /// `jsonb || jsonb`: two objects merge (the right's keys win), anything
+    /// else concatenates as arrays, a non-array taken as a one-element array.
+    pub fn concat(self, other: Value) -> Value {
+        match (self, other) {
+            (Value::Object(mut a), Value::Object(b)) => {
+                for (k, v) in b {
+                    a.retain(|(ak, _)| *ak != k);
+                    a.push((k, v));
+                }
+                Value::Object(a)
+            }
+            (a, b) => {
+                let mut items = match a {
+                    Value::Array(items) => items,
+                    other => vec![other],
+                };
+                match b {
+                    Value::Array(more) => items.extend(more),
+                    other => items.push(other),
+                }
+                Value::Array(items)
+            }
+        }
+    }
+
+    /// `jsonb_strip_nulls`: object members whose value is null, at any depth
+    /// (array elements stay).
+    pub fn strip_nulls(self) -> Value {
+        match self {
+            Value::Object(items) => Value::Object(
+                items
+                    .into_iter()
+                    .filter(|(_, v)| *v != Value::Null)
+                    .map(|(k, v)| (k, v.strip_nulls()))
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(Value::strip_nulls).collect())
+            }
+            other => other,
+        }
+    }
+
+    /// `jsonb #- path`: removes the member or element the path leads to;
+    /// a path that leads nowhere changes nothing.
+    pub fn delete_path(&mut self, path: &[Option<String>], level: usize) -> Result<(), String> {
+        let Some(step) = path.get(level) else {
+            return Ok(());
+        };
+        let Some(step) = step else {
+            return Err(format!("path element at position {} is null", level + 1));
+        };
+        let last = level + 1 == path.len();
+        match self {
+            Value::Object(items) => {
+                if let Some(at) = items.iter().position(|(k, _)| k == step) {
+                    if last {
+                        items.remove(at);
+                    } else {
+                        items[at].1.delete_path(path, level + 1)?;
+                    }
+                }
+            }
+            Value::Array(items) => {
+                let index: i64 = step.trim_start().parse().map_err(|_| {
+                    format!(
+                        "path element at position {} is not an integer: \"{step}\"",
+                        level + 1
+                    )
+                })?;
+                let n = items.len() as i64;
+                let at = if index < 0 { n + index } else { index };
+                if (0..n).contains(&at) {
+                    if last {
+                        items.remove(at as usize);
+                    } else {
+                        items[at as usize].delete_path(path, level + 1)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `jsonb_set(target, path, new, create_missing)`, as Postgres's
+    /// `setPath`: a missing member on the way leaves the value unchanged; at
+    /// the end, an object gets the key, an array the element (past either end:
+    /// prepended or appended when `create`).
+    pub fn set_path(
+        &mut self,
+        path: &[Option<String>],
+        new: &Value,
+        create: bool,
+        level: usize,
+    ) -> Result<(), String> {
+        let Some(step) = path.get(level) else {
+            return Ok(());
+        };
+        let Some(step) = step else {
+            return Err(format!("path element at position {} is null", level + 1));
+        };
+        let last = level + 1 == path.len();
+        match self {
+            Value::Object(items) => match items.iter_mut().find(|(k, _)| k == step) {
+                Some((_, v)) if last => *v = new.clone(),
+                Some((_, v)) => v.set_path(path, new, create, level + 1)?,
+                None if last && create => items.push((step.clone(), new.clone())),
+                None => {}
+            },
+            Value::Array(items) => {
+                let index: i64 = step.trim().parse().map_err(|_| {
+                    format!(
+                        "path element at position {} is not an integer: \"{step}\"",
+                        level + 1
+                    )
+                })?;
+                let n = items.len() as i64;
+                let at = if index < 0 { n + index } else { index };
+                if (0..n).contains(&at) {
+                    let v = &mut items[at as usize];
+                    if last {
+                        *v = new.clone();
+                    } else {
+                        v.set_path(path, new, create, level + 1)?;
+                    }
+                } else if last && create {
+                    if at < 0 {
+                        items.insert(0, new.clone());
+                    } else {
+                        items.push(new.clone());
+                    }
+                }
+            }
+            _ => {
+                if level == 0 {
+                    return Err("cannot set path in scalar".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ pub mod json;
 pub mod numeric;
 #[cfg(test)]
 pub(crate) mod proptests;
+pub mod to_char;
 pub mod tz;
 
 use std::cmp::Ordering;
@@ -62,6 +63,10 @@ pub enum Type {
         oid: u32,
         name: String,
     },
+    /// A row of a FROM item used as a value (`row_to_json(t)`, `json_agg(t)`):
+    /// held as the JSON object `row_to_json` writes. Only the JSON functions
+    /// and aggregates accept it.
+    Record,
     /// The type of a bare NULL or a string literal before it meets a typed operand.
     Unknown,
     /// A column type viewcast cannot decode; carried as text, refused if a view reads it.
@@ -95,6 +100,34 @@ impl Type {
             1700 => Type::Numeric,
             2950 => Type::Uuid,
             3802 => Type::Jsonb,
+            // One-dimensional arrays of the types above, read by `array_in`.
+            1000 | 1001 | 1005 | 1007 | 1016 | 1021 | 1022 | 1231 | 1009 | 1015 | 1014 | 1182
+            | 1115 | 1185 | 2951 | 199 | 3807 | 1187 => {
+                let elem = match oid {
+                    1000 => Type::Bool,
+                    1001 => Type::Bytea,
+                    1005 => Type::Int2,
+                    1007 => Type::Int4,
+                    1016 => Type::Int8,
+                    1021 => Type::Float4,
+                    1022 => Type::Float8,
+                    1231 => Type::Numeric,
+                    1009 => Type::Text,
+                    1015 => Type::Varchar,
+                    1014 => Type::Bpchar,
+                    1182 => Type::Date,
+                    1115 => Type::Timestamp,
+                    1185 => Type::TimestampTz,
+                    2951 => Type::Uuid,
+                    199 => Type::Json,
+                    3807 => Type::Jsonb,
+                    _ => Type::Interval,
+                };
+                Type::Array {
+                    name: format!("_{}", elem.name()),
+                    elem: Box::new(elem),
+                }
+            }
             _ => Type::Unsupported {
                 oid,
                 name: name.to_string(),
@@ -124,6 +157,7 @@ impl Type {
             Type::Bytea => "bytea",
             Type::Interval => "interval",
             Type::Unknown => "unknown",
+            Type::Record => "record",
             Type::Enum { name, .. } | Type::Unsupported { name, .. } | Type::Array { name, .. } => {
                 name
             }
@@ -151,12 +185,23 @@ impl Type {
                 | Type::Enum { .. }
                 | Type::Unsupported { .. }
                 | Type::Array { .. }
+                | Type::Record
         )
     }
 
     /// Parses a type name as written in a cast (`x::int8`, `CAST(x AS numeric(10,2))`).
     pub fn from_sql_name(name: &str) -> Option<Type> {
         let lower = name.to_ascii_lowercase();
+        if let Some(inner) = lower.trim().strip_suffix("[]") {
+            let elem = Type::from_sql_name(inner)?;
+            if matches!(elem, Type::Array { .. }) {
+                return None;
+            }
+            return Some(Type::Array {
+                name: format!("_{}", elem.name()),
+                elem: Box::new(elem),
+            });
+        }
         let base = lower.split('(').next().unwrap_or("").trim();
         Some(match base {
             "bool" | "boolean" => Type::Bool,
@@ -308,7 +353,8 @@ impl Datum {
                 Datum::Json(s.to_string())
             }
             Type::Jsonb => Datum::Json(json::to_jsonb(s).map_err(|e| json_error(ty, &e))?),
-            Type::Array { .. } => {
+            Type::Array { elem, .. } => Datum::Json(array_in(elem, s, &tz::TimeCx::default())?),
+            Type::Record => {
                 return Err(DecodeError(format!(
                     "reading {} values from text is not supported",
                     ty.name()
@@ -333,6 +379,7 @@ impl Datum {
                 datetime::parse_timestamp_in(s, true, order, Some(cx.zone()))
                     .map_err(DecodeError)?,
             ),
+            Type::Array { elem, .. } => Datum::Json(array_in(elem, s, cx)?),
             _ => Datum::from_text(ty, s)?,
         })
     }
@@ -774,6 +821,183 @@ fn is_halfway(text: &str, v: f64, single: bool) -> bool {
     decimal == up || down.is_some_and(|d| decimal == d)
 }
 
+/// `array_in`: an array's text (`{1,2,NULL}`, `{"a b",c}`, `{{1,2},{3,4}}`)
+/// as the JSON array viewcast holds it, elements read as `elem` in the
+/// session `cx`. Dimension decorations (`[1:2]={...}`) are refused.
+pub fn array_in(elem: &Type, s: &str, cx: &tz::TimeCx) -> Result<String, DecodeError> {
+    let malformed =
+        |detail: &str| DecodeError(format!("malformed array literal: \"{s}\" ({detail})"));
+    let b: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    ws(&mut i);
+    if b.get(i) == Some(&'[') {
+        return Err(DecodeError(format!(
+            "array bounds in \"{s}\" are not supported; write the array without them"
+        )));
+    }
+    if b.get(i) != Some(&'{') {
+        return Err(malformed(
+            "Array value must start with \"{\" or dimension information.",
+        ));
+    }
+    // (depth-first) the JSON text, and per nesting level the element counts
+    // seen, which must agree (arrays are rectangular).
+    let mut out = String::new();
+    let mut depth = 0usize;
+    let mut counts: Vec<usize> = Vec::new();
+    let mut widths: Vec<Option<usize>> = Vec::new();
+    let mut leaf_depth: Option<usize> = None;
+    let mut expect_value = true;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            '{' if expect_value => {
+                if depth >= 6 {
+                    return Err(DecodeError(
+                        "number of array dimensions (7) exceeds the maximum allowed (6)".into(),
+                    ));
+                }
+                if counts.last().is_some_and(|n| *n > 0) {
+                    out.push(',');
+                }
+                if let Some(n) = counts.last_mut() {
+                    *n += 1;
+                }
+                out.push('[');
+                depth += 1;
+                counts.push(0);
+                if widths.len() < depth {
+                    widths.push(None);
+                }
+                i += 1;
+                ws(&mut i);
+                if b.get(i) == Some(&'}') {
+                    continue;
+                }
+                expect_value = true;
+            }
+            '}' => {
+                let n = counts.pop().unwrap_or(0);
+                if expect_value && n > 0 {
+                    return Err(malformed("Unexpected \"}\" character."));
+                }
+                match widths[depth - 1] {
+                    Some(w) if w != n => return Err(malformed(
+                        "Multidimensional arrays must have sub-arrays with matching dimensions.",
+                    )),
+                    _ => widths[depth - 1] = Some(n),
+                }
+                out.push(']');
+                depth -= 1;
+                i += 1;
+                ws(&mut i);
+                if depth == 0 {
+                    if i != b.len() {
+                        return Err(malformed("Junk after closing right brace."));
+                    }
+                    break;
+                }
+                expect_value = false;
+            }
+            ',' if !expect_value => {
+                expect_value = true;
+                i += 1;
+                ws(&mut i);
+            }
+            _ if expect_value && depth > 0 => {
+                if *leaf_depth.get_or_insert(depth) != depth {
+                    return Err(malformed(
+                        "Multidimensional arrays must have sub-arrays with matching dimensions.",
+                    ));
+                }
+                // One element: quoted, or up to the next delimiter.
+                let mut text = String::new();
+                let mut quoted_any = false;
+                let mut trailing_ws_from: Option<usize> = None;
+                loop {
+                    let Some(&c) = b.get(i) else {
+                        return Err(malformed("Unexpected end of input."));
+                    };
+                    let after_quote =
+                        quoted_any && !c.is_ascii_whitespace() && c != ',' && c != '}';
+                    if after_quote || (c == '"' && !text.trim().is_empty()) {
+                        return Err(malformed("Unexpected array element."));
+                    }
+                    match c {
+                        '"' => {
+                            quoted_any = true;
+                            trailing_ws_from = None;
+                            i += 1;
+                            loop {
+                                match b.get(i) {
+                                    None => return Err(malformed("Unexpected end of input.")),
+                                    Some('"') => break,
+                                    Some('\\') => {
+                                        i += 1;
+                                        let Some(&e) = b.get(i) else {
+                                            return Err(malformed("Unexpected end of input."));
+                                        };
+                                        text.push(e);
+                                    }
+                                    Some(&o) => text.push(o),
+                                }
+                                i += 1;
+                            }
+                            i += 1;
+                        }
+                        '\\' => {
+                            i += 1;
+                            let Some(&e) = b.get(i) else {
+                                return Err(malformed("Unexpected end of input."));
+                            };
+                            text.push(e);
+                            trailing_ws_from = None;
+                            i += 1;
+                        }
+                        ',' | '}' => break,
+                        '{' => return Err(malformed("Unexpected \"{\" character.")),
+                        c if c.is_ascii_whitespace() => {
+                            trailing_ws_from.get_or_insert(text.len());
+                            text.push(c);
+                            i += 1;
+                        }
+                        c => {
+                            trailing_ws_from = None;
+                            text.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                if let Some(cut) = trailing_ws_from {
+                    text.truncate(cut);
+                }
+                if counts.last().is_some_and(|n| *n > 0) {
+                    out.push(',');
+                }
+                if let Some(n) = counts.last_mut() {
+                    *n += 1;
+                }
+                if !quoted_any && text.eq_ignore_ascii_case("null") {
+                    out.push_str("null");
+                } else {
+                    Datum::from_text_in(elem, &text, cx)?.write_json(&mut out);
+                }
+                expect_value = false;
+            }
+            _ => return Err(malformed(&format!("Unexpected \"{c}\" character."))),
+        }
+    }
+    if depth != 0 {
+        return Err(malformed("Unexpected end of input."));
+    }
+    Ok(out)
+}
+
 /// The text of an array value (held as the JSON array `to_json` gives) as
 /// Postgres's `array_out` writes it: `{1,2,NULL}`, `{"a b","x\\"y"}`,
 /// `{t,f}`, `{"2024-01-01 10:00:00+00"}`. Elements are written by their
@@ -896,6 +1120,50 @@ fn write_array_text(
     Ok(())
 }
 
+/// The elements of an array value in storage order (a multidimensional
+/// array flattened), each as its type's output function writes it (dates
+/// and timestamps in the session `cx`), NULL as `None`: what
+/// `array_to_string` joins.
+pub fn array_element_texts(
+    elem: &Type,
+    array_json: &str,
+    cx: &tz::TimeCx,
+) -> Result<Vec<Option<String>>, DecodeError> {
+    let doc = json::parse(array_json)
+        .map_err(|e| DecodeError(format!("invalid array value {array_json:?}: {e}")))?;
+    let mut out = Vec::new();
+    // Depth-first, left to right; json elements are values, not dimensions.
+    let flatten = !matches!(elem, Type::Json | Type::Jsonb);
+    let mut stack = match &doc.nodes[doc.root].kind {
+        json::Kind::Array(items) => items.iter().rev().copied().collect::<Vec<_>>(),
+        _ => return Err(DecodeError(format!("invalid array value {array_json:?}"))),
+    };
+    let mut order = Vec::new();
+    while let Some(i) = stack.pop() {
+        match &doc.nodes[i].kind {
+            json::Kind::Array(items) if flatten => stack.extend(items.iter().rev()),
+            _ => order.push(i),
+        }
+    }
+    for i in order {
+        let n = &doc.nodes[i];
+        let raw = &array_json[n.span.0..n.span.1];
+        out.push(match (&n.kind, elem) {
+            (json::Kind::Null, _) => None,
+            (_, Type::Json | Type::Jsonb) => Some(raw.to_string()),
+            (json::Kind::Bool(b), _) => Some((if *b { "t" } else { "f" }).into()),
+            (json::Kind::String(s), Type::Date | Type::Timestamp | Type::TimestampTz) => {
+                let mut text = String::new();
+                Datum::from_text(elem, s)?.write_text_in(cx, &mut text);
+                Some(text)
+            }
+            (json::Kind::String(s), _) => Some(s.clone()),
+            _ => Some(raw.to_string()),
+        });
+    }
+    Ok(out)
+}
+
 /// An element as `array_out` writes it: quoted when empty, `NULL` in any
 /// case, or holding braces, commas, quotes, backslashes or white space.
 fn write_array_element(text: &str, out: &mut String) {
@@ -957,6 +1225,32 @@ pub fn write_row_json(row: &[Datum], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_in_reads_postgres_array_text() {
+        let cx = tz::TimeCx::default();
+        let read = |elem: &Type, s: &str| array_in(elem, s, &cx);
+        assert_eq!(read(&Type::Int4, "{1, 2 ,NULL}").unwrap(), "[1,2,null]");
+        assert_eq!(
+            read(&Type::Text, r#"{"a b",c\,d,"NULL",""}"#).unwrap(),
+            r#"["a b","c,d","NULL",""]"#
+        );
+        assert_eq!(read(&Type::Int4, "{{1,2},{3,4}}").unwrap(), "[[1,2],[3,4]]");
+        assert_eq!(read(&Type::Int4, "{}").unwrap(), "[]");
+        assert!(read(&Type::Int4, "{{1},{2,3}}")
+            .unwrap_err()
+            .0
+            .contains("matching dimensions"));
+        assert!(read(&Type::Int4, "{1}x").unwrap_err().0.contains("Junk"));
+        assert!(read(&Type::Int4, "1,2")
+            .unwrap_err()
+            .0
+            .contains("malformed array literal"));
+        assert!(read(&Type::Int4, "{a}")
+            .unwrap_err()
+            .0
+            .contains("invalid input syntax"));
+    }
 
     fn json(ty: Type, text: &str) -> String {
         Datum::from_text(&ty, text).unwrap().to_json_string()

@@ -12,6 +12,7 @@ pub mod expr;
 pub mod func;
 pub mod plan;
 pub mod prune;
+pub mod regex;
 pub mod srf;
 pub mod topk_windows;
 

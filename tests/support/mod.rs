@@ -210,7 +210,11 @@ impl TestDb {
                  ALTER DATABASE {db} SET DateStyle = '{ZONED_DATESTYLE}'"
             )
         };
-        admin.batch_execute(&create).await.expect("create db");
+        // One statement at a time: several in one batch run as one
+        // transaction, which CREATE DATABASE refuses.
+        for statement in create.split(';') {
+            admin.batch_execute(statement).await.expect("create db");
+        }
         let conninfo = format!("{base} dbname={db}");
         let client = connect_in(&conninfo, None).await;
         TestDb { conninfo, client }

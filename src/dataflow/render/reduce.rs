@@ -301,7 +301,7 @@ fn logical(func: AggFunc, items: impl Iterator<Item = bool>) -> Datum {
 
 /// string_agg / json_agg over all of a group's values, in the aggregate's
 /// ORDER BY (then by value, so the result does not depend on arrival order).
-fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Datum {
+fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Result<Datum, EvalError> {
     let nargs = agg.args.len();
     let mut sorted: Vec<&(&[Datum], i128)> = items.iter().collect();
     sorted.sort_by(|a, b| {
@@ -336,14 +336,19 @@ fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Datum {
                 return ord;
             }
         }
-        a.0.cmp(b.0)
+        // Then by value, NULLs last, as Postgres sorts a DISTINCT input.
+        match (a.0[0].is_null(), b.0[0].is_null()) {
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            _ => a.0.cmp(b.0),
+        }
     });
     let expanded = sorted
         .into_iter()
         .flat_map(|(v, n)| std::iter::repeat_n(*v, (*n).max(0) as usize));
     match agg.func {
         AggFunc::PercentileCont | AggFunc::PercentileDisc | AggFunc::Mode => {
-            ordered_set(agg.func, &expanded.collect::<Vec<_>>())
+            Ok(ordered_set(agg.func, &expanded.collect::<Vec<_>>()))
         }
         AggFunc::StringAgg => {
             let mut out: Option<String> = None;
@@ -361,21 +366,42 @@ fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Datum {
                     }
                 }
             }
-            out.map(Datum::Text).unwrap_or(Datum::Null)
+            Ok(out.map(Datum::Text).unwrap_or(Datum::Null))
         }
-        _ => {
+        AggFunc::ArrayAgg => {
+            // An array's to_json separates with ",".
             let parts: Vec<String> = expanded.map(|v| v[0].to_json_string()).collect();
-            // json_agg separates with ", "; an array's to_json with ",".
-            let sep = if agg.func == AggFunc::ArrayAgg {
-                ","
-            } else {
-                ", "
-            };
-            if parts.is_empty() {
+            Ok(if parts.is_empty() {
                 Datum::Null
             } else {
-                Datum::Json(format!("[{}]", parts.join(sep)))
+                Datum::Json(format!("[{}]", parts.join(",")))
+            })
+        }
+        _ => {
+            // json_agg writes ", " between elements, and a line break and a
+            // space before each array or row after the first (Postgres's
+            // json_agg_transfn); jsonb_agg's result is canonical jsonb.
+            let structured = matches!(agg.input_type, Type::Array { .. } | Type::Record);
+            let mut out = String::from("[");
+            let mut any = false;
+            for v in expanded {
+                if any {
+                    out.push_str(", ");
+                    if structured && !v[0].is_null() {
+                        out.push_str("\n ");
+                    }
+                }
+                any = true;
+                v[0].write_json(&mut out);
             }
+            out.push(']');
+            Ok(if !any {
+                Datum::Null
+            } else if agg.func == AggFunc::JsonbAgg {
+                Datum::Json(crate::repr::json::to_jsonb(&out).map_err(EvalError)?)
+            } else {
+                Datum::Json(out)
+            })
         }
     }
 }
@@ -484,7 +510,7 @@ pub fn partial(aggs: &[Aggregate], vals: &[(&Row, isize)]) -> Result<Row, EvalEr
             | AggFunc::ArrayAgg
             | AggFunc::PercentileCont
             | AggFunc::PercentileDisc
-            | AggFunc::Mode => ordered(agg, &items),
+            | AggFunc::Mode => ordered(agg, &items)?,
             AggFunc::Single => unreachable!("handled above"),
         };
         out.extend([value, Datum::Int(count as i64)]);

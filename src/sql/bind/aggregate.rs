@@ -8,12 +8,12 @@ use sqlparser::ast::{
     FunctionArguments, ObjectNamePart, Spanned,
 };
 
-use super::scalar::{bpchar_to_text, coerce, expect_bool, interval_text_allowed};
+use super::scalar::{bpchar_to_text, coerce, expect_bool};
 use super::scope::{Outer, Scope};
 use super::subquery::{contains_subquery, Attach};
 use super::{ident_name, object_name_parts, unsupported, Binder, ExprCx, Params, Result};
 use crate::repr::{Datum, Type};
-use crate::sql::expr::{Expr, Func};
+use crate::sql::expr::Expr;
 use crate::sql::plan::{AggFunc, Aggregate, JoinKind, Plan};
 use crate::sql::BindError;
 
@@ -460,7 +460,12 @@ impl<'a> Binder<'a> {
                 ));
             }
         }
-        if self.reads_only_outer(&args, cx) {
+        // Postgres places an aggregate by all it reads: arguments, ORDER BY
+        // and FILTER (`json_agg(o.x ORDER BY t.id)` is this query's).
+        let mut read: Vec<&ast::Expr> = args.clone();
+        read.extend(order_by_ast.iter().map(|o| &o.expr));
+        read.extend(f.filter.as_deref());
+        if self.reads_only_outer(&read, cx) {
             return Err(unsupported(
                 format!("{name}() over columns of an enclosing query only (SQL computes it in that query)"),
                 span,
@@ -493,7 +498,7 @@ impl<'a> Binder<'a> {
                 arity: 0,
             };
             let mut pcx = ExprCx::new(&empty, Some(&probe), Some(unit));
-            if self.bind_expr(a, &mut pcx).is_err() {
+            if self.json_arg(a, &mut pcx).is_err() {
                 return false;
             }
         }
@@ -561,7 +566,11 @@ impl<'a> Binder<'a> {
         }
         let mut bound = Vec::new();
         for a in args {
-            bound.push(self.bind_expr(a, cx)?);
+            bound.push(if matches!(name, "json_agg" | "jsonb_agg") {
+                self.json_arg(a, cx)?
+            } else {
+                self.bind_expr(a, cx)?
+            });
         }
         let (input, ty) = bound[0].clone();
         if distinct && order_by.is_empty() && !matches!(name, "count" | "sum" | "avg") {
@@ -672,18 +681,24 @@ impl<'a> Binder<'a> {
                 } else {
                     (AggFunc::JsonbAgg, Type::Jsonb)
                 };
-                if matches!(ty, Type::Json | Type::Jsonb) {
-                    return Err(unsupported(format!("{name}() of json values"), span));
+                if distinct && ty == Type::Json {
+                    return Err(BindError::new(
+                        "could not identify an equality operator for type json",
+                        span,
+                    ));
                 }
-                interval_text_allowed(&self.time, &ty, span)?;
-                if ty == Type::TimestampTz && !self.time.is_utc() {
+                if distinct && matches!(ty, Type::Jsonb | Type::Record) {
+                    // Postgres compares these by value (jsonb numbers, a
+                    // row's columns), not by their text.
+                    return Err(unsupported(
+                        format!("{name}(DISTINCT ...) of {} values", ty.name()),
+                        span,
+                    ));
+                }
+                let shown = self.json_value(input.clone(), &ty, span)?;
+                if shown != input {
                     // Elements are written as to_json writes them in the
                     // session zone; DISTINCT still orders them by instant.
-                    let shown = Expr::Call {
-                        func: Func::JsonIn(Type::TimestampTz, self.time.clone()),
-                        args: vec![input.clone()],
-                        ty: Type::TimestampTz,
-                    };
                     let mut a = mk(func, vec![shown], ty, out);
                     if distinct && a.order_by.is_empty() {
                         a.order_by.push((input, false, false));

@@ -333,7 +333,7 @@ impl<'a> Binder<'a> {
             c.hidden = true;
             rscope.cols.push(c);
         }
-        let mut combined = lscope.concat(&rscope);
+        let mut combined = Scope::outer_join(&lscope, &rscope, false, written == Written::Left);
         let mut residual = Vec::new();
         match constraint {
             JoinConstraint::On(e) => {
@@ -419,7 +419,12 @@ impl<'a> Binder<'a> {
     ) -> Result<(Plan, Scope)> {
         let la = lplan.arity();
         let ra = rplan.arity();
-        let combined = lscope.concat(&rscope);
+        let combined = Scope::outer_join(
+            &lscope,
+            &rscope,
+            matches!(written, Written::Right | Written::Full),
+            matches!(written, Written::Left | Written::Full),
+        );
         // Column pairs merged by USING / NATURAL.
         let mut merged: Vec<(String, usize, usize)> = Vec::new();
         let mut conjuncts = Vec::new();

@@ -11,6 +11,7 @@ use super::{aggregate, ident_name, object_name_parts, unsupported, Binder, ExprC
 use crate::repr::tz::TimeCx;
 use crate::repr::{Datum, Numeric, Type};
 use crate::sql::expr::{BinOp, Expr, Func};
+use crate::sql::func::{ArrayOp, JsonOp};
 use crate::sql::{is_c_collation, BindError};
 
 impl<'a> Binder<'a> {
@@ -113,7 +114,10 @@ impl<'a> Binder<'a> {
                     | BinaryOperator::LongArrow
                     | BinaryOperator::HashArrow
                     | BinaryOperator::HashLongArrow => bind_json_access(op, l, lt, r, rt, span),
-                    _ => bind_binary(&self.time, op, l, lt, r, rt, span),
+                    _ => match self.bind_document_op(op, l, lt, r, rt, span)? {
+                        Ok(bound) => Ok(bound),
+                        Err((l, lt, r, rt)) => bind_binary(&self.time, op, l, lt, r, rt, span),
+                    },
                 }
             }
             ast::Expr::IsNull(x) | ast::Expr::IsNotNull(x) => {
@@ -339,6 +343,106 @@ impl<'a> Binder<'a> {
                 span,
             ),
             ast::Expr::Function(f) => self.bind_function(f, cx),
+            ast::Expr::Array(arr) => {
+                if arr.elem.iter().any(|e| matches!(e, ast::Expr::Array(_))) {
+                    return Err(unsupported("multidimensional ARRAY[...]", span));
+                }
+                let mut bound = Vec::new();
+                for item in &arr.elem {
+                    bound.push(self.bind_expr(item, cx)?);
+                }
+                if bound.is_empty() {
+                    return Err(BindError::new(
+                        "cannot determine type of empty array (cast it, e.g. ARRAY[]::integer[])",
+                        span,
+                    ));
+                }
+                let elem = unify(bound.iter().map(|(_, t)| t), "ARRAY", span)?;
+                if matches!(
+                    elem,
+                    Type::Array { .. } | Type::Record | Type::Unsupported { .. }
+                ) {
+                    return Err(unsupported(format!("ARRAY[...] of {}", elem.name()), span));
+                }
+                let mut xs = Vec::new();
+                for (x, xt) in bound {
+                    xs.push(coerce(&self.time, x, &xt, &elem, span)?);
+                }
+                let ty = Type::Array {
+                    name: format!("_{}", elem.name()),
+                    elem: Box::new(elem),
+                };
+                call(Func::Array(ArrayOp::Build), xs, ty, span)
+            }
+            ast::Expr::AnyOp {
+                left,
+                compare_op,
+                right,
+                ..
+            }
+            | ast::Expr::AllOp {
+                left,
+                compare_op,
+                right,
+            } if !matches!(**right, ast::Expr::Subquery(_)) => {
+                let all = matches!(e, ast::Expr::AllOp { .. });
+                let negated = match (compare_op, all) {
+                    (BinaryOperator::Eq, false) => false,
+                    (BinaryOperator::NotEq, true) => true,
+                    _ => {
+                        return Err(unsupported(
+                            format!(
+                                "{compare_op} {} (array) other than = ANY and <> ALL",
+                                if all { "ALL" } else { "ANY" }
+                            ),
+                            span,
+                        ))
+                    }
+                };
+                let (x, xt) = self.bind_expr(left, cx)?;
+                let (a, at) = self.bind_expr(right, cx)?;
+                // char(n) compares without its padding: as text.
+                let (x, xt) = if xt == Type::Bpchar && at == Type::Unknown {
+                    (bpchar_to_text(x), Type::Text)
+                } else {
+                    (x, xt)
+                };
+                let at = if at == Type::Unknown && xt != Type::Unknown {
+                    Type::Array {
+                        name: format!("_{}", xt.name()),
+                        elem: Box::new(xt.clone()),
+                    }
+                } else {
+                    at
+                };
+                let a = coerce(&self.time, a, &Type::Unknown, &at, span)?;
+                let Type::Array { elem, .. } = &at else {
+                    return Err(BindError::new(
+                        format!(
+                            "op ANY/ALL (array) requires array on right side, not {}",
+                            at.name()
+                        ),
+                        span,
+                    ));
+                };
+                let mismatch = || {
+                    BindError::new(
+                        format!(
+                            "operator does not exist: {} {compare_op} {}",
+                            xt.name(),
+                            elem.name()
+                        ),
+                        span,
+                    )
+                };
+                let x = self.element_operand(x, &xt, elem, mismatch, span)?;
+                call(
+                    Func::Array(ArrayOp::Any { negated }),
+                    vec![x, a],
+                    Type::Bool,
+                    span,
+                )
+            }
             ast::Expr::Substring {
                 expr,
                 substring_from,
@@ -519,7 +623,21 @@ impl<'a> Binder<'a> {
                 }
                 format!("{q}.{name}")
             }
-            None => name.to_string(),
+            None => {
+                let mut l = cx.outer;
+                let mut row = cx.scope.has_qualifier(name);
+                while let Some(o) = l {
+                    row |= o.scope.has_qualifier(name);
+                    l = o.parent;
+                }
+                if row {
+                    return Err(unsupported(
+                        format!("the row of \"{name}\" as a value (a whole-row reference is supported as the argument of to_json, to_jsonb, row_to_json, json_build_object, json_build_array, json_agg and jsonb_agg; select {name}.* or its columns)"),
+                        span,
+                    ));
+                }
+                name.to_string()
+            }
         };
         Err(BindError::new(
             format!("column \"{shown}\" does not exist"),
@@ -870,6 +988,344 @@ impl<'a> Binder<'a> {
                 }
                 call(Func::DateTrunc(field), vec![x], ty, span)
             }
+            "to_json" | "to_jsonb" | "row_to_json" => {
+                arity(&[1])?;
+                let jsonb = name == "to_jsonb";
+                let (x, xt) = self.json_arg(args[0], cx)?;
+                if name == "row_to_json" && xt != Type::Record {
+                    return Err(no_function(name, &[xt], span));
+                }
+                if xt == Type::Unknown {
+                    return Err(BindError::new(
+                        "could not determine polymorphic type because input has type unknown",
+                        span,
+                    ));
+                }
+                let x = self.json_value(x, &xt, span)?;
+                if xt == Type::Record && !jsonb {
+                    return Ok((x, Type::Json));
+                }
+                let out = if jsonb { Type::Jsonb } else { Type::Json };
+                call(Func::ToJson { jsonb }, vec![x], out.clone(), span)
+            }
+            "json_build_object" | "jsonb_build_object" | "json_build_array"
+            | "jsonb_build_array" => {
+                let jsonb = name.starts_with("jsonb");
+                let object = name.ends_with("object");
+                if object && !args.len().is_multiple_of(2) {
+                    return Err(BindError::new(
+                        "argument list must have even number of elements (the arguments of json_build_object() must consist of alternating keys and values)",
+                        span,
+                    ));
+                }
+                let mut xs = Vec::new();
+                for (i, a) in args.iter().enumerate() {
+                    let (x, xt) = self.json_arg(a, cx)?;
+                    if object && i % 2 == 0 {
+                        if matches!(xt, Type::Array { .. } | Type::Record | Type::Json | Type::Jsonb) {
+                            return Err(BindError::new(
+                                "key value must be scalar, not array, composite, or json",
+                                a.span(),
+                            ));
+                        }
+                        if x == Expr::Literal(Datum::Null) {
+                            return Err(BindError::new(
+                                format!("argument {} cannot be null (object keys should be text)", i + 1),
+                                a.span(),
+                            ));
+                        }
+                    }
+                    xs.push(self.json_value(x, &xt, a.span())?);
+                }
+                let (func, out) = match (object, jsonb) {
+                    (true, j) => (Func::JsonBuildObject { jsonb: j }, if j { Type::Jsonb } else { Type::Json }),
+                    (false, j) => (Func::JsonBuildArray { jsonb: j }, if j { Type::Jsonb } else { Type::Json }),
+                };
+                call(func, xs, out, span)
+            }
+            "jsonb_typeof" | "json_typeof" | "jsonb_array_length" | "json_array_length"
+            | "jsonb_strip_nulls" | "json_strip_nulls" | "jsonb_pretty" => {
+                arity(&[1])?;
+                let want = if name.starts_with("jsonb") { Type::Jsonb } else { Type::Json };
+                let x = self.typed_arg(args[0], cx, &want, name)?;
+                let (op, out) = match name {
+                    "jsonb_typeof" | "json_typeof" => (JsonOp::TypeOf, Type::Text),
+                    "jsonb_array_length" | "json_array_length" => (JsonOp::ArrayLength, Type::Int4),
+                    "jsonb_strip_nulls" => (JsonOp::StripNulls, Type::Jsonb),
+                    "json_strip_nulls" => (JsonOp::JsonStripNulls, Type::Json),
+                    _ => (JsonOp::Pretty, Type::Text),
+                };
+                call(Func::Json(op), vec![x], out, span)
+            }
+            "jsonb_set" => {
+                arity(&[3, 4])?;
+                let mut xs = vec![
+                    self.typed_arg(args[0], cx, &Type::Jsonb, name)?,
+                    self.typed_arg(args[1], cx, &text_array_type(), name)?,
+                    self.typed_arg(args[2], cx, &Type::Jsonb, name)?,
+                ];
+                if let Some(c) = args.get(3) {
+                    xs.push(self.typed_arg(c, cx, &Type::Bool, name)?);
+                }
+                call(Func::Json(JsonOp::Set), xs, Type::Jsonb, span)
+            }
+            "array_length" | "cardinality" => {
+                arity(if name == "cardinality" { &[1] } else { &[2] })?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                if !matches!(at, Type::Array { .. }) {
+                    return Err(no_function(name, &[at], span));
+                }
+                let mut xs = vec![a];
+                let op = if name == "cardinality" {
+                    ArrayOp::Cardinality
+                } else {
+                    xs.push(self.int_arg(args[1], cx, name)?);
+                    ArrayOp::Length
+                };
+                call(Func::Array(op), xs, Type::Int4, span)
+            }
+            "array_position" | "array_append" => {
+                arity(&[2])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let (v, vt) = self.bind_expr(args[1], cx)?;
+                let at = match at {
+                    Type::Unknown if vt != Type::Unknown && !matches!(vt, Type::Array { .. }) => {
+                        Type::Array {
+                            name: format!("_{}", vt.name()),
+                            elem: Box::new(vt.clone()),
+                        }
+                    }
+                    t => t,
+                };
+                let a = coerce(&self.time, a, &Type::Unknown, &at, span)?;
+                let Type::Array { elem, .. } = &at else {
+                    return Err(no_function(name, &[at.clone(), vt], span));
+                };
+                let v = self.element_operand(v, &vt, elem, || no_function(name, &[at.clone(), vt.clone()], span), span)?;
+                let (op, out) = if name == "array_position" {
+                    (ArrayOp::Position, Type::Int4)
+                } else {
+                    (ArrayOp::Append, at.clone())
+                };
+                call(Func::Array(op), vec![a, v], out, span)
+            }
+            "array_cat" => {
+                arity(&[2])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let (b, bt) = self.bind_expr(args[1], cx)?;
+                let ty = match (&at, &bt) {
+                    (Type::Array { .. }, _) => at.clone(),
+                    (_, Type::Array { .. }) => bt.clone(),
+                    _ => return Err(no_function(name, &[at, bt], span)),
+                };
+                let mut xs = Vec::new();
+                for (x, xt) in [(a, &at), (b, &bt)] {
+                    xs.push(match xt {
+                        Type::Unknown => coerce(&self.time, x, xt, &ty, span)?,
+                        t if *t == ty => x,
+                        _ => return Err(no_function(name, &[at.clone(), bt.clone()], span)),
+                    });
+                }
+                call(Func::Array(ArrayOp::Cat), xs, ty, span)
+            }
+            "array_to_string" => {
+                arity(&[2, 3])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let Type::Array { elem, .. } = &at else {
+                    return Err(no_function(name, &[at], span));
+                };
+                interval_text_allowed(&self.time, elem, span)?;
+                let mut xs = vec![a];
+                for e in &args[1..] {
+                    xs.push(self.text_arg(e, cx, name)?);
+                }
+                let op = ArrayOp::ToString((**elem).clone(), self.time.clone());
+                call(Func::Array(op), xs, Type::Text, span)
+            }
+            "string_to_array" => {
+                arity(&[2, 3])?;
+                let mut xs = Vec::new();
+                for e in &args {
+                    xs.push(self.text_arg(e, cx, name)?);
+                }
+                call(Func::Array(ArrayOp::FromString), xs, text_array_type(), span)
+            }
+            "regexp_replace" | "regexp_match" => {
+                let replace = name == "regexp_replace";
+                arity(if replace { &[3, 4] } else { &[2, 3] })?;
+                let mut xs = Vec::new();
+                for e in &args {
+                    xs.push(self.text_arg(e, cx, name)?);
+                }
+                let (func, ty) = if replace {
+                    (Func::RegexpReplace, Type::Text)
+                } else {
+                    (Func::RegexpMatch, text_array_type())
+                };
+                self.check_pattern(&xs[1], xs.get(if replace { 3 } else { 2 }), name, true, span)?;
+                call(func, xs, ty, span)
+            }
+            "md5" | "ascii" | "quote_ident" | "starts_with" | "translate" => {
+                let n = match name {
+                    "starts_with" => 2,
+                    "translate" => 3,
+                    _ => 1,
+                };
+                arity(&[n])?;
+                let mut xs = Vec::new();
+                for e in &args {
+                    xs.push(self.text_arg(e, cx, name)?);
+                }
+                let (func, ty) = match name {
+                    "md5" => (Func::Md5, Type::Text),
+                    "ascii" => (Func::Ascii, Type::Int4),
+                    "quote_ident" => (Func::QuoteIdent, Type::Text),
+                    "starts_with" => (Func::StartsWith, Type::Bool),
+                    _ => (Func::Translate, Type::Text),
+                };
+                call(func, xs, ty, span)
+            }
+            "chr" => {
+                arity(&[1])?;
+                let x = self.int_arg(args[0], cx, name)?;
+                call(Func::Chr, vec![x], Type::Text, span)
+            }
+            "quote_literal" | "quote_nullable" => {
+                arity(&[1])?;
+                let (x, xt) = self.bind_expr(args[0], cx)?;
+                let x = match &xt {
+                    Type::Unknown | Type::Text | Type::Varchar => x,
+                    Type::Unsupported { name: t, .. } => {
+                        return Err(unsupported(format!("{name}() of {t}"), span))
+                    }
+                    t => explicit_cast(&self.time, x, t, &Type::Text, span)?,
+                };
+                let func = if name == "quote_literal" { Func::QuoteLiteral } else { Func::QuoteNullable };
+                call(func, vec![x], Type::Text, span)
+            }
+            "format" => {
+                if args.is_empty() {
+                    return Err(no_function(name, &[], span));
+                }
+                let mut xs = vec![self.text_arg(args[0], cx, name)?];
+                for a in &args[1..] {
+                    let (x, xt) = self.bind_expr(a, cx)?;
+                    if matches!(xt, Type::Unsupported { .. }) {
+                        return Err(unsupported(format!("{name}() of {}", xt.name()), span));
+                    }
+                    xs.push(text_operand(&self.time, x, &xt, span)?);
+                }
+                call(Func::Format, xs, Type::Text, span)
+            }
+            "age" => {
+                if args.len() == 1 {
+                    return Err(unsupported(
+                        "age() with one argument (it counts from the current date, which changes without a row changing); write age(a, b)",
+                        span,
+                    ));
+                }
+                arity(&[2])?;
+                let (a, at) = self.bind_expr(args[0], cx)?;
+                let (b, bt) = self.bind_expr(args[1], cx)?;
+                let ty = match common_type(&at, &bt) {
+                    Some(Type::TimestampTz) => Type::TimestampTz,
+                    Some(Type::Date | Type::Timestamp | Type::Unknown) => Type::Timestamp,
+                    Some(Type::Text) if at == Type::Unknown && bt == Type::Unknown => Type::Timestamp,
+                    _ => return Err(no_function(name, &[at, bt], span)),
+                };
+                // A timestamptz's fields are its wall-clock time in the session zone.
+                let local = |x: Expr, t: &Type| -> Result<Expr> {
+                    let x = coerce(&self.time, x, t, &ty, span)?;
+                    if ty == Type::TimestampTz && !self.time.is_utc() {
+                        coerce(&self.time, x, &Type::TimestampTz, &Type::Timestamp, span)
+                    } else {
+                        Ok(x)
+                    }
+                };
+                let xs = vec![local(a, &at)?, local(b, &bt)?];
+                call(Func::Age, xs, Type::Interval, span)
+            }
+            "make_date" | "make_timestamp" => {
+                let n = if name == "make_date" { 3 } else { 6 };
+                arity(&[n])?;
+                let mut xs = Vec::new();
+                for (i, e) in args.iter().enumerate() {
+                    if i == 5 {
+                        let (x, xt) = self.bind_expr(e, cx)?;
+                        if !(xt.is_numeric_family() || xt == Type::Unknown) {
+                            return Err(no_function(name, &[xt], span));
+                        }
+                        xs.push(coerce(&self.time, x, &xt, &Type::Float8, span)?);
+                    } else {
+                        xs.push(self.int_arg(e, cx, name)?);
+                    }
+                }
+                let (func, ty) = if name == "make_date" {
+                    (Func::MakeDate, Type::Date)
+                } else {
+                    (Func::MakeTimestamp, Type::Timestamp)
+                };
+                call(func, xs, ty, span)
+            }
+            "date_bin" => {
+                arity(&[3])?;
+                let stride = self.typed_arg(args[0], cx, &Type::Interval, name)?;
+                let (src, st) = self.bind_expr(args[1], cx)?;
+                let (org, ot) = self.bind_expr(args[2], cx)?;
+                let ty = match common_type(&st, &ot) {
+                    Some(Type::TimestampTz) => Type::TimestampTz,
+                    Some(Type::Timestamp | Type::Date | Type::Unknown) => Type::Timestamp,
+                    _ => return Err(no_function(name, &[Type::Interval, st, ot], span)),
+                };
+                let src = coerce(&self.time, src, &st, &ty, span)?;
+                let org = coerce(&self.time, org, &ot, &ty, span)?;
+                call(Func::DateBin, vec![stride, src, org], ty, span)
+            }
+            "justify_days" | "justify_hours" | "justify_interval" => {
+                arity(&[1])?;
+                let x = self.typed_arg(args[0], cx, &Type::Interval, name)?;
+                let func = Func::Justify {
+                    days: name != "justify_hours",
+                    hours: name != "justify_days",
+                };
+                call(func, vec![x], Type::Interval, span)
+            }
+            "to_char" => {
+                arity(&[2])?;
+                let (x, xt) = self.bind_expr(args[0], cx)?;
+                let x = match &xt {
+                    Type::Date | Type::Timestamp | Type::TimestampTz => {
+                        // A timestamptz is written as its wall-clock time in the session zone.
+                        coerce(&self.time, x, &xt, &Type::Timestamp, span)?
+                    }
+                    t if t.is_integer() || *t == Type::Numeric => {
+                        coerce(&self.time, x, &xt, &Type::Numeric, span)?
+                    }
+                    t if t.is_numeric_family() || *t == Type::Interval => {
+                        return Err(unsupported(
+                            format!("to_char() of {} (dates, timestamps, integers and numeric are formatted)", t.name()),
+                            span,
+                        ))
+                    }
+                    other => return Err(no_function(name, &[other.clone(), Type::Text], span)),
+                };
+                let f = self.text_arg(args[1], cx, name)?;
+                if let Expr::Literal(Datum::Text(fmt)) = &f {
+                    let checked = if xt.is_integer() || xt == Type::Numeric {
+                        crate::repr::to_char::check_number(fmt)
+                    } else {
+                        crate::repr::to_char::check(fmt)
+                    };
+                    checked.map_err(|w| {
+                        if w == "multiple decimal points" {
+                            BindError::new(w, span)
+                        } else {
+                            unsupported(w, span)
+                        }
+                    })?;
+                }
+                call(Func::ToChar, vec![x, f], Type::Text, span)
+            }
             n if self.now_column.get() && super::temporal::is_clock_name(n) => {
                 // The clock side of a time-based condition: column 0.
                 let now = Expr::Column(0);
@@ -942,6 +1398,329 @@ impl<'a> Binder<'a> {
             return Ok(x);
         }
         coerce(&self.time, x, xt, &Type::Timestamp, span)
+    }
+
+    /// The operators on jsonb documents and arrays: `?`, `?|`, `?&`, `@>`,
+    /// `<@`, `&&`, and `-`/`||` where an operand is jsonb. Anything else is
+    /// handed back for [`bind_binary`].
+    #[allow(clippy::type_complexity)]
+    fn bind_document_op(
+        &self,
+        op: &BinaryOperator,
+        l: Expr,
+        lt: Type,
+        r: Expr,
+        rt: Type,
+        span: Span,
+    ) -> Result<std::result::Result<(Expr, Type), (Expr, Type, Expr, Type)>> {
+        let tcx = &self.time;
+        let mismatch = |lt: &Type, rt: &Type| {
+            BindError::new(
+                format!("operator does not exist: {} {op} {}", lt.name(), rt.name()),
+                span,
+            )
+        };
+        let jsonb_or_unknown = |t: &Type| matches!(t, Type::Jsonb | Type::Unknown);
+        let is_array = |t: &Type| matches!(t, Type::Array { .. });
+        let json = |op: JsonOp, args: Vec<Expr>, ty: Type| call(Func::Json(op), args, ty, span);
+        let bound = match op {
+            BinaryOperator::Question
+            | BinaryOperator::QuestionPipe
+            | BinaryOperator::QuestionAnd => {
+                if lt != Type::Jsonb {
+                    return Err(mismatch(&lt, &rt));
+                }
+                let (want, jop) = match op {
+                    BinaryOperator::Question => (Type::Text, JsonOp::Exists),
+                    BinaryOperator::QuestionPipe => (text_array_type(), JsonOp::ExistsAny),
+                    _ => (text_array_type(), JsonOp::ExistsAll),
+                };
+                let r = match &rt {
+                    Type::Unknown => coerce(tcx, r, &rt, &want, span)?,
+                    Type::Bpchar if want == Type::Text => bpchar_to_text(r),
+                    t if t.is_string() && want == Type::Text => r,
+                    t if *t == want => r,
+                    _ => return Err(mismatch(&lt, &rt)),
+                };
+                json(jop, vec![l, r], Type::Bool)?
+            }
+            BinaryOperator::AtArrow | BinaryOperator::ArrowAt
+                if jsonb_or_unknown(&lt)
+                    && jsonb_or_unknown(&rt)
+                    && (lt == Type::Jsonb || rt == Type::Jsonb) =>
+            {
+                let l = coerce(tcx, l, &lt, &Type::Jsonb, span)?;
+                let r = coerce(tcx, r, &rt, &Type::Jsonb, span)?;
+                let jop = if *op == BinaryOperator::AtArrow {
+                    JsonOp::Contains
+                } else {
+                    JsonOp::ContainedBy
+                };
+                json(jop, vec![l, r], Type::Bool)?
+            }
+            BinaryOperator::AtArrow | BinaryOperator::ArrowAt | BinaryOperator::PGOverlap
+                if is_array(&lt) || is_array(&rt) =>
+            {
+                let ty = if is_array(&lt) {
+                    lt.clone()
+                } else {
+                    rt.clone()
+                };
+                let operand = |x: Expr, t: &Type| -> Result<Expr> {
+                    match t {
+                        Type::Unknown => coerce(tcx, x, t, &ty, span),
+                        t if *t == ty => Ok(x),
+                        Type::Array { elem, .. } if array_elems_compare(elem, &ty) => Ok(x),
+                        _ => Err(mismatch(&lt, &rt)),
+                    }
+                };
+                let (l, r) = (operand(l, &lt)?, operand(r, &rt)?);
+                let aop = match op {
+                    BinaryOperator::AtArrow => ArrayOp::Contains,
+                    BinaryOperator::ArrowAt => ArrayOp::ContainedBy,
+                    _ => ArrayOp::Overlaps,
+                };
+                call(Func::Array(aop), vec![l, r], Type::Bool, span)?
+            }
+            BinaryOperator::Minus if lt == Type::Jsonb => {
+                let (jop, r) = match &rt {
+                    t if t.is_integer() => (JsonOp::DeleteIndex, r),
+                    Type::Unknown => (JsonOp::DeleteKey, r),
+                    Type::Bpchar => (JsonOp::DeleteKey, bpchar_to_text(r)),
+                    t if t.is_string() => (JsonOp::DeleteKey, r),
+                    Type::Array { elem, .. } if elem.is_string() => (JsonOp::DeleteKeys, r),
+                    _ => return Err(mismatch(&lt, &rt)),
+                };
+                json(jop, vec![l, r], Type::Jsonb)?
+            }
+            BinaryOperator::StringConcat
+                if jsonb_or_unknown(&lt)
+                    && jsonb_or_unknown(&rt)
+                    && (lt == Type::Jsonb || rt == Type::Jsonb) =>
+            {
+                let l = coerce(tcx, l, &lt, &Type::Jsonb, span)?;
+                let r = coerce(tcx, r, &rt, &Type::Jsonb, span)?;
+                json(JsonOp::Concat, vec![l, r], Type::Jsonb)?
+            }
+            BinaryOperator::HashMinus => {
+                if lt != Type::Jsonb {
+                    return Err(mismatch(&lt, &rt));
+                }
+                let r = match &rt {
+                    Type::Unknown => coerce(tcx, r, &rt, &text_array_type(), span)?,
+                    Type::Array { elem, .. } if elem.is_string() => r,
+                    _ => return Err(mismatch(&lt, &rt)),
+                };
+                json(JsonOp::DeletePath, vec![l, r], Type::Jsonb)?
+            }
+            BinaryOperator::PGRegexMatch
+            | BinaryOperator::PGRegexIMatch
+            | BinaryOperator::PGRegexNotMatch
+            | BinaryOperator::PGRegexNotIMatch => {
+                // char(n) is matched with its padding (bpcharregexeq).
+                let text = |x: Expr, t: &Type| -> Result<Expr> {
+                    match t {
+                        t if t.is_string() || *t == Type::Unknown => Ok(x),
+                        _ => Err(mismatch(&lt, &rt)),
+                    }
+                };
+                let (l, r) = (text(l, &lt)?, text(r, &rt)?);
+                let case_insensitive = matches!(
+                    op,
+                    BinaryOperator::PGRegexIMatch | BinaryOperator::PGRegexNotIMatch
+                );
+                let negated = matches!(
+                    op,
+                    BinaryOperator::PGRegexNotMatch | BinaryOperator::PGRegexNotIMatch
+                );
+                self.check_pattern(&r, None, "~", false, span)?;
+                call(
+                    Func::RegexMatch {
+                        case_insensitive,
+                        negated,
+                    },
+                    vec![l, r],
+                    Type::Bool,
+                    span,
+                )?
+            }
+            _ => return Ok(Err((l, lt, r, rt))),
+        };
+        Ok(Ok(bound))
+    }
+
+    /// A value compared with an array's elements: an untyped literal is read
+    /// as the element type; otherwise the types must compare by their JSON
+    /// values (the same type, numbers with numbers, strings with strings).
+    fn element_operand(
+        &self,
+        v: Expr,
+        vt: &Type,
+        elem: &Type,
+        mismatch: impl Fn() -> BindError,
+        span: Span,
+    ) -> Result<Expr> {
+        if *elem == Type::Bpchar {
+            return Err(unsupported(
+                "comparing with the elements of a char(n) array (their padding is not significant in Postgres); cast the array to text[]",
+                span,
+            ));
+        }
+        match vt {
+            Type::Unknown => coerce(&self.time, v, vt, elem, span),
+            t if t == elem => Ok(v),
+            t if t.is_numeric_family() && elem.is_numeric_family() => Ok(v),
+            Type::Bpchar if matches!(elem, Type::Text | Type::Varchar) => Ok(bpchar_to_text(v)),
+            t if t.is_string() && elem.is_string() && *elem != Type::Bpchar => Ok(v),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// A constant regular expression is checked when the view is defined:
+    /// one viewcast refuses is refused then, not when a row reaches it.
+    fn check_pattern(
+        &self,
+        pattern: &Expr,
+        flags: Option<&Expr>,
+        func: &str,
+        spans: bool,
+        span: Span,
+    ) -> Result<()> {
+        let ci = match flags {
+            Some(Expr::Literal(Datum::Text(f))) => {
+                crate::sql::regex::flags(f, func == "regexp_replace", func)
+                    .map_err(|m| BindError::new(m, span))?
+                    .1
+            }
+            _ => false,
+        };
+        if let Expr::Literal(Datum::Text(p)) = pattern {
+            crate::sql::regex::compile(p, ci, spans).map_err(|m| {
+                match m.strip_prefix("unsupported: ") {
+                    Some(what) => unsupported(what.to_string(), span),
+                    None => BindError::new(m, span),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// An argument of the JSON functions and aggregates: a value, or a FROM
+    /// item's name standing for its row (`row_to_json(t)`, `json_agg(t)`),
+    /// bound as the JSON object of its columns.
+    pub(super) fn json_arg(&self, e: &ast::Expr, cx: &mut ExprCx<'_>) -> Result<(Expr, Type)> {
+        if let ast::Expr::Identifier(id) = e {
+            let name = ident_name(id);
+            if let Some(row) = self.whole_row(&name, e.span(), cx)? {
+                return Ok(row);
+            }
+        }
+        self.bind_expr(e, cx)
+    }
+
+    /// `name` as a whole-row reference: `None` if it is a column (columns
+    /// win, as in Postgres) or no FROM item is called so.
+    fn whole_row(
+        &self,
+        name: &str,
+        span: Span,
+        cx: &mut ExprCx<'_>,
+    ) -> Result<Option<(Expr, Type)>> {
+        let mut scopes = vec![cx.scope];
+        let mut level = cx.outer;
+        while let Some(o) = level {
+            scopes.push(o.scope);
+            level = o.parent;
+        }
+        if scopes.iter().any(|s| s.resolve(None, name, span).is_some()) {
+            return Ok(None);
+        }
+        let Some(scope) = scopes.iter().find(|s| s.has_qualifier(name)) else {
+            return Ok(None);
+        };
+        let mine: Vec<&super::scope::ScopeCol> = scope
+            .cols
+            .iter()
+            .filter(|c| c.qualifier.as_deref() == Some(name))
+            .collect();
+        let depth = mine.iter().map(|c| c.depth).min().unwrap_or(0);
+        let cols: Vec<&super::scope::ScopeCol> =
+            mine.into_iter().filter(|c| c.depth == depth).collect();
+        if let Some(dup) = cols
+            .iter()
+            .enumerate()
+            .find(|(i, c)| cols[..*i].iter().any(|o| o.name == c.name))
+        {
+            return Err(unsupported(
+                format!(
+                    "the row of \"{name}\" as a value: it has two columns named \"{}\"",
+                    dup.1.name
+                ),
+                span,
+            ));
+        }
+        if cols.iter().any(|c| c.null_extended) {
+            return Err(unsupported(
+                format!("the row of \"{name}\" as a value where an outer join pads it with NULLs (Postgres makes the whole row NULL there, which viewcast cannot tell from a row of NULLs); build the object with json_build_object or jsonb_build_object"),
+                span,
+            ));
+        }
+        let mut names = Vec::new();
+        let mut values = Vec::new();
+        for c in cols {
+            let col = ast::Expr::CompoundIdentifier(vec![
+                ast::Ident::with_quote('"', name),
+                ast::Ident::with_quote('"', c.name.clone()),
+            ]);
+            let (x, xt) = self.bind_expr(&col, cx)?;
+            names.push(c.name.clone());
+            values.push(self.json_value(x, &xt, span)?);
+        }
+        let row = Expr::Call {
+            func: Func::RowToJson(names),
+            args: values,
+            ty: Type::Record,
+        };
+        Ok(Some((fold(row, span)?, Type::Record)))
+    }
+
+    /// A value as the JSON functions write it: a timestamptz (or an array of
+    /// them) in the session zone, as `to_json` does; interval text only under
+    /// an IntervalStyle viewcast writes.
+    pub(super) fn json_value(&self, x: Expr, ty: &Type, span: Span) -> Result<Expr> {
+        fn has_tz(t: &Type) -> bool {
+            match t {
+                Type::TimestampTz => true,
+                Type::Array { elem, .. } => has_tz(elem),
+                _ => false,
+            }
+        }
+        if let Type::Unsupported { name, .. } = ty {
+            return Err(unsupported(format!("JSON of type {name}"), span));
+        }
+        interval_text_allowed(&self.time, ty, span)?;
+        if has_tz(ty) && !self.time.is_utc() {
+            return Ok(fold_constant(Expr::Call {
+                func: Func::JsonIn(ty.clone(), self.time.clone()),
+                args: vec![x],
+                ty: ty.clone(),
+            }));
+        }
+        Ok(x)
+    }
+
+    /// An argument of a function with one signature: an untyped literal is
+    /// read as `ty`, a value of another type is refused as Postgres would.
+    fn typed_arg(&self, e: &ast::Expr, cx: &mut ExprCx<'_>, ty: &Type, func: &str) -> Result<Expr> {
+        let (x, xt) = self.bind_expr(e, cx)?;
+        match &xt {
+            t if t == ty => Ok(x),
+            Type::Unknown => coerce(&self.time, x, &xt, ty, e.span()),
+            Type::Bpchar if ty.is_string() => Ok(bpchar_to_text(x)),
+            t if t.is_string() && ty.is_string() => Ok(x),
+            t if t.is_integer() && ty.is_integer() => Ok(x),
+            other => Err(no_function(func, std::slice::from_ref(other), e.span())),
+        }
     }
 
     /// An argument of a text function: a string (char(n) loses its padding)
@@ -1038,6 +1817,26 @@ pub(super) fn collated_c(e: &ast::Expr) -> bool {
     }
 }
 
+/// Whether arrays of `elem` and of `other`'s elements compare element by
+/// element without a cast viewcast would have to make (the same type, or
+/// both integers, or both strings).
+fn array_elems_compare(elem: &Type, other: &Type) -> bool {
+    let Type::Array { elem: o, .. } = other else {
+        return false;
+    };
+    elem == &**o
+        || (elem.is_integer() && o.is_integer())
+        || (elem.is_string() && o.is_string() && *elem != Type::Bpchar && **o != Type::Bpchar)
+}
+
+/// `text[]`, the type of key lists and paths.
+fn text_array_type() -> Type {
+    Type::Array {
+        name: "_text".into(),
+        elem: Box::new(Type::Text),
+    }
+}
+
 fn no_function(name: &str, types: &[Type], span: Span) -> BindError {
     let list: Vec<&str> = types.iter().map(|t| t.name()).collect();
     BindError::new(
@@ -1065,10 +1864,7 @@ fn strict_args(e: &Expr) -> Option<Vec<&Expr>> {
         } => None,
         Expr::Binary { left, right, .. } => Some(vec![left, right]),
         Expr::Like { expr, pattern, .. } => Some(vec![expr, pattern]),
-        Expr::Call {
-            func: Func::Concat | Func::ConcatWs,
-            ..
-        } => None,
+        Expr::Call { func, .. } if !func.is_strict() => None,
         Expr::Call { args, .. } => Some(args.iter().collect()),
         Expr::Cast { expr, .. } | Expr::Neg(expr, _) => Some(vec![expr]),
         _ => None,
@@ -1659,8 +2455,30 @@ pub(super) fn bind_binary(
         }
         op if op.is_comparison() => {
             let ty = comparison_type(&lt, &rt).ok_or_else(mismatch)?;
-            if matches!(ty, Type::Array { .. }) {
-                return Err(unsupported("comparing arrays", span));
+            if let Type::Array { elem, .. } = &ty {
+                // Equal arrays of these element types have equal JSON text
+                // (numerics, floats, char(n), json and intervals do not).
+                let exact = elem.is_integer()
+                    || matches!(
+                        **elem,
+                        Type::Text
+                            | Type::Varchar
+                            | Type::Bool
+                            | Type::Date
+                            | Type::Timestamp
+                            | Type::TimestampTz
+                            | Type::Uuid
+                            | Type::Enum { .. }
+                    );
+                if !(exact && matches!(bop, BinOp::Eq | BinOp::NotEq)) {
+                    return Err(unsupported(
+                        format!("comparing {} arrays with {}", elem.name(), bop.symbol()),
+                        span,
+                    ));
+                }
+                if lt != rt && lt != Type::Unknown && rt != Type::Unknown {
+                    return Err(mismatch());
+                }
             }
             if matches!(ty, Type::Json)
                 || !ty.is_orderable() && !matches!(bop, BinOp::Eq | BinOp::NotEq)

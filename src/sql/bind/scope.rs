@@ -26,6 +26,10 @@ pub struct ScopeCol {
     /// Part of a base table's primary key (or replica identity index): never
     /// NULL in a row of the table, so NULL only where an outer join pads.
     pub key: bool,
+    /// On the side of an outer join that is padded with NULLs for a row
+    /// without a match. A whole-row reference to such a FROM item is NULL
+    /// there in Postgres, which its columns alone cannot tell.
+    pub null_extended: bool,
 }
 
 impl ScopeCol {
@@ -37,6 +41,7 @@ impl ScopeCol {
             depth: 0,
             hidden: false,
             key: false,
+            null_extended: false,
         }
     }
 }
@@ -54,6 +59,23 @@ impl Scope {
     pub fn concat(&self, other: &Scope) -> Scope {
         Scope {
             cols: self.cols.iter().chain(other.cols.iter()).cloned().collect(),
+            order: Vec::new(),
+        }
+    }
+
+    /// `left` then `right` as an outer join combines them: the columns of
+    /// a side padded with NULLs are marked so.
+    pub fn outer_join(left: &Scope, right: &Scope, left_padded: bool, right_padded: bool) -> Scope {
+        fn mark(s: &Scope, padded: bool) -> impl Iterator<Item = ScopeCol> + '_ {
+            s.cols.iter().cloned().map(move |mut c| {
+                c.null_extended |= padded;
+                c
+            })
+        }
+        Scope {
+            cols: mark(left, left_padded)
+                .chain(mark(right, right_padded))
+                .collect(),
             order: Vec::new(),
         }
     }
