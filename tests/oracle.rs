@@ -144,6 +144,19 @@ const VIEWS: &[(&str, &str)] = &[
          FROM orders GROUP BY status",
     ),
     (
+        "doc",
+        "SELECT c.id, json_build_object('name', c.name, 'region', c.region,
+                  'orders', (SELECT json_agg(json_build_object('id', o.id, 'qty', o.qty, 'at', o.placed_at) ORDER BY o.id)
+                             FROM orders o WHERE o.customer_id = c.id)) AS doc
+         FROM customers c",
+    ),
+    (
+        "doc_rows",
+        "SELECT c.id, (SELECT jsonb_agg(x) FROM (SELECT o.id, o.status, o.qty FROM orders o WHERE o.customer_id = c.id ORDER BY o.id) x) AS orders,
+                to_jsonb(c) AS customer
+         FROM customers c",
+    ),
+    (
         "ordered_sub",
         "SELECT c.id, (SELECT array_agg(x.qty) FROM (SELECT o.qty FROM orders o WHERE o.customer_id = c.id ORDER BY o.id DESC) x) AS qtys
          FROM customers c",
