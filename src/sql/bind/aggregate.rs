@@ -634,6 +634,11 @@ impl<'a> Binder<'a> {
                 if matches!(ty, Type::Json | Type::Jsonb | Type::Bool) {
                     return Err(no_fn());
                 }
+                if matches!(ty, Type::Array { .. }) {
+                    // Arrays are held as their JSON text, which does not
+                    // order as Postgres orders arrays (element by element).
+                    return Err(unsupported(format!("{name}() of arrays"), span));
+                }
                 if matches!(ty, Type::Enum { .. }) {
                     return Err(unsupported(
                         format!(
