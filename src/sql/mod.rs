@@ -456,7 +456,25 @@ pub fn compile_all(
                 }));
                 continue;
             }
-            let r = compile_with(&views[i].1, catalog, &done);
+            // A bug in the binder must refuse one view, not take the
+            // controller (and every other view) down with it.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                compile_with(&views[i].1, catalog, &done)
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                tracing::error!(view = %views[i].0, panic = %what, "compiling the view panicked");
+                Err(BindError {
+                    message: format!(
+                        "internal error while compiling this view ({what}); please report it"
+                    ),
+                    position: None,
+                })
+            });
             if let Ok(v) = &r {
                 done.insert(views[i].0.clone(), v.clone());
             }
