@@ -71,7 +71,7 @@ async fn refused_views_leave_the_others_running() {
         .unwrap();
     assert_eq!(status, 422);
     assert!(
-        plan.contains("window functions") && plan.contains('^'),
+        plan.contains("now() here") && plan.contains('^'),
         "{plan}"
     );
     let (status, _) = viewcast::client::get(&server.addr, "/views/nothing_here/plan")
