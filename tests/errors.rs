@@ -70,10 +70,7 @@ async fn refused_views_leave_the_others_running() {
         .await
         .unwrap();
     assert_eq!(status, 422);
-    assert!(
-        plan.contains("now() here") && plan.contains('^'),
-        "{plan}"
-    );
+    assert!(plan.contains("now() here") && plan.contains('^'), "{plan}");
     let (status, _) = viewcast::client::get(&server.addr, "/views/nothing_here/plan")
         .await
         .unwrap();

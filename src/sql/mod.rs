@@ -423,6 +423,38 @@ pub fn compile_all(
     views: &[(String, String)],
     catalog: &Catalog,
 ) -> Vec<Result<CompiledView, BindError>> {
+    // Binding recurses over the query's syntax tree: a long chain of
+    // conditions or deeply nested expressions needs more stack than a
+    // runtime worker thread has, so views compile on a thread of their own.
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("viewcast-compile".into())
+            .stack_size(COMPILE_STACK)
+            .spawn_scoped(s, || compile_all_here(views, catalog))
+            .expect("a thread to compile views on")
+            .join()
+            .unwrap_or_else(|_| {
+                views
+                    .iter()
+                    .map(|_| {
+                        Err(BindError {
+                            message: "internal error while compiling the views; please report it"
+                                .into(),
+                            position: None,
+                        })
+                    })
+                    .collect()
+            })
+    })
+}
+
+/// The stack views are compiled on (reserved, not committed, until used).
+const COMPILE_STACK: usize = 256 << 20;
+
+fn compile_all_here(
+    views: &[(String, String)],
+    catalog: &Catalog,
+) -> Vec<Result<CompiledView, BindError>> {
     let names: Vec<&str> = views.iter().map(|(n, _)| n.as_str()).collect();
     let deps: Vec<Vec<usize>> = views
         .iter()
