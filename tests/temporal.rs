@@ -58,15 +58,19 @@ async fn rows_age_out_and_in_as_the_clock_passes() {
     let insert = Instant::now() - Duration::from_secs_f64(since.max(0.0));
     let mut follower = server.follow("recent").await;
 
-    // On odd seconds, one second after a change and one before the next,
-    // with no write in between: the views equal Postgres's answers then, so
-    // each row entered or left within a second of the moment Postgres's
-    // answer changed.
+    // The answers change on even seconds after the insert, with no write.
+    // From just after each change, the views are polled until all of them
+    // equal Postgres's answers at that moment: the time that takes is how
+    // late the clock moved them (Postgres's answer stays put until the next
+    // change, two seconds on).
+    let mut late = Vec::new();
     for i in 1..=4u64 {
-        let at = insert + Duration::from_secs(2 * i + 1);
+        let change = insert + Duration::from_secs(2 * i);
+        // Not early: a quarter second before the change they still agree.
+        let before = change - Duration::from_millis(250);
         let now = Instant::now();
-        if at > now {
-            tokio::time::sleep(at - now).await;
+        if before > now {
+            tokio::time::sleep(before - now).await;
         }
         for (name, sql) in [
             ("recent", recent),
@@ -76,9 +80,45 @@ async fn rows_age_out_and_in_as_the_clock_passes() {
         ] {
             let want = pg_rows(&db, sql).await;
             let got = view_rows(&server, name).await;
-            assert_eq!(got, want, "{name}, {} s after the insert", 2 * i + 1);
+            assert_eq!(
+                got,
+                want,
+                "{name}, just before the change {} s after the insert",
+                2 * i
+            );
+        }
+        let now = Instant::now();
+        if change + Duration::from_millis(50) > now {
+            tokio::time::sleep(change + Duration::from_millis(50) - now).await;
+        }
+        loop {
+            let mut equal = true;
+            let mut seen = Vec::new();
+            for (name, sql) in [
+                ("recent", recent),
+                ("old", old),
+                ("overdue", overdue),
+                ("today", today),
+            ] {
+                let want = pg_rows(&db, sql).await;
+                let got = view_rows(&server, name).await;
+                equal &= got == want;
+                seen.push((name, got, want));
+            }
+            let after = change.elapsed();
+            if equal {
+                late.push(after);
+                break;
+            }
+            assert!(
+                after < Duration::from_millis(1500),
+                "{} s after the insert the views still differ from Postgres: {seen:?}",
+                2 * i
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    eprintln!("rows moved this long after Postgres's answer changed: {late:?}");
     assert!(pg_rows(&db, recent).await.is_empty(), "every row aged out");
     assert_eq!(pg_rows(&db, old).await.len(), 4, "every dated row is old");
 
