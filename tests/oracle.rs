@@ -130,6 +130,7 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT o.id, g.v, g.k2, s.k FROM orders o, generate_series(1, o.qty) WITH ORDINALITY g(v, k2),
                 LATERAL (SELECT g.v * 10 AS k) s WHERE o.qty < 4",
     ),
+    ("split", "SELECT o.id, w.piece, w.n FROM orders o, regexp_split_to_table(o.status, '[ae]') WITH ORDINALITY w(piece, n)"),
     ("select_series", "SELECT id, generate_series(1, qty) AS k, generate_series(1, 2) AS two FROM orders WHERE status = 'new'"),
     (
         "rollup",

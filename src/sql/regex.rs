@@ -476,6 +476,34 @@ pub fn replace(re: &Regex, s: &str, replacement: &str, global: bool) -> String {
     out
 }
 
+/// `regexp_split_to_table`: the text between matches, as Postgres splits
+/// it: a zero-length match at the start or end of the string, or right
+/// after the previous match, is not a split point.
+pub fn split(re: &Regex, s: &str) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let (mut last, mut prev_end, mut at) = (0, 0, 0);
+    while at <= s.len() {
+        let Some(m) = re.search(&regex_automata::Input::new(s).range(at..)) else {
+            break;
+        };
+        if m.start() < s.len() && m.end() > prev_end {
+            pieces.push(s[last..m.start()].to_string());
+            last = m.end();
+        }
+        prev_end = m.end();
+        at = if m.is_empty() {
+            match s[m.end()..].chars().next() {
+                Some(c) => m.end() + c.len_utf8(),
+                None => break,
+            }
+        } else {
+            m.end()
+        };
+    }
+    pieces.push(s[last..].to_string());
+    pieces
+}
+
 /// `regexp_match`: the groups of the first match (the whole match if the
 /// pattern has none), `None` for a group that took no part; `None` overall
 /// without a match.

@@ -30,6 +30,8 @@ pub enum SrfKind {
     ObjectKeys,
     /// `string_to_table(text, delimiter [, null_string])`.
     StringToTable,
+    /// `regexp_split_to_table(text, pattern [, flags])`.
+    RegexpSplit,
 }
 
 /// One call of a set-returning function: its kind, arguments and the types
@@ -113,6 +115,24 @@ pub fn rows(kind: &SrfKind, args: &[Datum]) -> Result<Vec<Row>, EvalError> {
                     }
                     _ => unreachable!("matched above"),
                 })
+                .collect())
+        }
+        SrfKind::RegexpSplit => {
+            let (Datum::Text(s), Datum::Text(p)) = (&args[0], &args[1]) else {
+                return Ok(Vec::new());
+            };
+            let ci = match args.get(2) {
+                Some(Datum::Text(f)) => {
+                    crate::sql::regex::flags(f, false, "regexp_split_to_table")
+                        .map_err(EvalError)?
+                        .1
+                }
+                _ => false,
+            };
+            let re = crate::sql::regex::compile(p, ci, true).map_err(EvalError)?;
+            Ok(crate::sql::regex::split(&re, s)
+                .into_iter()
+                .map(|piece| vec![Datum::Text(piece)])
                 .collect())
         }
         SrfKind::StringToTable => {

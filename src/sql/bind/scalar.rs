@@ -1578,7 +1578,7 @@ impl<'a> Binder<'a> {
 
     /// A constant regular expression is checked when the view is defined:
     /// one viewcast refuses is refused then, not when a row reaches it.
-    fn check_pattern(
+    pub(super) fn check_pattern(
         &self,
         pattern: &Expr,
         flags: Option<&Expr>,

@@ -337,6 +337,23 @@ impl<'a> Binder<'a> {
                 }
                 one(SrfKind::StringToTable, args, vec![Type::Text])
             }
+            "regexp_split_to_table" => {
+                if !(2..=3).contains(&bound.len()) {
+                    return Err(no_fn());
+                }
+                let mut args = Vec::new();
+                for (e, t) in &bound {
+                    if !(t.is_string() || *t == Type::Unknown) {
+                        return Err(no_fn());
+                    }
+                    args.push(match t {
+                        Type::Bpchar => super::scalar::bpchar_to_text(e.clone()),
+                        _ => e.clone(),
+                    });
+                }
+                self.check_pattern(&args[1], args.get(2), name, true, span)?;
+                one(SrfKind::RegexpSplit, args, vec![Type::Text])
+            }
             other => Err(unsupported(
                 format!("set-returning function {other}()"),
                 span,
