@@ -1,8 +1,6 @@
 //! Aggregating SELECTs: GROUP BY keys, aggregate calls, and the Reduce they
 //! become.
 
-use std::ops::ControlFlow;
-
 use sqlparser::ast::{
     self as ast, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
     FunctionArguments, ObjectNamePart, Spanned,
@@ -79,41 +77,13 @@ pub fn is_aggregate_name(name: &str) -> bool {
     )
 }
 
-fn aggregate_call(e: &ast::Expr) -> bool {
-    if let ast::Expr::Function(f) = e {
-        if f.over.is_none() {
-            if let [ObjectNamePart::Identifier(id)] = f.name.0.as_slice() {
-                return is_aggregate_name(&ident_name(id));
-            }
-        }
-    }
-    false
-}
-
 /// Whether `e` calls an aggregate of this query level (aggregates inside a
 /// subquery belong to the subquery).
 pub fn contains_aggregate(e: &ast::Expr) -> bool {
-    struct Finder {
-        depth: usize,
-    }
-    impl ast::Visitor for Finder {
-        type Break = ();
-        fn pre_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_expr(&mut self, x: &ast::Expr) -> ControlFlow<()> {
-            if self.depth == 0 && aggregate_call(x) {
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    ast::Visit::visit(e, &mut Finder { depth: 0 }).is_break()
+    super::calls_here(e, |f| {
+        f.over.is_none()
+            && matches!(f.name.0.as_slice(), [ObjectNamePart::Identifier(id)] if is_aggregate_name(&ident_name(id)))
+    })
 }
 
 /// Replaces the placeholder columns of post-aggregation subqueries.

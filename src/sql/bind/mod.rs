@@ -46,6 +46,36 @@ fn unsupported(what: impl std::fmt::Display, span: Span) -> BindError {
 }
 
 /// Identifier as Postgres folds it: unquoted names are lower-cased.
+/// Whether `e` calls, at this query level (not inside a subquery, whose
+/// calls belong to it), a function for which `wanted` holds: how the binder
+/// finds aggregates, window calls, set-returning calls and the clock.
+pub(super) fn calls_here(e: &ast::Expr, wanted: impl Fn(&ast::Function) -> bool) -> bool {
+    struct Finder<W> {
+        depth: usize,
+        wanted: W,
+    }
+    impl<W: Fn(&ast::Function) -> bool> ast::Visitor for Finder<W> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _q: &ast::Query) -> std::ops::ControlFlow<()> {
+            self.depth += 1;
+            std::ops::ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _q: &ast::Query) -> std::ops::ControlFlow<()> {
+            self.depth -= 1;
+            std::ops::ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, x: &ast::Expr) -> std::ops::ControlFlow<()> {
+            match x {
+                ast::Expr::Function(f) if self.depth == 0 && (self.wanted)(f) => {
+                    std::ops::ControlFlow::Break(())
+                }
+                _ => std::ops::ControlFlow::Continue(()),
+            }
+        }
+    }
+    ast::Visit::visit(e, &mut Finder { depth: 0, wanted }).is_break()
+}
+
 pub fn ident_name(id: &ast::Ident) -> String {
     if id.quote_style.is_some() {
         id.value.clone()

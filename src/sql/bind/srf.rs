@@ -4,8 +4,6 @@
 //! padded with NULLs). Both become a [`Plan::FlatMap`] over the rows the
 //! arguments read.
 
-use std::ops::ControlFlow;
-
 use sqlparser::ast::{self as ast, FunctionArg, FunctionArgExpr, FunctionArguments, Spanned};
 use sqlparser::tokenizer::Span;
 
@@ -49,33 +47,9 @@ pub fn is_srf_name(name: &str) -> bool {
 /// Whether the expression calls a set-returning function of this query
 /// level.
 pub fn contains_srf(e: &ast::Expr) -> bool {
-    struct Finder {
-        depth: usize,
-    }
-    impl ast::Visitor for Finder {
-        type Break = ();
-        fn pre_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_expr(&mut self, x: &ast::Expr) -> ControlFlow<()> {
-            if let ast::Expr::Function(f) = x {
-                if self.depth == 0 && f.over.is_none() {
-                    if let [n] = object_name_parts(&f.name).as_slice() {
-                        if is_srf_name(n) {
-                            return ControlFlow::Break(());
-                        }
-                    }
-                }
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    ast::Visit::visit(e, &mut Finder { depth: 0 }).is_break()
+    super::calls_here(e, |f| {
+        f.over.is_none() && matches!(object_name_parts(&f.name).as_slice(), [n] if is_srf_name(n))
+    })
 }
 
 /// The select list's set-returning calls.

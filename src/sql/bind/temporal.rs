@@ -7,8 +7,6 @@
 //! each way, at instants the dataflow can find). Anywhere else these
 //! functions stay refused.
 
-use std::ops::ControlFlow;
-
 use sqlparser::ast::{self as ast, BinaryOperator, Spanned};
 
 use super::scalar::bind_binary;
@@ -33,33 +31,10 @@ pub fn is_clock_name(name: &str) -> bool {
 
 /// Whether the expression reads the clock at this query level.
 pub fn mentions_now(e: &ast::Expr) -> bool {
-    struct Finder {
-        depth: usize,
-    }
-    impl ast::Visitor for Finder {
-        type Break = ();
-        fn pre_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_expr(&mut self, x: &ast::Expr) -> ControlFlow<()> {
-            if let ast::Expr::Function(f) = x {
-                if self.depth == 0 {
-                    if let [n] = object_name_parts(&f.name).as_slice() {
-                        if is_clock_name(n) {
-                            return ControlFlow::Break(());
-                        }
-                    }
-                }
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    ast::Visit::visit(e, &mut Finder { depth: 0 }).is_break()
+    super::calls_here(
+        e,
+        |f| matches!(object_name_parts(&f.name).as_slice(), [n] if is_clock_name(n)),
+    )
 }
 
 fn shape_error(span: sqlparser::tokenizer::Span) -> BindError {

@@ -48,30 +48,7 @@ impl WinContext {
 
 /// Whether the expression calls a window function of this query level.
 pub fn contains_window(e: &ast::Expr) -> bool {
-    use std::ops::ControlFlow;
-    struct Finder {
-        depth: usize,
-    }
-    impl ast::Visitor for Finder {
-        type Break = ();
-        fn pre_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_expr(&mut self, x: &ast::Expr) -> ControlFlow<()> {
-            match x {
-                ast::Expr::Function(f) if self.depth == 0 && f.over.is_some() => {
-                    ControlFlow::Break(())
-                }
-                _ => ControlFlow::Continue(()),
-            }
-        }
-    }
-    ast::Visit::visit(e, &mut Finder { depth: 0 }).is_break()
+    super::calls_here(e, |f| f.over.is_some())
 }
 
 /// The window's parts as written, after resolving named windows.
