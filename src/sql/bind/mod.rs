@@ -893,20 +893,15 @@ impl<'a> Binder<'a> {
             // GROUPING SETS, ROLLUP and CUBE: the sets of keys, crossed over
             // the GROUP BY items; plain GROUP BY has one set of every key.
             let mut sets: Option<Vec<Vec<usize>>> = None;
-            let mut crossed: Vec<Vec<usize>> = vec![Vec::new()];
-            for g in &group_exprs {
-                let item = self.group_item(g, s, &scope, outer, &mut plan, &mut ctx, &mut sets)?;
-                crossed = crossed
-                    .iter()
-                    .flat_map(|a| {
-                        item.iter().map(move |b| {
-                            let mut set = a.clone();
-                            set.extend(b.iter().copied());
-                            set
-                        })
-                    })
-                    .collect();
-            }
+            let mut crossed = self.group_items(
+                &group_exprs,
+                s,
+                &scope,
+                outer,
+                &mut plan,
+                &mut ctx,
+                &mut sets,
+            )?;
             if sets.is_some() {
                 if k > 0 {
                     return Err(unsupported(
@@ -1228,6 +1223,37 @@ impl<'a> Binder<'a> {
         Ok(())
     }
 
+    /// A list of GROUP BY items (the GROUP BY clause, or an element of
+    /// GROUPING SETS/ROLLUP/CUBE): the cross product of their grouping sets,
+    /// each set the union of one set of every item.
+    #[allow(clippy::too_many_arguments)]
+    fn group_items(
+        &self,
+        items: &[ast::Expr],
+        s: &ast::Select,
+        scope: &Scope,
+        outer: Option<&Outer<'_>>,
+        plan: &mut Plan,
+        ctx: &mut AggContext,
+        sets: &mut Option<Vec<Vec<usize>>>,
+    ) -> Result<Vec<Vec<usize>>> {
+        let mut out: Vec<Vec<usize>> = vec![Vec::new()];
+        for e in items {
+            let sub = self.group_item(e, s, scope, outer, plan, ctx, sets)?;
+            out = out
+                .iter()
+                .flat_map(|a| {
+                    sub.iter().map(move |b| {
+                        let mut set = a.clone();
+                        set.extend(b.iter().copied());
+                        set
+                    })
+                })
+                .collect();
+        }
+        Ok(out)
+    }
+
     /// One GROUP BY item: its keys are added to `ctx`, and it returns its
     /// grouping sets (key positions). `sets` becomes `Some` once an item is a
     /// GROUPING SETS, ROLLUP, CUBE or `()`.
@@ -1242,35 +1268,12 @@ impl<'a> Binder<'a> {
         ctx: &mut AggContext,
         sets: &mut Option<Vec<Vec<usize>>>,
     ) -> Result<Vec<Vec<usize>>> {
-        // Each element of a list is one item; a list's sets cross them.
-        let cross = |this: &Self,
-                     items: &[ast::Expr],
-                     plan: &mut Plan,
-                     ctx: &mut AggContext,
-                     sets: &mut Option<Vec<Vec<usize>>>|
-         -> Result<Vec<Vec<usize>>> {
-            let mut out: Vec<Vec<usize>> = vec![Vec::new()];
-            for e in items {
-                let sub = this.group_item(e, s, scope, outer, plan, ctx, sets)?;
-                out = out
-                    .iter()
-                    .flat_map(|a| {
-                        sub.iter().map(move |b| {
-                            let mut set = a.clone();
-                            set.extend(b.iter().copied());
-                            set
-                        })
-                    })
-                    .collect();
-            }
-            Ok(out)
-        };
         match g {
             ast::Expr::GroupingSets(elements) => {
                 sets.get_or_insert_with(Vec::new);
                 let mut out = Vec::new();
                 for el in elements {
-                    out.extend(cross(self, el, plan, ctx, sets)?);
+                    out.extend(self.group_items(el, s, scope, outer, plan, ctx, sets)?);
                 }
                 Ok(out)
             }
@@ -1280,7 +1283,7 @@ impl<'a> Binder<'a> {
                 for el in elements {
                     // An element is a list of keys grouped together.
                     let mut keys = Vec::new();
-                    for set in cross(self, el, plan, ctx, sets)? {
+                    for set in self.group_items(el, s, scope, outer, plan, ctx, sets)? {
                         keys.extend(set);
                     }
                     parts.push(keys);
@@ -1306,7 +1309,7 @@ impl<'a> Binder<'a> {
                     sets.get_or_insert_with(Vec::new);
                 }
                 let mut keys = Vec::new();
-                for set in cross(self, items, plan, ctx, sets)? {
+                for set in self.group_items(items, s, scope, outer, plan, ctx, sets)? {
                     keys.extend(set);
                 }
                 Ok(vec![keys])

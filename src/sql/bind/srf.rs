@@ -182,6 +182,21 @@ impl<'a> Binder<'a> {
                 _ => Err(no_fn()),
             }
         };
+        // Two or three text arguments (`string_to_table`,
+        // `regexp_split_to_table`); char(n) without its padding.
+        let text_args = || -> Result<Vec<Expr>> {
+            if !(2..=3).contains(&bound.len()) {
+                return Err(no_fn());
+            }
+            bound
+                .iter()
+                .map(|(e, t)| match t {
+                    Type::Bpchar => Ok(super::scalar::bpchar_to_text(e.clone())),
+                    t if t.is_string() || *t == Type::Unknown => Ok(e.clone()),
+                    _ => Err(no_fn()),
+                })
+                .collect()
+        };
         match name {
             "generate_series" => {
                 if !(2..=3).contains(&bound.len()) {
@@ -296,35 +311,11 @@ impl<'a> Binder<'a> {
                 one(SrfKind::ObjectKeys, vec![arg], vec![Type::Text])
             }
             "string_to_table" => {
-                if !(2..=3).contains(&bound.len()) {
-                    return Err(no_fn());
-                }
-                let mut args = Vec::new();
-                for (e, t) in &bound {
-                    if !(t.is_string() || *t == Type::Unknown) {
-                        return Err(no_fn());
-                    }
-                    args.push(match t {
-                        Type::Bpchar => super::scalar::bpchar_to_text(e.clone()),
-                        _ => e.clone(),
-                    });
-                }
+                let args = text_args()?;
                 one(SrfKind::StringToTable, args, vec![Type::Text])
             }
             "regexp_split_to_table" => {
-                if !(2..=3).contains(&bound.len()) {
-                    return Err(no_fn());
-                }
-                let mut args = Vec::new();
-                for (e, t) in &bound {
-                    if !(t.is_string() || *t == Type::Unknown) {
-                        return Err(no_fn());
-                    }
-                    args.push(match t {
-                        Type::Bpchar => super::scalar::bpchar_to_text(e.clone()),
-                        _ => e.clone(),
-                    });
-                }
+                let args = text_args()?;
                 self.check_pattern(&args[1], args.get(2), name, true, span)?;
                 one(SrfKind::RegexpSplit, args, vec![Type::Text])
             }
