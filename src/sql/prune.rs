@@ -199,115 +199,28 @@ pub fn prune(plan: Plan, demand: &BTreeSet<usize>) -> (Plan, Map) {
             let inputs = inputs.into_iter().map(|p| exactly(p, demand)).collect();
             (Plan::Union { inputs }, map)
         }
-        Plan::Distinct { input } => {
-            let arity = input.arity();
-            (
-                Plan::Distinct {
-                    input: Box::new(keep_all(*input)),
-                },
-                identity(arity),
-            )
-        }
-        Plan::SetOp {
-            kind,
-            all: is_all,
-            left,
-            right,
-        } => {
-            let arity = left.arity();
-            (
-                Plan::SetOp {
-                    kind,
-                    all: is_all,
-                    left: Box::new(keep_all(*left)),
-                    right: Box::new(keep_all(*right)),
-                },
-                identity(arity),
-            )
-        }
-        Plan::TopK {
-            input,
-            group,
-            order,
-            limit,
-            offset,
-        } => {
-            let arity = input.arity();
-            (
-                Plan::TopK {
-                    input: Box::new(keep_all(*input)),
-                    group,
-                    order,
-                    limit,
-                    offset,
-                },
-                identity(arity),
-            )
-        }
-        Plan::Temporal { input, bounds } => {
-            let arity = input.arity();
-            (
-                Plan::Temporal {
-                    input: Box::new(keep_all(*input)),
-                    bounds,
-                },
-                identity(arity),
-            )
-        }
-        Plan::FlatMap {
-            input,
-            funcs,
-            ordinality,
-            outer,
-        } => {
-            let arity = input.arity()
-                + funcs.iter().map(|f| f.types.len()).sum::<usize>()
-                + usize::from(ordinality);
-            (
-                Plan::FlatMap {
-                    input: Box::new(keep_all(*input)),
-                    funcs,
-                    ordinality,
-                    outer,
-                },
-                identity(arity),
-            )
-        }
-        Plan::Window {
-            input,
-            partition,
-            order,
-            ties,
-            funcs,
-        } => {
-            let arity = input.arity() + funcs.len();
-            (
-                Plan::Window {
-                    input: Box::new(keep_all(*input)),
-                    partition,
-                    order,
-                    ties,
-                    funcs,
-                },
-                identity(arity),
-            )
-        }
-        Plan::Recursive {
-            id,
-            base,
-            step,
-            distinct,
-        } => {
-            let arity = base.arity();
-            (
-                Plan::Recursive {
-                    id,
-                    base: Box::new(keep_all(*base)),
-                    step: Box::new(keep_all(*step)),
-                    distinct,
-                },
-                identity(arity),
-            )
+        // Operators that read every column of their inputs (to compare
+        // whole rows, or to pass them on): each input keeps all its columns.
+        Plan::Distinct { .. }
+        | Plan::SetOp { .. }
+        | Plan::TopK { .. }
+        | Plan::Recursive { .. }
+        | Plan::Window { .. }
+        | Plan::FlatMap { .. }
+        | Plan::Temporal { .. } => {
+            let arity = plan.arity();
+            let mut plan = plan;
+            for input in plan.inputs_mut() {
+                let taken = std::mem::replace(
+                    input,
+                    Plan::Constant {
+                        rows: vec![],
+                        arity: 0,
+                    },
+                );
+                *input = keep_all(taken);
+            }
+            (plan, identity(arity))
         }
         Plan::Constant { .. } | Plan::RecursiveRef { .. } => {
             let arity = plan.arity();

@@ -705,7 +705,7 @@ impl<'a> Binder<'a> {
         ))
     }
 
-    fn args<'f>(&self, f: &'f ast::Function) -> Result<Vec<&'f ast::Expr>> {
+    pub(super) fn args<'f>(&self, f: &'f ast::Function) -> Result<Vec<&'f ast::Expr>> {
         let span = f.span();
         let list = match &f.args {
             FunctionArguments::List(l) => l,

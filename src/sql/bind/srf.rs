@@ -4,7 +4,7 @@
 //! padded with NULLs). Both become a [`Plan::FlatMap`] over the rows the
 //! arguments read.
 
-use sqlparser::ast::{self as ast, FunctionArg, FunctionArgExpr, FunctionArguments, Spanned};
+use sqlparser::ast::{self as ast, FunctionArg, FunctionArgExpr, Spanned};
 use sqlparser::tokenizer::Span;
 
 use super::scalar::coerce;
@@ -425,17 +425,7 @@ impl<'a> Binder<'a> {
                 span,
             ));
         };
-        let args: Vec<&ast::Expr> = match &f.args {
-            FunctionArguments::List(l) => l
-                .args
-                .iter()
-                .map(|a| match a {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-                    other => Err(unsupported(format!("function argument {other}"), span)),
-                })
-                .collect::<Result<_>>()?,
-            _ => vec![],
-        };
+        let args = self.args(f)?;
         let result = self.bind_srf(name, &args, cx, span);
         let srfs = match result {
             Ok(s) => s,
