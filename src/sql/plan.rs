@@ -431,6 +431,20 @@ impl Plan {
         }
     }
 
+    /// Replaces each input with `f` of it.
+    pub fn map_inputs(&mut self, mut f: impl FnMut(Plan) -> Plan) {
+        for input in self.inputs_mut() {
+            let taken = std::mem::replace(
+                input,
+                Plan::Constant {
+                    rows: vec![],
+                    arity: 0,
+                },
+            );
+            *input = f(taken);
+        }
+    }
+
     /// The plans this one reads.
     pub fn inputs_mut(&mut self) -> Vec<&mut Plan> {
         match self {

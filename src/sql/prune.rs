@@ -210,16 +210,7 @@ pub fn prune(plan: Plan, demand: &BTreeSet<usize>) -> (Plan, Map) {
         | Plan::Temporal { .. } => {
             let arity = plan.arity();
             let mut plan = plan;
-            for input in plan.inputs_mut() {
-                let taken = std::mem::replace(
-                    input,
-                    Plan::Constant {
-                        rows: vec![],
-                        arity: 0,
-                    },
-                );
-                *input = keep_all(taken);
-            }
+            plan.map_inputs(keep_all);
             (plan, identity(arity))
         }
         Plan::Constant { .. } | Plan::RecursiveRef { .. } => {

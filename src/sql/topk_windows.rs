@@ -21,16 +21,7 @@ use crate::repr::Datum;
 /// Rewrites every such filter in `plan`.
 pub fn rewrite(plan: Plan) -> Plan {
     let mut plan = plan;
-    for input in plan.inputs_mut() {
-        let taken = std::mem::replace(
-            input,
-            Plan::Constant {
-                rows: vec![],
-                arity: 0,
-            },
-        );
-        *input = rewrite(taken);
-    }
+    plan.map_inputs(rewrite);
     match plan {
         Plan::Filter { input, predicates } => {
             let limit = predicates
