@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::dataflow::{Dataflow, InFlight, Output};
-use crate::pg::catalog::TableInfo;
+use crate::pg::catalog::{Resolution, TableInfo};
 use crate::pg::source::{Resync, SourceControl, SourceEvent, SourceStatus};
 use crate::pg::Lsn;
 use crate::sql::{self, Catalog};
@@ -82,7 +82,7 @@ pub struct Controller {
     disk: BTreeMap<String, String>,
     catalog: Catalog,
     /// Names the tables resolve to, from the last resync.
-    names: Vec<(Vec<String>, Result<usize, String>)>,
+    names: Vec<(Vec<String>, Result<Resolution, String>)>,
     built: HashMap<String, Built>,
     /// Tables that cannot be followed now, with the reason.
     failed_tables: HashMap<usize, String>,
@@ -736,7 +736,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// resolved to.
 fn catalog_of(
     tables: &[Arc<TableInfo>],
-    names: &[(Vec<String>, Result<usize, String>)],
+    names: &[(Vec<String>, Result<Resolution, String>)],
 ) -> Catalog {
     let mut catalog = Catalog {
         tables: tables.to_vec(),
@@ -744,7 +744,8 @@ fn catalog_of(
     };
     for (name, r) in names {
         match r {
-            Ok(id) => catalog.resolved.push((name.clone(), *id)),
+            Ok(Resolution::Table(id)) => catalog.resolved.push((name.clone(), *id)),
+            Ok(Resolution::View(v)) => catalog.pg_views.push((name.clone(), v.clone())),
             Err(reason) => catalog.refused.push((name.clone(), reason.clone())),
         }
     }

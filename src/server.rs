@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use crate::config::{Config, HttpLimits};
 use crate::controller::{Controller, ControllerConfig, ControllerInputs, TestHook};
 use crate::dataflow::{InFlight, DEFAULT_MAX_IN_FLIGHT_ROWS};
-use crate::pg::catalog::{load_table, CatalogError};
+use crate::pg::catalog::{load_relation, resolve_all, CatalogError, Relation};
 use crate::pg::source::{Source, SourceConfig, SESSION_SETTINGS};
 use crate::pg::{ConnectError, PgConfig};
 use crate::sql::{self, Catalog};
@@ -173,18 +173,29 @@ pub async fn compile_views(
     catalog.settings = crate::pg::catalog::session_settings(client)
         .await
         .map_err(|e| ServerError::Catalog(CatalogError::Postgres(e)))?;
-    for parts in sql::table_names(queries) {
-        match load_table(client, &parts).await {
-            Ok(mut info) => {
-                if !catalog.tables.iter().any(|t| t.oid == info.oid) {
-                    info.id = catalog.tables.len();
-                    catalog.tables.push(Arc::new(info));
-                }
+    let names = resolve_all(&sql::table_names(queries), |parts| async move {
+        match load_relation(client, &parts).await {
+            Ok(relation) => Ok(Ok(relation)),
+            Err(CatalogError::Postgres(e)) => Err(ServerError::Catalog(CatalogError::Postgres(e))),
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    })
+    .await?;
+    for (parts, resolved) in names {
+        match resolved {
+            Ok(Relation::Table(mut info)) => {
+                let id = match catalog.tables.iter().find(|t| t.oid == info.oid) {
+                    Some(t) => t.id,
+                    None => {
+                        info.id = catalog.tables.len();
+                        catalog.tables.push(Arc::new(info));
+                        catalog.tables.len() - 1
+                    }
+                };
+                catalog.resolved.push((parts, id));
             }
-            Err(CatalogError::Postgres(e)) => {
-                return Err(ServerError::Catalog(CatalogError::Postgres(e)))
-            }
-            Err(e) => catalog.refused.push((parts, e.to_string())),
+            Ok(Relation::View(view)) => catalog.pg_views.push((parts, Arc::new(view))),
+            Err(reason) => catalog.refused.push((parts, reason)),
         }
     }
     let mut ok = Vec::new();

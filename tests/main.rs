@@ -10,6 +10,7 @@ mod oracle;
 mod page;
 mod params;
 mod pg_regress;
+mod pg_views;
 mod restart;
 mod scenarios;
 mod schema;

@@ -74,6 +74,93 @@ pub fn quote_if_needed(s: &str) -> String {
     }
 }
 
+/// A Postgres view (`CREATE VIEW`), which viewcast reads as Postgres does:
+/// as the query it is defined by, over the tables that query reads (they are
+/// what the publication sends changes of).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgView {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// The view's column names, in order.
+    pub columns: Vec<String>,
+    /// Its query as `pg_get_viewdef` writes it, without the final semicolon:
+    /// fully parenthesized, and with each name qualified where the session's
+    /// search_path would not find it, so it reads the same relations when
+    /// resolved under that search_path.
+    pub definition: String,
+}
+
+impl PgView {
+    pub fn qualified_name(&self) -> String {
+        format!(
+            "{}.{}",
+            quote_if_needed(&self.schema),
+            quote_if_needed(&self.name)
+        )
+    }
+
+    /// The relation names its definition reads, as written there; a
+    /// definition viewcast cannot parse reads nothing it can follow (binding
+    /// it then gives the reason).
+    pub fn reads(&self) -> Vec<Vec<String>> {
+        crate::sql::parse(&self.definition)
+            .map(|q| crate::sql::table_refs(&q))
+            .unwrap_or_default()
+    }
+}
+
+/// What a name in FROM resolves to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Relation {
+    Table(TableInfo),
+    View(PgView),
+}
+
+/// What a name resolved to once its table is followed: the followed table's
+/// id, or a view (whose names were resolved too).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    Table(usize),
+    View(std::sync::Arc<PgView>),
+}
+
+impl Resolution {
+    pub fn table(&self) -> Option<usize> {
+        match self {
+            Resolution::Table(id) => Some(*id),
+            Resolution::View(_) => None,
+        }
+    }
+}
+
+/// Resolves `names` and, for every view among them, the names its
+/// definition reads (views over views to any depth), each name once, in
+/// first-mention order. `load` resolves one name; an `Err` from it (a lost
+/// connection) ends the walk.
+pub async fn resolve_all<E, F, Fut>(
+    names: &[Vec<String>],
+    mut load: F,
+) -> Result<Vec<(Vec<String>, Result<Relation, String>)>, E>
+where
+    F: FnMut(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Result<Relation, String>, E>>,
+{
+    let mut queue: std::collections::VecDeque<Vec<String>> = names.iter().cloned().collect();
+    let mut out: Vec<(Vec<String>, Result<Relation, String>)> = Vec::new();
+    while let Some(name) = queue.pop_front() {
+        if out.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        let resolved = load(name.clone()).await?;
+        if let Ok(Relation::View(v)) = &resolved {
+            queue.extend(v.reads());
+        }
+        out.push((name, resolved));
+    }
+    Ok(out)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("relation \"{0}\" does not exist")]
@@ -87,7 +174,7 @@ pub enum CatalogError {
 /// One line per wanted name that changes whenever anything viewcast depends
 /// on changes: what the name resolves to, the table's columns and types, its
 /// key and replica identity, privileges, partitions or inheritance children,
-/// and whether the publication covers it. `$1` is the names as `text[]`
+/// a view's definition, and whether the publication covers it. `$1` is the names as `text[]`
 /// (each `schema.name` or `name`, quoted as needed), `$2` the publication.
 pub const FINGERPRINT_SQL: &str = "
 SELECT w.name, md5(concat_ws('|', c.oid, n.nspname, c.relname, c.relkind, c.relreplident,
@@ -102,6 +189,7 @@ SELECT w.name, md5(concat_ws('|', c.oid, n.nspname, c.relname, c.relkind, c.relr
          (SELECT string_agg(t.oid || ':' || t.typname, ',' ORDER BY t.oid)
             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype IN ('e', 'd')),
+         CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) END,
          EXISTS (SELECT 1 FROM pg_publication_tables p
                  WHERE p.pubname = $2 AND p.schemaname = n.nspname AND p.tablename = c.relname)))
 FROM unnest($1::text[]) WITH ORDINALITY AS w(name, ord)
@@ -169,13 +257,13 @@ pub async fn fingerprints<C: GenericClient + Sync>(
     Ok(out)
 }
 
-/// Loads a table by `name` or `schema.name`, resolved with the session's
-/// search_path. Inside a transaction that imported a replication slot's
-/// snapshot, it describes the table as of that snapshot.
-pub async fn load_table<C: GenericClient + Sync>(
+/// Loads a table or view by `name` or `schema.name`, resolved with the
+/// session's search_path. Inside a transaction that imported a replication
+/// slot's snapshot, it describes the relation as of that snapshot.
+pub async fn load_relation<C: GenericClient + Sync>(
     client: &C,
     parts: &[String],
-) -> Result<TableInfo, CatalogError> {
+) -> Result<Relation, CatalogError> {
     let display = parts.join(".");
     let regclass_text = regclass_text(parts);
     let row = client
@@ -193,15 +281,30 @@ pub async fn load_table<C: GenericClient + Sync>(
     };
     let oid: u32 = row.get(0);
     let relkind: String = row.get(4);
-    if relkind != "r" && relkind != "p" {
-        return Err(CatalogError::NotFound(format!(
-            "{display} (not a table: views must read tables)"
-        )));
-    }
     let schema: String = row.get(1);
     let name: String = row.get(2);
-    let replica_identity = row.get::<_, String>(3).chars().next().unwrap_or('d');
     let qualified = format!("{}.{}", quote_if_needed(&schema), quote_if_needed(&name));
+    match relkind.as_str() {
+        "r" | "p" => {}
+        "v" => {
+            return load_view(client, oid, schema, name)
+                .await
+                .map(Relation::View)
+        }
+        "m" => {
+            return Err(CatalogError::Unsupported(format!(
+                "{qualified} is a materialized view: Postgres publishes no changes of it (it \
+                 changes only at REFRESH); write its query as a viewcast view, which is kept \
+                 up to date, or read the tables it is computed from"
+            )))
+        }
+        _ => {
+            return Err(CatalogError::NotFound(format!(
+                "{display} (not a table or view: views must read tables)"
+            )))
+        }
+    }
+    let replica_identity = row.get::<_, String>(3).chars().next().unwrap_or('d');
     if row.get::<_, bool>(5) {
         // The publication sends a partition's changes as its root's.
         return Err(CatalogError::Unsupported(format!(
@@ -285,7 +388,7 @@ pub async fn load_table<C: GenericClient + Sync>(
         'i' | 'd' if !primary.is_empty() => to_positions(&primary),
         _ => None,
     };
-    Ok(TableInfo {
+    Ok(Relation::Table(TableInfo {
         id: 0,
         oid,
         schema,
@@ -293,5 +396,38 @@ pub async fn load_table<C: GenericClient + Sync>(
         columns,
         key,
         replica_identity,
+    }))
+}
+
+/// A view's columns and definition.
+async fn load_view<C: GenericClient + Sync>(
+    client: &C,
+    oid: u32,
+    schema: String,
+    name: String,
+) -> Result<PgView, CatalogError> {
+    let columns = client
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Not pretty-printed: every operator application is parenthesized, so
+    // the text means the same under any parser's precedence rules.
+    let definition: String = client
+        .query_one("SELECT pg_get_viewdef($1::oid, false)", &[&oid])
+        .await?
+        .get(0);
+    let definition = definition.trim().trim_end_matches(';').trim().to_string();
+    Ok(PgView {
+        oid,
+        schema,
+        name,
+        columns,
+        definition,
     })
 }

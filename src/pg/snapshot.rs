@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use tokio_postgres::Transaction;
 
-use crate::pg::catalog::{load_table, CatalogError, TableInfo};
+use crate::pg::catalog::{load_relation, resolve_all, CatalogError, Relation, TableInfo};
 use crate::pg::errors::{classify_pg, Class};
 use crate::repr::{Datum, Row};
 use crate::sql::SessionSettings;
@@ -25,11 +25,12 @@ use crate::sql::SessionSettings;
 pub const COPY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one name resolved to in a snapshot.
-pub type Resolved = Result<TableInfo, String>;
+pub type Resolved = Result<Relation, String>;
 
 /// Tables read at one snapshot.
 pub struct TablesRead {
-    /// Each wanted name, resolved at the snapshot (ids are not yet assigned).
+    /// Each wanted name and each name a view among them reads, resolved at
+    /// the snapshot (ids are not yet assigned).
     pub names: Vec<(Vec<String>, Resolved)>,
     /// Rows by table OID, for the tables that were copied; `Err` is why a
     /// table could not be read.
@@ -51,32 +52,36 @@ pub async fn read_tables(
     publication: &str,
     mut copy: impl FnMut(&TableInfo) -> bool,
 ) -> Result<TablesRead, SnapshotError> {
-    let mut out = TablesRead {
-        names: Vec::new(),
-        rows: HashMap::new(),
-        fingerprints: crate::pg::catalog::fingerprints(tx, names, publication).await?,
-        settings: crate::pg::catalog::session_settings(tx).await?,
-    };
-    for name in names {
+    let names = resolve_all(names, |name| async move {
         tx.batch_execute("SAVEPOINT viewcast_table").await?;
-        match load_table(tx, name).await {
-            Ok(info) => {
+        match load_relation(tx, &name).await {
+            Ok(relation) => {
                 tx.batch_execute("RELEASE SAVEPOINT viewcast_table").await?;
-                out.names.push((name.clone(), Ok(info)));
+                Ok(Ok(relation))
             }
             Err(CatalogError::Postgres(e)) if classify_pg(&e) == Class::Transient => {
-                return Err(e.into())
+                Err(SnapshotError::from(e))
             }
             Err(e) => {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT viewcast_table")
                     .await?;
-                out.names.push((name.clone(), Err(e.to_string())));
+                Ok(Err(e.to_string()))
             }
         }
-    }
+    })
+    .await?;
+    let all: Vec<Vec<String>> = names.iter().map(|(n, _)| n.clone()).collect();
+    let mut out = TablesRead {
+        names,
+        rows: HashMap::new(),
+        fingerprints: crate::pg::catalog::fingerprints(tx, &all, publication).await?,
+        settings: crate::pg::catalog::session_settings(tx).await?,
+    };
     let mut seen = std::collections::HashSet::new();
     for (_, resolved) in &out.names {
-        let Ok(info) = resolved else { continue };
+        let Ok(Relation::Table(info)) = resolved else {
+            continue;
+        };
         if !seen.insert(info.oid) || !copy(info) {
             continue;
         }

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::catalog::TableInfo;
+use super::catalog::{Relation as CatalogRelation, Resolution, TableInfo};
 use super::errors::{Backoff, Class, DEFINITE_RETRY};
 use super::lsn::Lsn;
 use super::pgoutput::{LogicalMessage, OldTuple, Relation, Tuple, TupleValue};
@@ -179,8 +179,9 @@ pub struct Resync {
     pub lsn: Lsn,
     /// Every table was read again (a new connection).
     pub full: bool,
-    /// Each name the views use, and the table id it resolves to or why not.
-    pub names: Vec<(Vec<String>, Result<usize, String>)>,
+    /// Each name the views use (and each name a Postgres view among them
+    /// reads), and the table id or view it resolves to, or why not.
+    pub names: Vec<(Vec<String>, Result<Resolution, String>)>,
     /// Every followed table, as of `lsn`.
     pub tables: Vec<Arc<TableInfo>>,
     pub added: Vec<AddedTable>,
@@ -238,7 +239,7 @@ pub struct Source {
     pg_config: super::PgConfig,
     tables: BTreeMap<usize, Followed>,
     by_oid: HashMap<u32, usize>,
-    names: Vec<(Vec<String>, Result<usize, String>)>,
+    names: Vec<(Vec<String>, Result<Resolution, String>)>,
     /// Catalog fingerprints of the names at the last read.
     fingerprints: HashMap<Vec<String>, String>,
     next_id: usize,
@@ -294,7 +295,7 @@ struct Stash {
     undo_mark: usize,
     /// What the install changed, in order.
     tables: Vec<Stashed>,
-    names: Vec<(Vec<String>, Result<usize, String>)>,
+    names: Vec<(Vec<String>, Result<Resolution, String>)>,
     fingerprints: HashMap<Vec<String>, String>,
 }
 
@@ -460,21 +461,32 @@ impl Source {
     }
 
     /// Resolves the wanted names on a short connection and makes sure the
-    /// publication covers them before any slot is created: a table's changes
-    /// are published only from the commit that adds it on.
+    /// publication covers them, and the tables the views among them read,
+    /// before any slot is created: a table's changes are published only from
+    /// the commit that adds it on.
     async fn prepare_publication(&self, wanted: &[Vec<String>]) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
         let texts: Vec<String> = wanted
             .iter()
             .map(|n| super::catalog::regclass_text(n))
             .collect();
+        // A view's rule depends on each relation its query reads.
         let rows = client
             .query(
-                "SELECT DISTINCT format('%I.%I', n.nspname, c.relname), c.relkind::text
-                 FROM unnest($1::text[]) AS w(name)
-                 JOIN pg_class c ON c.oid = to_regclass(w.name)
+                "WITH RECURSIVE rel(oid) AS (
+                     SELECT to_regclass(w.name)::oid FROM unnest($1::text[]) AS w(name)
+                     UNION
+                     SELECT d.refobjid FROM rel
+                     JOIN pg_rewrite r ON r.ev_class = rel.oid
+                     JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                      AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rel.oid
+                 )
+                 SELECT DISTINCT format('%I.%I', n.nspname, c.relname), c.relkind::text
+                 FROM rel
+                 JOIN pg_class c ON c.oid = rel.oid
                  JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition",
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
                 &[&texts],
             )
             .await?;
@@ -526,7 +538,11 @@ impl Source {
         let mut seen: HashMap<u32, Result<usize, String>> = HashMap::new();
         for (name, resolved) in std::mem::take(&mut read.names) {
             let mut info = match resolved {
-                Ok(info) => info,
+                Ok(CatalogRelation::Table(info)) => info,
+                Ok(CatalogRelation::View(view)) => {
+                    names.push((name, Ok(Resolution::View(Arc::new(view)))));
+                    continue;
+                }
                 Err(reason) => {
                     names.push((name, Err(reason)));
                     continue;
@@ -534,7 +550,7 @@ impl Source {
             };
             let oid = info.oid;
             if let Some(r) = seen.get(&oid) {
-                names.push((name, r.clone()));
+                names.push((name, r.clone().map(Resolution::Table)));
                 continue;
             }
             let existing = self.by_oid.get(&oid).copied();
@@ -610,12 +626,12 @@ impl Source {
                 },
             };
             seen.insert(oid, outcome.clone());
-            names.push((name, outcome));
+            names.push((name, outcome.map(Resolution::Table)));
         }
         // Followed tables no wanted name resolves to any more.
         let kept: HashSet<usize> = names
             .iter()
-            .filter_map(|(_, r)| r.as_ref().ok().copied())
+            .filter_map(|(_, r)| r.as_ref().ok().and_then(Resolution::table))
             .collect();
         let gone: Vec<usize> = self
             .tables
@@ -933,7 +949,8 @@ impl Source {
             }
             debug!(name = %name.join("."), "catalog changed");
             want.names = true;
-            if let Some((_, Ok(id))) = self.names.iter().find(|(n, _)| n == name) {
+            if let Some((_, Ok(Resolution::Table(id)))) = self.names.iter().find(|(n, _)| n == name)
+            {
                 if let Some(t) = self.tables.get(id) {
                     want.oids.insert(t.info.oid);
                 }

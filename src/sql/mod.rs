@@ -26,7 +26,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Span;
 
-use crate::pg::catalog::TableInfo;
+use crate::pg::catalog::{PgView, TableInfo};
 use crate::repr::tz::TimeCx;
 use crate::repr::Type;
 pub use bind::params::{ParamFrom, ViewParam};
@@ -153,11 +153,22 @@ pub struct Catalog {
     pub refused: Vec<(Vec<String>, String)>,
     /// Names as Postgres resolved them (search_path applied) → table id.
     pub resolved: Vec<(Vec<String>, usize)>,
+    /// Names that resolved to Postgres views, which are read as their
+    /// definitions.
+    pub pg_views: Vec<(Vec<String>, Arc<PgView>)>,
     /// The role's session defaults that views are evaluated under.
     pub settings: SessionSettings,
 }
 
 impl Catalog {
+    /// The Postgres view a name resolved to, if it did.
+    pub fn pg_view(&self, parts: &[String]) -> Option<&Arc<PgView>> {
+        self.pg_views
+            .iter()
+            .find(|(p, _)| p.as_slice() == parts)
+            .map(|(_, v)| v)
+    }
+
     /// Finds a table by `name` or `schema.name` and returns its id: as
     /// Postgres resolved the name, or else an unqualified name prefers `public`.
     pub fn lookup(&self, parts: &[String]) -> Result<(usize, &TableInfo), String> {
@@ -591,8 +602,63 @@ mod tests {
             ],
             refused: vec![],
             resolved: vec![],
+            pg_views: [
+                (
+                    "big",
+                    &["id", "who"][..],
+                    "SELECT orders.id, orders.customer_id AS who FROM orders WHERE (orders.amount > (100)::numeric)",
+                ),
+                (
+                    "big_names",
+                    &["name", "n"][..],
+                    "WITH b AS (SELECT big.who FROM big) SELECT c.name, count(*) AS n FROM (customers c JOIN b ON ((b.who = c.id))) GROUP BY c.name",
+                ),
+                ("broken", &["x"][..], "SELECT orders.nope AS x FROM orders"),
+            ]
+            .into_iter()
+            .map(|(name, columns, definition)| {
+                let view = PgView {
+                    oid: 0,
+                    schema: "public".into(),
+                    name: name.into(),
+                    columns: columns.iter().map(|c| c.to_string()).collect(),
+                    definition: definition.into(),
+                };
+                (vec![name.to_string()], Arc::new(view))
+            })
+            .collect(),
             settings: SessionSettings::default(),
         }
+    }
+
+    #[test]
+    fn postgres_views_read_as_their_definitions() {
+        let v = compile("SELECT n, name FROM big_names", &catalog()).unwrap();
+        let names: Vec<&str> = v.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["n", "name"]);
+        let p = v.plan.to_string();
+        assert!(
+            p.contains("Get public.orders") && p.contains("Get public.customers"),
+            "{p}"
+        );
+        // The query's CTE named like a table the definition reads does not
+        // reach into it.
+        let v = compile(
+            "WITH orders AS (SELECT 1 AS id) SELECT big.who FROM big, orders",
+            &catalog(),
+        )
+        .unwrap();
+        assert!(v.plan.to_string().contains("Get public.orders"));
+        // Column aliases apply to the view's columns.
+        let v = compile("SELECT b.a FROM big AS b(x, a)", &catalog()).unwrap();
+        assert_eq!(v.columns[0].ty, Type::Int4);
+        // An error inside the definition points at the name.
+        let e = refuse("SELECT * FROM orders, broken");
+        assert!(
+            e.contains("Postgres view public.broken (read as its definition): column")
+                && e.contains("SELECT * FROM orders, broken\n                        ^"),
+            "{e}"
+        );
     }
 
     fn plan(sql: &str) -> String {

@@ -9,6 +9,7 @@ use super::{
     aggregate, ident_name, object_name_parts, rename_columns, split_conjuncts, subquery,
     unsupported, Binder, Bound, ExprCx, Outer, Result, Scope, ScopeCol,
 };
+use crate::pg::catalog::PgView;
 use crate::repr::Type;
 use crate::sql::expr::{BinOp, Expr};
 use crate::sql::plan::{JoinKind, Plan, SortKey};
@@ -629,8 +630,14 @@ impl<'a> Binder<'a> {
                         .rev()
                         .find(|(n, _)| n == single)
                         .map(|(_, b)| b.clone());
+                    // Inside a Postgres view's definition, names are the
+                    // database's (its own CTEs aside; the enclosing query's
+                    // are set aside while it is bound): viewcast's views do
+                    // not shadow them.
+                    let in_pg_view = self.pg_view_depth.get() > 0;
                     let named = cte.or_else(|| {
-                        self.views.get(single).map(|v| Bound {
+                        let view = self.views.get(single).filter(|_| !in_pg_view);
+                        view.map(|v| Bound {
                             plan: v.body.clone(),
                             columns: v.columns.clone(),
                             params: 0,
@@ -643,6 +650,9 @@ impl<'a> Binder<'a> {
                         }
                         return Ok(bound_scope(b, &qualifier));
                     }
+                }
+                if let Some(view) = self.catalog.pg_view(&parts) {
+                    return self.bind_pg_view(view, alias.as_ref(), &qualifier, name.span());
                 }
                 let (index, info) = self
                     .catalog
@@ -721,6 +731,51 @@ impl<'a> Binder<'a> {
             }
             _ => Err(unsupported(format!("FROM item {f}"), f.span())),
         }
+    }
+}
+
+/// How deep Postgres views may read each other.
+const MAX_PG_VIEW_DEPTH: usize = 64;
+
+impl Binder<'_> {
+    /// A Postgres view in FROM, read as Postgres reads it: its definition as
+    /// a subquery over the database's names, its columns named as the view
+    /// names them. An error in the definition is reported at the name.
+    fn bind_pg_view(
+        &self,
+        view: &PgView,
+        alias: Option<&ast::TableAlias>,
+        qualifier: &str,
+        at: Span,
+    ) -> Result<(Plan, Scope)> {
+        let in_view = |m: String| {
+            BindError::new(
+                format!(
+                    "Postgres view {} (read as its definition): {m}",
+                    view.qualified_name()
+                ),
+                at,
+            )
+        };
+        let depth = self.pg_view_depth.get();
+        if depth >= MAX_PG_VIEW_DEPTH {
+            return Err(in_view(format!(
+                "views read each other more than {MAX_PG_VIEW_DEPTH} deep"
+            )));
+        }
+        let q = crate::sql::parse(&view.definition).map_err(|e| in_view(e.message))?;
+        let ctes = self.ctes.take();
+        let sealed = self.derived_sealed.replace(false);
+        self.pg_view_depth.set(depth + 1);
+        let bound = self.bind_derived(&q, None);
+        self.pg_view_depth.set(depth);
+        self.derived_sealed.set(sealed);
+        *self.ctes.borrow_mut() = ctes;
+        let (mut b, order) = bound.map_err(|e| in_view(e.message))?;
+        for (c, name) in b.columns.iter_mut().zip(&view.columns) {
+            c.name = name.clone();
+        }
+        derived_scope(b, order, alias, &Some(qualifier.to_string()))
     }
 }
 

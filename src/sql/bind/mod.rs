@@ -153,6 +153,9 @@ pub struct Binder<'a> {
     /// Set while the FROM of a query bound with parameters is bound: a
     /// subquery there reaches the enclosing query only through them.
     derived_sealed: std::cell::Cell<bool>,
+    /// How many Postgres views' definitions are being bound, one inside the
+    /// other (see `bind_pg_view`).
+    pg_view_depth: std::cell::Cell<usize>,
     /// Set while the clock side of a time-based condition is bound: `now()`
     /// and its kin read column 0, the clock.
     now_column: std::cell::Cell<bool>,
@@ -178,6 +181,7 @@ impl<'a> Binder<'a> {
             ctes: RefCell::new(Vec::new()),
             next_recursive: std::cell::Cell::new(0),
             derived_sealed: std::cell::Cell::new(false),
+            pg_view_depth: std::cell::Cell::new(0),
             now_column: std::cell::Cell::new(false),
             time,
         })
