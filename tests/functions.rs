@@ -1,6 +1,7 @@
 //! The function and operator library against Postgres: JSON construction
 //! (byte for byte, through `::text`), whole-row references, json_agg of
-//! documents and rows, jsonb operators, arrays, regular expressions, string
+//! documents and rows, jsonb operators, arrays and subscripts, regular
+//! expressions (also `regexp_matches` as a set-returning function), string
 //! and date functions, over a table with NULLs and edge values, from the
 //! snapshot and again after updates and deletes through the stream.
 
@@ -78,6 +79,27 @@ async fn functions_and_operators_equal_postgres() {
              FROM f",
         ),
         (
+            "subscripts",
+            "SELECT id, arr[1] AS a1, arr[3] AS a3, arr[0] AS a0, arr[id] AS ai, arr[1][1] AS deep,
+                    arr[2:3]::text AS s23, arr[:1]::text AS s1, arr[2:]::text AS s2, arr[3:2]::text AS empty,
+                    (string_to_array(t, 'b'))[2] AS piece, (ARRAY[t, 'k'])[1] AS first,
+                    jb['a'] AS ja, jb['a']['b'][2] AS jab, jb[1] AS j1, jb['0'] AS j0, jb[-1] AS jl
+             FROM f",
+        ),
+        (
+            "matches",
+            "SELECT id, regexp_matches(t, '[a-z]', 'g')::text AS each, regexp_matches(t, '^(.)(z)?')::text AS first
+             FROM f",
+        ),
+        (
+            "match_rows",
+            "SELECT f.id, m.m::text, m.n FROM f, regexp_matches(f.t, '([bz\"])?', 'g') WITH ORDINALITY AS m(m, n)",
+        ),
+        (
+            "like_ops",
+            "SELECT id, t ~~ 'a%' AS l, t !~~ '%b' AS nl, t ~~* 'A%' AS il, t !~~* '_' AS nil FROM f",
+        ),
+        (
             "strings",
             "SELECT id, t ~ 'a' AS m, t ~* 'A\"' AS mi, t !~ '^z+$' AS nm, c ~ 'a $' AS cm,
                     regexp_replace(t, '[a-z]', '<\\&>', 'g') AS rr, regexp_match(t, '^(.)(.*)$')::text AS rm,
@@ -144,6 +166,10 @@ async fn refused_and_failing_functions() {
         ("backref", "SELECT t ~ '(a)\\1' FROM f"),
         ("age1", "SELECT age('2000-01-01'::timestamp) FROM f"),
         ("null_key", "SELECT json_build_object(k, 1) FROM f"),
+        ("field", "SELECT (ARRAY[1]).x FROM f"),
+        ("bad_subscript", "SELECT (ARRAY[1])[1.5] FROM f"),
+        ("no_subscript", "SELECT t[1] FROM f"),
+        ("jsonb_column_subscript", "SELECT ('{}'::jsonb)[t] FROM f"),
     ];
     let server = TestServer::start_unwaited(&db, &views).await;
     server.wait_healthy().await;
@@ -153,6 +179,10 @@ async fn refused_and_failing_functions() {
         ("alternation", "alternation"),
         ("backref", "escape \\1"),
         ("age1", "age() with one argument"),
+        ("field", "selecting a field of a composite value"),
+        ("bad_subscript", "array subscript must have type integer"),
+        ("no_subscript", "cannot subscript type text"),
+        ("jsonb_column_subscript", "jsonb subscript that is not a constant"),
     ] {
         let (status, body) = server.get(&format!("/views/{name}")).await;
         let msg = body["error"].as_str().unwrap_or_default().to_string();

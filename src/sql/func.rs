@@ -197,6 +197,14 @@ pub enum ArrayOp {
     ToString(Type, TimeCx),
     /// `string_to_array(s, delimiter [, null_string])`.
     FromString,
+    /// `a[i]`, `a[i][j]`, ...: the element of an array of this element
+    /// type; NULL outside the array, or with fewer or more subscripts than
+    /// it has dimensions.
+    Index(Type),
+    /// `a[lo:hi]` (either bound may be left out, and is then not an
+    /// argument): the elements (of the first dimension) in the range,
+    /// clamped to the array, as an array numbered from 1.
+    Slice { lower: bool, upper: bool },
 }
 
 /// Operators and functions that take json/jsonb documents apart (see
@@ -322,6 +330,8 @@ impl Func {
             Func::RowToJson(_) => "row_to_json".into(),
             Func::Json(op) => format!("{op:?}").to_lowercase(),
             Func::Array(ArrayOp::ToString(..)) => "array_to_string".into(),
+            Func::Array(ArrayOp::Index(_)) => "subscript".into(),
+            Func::Array(ArrayOp::Slice { .. }) => "slice".into(),
             Func::Array(op) => format!("array_{op:?}").to_lowercase(),
             Func::JsonPath { steps, as_text } => {
                 format!(
@@ -982,10 +992,27 @@ fn multidimensional(d: &Datum) -> Result<bool, EvalError> {
     })
 }
 
-fn array_datum(items: &[json::Value]) -> Datum {
+pub(crate) fn array_datum(items: &[json::Value]) -> Datum {
     let mut out = String::new();
     json::Value::Array(items.to_vec()).write_compact(&mut out);
     Datum::Json(out)
+}
+
+/// An array element (as the array's JSON holds it) as a value of the
+/// element type.
+fn element_datum(elem: &Type, v: json::Value) -> Result<Datum, EvalError> {
+    let written = |v: &json::Value| {
+        let mut s = String::new();
+        v.write_compact(&mut s);
+        s
+    };
+    Ok(match (elem, v) {
+        (_, json::Value::Null) => Datum::Null,
+        (Type::Json | Type::Jsonb, v) => Datum::Json(written(&v)),
+        (Type::Bool, json::Value::Bool(b)) => Datum::Bool(b),
+        (_, json::Value::String(s)) => Datum::from_text(elem, &s).map_err(|e| EvalError(e.0))?,
+        (_, v) => Datum::from_text(elem, &written(&v)).map_err(|e| EvalError(e.0))?,
+    })
 }
 
 fn element_of(d: &Datum) -> Result<json::Value, EvalError> {
@@ -1049,6 +1076,54 @@ fn array_op(op: &ArrayOp, args: &[Datum]) -> Result<Datum, EvalError> {
             }
         }
         ArrayOp::Cardinality => Datum::Int(array_elements(arg(args, 0)?)?.len() as i64),
+        ArrayOp::Index(elem) => {
+            if args.iter().any(Datum::is_null) {
+                return Ok(Datum::Null);
+            }
+            // Elements that are JSON documents are one dimension deep.
+            let documents = matches!(elem, Type::Json | Type::Jsonb);
+            if documents && args.len() > 2 {
+                return Ok(Datum::Null);
+            }
+            let mut v = json_value(arg(args, 0)?)?;
+            for i in &args[1..] {
+                let json::Value::Array(items) = v else {
+                    return Ok(Datum::Null);
+                };
+                let Some(item) = usize::try_from(int(i) - 1)
+                    .ok()
+                    .and_then(|at| items.into_iter().nth(at))
+                else {
+                    return Ok(Datum::Null);
+                };
+                v = item;
+            }
+            match v {
+                json::Value::Array(_) if !documents => Datum::Null,
+                v => element_datum(elem, v)?,
+            }
+        }
+        ArrayOp::Slice { lower, upper } => {
+            if args.iter().any(Datum::is_null) {
+                return Ok(Datum::Null);
+            }
+            let json::Value::Array(items) = json_value(arg(args, 0)?)? else {
+                return Ok(Datum::Null);
+            };
+            let len = items.len() as i64;
+            let lo = if *lower { int(arg(args, 1)?) } else { 1 };
+            let hi = if *upper {
+                int(arg(args, 1 + usize::from(*lower))?)
+            } else {
+                len
+            };
+            let (lo, hi) = (lo.max(1), hi.min(len));
+            if lo > hi {
+                array_datum(&[])
+            } else {
+                array_datum(&items[(lo - 1) as usize..hi as usize])
+            }
+        }
         ArrayOp::Position => {
             let a = arg(args, 0)?;
             if a.is_null() {

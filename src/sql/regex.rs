@@ -508,18 +508,42 @@ pub fn split(re: &Regex, s: &str) -> Vec<String> {
 /// pattern has none), `None` for a group that took no part; `None` overall
 /// without a match.
 pub fn first_match(re: &Regex, s: &str) -> Option<Vec<Option<String>>> {
+    matches(re, s, false).into_iter().next()
+}
+
+/// `regexp_matches`: the groups (as [`first_match`]) of the first match, or
+/// with `global` of every match, left to right; a search goes on at the end
+/// of the previous match, one character further after an empty one.
+pub fn matches(re: &Regex, s: &str, global: bool) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
     let mut caps = re.create_captures();
-    re.captures(s, &mut caps);
-    let m = caps.get_match()?;
-    let groups = caps.group_len();
-    if groups <= 1 {
-        return Some(vec![Some(s[m.start()..m.end()].to_string())]);
+    let mut at = 0;
+    while at <= s.len() {
+        re.search_captures(&regex_automata::Input::new(s).range(at..), &mut caps);
+        let Some(m) = caps.get_match() else {
+            break;
+        };
+        let groups = caps.group_len();
+        out.push(if groups <= 1 {
+            vec![Some(s[m.start()..m.end()].to_string())]
+        } else {
+            (1..groups)
+                .map(|g| caps.get_group(g).map(|sp| s[sp.start..sp.end].to_string()))
+                .collect()
+        });
+        if !global {
+            break;
+        }
+        at = if m.is_empty() {
+            match s[m.end()..].chars().next() {
+                Some(c) => m.end() + c.len_utf8(),
+                None => break,
+            }
+        } else {
+            m.end()
+        };
     }
-    Some(
-        (1..groups)
-            .map(|g| caps.get_group(g).map(|sp| s[sp.start..sp.end].to_string()))
-            .collect(),
-    )
+    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Set-returning functions: the rows one call produces from its argument
 //! values, as Postgres produces them (`generate_series`, `unnest`, the JSON
-//! expanders, `string_to_table`).
+//! expanders, `string_to_table`, `regexp_split_to_table`, `regexp_matches`).
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,9 @@ pub enum SrfKind {
     StringToTable,
     /// `regexp_split_to_table(text, pattern [, flags])`.
     RegexpSplit,
+    /// `regexp_matches(text, pattern [, flags])`: a text[] of the groups
+    /// per match (every match with the `g` flag).
+    RegexpMatches,
 }
 
 /// One call of a set-returning function: its kind, arguments and the types
@@ -133,6 +136,32 @@ pub fn rows(kind: &SrfKind, args: &[Datum]) -> Result<Vec<Row>, EvalError> {
             Ok(crate::sql::regex::split(&re, s)
                 .into_iter()
                 .map(|piece| vec![Datum::Text(piece)])
+                .collect())
+        }
+        SrfKind::RegexpMatches => {
+            let (Datum::Text(s), Datum::Text(p)) = (&args[0], &args[1]) else {
+                return Ok(Vec::new());
+            };
+            let (global, ci) = match args.get(2) {
+                Some(Datum::Text(f)) => {
+                    crate::sql::regex::flags(f, true, "regexp_matches").map_err(EvalError)?
+                }
+                _ => (false, false),
+            };
+            let re = crate::sql::regex::compile(p, ci, true).map_err(EvalError)?;
+            let found = crate::sql::regex::matches(&re, s, global);
+            if found.len() > MAX_ROWS {
+                return Err(too_many());
+            }
+            Ok(found
+                .into_iter()
+                .map(|groups| {
+                    let items: Vec<json::Value> = groups
+                        .into_iter()
+                        .map(|g| g.map(json::Value::String).unwrap_or(json::Value::Null))
+                        .collect();
+                    vec![crate::sql::func::array_datum(&items)]
+                })
                 .collect())
         }
         SrfKind::StringToTable => {

@@ -98,7 +98,14 @@ impl<'a> Binder<'a> {
                     other => Err(unsupported(format!("operator {other}"), span)),
                 }
             }
+            ast::Expr::CompoundFieldAccess { root, access_chain } => {
+                self.bind_subscripts(root, access_chain, cx, span)
+            }
             ast::Expr::BinaryOp { left, op, right } => {
+                if let Some(like) = like_operator(left, op, right) {
+                    // How Postgres writes LIKE back (pg_get_viewdef).
+                    return self.bind_expr(&like, cx);
+                }
                 if let Some(r) = self.bind_row_comparison(left, op, right, cx) {
                     return r;
                 }
@@ -1588,9 +1595,13 @@ impl<'a> Binder<'a> {
     ) -> Result<()> {
         let ci = match flags {
             Some(Expr::Literal(Datum::Text(f))) => {
-                crate::sql::regex::flags(f, func == "regexp_replace", func)
-                    .map_err(|m| BindError::new(m, span))?
-                    .1
+                crate::sql::regex::flags(
+                    f,
+                    matches!(func, "regexp_replace" | "regexp_matches"),
+                    func,
+                )
+                .map_err(|m| BindError::new(m, span))?
+                .1
             }
             _ => false,
         };
@@ -1734,6 +1745,103 @@ impl<'a> Binder<'a> {
         }
     }
 
+    /// `a[i]`, `a[i][j]`, `a[lo:hi]` on arrays; `j['key']`, `j[0]` on
+    /// jsonb (as `->`).
+    fn bind_subscripts(
+        &self,
+        root: &ast::Expr,
+        chain: &[ast::AccessExpr],
+        cx: &mut ExprCx<'_>,
+        span: Span,
+    ) -> Result<(Expr, Type)> {
+        use ast::{AccessExpr, Subscript};
+        let (x, t) = self.bind_expr(root, cx)?;
+        if chain.iter().any(|a| matches!(a, AccessExpr::Dot(_))) {
+            return Err(unsupported("selecting a field of a composite value", span));
+        }
+        if t == Type::Jsonb {
+            // A path, as `#>` follows it: each subscript is a key, or on an
+            // array an index (negative from the end).
+            let mut steps = Vec::new();
+            for a in chain {
+                let AccessExpr::Subscript(Subscript::Index { index }) = a else {
+                    return Err(BindError::new(
+                        "jsonb subscript does not support slices",
+                        span,
+                    ));
+                };
+                match self.bind_expr(index, cx)? {
+                    (Expr::Literal(Datum::Text(k)), _) => steps.push(k),
+                    (Expr::Literal(Datum::Int(i)), _) => steps.push(i.to_string()),
+                    (Expr::Literal(Datum::Null), _) => {
+                        return Ok((Expr::Literal(Datum::Null), Type::Jsonb))
+                    }
+                    _ => {
+                        return Err(unsupported(
+                            "a jsonb subscript that is not a constant (use -> or #>)",
+                            index.span(),
+                        ))
+                    }
+                }
+            }
+            let func = Func::JsonPath {
+                steps,
+                as_text: false,
+            };
+            return call(func, vec![x], Type::Jsonb, span);
+        }
+        let Type::Array { elem, .. } = &t else {
+            return Err(BindError::new(
+                format!(
+                    "cannot subscript type {} because it does not support subscripting",
+                    t.name()
+                ),
+                span,
+            ));
+        };
+        let elem = (**elem).clone();
+        let mut subscript = |e: &ast::Expr| -> Result<Expr> {
+            let (i, it) = self.bind_expr(e, cx)?;
+            match it {
+                t if t.is_integer() => Ok(i),
+                Type::Unknown => coerce(&self.time, i, &Type::Unknown, &Type::Int4, e.span()),
+                _ => Err(BindError::new(
+                    "array subscript must have type integer",
+                    e.span(),
+                )),
+            }
+        };
+        let mut args = vec![x];
+        match chain {
+            [AccessExpr::Subscript(Subscript::Slice {
+                lower_bound,
+                upper_bound,
+                stride: None,
+            })] => {
+                for b in [lower_bound, upper_bound].into_iter().flatten() {
+                    args.push(subscript(b)?);
+                }
+                let op = ArrayOp::Slice {
+                    lower: lower_bound.is_some(),
+                    upper: upper_bound.is_some(),
+                };
+                call(Func::Array(op), args, t.clone(), span)
+            }
+            _ => {
+                for a in chain {
+                    let AccessExpr::Subscript(Subscript::Index { index }) = a else {
+                        return Err(unsupported(
+                            "an array slice with more than one subscript",
+                            span,
+                        ));
+                    };
+                    args.push(subscript(index)?);
+                }
+                call(Func::Array(ArrayOp::Index(elem.clone())), args, elem, span)
+            }
+        }
+    }
+
     fn int_arg(&self, e: &ast::Expr, cx: &mut ExprCx<'_>, func: &str) -> Result<Expr> {
         let (x, xt) = self.bind_expr(e, cx)?;
         match xt {
@@ -1830,7 +1938,7 @@ fn array_elems_compare(elem: &Type, other: &Type) -> bool {
 }
 
 /// `text[]`, the type of key lists and paths.
-fn text_array_type() -> Type {
+pub(super) fn text_array_type() -> Type {
     Type::Array {
         name: "_text".into(),
         elem: Box::new(Type::Text),
@@ -2400,6 +2508,36 @@ fn interval_types(op: BinOp, lt: &Type, rt: &Type) -> Option<Option<(Type, Type,
         (BinOp::Mul, n, Interval) if n.is_numeric_family() => Some((n.clone(), Interval, Interval)),
         (BinOp::Div, Interval, n) if n.is_numeric_family() => Some((Interval, n.clone(), Interval)),
         _ => None,
+    })
+}
+
+/// `a ~~ b` and its kin, the operators LIKE and ILIKE are: as the LIKE
+/// expression they stand for.
+fn like_operator(left: &ast::Expr, op: &BinaryOperator, right: &ast::Expr) -> Option<ast::Expr> {
+    let (negated, ci) = match op {
+        BinaryOperator::PGLikeMatch => (false, false),
+        BinaryOperator::PGNotLikeMatch => (true, false),
+        BinaryOperator::PGILikeMatch => (false, true),
+        BinaryOperator::PGNotILikeMatch => (true, true),
+        _ => return None,
+    };
+    let (expr, pattern) = (Box::new(left.clone()), Box::new(right.clone()));
+    Some(if ci {
+        ast::Expr::ILike {
+            negated,
+            any: false,
+            expr,
+            pattern,
+            escape_char: None,
+        }
+    } else {
+        ast::Expr::Like {
+            negated,
+            any: false,
+            expr,
+            pattern,
+            escape_char: None,
+        }
     })
 }
 

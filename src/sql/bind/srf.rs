@@ -183,7 +183,8 @@ impl<'a> Binder<'a> {
             }
         };
         // Two or three text arguments (`string_to_table`,
-        // `regexp_split_to_table`); char(n) without its padding.
+        // `regexp_split_to_table`, `regexp_matches`); char(n) without its
+        // padding.
         let text_args = || -> Result<Vec<Expr>> {
             if !(2..=3).contains(&bound.len()) {
                 return Err(no_fn());
@@ -318,6 +319,15 @@ impl<'a> Binder<'a> {
                 let args = text_args()?;
                 self.check_pattern(&args[1], args.get(2), name, true, span)?;
                 one(SrfKind::RegexpSplit, args, vec![Type::Text])
+            }
+            "regexp_matches" => {
+                let args = text_args()?;
+                self.check_pattern(&args[1], args.get(2), name, true, span)?;
+                one(
+                    SrfKind::RegexpMatches,
+                    args,
+                    vec![super::scalar::text_array_type()],
+                )
             }
             other => Err(unsupported(
                 format!("set-returning function {other}()"),
