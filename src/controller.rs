@@ -44,9 +44,13 @@ const CLOCK_INTERVAL: Duration = Duration::from_millis(500);
 /// own after the last LSN the source reported (L+1, L+2, ...). The next
 /// commit's LSN is at least two WAL records (about 50 bytes) past the
 /// server's WAL end the source last reported, so at most this many steps
-/// are taken before the source reports again (a keepalive comes every 10 s
-/// when the stream is idle); the clock waits for it past that.
+/// are taken before the source reports again; the clock waits for it past
+/// that.
 const MAX_STEPS_BETWEEN_LSNS: u32 = 24;
+/// After this many steps of its own the controller asks the source for a new
+/// LSN ([`SourceControl::NeedProgress`]): an idle database writes no WAL, so
+/// no LSN would come, and the clock would stop moving time-based views.
+const REQUEST_PROGRESS_AFTER: u32 = 12;
 /// A progress heartbeat goes out at least this often, even when nothing moved.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// File events are gathered this long before the directory is read again, so
@@ -101,6 +105,8 @@ pub struct Controller {
     clock: Option<crate::repr::Row>,
     /// Dataflow steps of their own (clock, tuples) since the source's last LSN.
     steps_since_lsn: u32,
+    /// Whether the source was asked for a new LSN since its last one.
+    progress_requested: bool,
     /// Whether tokens are verified: a view that reads claims needs it.
     auth: bool,
     /// A resync's LSN until the dataflow has passed it (see
@@ -174,6 +180,7 @@ impl Controller {
             next_ticket: 0,
             clock: None,
             steps_since_lsn: 0,
+            progress_requested: false,
             auth: config.auth,
             faults_settle_at: None,
             dataflow: Some(dataflow),
@@ -273,13 +280,16 @@ impl Controller {
     fn source_event(&mut self, ev: SourceEvent) {
         tracing::trace!(event = ?std::mem::discriminant(&ev), "source event");
         match ev {
-            SourceEvent::Resync(r) => self.resync(*r),
+            SourceEvent::Resync(r) => {
+                self.lsn_arrived();
+                self.resync(*r)
+            }
             SourceEvent::Transaction { lsn, updates } => {
-                self.steps_since_lsn = 0;
+                self.lsn_arrived();
                 self.df().apply(lsn.0, updates)
             }
             SourceEvent::Progress { lsn } => {
-                self.steps_since_lsn = 0;
+                self.lsn_arrived();
                 self.df().advance(lsn.0)
             }
             SourceEvent::Status(status) => self.registry.set_health(match status {
@@ -565,11 +575,26 @@ impl Controller {
             self.clock = Some(old);
             return;
         }
-        self.steps_since_lsn += 1;
+        self.step_taken();
         let ticket = self.ticket();
         self.df()
             .tuples(sql::CLOCK_TABLE, vec![(old, -1), (row.clone(), 1)], ticket);
         self.clock = Some(row);
+    }
+
+    fn lsn_arrived(&mut self) {
+        self.steps_since_lsn = 0;
+        self.progress_requested = false;
+    }
+
+    /// Counts a dataflow step of the controller's own, and asks the source
+    /// for a new LSN before the steps run out.
+    fn step_taken(&mut self) {
+        self.steps_since_lsn = self.steps_since_lsn.saturating_add(1);
+        if self.steps_since_lsn >= REQUEST_PROGRESS_AFTER && !self.progress_requested {
+            self.progress_requested = true;
+            let _ = self.source_control.send(SourceControl::NeedProgress);
+        }
     }
 
     fn ticket(&mut self) -> u64 {
@@ -602,7 +627,7 @@ impl Controller {
                 .into_iter()
                 .map(|r| (r.tuple, if r.add { 1 } else { -1 }))
                 .collect();
-            self.steps_since_lsn = self.steps_since_lsn.saturating_add(1);
+            self.step_taken();
             self.df().tuples(table, updates, ticket);
         }
     }

@@ -182,7 +182,10 @@ async fn refused_and_failing_functions() {
         ("field", "selecting a field of a composite value"),
         ("bad_subscript", "array subscript must have type integer"),
         ("no_subscript", "cannot subscript type text"),
-        ("jsonb_column_subscript", "jsonb subscript that is not a constant"),
+        (
+            "jsonb_column_subscript",
+            "jsonb subscript that is not a constant",
+        ),
     ] {
         let (status, body) = server.get(&format!("/views/{name}")).await;
         let msg = body["error"].as_str().unwrap_or_default().to_string();

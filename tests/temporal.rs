@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use viewcast::pg::embedded::EmbeddedPostgres;
+
 use crate::support::{sorted_rows, TestDb, TestServer};
 
 async fn pg_rows(db: &TestDb, sql: &str) -> Vec<String> {
@@ -132,4 +134,54 @@ async fn rows_age_out_and_in_as_the_clock_passes() {
     let lsns: Vec<_> = follower.events.iter().filter_map(|e| e.lsn).collect();
     assert!(lsns.windows(2).all(|w| w[0] <= w[1]), "{lsns:?}");
     server.stop().await;
+}
+
+/// In a database nobody writes to, no WAL moves, so the stream brings no new
+/// LSN on its own: the server must still move the clock. The row leaves
+/// 30 s after the insert, well past the steps the clock may take between two
+/// LSNs (12 s) and the standby snapshot Postgres logs once after activity,
+/// with no write from the test, in a cluster of its own (the shared one's
+/// WAL moves with every other test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_moves_in_an_idle_database() {
+    let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
+        .await
+        .unwrap()
+        .expect("own cluster");
+    let db = TestDb::on(&pg.conninfo("postgres")).await;
+    db.exec(
+        "CREATE TABLE ev (id int PRIMARY KEY, at timestamptz);
+         INSERT INTO ev VALUES (1, now() - interval '5 seconds' + interval '30 seconds'), (2, NULL);",
+    )
+    .await;
+    let recent = "SELECT id FROM ev WHERE at > now() - interval '5 seconds'";
+    let server = TestServer::start(&db, &[("recent", recent)]).await;
+    let since: f64 = db
+        .client
+        .query_one(
+            "SELECT extract(epoch FROM now() - (SELECT at - interval '25 seconds' FROM ev WHERE id = 1))::float8",
+            &[],
+        )
+        .await
+        .expect("now")
+        .get(0);
+    let change = Instant::now() - Duration::from_secs_f64(since.max(0.0)) + Duration::from_secs(30);
+    assert_eq!(view_rows(&server, "recent").await, vec!["[1]"]);
+    tokio::time::sleep(change.saturating_duration_since(Instant::now())).await;
+    loop {
+        let want = pg_rows(&db, recent).await;
+        let got = view_rows(&server, "recent").await;
+        if got == want && want.is_empty() {
+            break;
+        }
+        assert!(
+            change.elapsed() < Duration::from_millis(1500),
+            "the row has not left {:?} after Postgres's answer changed: {got:?}, Postgres {want:?}",
+            change.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+    drop(db);
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
 }

@@ -205,6 +205,11 @@ pub struct Resync {
 pub enum SourceControl {
     /// The dataflow was replaced by an empty one: read everything again.
     Reload,
+    /// The controller needs a new LSN soon (its clock steps between LSNs
+    /// are running out) although nothing it follows changes: the source
+    /// writes a logical message of no content to the WAL, which the stream
+    /// answers with a keepalive at a new position.
+    NeedProgress,
 }
 
 pub struct SourceConfig {
@@ -840,11 +845,11 @@ impl Source {
                         want.names = true;
                     }
                 }
-                c = self.control.recv() => {
-                    if matches!(c, Some(SourceControl::Reload)) {
-                        return Err(SourceError::Reload);
-                    }
-                }
+                c = self.control.recv() => match c {
+                    Some(SourceControl::Reload) => return Err(SourceError::Reload),
+                    Some(SourceControl::NeedProgress) => self.mark_wal(),
+                    None => {}
+                },
             }
             if poll_now && !polling {
                 polling = true;
@@ -939,6 +944,35 @@ impl Source {
         };
         debug!(%lsn, tables = force.len(), "tables re-read");
         Ok(self.install(read, lsn))
+    }
+
+    /// Writes a non-transactional logical message of no content (prefix
+    /// `viewcast`; pgoutput does not send it without the `messages` option)
+    /// on a short connection of its own. Decoding passes it, so the stream
+    /// sends a keepalive at the new WAL position, which becomes progress.
+    fn mark_wal(&self) {
+        let config = self.pg_config.clone();
+        let limit = self.config.timeouts.connect;
+        tokio::spawn(async move {
+            let work = async {
+                let client = super::connect_sql(&config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client
+                    .simple_query("SELECT pg_logical_emit_message(false, 'viewcast', '')")
+                    .await
+                    .map_err(|e| super::error_text(&e))
+            };
+            match tokio::time::timeout(limit * 2, work).await {
+                Ok(Ok(_)) => debug!("WAL position marked for progress"),
+                Ok(Err(e)) => warn!(
+                    error = %e,
+                    "cannot write a logical message to move past an idle WAL; \
+                     time-based views wait for the next write"
+                ),
+                Err(_) => warn!("writing a logical message timed out"),
+            }
+        });
     }
 
     /// Compares a poll's fingerprints with those of the last read.
