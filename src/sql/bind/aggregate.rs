@@ -1076,19 +1076,19 @@ impl<'a> Binder<'a> {
         };
         // In an aggregating query the value is a parameter, a group key.
         let e = match (&cx.agg, e) {
-            (Some(ctx), Expr::Column(i)) => match ctx
-                .keys
-                .iter()
-                .position(|k| *k == Expr::Column(i))
-            {
-                Some(k) => Expr::Column(k),
-                None => return Err(BindError::new(
-                    format!(
+            (Some(ctx), Expr::Column(i)) => {
+                match ctx.keys.iter().position(|k| *k == Expr::Column(i)) {
+                    Some(k) => Expr::Column(k),
+                    None => {
+                        return Err(BindError::new(
+                            format!(
                         "aggregate function {text} of an enclosing query is not a parameter here"
                     ),
-                    span,
-                )),
-            },
+                            span,
+                        ))
+                    }
+                }
+            }
             (_, e) => e,
         };
         Ok(Some((e, ty)))
