@@ -7,6 +7,7 @@ mod functions;
 mod http;
 mod js_client;
 mod oracle;
+mod outer_aggregates;
 mod page;
 mod params;
 mod pg_regress;

@@ -836,6 +836,75 @@ mod tests {
     }
 
     #[test]
+    fn aggregates_of_enclosing_queries_are_computed_there() {
+        // max(o.amount) reads only the outer query: it aggregates, one row.
+        let v = compile("SELECT (SELECT max(o.amount)) FROM orders o", &catalog()).unwrap();
+        let p = v.plan.to_string();
+        assert!(p.contains("Reduce keys=[] aggs=[max("), "{p}");
+        assert!(!p.contains("groups"), "the placeholder is replaced: {p}");
+        assert_eq!(v.columns[0].ty, Type::Numeric);
+        // Per group; count(*) is the subquery's own.
+        plan("SELECT o.customer_id, (SELECT count(o.id) + count(*) FROM customers) FROM orders o GROUP BY 1");
+        // Two levels out, and in the subquery's WHERE and GROUP BY.
+        plan("SELECT (SELECT (SELECT sum(o.amount)) FROM customers c LIMIT 1) FROM orders o");
+        plan("SELECT (SELECT count(*) FROM customers c WHERE c.id > (SELECT max(o.id))) FROM orders o");
+        plan("SELECT (SELECT 1 FROM customers GROUP BY max(o.id)) FROM orders o");
+        // Inside the subquery's own aggregate, which reads its own rows.
+        plan("SELECT (SELECT sum(c.id + (SELECT max(o.id))) FROM customers c) FROM orders o");
+        // Reading the subquery's columns makes it the subquery's.
+        let p = plan("SELECT (SELECT max(o.id + c.id) FROM customers c) FROM orders o");
+        assert!(!p.contains("Reduce keys=[] aggs=[max"), "{p}");
+    }
+
+    #[test]
+    fn aggregates_of_enclosing_queries_are_refused_where_postgres_refuses_them() {
+        for (sql, want) in [
+            (
+                "SELECT o.id, (SELECT max(o.amount)) FROM orders o",
+                "column \"o.id\" must appear in the GROUP BY clause",
+            ),
+            (
+                "SELECT (SELECT max(o.amount) + o.id) FROM orders o",
+                "subquery uses ungrouped column \"o.id\" from outer query",
+            ),
+            (
+                "SELECT o.id FROM orders o WHERE o.amount = (SELECT max(o.amount))",
+                "aggregate functions are not allowed in WHERE",
+            ),
+            (
+                "SELECT o.customer_id FROM orders o GROUP BY (SELECT max(o.amount))",
+                "aggregate functions are not allowed in GROUP BY",
+            ),
+            (
+                "SELECT (SELECT max(o.amount + count(*)) FROM customers) FROM orders o",
+                "aggregate function calls cannot be nested",
+            ),
+            (
+                "SELECT (SELECT sum(max(o.amount))) FROM orders o",
+                "aggregate function calls cannot be nested",
+            ),
+            (
+                "SELECT sum((SELECT max(o.amount))) FROM orders o",
+                "aggregate function calls cannot be nested",
+            ),
+            (
+                "SELECT (SELECT count(*) FILTER (WHERE max(o.amount) > 1) FROM customers) FROM orders o",
+                "aggregate function calls cannot be nested",
+            ),
+            (
+                "SELECT * FROM orders o, LATERAL (SELECT max(o.amount)) d",
+                "aggregate functions are not allowed here",
+            ),
+        ] {
+            let e = refuse(sql);
+            assert!(e.contains(want), "{sql}: {e}");
+        }
+        // The error points at the aggregate.
+        let e = refuse("SELECT o.id FROM orders o\nWHERE o.amount = (SELECT max(o.amount))");
+        assert!(e.contains("line 2, column 26"), "{e}");
+    }
+
+    #[test]
     fn set_operations_ctes_and_topk() {
         let p = plan("WITH big AS (SELECT * FROM orders WHERE amount > 100) SELECT id FROM big UNION SELECT id FROM customers");
         assert!(p.contains("Distinct") && p.contains("UnionAll"), "{p}");

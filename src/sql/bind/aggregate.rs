@@ -1,13 +1,36 @@
 //! Aggregating SELECTs: GROUP BY keys, aggregate calls, and the Reduce they
 //! become.
+//!
+//! An aggregate call belongs to the query SQL places it in: the innermost
+//! level whose columns its arguments (ORDER BY and FILTER too) read, its own
+//! when they read none. A call in a subquery that reads only an enclosing
+//! query's columns (`SELECT (SELECT max(o.x)) FROM t o`) is that query's:
+//!
+//! ```text
+//!  enclosing query Q                      subquery S (in Q's select list)
+//!  1. survey: bind S with Q surveying ─▶ max(o.x) is Q's: recorded in Q
+//!  2. Q aggregates (one row, or per group); max(o.x) is a Reduce column
+//!     and a hidden column of Q's scope (qualifier OUTER_AGG)
+//!  3. bind S again ─────────────────────▶ max(o.x) reads that column, an
+//!     outer column: S's parameter, whose values come from Q's groups
+//! ```
+//!
+//! The subquery reads the value as it reads any outer column, so it may be
+//! any levels deep in Q. Q's WHERE and GROUP BY refuse such calls as they
+//! refuse Q's own.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlparser::ast::{
     self as ast, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
-    FunctionArguments, ObjectNamePart, Spanned,
+    FunctionArguments, ObjectNamePart, SelectItem, Spanned,
 };
+use sqlparser::tokenizer::Span;
 
 use super::scalar::{bpchar_to_text, coerce, expect_bool};
-use super::scope::{Outer, Scope};
+use super::scope::{Outer, Scope, ScopeCol};
 use super::subquery::{contains_subquery, Attach};
 use super::{ident_name, object_name_parts, unsupported, Binder, ExprCx, Params, Result};
 use crate::repr::{Datum, Type};
@@ -34,6 +57,12 @@ pub struct AggContext {
     pub post: Vec<(Attach, Vec<usize>)>,
     /// `GROUPING(...)` calls: the keys each names, first argument first.
     pub grouping: Vec<Vec<usize>>,
+    /// The aggregates of subqueries that belong to this query: the scope
+    /// column standing for each, and its Reduce output column.
+    pub outer_aggs: Vec<(usize, usize)>,
+    /// The placeholder table a subquery that reads those aggregates takes
+    /// its parameters from: the groups, once the Reduce exists.
+    pub groups_table: usize,
 }
 
 impl AggContext {
@@ -45,6 +74,8 @@ impl AggContext {
             aggs: Vec::new(),
             post: Vec::new(),
             grouping: Vec::new(),
+            outer_aggs: Vec::new(),
+            groups_table: GROUPS_TABLE_BASE + NEXT_GROUPS_TABLE.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -54,6 +85,123 @@ impl AggContext {
             self.key_types.push(ty);
         }
     }
+
+    /// The position of `a` among the aggregates, added unless an equal one
+    /// is there.
+    pub fn push_aggregate(&mut self, a: Aggregate) -> usize {
+        match self.aggs.iter().position(|x| *x == a) {
+            Some(p) => p,
+            None => {
+                self.aggs.push(a);
+                self.aggs.len() - 1
+            }
+        }
+    }
+}
+
+/// The qualifier of the columns that stand, in an aggregating query's scope,
+/// for the aggregates of its subqueries that belong to it (see
+/// [`Binder::outer_aggregate`]); each is named by the call's SQL text. No
+/// written name reaches them.
+pub const OUTER_AGG: &str = "\u{1}aggregate";
+
+/// Placeholder tables for the groups of an aggregating query whose Reduce
+/// does not exist yet, numbered from here up (see
+/// [`AggContext::groups_table`]); far from the catalog's tables and the
+/// controller's parameter tables.
+const GROUPS_TABLE_BASE: usize = 1 << 60;
+static NEXT_GROUPS_TABLE: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a scope column stands for an aggregate of this query found in a
+/// subquery (not one carried in from an enclosing query as a parameter).
+pub fn is_outer_aggregate(c: &ScopeCol) -> bool {
+    c.depth == 0 && c.qualifier.as_deref() == Some(OUTER_AGG)
+}
+
+fn is_aggregate_call(f: &ast::Function) -> bool {
+    f.over.is_none()
+        && matches!(f.name.0.as_slice(), [ObjectNamePart::Identifier(id)] if is_aggregate_name(&ident_name(id)))
+}
+
+/// The aggregate calls of this query level in `e`, outermost first (not
+/// those inside a subquery).
+fn aggregate_calls(e: &ast::Expr) -> Vec<ast::Function> {
+    struct Collect {
+        depth: usize,
+        found: Vec<ast::Function>,
+    }
+    impl ast::Visitor for Collect {
+        type Break = ();
+        fn pre_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, x: &ast::Expr) -> ControlFlow<()> {
+            if let ast::Expr::Function(f) = x {
+                if self.depth == 0 && is_aggregate_call(f) {
+                    self.found.push(f.clone());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut c = Collect {
+        depth: 0,
+        found: Vec::new(),
+    };
+    let _ = ast::Visit::visit(e, &mut c);
+    c.found
+}
+
+/// Whether a query calls an aggregate anywhere, its subqueries included.
+fn mentions_aggregate(q: &ast::Query) -> bool {
+    struct Finder;
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, x: &ast::Expr) -> ControlFlow<()> {
+            match x {
+                ast::Expr::Function(f) if is_aggregate_call(f) => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    ast::Visit::visit(q, &mut Finder).is_break()
+}
+
+/// What an aggregate call reads, as SQL places the call: its arguments
+/// (`count(t.*)` reads the row of `t`), ORDER BY and WITHIN GROUP keys; and
+/// its FILTER.
+fn call_reads(f: &ast::Function) -> (Vec<ast::Expr>, Option<&ast::Expr>) {
+    let mut reads = Vec::new();
+    if let FunctionArguments::List(l) = &f.args {
+        for a in &l.args {
+            let arg = match a {
+                FunctionArg::Unnamed(x)
+                | FunctionArg::Named { arg: x, .. }
+                | FunctionArg::ExprNamed { arg: x, .. } => x,
+            };
+            match arg {
+                FunctionArgExpr::Expr(e) => reads.push(e.clone()),
+                FunctionArgExpr::QualifiedWildcard(q) => {
+                    if let Some(ObjectNamePart::Identifier(id)) = q.0.last() {
+                        reads.push(ast::Expr::Identifier(id.clone()));
+                    }
+                }
+                FunctionArgExpr::Wildcard | FunctionArgExpr::WildcardWithOptions(_) => {}
+            }
+        }
+        for c in &l.clauses {
+            if let FunctionArgumentClause::OrderBy(o) = c {
+                reads.extend(o.iter().map(|o| o.expr.clone()));
+            }
+        }
+    }
+    reads.extend(f.within_group.iter().map(|o| o.expr.clone()));
+    (reads, f.filter.as_deref())
 }
 
 pub fn is_aggregate_name(name: &str) -> bool {
@@ -118,13 +266,7 @@ impl<'a> Binder<'a> {
                 let a = self.bind_aggregate(f, &name, cx)?;
                 let ty = a.output_type.clone();
                 let ctx = cx.agg.as_mut().expect("aggregating");
-                let pos = match ctx.aggs.iter().position(|x| *x == a) {
-                    Some(p) => p,
-                    None => {
-                        ctx.aggs.push(a);
-                        ctx.aggs.len() - 1
-                    }
-                };
+                let pos = ctx.push_aggregate(a);
                 return Ok(Some((Expr::Column(ctx.keys.len() + pos), ty)));
             }
         }
@@ -422,25 +564,8 @@ impl<'a> Binder<'a> {
         if let Some(k) = &row_key {
             args.push(k);
         }
-        for a in &args {
-            if contains_aggregate(a) {
-                return Err(BindError::new(
-                    "aggregate function calls cannot be nested",
-                    a.span(),
-                ));
-            }
-        }
-        // Postgres places an aggregate by all it reads: arguments, ORDER BY
-        // and FILTER (`json_agg(o.x ORDER BY t.id)` is this query's).
-        let mut read: Vec<&ast::Expr> = args.clone();
-        read.extend(order_by_ast.iter().map(|o| &o.expr));
-        read.extend(f.filter.as_deref());
-        if self.reads_only_outer(&read, cx) {
-            return Err(unsupported(
-                format!("{name}() over columns of an enclosing query only (SQL computes it in that query)"),
-                span,
-            ));
-        }
+        // Calls nested in it and where it belongs were settled by
+        // `aggregate_level` before it came here: it is this query's.
         // Arguments, ORDER BY and FILTER read the FROM row: bind them without
         // the aggregate context, against the pre-aggregation input.
         let input = cx.input.take();
@@ -448,32 +573,6 @@ impl<'a> Binder<'a> {
         let result = self.bind_aggregate_parts(f, name, &args, order_by_ast, distinct, &mut arg_cx);
         cx.input = arg_cx.input.take();
         result
-    }
-
-    /// Whether an aggregate's arguments read columns of enclosing queries and
-    /// none of this one: SQL then evaluates the aggregate in the enclosing
-    /// query (`SELECT (SELECT max(o.x)) FROM t o` is one row). An enclosing
-    /// query's columns are in scope (depth > 0) once the subquery is bound
-    /// with its parameters; binding the arguments against an empty scope
-    /// nested in this one records which scope columns they read.
-    fn reads_only_outer(&self, args: &[&ast::Expr], cx: &ExprCx<'_>) -> bool {
-        if !cx.scope.cols.iter().any(|c| c.depth > 0) {
-            return false;
-        }
-        let probe = Outer::new(cx.scope, cx.outer);
-        let empty = Scope::default();
-        for a in args {
-            let unit = Plan::Constant {
-                rows: vec![vec![]],
-                arity: 0,
-            };
-            let mut pcx = ExprCx::new(&empty, Some(&probe), Some(unit));
-            if self.json_arg(a, &mut pcx).is_err() {
-                return false;
-            }
-        }
-        let used = probe.used();
-        !used.is_empty() && used.iter().all(|&i| cx.scope.cols[i].depth > 0)
     }
 
     pub(super) fn bind_aggregate_parts(
@@ -488,7 +587,7 @@ impl<'a> Binder<'a> {
         let span = f.span();
         let filter = match &f.filter {
             Some(p) => {
-                if contains_aggregate(p) {
+                if self.calls_own_aggregate(p, cx)? {
                     return Err(BindError::new(
                         "aggregate functions are not allowed in FILTER",
                         p.span(),
@@ -811,8 +910,14 @@ impl<'a> Binder<'a> {
                 ],
             };
         }
+        // Subqueries that read this query's aggregates take their
+        // parameters from the groups (see `bind_correlated`).
+        let groups = (!ctx.outer_aggs.is_empty()).then(|| plan.clone());
         let mut substitutes = Vec::new();
-        for (post, keys) in ctx.post {
+        for (mut post, keys) in ctx.post {
+            if let Some(g) = &groups {
+                replace_groups(&mut post.bound.plan, ctx.groups_table, g);
+            }
             let (p, e) = self.attach(plan, &keys, post)?;
             plan = p;
             substitutes.push(e);
@@ -823,5 +928,370 @@ impl<'a> Binder<'a> {
             .map(|e| substitute(e, &substitutes))
             .collect();
         Ok((plan, resolved))
+    }
+}
+
+impl<'a> Binder<'a> {
+    /// The query an aggregate call belongs to, as SQL places it: the
+    /// innermost level whose columns its arguments, ORDER BY and FILTER read,
+    /// inside their subqueries too (0: this one, also when they read no
+    /// column; n: n levels out, `cx.outer` being 1). Aggregates inside the
+    /// call must belong to an inner level than the call's own (Postgres's
+    /// "cannot be nested").
+    pub(super) fn aggregate_level(&self, f: &ast::Function, cx: &ExprCx<'_>) -> Result<usize> {
+        let (reads, filter) = call_reads(f);
+        for p in &reads {
+            for g in aggregate_calls(p) {
+                if self.aggregate_level(&g, cx)? == 0 {
+                    return Err(nested(&g));
+                }
+            }
+        }
+        for g in filter.map(aggregate_calls).unwrap_or_default() {
+            if self.aggregate_level(&g, cx)? == 0 {
+                return Err(BindError::new(
+                    "aggregate functions are not allowed in FILTER",
+                    g.span(),
+                ));
+            }
+        }
+        let mut chain: Vec<&Outer<'_>> = Vec::new();
+        let mut level = cx.outer;
+        while let Some(o) = level {
+            chain.push(o);
+            level = o.parent;
+        }
+        if chain.is_empty() {
+            // No enclosing query (a column of depth > 0 is a view parameter).
+            return Ok(0);
+        }
+        // Bind what the call reads against an empty scope nested in this
+        // one: the columns of this scope and of the enclosing ones it reads
+        // are recorded as used, and aggregates of enclosing queries inside it
+        // as found (the probe surveys, so this query's own are found too).
+        // What the enclosing queries record is put back afterwards: the call
+        // is bound for real where it belongs.
+        let probe = Outer::surveying(cx.scope, cx.outer);
+        let saved: Vec<BTreeSet<usize>> = chain.iter().map(|o| o.used.take()).collect();
+        let found_before: Vec<usize> = chain.iter().map(|o| o.found.get()).collect();
+        let empty = Scope::default();
+        let mut readable = true;
+        for p in reads.iter().chain(filter) {
+            let mut pcx = ExprCx::new(&empty, Some(&probe), Some(unit()));
+            if self.json_arg(p, &mut pcx).is_err() {
+                readable = false;
+                break;
+            }
+        }
+        let read: Vec<BTreeSet<usize>> = chain
+            .iter()
+            .zip(saved)
+            .map(|(o, s)| o.used.replace(s))
+            .collect();
+        if !readable {
+            // Bound here, it reports its error.
+            return Ok(0);
+        }
+        let (mut vars, mut aggs) = (Vec::new(), Vec::new());
+        let mut note = |c: &ScopeCol, at: usize| {
+            // Beyond the enclosing queries: a view parameter, a constant.
+            if at <= chain.len() {
+                if c.qualifier.as_deref() == Some(OUTER_AGG) {
+                    aggs.push(at);
+                } else {
+                    vars.push(at);
+                }
+            }
+        };
+        for i in probe.used() {
+            let c = &cx.scope.cols[i];
+            note(c, c.depth);
+        }
+        for (j, o) in chain.iter().enumerate() {
+            for &i in &read[j] {
+                let c = &o.scope.cols[i];
+                note(c, j + 1 + c.depth);
+            }
+        }
+        if probe.found.get() > 0 {
+            aggs.push(0);
+        }
+        for (j, o) in chain.iter().enumerate() {
+            if o.found.get() > found_before[j] {
+                aggs.push(j + 1);
+            }
+        }
+        let at = vars.iter().chain(&aggs).min().copied().unwrap_or(0);
+        if aggs.iter().any(|&a| a <= at) {
+            return Err(nested(f));
+        }
+        Ok(at)
+    }
+
+    /// An aggregate call that belongs to an enclosing query, bound as that
+    /// query's value: a column the enclosing query computes in its Reduce
+    /// and this query reads as an outer column (a parameter once it is
+    /// decorrelated). `None` for a call of this query.
+    ///
+    /// While the enclosing query surveys its subqueries (before its select
+    /// list is bound), the call is recorded there and reads as a typed NULL,
+    /// as outer columns do in a first pass.
+    pub(super) fn outer_aggregate(
+        &self,
+        f: &ast::Function,
+        cx: &ExprCx<'_>,
+    ) -> Result<Option<(Expr, Type)>> {
+        if !is_aggregate_call(f) {
+            return Ok(None);
+        }
+        let level = self.aggregate_level(f, cx)?;
+        if level == 0 {
+            return Ok(None);
+        }
+        let text = f.to_string();
+        let span = f.span();
+        let (e, ty) = match self.outer_aggregate_column(&text, span, cx)? {
+            Some(found) => found,
+            None => {
+                let mut owner = cx.outer.expect("an enclosing query at level >= 1");
+                for _ in 1..level {
+                    owner = owner.parent.expect("the level is within the chain");
+                }
+                let Some(list) = &owner.surveyed else {
+                    let name = object_name_parts(&f.name).join(".");
+                    return Err(BindError::new(
+                        format!("aggregate functions are not allowed here: {name}() reads only columns of an enclosing query, so that query computes it, and it allows aggregates only in its select list, HAVING and ORDER BY"),
+                        span,
+                    ));
+                };
+                let name = object_name_parts(&f.name).join(".");
+                let mut ocx = ExprCx::new(owner.scope, owner.parent, Some(unit()));
+                let ty = self.bind_aggregate(f, &name, &mut ocx)?.output_type;
+                owner.found.set(owner.found.get() + 1);
+                if !list.borrow().iter().any(|g| g.to_string() == text) {
+                    list.borrow_mut().push(f.clone());
+                }
+                (Expr::Literal(Datum::Null), ty)
+            }
+        };
+        // In an aggregating query the value is a parameter, a group key.
+        let e = match (&cx.agg, e) {
+            (Some(ctx), Expr::Column(i)) => {
+                match ctx.keys.iter().position(|k| *k == Expr::Column(i)) {
+                    Some(k) => Expr::Column(k),
+                    None => {
+                        return Err(BindError::new(
+                            format!(
+                        "aggregate function {text} of an enclosing query is not a parameter here"
+                    ),
+                            span,
+                        ))
+                    }
+                }
+            }
+            (_, e) => e,
+        };
+        Ok(Some((e, ty)))
+    }
+
+    /// The column standing for an enclosing query's aggregate `text`: this
+    /// query's parameter, or an enclosing query's column (recorded as used,
+    /// read as a typed NULL until the subquery is bound with parameters).
+    fn outer_aggregate_column(
+        &self,
+        text: &str,
+        span: Span,
+        cx: &ExprCx<'_>,
+    ) -> Result<Option<(Expr, Type)>> {
+        if let Some(r) = cx.scope.resolve(Some(OUTER_AGG), text, span) {
+            let (i, ty) = r?;
+            return Ok(Some((Expr::Column(i), ty)));
+        }
+        let mut level = cx.outer;
+        while let Some(o) = level {
+            if let Some(r) = o.scope.resolve(Some(OUTER_AGG), text, span) {
+                let (i, ty) = r?;
+                o.used.borrow_mut().insert(i);
+                return Ok(Some((Expr::Literal(Datum::Null), ty)));
+            }
+            level = o.parent;
+        }
+        Ok(None)
+    }
+
+    /// Whether `e` calls an aggregate that belongs to this query.
+    pub(super) fn calls_own_aggregate(&self, e: &ast::Expr, cx: &ExprCx<'_>) -> Result<bool> {
+        for f in aggregate_calls(e) {
+            if self.aggregate_level(&f, cx)? == 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The aggregate calls in the subqueries of `exprs` that belong to this
+    /// query, found by binding each subquery that calls an aggregate with
+    /// this query as a surveying enclosing query.
+    fn survey_outer_aggregates(
+        &self,
+        exprs: &[&ast::Expr],
+        scope: &Scope,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<Vec<ast::Function>> {
+        struct Survey<'s, 'b, 'o> {
+            binder: &'s Binder<'b>,
+            here: &'s Outer<'o>,
+            depth: usize,
+        }
+        impl ast::Visitor for Survey<'_, '_, '_> {
+            type Break = BindError;
+            fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<BindError> {
+                if self.depth == 0 && mentions_aggregate(q) {
+                    if let Err(e) = self.binder.bind_query(q, Some(self.here), None) {
+                        return ControlFlow::Break(e);
+                    }
+                }
+                self.depth += 1;
+                ControlFlow::Continue(())
+            }
+            fn post_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<BindError> {
+                self.depth -= 1;
+                ControlFlow::Continue(())
+            }
+        }
+        let here = Outer::surveying(scope, outer);
+        for e in exprs {
+            if !contains_subquery(e) {
+                continue;
+            }
+            let mut survey = Survey {
+                binder: self,
+                here: &here,
+                depth: 0,
+            };
+            if let ControlFlow::Break(err) = ast::Visit::visit(*e, &mut survey) {
+                return Err(err);
+            }
+        }
+        Ok(here.surveyed.map(|l| l.into_inner()).unwrap_or_default())
+    }
+
+    /// Refuses aggregates of this query in a clause that allows none
+    /// (WHERE, GROUP BY): its own calls, and those of its subqueries that
+    /// belong to it.
+    pub(super) fn refuse_aggregates(
+        &self,
+        e: &ast::Expr,
+        scope: &Scope,
+        outer: Option<&Outer<'_>>,
+        clause: &str,
+    ) -> Result<()> {
+        let cx = ExprCx::new(scope, outer, None);
+        let own = aggregate_calls(e)
+            .into_iter()
+            .map(|f| Ok((self.aggregate_level(&f, &cx)? == 0).then_some(f)))
+            .collect::<Result<Vec<_>>>()?;
+        let found = match own.into_iter().flatten().next() {
+            Some(f) => Some(f),
+            None => self
+                .survey_outer_aggregates(&[e], scope, outer)?
+                .into_iter()
+                .next(),
+        };
+        match found {
+            Some(f) => Err(BindError::new(
+                format!("aggregate functions are not allowed in {clause}"),
+                f.span(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The aggregates of a SELECT: whether its select list, HAVING or ORDER
+    /// BY call one of its own, and the calls in their subqueries that belong
+    /// to it. Either makes it an aggregating query.
+    pub(super) fn select_aggregates(
+        &self,
+        s: &ast::Select,
+        order_by: &[ast::OrderByExpr],
+        scope: &Scope,
+        outer: Option<&Outer<'_>>,
+    ) -> Result<(bool, Vec<ast::Function>)> {
+        let mut exprs: Vec<&ast::Expr> = s
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+                _ => None,
+            })
+            .collect();
+        exprs.extend(s.having.as_ref());
+        exprs.extend(order_by.iter().map(|o| &o.expr));
+        let cx = ExprCx::new(scope, outer, None);
+        let mut own = false;
+        for e in &exprs {
+            if self.calls_own_aggregate(e, &cx)? {
+                own = true;
+                break;
+            }
+        }
+        let found = self.survey_outer_aggregates(&exprs, scope, outer)?;
+        Ok((own, found))
+    }
+
+    /// The aggregates of an aggregating query's subqueries that belong to
+    /// it, bound as aggregates of its Reduce over `plan`; returns the scope
+    /// its select list, HAVING and ORDER BY are bound in: `scope` and a
+    /// column standing for each, which the subqueries read as an outer
+    /// column.
+    pub(super) fn bind_outer_aggregates(
+        &self,
+        found: &[ast::Function],
+        scope: &Scope,
+        outer: Option<&Outer<'_>>,
+        plan: &mut Plan,
+        ctx: &mut AggContext,
+    ) -> Result<Scope> {
+        let mut extended = scope.clone();
+        if found.is_empty() {
+            return Ok(extended);
+        }
+        let input = std::mem::replace(plan, unit());
+        let mut cx = ExprCx::new(scope, outer, Some(input));
+        for f in found {
+            let name = object_name_parts(&f.name).join(".");
+            let a = self.bind_aggregate(f, &name, &mut cx)?;
+            let ty = a.output_type.clone();
+            let at = ctx.keys.len() + ctx.push_aggregate(a);
+            ctx.outer_aggs.push((extended.cols.len(), at));
+            let mut c = ScopeCol::new(Some(OUTER_AGG.into()), f.to_string(), ty);
+            c.hidden = true;
+            extended.cols.push(c);
+        }
+        *plan = cx.input.take().expect("input is returned");
+        Ok(extended)
+    }
+}
+
+fn nested(f: &ast::Function) -> BindError {
+    BindError::new("aggregate function calls cannot be nested", f.span())
+}
+
+/// One row of no columns: what a probe binds over.
+fn unit() -> Plan {
+    Plan::Constant {
+        rows: vec![vec![]],
+        arity: 0,
+    }
+}
+
+/// Puts `groups` where the placeholder `table` stands in `plan`.
+fn replace_groups(plan: &mut Plan, table: usize, groups: &Plan) {
+    if matches!(plan, Plan::Get { table: t, .. } if *t == table) {
+        *plan = groups.clone();
+        return;
+    }
+    for input in plan.inputs_mut() {
+        replace_groups(input, table, groups);
     }
 }

@@ -826,12 +826,7 @@ impl<'a> Binder<'a> {
         let mut with_subqueries = Vec::new();
         let mut temporal_bounds = Vec::new();
         if let Some(w) = &s.selection {
-            if aggregate::contains_aggregate(w) {
-                return Err(BindError::new(
-                    "aggregate functions are not allowed in WHERE",
-                    w.span(),
-                ));
-            }
+            self.refuse_aggregates(w, &scope, outer, "WHERE")?;
             let mut parts = Vec::new();
             split_conjuncts(w, &mut parts);
             for p in parts {
@@ -874,16 +869,11 @@ impl<'a> Binder<'a> {
             }
             GroupByExpr::All(_) => return Err(unsupported("GROUP BY ALL", s.span())),
         };
-        let has_aggs = s.projection.iter().any(|item| match item {
-            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                aggregate::contains_aggregate(e)
-            }
-            _ => false,
-        }) || s.having.as_ref().is_some_and(aggregate::contains_aggregate)
-            || order_by
-                .iter()
-                .any(|o| aggregate::contains_aggregate(&o.expr));
-        let aggregating = has_aggs || !group_exprs.is_empty() || s.having.is_some();
+        // Its own aggregate calls, and those of its subqueries that belong
+        // to it (see `aggregate`).
+        let (has_aggs, outer_aggs) = self.select_aggregates(s, order_by, &scope, outer)?;
+        let aggregating =
+            has_aggs || !outer_aggs.is_empty() || !group_exprs.is_empty() || s.having.is_some();
 
         let mut exprs: Vec<Expr> = (0..k).map(Expr::Column).collect();
         let mut columns = Vec::new();
@@ -919,6 +909,8 @@ impl<'a> Binder<'a> {
                 }
                 sets = Some(crossed);
             }
+            let scope =
+                self.bind_outer_aggregates(&outer_aggs, &scope, outer, &mut plan, &mut ctx)?;
             let global = ctx.keys.len() == k;
             let mut cx = ExprCx::new(&scope, outer, Some(plan));
             cx.agg = Some(ctx);
@@ -1328,12 +1320,7 @@ impl<'a> Binder<'a> {
             }
             _ => {
                 let g = resolve_group_ref(g, s, scope)?;
-                if aggregate::contains_aggregate(&g) {
-                    return Err(BindError::new(
-                        "aggregate functions are not allowed in GROUP BY",
-                        g.span(),
-                    ));
-                }
+                self.refuse_aggregates(&g, scope, outer, "GROUP BY")?;
                 let mut cx = ExprCx::new(scope, outer, Some(plan.clone()));
                 let (e, ty) = self.bind_expr(&g, &mut cx)?;
                 *plan = cx.input.take().expect("input is returned");

@@ -18,6 +18,12 @@ impl<'a> Binder<'a> {
     /// Binds a scalar expression. In an aggregating SELECT (`cx.agg`), the
     /// result reads the Reduce's output (group keys, then aggregates).
     pub(super) fn bind_expr(&self, e: &ast::Expr, cx: &mut ExprCx<'_>) -> Result<(Expr, Type)> {
+        if let ast::Expr::Function(f) = e {
+            // An enclosing query's aggregate is that query's value.
+            if let Some(bound) = self.outer_aggregate(f, cx)? {
+                return Ok(bound);
+            }
+        }
         if cx.agg.is_some() {
             if let Some(bound) = self.bind_grouped(e, cx)? {
                 return Ok(bound);

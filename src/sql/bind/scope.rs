@@ -1,9 +1,10 @@
 //! Name resolution: the columns a clause can see, and the enclosing queries a
 //! correlated subquery reaches into.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 
+use sqlparser::ast;
 use sqlparser::tokenizer::Span;
 
 use super::Result;
@@ -142,6 +143,13 @@ pub struct Outer<'o> {
     pub scope: &'o Scope,
     pub used: RefCell<BTreeSet<usize>>,
     pub parent: Option<&'o Outer<'o>>,
+    /// While the enclosing query surveys its subqueries for aggregate calls
+    /// that belong to it (see `aggregate`), the calls found; `None` where a
+    /// subquery stands in a clause of it that allows no aggregates.
+    pub surveyed: Option<RefCell<Vec<ast::Function>>>,
+    /// How often a call was found to belong to it: a probe of an aggregate's
+    /// arguments reads from it that they hold one.
+    pub found: Cell<usize>,
 }
 
 impl<'o> Outer<'o> {
@@ -150,6 +158,17 @@ impl<'o> Outer<'o> {
             scope,
             used: RefCell::new(BTreeSet::new()),
             parent,
+            surveyed: None,
+            found: Cell::new(0),
+        }
+    }
+
+    /// An enclosing query that collects the aggregate calls of its
+    /// subqueries that belong to it.
+    pub fn surveying(scope: &'o Scope, parent: Option<&'o Outer<'o>>) -> Self {
+        Outer {
+            surveyed: Some(RefCell::new(Vec::new())),
+            ..Outer::new(scope, parent)
         }
     }
 

@@ -69,6 +69,40 @@ fn params_plan(input: &Plan, params: &[usize]) -> Plan {
     }
 }
 
+/// The Reduce output columns of the columns `used` of an aggregating
+/// query's scope: group keys, or aggregates of its subqueries that belong to
+/// it.
+fn group_positions(
+    used: &[usize],
+    scope: &Scope,
+    ctx: &aggregate::AggContext,
+    span: Span,
+) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for &u in used {
+        if let Some(&(_, at)) = ctx.outer_aggs.iter().find(|(i, _)| *i == u) {
+            out.push(at);
+            continue;
+        }
+        let Some(k) = ctx.keys.iter().position(|x| *x == Expr::Column(u)) else {
+            let c = &scope.cols[u];
+            return Err(BindError::new(
+                format!(
+                    "subquery uses ungrouped column \"{}{}\" from outer query",
+                    c.qualifier
+                        .as_deref()
+                        .map(|q| format!("{q}."))
+                        .unwrap_or_default(),
+                    c.name
+                ),
+                span,
+            ));
+        };
+        out.push(k);
+    }
+    Ok(out)
+}
+
 fn columns(range: std::ops::Range<usize>) -> Vec<Expr> {
     range.map(Expr::Column).collect()
 }
@@ -84,11 +118,40 @@ impl<'a> Binder<'a> {
         if used.is_empty() {
             return Ok((first, used));
         }
-        let Some(input) = cx.input.as_ref() else {
-            return Err(unsupported("a correlated subquery here", q.span()));
+        let reads_aggregates = used
+            .iter()
+            .any(|&i| aggregate::is_outer_aggregate(&cx.scope.cols[i]));
+        let plan = if reads_aggregates {
+            // It reads aggregates of this query, which exist once its
+            // Reduce does: its parameters are read from the groups, a
+            // placeholder until `finish_aggregation` puts them there.
+            let Some(ctx) = cx.agg.as_ref() else {
+                // In this query's aggregate's arguments.
+                return Err(BindError::new(
+                    "aggregate function calls cannot be nested",
+                    q.span(),
+                ));
+            };
+            let positions = group_positions(&used, cx.scope, ctx, q.span())?;
+            let arity = positions.iter().max().map_or(0, |m| m + 1);
+            Plan::Distinct {
+                input: Box::new(Plan::Project {
+                    input: Box::new(Plan::Get {
+                        table: ctx.groups_table,
+                        name: "groups".into(),
+                        arity,
+                    }),
+                    exprs: positions.into_iter().map(Expr::Column).collect(),
+                }),
+            }
+        } else {
+            let Some(input) = cx.input.as_ref() else {
+                return Err(unsupported("a correlated subquery here", q.span()));
+            };
+            params_plan(input, &used)
         };
         let params = Params {
-            plan: params_plan(input, &used),
+            plan,
             cols: used
                 .iter()
                 .map(|&i| {
@@ -160,25 +223,9 @@ impl<'a> Binder<'a> {
         let attach = Attach { kind, bound, span };
         let expr = if let Some(ctx) = cx.agg.as_mut() {
             // Over the grouped rows: the outer columns it uses must be group
-            // keys, and are read from the Reduce's output.
-            let mut keys = Vec::new();
-            for &u in &used {
-                let Some(k) = ctx.keys.iter().position(|x| *x == Expr::Column(u)) else {
-                    let c = &cx.scope.cols[u];
-                    return Err(BindError::new(
-                        format!(
-                            "subquery uses ungrouped column \"{}{}\" from outer query",
-                            c.qualifier
-                                .as_deref()
-                                .map(|q| format!("{q}."))
-                                .unwrap_or_default(),
-                            c.name
-                        ),
-                        span,
-                    ));
-                };
-                keys.push(k);
-            }
+            // keys (or this query's aggregates), and are read from the
+            // Reduce's output.
+            let keys = group_positions(&used, cx.scope, ctx, span)?;
             ctx.post.push((attach, keys));
             Expr::Column(aggregate::POST_BASE + ctx.post.len() - 1)
         } else {
