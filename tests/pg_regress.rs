@@ -73,8 +73,16 @@
 //! it prints the counts, the statements and SELECTs as the corpus README
 //! counts them, why SELECTs were left out, where the file was cut into
 //! segments, what each data change did, the refusal reasons and every
-//! wrong view. `VIEWCAST_PG_REGRESS_VERBOSE=1`
-//! also prints every view's outcome and every SELECT left out.
+//! wrong view. `VIEWCAST_PG_REGRESS_VERBOSE=1` also prints every view's
+//! outcome and every SELECT left out.
+//!
+//! Parsers: each file also counts, over its statements, how many Postgres
+//! parses (it raised no `syntax_error`, SQLSTATE 42601: its grammar, which
+//! is what the pg_query crate wraps), how many the vendored sqlparser's
+//! `PostgreSqlDialect` parses, and of the SELECT/WITH statements Postgres
+//! answered, how many `viewcast::sql::parse` parses, with sqlparser's error
+//! for the others. Once every file of the binary has run (all of
+//! `pg_regress`), the last one prints the table and the errors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -923,7 +931,8 @@ async fn breaks(client: &tokio_postgres::Client, sql: &str, pending: &[Candidate
 }
 
 /// How a file ran, counted as the corpus README counts (statements whose
-/// first word is SELECT), and why SELECTs were left out.
+/// first word is SELECT), why SELECTs were left out, and what the parsers
+/// made of its statements.
 #[derive(Default)]
 struct Ran {
     statements: usize,
@@ -934,6 +943,7 @@ struct Ran {
     /// Statements that would have broken pending candidates, but came in a
     /// transaction block, where the database cannot be copied.
     uncut: Vec<usize>,
+    parsed: Parsed,
 }
 
 /// Runs `file`'s statements in `session`; returns the session and the
@@ -952,6 +962,7 @@ async fn run_script(
         .into_iter()
         .enumerate()
     {
+        let original = item.clone();
         let item = match item {
             Item::Sql(sql) => Item::Sql(without_temp(&sql)),
             copy => copy,
@@ -972,7 +983,8 @@ async fn run_script(
                 }
             }
         }
-        let ok = run_item(&session.client, &item).await.is_ok();
+        let result = run_item(&session.client, &item).await;
+        let ok = result.is_ok();
         if collect {
             let select = match &item {
                 Item::Sql(sql) => first_word(sql) == "SELECT",
@@ -982,6 +994,12 @@ async fn run_script(
             ran.failed += usize::from(!ok);
             ran.selects += usize::from(select);
             ran.failed_selects += usize::from(select && !ok);
+            let code = result
+                .as_ref()
+                .err()
+                .and_then(|e| e.code())
+                .map(|c| c.code());
+            ran.parsed.count(&original, code == Some(SYNTAX_ERROR), ok);
         }
         let client = &session.client;
         let Item::Sql(sql) = item else { continue };
@@ -1031,6 +1049,98 @@ async fn run_script(
         });
     }
     (session, segments)
+}
+
+/// The SQLSTATE of syntax_error: what Postgres's grammar (and so pg_query)
+/// does not parse.
+const SYNTAX_ERROR: &str = "42601";
+
+/// How many statements Postgres's grammar and sqlparser each parse.
+#[derive(Default, Clone)]
+struct Parsed {
+    statements: usize,
+    /// Postgres raised no syntax_error: its grammar, which is pg_query's,
+    /// parses them.
+    postgres: usize,
+    /// sqlparser's PostgreSqlDialect parses them ...
+    sqlparser: usize,
+    /// ... of those Postgres parses.
+    both: usize,
+    /// SELECT/WITH statements Postgres answered ...
+    answered: usize,
+    /// ... and those `viewcast::sql::parse` parses.
+    answered_parsed: usize,
+    /// sqlparser's error on answered SELECT/WITH statements: how often and
+    /// the first statement that got it.
+    reasons: BTreeMap<String, (usize, String)>,
+}
+
+impl Parsed {
+    fn count(&mut self, item: &Item, syntax_error: bool, answered: bool) {
+        let sql = match item {
+            Item::Sql(sql) | Item::Copy { sql, .. } => sql,
+        };
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        let parses = sqlparser::parser::Parser::parse_sql(&dialect, sql).is_ok();
+        self.statements += 1;
+        self.postgres += usize::from(!syntax_error);
+        self.sqlparser += usize::from(parses);
+        self.both += usize::from(parses && !syntax_error);
+        let select =
+            matches!(item, Item::Sql(_)) && matches!(first_word(sql).as_str(), "SELECT" | "WITH");
+        if !(select && answered) {
+            return;
+        }
+        self.answered += 1;
+        match viewcast::sql::parse(sql) {
+            Ok(_) => self.answered_parsed += 1,
+            Err(e) => {
+                let reason = parse_reason(&e.message);
+                self.reasons.entry(reason).or_insert((0, sql.clone())).0 += 1;
+            }
+        }
+    }
+
+    fn add(&mut self, other: &Parsed) {
+        self.statements += other.statements;
+        self.postgres += other.postgres;
+        self.sqlparser += other.sqlparser;
+        self.both += other.both;
+        self.answered += other.answered;
+        self.answered_parsed += other.answered_parsed;
+        for (reason, (n, example)) in &other.reasons {
+            self.reasons
+                .entry(reason.clone())
+                .or_insert((0, example.clone()))
+                .0 += n;
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{:>5} {:>8} {:>9} {:>4} {:>8} {:>6}",
+            self.statements,
+            self.postgres,
+            self.sqlparser,
+            self.both,
+            self.answered,
+            self.answered_parsed
+        )
+    }
+}
+
+/// The columns of [`Parsed::line`].
+const PARSED_HEADER: &str = "stmts postgres sqlparser both answered parsed";
+/// What they mean.
+const PARSED_LEGEND: &str = "stmts: statements; postgres: without syntax_error (what pg_query \
+parses); sqlparser: parsed by sqlparser's PostgreSqlDialect; both: of those also postgres; \
+answered: SELECT/WITH statements Postgres answered; parsed: of those, parsed by viewcast::sql::parse";
+
+/// sqlparser's error without where it happened.
+fn parse_reason(msg: &str) -> String {
+    let msg = msg.strip_prefix("syntax error: ").unwrap_or(msg);
+    let msg = msg.strip_prefix("sql parser error: ").unwrap_or(msg);
+    msg.split(" at Line: ").next().unwrap_or(msg).to_string()
 }
 
 fn quote_ident(s: &str) -> String {
@@ -1474,7 +1584,7 @@ async fn serve(
     kept
 }
 
-async fn run_file(file: &str) {
+async fn run_file(file: &'static str) {
     let name = file.trim_end_matches(".sql");
     let db = TestDb::from_template(
         &format!("pg_regress_{name}"),
@@ -1498,6 +1608,7 @@ async fn run_file(file: &str) {
     for segment in segments {
         kept.extend(serve(file, segment, &mut counts, &mut ran.skipped).await);
     }
+    record_parsed(file, &ran.parsed);
     println!(
         "pg_regress {file}: {} views, {} served, {} equal, {} refused, {} wrong",
         counts.views,
@@ -1523,6 +1634,10 @@ async fn run_file(file: &str) {
             ran.uncut
         );
     }
+    println!(
+        "  parsers: {PARSED_HEADER}\n           {}",
+        ran.parsed.line()
+    );
     for step in &counts.steps {
         println!("  {step}");
     }
@@ -1585,8 +1700,39 @@ async fn run_file(file: &str) {
     }
 }
 
+/// Each file's parser counts, kept until every file of [`FILES`] has
+/// reported; the last one prints them all with the totals.
+fn record_parsed(file: &'static str, parsed: &Parsed) {
+    static SEEN: std::sync::Mutex<BTreeMap<&'static str, Parsed>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut seen = SEEN.lock().expect("parser counts");
+    seen.insert(file, parsed.clone());
+    if seen.len() < FILES.len() {
+        return;
+    }
+    let mut total = Parsed::default();
+    println!("pg_regress parsers, per file: {:<22} {PARSED_HEADER}", "");
+    for (file, p) in seen.iter() {
+        println!("  {file:<22} {}", p.line());
+        total.add(p);
+    }
+    println!("  {:<22} {}", "total", total.line());
+    println!("  ({PARSED_LEGEND})");
+    let mut reasons: Vec<_> = total.reasons.iter().collect();
+    reasons.sort_by_key(|(r, (n, _))| (std::cmp::Reverse(*n), r.to_string()));
+    println!("sqlparser's errors on the SELECT/WITH statements Postgres answered:");
+    for (reason, (n, example)) in reasons {
+        println!(
+            "  {n:>4}x {reason}\n        e.g. {}",
+            example.replace('\n', " ")
+        );
+    }
+}
+
 macro_rules! pg_regress_tests {
     ($($name:ident => $file:expr),* $(,)?) => {
+        /// The files, one test each.
+        const FILES: &[&str] = &[$($file),*];
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
