@@ -236,39 +236,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "lag(salary) over(order by enroll_date groups between 1 following and 3 following exclude group)",
         "peers: Postgres orders rows that tie on the window's ORDER BY as its scan and sort left them; viewcast by their values (SQL leaves it open)",
     ),
-    // UNDER INVESTIGATION: wrong answers, not open row order; remove each entry
-    // once the view agrees (a stale entry fails the test). Reproduction in the
-    // report of branch regress-segments.
-    (
-        "window.sql",
-        "order by enroll_date range between '1 year'::interval preceding and '1 year'::interval following),",
-        "under investigation: a RANGE frame with an interval offset at both ends over a date ORDER BY fails at run time (500, cannot cast <date> 00:00:00 to timestamp) where Postgres answers",
-    ),
-    (
-        "window.sql",
-        "order by enroll_date desc range between '1 year'::interval preceding and '1 year'::interval following)",
-        "under investigation: a RANGE frame with an interval offset at both ends over a date ORDER BY fails at run time (500, cannot cast <date> 00:00:00 to timestamp) where Postgres answers",
-    ),
-    (
-        "window.sql",
-        "order by enroll_date desc range between '1 year'::interval following and '1 year'::interval following)",
-        "under investigation: a RANGE frame with an interval offset at both ends over a date ORDER BY fails at run time (500, cannot cast <date> 00:00:00 to timestamp) where Postgres answers",
-    ),
-    (
-        "window.sql",
-        "'1 year'::interval following\n\texclude current row), salary",
-        "under investigation: a RANGE frame with an interval offset at both ends over a date ORDER BY fails at run time (500, cannot cast <date> 00:00:00 to timestamp) where Postgres answers",
-    ),
-    (
-        "window.sql",
-        "'1 year'::interval following\n\texclude group), salary",
-        "under investigation: a RANGE frame with an interval offset at both ends over a date ORDER BY fails at run time (500, cannot cast <date> 00:00:00 to timestamp) where Postgres answers",
-    ),
-    (
-        "window.sql",
-        "'1 year'::interval following\n\texclude ties), salary",
-        "under investigation: a RANGE frame with an interval offset at both ends over a date ORDER BY fails at run time (500, cannot cast <date> 00:00:00 to timestamp) where Postgres answers",
-    ),
     (
         "with.sql",
         "select * from q limit 24",

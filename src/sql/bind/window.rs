@@ -429,17 +429,20 @@ impl<'a> Binder<'a> {
             ));
         }
         let end_ast = fr.end_bound.clone().unwrap_or(WindowFrameBound::CurrentRow);
+        // The key's type as the first bound may have changed it (a date key
+        // is compared as a timestamp with interval offsets).
+        let mut key_types = order_types.to_vec();
         let start = self.bind_frame_bound(
             &fr.start_bound,
             units,
             order_ast,
             order,
-            order_types,
+            &mut key_types,
             cx,
             span,
         )?;
         let end =
-            self.bind_frame_bound(&end_ast, units, order_ast, order, order_types, cx, span)?;
+            self.bind_frame_bound(&end_ast, units, order_ast, order, &mut key_types, cx, span)?;
         let rank = |b: &FrameBound| match b {
             FrameBound::UnboundedPreceding => 0,
             FrameBound::Preceding { .. } => 1,
@@ -495,7 +498,7 @@ impl<'a> Binder<'a> {
         units: FrameUnits,
         order_ast: &[ast::OrderByExpr],
         order: &mut [(Expr, bool, bool)],
-        order_types: &[Type],
+        order_types: &mut [Type],
         cx: &mut ExprCx<'_>,
         span: Span,
     ) -> Result<FrameBound> {
@@ -614,10 +617,10 @@ impl<'a> Binder<'a> {
                 offset.span(),
             )
         })?;
-        let key_ty = &order_types[0];
-        if edge_ty != *key_ty {
+        let key_ty = order_types[0].clone();
+        if edge_ty != key_ty {
             // date ± interval is a timestamp: compare the keys as timestamps.
-            let Some(common) = common_type(key_ty, &edge_ty) else {
+            let Some(common) = common_type(&key_ty, &edge_ty) else {
                 return Err(unsupported(
                     format!(
                         "RANGE offsets of type {} over {}",
@@ -627,8 +630,9 @@ impl<'a> Binder<'a> {
                     offset.span(),
                 ));
             };
-            order[0].0 = coerce(&self.time, order[0].0.clone(), key_ty, &common, span)?;
+            order[0].0 = coerce(&self.time, order[0].0.clone(), &key_ty, &common, span)?;
             let edge = coerce(&self.time, edge, &edge_ty, &common, span)?;
+            order_types[0] = common;
             return Ok(make(0, Some(edge)));
         }
         Ok(make(0, Some(edge)))
