@@ -491,14 +491,10 @@ pub fn split(re: &Regex, s: &str) -> Vec<String> {
             last = m.end();
         }
         prev_end = m.end();
-        at = if m.is_empty() {
-            match s[m.end()..].chars().next() {
-                Some(c) => m.end() + c.len_utf8(),
-                None => break,
-            }
-        } else {
-            m.end()
+        let Some(next) = search_after(s, &m) else {
+            break;
         };
+        at = next;
     }
     pieces.push(s[last..].to_string());
     pieces
@@ -531,19 +527,21 @@ pub fn matches(re: &Regex, s: &str, global: bool) -> Vec<Vec<Option<String>>> {
                 .map(|g| caps.get_group(g).map(|sp| s[sp.start..sp.end].to_string()))
                 .collect()
         });
-        if !global {
-            break;
+        match search_after(s, &m) {
+            Some(next) if global => at = next,
+            _ => break,
         }
-        at = if m.is_empty() {
-            match s[m.end()..].chars().next() {
-                Some(c) => m.end() + c.len_utf8(),
-                None => break,
-            }
-        } else {
-            m.end()
-        };
     }
     out
+}
+
+/// Where the search after match `m` of `s` goes on: at its end, or one
+/// character further after an empty match (`None` past the end).
+fn search_after(s: &str, m: &regex_automata::Match) -> Option<usize> {
+    if !m.is_empty() {
+        return Some(m.end());
+    }
+    s[m.end()..].chars().next().map(|c| m.end() + c.len_utf8())
 }
 
 #[cfg(test)]
