@@ -59,6 +59,14 @@ async fn functions_and_operators_equal_postgres() {
              FROM f",
         ),
         (
+            "object_aggs",
+            "SELECT p.id, json_object_agg(c.name, ch ORDER BY c.id)::text AS o,
+                    jsonb_object_agg(c.id, c.name)::text AS ob,
+                    jsonb_object_agg(c.id % 2, c.name ORDER BY c.id)::text AS last_wins,
+                    json_object_agg(c.id, p.tz ORDER BY c.id DESC)::text AS zoned
+             FROM f p JOIN child c ON c.parent = p.id JOIN child ch ON ch.id = c.id GROUP BY p.id",
+        ),
+        (
             "jsonb_ops",
             "SELECT id, jb ? 'a' AS q, jb ?| '{a,zz}' AS qa, jb ?& array['a','k'] AS qb,
                     jb @> '{\"a\": {\"b\": [2]}}' AS c1, '[1, \"a\", [2]]'::jsonb @> jb AS c2,
@@ -167,6 +175,7 @@ async fn refused_and_failing_functions() {
         ("age1", "SELECT age('2000-01-01'::timestamp) FROM f"),
         ("null_key", "SELECT json_build_object(k, 1) FROM f"),
         ("field", "SELECT (ARRAY[1]).x FROM f"),
+        ("json_key", "SELECT json_object_agg(ARRAY[t], 1) FROM f"),
         ("bad_subscript", "SELECT (ARRAY[1])[1.5] FROM f"),
         ("no_subscript", "SELECT t[1] FROM f"),
         ("jsonb_column_subscript", "SELECT ('{}'::jsonb)[t] FROM f"),
@@ -180,6 +189,7 @@ async fn refused_and_failing_functions() {
         ("backref", "escape \\1"),
         ("age1", "age() with one argument"),
         ("field", "selecting a field of a composite value"),
+        ("json_key", "key value must be scalar"),
         ("bad_subscript", "array subscript must have type integer"),
         ("no_subscript", "cannot subscript type text"),
         (

@@ -22,6 +22,10 @@ pub enum AggFunc {
     StringAgg,
     JsonAgg,
     JsonbAgg,
+    /// `json_object_agg(key, value)`: args `[key as text, value]`.
+    JsonObjectAgg,
+    /// `jsonb_object_agg(key, value)`: the last value of a key wins.
+    JsonbObjectAgg,
     ArrayAgg,
     /// The value of the only row; more than one row is an error. This is how a
     /// scalar subquery that is not an aggregate is read.
@@ -50,6 +54,8 @@ impl AggFunc {
             AggFunc::StringAgg => "string_agg",
             AggFunc::JsonAgg => "json_agg",
             AggFunc::JsonbAgg => "jsonb_agg",
+            AggFunc::JsonObjectAgg => "json_object_agg",
+            AggFunc::JsonbObjectAgg => "jsonb_object_agg",
             AggFunc::ArrayAgg => "array_agg",
             AggFunc::Single => "single_value",
             AggFunc::PercentileCont => "percentile_cont",
@@ -66,6 +72,8 @@ impl AggFunc {
             AggFunc::StringAgg
                 | AggFunc::JsonAgg
                 | AggFunc::JsonbAgg
+                | AggFunc::JsonObjectAgg
+                | AggFunc::JsonbObjectAgg
                 | AggFunc::ArrayAgg
                 | AggFunc::Single
                 | AggFunc::PercentileCont

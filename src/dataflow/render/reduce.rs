@@ -368,6 +368,39 @@ fn ordered(agg: &Aggregate, items: &[(&[Datum], i128)]) -> Result<Datum, EvalErr
             }
             Ok(out.map(Datum::Text).unwrap_or(Datum::Null))
         }
+        AggFunc::JsonObjectAgg | AggFunc::JsonbObjectAgg => {
+            // json_object_agg writes `{ "k" : v, ... }`; jsonb_object_agg's
+            // result is canonical jsonb, the last value of a key kept.
+            let jsonb = agg.func == AggFunc::JsonbObjectAgg;
+            let mut out = String::from(if jsonb { "{" } else { "{ " });
+            let mut any = false;
+            for v in expanded {
+                if v[0].is_null() {
+                    return Err(EvalError("field name must not be null".into()));
+                }
+                if any {
+                    out.push_str(", ");
+                }
+                any = true;
+                let mut key = String::new();
+                v[0].write_json(&mut key);
+                if key.starts_with('"') {
+                    out.push_str(&key);
+                } else {
+                    Datum::Text(key).write_json(&mut out);
+                }
+                out.push_str(if jsonb { ": " } else { " : " });
+                v[1].write_json(&mut out);
+            }
+            out.push_str(if jsonb { "}" } else { " }" });
+            Ok(if !any {
+                Datum::Null
+            } else if jsonb {
+                Datum::Json(crate::repr::json::to_jsonb(&out).map_err(EvalError)?)
+            } else {
+                Datum::Json(out)
+            })
+        }
         AggFunc::ArrayAgg => {
             // An array's to_json separates with ",".
             let parts: Vec<String> = expanded.map(|v| v[0].to_json_string()).collect();
@@ -484,7 +517,11 @@ pub fn partial(aggs: &[Aggregate], vals: &[(&Row, isize)]) -> Result<Row, EvalEr
         }
         if !matches!(
             agg.func,
-            AggFunc::JsonAgg | AggFunc::JsonbAgg | AggFunc::ArrayAgg
+            AggFunc::JsonAgg
+                | AggFunc::JsonbAgg
+                | AggFunc::JsonObjectAgg
+                | AggFunc::JsonbObjectAgg
+                | AggFunc::ArrayAgg
         ) {
             items.retain(|(v, _)| !v[0].is_null());
         }
@@ -507,6 +544,8 @@ pub fn partial(aggs: &[Aggregate], vals: &[(&Row, isize)]) -> Result<Row, EvalEr
             AggFunc::StringAgg
             | AggFunc::JsonAgg
             | AggFunc::JsonbAgg
+            | AggFunc::JsonObjectAgg
+            | AggFunc::JsonbObjectAgg
             | AggFunc::ArrayAgg
             | AggFunc::PercentileCont
             | AggFunc::PercentileDisc
@@ -551,6 +590,8 @@ pub fn merge(aggs: &[Aggregate], partials: &[(&Row, isize)]) -> Result<Row, Eval
             AggFunc::StringAgg
             | AggFunc::JsonAgg
             | AggFunc::JsonbAgg
+            | AggFunc::JsonObjectAgg
+            | AggFunc::JsonbObjectAgg
             | AggFunc::ArrayAgg
             | AggFunc::PercentileCont
             | AggFunc::PercentileDisc
@@ -593,6 +634,8 @@ pub fn finish(aggs: &[Aggregate], p: &Row) -> Result<Row, EvalError> {
             | AggFunc::StringAgg
             | AggFunc::JsonAgg
             | AggFunc::JsonbAgg
+            | AggFunc::JsonObjectAgg
+            | AggFunc::JsonbObjectAgg
             | AggFunc::ArrayAgg
             | AggFunc::PercentileCont
             | AggFunc::PercentileDisc

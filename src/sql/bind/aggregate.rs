@@ -218,6 +218,8 @@ pub fn is_aggregate_name(name: &str) -> bool {
             | "string_agg"
             | "json_agg"
             | "jsonb_agg"
+            | "json_object_agg"
+            | "jsonb_object_agg"
             | "array_agg"
             | "percentile_cont"
             | "percentile_disc"
@@ -634,8 +636,13 @@ impl<'a> Binder<'a> {
             };
         }
         let mut bound = Vec::new();
-        for a in args {
-            bound.push(if matches!(name, "json_agg" | "jsonb_agg") {
+        for (i, a) in args.iter().enumerate() {
+            let json = match name {
+                "json_agg" | "jsonb_agg" => true,
+                "json_object_agg" | "jsonb_object_agg" => i == 1,
+                _ => false,
+            };
+            bound.push(if json {
                 self.json_arg(a, cx)?
             } else {
                 self.bind_expr(a, cx)?
@@ -780,6 +787,32 @@ impl<'a> Binder<'a> {
                     return Ok(a);
                 }
                 mk(func, vec![input], ty, out)
+            }
+            "json_object_agg" | "jsonb_object_agg" => {
+                let [(k, kt), (v, vt)] = bound.as_slice() else {
+                    return Err(no_fn());
+                };
+                if distinct {
+                    return Err(unsupported(format!("{name}(DISTINCT ...)"), span));
+                }
+                // The key as to_json writes it, as a string.
+                if matches!(
+                    kt,
+                    Type::Json | Type::Jsonb | Type::Array { .. } | Type::Record
+                ) {
+                    return Err(BindError::new(
+                        "key value must be scalar, not array, composite, or json",
+                        span,
+                    ));
+                }
+                let key = self.json_value(k.clone(), kt, span)?;
+                let value = self.json_value(v.clone(), vt, span)?;
+                let (func, out) = if name == "json_object_agg" {
+                    (AggFunc::JsonObjectAgg, Type::Json)
+                } else {
+                    (AggFunc::JsonbObjectAgg, Type::Jsonb)
+                };
+                mk(func, vec![key, value], vt.clone(), out)
             }
             "array_agg" => {
                 let elem = match ty {
