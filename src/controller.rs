@@ -51,6 +51,8 @@ const MAX_STEPS_BETWEEN_LSNS: u32 = 24;
 /// LSN ([`SourceControl::NeedProgress`]): an idle database writes no WAL, so
 /// no LSN would come, and the clock would stop moving time-based views.
 const REQUEST_PROGRESS_AFTER: u32 = 12;
+/// How long a request for a new LSN is given before it is made again.
+const PROGRESS_RETRY: Duration = Duration::from_secs(5);
 /// A progress heartbeat goes out at least this often, even when nothing moved.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// File events are gathered this long before the directory is read again, so
@@ -105,8 +107,8 @@ pub struct Controller {
     clock: Option<crate::repr::Row>,
     /// Dataflow steps of their own (clock, tuples) since the source's last LSN.
     steps_since_lsn: u32,
-    /// Whether the source was asked for a new LSN since its last one.
-    progress_requested: bool,
+    /// When the source was last asked for a new LSN since its last one.
+    progress_requested: Option<std::time::Instant>,
     /// Whether tokens are verified: a view that reads claims needs it.
     auth: bool,
     /// A resync's LSN until the dataflow has passed it (see
@@ -180,7 +182,7 @@ impl Controller {
             next_ticket: 0,
             clock: None,
             steps_since_lsn: 0,
-            progress_requested: false,
+            progress_requested: None,
             auth: config.auth,
             faults_settle_at: None,
             dataflow: Some(dataflow),
@@ -573,6 +575,7 @@ impl Controller {
         let row = vec![crate::repr::Datum::TimestampTz(clock_now())];
         if row == old || self.steps_since_lsn >= MAX_STEPS_BETWEEN_LSNS {
             self.clock = Some(old);
+            self.want_progress();
             return;
         }
         self.step_taken();
@@ -584,15 +587,25 @@ impl Controller {
 
     fn lsn_arrived(&mut self) {
         self.steps_since_lsn = 0;
-        self.progress_requested = false;
+        self.progress_requested = None;
     }
 
     /// Counts a dataflow step of the controller's own, and asks the source
     /// for a new LSN before the steps run out.
     fn step_taken(&mut self) {
         self.steps_since_lsn = self.steps_since_lsn.saturating_add(1);
-        if self.steps_since_lsn >= REQUEST_PROGRESS_AFTER && !self.progress_requested {
-            self.progress_requested = true;
+        self.want_progress();
+    }
+
+    /// Asks the source for a new LSN once the steps since the last one pass
+    /// [`REQUEST_PROGRESS_AFTER`], and again every [`PROGRESS_RETRY`] while
+    /// none comes (the write failed, or its keepalive came during a re-read).
+    fn want_progress(&mut self) {
+        let due = self
+            .progress_requested
+            .is_none_or(|at| at.elapsed() >= PROGRESS_RETRY);
+        if self.steps_since_lsn >= REQUEST_PROGRESS_AFTER && due {
+            self.progress_requested = Some(std::time::Instant::now());
             let _ = self.source_control.send(SourceControl::NeedProgress);
         }
     }

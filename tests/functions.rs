@@ -79,6 +79,10 @@ async fn functions_and_operators_equal_postgres() {
              FROM f WHERE jsonb_typeof(jb) <> 'object' OR jb ? 'a'",
         ),
         (
+            "typed_paths",
+            "SELECT id, jb #> '{a,b,2}'::text[] AS p, jb #>> ARRAY['a', 'b'] AS pt, jb #> ARRAY['a', NULL] AS pn FROM f",
+        ),
+        (
             "arrays",
             "SELECT id, array_length(arr, 1) AS len, cardinality(arr) AS card, array_position(arr, 2) AS pos,
                     array_append(arr, id)::text AS app, array_cat(arr, '{9}')::text AS cat,
@@ -105,7 +109,8 @@ async fn functions_and_operators_equal_postgres() {
         ),
         (
             "like_ops",
-            "SELECT id, t ~~ 'a%' AS l, t !~~ '%b' AS nl, t ~~* 'A%' AS il, t !~~* '_' AS nil FROM f",
+            "SELECT id, t ~~ 'a%' AS l, t !~~ '%b' AS nl, t ~~* 'A%' AS il, t !~~* '_' AS nil,
+                    t ~~ 'a' || '%' AS prec, t ~ 'a' || 'x' AS rprec FROM f",
         ),
         (
             "strings",

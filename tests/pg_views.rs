@@ -34,6 +34,13 @@ const SETUP: &str = "
       SELECT c.name, m.top FROM m JOIN customers c ON c.id = m.customer_id WHERE m.top > 250;
     CREATE VIEW top3 AS SELECT id, amount FROM orders ORDER BY amount DESC, id LIMIT 3;
     CREATE MATERIALIZED VIEW order_count AS SELECT count(*) FROM orders;
+    -- Rules that write other tables: those are not read by any view, and
+    -- must stay out of the publication (Postgres would refuse their deletes,
+    -- as they have no replica identity).
+    CREATE TABLE audit (id int, amount numeric);
+    CREATE RULE orders_audit AS ON UPDATE TO orders DO ALSO INSERT INTO audit VALUES (new.id, new.amount);
+    CREATE TABLE sink (id int);
+    CREATE RULE into_sink AS ON INSERT TO open_orders DO INSTEAD INSERT INTO sink VALUES (new.id);
 ";
 
 /// The server's views: each reads Postgres views. `customers` is also a
@@ -98,6 +105,7 @@ async fn views_over_postgres_views_follow_their_tables() {
         "UPDATE customers SET region = 'eu' WHERE id % 4 = 0",
         "DELETE FROM orders WHERE id % 3 = 0",
         "UPDATE orders SET note = 'Rush' WHERE id % 11 = 0",
+        "INSERT INTO open_orders VALUES (700, 1, 1); DELETE FROM audit WHERE id % 2 = 0; DELETE FROM sink",
     ] {
         db.exec(step).await;
         check_views(&db, &mut followers, views).await;

@@ -475,14 +475,18 @@ impl Source {
             .iter()
             .map(|n| super::catalog::regclass_text(n))
             .collect();
-        // A view's rule depends on each relation its query reads.
+        // A view's `_RETURN` rule (its query) depends on each relation the
+        // query reads. Other rules (`DO ALSO`/`INSTEAD` actions) only write
+        // their targets: publishing those would make Postgres refuse their
+        // updates and deletes where they have no replica identity.
         let rows = client
             .query(
                 "WITH RECURSIVE rel(oid) AS (
                      SELECT to_regclass(w.name)::oid FROM unnest($1::text[]) AS w(name)
                      UNION
                      SELECT d.refobjid FROM rel
-                     JOIN pg_rewrite r ON r.ev_class = rel.oid
+                     JOIN pg_class v ON v.oid = rel.oid AND v.relkind = 'v'
+                     JOIN pg_rewrite r ON r.ev_class = rel.oid AND r.rulename = '_RETURN'
                      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
                       AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rel.oid
                  )

@@ -1090,8 +1090,9 @@ fn array_op(op: &ArrayOp, args: &[Datum]) -> Result<Datum, EvalError> {
                 let json::Value::Array(items) = v else {
                     return Ok(Datum::Null);
                 };
-                let Some(item) = usize::try_from(int(i) - 1)
-                    .ok()
+                let Some(item) = int(i)
+                    .checked_sub(1)
+                    .and_then(|at| usize::try_from(at).ok())
                     .and_then(|at| items.into_iter().nth(at))
                 else {
                     return Ok(Datum::Null);

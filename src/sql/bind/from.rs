@@ -736,6 +736,8 @@ impl<'a> Binder<'a> {
 
 /// How deep Postgres views may read each other.
 const MAX_PG_VIEW_DEPTH: usize = 64;
+/// How an error in a Postgres view's definition begins.
+const PG_VIEW_ERROR: &str = "Postgres view ";
 
 impl Binder<'_> {
     /// A Postgres view in FROM, read as Postgres reads it: its definition as
@@ -748,14 +750,17 @@ impl Binder<'_> {
         qualifier: &str,
         at: Span,
     ) -> Result<(Plan, Scope)> {
+        // The message names the innermost view whose definition failed.
         let in_view = |m: String| {
-            BindError::new(
+            let m = if m.starts_with(PG_VIEW_ERROR) {
+                m
+            } else {
                 format!(
-                    "Postgres view {} (read as its definition): {m}",
+                    "{PG_VIEW_ERROR}{} (read as its definition): {m}",
                     view.qualified_name()
-                ),
-                at,
-            )
+                )
+            };
+            BindError::new(m, at)
         };
         let depth = self.pg_view_depth.get();
         if depth >= MAX_PG_VIEW_DEPTH {

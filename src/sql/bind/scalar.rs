@@ -1808,7 +1808,12 @@ impl<'a> Binder<'a> {
         let elem = (**elem).clone();
         let mut subscript = |e: &ast::Expr| -> Result<Expr> {
             let (i, it) = self.bind_expr(e, cx)?;
+            // An int4, as Postgres casts it (a bigint out of range fails).
             match it {
+                Type::Int8 => Ok(Expr::Cast {
+                    expr: Box::new(i),
+                    to: Type::Int4,
+                }),
                 t if t.is_integer() => Ok(i),
                 Type::Unknown => coerce(&self.time, i, &Type::Unknown, &Type::Int4, e.span()),
                 _ => Err(BindError::new(
@@ -2473,15 +2478,38 @@ fn bind_json_access(
             return call(Func::JsonGet { as_text }, vec![l, r], out, span);
         }
         _ => {
-            let Expr::Literal(Datum::Text(lit)) = &r else {
-                return Err(unsupported(
-                    format!("{op} with a path that is not a constant"),
-                    span,
-                ));
+            let steps = match &r {
+                Expr::Literal(Datum::Text(lit)) => {
+                    crate::repr::json::parse_path(lit).ok_or_else(|| {
+                        BindError::new(format!("malformed array literal: \"{lit}\""), span)
+                    })?
+                }
+                // A text[] constant (`'{a,0}'::text[]`, as view definitions
+                // write paths).
+                Expr::Literal(Datum::Json(arr)) if matches!(&rt, Type::Array { elem, .. } if elem.is_string()) =>
+                {
+                    let path = crate::repr::json::Value::parse(arr)
+                        .map_err(|e| BindError::new(e, span))?;
+                    let crate::repr::json::Value::Array(items) = path else {
+                        return Err(mismatch());
+                    };
+                    let mut steps = Vec::new();
+                    for item in items {
+                        match item {
+                            crate::repr::json::Value::String(s) => steps.push(s),
+                            // A NULL step finds nothing.
+                            _ => return Ok((Expr::Literal(Datum::Null), out)),
+                        }
+                    }
+                    steps
+                }
+                _ => {
+                    return Err(unsupported(
+                        format!("{op} with a path that is not a constant"),
+                        span,
+                    ))
+                }
             };
-            let steps = crate::repr::json::parse_path(lit).ok_or_else(|| {
-                BindError::new(format!("malformed array literal: \"{lit}\""), span)
-            })?;
             Func::JsonPath { steps, as_text }
         }
     };

@@ -572,7 +572,18 @@ impl<'a> Binder<'a> {
         } else {
             offset
         };
-        let (off, _) = self.bind_expr(offset, &mut ccx)?;
+        let (off, off_ty) = self.bind_expr(offset, &mut ccx)?;
+        if off_ty.is_integer() && !order_types[0].is_numeric_family() {
+            // Postgres has no in_range support for date ± integer.
+            return Err(BindError::new(
+                format!(
+                    "RANGE with offset PRECEDING/FOLLOWING is not supported for column type {} and offset type {}",
+                    order_types[0].name(),
+                    off_ty.name()
+                ),
+                offset.span(),
+            ));
+        }
         match &off {
             Expr::Literal(Datum::Null) => {
                 return Err(BindError::new(

@@ -165,7 +165,18 @@ impl Dialect for PostgreSqlDialect {
             | Token::Sharp
             | Token::ShiftRight
             | Token::ShiftLeft
-            | Token::CustomBinaryOperator(_) => Some(Ok(PG_OTHER_PREC)),
+            | Token::CustomBinaryOperator(_)
+            // viewcast: `~ ~* !~ !~*` and `~~ ~~* !~~ !~~*` are operators
+            // like any other in PostgreSQL's grammar (not LIKE or `=`), so
+            // `a ~~ 'x' || '%'` is `(a ~~ 'x') || '%'`.
+            | Token::Tilde
+            | Token::TildeAsterisk
+            | Token::ExclamationMarkTilde
+            | Token::ExclamationMarkTildeAsterisk
+            | Token::DoubleTilde
+            | Token::DoubleTildeAsterisk
+            | Token::ExclamationMarkDoubleTilde
+            | Token::ExclamationMarkDoubleTildeAsterisk => Some(Ok(PG_OTHER_PREC)),
             // lowest prec to prevent it from turning into a binary op
             Token::Colon => Some(Ok(self.prec_unknown())),
             _ => None,
