@@ -944,13 +944,9 @@ impl Value {
     /// `jsonb #- path`: removes the member or element the path leads to;
     /// a path that leads nowhere changes nothing.
     pub fn delete_path(&mut self, path: &[Option<String>], level: usize) -> Result<(), String> {
-        let Some(step) = path.get(level) else {
+        let Some((step, last)) = path_step(path, level)? else {
             return Ok(());
         };
-        let Some(step) = step else {
-            return Err(format!("path element at position {} is null", level + 1));
-        };
-        let last = level + 1 == path.len();
         match self {
             Value::Object(items) => {
                 if let Some(at) = items.iter().position(|(k, _)| k == step) {
@@ -962,14 +958,8 @@ impl Value {
                 }
             }
             Value::Array(items) => {
-                let index: i64 = step.trim_start().parse().map_err(|_| {
-                    format!(
-                        "path element at position {} is not an integer: \"{step}\"",
-                        level + 1
-                    )
-                })?;
                 let n = items.len() as i64;
-                let at = if index < 0 { n + index } else { index };
+                let at = array_step(step.trim_start(), step, level, n)?;
                 if (0..n).contains(&at) {
                     if last {
                         items.remove(at as usize);
@@ -994,29 +984,19 @@ impl Value {
         create: bool,
         level: usize,
     ) -> Result<(), String> {
-        let Some(step) = path.get(level) else {
+        let Some((step, last)) = path_step(path, level)? else {
             return Ok(());
         };
-        let Some(step) = step else {
-            return Err(format!("path element at position {} is null", level + 1));
-        };
-        let last = level + 1 == path.len();
         match self {
             Value::Object(items) => match items.iter_mut().find(|(k, _)| k == step) {
                 Some((_, v)) if last => *v = new.clone(),
                 Some((_, v)) => v.set_path(path, new, create, level + 1)?,
-                None if last && create => items.push((step.clone(), new.clone())),
+                None if last && create => items.push((step.to_string(), new.clone())),
                 None => {}
             },
             Value::Array(items) => {
-                let index: i64 = step.trim().parse().map_err(|_| {
-                    format!(
-                        "path element at position {} is not an integer: \"{step}\"",
-                        level + 1
-                    )
-                })?;
                 let n = items.len() as i64;
-                let at = if index < 0 { n + index } else { index };
+                let at = array_step(step.trim(), step, level, n)?;
                 if (0..n).contains(&at) {
                     let v = &mut items[at as usize];
                     if last {
@@ -1040,6 +1020,29 @@ impl Value {
         }
         Ok(())
     }
+}
+
+/// The step of a path (`#-`, `jsonb_set`) at `level` and whether it is the
+/// last one; `None` past the end. A NULL step is an error.
+fn path_step(path: &[Option<String>], level: usize) -> Result<Option<(&str, bool)>, String> {
+    match path.get(level) {
+        None => Ok(None),
+        Some(None) => Err(format!("path element at position {} is null", level + 1)),
+        Some(Some(step)) => Ok(Some((step, level + 1 == path.len()))),
+    }
+}
+
+/// A path step into an array of `n` elements as a position, negative ones
+/// counting from the end (it may fall outside the array). `text` is the
+/// step as the caller reads it as an integer.
+fn array_step(text: &str, step: &str, level: usize, n: i64) -> Result<i64, String> {
+    let index: i64 = text.parse().map_err(|_| {
+        format!(
+            "path element at position {} is not an integer: \"{step}\"",
+            level + 1
+        )
+    })?;
+    Ok(if index < 0 { n + index } else { index })
 }
 
 #[cfg(test)]

@@ -458,19 +458,15 @@ pub fn replace(re: &Regex, s: &str, replacement: &str, global: bool) -> String {
         if !global {
             break;
         }
-        at = if m.is_empty() {
-            // Step past one character after an empty match.
-            match s[m.end()..].chars().next() {
-                Some(c) => {
-                    out.push_str(&s[m.end()..m.end() + c.len_utf8()]);
-                    last = m.end() + c.len_utf8();
-                    m.end() + c.len_utf8()
-                }
-                None => break,
-            }
-        } else {
-            m.end()
+        let Some(next) = search_after(s, &m) else {
+            break;
         };
+        if m.is_empty() {
+            // The character stepped past after an empty match is kept.
+            out.push_str(&s[m.end()..next]);
+            last = next;
+        }
+        at = next;
     }
     out.push_str(&s[last.min(s.len())..]);
     out
