@@ -43,7 +43,7 @@ use timely::dataflow::operators::{CapabilitySet, Exchange, Probe};
 use timely::progress::frontier::AntichainRef;
 use timely::progress::Antichain;
 
-use crate::repr::Row;
+use crate::repr::{PackedRow, Row};
 use crate::sql::Plan;
 
 /// Updates of one transaction: (table id, row, +1/-1).
@@ -336,12 +336,12 @@ impl Drop for Dataflow {
     }
 }
 
-type TableTrace = TraceAgent<KeySpine<Row, u64, isize>>;
+type TableTrace = TraceAgent<KeySpine<PackedRow, u64, isize>>;
 
 /// One base table on one worker: its input, its shared arrangement, and a
 /// probe on the arrangement (progress flows through it even with no views).
 struct Table {
-    input: InputSession<u64, Row, isize>,
+    input: InputSession<u64, PackedRow, isize>,
     trace: TableTrace,
     probe: ProbeHandle<u64>,
 }
@@ -390,7 +390,7 @@ fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>, out: O
     w.add_table(UNIT_TABLE);
     if w.worker.index() == 0 {
         if let Some(t) = w.tables.get_mut(&UNIT_TABLE) {
-            t.input.insert(Vec::new());
+            t.input.insert(PackedRow::pack(&[]));
             t.input.flush();
         }
     }
@@ -443,7 +443,7 @@ impl Worker<'_> {
                 for (n, (table, row, diff)) in updates.iter().enumerate() {
                     if n % peers == index {
                         if let Some(tab) = self.tables.get_mut(table) {
-                            tab.input.update(row.clone(), *diff);
+                            tab.input.update(PackedRow::pack(row), *diff);
                         }
                     }
                 }
@@ -465,7 +465,7 @@ impl Worker<'_> {
                 if self.worker.index() == 0 {
                     if let Some(tab) = self.tables.get_mut(&table) {
                         for (row, diff) in updates.iter() {
-                            tab.input.update(row.clone(), *diff);
+                            tab.input.update(PackedRow::pack(row), *diff);
                         }
                     }
                     let _ = self.out.send(Output::TuplesApplied { ticket, lsn: t });
@@ -500,7 +500,7 @@ impl Worker<'_> {
         let (mut input, trace) =
             self.worker
                 .dataflow_named::<u64, _, _>(&format!("table {id}"), |scope| {
-                    let (input, coll) = scope.new_collection::<Row, isize>();
+                    let (input, coll) = scope.new_collection::<PackedRow, isize>();
                     let arranged = coll.arrange_by_self();
                     arranged.stream.clone().probe_with(&probe);
                     (input, arranged.trace)
@@ -546,7 +546,7 @@ impl Worker<'_> {
                         Antichain::new(),
                     );
                     buttons.push(button);
-                    Some(arranged.as_collection(|row: &Row, _: &()| row.clone()))
+                    Some(arranged.as_collection(|row: &PackedRow, _: &()| row.unpack()))
                 };
                 let unit = import(UNIT_TABLE, &mut buttons)
                     .expect("the unit table exists from the start")

@@ -54,7 +54,7 @@ use super::replication::{
 };
 use super::snapshot::{read_tables, SnapshotError, TablesRead};
 use crate::dataflow::{InFlight, Updates};
-use crate::repr::{Datum, Row};
+use crate::repr::{Datum, PackedRow, Row};
 
 /// How often the applied position is reported to Postgres: often enough that
 /// WAL is released promptly and a shutting-down server hears our position
@@ -225,13 +225,16 @@ pub struct SourceConfig {
 }
 
 /// A state entry as it was before a change: (table, key, previous row and multiplicity).
-type UndoEntry = (usize, Row, Option<(Row, isize)>);
+type UndoEntry = (usize, PackedRow, Option<(PackedRow, isize)>);
 
-/// One followed table: its definition and its current rows by key (the key is
-/// the primary key or replica identity index columns, or the whole row).
+/// A table's current rows by key (the primary key or replica identity index
+/// columns, or the whole row), packed, with multiplicities.
+type TableRows = HashMap<PackedRow, (PackedRow, isize)>;
+
+/// One followed table: its definition and its current rows.
 struct Followed {
     info: Arc<TableInfo>,
-    rows: HashMap<Row, (Row, isize)>,
+    rows: TableRows,
     /// Changes of transactions that commit before this LSN are already in the
     /// rows (they were read at a snapshot), or must wait for a re-read.
     skip_before: Lsn,
@@ -257,10 +260,10 @@ pub struct Source {
     control: mpsc::UnboundedReceiver<SourceControl>,
 }
 
-fn key_of(info: &TableInfo, row: &Row) -> Row {
+fn key_of(info: &TableInfo, row: &Row) -> PackedRow {
     match &info.key {
-        Some(cols) => cols.iter().map(|c| row[*c].key_form()).collect(),
-        None => row.clone(),
+        Some(cols) => PackedRow::pack(&cols.iter().map(|c| row[*c].key_form()).collect::<Row>()),
+        None => PackedRow::pack(row),
     }
 }
 
@@ -585,7 +588,7 @@ impl Source {
                 Some(Ok(rows)) => match existing {
                     Some(id) if self.tables[&id].info.same_shape(&info) => {
                         let t = self.tables.get_mut(&id).expect("followed");
-                        let fresh = by_key(&t.info, rows);
+                        let fresh = by_key(&t.info, &rows);
                         diff_into(id, &t.rows, &fresh, &mut resync.updates);
                         let old_rows = std::mem::replace(&mut t.rows, fresh);
                         stash.tables.push(Stashed::Table(
@@ -613,13 +616,14 @@ impl Source {
                                 .push(Stashed::Table(old, self.tables.remove(&old)));
                         }
                         stash.tables.push(Stashed::Table(id, None));
-                        for row in &rows {
-                            resync.updates.push((id, row.clone(), 1));
-                        }
+                        let state = by_key(&info, &rows);
+                        resync
+                            .updates
+                            .extend(rows.into_iter().map(|row| (id, row, 1)));
                         self.tables.insert(
                             id,
                             Followed {
-                                rows: by_key(&info, rows),
+                                rows: state,
                                 info,
                                 skip_before: lsn,
                                 failed: None,
@@ -1179,7 +1183,7 @@ impl Source {
                         continue;
                     }
                     for (key, (row, n)) in table.rows.drain() {
-                        txn.updates.push((i, row.clone(), -n));
+                        txn.updates.push((i, row.unpack(), -n));
                         self.undo.push((i, key, Some((row, n))));
                     }
                 }
@@ -1260,6 +1264,7 @@ impl Source {
                         ))
                     }
                 };
+                let key = PackedRow::pack(&key);
                 let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
                 self.undo.push((i, key.clone(), rows.get(&key).cloned()));
                 let Some(entry) = rows.get_mut(&key) else {
@@ -1269,7 +1274,7 @@ impl Source {
                     ));
                 };
                 entry.1 -= 1;
-                let row = entry.0.clone();
+                let row = entry.0.unpack();
                 if entry.1 == 0 {
                     rows.remove(&key);
                 }
@@ -1282,7 +1287,9 @@ impl Source {
             let key = key_of(&info, &row);
             let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
             self.undo.push((i, key.clone(), rows.get(&key).cloned()));
-            rows.entry(key).or_insert_with(|| (row.clone(), 0)).1 += 1;
+            rows.entry(key)
+                .or_insert_with(|| (PackedRow::pack(&row), 0))
+                .1 += 1;
             out.push((i, row, 1));
         }
         Ok(())
@@ -1290,30 +1297,27 @@ impl Source {
 }
 
 /// A table's rows by key, with multiplicities.
-fn by_key(info: &TableInfo, rows: Vec<Row>) -> HashMap<Row, (Row, isize)> {
-    let mut out: HashMap<Row, (Row, isize)> = HashMap::with_capacity(rows.len());
+fn by_key(info: &TableInfo, rows: &[Row]) -> TableRows {
+    let mut out: TableRows = HashMap::with_capacity(rows.len());
     for row in rows {
-        let key = key_of(info, &row);
-        out.entry(key).or_insert_with(|| (row, 0)).1 += 1;
+        let key = key_of(info, row);
+        out.entry(key)
+            .or_insert_with(|| (PackedRow::pack(row), 0))
+            .1 += 1;
     }
     out
 }
 
 /// The updates that turn table `id`'s `old` rows into `new`.
-fn diff_into(
-    id: usize,
-    old: &HashMap<Row, (Row, isize)>,
-    new: &HashMap<Row, (Row, isize)>,
-    out: &mut Updates,
-) {
+fn diff_into(id: usize, old: &TableRows, new: &TableRows, out: &mut Updates) {
     for (key, (row, n)) in old {
-        if new.get(key) != Some(&(row.clone(), *n)) {
-            out.push((id, row.clone(), -n));
+        if new.get(key).is_none_or(|(r, m)| r != row || m != n) {
+            out.push((id, row.unpack(), -n));
         }
     }
     for (key, (row, n)) in new {
-        if old.get(key) != Some(&(row.clone(), *n)) {
-            out.push((id, row.clone(), *n));
+        if old.get(key).is_none_or(|(r, m)| r != row || m != n) {
+            out.push((id, row.unpack(), *n));
         }
     }
 }

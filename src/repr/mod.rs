@@ -14,6 +14,7 @@ pub mod datetime;
 pub mod interval;
 pub mod json;
 pub mod numeric;
+pub mod packed;
 #[cfg(test)]
 pub(crate) mod proptests;
 pub mod to_char;
@@ -26,6 +27,7 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 pub use numeric::{Numeric, NumericError};
+pub use packed::PackedRow;
 
 /// One row: values in column order.
 pub type Row = Vec<Datum>;
@@ -513,6 +515,13 @@ impl Datum {
     pub fn key_form(&self) -> Datum {
         match self {
             Datum::Numeric(n) => Datum::Numeric(n.normalized()),
+            // -0 equals 0 and NaN equals NaN; packed keys compare bits.
+            Datum::Float4(F64(f)) if *f == 0.0 || f.is_nan() => {
+                Datum::Float4(F64(if f.is_nan() { f64::NAN } else { 0.0 }))
+            }
+            Datum::Float8(F64(f)) if *f == 0.0 || f.is_nan() => {
+                Datum::Float8(F64(if f.is_nan() { f64::NAN } else { 0.0 }))
+            }
             other => other.clone(),
         }
     }

@@ -14,7 +14,7 @@
 use super::project::eval_all;
 use super::Time;
 use super::{render as render_plan, Arr, Coll, Context, Errs};
-use crate::repr::{Datum, Row};
+use crate::repr::{Datum, PackedRow, Row};
 use crate::sql::expr::Expr;
 use crate::sql::plan::JoinKind;
 use crate::sql::Plan;
@@ -34,7 +34,9 @@ fn arranged<'s, T: Time>(
     }
     let coll = render_plan(plan, ctx);
     let (keyed, errs) = keyed(coll, keys, null_safe);
-    let arr = keyed.arrange_by_key();
+    let arr = keyed
+        .map(|(k, row)| (PackedRow::pack(&k), PackedRow::pack(&row)))
+        .arrange_by_key();
     ctx.arrangements
         .insert(cache_key, (arr.clone(), errs.clone()));
     (arr, errs)
@@ -61,9 +63,9 @@ fn keyed<'s, T: Time>(
 
 /// The rows of `all` (with their multiplicity) that occur in `matched`.
 fn present<'s, T: Time>(all: Coll<'s, T>, matched: Coll<'s, T>) -> Coll<'s, T> {
-    all.map(|r| (r, ()))
-        .semijoin(matched.distinct())
-        .map(|(r, ())| r)
+    all.map(|r| (PackedRow::pack(&r), ()))
+        .semijoin(matched.map(|r| PackedRow::pack(&r)).distinct())
+        .map(|(r, ())| r.unpack())
 }
 
 /// The rows of `all` that do not occur in `matched`.
@@ -88,9 +90,12 @@ pub fn render<'s, T: Time>(
         // Only whether a key has a match matters: join against the distinct keys.
         let left_all = render_plan(left, ctx);
         let (right_keyed, right_errs) = keyed(render_plan(right, ctx), right_keys, null_safe);
-        let right_keys_coll = right_keyed.map(|(k, _)| k).distinct();
+        let right_keys_coll = right_keyed.map(|(k, _)| PackedRow::pack(&k)).distinct();
         let (left_keyed, left_errs) = keyed(left_all.clone(), left_keys, null_safe);
-        let hit = left_keyed.semijoin(right_keys_coll).map(|(_, r)| r);
+        let hit = left_keyed
+            .map(|(k, r)| (PackedRow::pack(&k), PackedRow::pack(&r)))
+            .semijoin(right_keys_coll)
+            .map(|(_, r)| r.unpack());
         let out = match kind {
             JoinKind::Semi => hit,
             _ => left_all.concat(hit.negate()),
@@ -100,10 +105,9 @@ pub fn render<'s, T: Time>(
     let (left_arr, left_errs) = arranged(left, left_keys, null_safe, ctx);
     let (right_arr, right_errs) = arranged(right, right_keys, null_safe, ctx);
     let residual = residual.to_vec();
-    let results = left_arr.join_core(right_arr, move |_key, l: &Row, r: &Row| {
-        let mut row = Vec::with_capacity(l.len() + r.len());
-        row.extend(l.iter().cloned());
-        row.extend(r.iter().cloned());
+    let results = left_arr.join_core(right_arr, move |_key, l: &PackedRow, r: &PackedRow| {
+        let mut row = l.unpack();
+        r.unpack_into(&mut row);
         for p in &residual {
             match p.eval_predicate(&row) {
                 Ok(true) => {}

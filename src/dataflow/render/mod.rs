@@ -12,6 +12,7 @@
 //! output row, and the retraction of that row retracts the error. A view is in
 //! error exactly while one of its operators holds an error.
 
+mod accumulate;
 mod distinct;
 mod filter;
 mod get;
@@ -30,7 +31,7 @@ use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 
-use crate::repr::Row;
+use crate::repr::{PackedRow, Row};
 use crate::sql::Plan;
 
 /// The timestamps views are computed at: commit LSNs, and inside a recursive
@@ -81,7 +82,8 @@ impl Time for timely::order::Product<u64, u64> {
 pub type Coll<'s, T> = VecCollection<'s, T, Row, isize>;
 /// Error messages, one per failing row (or group).
 pub type Errs<'s, T> = VecCollection<'s, T, String, isize>;
-pub type Arr<'s, T> = Arranged<'s, TraceAgent<ValSpine<Row, Row, T, isize>>>;
+/// A join input arranged by its key, keys and rows packed.
+pub type Arr<'s, T> = Arranged<'s, TraceAgent<ValSpine<PackedRow, PackedRow, T, isize>>>;
 
 /// Splits evaluated rows (or keyed rows) into the good ones and the errors.
 pub fn split<'s, T: Time, D: differential_dataflow::Data>(
