@@ -1,5 +1,8 @@
 //! `Reduce`: GROUP BY keys with aggregates, maintained hierarchically.
 //!
+//! (A Reduce whose aggregates are all count, or sum/avg of integers or
+//! numerics, needs none of this: `accumulate.rs` keeps one value per group.)
+//!
 //! A change to a group must not cost a pass over the whole group (a global
 //! `count(*)` over ten million rows), so rows are reduced in three levels:
 //!
@@ -27,7 +30,7 @@ use differential_dataflow::VecCollection;
 use super::project::eval_all;
 use super::Time;
 use super::{Coll, Errs};
-use crate::repr::{Datum, Numeric, Row, Type, F64};
+use crate::repr::{Datum, Numeric, PackedRow, Row, Type, F64};
 use crate::sql::expr::{sql_cmp, EvalError, Expr};
 use crate::sql::plan::{AggFunc, Aggregate};
 
@@ -35,9 +38,11 @@ use crate::sql::plan::{AggFunc, Aggregate};
 const LEVEL1_BUCKETS: u64 = 4096;
 const LEVEL2_BUCKETS: u64 = 64;
 
-type Keyed<'s, T> = VecCollection<'s, T, (Row, Row), isize>;
-/// Partials per key: a partial, or the error computing it.
-type Partials<'s, T> = VecCollection<'s, T, (Row, Result<Row, String>), isize>;
+/// A group's key and bucket, and a row's aggregate inputs. Every level keeps
+/// its rows in arrangements, so they are packed.
+type Keyed<'s, T> = VecCollection<'s, T, ((PackedRow, u64), PackedRow), isize>;
+/// Partials per key and bucket: a partial, or the error computing it.
+type Partials<'s, T> = VecCollection<'s, T, ((PackedRow, u64), Result<PackedRow, String>), isize>;
 
 pub fn render<'s, T: Time>(
     input: Coll<'s, T>,
@@ -46,50 +51,57 @@ pub fn render<'s, T: Time>(
     unit: VecCollection<'s, T, (), isize>,
 ) -> (Coll<'s, T>, Errs<'s, T>) {
     let global = keys.is_empty();
+    if super::accumulate::applies(&aggs) {
+        let (result, errs, exists) = super::accumulate::render(input, keys, aggs.clone());
+        return with_default_row(global, result, errs, exists.map(|_| ()), &aggs, unit);
+    }
     let input_aggs = aggs.clone();
     let spread = !aggs.iter().any(|a| a.distinct || a.func.needs_all_values());
-    // Key rows carry the bucket as their last value until the top level.
+    // Keys carry a bucket until the top level.
     let evaluated = input.map(move |row| {
-        let mut k = eval_all(&keys, &row)?;
+        let k = eval_all(&keys, &row)?;
         let v = eval_inputs(&input_aggs, &row)?;
         let bucket = if spread {
             hash_of(&v) % LEVEL1_BUCKETS
         } else {
             0
         };
-        k.push(Datum::Int(bucket as i64));
-        Ok((k, v))
+        Ok(((PackedRow::pack(&k), bucket), PackedRow::pack(&v)))
     });
     let (bucketed, input_errs): (Keyed<'s, T>, Errs<'s, T>) = super::split(evaluated);
     let level1 = reduce_values(bucketed, &aggs);
     let level2 = reduce_partials(
-        level1.map(|(mut k, p)| {
-            if let Some(Datum::Int(b)) = k.last_mut() {
-                *b %= LEVEL2_BUCKETS as i64;
-            }
-            (k, p)
-        }),
+        level1.map(|((k, b), p)| ((k, b % LEVEL2_BUCKETS), p)),
         &aggs,
     );
-    let top = reduce_partials(
-        level2.map(|(mut k, p)| {
-            k.pop();
-            (k, p)
-        }),
-        &aggs,
-    );
+    let top = reduce_partials(level2.map(|((k, _), p)| ((k, 0), p)), &aggs);
     let finish_aggs = aggs.clone();
-    let finished = top.map(move |(mut k, p)| {
-        let v = p.and_then(|p| finish(&finish_aggs, &p).map_err(|e| e.0))?;
-        k.extend(v);
-        Ok(k)
+    let finished = top.map(move |((k, _), p)| {
+        let p = p?.unpack();
+        let v = finish(&finish_aggs, &p).map_err(|e| e.0)?;
+        let mut row = k.unpack();
+        row.extend(v);
+        Ok(row)
     });
     let (result, agg_errs) = super::split(finished.clone());
     let errs = input_errs.concat(agg_errs);
+    // A group that exists (even one in error) is not the empty input.
+    with_default_row(global, result, errs, finished.map(|_| ()), &aggs, unit)
+}
+
+/// A global aggregate (no keys) has one row even over empty input: the
+/// aggregates' defaults while no group `exists`.
+fn with_default_row<'s, T: Time>(
+    global: bool,
+    result: Coll<'s, T>,
+    errs: Errs<'s, T>,
+    exists: VecCollection<'s, T, (), isize>,
+    aggs: &[Aggregate],
+    unit: VecCollection<'s, T, (), isize>,
+) -> (Coll<'s, T>, Errs<'s, T>) {
     if !global {
         return (result, errs);
     }
-    // A group that exists (even one in error) is not the empty input.
     let defaults: Row = aggs
         .iter()
         .map(|a| match a.func {
@@ -97,7 +109,7 @@ pub fn render<'s, T: Time>(
             _ => Datum::Null,
         })
         .collect();
-    let missing = unit.concat(finished.map(|_| ()).negate());
+    let missing = unit.concat(exists.negate());
     (result.concat(missing.map(move |()| defaults.clone())), errs)
 }
 
@@ -105,7 +117,7 @@ pub fn render<'s, T: Time>(
 /// FILTER that is not true excludes the row before its arguments are
 /// evaluated, as in Postgres (`sum(1/x) FILTER (WHERE x <> 0)` never divides
 /// by zero); the skipped inputs are NULL and never read.
-fn eval_inputs(aggs: &[Aggregate], row: &[Datum]) -> Result<Row, String> {
+pub(super) fn eval_inputs(aggs: &[Aggregate], row: &[Datum]) -> Result<Row, String> {
     let mut out = Vec::new();
     for a in aggs {
         let rest = a.args.len() + a.order_by.len();
@@ -132,12 +144,19 @@ fn hash_of(row: &Row) -> u64 {
     h.finish()
 }
 
-/// The first level: partials of aggregate input values.
+/// The first level: partials of aggregate input values. It holds every
+/// input row, so keys and values are kept packed.
 fn reduce_values<'s, T: Time>(input: Keyed<'s, T>, aggs: &[Aggregate]) -> Partials<'s, T> {
     let aggs = aggs.to_vec();
     input.reduce(
-        move |_key, vals: &[(&Row, isize)], out: &mut Vec<(Result<Row, String>, isize)>| {
-            out.push((partial(&aggs, vals).map_err(|e| e.0), 1));
+        move |_key,
+              vals: &[(&PackedRow, isize)],
+              out: &mut Vec<(Result<PackedRow, String>, isize)>| {
+            let rows: Vec<Row> = vals.iter().map(|(v, _)| v.unpack()).collect();
+            let vals: Vec<(&Row, isize)> =
+                rows.iter().zip(vals).map(|(r, (_, n))| (r, *n)).collect();
+            let p = partial(&aggs, &vals).map_err(|e| e.0);
+            out.push((p.map(|p| PackedRow::pack(&p)), 1));
         },
     )
 }
@@ -147,17 +166,19 @@ fn reduce_partials<'s, T: Time>(input: Partials<'s, T>, aggs: &[Aggregate]) -> P
     let aggs = aggs.to_vec();
     input.reduce(
         move |_key,
-              vals: &[(&Result<Row, String>, isize)],
-              out: &mut Vec<(Result<Row, String>, isize)>| {
+              vals: &[(&Result<PackedRow, String>, isize)],
+              out: &mut Vec<(Result<PackedRow, String>, isize)>| {
             if let Some((Err(e), _)) = vals.iter().find(|(v, _)| v.is_err()) {
                 out.push((Err(e.clone()), 1));
                 return;
             }
-            let ok: Vec<(&Row, isize)> = vals
+            let rows: Vec<(Row, isize)> = vals
                 .iter()
-                .filter_map(|(v, n)| v.as_ref().ok().map(|r| (r, *n)))
+                .filter_map(|(v, n)| v.as_ref().ok().map(|r| (r.unpack(), *n)))
                 .collect();
-            out.push((merge(&aggs, &ok).map_err(|e| e.0), 1));
+            let ok: Vec<(&Row, isize)> = rows.iter().map(|(r, n)| (r, *n)).collect();
+            let p = merge(&aggs, &ok).map_err(|e| e.0);
+            out.push((p.map(|p| PackedRow::pack(&p)), 1));
         },
     )
 }

@@ -1,0 +1,492 @@
+//! `count`, `sum` and `avg` as accumulated differences.
+//!
+//! These aggregates are invertible: a row's contribution can be added and
+//! taken back. So instead of keeping a group's rows (or partials over them,
+//! as the hierarchy in `reduce.rs` does), each row becomes a difference
+//! ([`Accum`]: the rows, and per aggregate its non-NULL count and exact sum)
+//! and differential dataflow adds the differences up by group. One
+//! arrangement holds one accumulated value per group, whatever the number of
+//! rows behind it, and a change costs one addition.
+//!
+//! Sums stay exact: integers in an `i128`, numerics as exact decimals with
+//! the NaN and infinite inputs counted apart (they cannot be subtracted) and
+//! the display scales of the live inputs counted, so a sum shows the scale
+//! Postgres would show for the rows there now. Float sums are not exact under
+//! subtraction, so they stay in the hierarchy, as do min, max and the
+//! order-sensitive aggregates.
+
+use serde::{Deserialize, Serialize};
+
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
+use differential_dataflow::VecCollection;
+
+use super::reduce::{eval_inputs, finish};
+use super::{Coll, Errs, Time};
+use crate::repr::{Datum, Numeric, Row, Type};
+use crate::sql::expr::{EvalError, Expr};
+use crate::sql::plan::{AggFunc, Aggregate};
+
+/// Whether every aggregate can be accumulated: `count(*)`, `count(x)`, and
+/// `sum`/`avg` of integers or numerics, none DISTINCT.
+pub fn applies(aggs: &[Aggregate]) -> bool {
+    aggs.iter().all(|a| {
+        !a.distinct
+            && a.order_by.is_empty()
+            && match a.func {
+                AggFunc::CountStar | AggFunc::Count => true,
+                AggFunc::Sum | AggFunc::Avg => matches!(
+                    a.input_type,
+                    Type::Int2 | Type::Int4 | Type::Int8 | Type::Numeric
+                ),
+                _ => false,
+            }
+    })
+}
+
+/// One aggregate's accumulated inputs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Part {
+    /// `count(*)`, `count(x)`: the rows or non-NULL values.
+    Count(i64),
+    /// `sum`/`avg` of integers.
+    Int { n: i64, sum: i128 },
+    /// `sum`/`avg` of numerics: the finite values' exact sum; how many live
+    /// values have each display scale (sorted, no zero counts); the NaN,
+    /// `Infinity` and `-Infinity` inputs.
+    Num {
+        n: i64,
+        sum: Numeric,
+        scales: Vec<(u32, i64)>,
+        nan: i64,
+        pinf: i64,
+        ninf: i64,
+    },
+}
+
+impl Part {
+    fn is_zero(&self) -> bool {
+        match self {
+            Part::Count(n) => *n == 0,
+            Part::Int { n, sum } => *n == 0 && *sum == 0,
+            Part::Num {
+                n,
+                sum,
+                scales,
+                nan,
+                pinf,
+                ninf,
+            } => {
+                *n == 0
+                    && sum.is_zero()
+                    && scales.is_empty()
+                    && *nan == 0
+                    && *pinf == 0
+                    && *ninf == 0
+            }
+        }
+    }
+
+    fn add(&mut self, other: &Part) {
+        match (self, other) {
+            (Part::Count(a), Part::Count(b)) => *a += b,
+            (Part::Int { n, sum }, Part::Int { n: n2, sum: s2 }) => {
+                *n += n2;
+                *sum += s2;
+            }
+            (
+                Part::Num {
+                    n,
+                    sum,
+                    scales,
+                    nan,
+                    pinf,
+                    ninf,
+                },
+                Part::Num {
+                    n: n2,
+                    sum: s2,
+                    scales: sc2,
+                    nan: nan2,
+                    pinf: p2,
+                    ninf: m2,
+                },
+            ) => {
+                *n += n2;
+                *sum = sum.add(s2);
+                *nan += nan2;
+                *pinf += p2;
+                *ninf += m2;
+                for (scale, count) in sc2 {
+                    match scales.binary_search_by_key(scale, |(s, _)| *s) {
+                        Ok(i) => {
+                            scales[i].1 += count;
+                            if scales[i].1 == 0 {
+                                scales.remove(i);
+                            }
+                        }
+                        Err(i) => scales.insert(i, (*scale, *count)),
+                    }
+                }
+            }
+            // Parts line up by aggregate: every Accum of one Reduce has the
+            // same shape.
+            _ => {}
+        }
+    }
+
+    fn times(&self, k: i64) -> Part {
+        match self {
+            Part::Count(n) => Part::Count(n * k),
+            Part::Int { n, sum } => Part::Int {
+                n: n * k,
+                sum: sum * k as i128,
+            },
+            Part::Num {
+                n,
+                sum,
+                scales,
+                nan,
+                pinf,
+                ninf,
+            } => Part::Num {
+                n: n * k,
+                sum: match k {
+                    1 => sum.clone(),
+                    -1 => sum.neg(),
+                    _ => sum.mul(&Numeric::from_i64(k)),
+                },
+                scales: scales.iter().map(|(s, c)| (*s, c * k)).collect(),
+                nan: nan * k,
+                pinf: pinf * k,
+                ninf: ninf * k,
+            },
+        }
+    }
+
+    /// The partial `reduce::finish` reads: `[value, non-NULL count]`.
+    fn partial(&self, acc_int8: bool) -> Result<[Datum; 2], EvalError> {
+        Ok(match self {
+            Part::Count(n) => [Datum::Int(*n), Datum::Int(*n)],
+            Part::Int { n: 0, .. } | Part::Num { n: 0, .. } => [Datum::Null, Datum::Int(0)],
+            Part::Int { n, sum } if acc_int8 => [
+                i64::try_from(*sum)
+                    .map(Datum::Int)
+                    .map_err(|_| EvalError("bigint out of range".into()))?,
+                Datum::Int(*n),
+            ],
+            Part::Int { n, sum } => [
+                Datum::Numeric(Numeric::finite((*sum).into(), 0)),
+                Datum::Int(*n),
+            ],
+            Part::Num {
+                n,
+                sum,
+                scales,
+                nan,
+                pinf,
+                ninf,
+            } => {
+                let value = if *nan > 0 || (*pinf > 0 && *ninf > 0) {
+                    Numeric::NaN
+                } else if *pinf > 0 {
+                    Numeric::PosInf
+                } else if *ninf > 0 {
+                    Numeric::NegInf
+                } else {
+                    // The sum of the live values has no more digits than
+                    // the largest live scale: rescaling is exact.
+                    sum.with_scale(scales.last().map_or(0, |(s, _)| *s))
+                };
+                [Datum::Numeric(value), Datum::Int(*n)]
+            }
+        })
+    }
+}
+
+/// A group's rows as a difference: how many, and per aggregate its inputs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Accum {
+    rows: i64,
+    parts: Vec<Part>,
+}
+
+impl IsZero for Accum {
+    fn is_zero(&self) -> bool {
+        self.rows == 0 && self.parts.iter().all(Part::is_zero)
+    }
+}
+
+impl Semigroup for Accum {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.rows += rhs.rows;
+        if self.parts.is_empty() {
+            self.parts = rhs.parts.clone();
+            return;
+        }
+        for (a, b) in self.parts.iter_mut().zip(&rhs.parts) {
+            a.add(b);
+        }
+    }
+}
+
+impl Multiply<isize> for Accum {
+    type Output = Accum;
+    fn multiply(self, rhs: &isize) -> Accum {
+        if *rhs == 1 {
+            return self;
+        }
+        let k = *rhs as i64;
+        Accum {
+            rows: self.rows * k,
+            parts: self.parts.iter().map(|p| p.times(k)).collect(),
+        }
+    }
+}
+
+impl Accum {
+    /// One row's contribution, from its aggregate inputs (as `eval_inputs`
+    /// lays them out: filter, then arguments, per aggregate).
+    fn of_row(aggs: &[Aggregate], inputs: &[Datum]) -> Accum {
+        let mut at = 0;
+        let mut parts = Vec::with_capacity(aggs.len());
+        for a in aggs {
+            let passes = match &a.filter {
+                Some(_) => {
+                    at += 1;
+                    inputs[at - 1] == Datum::Bool(true)
+                }
+                None => true,
+            };
+            let arg = inputs.get(at).filter(|_| !a.args.is_empty());
+            at += a.args.len();
+            let counted = passes && arg.is_none_or(|v| !v.is_null());
+            let n = i64::from(counted);
+            parts.push(match (a.func, &a.input_type) {
+                (AggFunc::CountStar | AggFunc::Count, _) => Part::Count(n),
+                (_, Type::Numeric) => {
+                    let mut part = Part::Num {
+                        n,
+                        sum: Numeric::zero(),
+                        scales: Vec::new(),
+                        nan: 0,
+                        pinf: 0,
+                        ninf: 0,
+                    };
+                    if let (
+                        true,
+                        Some(Datum::Numeric(v)),
+                        Part::Num {
+                            sum,
+                            scales,
+                            nan,
+                            pinf,
+                            ninf,
+                            ..
+                        },
+                    ) = (counted, arg, &mut part)
+                    {
+                        match v {
+                            Numeric::NaN => *nan = 1,
+                            Numeric::PosInf => *pinf = 1,
+                            Numeric::NegInf => *ninf = 1,
+                            finite => {
+                                let scale = finite.parts().map_or(0, |(_, s)| s);
+                                *sum = finite.clone();
+                                scales.push((scale, 1));
+                            }
+                        }
+                    }
+                    part
+                }
+                _ => Part::Int {
+                    n,
+                    sum: match (counted, arg) {
+                        (true, Some(Datum::Int(v))) => *v as i128,
+                        _ => 0,
+                    },
+                },
+            });
+        }
+        Accum { rows: 1, parts }
+    }
+
+    /// The group's aggregate values.
+    fn finish(&self, aggs: &[Aggregate]) -> Result<Row, EvalError> {
+        let mut partial = Vec::with_capacity(aggs.len() * 2);
+        for (a, p) in aggs.iter().zip(&self.parts) {
+            let acc_int8 = matches!(a.input_type, Type::Int2 | Type::Int4);
+            partial.extend(p.partial(acc_int8)?);
+        }
+        finish(aggs, &partial)
+    }
+}
+
+/// Renders a Reduce whose aggregates all [`applies`]: the group rows, the
+/// evaluation errors, and the collection of groups that exist (for a global
+/// aggregate's default row).
+pub fn render<'s, T: Time>(
+    input: Coll<'s, T>,
+    keys: Vec<Expr>,
+    aggs: Vec<Aggregate>,
+) -> (Coll<'s, T>, Errs<'s, T>, Coll<'s, T>) {
+    let input_aggs = aggs.clone();
+    let evaluated = input.map(move |row| {
+        let k = super::project::eval_all(&keys, &row)?;
+        let v = eval_inputs(&input_aggs, &row)?;
+        Ok((k, v))
+    });
+    let (ok, input_errs): (VecCollection<'s, T, (Row, Row), isize>, _) = super::split(evaluated);
+    let row_aggs = aggs.clone();
+    let groups = ok
+        .explode(move |(k, v)| Some((k, Accum::of_row(&row_aggs, &v))))
+        .count();
+    let finished = groups.clone().map(move |(mut k, acc)| {
+        let v = acc.finish(&aggs).map_err(|e| e.0)?;
+        k.extend(v);
+        Ok(k)
+    });
+    let (result, agg_errs) = super::split(finished);
+    let exists = groups.map(|(k, _)| k);
+    (result, input_errs.concat(agg_errs), exists)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::render::reduce::partial;
+
+    fn agg(func: AggFunc, col: usize, ty: Type, out: Type, filter: Option<usize>) -> Aggregate {
+        Aggregate {
+            func,
+            args: if func == AggFunc::CountStar {
+                vec![]
+            } else {
+                vec![Expr::Column(col)]
+            },
+            order_by: vec![],
+            filter: filter.map(Expr::Column),
+            input_type: ty,
+            output_type: out,
+            distinct: false,
+        }
+    }
+
+    fn num(s: &str) -> Datum {
+        Datum::Numeric(Numeric::parse(s).unwrap())
+    }
+
+    /// Adds and takes back rows one at a time; after every step the
+    /// accumulated group must finish exactly as the hierarchy's one pass over
+    /// the live rows does (values and display scales).
+    #[test]
+    fn accumulated_groups_finish_as_one_pass_over_the_live_rows() {
+        let aggs = vec![
+            agg(AggFunc::CountStar, 0, Type::Unknown, Type::Int8, None),
+            agg(AggFunc::Count, 2, Type::Numeric, Type::Int8, None),
+            agg(AggFunc::Sum, 0, Type::Int4, Type::Int8, None),
+            agg(AggFunc::Avg, 1, Type::Int8, Type::Numeric, Some(3)),
+            agg(AggFunc::Sum, 1, Type::Int8, Type::Numeric, None),
+            agg(AggFunc::Sum, 2, Type::Numeric, Type::Numeric, None),
+            agg(AggFunc::Avg, 2, Type::Numeric, Type::Numeric, Some(3)),
+        ];
+        let rows: Vec<Row> = vec![
+            vec![
+                Datum::Int(3),
+                Datum::Int(i64::MAX),
+                num("1.5"),
+                Datum::Bool(true),
+            ],
+            vec![
+                Datum::Null,
+                Datum::Int(-4),
+                num("2.125"),
+                Datum::Bool(false),
+            ],
+            vec![Datum::Int(-9), Datum::Null, Datum::Null, Datum::Null],
+            vec![
+                Datum::Int(7),
+                Datum::Int(i64::MAX),
+                num("NaN"),
+                Datum::Bool(true),
+            ],
+            vec![
+                Datum::Int(1),
+                Datum::Int(2),
+                num("Infinity"),
+                Datum::Bool(true),
+            ],
+            vec![
+                Datum::Int(1),
+                Datum::Int(2),
+                num("-Infinity"),
+                Datum::Bool(true),
+            ],
+            vec![
+                Datum::Int(2),
+                Datum::Int(5),
+                num("10.00000"),
+                Datum::Bool(true),
+            ],
+        ];
+        // Insert all in order, then take back in another order, checking
+        // after each step (rows may repeat: index 6 goes in twice).
+        let steps: Vec<(usize, isize)> = [0, 1, 2, 6, 3, 4, 5, 6]
+            .iter()
+            .map(|&i| (i, 1))
+            .chain([3, 6, 0, 4, 6, 5, 2, 1].iter().map(|&i| (i, -1)))
+            .collect();
+        let mut acc = Accum::default();
+        let mut live: Vec<(usize, isize)> = Vec::new();
+        for (i, diff) in steps {
+            let inputs = eval_inputs(&aggs, &rows[i]).unwrap();
+            acc.plus_equals(&Accum::of_row(&aggs, &inputs).multiply(&diff));
+            match live.iter_mut().find(|(j, _)| *j == i) {
+                Some(e) => e.1 += diff,
+                None => live.push((i, diff)),
+            }
+            live.retain(|(_, n)| *n != 0);
+            if live.is_empty() {
+                assert!(acc.is_zero(), "an empty group accumulates to zero: {acc:?}");
+                continue;
+            }
+            let evaluated: Vec<Row> = live
+                .iter()
+                .map(|(j, _)| eval_inputs(&aggs, &rows[*j]).unwrap())
+                .collect();
+            let vals: Vec<(&Row, isize)> = evaluated
+                .iter()
+                .zip(&live)
+                .map(|(r, (_, n))| (r, *n))
+                .collect();
+            let expected = partial(&aggs, &vals).and_then(|p| finish(&aggs, &p));
+            let got = acc.finish(&aggs);
+            assert_eq!(
+                format!("{got:?}"),
+                format!("{expected:?}"),
+                "after {live:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn int_sums_past_bigint_fail_as_postgres_does() {
+        let aggs = vec![agg(AggFunc::Sum, 0, Type::Int4, Type::Int8, None)];
+        let one = Accum::of_row(&aggs, &[Datum::Int(i32::MAX as i64)]);
+        let many = one.clone().multiply(&(1isize << 33));
+        assert_eq!(many.finish(&aggs).unwrap_err().0, "bigint out of range");
+        assert!(one.finish(&aggs).is_ok());
+    }
+
+    #[test]
+    fn what_is_accumulated_and_what_is_not() {
+        let count = agg(AggFunc::CountStar, 0, Type::Unknown, Type::Int8, None);
+        let float_sum = agg(AggFunc::Sum, 0, Type::Float8, Type::Float8, None);
+        let max = agg(AggFunc::Max, 0, Type::Int4, Type::Int4, None);
+        let mut distinct = agg(AggFunc::Count, 0, Type::Int4, Type::Int8, None);
+        distinct.distinct = true;
+        assert!(applies(std::slice::from_ref(&count)));
+        assert!(!applies(&[count.clone(), float_sum]));
+        assert!(!applies(&[count.clone(), max]));
+        assert!(!applies(&[count, distinct]));
+    }
+}
