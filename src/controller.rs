@@ -325,6 +325,7 @@ impl Controller {
             Output::ViewReady { view, lsn } => {
                 let reset = self.reset_on_ready.remove(&view);
                 self.registry.ready(view, Lsn(lsn), reset);
+                release_freed_memory();
             }
             Output::TuplesApplied { ticket, lsn } => self.registry.tuples_applied(ticket, Lsn(lsn)),
             Output::WorkerFailed { message } => self.replace_dataflow(&message),
@@ -797,4 +798,41 @@ fn clock_now() -> i64 {
         .unwrap_or_default()
         .as_micros() as i64;
     since_unix - crate::repr::datetime::UNIX_TO_PG_DAYS * crate::repr::datetime::MICROS_PER_DAY
+}
+
+/// Returns the heap's free pages to the operating system. Loading a snapshot
+/// or building a view allocates transient rows (the COPY's rows, the updates
+/// handed to the workers, arrangement merges) that are freed between the
+/// rows that stay; glibc keeps those pages unless asked, so the resident size
+/// would stay at the load's peak. Called when a view becomes ready (at most
+/// once every 5 s), off the controller's task.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = LAST.load(Ordering::Relaxed);
+        if now < last + 5
+            || LAST
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        // Now, and again once the workers' merges after the load are done.
+        tokio::spawn(async {
+            for wait in [0, 2] {
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                let _ = tokio::task::spawn_blocking(|| {
+                    // Safety: malloc_trim only walks the allocator's own free lists.
+                    unsafe { libc::malloc_trim(0) };
+                })
+                .await;
+            }
+        });
+    }
 }
