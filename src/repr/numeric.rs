@@ -544,7 +544,8 @@ impl Numeric {
         }
     }
 
-    fn scale(&self) -> u32 {
+    /// The display scale (0 for NaN and the infinities).
+    pub fn scale(&self) -> u32 {
         match self {
             Numeric::Small { scale, .. } => *scale,
             Numeric::Big(b) => b.1,

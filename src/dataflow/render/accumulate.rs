@@ -50,17 +50,116 @@ enum Part {
     Count(i64),
     /// `sum`/`avg` of integers.
     Int { n: i64, sum: i128 },
-    /// `sum`/`avg` of numerics: the finite values' exact sum; how many live
-    /// values have each display scale (sorted, no zero counts); the NaN,
-    /// `Infinity` and `-Infinity` inputs.
-    Num {
-        n: i64,
-        sum: Numeric,
-        scales: Vec<(u32, i64)>,
-        nan: i64,
-        pinf: i64,
-        ninf: i64,
-    },
+    /// `sum`/`avg` of numerics.
+    Num(NumSum),
+}
+
+/// Numeric inputs of `sum`/`avg`: how many, the finite values' exact sum,
+/// how many live values have each display scale (sorted, no zero counts),
+/// and the NaN, `Infinity` and `-Infinity` inputs, which cannot be
+/// subtracted from a sum.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct NumSum {
+    n: i64,
+    sum: Numeric,
+    scales: Vec<(u32, i64)>,
+    nan: i64,
+    pinf: i64,
+    ninf: i64,
+}
+
+impl Default for NumSum {
+    fn default() -> NumSum {
+        NumSum {
+            n: 0,
+            sum: Numeric::zero(),
+            scales: Vec::new(),
+            nan: 0,
+            pinf: 0,
+            ninf: 0,
+        }
+    }
+}
+
+impl NumSum {
+    /// One input: `None` for a NULL or a row its FILTER leaves out.
+    fn of(value: Option<&Numeric>) -> NumSum {
+        let mut s = NumSum::default();
+        let Some(v) = value else {
+            return s;
+        };
+        s.n = 1;
+        match v {
+            Numeric::NaN => s.nan = 1,
+            Numeric::PosInf => s.pinf = 1,
+            Numeric::NegInf => s.ninf = 1,
+            finite => {
+                s.scales.push((finite.scale(), 1));
+                s.sum = finite.clone();
+            }
+        }
+        s
+    }
+
+    fn is_zero(&self) -> bool {
+        self.n == 0
+            && self.sum.is_zero()
+            && self.scales.is_empty()
+            && self.nan == 0
+            && self.pinf == 0
+            && self.ninf == 0
+    }
+
+    fn add(&mut self, other: &NumSum) {
+        self.n += other.n;
+        self.sum = self.sum.add(&other.sum);
+        self.nan += other.nan;
+        self.pinf += other.pinf;
+        self.ninf += other.ninf;
+        for (scale, count) in &other.scales {
+            match self.scales.binary_search_by_key(scale, |(s, _)| *s) {
+                Ok(i) => {
+                    self.scales[i].1 += count;
+                    if self.scales[i].1 == 0 {
+                        self.scales.remove(i);
+                    }
+                }
+                Err(i) => self.scales.insert(i, (*scale, *count)),
+            }
+        }
+    }
+
+    fn times(&self, k: i64) -> NumSum {
+        NumSum {
+            n: self.n * k,
+            sum: match k {
+                1 => self.sum.clone(),
+                -1 => self.sum.neg(),
+                _ => self.sum.mul(&Numeric::from_i64(k)),
+            },
+            scales: self.scales.iter().map(|(s, c)| (*s, c * k)).collect(),
+            nan: self.nan * k,
+            pinf: self.pinf * k,
+            ninf: self.ninf * k,
+        }
+    }
+
+    /// The sum of the live inputs, as Postgres's `numeric_add` over them
+    /// would give it.
+    fn value(&self) -> Numeric {
+        if self.nan > 0 || (self.pinf > 0 && self.ninf > 0) {
+            Numeric::NaN
+        } else if self.pinf > 0 {
+            Numeric::PosInf
+        } else if self.ninf > 0 {
+            Numeric::NegInf
+        } else {
+            // The sum of the live values has no more digits than the
+            // largest live scale: rescaling is exact.
+            self.sum
+                .with_scale(self.scales.last().map_or(0, |(s, _)| *s))
+        }
+    }
 }
 
 impl Part {
@@ -68,21 +167,7 @@ impl Part {
         match self {
             Part::Count(n) => *n == 0,
             Part::Int { n, sum } => *n == 0 && *sum == 0,
-            Part::Num {
-                n,
-                sum,
-                scales,
-                nan,
-                pinf,
-                ninf,
-            } => {
-                *n == 0
-                    && sum.is_zero()
-                    && scales.is_empty()
-                    && *nan == 0
-                    && *pinf == 0
-                    && *ninf == 0
-            }
+            Part::Num(s) => s.is_zero(),
         }
     }
 
@@ -93,41 +178,7 @@ impl Part {
                 *n += n2;
                 *sum += s2;
             }
-            (
-                Part::Num {
-                    n,
-                    sum,
-                    scales,
-                    nan,
-                    pinf,
-                    ninf,
-                },
-                Part::Num {
-                    n: n2,
-                    sum: s2,
-                    scales: sc2,
-                    nan: nan2,
-                    pinf: p2,
-                    ninf: m2,
-                },
-            ) => {
-                *n += n2;
-                *sum = sum.add(s2);
-                *nan += nan2;
-                *pinf += p2;
-                *ninf += m2;
-                for (scale, count) in sc2 {
-                    match scales.binary_search_by_key(scale, |(s, _)| *s) {
-                        Ok(i) => {
-                            scales[i].1 += count;
-                            if scales[i].1 == 0 {
-                                scales.remove(i);
-                            }
-                        }
-                        Err(i) => scales.insert(i, (*scale, *count)),
-                    }
-                }
-            }
+            (Part::Num(a), Part::Num(b)) => a.add(b),
             // Parts line up by aggregate: every Accum of one Reduce has the
             // same shape.
             _ => {}
@@ -141,25 +192,7 @@ impl Part {
                 n: n * k,
                 sum: sum * k as i128,
             },
-            Part::Num {
-                n,
-                sum,
-                scales,
-                nan,
-                pinf,
-                ninf,
-            } => Part::Num {
-                n: n * k,
-                sum: match k {
-                    1 => sum.clone(),
-                    -1 => sum.neg(),
-                    _ => sum.mul(&Numeric::from_i64(k)),
-                },
-                scales: scales.iter().map(|(s, c)| (*s, c * k)).collect(),
-                nan: nan * k,
-                pinf: pinf * k,
-                ninf: ninf * k,
-            },
+            Part::Num(s) => Part::Num(s.times(k)),
         }
     }
 
@@ -167,7 +200,7 @@ impl Part {
     fn partial(&self, acc_int8: bool) -> Result<[Datum; 2], EvalError> {
         Ok(match self {
             Part::Count(n) => [Datum::Int(*n), Datum::Int(*n)],
-            Part::Int { n: 0, .. } | Part::Num { n: 0, .. } => [Datum::Null, Datum::Int(0)],
+            Part::Int { n: 0, .. } | Part::Num(NumSum { n: 0, .. }) => [Datum::Null, Datum::Int(0)],
             Part::Int { n, sum } if acc_int8 => [
                 i64::try_from(*sum)
                     .map(Datum::Int)
@@ -178,27 +211,7 @@ impl Part {
                 Datum::Numeric(Numeric::finite((*sum).into(), 0)),
                 Datum::Int(*n),
             ],
-            Part::Num {
-                n,
-                sum,
-                scales,
-                nan,
-                pinf,
-                ninf,
-            } => {
-                let value = if *nan > 0 || (*pinf > 0 && *ninf > 0) {
-                    Numeric::NaN
-                } else if *pinf > 0 {
-                    Numeric::PosInf
-                } else if *ninf > 0 {
-                    Numeric::NegInf
-                } else {
-                    // The sum of the live values has no more digits than
-                    // the largest live scale: rescaling is exact.
-                    sum.with_scale(scales.last().map_or(0, |(s, _)| *s))
-                };
-                [Datum::Numeric(value), Datum::Int(*n)]
-            }
+            Part::Num(s) => [Datum::Numeric(s.value()), Datum::Int(s.n)],
         })
     }
 }
@@ -263,41 +276,10 @@ impl Accum {
             let n = i64::from(counted);
             parts.push(match (a.func, &a.input_type) {
                 (AggFunc::CountStar | AggFunc::Count, _) => Part::Count(n),
-                (_, Type::Numeric) => {
-                    let mut part = Part::Num {
-                        n,
-                        sum: Numeric::zero(),
-                        scales: Vec::new(),
-                        nan: 0,
-                        pinf: 0,
-                        ninf: 0,
-                    };
-                    if let (
-                        true,
-                        Some(Datum::Numeric(v)),
-                        Part::Num {
-                            sum,
-                            scales,
-                            nan,
-                            pinf,
-                            ninf,
-                            ..
-                        },
-                    ) = (counted, arg, &mut part)
-                    {
-                        match v {
-                            Numeric::NaN => *nan = 1,
-                            Numeric::PosInf => *pinf = 1,
-                            Numeric::NegInf => *ninf = 1,
-                            finite => {
-                                let scale = finite.parts().map_or(0, |(_, s)| s);
-                                *sum = finite.clone();
-                                scales.push((scale, 1));
-                            }
-                        }
-                    }
-                    part
-                }
+                (_, Type::Numeric) => Part::Num(NumSum::of(match (counted, arg) {
+                    (true, Some(Datum::Numeric(v))) => Some(v),
+                    _ => None,
+                })),
                 _ => Part::Int {
                     n,
                     sum: match (counted, arg) {
