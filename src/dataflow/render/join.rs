@@ -19,7 +19,8 @@ use crate::sql::expr::Expr;
 use crate::sql::plan::JoinKind;
 use crate::sql::Plan;
 
-type Keyed<'s, T> = differential_dataflow::VecCollection<'s, T, (Row, Row), isize>;
+/// Rows with their join key, packed in key form.
+type Keyed<'s, T> = differential_dataflow::VecCollection<'s, T, (PackedRow, Row), isize>;
 
 /// `plan` keyed by `keys` and arranged, once per dataflow for each (plan, keys).
 fn arranged<'s, T: Time>(
@@ -35,7 +36,7 @@ fn arranged<'s, T: Time>(
     let coll = render_plan(plan, ctx);
     let (keyed, errs) = keyed(coll, keys, null_safe);
     let arr = keyed
-        .map(|(k, row)| (PackedRow::pack(&k), PackedRow::pack(&row)))
+        .map(|(k, row)| (k, PackedRow::pack(&row)))
         .arrange_by_key();
     ctx.arrangements
         .insert(cache_key, (arr.clone(), errs.clone()));
@@ -56,7 +57,8 @@ fn keyed<'s, T: Time>(
         if !null_safe && key.iter().any(Datum::is_null) {
             return None;
         }
-        Some(Ok((key.iter().map(Datum::key_form).collect::<Row>(), row)))
+        let key: Row = key.iter().map(Datum::key_form).collect();
+        Some(Ok((PackedRow::pack(&key), row)))
     });
     super::split(results)
 }
@@ -90,10 +92,10 @@ pub fn render<'s, T: Time>(
         // Only whether a key has a match matters: join against the distinct keys.
         let left_all = render_plan(left, ctx);
         let (right_keyed, right_errs) = keyed(render_plan(right, ctx), right_keys, null_safe);
-        let right_keys_coll = right_keyed.map(|(k, _)| PackedRow::pack(&k)).distinct();
+        let right_keys_coll = right_keyed.map(|(k, _)| k).distinct();
         let (left_keyed, left_errs) = keyed(left_all.clone(), left_keys, null_safe);
         let hit = left_keyed
-            .map(|(k, r)| (PackedRow::pack(&k), PackedRow::pack(&r)))
+            .map(|(k, r)| (k, PackedRow::pack(&r)))
             .semijoin(right_keys_coll)
             .map(|(_, r)| r.unpack());
         let out = match kind {
