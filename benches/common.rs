@@ -43,3 +43,50 @@ pub fn rss(pid: u32) -> u64 {
         .map(|kib| kib * 1024)
         .unwrap_or(0)
 }
+
+/// The `p` quantile of sorted durations (zero for none).
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Waits until viewcast at `addr` reports (`/healthz`) that its views
+/// reflect `target`.
+pub async fn caught_up(addr: &str, target: Lsn) {
+    loop {
+        if let Ok((_, body)) = viewcast::client::get(addr, "/healthz").await {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let at: Lsn = v["lsn"].as_str().unwrap_or("0/0").parse().unwrap_or(Lsn(0));
+            if at >= target {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs `pg_recvlogical` (pgoutput, the `viewcast` publication) on `slot`
+/// until `end`, discarding what it receives; returns how long it took.
+pub fn recvlogical_drain(conninfo: &str, slot: &str, end: Lsn) -> std::time::Duration {
+    let recv = viewcast::pg::embedded::find_bin_dir()
+        .expect("bin dir")
+        .join("pg_recvlogical");
+    let t = std::time::Instant::now();
+    let status = std::process::Command::new(&recv)
+        .args(["-d", conninfo, "--slot", slot, "--start", "--endpos"])
+        .arg(end.to_string())
+        .args([
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=viewcast",
+            "-f",
+            "/dev/null",
+        ])
+        .status()
+        .expect("run pg_recvlogical");
+    assert!(status.success(), "pg_recvlogical failed");
+    t.elapsed()
+}

@@ -16,15 +16,14 @@
 //! `BENCH_WORKERS` (default 2).
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use viewcast::client::SseClient;
 use viewcast::config::Config;
-use viewcast::pg::embedded::{find_bin_dir, EmbeddedPostgres};
+use viewcast::pg::embedded::EmbeddedPostgres;
 
 mod common;
-use common::{connect, lsn};
+use common::{connect, lsn, percentile, recvlogical_drain};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -77,13 +76,6 @@ async fn write_backlog(
     rows
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() {
     let small = env("BENCH_SMALL_TXNS", 5000);
@@ -114,28 +106,7 @@ async fn main() {
     let rows = write_backlog(&client, 1, small, bulk).await;
     let write_secs = t.elapsed().as_secs_f64();
     let end = lsn(&client).await;
-    let recv = find_bin_dir().expect("bin dir").join("pg_recvlogical");
-    let t = Instant::now();
-    let status = Command::new(&recv)
-        .args([
-            "-d",
-            &conninfo,
-            "--slot",
-            "recv",
-            "--start",
-            "--endpos",
-            &end.to_string(),
-            "-o",
-            "proto_version=1",
-            "-o",
-            "publication_names=viewcast",
-            "-f",
-            "/dev/null",
-        ])
-        .status()
-        .expect("run pg_recvlogical");
-    assert!(status.success(), "pg_recvlogical failed");
-    let recv_secs = t.elapsed().as_secs_f64();
+    let recv_secs = recvlogical_drain(&conninfo, "recv", end).as_secs_f64();
     client
         .batch_execute("SELECT pg_drop_replication_slot('recv')")
         .await

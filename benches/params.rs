@@ -59,7 +59,7 @@ use tokio_tungstenite::tungstenite::Message;
 use viewcast::pg::embedded::EmbeddedPostgres;
 
 mod common;
-use common::{connect, env, lsn, rss};
+use common::{connect, env, lsn, percentile, rss};
 
 const VIEW: &str = "project_tasks";
 
@@ -119,13 +119,6 @@ impl CpuMeter {
             })
             .collect()
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn ms(d: Duration) -> f64 {

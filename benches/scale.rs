@@ -29,9 +29,9 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connect, env, lsn, rss};
+use common::{caught_up, connect, env, lsn, percentile, recvlogical_drain, rss};
 use viewcast::client::SseClient;
-use viewcast::pg::embedded::{find_bin_dir, EmbeddedPostgres};
+use viewcast::pg::embedded::EmbeddedPostgres;
 use viewcast::pg::Lsn;
 
 const VIEWS: [(&str, &str); 3] = [
@@ -119,20 +119,6 @@ impl Server {
         }
     }
 
-    /// Waits until the views reflect `target`.
-    async fn caught_up(&self, target: Lsn) {
-        loop {
-            if let Ok((_, body)) = viewcast::client::get(&self.addr, "/healthz").await {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                let at: Lsn = v["lsn"].as_str().unwrap_or("0/0").parse().unwrap_or(Lsn(0));
-                if at >= target {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
@@ -150,14 +136,6 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -257,26 +235,10 @@ async fn main() {
     let end = lsn(&client).await;
     let t = Instant::now();
     server.signal("-CONT");
-    server.caught_up(end).await;
+    caught_up(&server.addr, end).await;
     let vc_secs = t.elapsed().as_secs_f64();
     let after_backlog_mib = server.rss_mib();
-    let recv = find_bin_dir().expect("bin dir").join("pg_recvlogical");
-    let t = Instant::now();
-    let status = Command::new(&recv)
-        .args(["-d", &conninfo, "--slot", "recv", "--start", "--endpos"])
-        .arg(end.to_string())
-        .args([
-            "-o",
-            "proto_version=1",
-            "-o",
-            "publication_names=viewcast",
-            "-f",
-            "/dev/null",
-        ])
-        .status()
-        .expect("run pg_recvlogical");
-    assert!(status.success(), "pg_recvlogical failed");
-    let recv_secs = t.elapsed().as_secs_f64();
+    let recv_secs = recvlogical_drain(&conninfo, "recv", end).as_secs_f64();
     client
         .batch_execute("SELECT pg_drop_replication_slot('recv')")
         .await
@@ -392,8 +354,8 @@ async fn main() {
     println!(
         "  seen {} of {total}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies
             .last()
             .map(|d| d.as_secs_f64() * 1e3)

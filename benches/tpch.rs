@@ -13,24 +13,16 @@ use std::time::{Duration, Instant};
 
 use viewcast::config::Config;
 use viewcast::pg::embedded::EmbeddedPostgres;
-use viewcast::pg::Lsn;
 
 #[path = "../tests/tpch_data.rs"]
 mod tpch_data;
 
 mod common;
-use common::{connect, lsn};
+use common::{caught_up, connect, lsn};
 
+/// This process's resident memory, in MiB.
 fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    common::rss(std::process::id()) as f64 / (1024.0 * 1024.0)
 }
 
 async fn postgres_rerun(client: &tokio_postgres::Client, queries: &[(String, String)]) -> Duration {
@@ -39,19 +31,6 @@ async fn postgres_rerun(client: &tokio_postgres::Client, queries: &[(String, Str
         client.query(sql.as_str(), &[]).await.expect("query runs");
     }
     t.elapsed()
-}
-
-async fn caught_up(addr: &str, target: Lsn) {
-    loop {
-        if let Ok((200, body)) = viewcast::client::get(addr, "/healthz").await {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let lsn: Lsn = v["lsn"].as_str().unwrap_or("0/0").parse().unwrap_or(Lsn(0));
-            if lsn >= target {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::main]
