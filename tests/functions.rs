@@ -140,10 +140,7 @@ async fn functions_and_operators_equal_postgres() {
         ),
     ];
     let server = TestServer::start(&db, &views).await;
-    let mut followers = Vec::new();
-    for (name, _) in &views {
-        followers.push(server.follow(name).await);
-    }
+    let mut followers = server.follow_all(&views).await;
     check_views(&db, &mut followers, &views).await;
 
     db.exec(
@@ -246,10 +243,7 @@ async fn json_and_text_follow_the_session() {
         ("zoned_agg", "SELECT json_agg(z ORDER BY id)::text AS r FROM z"),
     ];
     let server = TestServer::start(&db, &views).await;
-    let mut followers = Vec::new();
-    for (name, _) in &views {
-        followers.push(server.follow(name).await);
-    }
+    let mut followers = server.follow_all(&views).await;
     check_views(&db, &mut followers, &views).await;
     db.exec("UPDATE z SET tz = tz + interval '1 month', ds = ds || d WHERE id < 3")
         .await;

@@ -328,10 +328,7 @@ async fn run(db: TestDb, views: &[(&str, &str)], refused: &[&str], times: &Times
         .filter(|(name, _)| !refused.contains(name))
         .copied()
         .collect();
-    let mut followers = Vec::new();
-    for (name, _) in &checked {
-        followers.push(server.follow(name).await);
-    }
+    let mut followers = server.follow_all(&checked).await;
     let mut rng = Rng::new(seed);
     let mut next_id = 100i64;
     for n in 0..transactions {

@@ -79,10 +79,7 @@ async fn outer_level_aggregates_equal_postgres() {
         ),
     ];
     let server = TestServer::start(&db, &views).await;
-    let mut followers = Vec::new();
-    for (name, _) in &views {
-        followers.push(server.follow(name).await);
-    }
+    let mut followers = server.follow_all(&views).await;
     check_views(&db, &mut followers, &views).await;
 
     db.exec(

@@ -91,7 +91,9 @@ use std::time::Duration;
 use futures::SinkExt;
 use serde_json::Value;
 
-use crate::support::{base_conninfo, connect, connect_in, sorted_rows, TestDb, TestServer};
+use crate::support::{
+    base_conninfo, connect, connect_in, copy_database, sorted_rows, TestDb, TestServer,
+};
 
 const CORPUS: &str = "../shared/corpus/pg_regress";
 /// Views per server run; a file with more candidates runs in chunks.
@@ -787,15 +789,7 @@ impl Session {
         drop(client);
         let admin = connect(&format!("{base} dbname=postgres")).await;
         // Postgres waits up to 5 s for the session's backend to exit.
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {copy} WITH (FORCE)"),
-            format!("CREATE DATABASE {copy} TEMPLATE {db}"),
-        ] {
-            admin
-                .batch_execute(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {}", viewcast::pg::error_text(&e)));
-        }
+        copy_database(&admin, copy, &db).await;
         let session = Session::open(&base, &db).await;
         for (name, value) in &settings {
             let _ = session

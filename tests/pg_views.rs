@@ -69,21 +69,13 @@ fn quick() -> Timeouts {
     }
 }
 
-async fn follow_all(server: &TestServer) -> Vec<Follower> {
-    let mut out = Vec::new();
-    for (name, _) in VIEWS {
-        out.push(server.follow(name).await);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_over_postgres_views_follow_their_tables() {
     let db = TestDb::new("pg_views").await;
     db.exec(SETUP).await;
     let server = TestServer::start_with(&db.conninfo, VIEWS, quick()).await;
     server.wait_healthy().await;
-    let mut followers = follow_all(&server).await;
+    let mut followers = server.follow_all(VIEWS).await;
     // Postgres binds a view's names when it is created, so the same SQL is
     // the oracle: the `customers` file and the CTE do not reach into them.
     let views = VIEWS;

@@ -126,10 +126,7 @@ async fn nulls_in_join_keys_and_aggregates() {
         ("by_name", "SELECT c.name, count(o.id) AS orders FROM c LEFT JOIN o ON o.cid = c.id GROUP BY c.name"),
     ];
     let server = TestServer::start(&db, &views).await;
-    let mut followers = Vec::new();
-    for (name, _) in &views {
-        followers.push(server.follow(name).await);
-    }
+    let mut followers = server.follow_all(&views).await;
     for stmt in [
         "SELECT 1",
         "INSERT INTO o VALUES (5, NULL, NULL)",

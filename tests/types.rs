@@ -191,10 +191,7 @@ async fn text_output_matches_postgres() {
         ("dates", dates),
     ];
     let server = TestServer::start(&db, &views).await;
-    let mut followers = Vec::new();
-    for (name, _) in &views {
-        followers.push(server.follow(name).await);
-    }
+    let mut followers = server.follow_all(&views).await;
     check_views(&db, &mut followers, &views).await;
 
     // The same kinds of values arriving through the replication stream.

@@ -61,6 +61,20 @@ pub struct TestDb {
     pub client: tokio_postgres::Client,
 }
 
+/// Makes `copy` (dropped first if it exists) a copy of `template`, which
+/// must have no sessions.
+pub async fn copy_database(admin: &tokio_postgres::Client, copy: &str, template: &str) {
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {copy} WITH (FORCE)"),
+        format!("CREATE DATABASE {copy} TEMPLATE {template}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", viewcast::pg::error_text(&e)));
+    }
+}
+
 pub async fn connect(conninfo: &str) -> tokio_postgres::Client {
     connect_in(conninfo, Some("UTC")).await
 }
@@ -173,15 +187,7 @@ impl TestDb {
         })
         .await;
         let db = format!("t_{name}");
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-            format!("CREATE DATABASE {db} TEMPLATE {tmpl}"),
-        ] {
-            admin
-                .batch_execute(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {}", viewcast::pg::error_text(&e)));
-        }
+        copy_database(&admin, &db, &tmpl).await;
         let conninfo = format!("{base} dbname={db}");
         let client = connect(&conninfo).await;
         TestDb { conninfo, client }
@@ -485,6 +491,16 @@ impl TestServer {
 
     pub async fn follow(&self, view: &str) -> Follower {
         Follower::new(&self.addr, view).await
+    }
+
+    /// A follower of each of `views` (name, SQL), in order, as
+    /// [`check_views`] takes them.
+    pub async fn follow_all(&self, views: &[(&str, &str)]) -> Vec<Follower> {
+        let mut followers = Vec::with_capacity(views.len());
+        for (name, _) in views {
+            followers.push(self.follow(name).await);
+        }
+        followers
     }
 
     pub async fn stop(self) {
