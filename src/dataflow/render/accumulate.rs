@@ -22,7 +22,7 @@ use differential_dataflow::VecCollection;
 
 use super::reduce::{eval_inputs, finish};
 use super::{Coll, Errs, Time};
-use crate::repr::{Datum, Numeric, Row, Type};
+use crate::repr::{Datum, Numeric, PackedRow, Row, Type};
 use crate::sql::expr::{EvalError, Expr};
 use crate::sql::plan::{AggFunc, Aggregate};
 
@@ -310,7 +310,7 @@ pub fn render<'s, T: Time>(
     input: Coll<'s, T>,
     keys: Vec<Expr>,
     aggs: Vec<Aggregate>,
-) -> (Coll<'s, T>, Errs<'s, T>, Coll<'s, T>) {
+) -> (Coll<'s, T>, Errs<'s, T>, VecCollection<'s, T, (), isize>) {
     let input_aggs = aggs.clone();
     let evaluated = input.map(move |row| {
         let k = super::project::eval_all(&keys, &row)?;
@@ -319,16 +319,17 @@ pub fn render<'s, T: Time>(
     });
     let (ok, input_errs): (VecCollection<'s, T, (Row, Row), isize>, _) = super::split(evaluated);
     let row_aggs = aggs.clone();
-    let groups = ok
-        .explode(move |(k, v)| Some((k, Accum::of_row(&row_aggs, &v))))
-        .count();
-    let finished = groups.clone().map(move |(mut k, acc)| {
+    let groups = T::accumulate(
+        ok.explode(move |(k, v)| Some((PackedRow::pack(&k), Accum::of_row(&row_aggs, &v)))),
+    );
+    let finished = groups.clone().map(move |(k, acc)| {
         let v = acc.finish(&aggs).map_err(|e| e.0)?;
+        let mut k = k.unpack();
         k.extend(v);
         Ok(k)
     });
     let (result, agg_errs) = super::split(finished);
-    let exists = groups.map(|(k, _)| k);
+    let exists = groups.map(|_| ());
     (result, input_errs.concat(agg_errs), exists)
 }
 

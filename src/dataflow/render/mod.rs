@@ -47,9 +47,30 @@ pub trait Time:
         distinct: bool,
         ctx: &mut Context<'s, Self>,
     ) -> (Coll<'s, Self>, Errs<'s, Self>);
+
+    /// Each key with the sum of its differences (while not zero). Over
+    /// commit LSNs, which are totally ordered, this is `count_total`: one
+    /// arrangement of the input and no arranged output.
+    fn accumulate<'s, K, R>(
+        input: VecCollection<'s, Self, K, R>,
+    ) -> VecCollection<'s, Self, (K, R), isize>
+    where
+        K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+        R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup;
 }
 
 impl Time for u64 {
+    fn accumulate<'s, K, R>(
+        input: VecCollection<'s, Self, K, R>,
+    ) -> VecCollection<'s, Self, (K, R), isize>
+    where
+        K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+        R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup,
+    {
+        use differential_dataflow::operators::CountTotal;
+        input.count_total()
+    }
+
     fn recursive<'s>(
         id: usize,
         base: &Plan,
@@ -64,6 +85,16 @@ impl Time for u64 {
 /// Inside a recursive query's loop. The binder refuses a WITH RECURSIVE nested
 /// in the recursive term, so this is not reached; it fails the view if it is.
 impl Time for timely::order::Product<u64, u64> {
+    fn accumulate<'s, K, R>(
+        input: VecCollection<'s, Self, K, R>,
+    ) -> VecCollection<'s, Self, (K, R), isize>
+    where
+        K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+        R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup,
+    {
+        input.count()
+    }
+
     fn recursive<'s>(
         _id: usize,
         _base: &Plan,

@@ -53,7 +53,7 @@ pub fn render<'s, T: Time>(
     let global = keys.is_empty();
     if super::accumulate::applies(&aggs) {
         let (result, errs, exists) = super::accumulate::render(input, keys, aggs.clone());
-        return with_default_row(global, result, errs, exists.map(|_| ()), &aggs, unit);
+        return with_default_row(global, result, errs, exists, &aggs, unit);
     }
     let input_aggs = aggs.clone();
     let spread = !aggs.iter().any(|a| a.distinct || a.func.needs_all_values());
