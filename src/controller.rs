@@ -115,6 +115,8 @@ pub struct Controller {
     /// [`Controller::apply_table_faults`]).
     faults_settle_at: Option<Lsn>,
     dataflow: Option<Dataflow>,
+    /// Transactions waiting for the dataflow to finish the last ones.
+    batching: Batching,
     workers: usize,
     out_tx: mpsc::UnboundedSender<Output>,
     registry: Arc<Registry>,
@@ -122,6 +124,31 @@ pub struct Controller {
     wanted: watch::Sender<Vec<Vec<String>>>,
     source_control: mpsc::UnboundedSender<SourceControl>,
 }
+
+/// Transactions that arrive while the dataflow still works on the ones
+/// handed to it last wait here, and go in together, in one dataflow step,
+/// when its progress passes them. A transaction arriving at an idle dataflow
+/// goes in at once. Waiting transactions keep their own LSNs (a subscriber
+/// sees each one's diff) unless more than [`MERGE_AFTER`] wait: then the
+/// dataflow is not keeping up, and they go in as one time, the last one's
+/// LSN, since a step costs mostly per time (every operator of every view
+/// scheduled, each reduce computing each time, a diff to every subscriber).
+/// Transactions are never split: merged, a subscriber sees several whole
+/// transactions as one diff.
+#[derive(Default)]
+struct Batching {
+    /// The LSN of the last transaction handed to the dataflow.
+    sent: u64,
+    /// The LSN the dataflow's progress has reached.
+    done: u64,
+    /// Transactions waiting, oldest first.
+    queued: Vec<(u64, crate::dataflow::Updates)>,
+    /// A position the source reported after the queued transactions.
+    advance: Option<u64>,
+}
+
+/// Waiting transactions beyond this many are merged into one time.
+const MERGE_AFTER: usize = 16;
 
 /// What tests may ask of a running controller.
 #[derive(Debug)]
@@ -162,6 +189,7 @@ impl Controller {
         out_tx: mpsc::UnboundedSender<Output>,
     ) -> Result<Controller, String> {
         let dataflow = Dataflow::start(config.workers, out_tx.clone())?;
+        config.registry.set_sizes(dataflow.sizes());
         for (name, _) in &config.files {
             config.registry.declare(name);
         }
@@ -186,6 +214,7 @@ impl Controller {
             auth: config.auth,
             faults_settle_at: None,
             dataflow: Some(dataflow),
+            batching: Batching::default(),
             workers: config.workers,
             out_tx,
             registry: config.registry,
@@ -284,15 +313,28 @@ impl Controller {
         match ev {
             SourceEvent::Resync(r) => {
                 self.lsn_arrived();
+                self.flush_queued();
                 self.resync(*r)
             }
             SourceEvent::Transaction { lsn, updates } => {
                 self.lsn_arrived();
-                self.df().apply(lsn.0, updates)
+                let b = &mut self.batching;
+                if b.queued.is_empty() && b.done >= b.sent {
+                    b.sent = lsn.0;
+                    self.registry.batches.fetch_add(1, Ordering::Relaxed);
+                    self.df().apply(lsn.0, updates);
+                } else {
+                    b.queued.push((lsn.0, updates));
+                }
+                self.registry.transactions.fetch_add(1, Ordering::Relaxed);
             }
             SourceEvent::Progress { lsn } => {
                 self.lsn_arrived();
-                self.df().advance(lsn.0)
+                if !self.batching.queued.is_empty() {
+                    self.batching.advance = Some(lsn.0);
+                } else {
+                    self.df().advance(lsn.0)
+                }
             }
             SourceEvent::Status(status) => self.registry.set_health(match status {
                 SourceStatus::Streaming { snapshot_lsn } => Health::Streaming { snapshot_lsn },
@@ -310,6 +352,10 @@ impl Controller {
         match out {
             Output::Progress { lsn } => {
                 tracing::trace!(lsn = %Lsn(lsn), "dataflow progress");
+                self.batching.done = self.batching.done.max(lsn);
+                if self.batching.done >= self.batching.sent {
+                    self.flush_queued();
+                }
                 self.registry.advance(Lsn(lsn));
                 self.in_flight.release_through(lsn);
                 if self.faults_settle_at.is_some_and(|at| Lsn(lsn) >= at) {
@@ -332,6 +378,28 @@ impl Controller {
         }
     }
 
+    /// Hands the queued transactions to the dataflow (merged if there are
+    /// many), then the position reported after them.
+    fn flush_queued(&mut self) {
+        let queued = std::mem::take(&mut self.batching.queued);
+        if queued.len() > MERGE_AFTER {
+            let lsn = queued.last().map_or(0, |(lsn, _)| *lsn);
+            let updates = queued.into_iter().flat_map(|(_, u)| u).collect();
+            self.batching.sent = lsn;
+            self.registry.batches.fetch_add(1, Ordering::Relaxed);
+            self.df().apply(lsn, updates);
+        } else {
+            for (lsn, updates) in queued {
+                self.batching.sent = lsn;
+                self.registry.batches.fetch_add(1, Ordering::Relaxed);
+                self.df().apply(lsn, updates);
+            }
+        }
+        if let Some(lsn) = self.batching.advance.take() {
+            self.df().advance(lsn);
+        }
+    }
+
     /// A worker died: nothing the dataflow holds can be trusted. Start an
     /// empty one and have the source read every table into it again; every
     /// view's subscribers get a fresh snapshot once it is rebuilt.
@@ -347,7 +415,10 @@ impl Controller {
             tokio::task::spawn_blocking(move || old.shutdown(DATAFLOW_STOP_PATIENCE));
         }
         match Dataflow::start(self.workers, self.out_tx.clone()) {
-            Ok(df) => self.dataflow = Some(df),
+            Ok(df) => {
+                self.registry.set_sizes(df.sizes());
+                self.dataflow = Some(df);
+            }
             Err(e) => {
                 // Without workers nothing can be computed again: stop, so a
                 // supervisor restarts the process (this is not a database fault).
@@ -355,6 +426,9 @@ impl Controller {
                 std::process::exit(70);
             }
         }
+        // Like what the old workers held, the queued transactions are read
+        // again with the tables.
+        self.batching = Batching::default();
         self.in_flight.release_all();
         self.clock = None;
         for (_, b) in self.built.drain() {
@@ -437,6 +511,7 @@ impl Controller {
         for a in &added {
             self.df().add_table(a.id);
         }
+        self.batching.sent = lsn.0;
         self.df().apply(lsn.0, updates);
         for id in &going {
             self.df().drop_table(*id);

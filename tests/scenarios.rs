@@ -627,3 +627,95 @@ async fn top_k_with_ties_is_a_valid_answer() {
     }
     server.stop().await;
 }
+
+/// Transactions from several connections at once: those that commit while
+/// the dataflow is busy are applied together, but never split. Every
+/// transaction moves a pair of rows, so a view of the count is even after
+/// every diff, and the view ends equal to Postgres. `/metrics` and
+/// `GET /views` report the arrangements each view holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_arrive_whole_and_memory_is_reported() {
+    let db = TestDb::new("concurrent_whole").await;
+    db.exec(ORDERS).await;
+    db.exec("INSERT INTO orders SELECT i, 'c' || (i % 7), i, '' FROM generate_series(1, 1000) i")
+        .await;
+    let views = [
+        ("pairs", "SELECT count(*) AS n FROM orders"),
+        (
+            "per_customer",
+            "SELECT customer, count(*) AS n, max(amount) AS top FROM orders GROUP BY customer",
+        ),
+        ("big", "SELECT id FROM orders WHERE amount > 990"),
+    ];
+    let server = TestServer::start(&db, &views).await;
+    let mut followers = server.follow_all(&views).await;
+    let before = followers[0].events.len();
+    let mut writers = Vec::new();
+    for w in 0..4i32 {
+        let conninfo = db.conninfo.clone();
+        writers.push(tokio::spawn(async move {
+            let client = crate::support::connect(&conninfo).await;
+            for i in 0..50i32 {
+                let id = 10_000 + w * 1000 + i * 2;
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; INSERT INTO orders VALUES ({id}, 'c{w}', {i}, ''); \
+                         INSERT INTO orders VALUES ({}, 'c{w}', 995, ''); COMMIT;",
+                        id + 1
+                    ))
+                    .await
+                    .expect("pair");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    check_views(&db, &mut followers, &views).await;
+    for seen in followers[0].diffs_since(before) {
+        for ch in seen.data["changes"].as_array().unwrap() {
+            if ch["diff"].as_i64() == Some(1) {
+                let n = ch["row"][0].as_i64().expect("count");
+                assert_eq!(n % 2, 0, "a transaction was split: count {n} at {seen:?}");
+            }
+        }
+    }
+
+    let (_, metrics) = viewcast::client::get(&server.addr, "/metrics")
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    let transactions = value("viewcast_transactions_total ");
+    let batches = value("viewcast_transaction_batches_total ");
+    assert!(transactions >= 200.0, "{transactions} transactions");
+    assert!(
+        batches >= 1.0 && batches <= transactions,
+        "{batches} batches"
+    );
+    // The tables' arrangement holds every row, on some worker.
+    assert!(value("viewcast_tables_arranged_records ") >= 1200.0);
+    // A min/max aggregate keeps state; a filter keeps none of its own.
+    assert!(value("viewcast_view_arranged_records{view=\"per_customer\"} ") >= 1200.0);
+    assert_eq!(value("viewcast_view_arranged_records{view=\"big\"} "), 0.0);
+    let (status, list) = server.get("/views").await;
+    assert_eq!(status, 200);
+    let memory = |name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["memory"].clone())
+            .expect("listed")
+    };
+    let m = memory("per_customer");
+    assert!(m["records"].as_i64().unwrap() >= 1200, "{m}");
+    assert!(m["batches"].as_i64().unwrap() >= 1, "{m}");
+    assert!(m["buffered_bytes"].as_i64().unwrap() >= 0, "{m}");
+    assert_eq!(memory("big")["records"], 0);
+    server.stop().await;
+}

@@ -767,13 +767,31 @@ async fn a_slow_client_gets_the_net_change_or_is_closed_past_its_limit() {
             .await;
     }
     // ~15 MB of new rows: past the socket buffers (~4 MB), the other one's
-    // net change outgrows 2 MB.
-    for i in 0..150 {
+    // net change outgrows 2 MB. How much the socket and the writer take
+    // depends on how the transactions were batched (merged ones make larger
+    // messages), so rows keep coming until the server has closed it, which
+    // ends its subscription.
+    let subscribed = |metrics: &str| {
+        !metrics
+            .lines()
+            .any(|l| l == "viewcast_view_subscribers{view=\"big_new\"} 0")
+    };
+    for i in 0.. {
         db.exec(&format!(
             "INSERT INTO big SELECT 1000 + {i} * 50 + g, repeat(md5(random()::text), 62)
              FROM generate_series(1, 50) g"
         ))
         .await;
+        if i >= 150 {
+            let (_, metrics) = viewcast::client::get(&server.addr, "/metrics")
+                .await
+                .unwrap();
+            if !subscribed(&metrics) {
+                break;
+            }
+            assert!(i < 1000, "the client that reads nothing was never closed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let end = db.lsn().await;
     let _ = done_tx.send(end);

@@ -23,6 +23,7 @@
 //! Every worker receives the same commands in the same order, so all of them
 //! build the same dataflows in the same order, as timely requires.
 
+pub mod memory;
 pub mod render;
 
 use std::cell::RefCell;
@@ -182,6 +183,7 @@ impl InFlight {
 /// Handle to the running workers. Dropping it stops them.
 pub struct Dataflow {
     senders: Vec<Sender<Command>>,
+    sizes: Arc<memory::Sizes>,
     threads: Vec<Thread>,
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
 }
@@ -205,6 +207,8 @@ impl Dataflow {
         let (thread_tx, thread_rx) = mpsc::channel::<(usize, Thread)>();
         let thread_tx = Arc::new(Mutex::new(thread_tx));
         let out = Arc::new(Mutex::new(out));
+        let sizes = Arc::new(memory::Sizes::default());
+        let worker_sizes = sizes.clone();
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let rx = receivers
@@ -220,8 +224,9 @@ impl Dataflow {
             let out = out.lock().expect("output lock").clone();
             // A panic must not leave the server looking healthy: report it,
             // and the controller replaces the whole dataflow.
+            let sizes = worker_sizes.clone();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_worker(worker, rx, out.clone())
+                run_worker(worker, rx, out.clone(), sizes)
             }));
             if let Err(panic) = result {
                 let message = panic
@@ -243,9 +248,15 @@ impl Dataflow {
         }
         Ok(Dataflow {
             senders,
+            sizes,
             threads: threads.into_iter().flatten().collect(),
             guards: Mutex::new(Some(guards)),
         })
+    }
+
+    /// What each table's and view's arrangements hold now.
+    pub fn sizes(&self) -> Arc<memory::Sizes> {
+        self.sizes.clone()
     }
 
     fn send(&self, make: impl Fn() -> Command) {
@@ -374,9 +385,18 @@ struct Worker<'w> {
     time: u64,
     last_progress: Option<u64>,
     out: OutputSender,
+    /// Which dataflow each operator is in, for the arrangement sizes.
+    owners: memory::Owners,
 }
 
-fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>, out: OutputSender) {
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    rx: Receiver<Command>,
+    out: OutputSender,
+    sizes: Arc<memory::Sizes>,
+) {
+    let owners = memory::Owners::default();
+    memory::log_into(worker, sizes, owners.clone());
     let mut w = Worker {
         worker,
         tables: HashMap::new(),
@@ -386,6 +406,7 @@ fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>, out: O
         time: 0,
         last_progress: None,
         out,
+        owners,
     };
     w.add_table(UNIT_TABLE);
     if w.worker.index() == 0 {
@@ -497,6 +518,7 @@ impl Worker<'_> {
     fn add_table(&mut self, id: usize) {
         let probe = ProbeHandle::new();
         let time = self.time;
+        let first = self.worker.peek_identifier();
         let (mut input, trace) =
             self.worker
                 .dataflow_named::<u64, _, _>(&format!("table {id}"), |scope| {
@@ -505,6 +527,11 @@ impl Worker<'_> {
                     arranged.stream.clone().probe_with(&probe);
                     (input, arranged.trace)
                 });
+        self.owners.record(
+            first,
+            self.worker.peek_identifier(),
+            memory::Owner::Table(id),
+        );
         input.advance_to(time);
         input.flush();
         let mut trace = trace;
@@ -533,6 +560,7 @@ impl Worker<'_> {
         let probe = ProbeHandle::new();
         let buffer = self.buffer.clone();
         let tables = &mut self.tables;
+        let first = self.worker.peek_identifier();
         let buttons = self
             .worker
             .dataflow_named::<u64, _, _>(&format!("view {id}"), |scope| {
@@ -577,6 +605,11 @@ impl Worker<'_> {
                     .probe_with(&probe);
                 buttons
             });
+        self.owners.record(
+            first,
+            self.worker.peek_identifier(),
+            memory::Owner::View(id),
+        );
         self.dropped.remove(&id);
         self.views.insert(
             id,

@@ -406,6 +406,7 @@ async fn list_views(State(reg): State<Arc<Registry>>) -> Response {
                 "sql": def.sql,
                 "columns": def.columns,
                 "params": def.params,
+                "memory": reg.memory_of(v),
             }))
         })
         .collect();

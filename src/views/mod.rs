@@ -31,6 +31,8 @@ pub mod subscription;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::dataflow::memory::{Owner, Usage};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -352,6 +354,11 @@ pub struct Registry {
     /// Times tables were read at a new snapshot, and tables copied then.
     pub resyncs: AtomicU64,
     pub tables_copied: AtomicU64,
+    /// Transactions handed to the dataflow, and the batches they went in.
+    pub transactions: AtomicU64,
+    pub batches: AtomicU64,
+    /// What the running dataflow's arrangements hold.
+    sizes: Mutex<Arc<crate::dataflow::memory::Sizes>>,
 }
 
 /// Holds a tuple of a view open: while any guard exists the tuple stays in
@@ -552,6 +559,9 @@ impl Registry {
             started: std::sync::atomic::AtomicBool::new(false),
             resyncs: AtomicU64::new(0),
             tables_copied: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            sizes: Mutex::new(Arc::default()),
         }
     }
 
@@ -574,6 +584,25 @@ impl Registry {
     }
 
     /// Every view, served or refused, by name.
+    /// Where arrangement sizes are read from (each new dataflow has its own).
+    pub fn set_sizes(&self, sizes: Arc<crate::dataflow::memory::Sizes>) {
+        *self.sizes.lock().unwrap_or_else(|p| p.into_inner()) = sizes;
+    }
+
+    fn sizes(&self) -> Arc<crate::dataflow::memory::Sizes> {
+        self.sizes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// What the arrangements of the view's dataflow hold (nothing while it
+    /// has none). The tables' arrangements it reads are shared, and counted
+    /// with the tables.
+    pub fn memory_of(&self, view: &View) -> Usage {
+        match view.lock().dataflow {
+            Some(df) => self.sizes().of(Owner::View(df)),
+            None => Usage::default(),
+        }
+    }
+
     pub fn all(&self) -> Vec<Arc<View>> {
         self.views
             .read()
@@ -1365,6 +1394,18 @@ impl Registry {
             vec![(None, self.tables_copied.load(Ordering::Relaxed) as f64)],
         );
         gauge(
+            "viewcast_transactions_total",
+            "Transactions from Postgres handed to the dataflow.",
+            "counter",
+            vec![(None, self.transactions.load(Ordering::Relaxed) as f64)],
+        );
+        gauge(
+            "viewcast_transaction_batches_total",
+            "Dataflow times those transactions went in: transactions that arrive while the dataflow is busy go in together.",
+            "counter",
+            vec![(None, self.batches.load(Ordering::Relaxed) as f64)],
+        );
+        gauge(
             "viewcast_in_flight_rows",
             "Rows handed to the workers and not yet in view output.",
             "gauge",
@@ -1383,12 +1424,23 @@ impl Registry {
         let mut subscribers = Vec::new();
         let mut diffs = Vec::new();
         let mut failed = Vec::new();
+        let mut records = Vec::new();
+        let mut batches = Vec::new();
+        let mut buffered = Vec::new();
+        let sizes = self.sizes();
         for v in &views {
             let name = Some(v.name.as_str());
             let st = v.lock();
             if !st.served() {
                 continue;
             }
+            let usage = st
+                .dataflow
+                .map(|df| sizes.of(Owner::View(df)))
+                .unwrap_or_default();
+            records.push((name, usage.records as f64));
+            batches.push((name, usage.batches as f64));
+            buffered.push((name, usage.buffered_bytes as f64));
             rows.push((
                 name,
                 st.tuples.values().map(Tuple::total).sum::<i64>() as f64,
@@ -1434,6 +1486,37 @@ impl Registry {
             "1 if the view is in an error state.",
             "gauge",
             failed,
+        );
+        gauge(
+            "viewcast_view_arranged_records",
+            "Updates held in the view's own arrangements (joins, aggregates, ...), summed over workers; the tables it reads are counted once, in viewcast_tables_arranged_records.",
+            "gauge",
+            records,
+        );
+        gauge(
+            "viewcast_view_arrangement_batches",
+            "Batches those updates are in.",
+            "gauge",
+            batches,
+        );
+        gauge(
+            "viewcast_view_buffered_bytes",
+            "Bytes of updates the view's arrangements received and have not yet formed into batches.",
+            "gauge",
+            buffered,
+        );
+        let tables = sizes.tables();
+        gauge(
+            "viewcast_tables_arranged_records",
+            "Updates held in the tables' shared arrangements (base tables and parameter tables), summed over workers.",
+            "gauge",
+            vec![(None, tables.records as f64)],
+        );
+        gauge(
+            "viewcast_tables_arrangement_batches",
+            "Batches those updates are in.",
+            "gauge",
+            vec![(None, tables.batches as f64)],
         );
         m
     }
