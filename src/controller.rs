@@ -117,6 +117,8 @@ pub struct Controller {
     dataflow: Option<Dataflow>,
     /// Transactions waiting for the dataflow to finish the last ones.
     batching: Batching,
+    /// Rows handed to the dataflow since freed memory was last given back.
+    rows_since_trim: usize,
     workers: usize,
     out_tx: mpsc::UnboundedSender<Output>,
     registry: Arc<Registry>,
@@ -146,6 +148,10 @@ struct Batching {
     /// A position the source reported after the queued transactions.
     advance: Option<u64>,
 }
+
+/// After this many rows have gone through the dataflow, freed memory is
+/// given back to the system once nothing is in flight.
+const TRIM_AFTER_ROWS: usize = 100_000;
 
 /// Waiting transactions beyond this many are merged into one time.
 const MERGE_AFTER: usize = 16;
@@ -215,6 +221,7 @@ impl Controller {
             faults_settle_at: None,
             dataflow: Some(dataflow),
             batching: Batching::default(),
+            rows_since_trim: 0,
             workers: config.workers,
             out_tx,
             registry: config.registry,
@@ -318,6 +325,7 @@ impl Controller {
             }
             SourceEvent::Transaction { lsn, updates } => {
                 self.lsn_arrived();
+                self.rows_since_trim += updates.len();
                 let b = &mut self.batching;
                 if b.queued.is_empty() && b.done >= b.sent {
                     b.sent = lsn.0;
@@ -358,6 +366,13 @@ impl Controller {
                 }
                 self.registry.advance(Lsn(lsn));
                 self.in_flight.release_through(lsn);
+                // A large ingest (a backlog, a bulk load) leaves the pages
+                // of its transient rows with the allocator: give them back
+                // once it has gone through.
+                if self.rows_since_trim >= TRIM_AFTER_ROWS && self.in_flight.rows() == 0 {
+                    self.rows_since_trim = 0;
+                    release_freed_memory();
+                }
                 if self.faults_settle_at.is_some_and(|at| Lsn(lsn) >= at) {
                     self.faults_settle_at = None;
                     self.apply_table_faults();
@@ -512,6 +527,7 @@ impl Controller {
             self.df().add_table(a.id);
         }
         self.batching.sent = lsn.0;
+        self.rows_since_trim += updates.len();
         self.df().apply(lsn.0, updates);
         for id in &going {
             self.df().drop_table(*id);
@@ -879,8 +895,9 @@ fn clock_now() -> i64 {
 /// or building a view allocates transient rows (the COPY's rows, the updates
 /// handed to the workers, arrangement merges) that are freed between the
 /// rows that stay; glibc keeps those pages unless asked, so the resident size
-/// would stay at the load's peak. Called when a view becomes ready (at most
-/// once every 5 s), off the controller's task.
+/// would stay at the load's peak. Called when a view becomes ready and after
+/// a large ingest has gone through (at most once every 5 s), off the
+/// controller's task.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -605,11 +605,14 @@ impl Worker<'_> {
                     .probe_with(&probe);
                 buttons
             });
-        self.owners.record(
-            first,
-            self.worker.peek_identifier(),
-            memory::Owner::View(id),
-        );
+        let end = self.worker.peek_identifier();
+        if self.worker.index() == 0 {
+            // Every step's progress tracking visits the operators whose
+            // frontier moved, which is all of them: this is a view's cost
+            // per transaction, whatever it changes.
+            tracing::debug!(view = id, operators = end - first, "view dataflow built");
+        }
+        self.owners.record(first, end, memory::Owner::View(id));
         self.dropped.remove(&id);
         self.views.insert(
             id,
