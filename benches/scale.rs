@@ -19,13 +19,16 @@
 //!    publication) drains the same backlog from its slot. Both rates are
 //!    printed, and their ratio.
 //! 3. **Latency.** Single-row transactions at `SCALE_RATE` per second (default
-//!    1000) for 10 s from one connection, with an SSE subscriber on the join
-//!    view: commit acknowledged → the diff received.
+//!    5000) for 10 s from `SCALE_WRITERS` (4) connections, with SSE
+//!    subscribers on the join view and the filter: commit acknowledged → the
+//!    join view's diff for that commit received. The filter's diff carries
+//!    each row's id, which gives its commit LSN.
 //!
 //! `BENCH_WORKERS` (default 2) sets viewcast's worker threads.
 
 mod common;
 
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -138,12 +141,75 @@ impl Server {
     }
 }
 
+/// What a subscriber to a view collected from its diffs, taken when done.
+struct Followed<T> {
+    got: std::sync::Arc<std::sync::Mutex<Vec<T>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl<T> Followed<T> {
+    fn take(self) -> Vec<T> {
+        self.reader.abort();
+        std::mem::take(&mut *self.got.lock().unwrap())
+    }
+}
+
+/// Subscribes to a view's SSE stream and hands each diff's JSON to `each`.
+async fn follow<T: Send + 'static>(
+    addr: &str,
+    view: &str,
+    each: impl Fn(&serde_json::Value, &mut Vec<T>) + Send + 'static,
+) -> Followed<T> {
+    let mut sse = SseClient::connect(addr, &format!("/views/{view}/sse"))
+        .await
+        .expect("subscribe");
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = got.clone();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(ev)) = sse.next_event().await {
+            if ev.event == "diff" {
+                let v: serde_json::Value = serde_json::from_str(&ev.data).expect("json");
+                each(&v, &mut into.lock().unwrap());
+            }
+        }
+    });
+    Followed { got, reader }
+}
+
+/// The records each view's own arrangements hold, and the tables' shared
+/// ones, as viewcast reports them.
+async fn arranged_records(addr: &str) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    let (_, metrics) = viewcast::client::get(addr, "/metrics")
+        .await
+        .expect("metrics");
+    if let Some(n) = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("viewcast_tables_arranged_records "))
+    {
+        out.push((
+            "tables (shared)".to_string(),
+            n.trim().parse().unwrap_or(-1),
+        ));
+    }
+    let (_, body) = viewcast::client::get(addr, "/views").await.expect("views");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("json");
+    for v in list.as_array().into_iter().flatten() {
+        out.push((
+            format!("view {}", v["name"].as_str().unwrap_or("?")),
+            v["memory"]["records"].as_i64().unwrap_or(-1),
+        ));
+    }
+    out
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n_orders = env("SCALE_ORDERS", 1_000_000) as i64;
     let small = env("SCALE_SMALL", 20_000) as i64;
     let bulk = env("SCALE_BULK", 200_000) as i64;
-    let rate = env("SCALE_RATE", 1000);
+    let rate = env("SCALE_RATE", 5000);
+    let writers = env("SCALE_WRITERS", 4).max(1);
     let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
         .await
         .unwrap()
@@ -203,6 +269,7 @@ async fn main() {
     // Steady state: after the load's transient memory is given back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let loaded_mib = server.rss_mib();
+    let arranged = arranged_records(&server.addr).await;
 
     // 2. Backlog ingest: written while viewcast is paused, then drained by
     //    viewcast and by pg_recvlogical.
@@ -244,65 +311,83 @@ async fn main() {
         .await
         .expect("drop slot");
 
-    // 3. Latency of single-row transactions at a steady rate.
-    let mut sse = SseClient::connect(&server.addr, "/views/region_category/sse")
-        .await
-        .expect("subscribe");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Lsn, Instant)>();
-    let reader = tokio::spawn(async move {
-        while let Ok(Some(ev)) = sse.next_event().await {
-            if ev.event != "diff" {
-                continue;
+    // 3. Latency of single-row transactions at a steady rate, from several
+    //    connections. Each row also enters `open_large`, whose diff names its
+    //    id: that gives the transaction's commit LSN, and the time is when
+    //    `region_category`'s diff at that LSN arrives.
+    let id_lsns = follow(
+        &server.addr,
+        "open_large",
+        |v, out: &mut Vec<(i64, Lsn)>| {
+            let Some(l) = v["lsn"].as_str().and_then(|s| s.parse::<Lsn>().ok()) else {
+                return;
+            };
+            for c in v["changes"].as_array().into_iter().flatten() {
+                if let Some(id) = c["row"][0]
+                    .as_i64()
+                    .or_else(|| c["row"][0].as_str()?.parse().ok())
+                {
+                    out.push((id, l));
+                }
             }
-            let now = Instant::now();
-            let v: serde_json::Value = serde_json::from_str(&ev.data).expect("json");
+        },
+    )
+    .await;
+    let lsn_seen = follow(
+        &server.addr,
+        "region_category",
+        |v, out: &mut Vec<(Lsn, Instant)>| {
             if let Some(l) = v["lsn"].as_str().and_then(|s| s.parse::<Lsn>().ok()) {
-                let _ = tx.send((l, now));
+                out.push((l, Instant::now()));
             }
-        }
-    });
-    // The insert's own WAL position is before its commit and after the
-    // previous commit: the first diff past it carries this transaction.
-    let paced = client
-        .prepare(
-            "INSERT INTO orders SELECT i, 1 + i % 10000, 1 + i % 1000, 5.00, 'paid', now() \
-             FROM (SELECT $1::int8 AS i) s RETURNING pg_current_wal_insert_lsn()::text",
-        )
-        .await
-        .expect("prepare");
+        },
+    )
+    .await;
     let total = rate * 10;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut commits: Vec<(Lsn, Instant)> = Vec::with_capacity(total as usize);
     let base = first + small + 3 * bulk;
     let t = Instant::now();
-    for i in 0..total as i64 {
-        tick.tick().await;
-        let row = client
-            .query_one(&paced, &[&(base + i)])
-            .await
-            .expect("insert");
-        let at: Lsn = row.get::<_, String>(0).parse().expect("lsn");
-        commits.push((at, Instant::now()));
+    let mut tasks = Vec::new();
+    for w in 0..writers as i64 {
+        let conninfo = conninfo.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&conninfo).await;
+            let paced = client
+                .prepare(
+                    "INSERT INTO orders SELECT i, 1 + i % 10000, 1 + i % 1000, 950.00, 'open', now() \
+                     FROM (SELECT $1::int8 AS i) s",
+                )
+                .await
+                .expect("prepare");
+            let period = Duration::from_secs_f64(writers as f64 / rate as f64);
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut commits = Vec::new();
+            let mut id = base + w;
+            while id < base + total as i64 {
+                tick.tick().await;
+                client.execute(&paced, &[&id]).await.expect("insert");
+                commits.push((id, Instant::now()));
+                id += writers as i64;
+            }
+            commits
+        }));
+    }
+    let mut commits: Vec<(i64, Instant)> = Vec::with_capacity(total as usize);
+    for task in tasks {
+        commits.extend(task.await.expect("writer"));
     }
     let achieved = total as f64 / t.elapsed().as_secs_f64();
-    let mut latencies = Vec::with_capacity(commits.len());
-    let mut pending = commits.iter().peekable();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pending.peek().is_some() && Instant::now() < deadline {
-        let Ok(Some((l, seen))) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await
-        else {
-            break;
-        };
-        while let Some((at, committed)) = pending.peek() {
-            if *at >= l {
-                break;
-            }
-            latencies.push(seen.saturating_duration_since(*committed));
-            pending.next();
-        }
-    }
-    reader.abort();
+    caught_up(&server.addr, lsn(&client).await).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id_lsns: HashMap<i64, Lsn> = id_lsns.take().into_iter().collect();
+    let lsn_seen: HashMap<Lsn, Instant> = lsn_seen.take().into_iter().rev().collect();
+    let mut latencies: Vec<Duration> = commits
+        .iter()
+        .filter_map(|(id, committed)| {
+            let seen = lsn_seen.get(id_lsns.get(id)?)?;
+            Some(seen.saturating_duration_since(*committed))
+        })
+        .collect();
     latencies.sort();
     server.stop();
 
@@ -323,6 +408,10 @@ async fn main() {
         (loaded_mib - empty_mib) / table_mib
     );
     println!("  time from start to every view ready          {ready_secs:>9.1} s");
+    println!("  records held in arrangements (GET /views, /metrics):");
+    for (owner, records) in &arranged {
+        println!("    {owner:<42} {records:>10}");
+    }
     println!(
         "  viewcast RSS after the backlog ({} orders)  {after_backlog_mib:>9.1} MiB",
         n_orders + small + 3 * bulk
@@ -349,7 +438,7 @@ async fn main() {
     );
     println!();
     println!(
-        "latency: {total} single-row transactions at {rate}/s (achieved {achieved:.0}/s), commit → SSE diff of region_category"
+        "latency: {total} single-row transactions at {rate}/s from {writers} connections (achieved {achieved:.0}/s), commit → SSE diff of region_category"
     );
     println!(
         "  seen {} of {total}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

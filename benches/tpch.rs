@@ -6,7 +6,12 @@
 //! by side how long viewcast takes from the commit until all 22 views reflect
 //! it, and how long Postgres takes to re-run the 22 queries, which is what a
 //! polling engine pays for the same freshness. Also: time to the first
-//! complete views and the server process's resident memory.
+//! complete views and the server process's resident memory. Then a stream
+//! of small refresh transactions (an order with its lineitems, a customer's
+//! or a part's update): `BENCH_TPCH_SMALL` (500) one at a time, then
+//! `BENCH_TPCH_RATE` (500) per second for 10 s from 4 connections, each
+//! timed from its commit until all 22 views have it. `BENCH_TPCH_BATCHES`
+//! (4) limits the refresh batches (0 skips them and Postgres's re-runs).
 //! `BENCH_WORKERS` (default 2) sets viewcast's worker threads.
 
 use std::time::{Duration, Instant};
@@ -33,6 +38,134 @@ async fn postgres_rerun(client: &tokio_postgres::Client, queries: &[(String, Str
     t.elapsed()
 }
 
+/// Small refresh transaction number `i`: a copy of an existing order with
+/// its lineitems under a new key, or an update of a customer's balance or a
+/// part's price.
+async fn small_transaction(client: &tokio_postgres::Client, i: usize) {
+    let sql = match i % 4 {
+        0 | 1 => {
+            // Order keys of TPC-H are below 6M × SF × 4; new ones start far above.
+            let new = 100_000_000 + i as i64;
+            let from = 1 + (i as i64 * 7919) % 1000;
+            format!(
+                "BEGIN;
+                 INSERT INTO orders SELECT {new}, o_custkey, o_orderstatus, o_totalprice, o_orderdate, o_orderpriority, o_clerk, o_shippriority, o_comment
+                   FROM orders WHERE o_orderkey = (SELECT min(o_orderkey) FROM orders WHERE o_orderkey >= {from});
+                 INSERT INTO lineitem SELECT {new}, l_partkey, l_suppkey, l_linenumber, l_quantity, l_extendedprice, l_discount, l_tax, l_returnflag, l_linestatus, l_shipdate, l_commitdate, l_receiptdate, l_shipinstruct, l_shipmode, l_comment
+                   FROM lineitem WHERE l_orderkey = (SELECT min(o_orderkey) FROM orders WHERE o_orderkey >= {from});
+                 COMMIT;"
+            )
+        }
+        2 => format!(
+            "UPDATE customer SET c_acctbal = c_acctbal + 1 WHERE c_custkey = {}",
+            1 + (i * 31) % 1000
+        ),
+        _ => format!(
+            "UPDATE part SET p_retailprice = p_retailprice + 0.01 WHERE p_partkey = {}",
+            1 + (i * 17) % 1000
+        ),
+    };
+    client.batch_execute(&sql).await.expect("small transaction");
+}
+
+/// Runs `total` small transactions from `writers` connections, paced at
+/// `rate` per second (or each after the last is in the views), and returns
+/// each one's time from its commit until the views' progress passed it.
+async fn small_stream(
+    conninfo: &str,
+    registry: &std::sync::Arc<viewcast::views::Registry>,
+    total: usize,
+    rate: Option<u64>,
+    writers: usize,
+    base: usize,
+) -> Vec<Duration> {
+    // Progress as seen every millisecond, by time.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(
+        Vec::<(Instant, viewcast::pg::Lsn)>::new(),
+    ));
+    let watcher = {
+        let (seen, registry) = (seen.clone(), registry.clone());
+        tokio::spawn(async move {
+            let mut last = viewcast::pg::Lsn(0);
+            loop {
+                let p = registry.progress();
+                if p != last {
+                    last = p;
+                    seen.lock().unwrap().push((Instant::now(), p));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let conninfo = conninfo.to_string();
+        let registry = registry.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&conninfo).await;
+            let mut tick = rate.map(|r| {
+                let mut t =
+                    tokio::time::interval(Duration::from_secs_f64(writers as f64 / r as f64));
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            let mut commits = Vec::new();
+            let mut i = base + 1_000_000 * w;
+            while commits.len() < total / writers {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                small_transaction(&client, i).await;
+                let committed = Instant::now();
+                let at = lsn(&client).await;
+                commits.push((at, committed));
+                if rate.is_none() {
+                    while registry.progress() < at {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                i += 1;
+            }
+            commits
+        }));
+    }
+    let mut commits = Vec::new();
+    for t in tasks {
+        commits.extend(t.await.expect("writer"));
+    }
+    let end = commits
+        .iter()
+        .map(|(l, _)| *l)
+        .max()
+        .unwrap_or(viewcast::pg::Lsn(0));
+    while registry.progress() < end {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    watcher.abort();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut latencies: Vec<Duration> = commits
+        .iter()
+        .filter_map(|(at, committed)| {
+            let (when, _) = seen.iter().find(|(_, p)| p >= at)?;
+            Some(when.saturating_duration_since(*committed))
+        })
+        .collect();
+    latencies.sort();
+    latencies
+}
+
+fn report(what: &str, latencies: &[Duration]) {
+    let ms = |p| common::percentile(latencies, p).as_secs_f64() * 1e3;
+    println!(
+        "  {what:<32} {:>6} transactions: p50 {:>6.1} ms, p99 {:>6.1} ms, max {:>6.1} ms",
+        latencies.len(),
+        ms(0.5),
+        ms(0.99),
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let sf: f64 = std::env::var("BENCH_TPCH_SF")
@@ -57,12 +190,15 @@ async fn main() {
     );
     let queries = tpch_data::queries();
     let reader = connect(&conninfo).await;
-    postgres_rerun(&reader, &queries).await; // warm the cache
-    let rerun = postgres_rerun(&reader, &queries).await;
-    println!(
-        "Postgres runs all 22 queries in {:.0} ms",
-        rerun.as_secs_f64() * 1e3
-    );
+    let batches = common::env("BENCH_TPCH_BATCHES", 4) as usize;
+    if batches > 0 {
+        postgres_rerun(&reader, &queries).await; // warm the cache
+        let rerun = postgres_rerun(&reader, &queries).await;
+        println!(
+            "Postgres runs all 22 queries in {:.0} ms",
+            rerun.as_secs_f64() * 1e3
+        );
+    }
 
     let dir = std::env::temp_dir().join(format!("viewcast-bench-tpch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("queries dir");
@@ -97,7 +233,7 @@ async fn main() {
         "{:<18} {:>9} {:>14} {:>16} {:>8}",
         "batch", "rows", "viewcast (ms)", "PG re-run (ms)", "ratio"
     );
-    for (what, k, insert) in tpch_data::batches() {
+    for (what, k, insert) in tpch_data::batches().into_iter().take(batches) {
         let rows = tpch_data::apply_batch(&mut loader, sf, k, insert).await;
         let t = Instant::now();
         caught_up(&addr, lsn(&reader).await).await;
@@ -116,6 +252,25 @@ async fn main() {
         "\nratio = Postgres re-running the 22 queries / viewcast updating its 22 views (higher is better for viewcast); memory now {:.0} MB",
         rss_mb()
     );
+
+    // Small refresh transactions: one at a time, then at a steady rate.
+    let small = common::env("BENCH_TPCH_SMALL", 500) as usize;
+    let rate = common::env("BENCH_TPCH_RATE", 500);
+    println!();
+    println!("small refresh transactions (a new order with its lineitems, a customer's or a part's update): commit → all 22 views updated");
+    let one = small_stream(&conninfo, &running.registry, small, None, 1, 0).await;
+    report("one at a time", &one);
+    let paced = small_stream(
+        &conninfo,
+        &running.registry,
+        rate as usize * 10,
+        Some(rate),
+        4,
+        10_000_000,
+    )
+    .await;
+    report(&format!("at {rate}/s from 4 connections"), &paced);
+    println!("(views' progress is polled every millisecond)");
     running.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     drop(pg);
