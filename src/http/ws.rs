@@ -14,7 +14,9 @@
 //! then changes are merged per subscription ([`Subscription`]), so a slow
 //! client costs the contents it subscribed to, never a queue of every
 //! transaction, and never slows anyone else. Past [`WsLimits::max_pending_bytes`]
-//! it is closed with 4008.
+//! it is closed with 4008: its subscriptions go at once, and the close frame,
+//! behind what its socket holds, gets [`CLOSE_GRACE`] to reach it before the
+//! connection is dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -112,7 +114,7 @@ async fn connection(state: AppState, socket: WebSocket, query_token: Option<Stri
     // One message in flight: while the client has not taken it, changes are
     // merged instead of queued.
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(1);
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             let close = matches!(m, Message::Close(_));
             if sink.send(m).await.is_err() || close {
@@ -230,17 +232,31 @@ async fn connection(state: AppState, socket: WebSocket, query_token: Option<Stri
         }
     }
     .await;
+    // The subscriptions (and what they hold for the client) go now, not when
+    // the client has taken the close frame.
+    drop(conn);
     if let Err(c) = result {
-        let _ = out_tx
-            .send(Message::Close(Some(CloseFrame {
-                code: c.code,
-                reason: Utf8Bytes::from(c.reason),
-            })))
-            .await;
+        // A client that reads nothing never takes the close frame either:
+        // it gets a while to, then the connection is dropped.
+        let close = out_tx.send(Message::Close(Some(CloseFrame {
+            code: c.code,
+            reason: Utf8Bytes::from(c.reason),
+        })));
+        let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
     }
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
+
+/// How long a closing connection's last messages (a client that was too slow
+/// has the close frame behind what its socket holds) may take to reach the
+/// client before the connection is dropped without them.
+const CLOSE_GRACE: Duration = Duration::from_secs(60);
 
 impl Conn {
     fn send(&mut self, v: Value) {
