@@ -51,22 +51,27 @@ pub trait Time:
     /// Each key with the sum of its differences (while not zero). Over
     /// commit LSNs, which are totally ordered, this is `count_total`: one
     /// arrangement of the input and no arranged output.
-    fn accumulate<'s, K, R>(
+    fn accumulate<'s, K: GroupKey, R: Summable>(
         input: VecCollection<'s, Self, K, R>,
-    ) -> VecCollection<'s, Self, (K, R), isize>
-    where
-        K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
-        R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup;
+    ) -> VecCollection<'s, Self, (K, R), isize>;
+}
+
+/// What [`Time::accumulate`] groups by and what it sums.
+pub trait GroupKey: differential_dataflow::ExchangeData + differential_dataflow::Hashable {}
+impl<K: differential_dataflow::ExchangeData + differential_dataflow::Hashable> GroupKey for K {}
+pub trait Summable:
+    differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup
+{
+}
+impl<R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup> Summable
+    for R
+{
 }
 
 impl Time for u64 {
-    fn accumulate<'s, K, R>(
+    fn accumulate<'s, K: GroupKey, R: Summable>(
         input: VecCollection<'s, Self, K, R>,
-    ) -> VecCollection<'s, Self, (K, R), isize>
-    where
-        K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
-        R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup,
-    {
+    ) -> VecCollection<'s, Self, (K, R), isize> {
         use differential_dataflow::operators::CountTotal;
         input.count_total()
     }
@@ -85,13 +90,9 @@ impl Time for u64 {
 /// Inside a recursive query's loop. The binder refuses a WITH RECURSIVE nested
 /// in the recursive term, so this is not reached; it fails the view if it is.
 impl Time for timely::order::Product<u64, u64> {
-    fn accumulate<'s, K, R>(
+    fn accumulate<'s, K: GroupKey, R: Summable>(
         input: VecCollection<'s, Self, K, R>,
-    ) -> VecCollection<'s, Self, (K, R), isize>
-    where
-        K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
-        R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup,
-    {
+    ) -> VecCollection<'s, Self, (K, R), isize> {
         input.count()
     }
 
