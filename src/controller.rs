@@ -328,9 +328,7 @@ impl Controller {
                 self.rows_since_trim += updates.len();
                 let b = &mut self.batching;
                 if b.queued.is_empty() && b.done >= b.sent {
-                    b.sent = lsn.0;
-                    self.registry.batches.fetch_add(1, Ordering::Relaxed);
-                    self.df().apply(lsn.0, updates);
+                    self.hand_over(lsn.0, updates);
                 } else {
                     b.queued.push((lsn.0, updates));
                 }
@@ -393,6 +391,13 @@ impl Controller {
         }
     }
 
+    /// Hands transactions to the dataflow as one time, `lsn`.
+    fn hand_over(&mut self, lsn: u64, updates: crate::dataflow::Updates) {
+        self.batching.sent = lsn;
+        self.registry.batches.fetch_add(1, Ordering::Relaxed);
+        self.df().apply(lsn, updates);
+    }
+
     /// Hands the queued transactions to the dataflow (merged if there are
     /// many), then the position reported after them.
     fn flush_queued(&mut self) {
@@ -400,14 +405,10 @@ impl Controller {
         if queued.len() > MERGE_AFTER {
             let lsn = queued.last().map_or(0, |(lsn, _)| *lsn);
             let updates = queued.into_iter().flat_map(|(_, u)| u).collect();
-            self.batching.sent = lsn;
-            self.registry.batches.fetch_add(1, Ordering::Relaxed);
-            self.df().apply(lsn, updates);
+            self.hand_over(lsn, updates);
         } else {
             for (lsn, updates) in queued {
-                self.batching.sent = lsn;
-                self.registry.batches.fetch_add(1, Ordering::Relaxed);
-                self.df().apply(lsn, updates);
+                self.hand_over(lsn, updates);
             }
         }
         if let Some(lsn) = self.batching.advance.take() {
