@@ -206,6 +206,12 @@ fn put_str(tag: u8, s: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(s);
 }
 
+/// A tag and a value of fixed width (its little-endian bytes).
+fn put_fixed(tag: u8, bytes: &[u8], buf: &mut Vec<u8>) {
+    buf.push(tag);
+    buf.extend_from_slice(bytes);
+}
+
 fn encode(d: &Datum, buf: &mut Vec<u8>) {
     match d {
         Datum::Null => buf.push(NULL),
@@ -214,27 +220,17 @@ fn encode(d: &Datum, buf: &mut Vec<u8>) {
         Datum::Int(v) => {
             let v = *v;
             if let Ok(b) = i8::try_from(v) {
-                buf.push(INT1);
-                buf.extend_from_slice(&b.to_le_bytes());
+                put_fixed(INT1, &b.to_le_bytes(), buf);
             } else if let Ok(b) = i16::try_from(v) {
-                buf.push(INT2);
-                buf.extend_from_slice(&b.to_le_bytes());
+                put_fixed(INT2, &b.to_le_bytes(), buf);
             } else if let Ok(b) = i32::try_from(v) {
-                buf.push(INT4);
-                buf.extend_from_slice(&b.to_le_bytes());
+                put_fixed(INT4, &b.to_le_bytes(), buf);
             } else {
-                buf.push(INT8);
-                buf.extend_from_slice(&v.to_le_bytes());
+                put_fixed(INT8, &v.to_le_bytes(), buf);
             }
         }
-        Datum::Float4(F64(f)) => {
-            buf.push(FLOAT4);
-            buf.extend_from_slice(&f.to_bits().to_le_bytes());
-        }
-        Datum::Float8(F64(f)) => {
-            buf.push(FLOAT8);
-            buf.extend_from_slice(&f.to_bits().to_le_bytes());
-        }
+        Datum::Float4(F64(f)) => put_fixed(FLOAT4, &f.to_bits().to_le_bytes(), buf),
+        Datum::Float8(F64(f)) => put_fixed(FLOAT8, &f.to_bits().to_le_bytes(), buf),
         Datum::Numeric(n) => match n {
             Numeric::Small { mantissa, scale } => {
                 buf.push(NUMERIC);
@@ -256,22 +252,10 @@ fn encode(d: &Datum, buf: &mut Vec<u8>) {
         Datum::Text(s) => put_str(TEXT, s.as_bytes(), buf),
         Datum::Bytes(b) => put_str(BYTES, b, buf),
         Datum::Json(s) => put_str(JSON, s.as_bytes(), buf),
-        Datum::Date(v) => {
-            buf.push(DATE);
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
-        Datum::Timestamp(v) => {
-            buf.push(TIMESTAMP);
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
-        Datum::TimestampTz(v) => {
-            buf.push(TIMESTAMPTZ);
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
-        Datum::Uuid(v) => {
-            buf.push(UUID);
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
+        Datum::Date(v) => put_fixed(DATE, &v.to_le_bytes(), buf),
+        Datum::Timestamp(v) => put_fixed(TIMESTAMP, &v.to_le_bytes(), buf),
+        Datum::TimestampTz(v) => put_fixed(TIMESTAMPTZ, &v.to_le_bytes(), buf),
+        Datum::Uuid(v) => put_fixed(UUID, &v.to_le_bytes(), buf),
         Datum::Interval(i) => {
             buf.push(INTERVAL);
             buf.extend_from_slice(&i.months.to_le_bytes());
