@@ -13,6 +13,17 @@ pub async fn connect(conninfo: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Starts a throwaway PostgreSQL and returns it with the conninfo of its
+/// `postgres` database.
+pub async fn start_postgres() -> (viewcast::pg::embedded::EmbeddedPostgres, String) {
+    let pg = tokio::task::spawn_blocking(viewcast::pg::embedded::EmbeddedPostgres::start)
+        .await
+        .unwrap()
+        .expect("start PostgreSQL");
+    let conninfo = pg.conninfo("postgres");
+    (pg, conninfo)
+}
+
 /// The WAL position now: after a commit, the views must reach it.
 pub async fn lsn(client: &tokio_postgres::Client) -> Lsn {
     let s: String = client

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use viewcast::client::SseClient;
 use viewcast::config::Config;
-use viewcast::pg::embedded::EmbeddedPostgres;
 
 mod common;
 use common::{connect, lsn, percentile, recvlogical_drain};
@@ -81,11 +80,7 @@ async fn main() {
     let small = env("BENCH_SMALL_TXNS", 5000);
     let bulk = env("BENCH_BULK_ROWS", 50_000);
     let rate = env("BENCH_RATE", 200);
-    let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
-        .await
-        .unwrap()
-        .expect("start PostgreSQL");
-    let conninfo = pg.conninfo("postgres");
+    let (pg, conninfo) = common::start_postgres().await;
     let client = connect(&conninfo).await;
     client
         .batch_execute(

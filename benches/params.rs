@@ -56,7 +56,6 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use viewcast::pg::embedded::EmbeddedPostgres;
 
 mod common;
 use common::{connect, env, lsn, percentile, rss};
@@ -427,11 +426,7 @@ async fn main() {
     };
     let began = Instant::now();
 
-    let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
-        .await
-        .unwrap()
-        .expect("start PostgreSQL");
-    let conninfo = pg.conninfo("postgres");
+    let (pg, conninfo) = common::start_postgres().await;
     let db = connect(&conninfo).await;
     db.batch_execute(&format!(
         "CREATE TABLE tasks (id int PRIMARY KEY, project_id int NOT NULL, title text NOT NULL,

@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use common::{caught_up, connect, env, lsn, percentile, recvlogical_drain, rss};
 use viewcast::client::SseClient;
-use viewcast::pg::embedded::EmbeddedPostgres;
 use viewcast::pg::Lsn;
 
 const VIEWS: [(&str, &str); 3] = [
@@ -210,11 +209,7 @@ async fn main() {
     let bulk = env("SCALE_BULK", 200_000) as i64;
     let rate = env("SCALE_RATE", 5000);
     let writers = env("SCALE_WRITERS", 4).max(1);
-    let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
-        .await
-        .unwrap()
-        .expect("start PostgreSQL");
-    let conninfo = pg.conninfo("postgres");
+    let (pg, conninfo) = common::start_postgres().await;
     let client = connect(&conninfo).await;
     // viewcast is paused while the backlog is written: the walsender must
     // wait for it rather than end the connection.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::env;
 use support::chaos::{create_tables, verify, Proxy, Watcher, Writer, VIEWS};
-use viewcast::pg::embedded::{EmbeddedPostgres, ShutdownMode};
+use viewcast::pg::embedded::ShutdownMode;
 
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
@@ -80,13 +80,8 @@ async fn main() {
     let pace = Duration::from_millis(env("SOAK_PACE_MS", 20));
     let subscribers = env("SOAK_SUBSCRIBERS", 3) as usize;
 
-    let mut pg = Some(
-        tokio::task::spawn_blocking(EmbeddedPostgres::start)
-            .await
-            .unwrap()
-            .expect("throwaway PostgreSQL"),
-    );
-    let conninfo = pg.as_ref().unwrap().conninfo("postgres");
+    let (pg, conninfo) = common::start_postgres().await;
+    let mut pg = Some(pg);
     create_tables(&conninfo).await;
     let proxy = Proxy::start(pg.as_ref().unwrap().port).await;
     let queries = std::env::temp_dir().join(format!("viewcast-soak-{}", std::process::id()));

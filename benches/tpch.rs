@@ -17,7 +17,6 @@
 use std::time::{Duration, Instant};
 
 use viewcast::config::Config;
-use viewcast::pg::embedded::EmbeddedPostgres;
 
 #[path = "../tests/tpch_data.rs"]
 mod tpch_data;
@@ -176,11 +175,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    let pg = tokio::task::spawn_blocking(EmbeddedPostgres::start)
-        .await
-        .unwrap()
-        .expect("start PostgreSQL");
-    let conninfo = pg.conninfo("postgres");
+    let (pg, conninfo) = common::start_postgres().await;
     let mut loader = connect(&conninfo).await;
     let t = Instant::now();
     tpch_data::create_and_load(&mut loader, sf).await;
