@@ -128,6 +128,7 @@ async fn main() {
         publication: "viewcast".into(),
         timeouts: Default::default(),
         auth: None,
+        cluster: None,
     };
     let running = viewcast::server::start(config)
         .await

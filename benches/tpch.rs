@@ -210,6 +210,7 @@ async fn main() {
         publication: "viewcast".into(),
         timeouts: Default::default(),
         auth: None,
+        cluster: None,
     })
     .await
     .expect("viewcast starts");

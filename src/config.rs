@@ -27,6 +27,9 @@ pub struct Config {
     /// authentication existed; set it whenever the listen address is
     /// reachable by anyone who should not read every view.
     pub auth: Option<crate::auth::AuthConfig>,
+    /// Run as one process of a cluster (`--cluster`, `--process`); `None`:
+    /// the whole dataflow in this process.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Default worker count: the machine's cores.

@@ -27,10 +27,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::cluster::Mirror;
 use crate::dataflow::{Dataflow, InFlight, Output};
 use crate::pg::catalog::{Resolution, TableInfo};
 use crate::pg::source::{Resync, SourceControl, SourceEvent, SourceStatus};
 use crate::pg::Lsn;
+use crate::repr::Row;
 use crate::sql::{self, Catalog};
 use crate::views::{Fault, Health, Refused, Registry, TupleRequest, ViewDef};
 
@@ -102,6 +104,13 @@ pub struct Controller {
     refusals: HashMap<String, String>,
     next_params_table: usize,
     next_ticket: u64,
+    /// The parameter tuples each process's subscribers hold open, by view:
+    /// a tuple is in the view's parameters table once, however many
+    /// processes hold it (only process 0 outside cluster mode).
+    holders: HashMap<String, HashMap<Row, HashSet<usize>>>,
+    /// Part of a cluster: a dead worker ends the process (see
+    /// [`Controller::replace_dataflow`]).
+    clustered: bool,
     /// The clock row in the dataflow's clock table, once a time-based view
     /// needs it.
     clock: Option<crate::repr::Row>,
@@ -166,6 +175,10 @@ pub enum TestHook {
 pub struct ControllerConfig {
     /// Tokens are verified (`--jwt-secret` / `--jwt-public-key`).
     pub auth: bool,
+    /// The dataflow, started (in cluster mode, across the processes).
+    pub dataflow: Dataflow,
+    /// Process 0 of a cluster rather than a process alone.
+    pub clustered: bool,
     pub queries_dir: PathBuf,
     pub files: Vec<(String, String)>,
     pub workers: usize,
@@ -189,16 +202,10 @@ pub struct ControllerInputs {
 }
 
 impl Controller {
-    /// Starts the dataflow and declares the views of `config.files`.
-    pub fn new(
-        config: ControllerConfig,
-        out_tx: mpsc::UnboundedSender<Output>,
-    ) -> Result<Controller, String> {
-        let dataflow = Dataflow::start(config.workers, out_tx.clone())?;
-        config.registry.set_sizes(dataflow.sizes());
-        for (name, _) in &config.files {
-            config.registry.declare(name);
-        }
+    /// Takes over the dataflow and declares the views of `config.files`.
+    pub fn new(config: ControllerConfig, out_tx: mpsc::UnboundedSender<Output>) -> Controller {
+        config.registry.set_sizes(config.dataflow.sizes());
+        let names: Vec<String> = config.files.iter().map(|(n, _)| n.clone()).collect();
         let files: BTreeMap<String, String> = config.files.into_iter().collect();
         let controller = Controller {
             queries_dir: config.queries_dir,
@@ -214,12 +221,14 @@ impl Controller {
             refusals: HashMap::new(),
             next_params_table: FIRST_PARAMS_TABLE,
             next_ticket: 0,
+            holders: HashMap::new(),
+            clustered: config.clustered,
             clock: None,
             steps_since_lsn: 0,
             progress_requested: None,
             auth: config.auth,
             faults_settle_at: None,
-            dataflow: Some(dataflow),
+            dataflow: Some(config.dataflow),
             batching: Batching::default(),
             rows_since_trim: 0,
             workers: config.workers,
@@ -229,8 +238,23 @@ impl Controller {
             wanted: config.wanted,
             source_control: config.source_control,
         };
+        for name in names {
+            controller.mirror(Mirror::Declare { name });
+        }
         controller.publish_wanted();
-        Ok(controller)
+        controller
+    }
+
+    /// Does `op` to the registry, and has the dataflow carry it to the
+    /// other processes' registries (cluster mode), after every command
+    /// given so far.
+    fn mirror(&self, op: Mirror) {
+        if self.clustered {
+            if let Some(df) = &self.dataflow {
+                df.mirror(op.clone());
+            }
+        }
+        op.apply(&self.registry, &mut HashSet::new());
     }
 
     fn df(&self) -> &Dataflow {
@@ -290,12 +314,12 @@ impl Controller {
                     while let Ok(r) = inputs.tuples.try_recv() {
                         all.push(r);
                     }
-                    self.tuple_requests(all);
+                    self.tuple_requests(all.into_iter().map(|r| (0, r)).collect());
                 }
                 _ = clock.tick() => self.move_clock(),
                 _ = reap.tick() => {
                     let expired = self.registry.expire_idle(TUPLE_LINGER);
-                    self.tuple_requests(expired);
+                    self.tuple_requests(expired.into_iter().map(|r| (0, r)).collect());
                 }
                 Some(hook) = inputs.test_hooks.recv() => match hook {
                     TestHook::CrashWorker => self.df().crash_a_worker(),
@@ -342,11 +366,14 @@ impl Controller {
                     self.df().advance(lsn.0)
                 }
             }
-            SourceEvent::Status(status) => self.registry.set_health(match status {
-                SourceStatus::Streaming { snapshot_lsn } => Health::Streaming { snapshot_lsn },
-                SourceStatus::Reconnecting { reason } => Health::Reconnecting { reason },
-                SourceStatus::Failed { reason } => Health::Failed { reason },
-            }),
+            SourceEvent::Status(status) => {
+                let health = match status {
+                    SourceStatus::Streaming { snapshot_lsn } => Health::Streaming { snapshot_lsn },
+                    SourceStatus::Reconnecting { reason } => Health::Reconnecting { reason },
+                    SourceStatus::Failed { reason } => Health::Failed { reason },
+                };
+                self.mirror(Mirror::SetHealth((&health).into()));
+            }
             SourceEvent::TableFailed { table, message } => {
                 self.failed_tables.insert(table, message);
                 self.apply_table_faults();
@@ -388,6 +415,11 @@ impl Controller {
             }
             Output::TuplesApplied { ticket, lsn } => self.registry.tuples_applied(ticket, Lsn(lsn)),
             Output::WorkerFailed { message } => self.replace_dataflow(&message),
+            Output::Requests { process, requests } => {
+                self.tuple_requests(requests.into_iter().map(|r| (process, r)).collect())
+            }
+            // A follower's; process 0 never receives them.
+            Output::Mirror(_) | Output::LeaderStopped => {}
         }
     }
 
@@ -420,6 +452,14 @@ impl Controller {
     /// empty one and have the source read every table into it again; every
     /// view's subscribers get a fresh snapshot once it is rebuilt.
     fn replace_dataflow(&mut self, message: &str) {
+        if self.clustered {
+            // The other processes' workers are part of this dataflow and a
+            // new one needs them all to connect again: end the process, so
+            // its supervisor restarts the cluster (the others end when
+            // they lose this one).
+            error!(error = %message, "a dataflow worker died or a process of the cluster was lost; exiting");
+            std::process::exit(70);
+        }
         error!(error = %message, "dataflow worker died; rebuilding the dataflow from a fresh snapshot");
         self.registry
             .dataflow_restarts
@@ -430,7 +470,7 @@ impl Controller {
         if let Some(old) = self.dataflow.take() {
             tokio::task::spawn_blocking(move || old.shutdown(DATAFLOW_STOP_PATIENCE));
         }
-        match Dataflow::start(self.workers, self.out_tx.clone()) {
+        match Dataflow::start(self.workers, None, self.out_tx.clone()) {
             Ok(df) => {
                 self.registry.set_sizes(df.sizes());
                 self.dataflow = Some(df);
@@ -447,8 +487,10 @@ impl Controller {
         self.batching = Batching::default();
         self.in_flight.release_all();
         self.clock = None;
-        for (_, b) in self.built.drain() {
-            self.registry.detach(b.dataflow);
+        for (_, b) in std::mem::take(&mut self.built) {
+            self.mirror(Mirror::Detach {
+                dataflow: b.dataflow,
+            });
         }
         self.catalog = Catalog::default();
         self.names.clear();
@@ -537,6 +579,7 @@ impl Controller {
             let id = self.build(name, view);
             if self.rebuilding {
                 self.reset_on_ready.insert(id);
+                self.mirror(Mirror::ResetOnReady { dataflow: id });
             }
         }
         if full {
@@ -555,7 +598,7 @@ impl Controller {
             error!(view = %r.name, "view refused: {}", r.detail);
             self.refusals.insert(r.name.clone(), r.error.clone());
         }
-        self.registry.refuse(r);
+        self.mirror(Mirror::refuse(&r));
     }
 
     /// Compiles every view file against the current catalog.
@@ -605,18 +648,32 @@ impl Controller {
             plan: view.plan.to_string(),
             params: view.params.clone(),
         };
-        self.registry.attach(&name, def, id);
+        self.mirror(Mirror::Attach {
+            name: name.clone(),
+            def: (&def).into(),
+            dataflow: id,
+        });
         let params_table = if view.params.is_empty() {
+            self.holders.remove(&name);
             None
         } else {
             let table = self.next_params_table;
             self.next_params_table += 1;
             view.plan.rename_table(sql::PARAMS_TABLE, table);
             self.df().add_table(table);
-            let tuples = self.registry.tuples_of(&name);
+            // The tuples held open now (of this definition's arity: the
+            // registries dropped the others when it was attached).
+            let arity = view.params.len();
+            let held = self.holders.entry(name.clone()).or_default();
+            held.retain(|t, _| t.len() == arity);
+            let tuples: Vec<Row> = held.keys().cloned().collect();
             if !tuples.is_empty() {
                 let ticket = self.ticket();
-                self.registry.tuples_requested(&name, &tuples, ticket);
+                self.mirror(Mirror::TuplesRequested {
+                    view: name.clone(),
+                    tuples: tuples.clone(),
+                    ticket,
+                });
                 self.df()
                     .tuples(table, tuples.into_iter().map(|t| (t, 1)).collect(), ticket);
             }
@@ -652,7 +709,9 @@ impl Controller {
     fn unbuild(&mut self, name: &str) {
         if let Some(b) = self.built.remove(name) {
             self.df().drop_view(b.dataflow);
-            self.registry.detach(b.dataflow);
+            self.mirror(Mirror::Detach {
+                dataflow: b.dataflow,
+            });
             if let Some(t) = b.params_table {
                 self.df().drop_table(t);
             }
@@ -708,12 +767,29 @@ impl Controller {
         self.next_ticket
     }
 
-    /// A subscriber needs a parameter tuple that is new, or a tuple nobody
-    /// has needed for a while goes.
-    fn tuple_requests(&mut self, requests: Vec<TupleRequest>) {
+    /// A process's subscribers need a parameter tuple that is new to that
+    /// process, or one its subscribers have not needed for a while goes.
+    /// A tuple enters the dataflow when the first process holds it and
+    /// leaves when the last lets it go.
+    fn tuple_requests(&mut self, requests: Vec<(usize, TupleRequest)>) {
         let mut by_view: BTreeMap<String, Vec<TupleRequest>> = BTreeMap::new();
-        for r in requests {
-            by_view.entry(r.view.clone()).or_default().push(r);
+        for (process, r) in requests {
+            let held = self.holders.entry(r.view.clone()).or_default();
+            let changes = if r.add {
+                let processes = held.entry(r.tuple.clone()).or_default();
+                processes.insert(process) && processes.len() == 1
+            } else {
+                let last = held
+                    .get_mut(&r.tuple)
+                    .is_some_and(|processes| processes.remove(&process) && processes.is_empty());
+                if last {
+                    held.remove(&r.tuple);
+                }
+                last
+            };
+            if changes {
+                by_view.entry(r.view.clone()).or_default().push(r);
+            }
         }
         for (view, requests) in by_view {
             let Some(table) = self.built.get(&view).and_then(|b| b.params_table) else {
@@ -727,14 +803,29 @@ impl Controller {
                 .map(|r| r.tuple.clone())
                 .collect();
             if !added.is_empty() {
-                self.registry.tuples_requested(&view, &added, ticket);
+                self.mirror(Mirror::TuplesRequested {
+                    view: view.clone(),
+                    tuples: added,
+                    ticket,
+                });
             }
+            let retracted: Vec<Row> = requests
+                .iter()
+                .filter(|r| !r.add)
+                .map(|r| r.tuple.clone())
+                .collect();
             let updates = requests
                 .into_iter()
                 .map(|r| (r.tuple, if r.add { 1 } else { -1 }))
                 .collect();
             self.step_taken();
             self.df().tuples(table, updates, ticket);
+            if !retracted.is_empty() {
+                self.mirror(Mirror::TuplesRetracted {
+                    view,
+                    tuples: retracted,
+                });
+            }
         }
     }
 
@@ -754,7 +845,11 @@ impl Controller {
                 .find_map(|t| self.failed_tables.get(t))
                 .cloned();
             if message.is_some() || settled {
-                self.registry.set_fault(name, Fault::Table, message);
+                self.mirror(Mirror::SetFault {
+                    name: name.clone(),
+                    fault: (&Fault::Table).into(),
+                    message,
+                });
             }
         }
     }
@@ -810,12 +905,15 @@ impl Controller {
         }
         for name in &removed {
             self.unbuild(name);
-            self.registry
-                .remove(name, &format!("view \"{name}\" was removed"));
+            self.holders.remove(name);
+            self.mirror(Mirror::Remove {
+                name: name.clone(),
+                message: format!("view \"{name}\" was removed"),
+            });
         }
         for name in &changed {
             if !self.built.contains_key(name) {
-                self.registry.declare(name);
+                self.mirror(Mirror::Declare { name: name.clone() });
             }
         }
         // Views that need tables not followed yet are built after the source
@@ -859,6 +957,93 @@ impl Controller {
 }
 
 /// Completes once `shutdown` turns true (or its sender is gone).
+/// What a follower (a process of a cluster other than 0) runs instead of
+/// a controller: see [`follow`].
+pub struct Following {
+    pub registry: Arc<Registry>,
+    pub in_flight: Arc<InFlight>,
+    pub dataflow: Dataflow,
+    pub outputs: mpsc::UnboundedReceiver<Output>,
+    /// Parameter tuples this process's subscribers need or let go.
+    pub tuples: mpsc::UnboundedReceiver<TupleRequest>,
+    /// Set when process 0 stops the dataflow.
+    pub finished: watch::Sender<bool>,
+}
+
+/// A follower's loop: process 0's registry operations and the views'
+/// outputs, in the order its first worker received them, go to this
+/// process's registry; its subscribers' tuple requests go to process 0.
+pub async fn follow(f: Following, mut shutdown: watch::Receiver<bool>) {
+    let Following {
+        registry,
+        in_flight,
+        dataflow,
+        mut outputs,
+        mut tuples,
+        finished,
+    } = f;
+    let mut reset_on_ready = HashSet::new();
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut reap = tokio::time::interval(Duration::from_secs(1));
+    let mut last_heartbeat = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            out = outputs.recv() => match out {
+                Some(Output::Batch { lsn, views }) => {
+                    for v in views {
+                        registry.apply(v.view, Lsn(lsn), &v.rows, &v.errors);
+                    }
+                }
+                Some(Output::Progress { lsn }) => {
+                    registry.advance(Lsn(lsn));
+                    in_flight.release_through(lsn);
+                }
+                Some(Output::ViewReady { view, lsn }) => {
+                    let reset = reset_on_ready.remove(&view);
+                    registry.ready(view, Lsn(lsn), reset);
+                    release_freed_memory();
+                }
+                Some(Output::TuplesApplied { ticket, lsn }) => {
+                    registry.tuples_applied(ticket, Lsn(lsn))
+                }
+                Some(Output::Mirror(op)) => op.apply(&registry, &mut reset_on_ready),
+                Some(Output::WorkerFailed { message }) => {
+                    error!(error = %message, "a dataflow worker died or process 0 was lost; exiting");
+                    std::process::exit(70);
+                }
+                Some(Output::LeaderStopped) | None => {
+                    let _ = finished.send(true);
+                    break;
+                }
+                Some(Output::Requests { .. }) => {}
+            },
+            Some(r) = tuples.recv() => {
+                let mut all = vec![r];
+                while let Ok(r) = tuples.try_recv() {
+                    all.push(r);
+                }
+                dataflow.request(all);
+            }
+            _ = reap.tick() => {
+                let expired = registry.expire_idle(TUPLE_LINGER);
+                if !expired.is_empty() {
+                    dataflow.request(expired);
+                }
+            }
+            _ = tick.tick() => {
+                let heartbeat = last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL;
+                if heartbeat {
+                    last_heartbeat = std::time::Instant::now();
+                }
+                registry.announce_progress(heartbeat);
+            }
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    registry.close();
+    let _ = tokio::task::spawn_blocking(move || dataflow.shutdown(DATAFLOW_STOP_PATIENCE)).await;
+}
+
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }

@@ -197,6 +197,7 @@ pub async fn run(queries: PathBuf, listen: String, workers: usize) -> anyhow::Re
         timeouts: Default::default(),
         // Tokens the demo issues itself (see the module docs).
         auth: Some(crate::auth::AuthConfig::Secret(secret.clone())),
+        cluster: None,
     };
     let running =
         crate::server::start_with_routes(config, Default::default(), routes(secret)).await?;

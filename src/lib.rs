@@ -11,11 +11,13 @@
 //! - [`http`]: SSE, snapshot JSON, health, the live page
 //! - [`auth`]: bearer token (JWT) verification into [`auth::Claims`]
 //! - [`server`]: wires the above together; [`config`]: its settings
+//! - [`cluster`]: one dataflow across processes (`--cluster`, `--process`)
 //! - [`client`]: a small SSE client (the `tail` command, tests, benchmarks)
 //! - [`demo`]: the self-contained demo (throwaway Postgres, writer, views)
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod dataflow;

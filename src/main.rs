@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use viewcast::auth::AuthConfig;
+use viewcast::cluster::Cluster;
 use viewcast::config::{
     default_workers, Config, HttpLimits, WsLimits, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PUBLICATION, DEFAULT_WS_MAX_FRAME_BYTES, DEFAULT_WS_MAX_PENDING_BYTES,
@@ -30,8 +31,9 @@ enum Command {
     /// Follow a database and serve the views in a directory of .sql files.
     Serve {
         /// Database to follow (conninfo or postgres:// URL); needs wal_level=logical.
+        /// Not needed by a process of a cluster other than 0.
         #[arg(long, env = "VIEWCAST_PG")]
-        pg: String,
+        pg: Option<String>,
         /// Directory of NAME.sql files, one view each.
         #[arg(long, env = "VIEWCAST_QUERIES", default_value = "queries")]
         queries: PathBuf,
@@ -81,6 +83,15 @@ enum Command {
         /// RSA key, ES256 for an EC P-256 key. Not with --jwt-secret.
         #[arg(long, env = "VIEWCAST_JWT_PUBLIC_KEY")]
         jwt_public_key: Option<PathBuf>,
+        /// Run one dataflow across several processes: a file listing each
+        /// process's host:port for the dataflow's own communication, one
+        /// per line, in process order (all processes use the same file).
+        /// Process 0 follows Postgres; every process serves HTTP.
+        #[arg(long, env = "VIEWCAST_CLUSTER", requires = "process")]
+        cluster: Option<PathBuf>,
+        /// This process's index in the --cluster file (0 follows Postgres).
+        #[arg(long, env = "VIEWCAST_PROCESS", requires = "cluster")]
+        process: Option<usize>,
     },
     /// Start a throwaway PostgreSQL with example data and a writer, and serve queries/.
     // Verifies tokens with a secret of its own and issues them for its demo
@@ -135,9 +146,27 @@ async fn main() -> anyhow::Result<()> {
             ws_max_pending_bytes,
             jwt_secret,
             jwt_public_key,
+            cluster,
+            process,
         } => {
             let auth =
                 AuthConfig::from_options(jwt_secret, jwt_public_key).context("viewcast serve")?;
+            let cluster = match (cluster, process) {
+                (Some(file), Some(process)) => Some(
+                    Cluster::from_file(&file, process)
+                        .map_err(anyhow::Error::msg)
+                        .context("viewcast serve --cluster")?,
+                ),
+                _ => None,
+            };
+            let follower = cluster.as_ref().is_some_and(|c| !c.is_leader());
+            let pg = match pg {
+                Some(pg) => pg,
+                None if follower => String::new(),
+                None => anyhow::bail!(
+                    "viewcast serve: --pg (or VIEWCAST_PG) is required: the database to follow"
+                ),
+            };
             let config = Config {
                 pg,
                 queries,
@@ -150,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
                     ..Timeouts::default()
                 },
                 auth,
+                cluster,
             };
             let http = HttpLimits {
                 max_connections: max_connections.max(1),

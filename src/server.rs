@@ -26,9 +26,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::cluster::Cluster;
 use crate::config::{Config, HttpLimits};
 use crate::controller::{Controller, ControllerConfig, ControllerInputs, TestHook};
-use crate::dataflow::{InFlight, DEFAULT_MAX_IN_FLIGHT_ROWS};
+use crate::dataflow::{Dataflow, InFlight, Output, DEFAULT_MAX_IN_FLIGHT_ROWS};
 use crate::pg::catalog::{load_relation, resolve_all, CatalogError, Relation};
 use crate::pg::source::{Source, SourceConfig, SESSION_SETTINGS};
 use crate::pg::{ConnectError, PgConfig};
@@ -70,6 +71,9 @@ pub struct Running {
     /// Dropping it stops watching the queries directory.
     _watcher: Option<notify::RecommendedWatcher>,
     test_hooks: mpsc::UnboundedSender<TestHook>,
+    /// Turns true when the server stops of its own accord (a follower
+    /// whose leader stopped).
+    finished: watch::Receiver<bool>,
 }
 
 impl Running {
@@ -78,6 +82,16 @@ impl Running {
     #[doc(hidden)]
     pub fn crash_a_worker(&self) {
         let _ = self.test_hooks.send(TestHook::CrashWorker);
+    }
+
+    /// Completes when the server stops of its own accord: a process of a
+    /// cluster whose process 0 stopped.
+    pub async fn finished(&self) {
+        let mut f = self.finished.clone();
+        // A closed channel (a server that never stops by itself): never.
+        if f.wait_for(|done| *done).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Stops the source, the HTTP server, the controller and the workers.
@@ -292,6 +306,9 @@ pub async fn start_with_routes(
             addr: config.listen.clone(),
             source,
         })?;
+    if let Some(cluster) = config.cluster.clone().filter(|c| !c.is_leader()) {
+        return start_follower(config, cluster, http, routes, auth, listener).await;
+    }
     let files = read_queries(&config.queries)?;
     let pg = parse_conninfo(&config.pg)?;
     startup_check(&pg).await?;
@@ -308,11 +325,17 @@ pub async fn start_with_routes(
     let (tuples_tx, tuples_rx) = mpsc::unbounded_channel();
     registry.set_tuple_sink(tuples_tx);
     registry.set_max_tuples(http.max_tuples_per_view);
+    if config.cluster.is_some() {
+        registry.share_tuples();
+    }
 
     let views = files.len();
+    let dataflow = start_dataflow(config.workers, config.cluster.clone(), out_tx.clone()).await?;
     let controller = Controller::new(
         ControllerConfig {
             auth: auth.is_some(),
+            dataflow,
+            clustered: config.cluster.is_some(),
             queries_dir: config.queries.clone(),
             files,
             workers: config.workers,
@@ -322,8 +345,7 @@ pub async fn start_with_routes(
             source_control: control_tx,
         },
         out_tx,
-    )
-    .map_err(ServerError::Dataflow)?;
+    );
     let source = Source::new(
         SourceConfig {
             conninfo: config.pg.clone(),
@@ -378,6 +400,101 @@ pub async fn start_with_routes(
         tasks,
         _watcher: watcher,
         test_hooks: hooks_tx,
+        finished: watch::channel(false).1,
+    })
+}
+
+/// Starts the dataflow's workers; in cluster mode, once every process of
+/// the cluster has connected (which may take as long as they take to start).
+async fn start_dataflow(
+    workers: usize,
+    cluster: Option<Cluster>,
+    out: mpsc::UnboundedSender<Output>,
+) -> Result<Dataflow, ServerError> {
+    if let Some(c) = &cluster {
+        info!(
+            process = c.process,
+            processes = c.processes(),
+            "connecting to the cluster's other processes"
+        );
+    }
+    let dataflow =
+        tokio::task::spawn_blocking(move || Dataflow::start(workers, cluster.as_ref(), out))
+            .await
+            .map_err(|e| ServerError::Dataflow(e.to_string()))?
+            .map_err(ServerError::Dataflow)?;
+    Ok(dataflow)
+}
+
+/// A process of a cluster other than process 0: its workers carry out the
+/// commands process 0 sends, and it serves HTTP subscribers the views'
+/// outputs as they reach it. It reads no queries and does not connect to
+/// Postgres: the views, their definitions and the source's health come
+/// from process 0.
+async fn start_follower(
+    config: Config,
+    cluster: Cluster,
+    http: HttpLimits,
+    routes: axum::Router,
+    auth: Option<Arc<crate::auth::Auth>>,
+    listener: tokio::net::TcpListener,
+) -> Result<Running, ServerError> {
+    let in_flight = Arc::new(InFlight::new(DEFAULT_MAX_IN_FLIGHT_ROWS));
+    let registry = Arc::new(Registry::new(in_flight.clone()));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (finished_tx, finished) = watch::channel(false);
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (tuples_tx, tuples_rx) = mpsc::unbounded_channel();
+    let (hooks_tx, _) = mpsc::unbounded_channel();
+    registry.set_tuple_sink(tuples_tx);
+    registry.set_max_tuples(http.max_tuples_per_view);
+    if config.cluster.is_some() {
+        registry.share_tuples();
+    }
+    let process = cluster.process;
+    let dataflow = start_dataflow(config.workers, Some(cluster), out_tx).await?;
+    registry.set_sizes(dataflow.sizes());
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let mut tasks = vec![tokio::spawn(crate::controller::follow(
+        crate::controller::Following {
+            registry: registry.clone(),
+            in_flight,
+            dataflow,
+            outputs: out_rx,
+            tuples: tuples_rx,
+            finished: finished_tx,
+        },
+        shutdown_rx.clone(),
+    ))];
+    let app = crate::http::router(
+        crate::http::AppState {
+            registry: registry.clone(),
+            auth,
+            ws: http.ws.clone(),
+            ws_open: Default::default(),
+        },
+        routes,
+    );
+    tasks.push(tokio::spawn(crate::http::serve(
+        listener,
+        app,
+        http,
+        shutdown_rx,
+    )));
+    info!(%addr, process, "serving the views of process 0");
+    Ok(Running {
+        addr,
+        registry,
+        shutdown,
+        tasks,
+        _watcher: None,
+        test_hooks: hooks_tx,
+        finished,
     })
 }
 
@@ -434,8 +551,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let running = start_with(config, http).await?;
-    shutdown.await;
-    info!("shutting down");
+    tokio::select! {
+        _ = shutdown => info!("shutting down"),
+        _ = running.finished() => info!("process 0 of the cluster stopped; shutting down"),
+    }
     running.stop().await;
     Ok(())
 }

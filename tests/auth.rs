@@ -98,6 +98,7 @@ async fn authenticate(base: &str) {
         publication: "viewcast".into(),
         timeouts: Default::default(),
         auth: None,
+        cluster: None,
     };
     let err = viewcast::server::start(config)
         .await

@@ -43,6 +43,7 @@ impl Limited {
             publication: "viewcast".into(),
             timeouts: Default::default(),
             auth: None,
+            cluster: None,
         };
         let running = viewcast::server::start_with(config, limits)
             .await

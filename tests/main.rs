@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL (see tests/support).
 
 mod auth;
+mod cluster;
 mod errors;
 mod faults;
 mod functions;

@@ -128,6 +128,7 @@ async fn refused(conninfo: &str, queries: &Path) -> String {
         publication: "viewcast".into(),
         timeouts: Default::default(),
         auth: None,
+        cluster: None,
     };
     let started = Instant::now();
     let err = match viewcast::server::start(config).await {

@@ -44,8 +44,15 @@ use timely::dataflow::operators::{CapabilitySet, Exchange, Probe};
 use timely::progress::frontier::AntichainRef;
 use timely::progress::Antichain;
 
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::core::Map;
+use timely::dataflow::operators::{Input as _, Inspect};
+use timely::dataflow::InputHandle;
+
+use crate::cluster::{Cluster, Mirror};
 use crate::repr::{PackedRow, Row};
 use crate::sql::Plan;
+use crate::views::TupleRequest;
 
 /// Updates of one transaction: (table id, row, +1/-1).
 pub type Updates = Vec<(usize, Row, isize)>;
@@ -74,6 +81,80 @@ pub enum Command {
     /// Makes the last worker panic, so tests can check what a dying worker
     /// does to the server.
     Crash,
+    /// A registry operation of the leader, for the other processes'
+    /// registries (cluster mode; nothing to do in one process).
+    Mirror(Mirror),
+    /// Parameter tuples this process's subscribers need or let go (a
+    /// follower sends them to process 0).
+    Requests(Vec<TupleRequest>),
+    /// The leader stops: the other processes' workers stop too.
+    Stop,
+}
+
+/// A command as the leader's first worker forwards it to the workers of
+/// the other processes. The rows of a transaction are not in it: they enter
+/// at the leader's workers and reach their owners through the tables'
+/// exchange.
+#[derive(Clone, Serialize, Deserialize)]
+enum Wire {
+    AddTable { id: usize },
+    DropTable { id: usize },
+    AddView { id: usize, plan: Plan },
+    DropView { id: usize },
+    Apply { lsn: u64 },
+    Advance { lsn: u64 },
+    Tuples { ticket: u64 },
+    Mirror(Mirror),
+    Crash,
+    Stop,
+}
+
+impl Wire {
+    /// What the other processes need of `command`, if anything.
+    fn of(command: &Command) -> Option<Wire> {
+        Some(match command {
+            Command::AddTable { id } => Wire::AddTable { id: *id },
+            Command::DropTable { id } => Wire::DropTable { id: *id },
+            Command::AddView { id, plan } => Wire::AddView {
+                id: *id,
+                plan: Plan::clone(plan),
+            },
+            Command::DropView { id } => Wire::DropView { id: *id },
+            Command::Apply { lsn, .. } => Wire::Apply { lsn: *lsn },
+            Command::Advance { lsn } => Wire::Advance { lsn: *lsn },
+            Command::Tuples { ticket, .. } => Wire::Tuples { ticket: *ticket },
+            Command::Mirror(m) => Wire::Mirror(m.clone()),
+            Command::Crash => Wire::Crash,
+            Command::Stop => Wire::Stop,
+            Command::Requests(_) => return None,
+        })
+    }
+
+    /// The command a follower's worker carries out.
+    fn into_command(self) -> Command {
+        match self {
+            Wire::AddTable { id } => Command::AddTable { id },
+            Wire::DropTable { id } => Command::DropTable { id },
+            Wire::AddView { id, plan } => Command::AddView {
+                id,
+                plan: Arc::new(plan),
+            },
+            Wire::DropView { id } => Command::DropView { id },
+            Wire::Apply { lsn } => Command::Apply {
+                lsn,
+                updates: Arc::default(),
+            },
+            Wire::Advance { lsn } => Command::Advance { lsn },
+            Wire::Tuples { ticket } => Command::Tuples {
+                table: UNIT_TABLE,
+                updates: Arc::default(),
+                ticket,
+            },
+            Wire::Mirror(m) => Command::Mirror(m),
+            Wire::Crash => Command::Crash,
+            Wire::Stop => Command::Stop,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -91,6 +172,16 @@ pub enum Output {
     /// A worker died (a panic). The dataflow can no longer be trusted: drop it
     /// and build a new one.
     WorkerFailed { message: String },
+    /// A registry operation of the leader (followers only).
+    Mirror(Mirror),
+    /// Parameter tuples process `process`'s subscribers need or let go
+    /// (the leader only).
+    Requests {
+        process: usize,
+        requests: Vec<TupleRequest>,
+    },
+    /// The leader stopped the dataflow (followers only).
+    LeaderStopped,
 }
 
 /// One view's changes at one time: rows, and evaluation errors (overflow,
@@ -193,9 +284,35 @@ pub struct Dataflow {
 const IDLE_PARK: Duration = Duration::from_millis(50);
 
 impl Dataflow {
-    /// Starts `workers` threads with no tables and no views yet.
-    pub fn start(workers: usize, out: OutputSender) -> Result<Dataflow, String> {
+    /// Starts `workers` threads with no tables and no views yet; with a
+    /// `cluster`, this process's share of a dataflow across its processes
+    /// (it returns once every process is connected).
+    pub fn start(
+        workers: usize,
+        cluster: Option<&Cluster>,
+        out: OutputSender,
+    ) -> Result<Dataflow, String> {
         let workers = workers.max(1);
+        let (config, place) = match cluster {
+            None => (timely::Config::process(workers), Place::alone(workers)),
+            Some(c) => (
+                timely::Config {
+                    communication: timely::CommunicationConfig::Cluster {
+                        threads: workers,
+                        process: c.process,
+                        addresses: c.hosts.clone(),
+                        report: false,
+                        zerocopy: false,
+                    },
+                    worker: timely::WorkerConfig::default(),
+                },
+                Place {
+                    process: c.process,
+                    processes: c.processes(),
+                    threads: workers,
+                },
+            ),
+        };
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..workers {
@@ -209,8 +326,8 @@ impl Dataflow {
         let out = Arc::new(Mutex::new(out));
         let sizes = Arc::new(memory::Sizes::default());
         let worker_sizes = sizes.clone();
-        let guards = timely::execute(timely::Config::process(workers), move |worker| {
-            let index = worker.index();
+        let guards = timely::execute(config, move |worker| {
+            let index = worker.index() % place.threads;
             let rx = receivers
                 .lock()
                 .expect("receiver lock")
@@ -226,7 +343,7 @@ impl Dataflow {
             // and the controller replaces the whole dataflow.
             let sizes = worker_sizes.clone();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_worker(worker, rx, out.clone(), sizes)
+                run_worker(worker, place, rx, out.clone(), sizes)
             }));
             if let Err(panic) = result {
                 let message = panic
@@ -235,7 +352,10 @@ impl Dataflow {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
                 let _ = out.send(Output::WorkerFailed {
-                    message: format!("dataflow worker {index} panicked: {message}"),
+                    message: format!(
+                        "dataflow worker {} panicked: {message}",
+                        place.describe(index)
+                    ),
                 });
             }
         })?;
@@ -308,6 +428,23 @@ impl Dataflow {
         });
     }
 
+    /// Records a registry operation for the other processes (cluster mode).
+    pub fn mirror(&self, op: Mirror) {
+        if let Some(s) = self.senders.first() {
+            let _ = s.send(Command::Mirror(op));
+            self.threads[0].unpark();
+        }
+    }
+
+    /// Sends tuple requests of this process's subscribers to process 0
+    /// (a follower's).
+    pub fn request(&self, requests: Vec<TupleRequest>) {
+        if let Some(s) = self.senders.first() {
+            let _ = s.send(Command::Requests(requests));
+            self.threads[0].unpark();
+        }
+    }
+
     /// Makes a worker panic (for tests of the recovery from one).
     pub fn crash_a_worker(&self) {
         self.send(|| Command::Crash);
@@ -316,6 +453,7 @@ impl Dataflow {
     /// Stops the workers and waits for them, at most `patience`: a worker
     /// stuck after another one's panic is left behind rather than waited for.
     pub fn shutdown(mut self, patience: Duration) {
+        self.send(|| Command::Stop);
         self.senders.clear();
         for t in &self.threads {
             t.unpark();
@@ -337,6 +475,7 @@ impl Dataflow {
 
 impl Drop for Dataflow {
     fn drop(&mut self) {
+        self.send(|| Command::Stop);
         self.senders.clear();
         for t in &self.threads {
             t.unpark();
@@ -344,6 +483,97 @@ impl Drop for Dataflow {
         if let Some(g) = self.guards.lock().ok().and_then(|mut g| g.take()) {
             let _ = g.join();
         }
+    }
+}
+
+/// Where this process's workers stand among all of the dataflow's workers.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    process: usize,
+    processes: usize,
+    /// Workers per process.
+    threads: usize,
+}
+
+impl Place {
+    fn alone(threads: usize) -> Place {
+        Place {
+            process: 0,
+            processes: 1,
+            threads,
+        }
+    }
+
+    fn describe(&self, local: usize) -> String {
+        if self.processes == 1 {
+            local.to_string()
+        } else {
+            format!("{local} of process {}", self.process)
+        }
+    }
+}
+
+/// The stream of commands from the leader's first worker to the other
+/// processes' workers, and of tuple requests back. Built first on every
+/// worker. Each command goes at a time of its own (its sequence number),
+/// since only a new time pushes records through an exchange; nothing waits
+/// on this dataflow's progress, and the receiver carries the commands out
+/// in sequence order.
+/// A command for a follower's worker: (target worker, sequence number, command).
+type Forwarded = (u64, u64, Wire);
+/// Tuple requests of one process's subscribers: (process, requests).
+type Asked = (usize, Vec<TupleRequest>);
+type ControlInput<D> = InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<D>>>;
+
+struct Control {
+    commands: ControlInput<Forwarded>,
+    requests: ControlInput<Asked>,
+    /// Commands that reached this worker, by sequence number.
+    received: Rc<RefCell<BTreeMap<u64, Wire>>>,
+    /// Tuple requests that reached this worker (process 0's first).
+    asked: Rc<RefCell<Vec<Asked>>>,
+    /// The sequence number of the next command sent, and of the next to carry out.
+    sent: u64,
+    next: u64,
+}
+
+impl Control {
+    fn build(worker: &mut timely::worker::Worker) -> Control {
+        let received: Rc<RefCell<BTreeMap<u64, Wire>>> = Default::default();
+        let asked: Rc<RefCell<Vec<Asked>>> = Default::default();
+        let (into, back) = (received.clone(), asked.clone());
+        let (commands, requests) = worker.dataflow_named::<u64, _, _>("control", |scope| {
+            let (commands, stream) = scope.new_input::<Vec<Forwarded>>();
+            stream
+                .exchange(|(target, _, _)| *target)
+                .inspect(move |(_, seq, wire)| {
+                    into.borrow_mut().insert(*seq, wire.clone());
+                });
+            let (requests, stream) = scope.new_input::<Vec<Asked>>();
+            stream
+                .exchange(|_| 0)
+                .inspect(move |r| back.borrow_mut().push(r.clone()));
+            (commands, requests)
+        });
+        Control {
+            commands,
+            requests,
+            received,
+            asked,
+            sent: 0,
+            next: 0,
+        }
+    }
+
+    /// The commands received, in order, as far as they are contiguous.
+    fn take_received(&mut self) -> Vec<Wire> {
+        let mut received = self.received.borrow_mut();
+        let mut out = Vec::new();
+        while let Some(w) = received.remove(&self.next) {
+            out.push(w);
+            self.next += 1;
+        }
+        out
     }
 }
 
@@ -376,6 +606,10 @@ const UNIT_TABLE: usize = usize::MAX;
 
 struct Worker<'w> {
     worker: &'w mut timely::worker::Worker,
+    place: Place,
+    control: Control,
+    /// The leader stopped (followers): leave the loop.
+    stopped: bool,
     tables: HashMap<usize, Table>,
     views: HashMap<usize, View>,
     /// Views dropped whose output may still be in flight; it is discarded.
@@ -391,14 +625,19 @@ struct Worker<'w> {
 
 fn run_worker(
     worker: &mut timely::worker::Worker,
+    place: Place,
     rx: Receiver<Command>,
     out: OutputSender,
     sizes: Arc<memory::Sizes>,
 ) {
     let owners = memory::Owners::default();
     memory::log_into(worker, sizes, owners.clone());
+    let control = Control::build(worker);
     let mut w = Worker {
         worker,
+        place,
+        control,
+        stopped: false,
         tables: HashMap::new(),
         views: HashMap::new(),
         dropped: HashSet::new(),
@@ -415,11 +654,18 @@ fn run_worker(
             t.input.flush();
         }
     }
+    let leader = place.process == 0;
     loop {
         let mut disconnected = false;
         loop {
             match rx.try_recv() {
-                Ok(command) => w.command(command),
+                Ok(Command::Requests(requests)) => w.request(requests),
+                Ok(command) if leader => {
+                    w.forward(&command);
+                    w.command(command)
+                }
+                // A follower's commands come from the leader.
+                Ok(_) => {}
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     disconnected = true;
@@ -427,17 +673,66 @@ fn run_worker(
                 }
             }
         }
-        if disconnected {
+        if leader {
+            if w.worker.index() == 0 {
+                let asked = std::mem::take(&mut *w.control.asked.borrow_mut());
+                for (process, requests) in asked {
+                    let _ = w.out.send(Output::Requests { process, requests });
+                }
+            }
+        } else {
+            for wire in w.control.take_received() {
+                tracing::trace!(worker = w.worker.index(), "command from process 0");
+                w.command(wire.into_command());
+            }
+        }
+        if disconnected || w.stopped {
             break;
         }
         w.worker.step_or_park(Some(IDLE_PARK));
-        if w.worker.index() == 0 {
+        if w.first_of_process() {
             w.release();
         }
     }
 }
 
 impl Worker<'_> {
+    /// This process's first worker: it releases the views' outputs to the
+    /// process's registry.
+    fn first_of_process(&self) -> bool {
+        self.worker.index().is_multiple_of(self.place.threads)
+    }
+
+    /// Sends `command` on to every worker of the other processes (the
+    /// leader's first worker does, in the order it carries them out).
+    fn forward(&mut self, command: &Command) {
+        if self.place.processes == 1 || self.worker.index() != 0 {
+            return;
+        }
+        let Some(wire) = Wire::of(command) else {
+            return;
+        };
+        let seq = self.control.sent;
+        self.control.sent += 1;
+        tracing::trace!(seq, "command forwarded to the other processes");
+        for target in self.place.threads..self.worker.peers() {
+            self.control
+                .commands
+                .send((target as u64, seq, wire.clone()));
+        }
+        // Only a new time pushes the records through the exchange.
+        self.control.commands.advance_to(seq + 1);
+    }
+
+    /// Tuple requests of this process's subscribers: the leader's go to
+    /// its controller directly, a follower's first worker sends them to
+    /// process 0's first worker.
+    fn request(&mut self, requests: Vec<TupleRequest>) {
+        self.control.requests.send((self.place.process, requests));
+        let next = *self.control.requests.time() + 1;
+        self.control.requests.advance_to(next);
+    }
+
     fn command(&mut self, command: Command) {
         match command {
             Command::AddTable { id } => self.add_table(id),
@@ -460,9 +755,12 @@ impl Worker<'_> {
                 for table in self.tables.values_mut() {
                     table.input.advance_to(t);
                 }
-                let (index, peers) = (self.worker.index(), self.worker.peers());
+                // The rows enter at the leader's workers (a follower's
+                // commands carry none); the tables' arrangements exchange
+                // them to their owners.
+                let (index, threads) = (self.worker.index(), self.place.threads);
                 for (n, (table, row, diff)) in updates.iter().enumerate() {
-                    if n % peers == index {
+                    if n % threads == index {
                         if let Some(tab) = self.tables.get_mut(table) {
                             tab.input.update(PackedRow::pack(row), *diff);
                         }
@@ -489,6 +787,8 @@ impl Worker<'_> {
                             tab.input.update(PackedRow::pack(row), *diff);
                         }
                     }
+                }
+                if self.first_of_process() {
                     let _ = self.out.send(Output::TuplesApplied { ticket, lsn: t });
                 }
                 self.advance_to(t + 1);
@@ -496,6 +796,20 @@ impl Worker<'_> {
             Command::Crash => {
                 if self.worker.index() + 1 == self.worker.peers() {
                     panic!("a worker crash injected by a test");
+                }
+            }
+            Command::Mirror(op) => {
+                if self.place.process != 0 && self.first_of_process() {
+                    let _ = self.out.send(Output::Mirror(op));
+                }
+            }
+            Command::Requests(requests) => self.request(requests),
+            Command::Stop => {
+                if self.place.process != 0 {
+                    if self.first_of_process() {
+                        let _ = self.out.send(Output::LeaderStopped);
+                    }
+                    self.stopped = true;
                 }
             }
         }
@@ -559,6 +873,7 @@ impl Worker<'_> {
         let since = Antichain::from_elem(as_of);
         let probe = ProbeHandle::new();
         let buffer = self.buffer.clone();
+        let (processes, threads) = (self.place.processes, self.place.threads);
         let tables = &mut self.tables;
         let first = self.worker.peek_identifier();
         let buttons = self
@@ -591,10 +906,21 @@ impl Worker<'_> {
                 if let Some(errs) = ctx.errors_of(plan) {
                     results = results.concat(errs.map(move |e| (id, Err(e))));
                 }
+                // To the first worker of every process, which serves it.
+                let results = if processes == 1 {
+                    results.inner.exchange(|_| 0).as_collection()
+                } else {
+                    results
+                        .inner
+                        .flat_map::<Vec<_>, _, _>(move |(data, time, diff)| {
+                            (0..processes)
+                                .map(move |p| (((p * threads) as u64, data.clone()), time, diff))
+                        })
+                        .exchange(|((target, _), _, _)| *target)
+                        .map(|((_, data), time, diff)| (data, time, diff))
+                        .as_collection()
+                };
                 results
-                    .inner
-                    .exchange(|_| 0)
-                    .as_collection()
                     .inspect(move |(data, time, diff)| {
                         buffer
                             .borrow_mut()

@@ -184,6 +184,8 @@ struct Tuple {
     /// added at.
     ticket: Option<u64>,
     ready_at: Option<Lsn>,
+    /// This process has asked the controller for it and not let it go.
+    asked: bool,
 }
 
 impl Tuple {
@@ -206,6 +208,7 @@ impl Tuple {
             ready,
             ticket: None,
             ready_at: None,
+            asked: false,
         }
     }
 
@@ -323,7 +326,7 @@ pub enum Health {
 }
 
 /// A tuple added to or taken from a parameterized view's dataflow.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TupleRequest {
     pub view: String,
     pub tuple: Row,
@@ -351,6 +354,10 @@ pub struct Registry {
     pub reconnects: AtomicU64,
     /// The views declared at startup have all loaded (or been refused).
     started: std::sync::atomic::AtomicBool,
+    /// Part of a cluster: the registry keeps every tuple in the dataflow,
+    /// whichever process asked for it, until process 0 retracts it (so a
+    /// subscriber here to a tuple held elsewhere finds its rows).
+    shared_tuples: std::sync::atomic::AtomicBool,
     /// Times tables were read at a new snapshot, and tables copied then.
     pub resyncs: AtomicU64,
     pub tables_copied: AtomicU64,
@@ -557,12 +564,23 @@ impl Registry {
             dataflow_restarts: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             started: std::sync::atomic::AtomicBool::new(false),
+            shared_tuples: std::sync::atomic::AtomicBool::new(false),
             resyncs: AtomicU64::new(0),
             tables_copied: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             sizes: Mutex::new(Arc::default()),
         }
+    }
+
+    /// Keeps every tuple the dataflow holds (cluster mode), not only those
+    /// this process's subscribers opened.
+    pub fn share_tuples(&self) {
+        self.shared_tuples.store(true, Ordering::Relaxed);
+    }
+
+    fn shares_tuples(&self) -> bool {
+        self.shared_tuples.load(Ordering::Relaxed)
     }
 
     /// Where requests to add and retract tuples go.
@@ -688,15 +706,17 @@ impl Registry {
     /// it is new). The view must be served; `tuple` must match its parameters.
     pub fn open(&self, view: &Arc<View>, tuple: Row) -> TupleGuard {
         let mut st = view.lock();
-        let is_new = !st.tuples.contains_key(&tuple);
         let t = st
             .tuples
             .entry(tuple.clone())
             .or_insert_with(|| Tuple::new(false, !tuple.is_empty()));
         t.holders += 1;
         t.idle_since = None;
+        // New here, or kept (in a cluster) after this process let it go.
+        let ask = !t.asked;
+        t.asked = true;
         drop(st);
-        if is_new {
+        if ask {
             if let Some(tx) = self
                 .tuples_tx
                 .lock()
@@ -787,6 +807,13 @@ impl Registry {
             return;
         };
         let mut st = v.lock();
+        if self.shares_tuples() && st.arity() > 0 {
+            for tuple in tuples {
+                if tuple.len() == st.arity() && !st.tuples.contains_key(tuple) {
+                    st.tuples.insert(tuple.clone(), Tuple::new(false, true));
+                }
+            }
+        }
         let mut asked = Vec::new();
         for tuple in tuples {
             if let Some(t) = st.tuples.get_mut(tuple) {
@@ -822,8 +849,10 @@ impl Registry {
     }
 
     /// Tuples nobody has held for `linger`: forgotten here, and returned so
-    /// the controller retracts them from the dataflow.
+    /// the controller retracts them from the dataflow. In a cluster they
+    /// stay until process 0 retracts them (another process may hold them).
     pub fn expire_idle(&self, linger: std::time::Duration) -> Vec<TupleRequest> {
+        let shared = self.shares_tuples();
         let mut out = Vec::new();
         for v in self.all() {
             let mut st = v.lock();
@@ -832,14 +861,21 @@ impl Registry {
                 .iter()
                 .filter(|(tuple, t)| {
                     !tuple.is_empty()
+                        && t.asked
                         && t.holders == 0
                         && t.idle_since.is_some_and(|s| s.elapsed() >= linger)
                 })
                 .map(|(tuple, _)| tuple.clone())
                 .collect();
             for tuple in expired {
-                st.tuples.remove(&tuple);
-                st.loading.remove(&tuple);
+                if shared {
+                    if let Some(t) = st.tuples.get_mut(&tuple) {
+                        t.asked = false;
+                    }
+                } else {
+                    st.tuples.remove(&tuple);
+                    st.loading.remove(&tuple);
+                }
                 out.push(TupleRequest {
                     view: v.name.clone(),
                     tuple,
@@ -848,6 +884,22 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// Process 0 took `tuples` of `view` out of the dataflow (no process
+    /// holds them): forgotten, unless a subscriber here opened one again
+    /// meanwhile (its request re-adds it).
+    pub fn tuples_retracted(&self, view: &str, tuples: &[Row]) {
+        let Some(v) = self.view(view) else {
+            return;
+        };
+        let mut st = v.lock();
+        for tuple in tuples {
+            if st.tuples.get(tuple).is_some_and(|t| !t.asked) {
+                st.tuples.remove(tuple);
+                st.loading.remove(tuple);
+            }
+        }
     }
 
     /// Makes `name` known before it is compiled: requests for it wait

@@ -428,6 +428,7 @@ impl TestServer {
             publication: "viewcast".into(),
             timeouts,
             auth,
+            cluster: None,
         };
         let running = viewcast::server::start_with_routes(config, http, routes)
             .await
