@@ -54,8 +54,10 @@ use crate::repr::{PackedRow, Row};
 use crate::sql::Plan;
 use crate::views::TupleRequest;
 
-/// Updates of one transaction: (table id, row, +1/-1).
-pub type Updates = Vec<(usize, Row, isize)>;
+/// Updates of one transaction: (table id, row, +1/-1). The rows are the
+/// source's own (a clone shares the bytes), so a table's arrangement holds
+/// the same allocations as the source's state.
+pub type Updates = Vec<(usize, PackedRow, isize)>;
 
 pub enum Command {
     /// A new base table (or a new version of one whose columns changed).
@@ -762,7 +764,7 @@ impl Worker<'_> {
                 for (n, (table, row, diff)) in updates.iter().enumerate() {
                     if n % threads == index {
                         if let Some(tab) = self.tables.get_mut(table) {
-                            tab.input.update(PackedRow::pack(row), *diff);
+                            tab.input.update(row.clone(), *diff);
                         }
                     }
                 }

@@ -617,9 +617,10 @@ impl Source {
                         }
                         stash.tables.push(Stashed::Table(id, None));
                         let state = by_key(&info, &rows);
+                        drop(rows);
                         resync
                             .updates
-                            .extend(rows.into_iter().map(|row| (id, row, 1)));
+                            .extend(state.values().map(|(row, n)| (id, row.clone(), *n)));
                         self.tables.insert(
                             id,
                             Followed {
@@ -1183,7 +1184,7 @@ impl Source {
                         continue;
                     }
                     for (key, (row, n)) in table.rows.drain() {
-                        txn.updates.push((i, row.unpack(), -n));
+                        txn.updates.push((i, row.clone(), -n));
                         self.undo.push((i, key, Some((row, n))));
                     }
                 }
@@ -1274,11 +1275,12 @@ impl Source {
                     ));
                 };
                 entry.1 -= 1;
-                let row = entry.0.unpack();
+                let packed = entry.0.clone();
                 if entry.1 == 0 {
                     rows.remove(&key);
                 }
-                out.push((i, row.clone(), -1));
+                let row = packed.unpack();
+                out.push((i, packed, -1));
                 Some(row)
             }
         };
@@ -1287,10 +1289,9 @@ impl Source {
             let key = key_of(&info, &row);
             let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
             self.undo.push((i, key.clone(), rows.get(&key).cloned()));
-            rows.entry(key)
-                .or_insert_with(|| (PackedRow::pack(&row), 0))
-                .1 += 1;
-            out.push((i, row, 1));
+            let packed = PackedRow::pack(&row);
+            rows.entry(key).or_insert_with(|| (packed.clone(), 0)).1 += 1;
+            out.push((i, packed, 1));
         }
         Ok(())
     }
@@ -1312,12 +1313,12 @@ fn by_key(info: &TableInfo, rows: &[Row]) -> TableRows {
 fn diff_into(id: usize, old: &TableRows, new: &TableRows, out: &mut Updates) {
     for (key, (row, n)) in old {
         if new.get(key).is_none_or(|(r, m)| r != row || m != n) {
-            out.push((id, row.unpack(), -n));
+            out.push((id, row.clone(), -n));
         }
     }
     for (key, (row, n)) in new {
         if old.get(key).is_none_or(|(r, m)| r != row || m != n) {
-            out.push((id, row.unpack(), *n));
+            out.push((id, row.clone(), *n));
         }
     }
 }

@@ -7,7 +7,9 @@
 //! values in one byte string — a tag byte per value and a payload of the
 //! length the value needs (integers in 1, 2, 4 or 8 bytes, text
 //! length-prefixed) — inline in the 24-byte handle when it fits in 22 bytes
-//! (a key of a few integers), else in one heap allocation.
+//! (a key of a few integers), else in one shared heap allocation: a clone
+//! is a reference, so the source's table state, the table's arrangement and
+//! the copies an arrangement's merges make all hold the same bytes.
 //!
 //! The encoding is canonical: two rows pack to the same bytes exactly when
 //! they are equal as `Row`s, bit for bit (a float's sign of zero and NaN
@@ -58,7 +60,7 @@ const INLINE: usize = 22;
 #[derive(Clone)]
 pub enum PackedRow {
     Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<[u8]>),
+    Heap(std::sync::Arc<[u8]>),
 }
 
 impl PackedRow {
