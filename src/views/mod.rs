@@ -56,9 +56,40 @@ const TUPLE_CHANNEL_CAPACITY: usize = 64;
 /// subscribers' values, with a ceiling that a flood of distinct values cannot
 /// push the server's memory through.
 pub const DEFAULT_MAX_TUPLES_PER_VIEW: usize = 100_000;
-/// Diff events kept per view so a reconnecting subscriber can resume from the
-/// LSN it reached (a few seconds of a busy view, minutes of a quiet one).
-const HISTORY_LEN: usize = 1024;
+/// Bytes of diff events one tuple (a plain view's only one) keeps so a
+/// reconnecting subscriber can resume from the LSN it reached: seconds of a
+/// busy view, hours of a quiet one; a diff larger than this (a bulk load)
+/// is not kept, and resuming from before it takes a snapshot.
+pub const HISTORY_BYTES_PER_TUPLE: usize = 8 << 20;
+/// Bytes of diff events all views and tuples keep together. When a diff
+/// would pass it, the tuple it is for gives up its oldest events first.
+pub const HISTORY_BYTES_TOTAL: usize = 256 << 20;
+
+/// The bytes of resumable history kept by every tuple of a registry.
+#[derive(Debug)]
+struct HistoryBudget {
+    used: AtomicU64,
+    max: usize,
+}
+
+impl HistoryBudget {
+    fn over(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.max as u64
+    }
+}
+
+/// What keeping `event` in a history costs, about: its encoded forms and
+/// its rows (counted at their JSON size again, a rough but proportional
+/// measure of `Row`s).
+fn history_cost(event: &Event) -> usize {
+    let changes = event.changes.as_ref().map_or(0, |c| c.len());
+    let rows = if event.rows.is_some() {
+        event.sse.len()
+    } else {
+        0
+    };
+    event.sse.len() + changes + rows + 64
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
@@ -167,6 +198,9 @@ struct Tuple {
     /// Every diff after this LSN is still in `history` (`None` before the
     /// tuple's first diff in this server's life: nothing before it can be resumed).
     history_floor: Option<Lsn>,
+    /// What `history` costs ([`history_cost`]), counted in `budget` too.
+    history_bytes: usize,
+    budget: Arc<HistoryBudget>,
     tx: broadcast::Sender<Arc<Event>>,
     /// Events sent on `tx`, counted after each send: a websocket connection
     /// with thousands of subscriptions looks at this number instead of
@@ -191,7 +225,7 @@ struct Tuple {
 impl Tuple {
     /// A tuple's state; `parameterized` when it is one of many tuples (see
     /// [`TUPLE_CHANNEL_CAPACITY`]), not a plain view's only one.
-    fn new(ready: bool, parameterized: bool) -> Tuple {
+    fn new(ready: bool, parameterized: bool, budget: Arc<HistoryBudget>) -> Tuple {
         let capacity = if parameterized {
             TUPLE_CHANNEL_CAPACITY
         } else {
@@ -201,6 +235,8 @@ impl Tuple {
             rows: HashMap::new(),
             history: VecDeque::new(),
             history_floor: None,
+            history_bytes: 0,
+            budget,
             tx: broadcast::channel(capacity).0,
             seq: Arc::new(AtomicU64::new(0)),
             holders: 0,
@@ -218,15 +254,32 @@ impl Tuple {
         match self.history_floor {
             None => self.history_floor = Some(event.lsn),
             Some(_) => {
+                let cost = history_cost(&event);
                 self.history.push_back(event.clone());
-                if self.history.len() > HISTORY_LEN {
-                    if let Some(old) = self.history.pop_front() {
-                        self.history_floor = Some(old.lsn);
-                    }
+                self.history_bytes += cost;
+                self.budget.used.fetch_add(cost as u64, Ordering::Relaxed);
+                while self.history_bytes > HISTORY_BYTES_PER_TUPLE || self.budget.over() {
+                    let Some(old) = self.history.pop_front() else {
+                        break;
+                    };
+                    self.forget(history_cost(&old));
+                    self.history_floor = Some(old.lsn);
                 }
             }
         }
         self.send(event);
+    }
+
+    fn forget(&mut self, cost: usize) {
+        self.history_bytes -= cost;
+        self.budget.used.fetch_sub(cost as u64, Ordering::Relaxed);
+    }
+
+    /// Drops the whole history (what comes next starts a new one).
+    fn clear_history(&mut self) {
+        self.history.clear();
+        let bytes = std::mem::take(&mut self.history_bytes);
+        self.budget.used.fetch_sub(bytes as u64, Ordering::Relaxed);
     }
 
     /// Sends `event` to the tuple's subscribers and counts it.
@@ -237,6 +290,12 @@ impl Tuple {
 
     fn total(&self) -> i64 {
         self.rows.values().sum()
+    }
+}
+
+impl Drop for Tuple {
+    fn drop(&mut self) {
+        self.clear_history();
     }
 }
 
@@ -272,6 +331,8 @@ pub struct View {
     progress: broadcast::Sender<Arc<Event>>,
     /// Diff events sent since startup.
     diffs: AtomicU64,
+    /// The registry's bound on resumable history.
+    budget: Arc<HistoryBudget>,
 }
 
 /// A resumed subscription: the diffs missed since the client's LSN, then the live receiver.
@@ -366,6 +427,8 @@ pub struct Registry {
     pub batches: AtomicU64,
     /// What the running dataflow's arrangements hold.
     sizes: Mutex<Arc<crate::dataflow::memory::Sizes>>,
+    /// Resumable history kept by every view's tuples.
+    history: Arc<HistoryBudget>,
 }
 
 /// Holds a tuple of a view open: while any guard exists the tuple stays in
@@ -447,9 +510,9 @@ fn by_tuple(k: usize, changes: &[(Row, isize)]) -> HashMap<Row, Vec<(Row, isize)
 }
 
 impl View {
-    fn new(name: &str) -> View {
+    fn new(name: &str, budget: Arc<HistoryBudget>) -> View {
         let mut tuples = HashMap::new();
-        tuples.insert(Vec::new(), Tuple::new(false, false));
+        tuples.insert(Vec::new(), Tuple::new(false, false, budget.clone()));
         View {
             name: name.to_string(),
             state: Mutex::new(ViewState {
@@ -471,6 +534,7 @@ impl View {
             }),
             diffs: AtomicU64::new(0),
             progress: broadcast::channel(16).0,
+            budget,
         }
     }
 
@@ -501,7 +565,7 @@ impl View {
         tracing::warn!(view = %self.name, error = %message, "view failed");
         st.told_failing = true;
         for t in st.tuples.values_mut() {
-            t.history.clear();
+            t.clear_history();
             t.history_floor = None;
         }
         Self::send_all(st, &error_event(st.lsn, &message, EventKind::Error));
@@ -527,7 +591,7 @@ impl View {
         let columns = def.columns.clone();
         let lsn = st.lsn;
         for t in st.tuples.values_mut() {
-            t.history.clear();
+            t.clear_history();
             t.history_floor = Some(lsn);
             if !t.ready {
                 continue;
@@ -570,6 +634,10 @@ impl Registry {
             transactions: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             sizes: Mutex::new(Arc::default()),
+            history: Arc::new(HistoryBudget {
+                used: AtomicU64::new(0),
+                max: HISTORY_BYTES_TOTAL,
+            }),
         }
     }
 
@@ -646,7 +714,7 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(View::new(name)))
+            .or_insert_with(|| Arc::new(View::new(name, self.history.clone())))
             .clone()
     }
 
@@ -709,7 +777,7 @@ impl Registry {
         let t = st
             .tuples
             .entry(tuple.clone())
-            .or_insert_with(|| Tuple::new(false, !tuple.is_empty()));
+            .or_insert_with(|| Tuple::new(false, !tuple.is_empty(), view.budget.clone()));
         t.holders += 1;
         t.idle_since = None;
         // New here, or kept (in a cluster) after this process let it go.
@@ -810,7 +878,8 @@ impl Registry {
         if self.shares_tuples() && st.arity() > 0 {
             for tuple in tuples {
                 if tuple.len() == st.arity() && !st.tuples.contains_key(tuple) {
-                    st.tuples.insert(tuple.clone(), Tuple::new(false, true));
+                    st.tuples
+                        .insert(tuple.clone(), Tuple::new(false, true, v.budget.clone()));
                 }
             }
         }
@@ -950,7 +1019,7 @@ impl Registry {
             st.tuples.retain(|t, _| t.is_empty());
             st.tuples
                 .entry(Vec::new())
-                .or_insert_with(|| Tuple::new(false, false));
+                .or_insert_with(|| Tuple::new(false, false, v.budget.clone()));
         } else {
             st.tuples.remove(&Vec::new());
             let arity = def.params.len();
@@ -1277,7 +1346,7 @@ impl Registry {
                         t.ready = true;
                         // Its rows are complete at `at`: a subscriber that
                         // took them can resume from there.
-                        t.history.clear();
+                        t.clear_history();
                         t.history_floor = Some(at);
                     }
                     Some(_) => {
@@ -1351,10 +1420,9 @@ impl Registry {
             .map(|d| d.columns.clone())
             .unwrap_or_default();
         let error = st.error();
-        let t = st
-            .tuples
-            .entry(guard.tuple.clone())
-            .or_insert_with(|| Tuple::new(false, !guard.tuple.is_empty()));
+        let t = st.tuples.entry(guard.tuple.clone()).or_insert_with(|| {
+            Tuple::new(false, !guard.tuple.is_empty(), guard.view.budget.clone())
+        });
         Subscribed {
             rx: t.tx.subscribe(),
             seq: t.seq.clone(),
@@ -1462,6 +1530,12 @@ impl Registry {
             "Rows handed to the workers and not yet in view output.",
             "gauge",
             vec![(None, in_flight_rows as f64)],
+        );
+        gauge(
+            "viewcast_history_bytes",
+            "Bytes of diff events kept for resuming subscribers, all views together (bounded by 256 MiB, and 8 MiB per view or parameter tuple).",
+            "gauge",
+            vec![(None, self.history.used.load(Ordering::Relaxed) as f64)],
         );
         let views = self.all();
         let refused = views.iter().filter(|v| !v.lock().served()).count();
@@ -1661,4 +1735,66 @@ pub fn snapshot_json(snap: &Snapshot, reset: bool) -> String {
     }
     s.push('}');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repr::{Datum, Type};
+    use crate::sql::Column;
+
+    fn live_view(registry: &Registry) -> (Arc<View>, TupleGuard) {
+        let def = ViewDef {
+            sql: String::new(),
+            columns: vec![Column {
+                name: "t".into(),
+                ty: Type::Text,
+            }],
+            plan: String::new(),
+            params: Vec::new(),
+        };
+        registry.attach("v", def, 0);
+        registry.ready(0, Lsn(1), false);
+        let view = registry.view("v").expect("attached");
+        let guard = registry.open(&view, Vec::new());
+        (view, guard)
+    }
+
+    fn row(bytes: usize, n: u64) -> Vec<(Row, isize)> {
+        vec![(vec![Datum::Text(format!("{n}{}", "x".repeat(bytes)))], 1)]
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes_and_resumes_within_it() {
+        let registry = Registry::new(Arc::new(InFlight::new(10)));
+        let (_view, guard) = live_view(&registry);
+        // The first diff starts the history; small ones are all kept.
+        for n in 2..100 {
+            registry.apply(0, Lsn(n), &row(100, n), &[]);
+        }
+        let resumed = registry.resume(&guard, Lsn(2)).expect("within history");
+        assert_eq!(resumed.missed.len(), 97);
+        // Diffs of 1 MiB: the tuple keeps at most 8 MiB of them.
+        for n in 100..120 {
+            registry.apply(0, Lsn(n), &row(1 << 20, n), &[]);
+        }
+        let used = registry.history.used.load(Ordering::Relaxed) as usize;
+        assert!(used <= HISTORY_BYTES_PER_TUPLE, "{used} bytes kept");
+        assert!(used > HISTORY_BYTES_PER_TUPLE / 2, "{used} bytes kept");
+        assert!(
+            registry.resume(&guard, Lsn(50)).is_none(),
+            "dropped: snapshot"
+        );
+        let resumed = registry.resume(&guard, Lsn(117)).expect("recent");
+        assert_eq!(resumed.missed.len(), 2);
+        // A diff larger than the bound is not kept at all.
+        registry.apply(0, Lsn(200), &row(9 << 20, 200), &[]);
+        assert!(registry.resume(&guard, Lsn(119)).is_none());
+        assert!(registry.resume(&guard, Lsn(200)).is_some());
+        // What a removed view kept is given back.
+        registry.remove("v", "gone");
+        drop(guard);
+        drop(_view);
+        assert_eq!(registry.history.used.load(Ordering::Relaxed), 0);
+    }
 }
