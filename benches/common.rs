@@ -101,3 +101,69 @@ pub fn recvlogical_drain(conninfo: &str, slot: &str, end: Lsn) -> std::time::Dur
     assert!(status.success(), "pg_recvlogical failed");
     t.elapsed()
 }
+
+/// A `viewcast serve` process of the release binary.
+pub struct Server {
+    child: std::process::Child,
+    pub addr: String,
+}
+
+impl Server {
+    pub fn start(conninfo: &str, queries: &std::path::Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_viewcast"))
+            .args(["serve", "--pg", conninfo, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--queries")
+            .arg(queries)
+            .args(["--workers", &env("BENCH_WORKERS", 2).to_string()])
+            // Paused for a backlog: it must not give the stream up as
+            // silent when it resumes.
+            .args(["--replication-timeout", "3600"])
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start viewcast serve");
+        Server {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// Waits until every view of `names` answers with its contents.
+    pub async fn ready(&self, names: &[&str]) {
+        for name in names {
+            loop {
+                match viewcast::client::get(&self.addr, &format!("/views/{name}")).await {
+                    Ok((200, _)) => break,
+                    Ok((503, _)) | Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                    }
+                    Ok((status, body)) => panic!("view {name}: {status} {body}"),
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill {sig} viewcast");
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        rss(self.child.id()) as f64 / (1024.0 * 1024.0)
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -29,10 +29,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{caught_up, connect, env, lsn, percentile, recvlogical_drain, rss};
+use common::{caught_up, connect, env, lsn, percentile, recvlogical_drain, Server};
 use viewcast::client::SseClient;
 use viewcast::pg::Lsn;
 
@@ -75,69 +74,6 @@ fn orders_sql(first: i64, last: i64) -> String {
          timestamptz '2026-01-01' + i * interval '1 second' \
          FROM generate_series({first}::int8, {last}) i"
     )
-}
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(conninfo: &str, queries: &std::path::Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_viewcast"))
-            .args(["serve", "--pg", conninfo, "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--queries")
-            .arg(queries)
-            .args(["--workers", &env("BENCH_WORKERS", 2).to_string()])
-            // Paused for the backlog: it must not give the stream up as
-            // silent when it resumes.
-            .args(["--replication-timeout", "3600"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start viewcast serve");
-        Server {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        }
-    }
-
-    /// Waits until every view answers with its contents.
-    async fn ready(&self) {
-        for (name, _) in VIEWS {
-            loop {
-                match viewcast::client::get(&self.addr, &format!("/views/{name}")).await {
-                    Ok((200, _)) => break,
-                    Ok((503, _)) | Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    Ok((status, body)) => panic!("view {name}: {status} {body}"),
-                }
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill {sig} viewcast");
-    }
-
-    fn rss_mib(&self) -> f64 {
-        rss(self.child.id()) as f64 / (1024.0 * 1024.0)
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What a subscriber to a view collected from its diffs, taken when done.
@@ -228,7 +164,9 @@ async fn main() {
 
     // 1. Memory: the same views over empty tables, then over the data.
     let server = Server::start(&conninfo, &queries);
-    server.ready().await;
+    server
+        .ready(&VIEWS.iter().map(|(n, _)| *n).collect::<Vec<_>>())
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let empty_mib = server.rss_mib();
     server.stop();
@@ -259,7 +197,9 @@ async fn main() {
     let table_mib = table_bytes as f64 / (1024.0 * 1024.0);
     let t = Instant::now();
     let server = Server::start(&conninfo, &queries);
-    server.ready().await;
+    server
+        .ready(&VIEWS.iter().map(|(n, _)| *n).collect::<Vec<_>>())
+        .await;
     let ready_secs = t.elapsed().as_secs_f64();
     // Steady state: after the load's transient memory is given back.
     tokio::time::sleep(Duration::from_secs(3)).await;
