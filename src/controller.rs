@@ -576,11 +576,14 @@ impl Controller {
             self.df().drop_table(*id);
         }
         for (name, view) in rebuild {
-            let id = self.build(name, view);
             if self.rebuilding {
+                // Before the build: in a cluster, a follower must know it
+                // before the view's readiness can reach it.
+                let id = self.next_dataflow;
                 self.reset_on_ready.insert(id);
                 self.mirror(Mirror::ResetOnReady { dataflow: id });
             }
+            self.build(name, view);
         }
         if full {
             self.rebuilding = false;
@@ -636,8 +639,8 @@ impl Controller {
 
     /// Starts a view's dataflow; the registry collects its first output as
     /// its contents. A parameterized view gets a table of its own for its
-    /// parameter tuples, holding those subscribed now. Returns the dataflow id.
-    fn build(&mut self, name: String, mut view: sql::CompiledView) -> usize {
+    /// parameter tuples, holding those subscribed now.
+    fn build(&mut self, name: String, mut view: sql::CompiledView) {
         self.refusals.remove(&name);
         let id = self.next_dataflow;
         self.next_dataflow += 1;
@@ -702,7 +705,6 @@ impl Controller {
             },
         );
         self.df().add_view(id, view.plan);
-        id
     }
 
     /// Stops a view's dataflow (and drops its parameters table).
