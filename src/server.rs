@@ -370,28 +370,16 @@ pub async fn start_with_routes(
         shutdown: shutdown_rx.clone(),
     })));
     tasks.push(tokio::spawn(source.run(shutdown_rx.clone())));
-
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    let app = crate::http::router(
-        crate::http::AppState {
-            registry: registry.clone(),
-            auth,
-            ws: http.ws.clone(),
-            ws_open: Default::default(),
-        },
-        routes,
-    );
-    tasks.push(tokio::spawn(crate::http::serve(
+    let (addr, serving) = serve_http(
         listener,
-        app,
+        &config.listen,
+        registry.clone(),
+        auth,
         http,
-        shutdown_rx.clone(),
-    )));
+        routes,
+        shutdown_rx,
+    )?;
+    tasks.push(serving);
     info!(%addr, views, "serving");
     Ok(Running {
         addr,
@@ -402,6 +390,36 @@ pub async fn start_with_routes(
         test_hooks: hooks_tx,
         finished: watch::channel(false).1,
     })
+}
+
+/// Serves the API (and `routes`) on `listener` from `registry`; the
+/// address it listens on and the task serving it.
+fn serve_http(
+    listener: tokio::net::TcpListener,
+    listen: &str,
+    registry: Arc<Registry>,
+    auth: Option<Arc<crate::auth::Auth>>,
+    http: HttpLimits,
+    routes: axum::Router,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), ServerError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+    let app = crate::http::router(
+        crate::http::AppState {
+            registry,
+            auth,
+            ws: http.ws.clone(),
+            ws_open: Default::default(),
+        },
+        routes,
+    );
+    let task = tokio::spawn(crate::http::serve(listener, app, http, shutdown));
+    Ok((addr, task))
 }
 
 /// Starts the dataflow's workers; in cluster mode, once every process of
@@ -454,12 +472,6 @@ async fn start_follower(
     let process = cluster.process;
     let dataflow = start_dataflow(config.workers, Some(cluster), out_tx).await?;
     registry.set_sizes(dataflow.sizes());
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
     let mut tasks = vec![tokio::spawn(crate::controller::follow(
         crate::controller::Following {
             registry: registry.clone(),
@@ -471,21 +483,16 @@ async fn start_follower(
         },
         shutdown_rx.clone(),
     ))];
-    let app = crate::http::router(
-        crate::http::AppState {
-            registry: registry.clone(),
-            auth,
-            ws: http.ws.clone(),
-            ws_open: Default::default(),
-        },
-        routes,
-    );
-    tasks.push(tokio::spawn(crate::http::serve(
+    let (addr, serving) = serve_http(
         listener,
-        app,
+        &config.listen,
+        registry.clone(),
+        auth,
         http,
+        routes,
         shutdown_rx,
-    )));
+    )?;
+    tasks.push(serving);
     info!(%addr, process, "serving the views of process 0");
     Ok(Running {
         addr,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{assert_same, Follower, TestDb};
+use crate::support::{assert_same, wait_healthy_at, Follower, TestDb};
 use viewcast::pg::Lsn;
 
 /// A `viewcast` process, killed if the test ends before it stops.
@@ -24,21 +24,13 @@ impl Proc {
     }
 
     async fn healthy(&self, limit: Duration) {
-        let start = Instant::now();
-        let mut last = String::new();
-        while start.elapsed() < limit {
-            match viewcast::client::get(&self.addr, "/healthz").await {
-                Ok((200, _)) => return,
-                Ok((_, body)) => last = body,
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(last) = wait_healthy_at(&self.addr, limit).await {
+            panic!(
+                "{} not healthy within {limit:?}: {last}\n--- its log:\n{}",
+                self.addr,
+                self.log()
+            );
         }
-        panic!(
-            "{} not healthy within {limit:?}: {last}\n--- its log:\n{}",
-            self.addr,
-            self.log()
-        );
     }
 
     /// Waits for the process to exit on its own; its status.

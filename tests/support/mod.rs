@@ -442,17 +442,9 @@ impl TestServer {
     }
 
     pub async fn wait_healthy_within(&self, limit: Duration) {
-        let start = std::time::Instant::now();
-        let mut last = String::new();
-        while start.elapsed() < limit {
-            match viewcast::client::get(&self.addr, "/healthz").await {
-                Ok((200, _)) => return,
-                Ok((_, body)) => last = body,
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(last) = wait_healthy_at(&self.addr, limit).await {
+            panic!("server did not become healthy within {limit:?}: {last}");
         }
-        panic!("server did not become healthy within {limit:?}: {last}");
     }
 
     /// Writes (or replaces) the view file `name.sql` in the server's queries directory.
@@ -508,6 +500,22 @@ impl TestServer {
         self.running.stop().await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Waits until the server at `addr` answers `/healthz` with 200; the last
+/// answer (or error) if that takes longer than `limit`.
+pub async fn wait_healthy_at(addr: &str, limit: Duration) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < limit {
+        match viewcast::client::get(addr, "/healthz").await {
+            Ok((200, _)) => return Ok(()),
+            Ok((_, body)) => last = body,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last)
 }
 
 fn rand_suffix() -> u64 {
