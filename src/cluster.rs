@@ -24,15 +24,11 @@
 //! go back to process 0, which adds each tuple once however many processes
 //! hold it open.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pg::Lsn;
 use crate::repr::{Row, Type};
-use crate::sql::{Column, ParamFrom, ViewParam};
-use crate::views::{Fault, Health, Refused, Registry, ViewDef};
 
 /// Where this process stands in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,65 +95,11 @@ impl Cluster {
 /// A view's definition as it travels between processes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireDef {
-    sql: String,
-    columns: Vec<(String, Type)>,
-    plan: String,
+    pub sql: String,
+    pub columns: Vec<(String, Type)>,
+    pub plan: String,
     /// name, type, from the token, `->>`.
-    params: Vec<(String, Type, bool, bool)>,
-}
-
-impl From<&ViewDef> for WireDef {
-    fn from(d: &ViewDef) -> WireDef {
-        WireDef {
-            sql: d.sql.clone(),
-            columns: d
-                .columns
-                .iter()
-                .map(|c| (c.name.clone(), c.ty.clone()))
-                .collect(),
-            plan: d.plan.clone(),
-            params: d
-                .params
-                .iter()
-                .map(|p| {
-                    (
-                        p.name.clone(),
-                        p.ty.clone(),
-                        p.from == ParamFrom::Token,
-                        p.as_text,
-                    )
-                })
-                .collect(),
-        }
-    }
-}
-
-impl From<WireDef> for ViewDef {
-    fn from(d: WireDef) -> ViewDef {
-        ViewDef {
-            sql: d.sql,
-            columns: d
-                .columns
-                .into_iter()
-                .map(|(name, ty)| Column { name, ty })
-                .collect(),
-            plan: d.plan,
-            params: d
-                .params
-                .into_iter()
-                .map(|(name, ty, token, as_text)| ViewParam {
-                    name,
-                    ty,
-                    from: if token {
-                        ParamFrom::Token
-                    } else {
-                        ParamFrom::Request
-                    },
-                    as_text,
-                })
-                .collect(),
-        }
-    }
+    pub params: Vec<(String, Type, bool, bool)>,
 }
 
 /// The source's state as it travels between processes.
@@ -167,30 +109,6 @@ pub enum WireHealth {
     Streaming(u64),
     Reconnecting(String),
     Failed(String),
-}
-
-impl From<&Health> for WireHealth {
-    fn from(h: &Health) -> WireHealth {
-        match h {
-            Health::Starting => WireHealth::Starting,
-            Health::Streaming { snapshot_lsn } => WireHealth::Streaming(snapshot_lsn.0),
-            Health::Reconnecting { reason } => WireHealth::Reconnecting(reason.clone()),
-            Health::Failed { reason } => WireHealth::Failed(reason.clone()),
-        }
-    }
-}
-
-impl From<WireHealth> for Health {
-    fn from(h: WireHealth) -> Health {
-        match h {
-            WireHealth::Starting => Health::Starting,
-            WireHealth::Streaming(lsn) => Health::Streaming {
-                snapshot_lsn: Lsn(lsn),
-            },
-            WireHealth::Reconnecting(reason) => Health::Reconnecting { reason },
-            WireHealth::Failed(reason) => Health::Failed { reason },
-        }
-    }
 }
 
 /// What the controller does to the registry, as a value: done to the
@@ -248,81 +166,6 @@ pub enum WireFault {
     Schema,
 }
 
-impl From<&Fault> for WireFault {
-    fn from(f: &Fault) -> WireFault {
-        match f {
-            Fault::Server => WireFault::Server,
-            Fault::Table => WireFault::Table,
-            Fault::Schema => WireFault::Schema,
-        }
-    }
-}
-
-impl From<WireFault> for Fault {
-    fn from(f: WireFault) -> Fault {
-        match f {
-            WireFault::Server => Fault::Server,
-            WireFault::Table => Fault::Table,
-            WireFault::Schema => Fault::Schema,
-        }
-    }
-}
-
-impl Mirror {
-    pub fn refuse(r: &Refused) -> Mirror {
-        Mirror::Refuse {
-            name: r.name.clone(),
-            sql: r.sql.clone(),
-            error: r.error.clone(),
-            detail: r.detail.clone(),
-        }
-    }
-
-    /// Does the operation to `registry`; `reset_on_ready` collects the
-    /// dataflows whose readiness resets their subscribers.
-    pub fn apply(self, registry: &Registry, reset_on_ready: &mut HashSet<usize>) {
-        match self {
-            Mirror::Declare { name } => registry.declare(&name),
-            Mirror::Refuse {
-                name,
-                sql,
-                error,
-                detail,
-            } => registry.refuse(Refused {
-                name,
-                sql,
-                error,
-                detail,
-            }),
-            Mirror::Attach {
-                name,
-                def,
-                dataflow,
-            } => registry.attach(&name, def.into(), dataflow),
-            Mirror::Detach { dataflow } => {
-                reset_on_ready.remove(&dataflow);
-                registry.detach(dataflow)
-            }
-            Mirror::Remove { name, message } => registry.remove(&name, &message),
-            Mirror::ResetOnReady { dataflow } => {
-                reset_on_ready.insert(dataflow);
-            }
-            Mirror::SetFault {
-                name,
-                fault,
-                message,
-            } => registry.set_fault(&name, fault.into(), message),
-            Mirror::SetHealth(h) => registry.set_health(h.into()),
-            Mirror::TuplesRequested {
-                view,
-                tuples,
-                ticket,
-            } => registry.tuples_requested(&view, &tuples, ticket),
-            Mirror::TuplesRetracted { view, tuples } => registry.tuples_retracted(&view, &tuples),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,27 +188,5 @@ mod tests {
             .contains("twice"));
         assert!(Cluster::parse("\n# none\n", 0).is_err());
         assert!(Cluster::parse("[::1]:2101\n", 0).is_ok());
-    }
-
-    #[test]
-    fn definitions_survive_the_wire() {
-        let def = ViewDef {
-            sql: "select 1".into(),
-            columns: vec![Column {
-                name: "a".into(),
-                ty: Type::Int4,
-            }],
-            plan: "Project".into(),
-            params: vec![ViewParam {
-                name: "sub".into(),
-                ty: Type::Text,
-                from: ParamFrom::Token,
-                as_text: true,
-            }],
-        };
-        let back: ViewDef = WireDef::from(&def).into();
-        assert_eq!(back.columns, def.columns);
-        assert_eq!(back.params, def.params);
-        assert_eq!(back.sql, def.sql);
     }
 }

@@ -254,7 +254,7 @@ impl Controller {
                 df.mirror(op.clone());
             }
         }
-        op.apply(&self.registry, &mut HashSet::new());
+        self.registry.mirror(op, &mut HashSet::new());
     }
 
     fn df(&self) -> &Dataflow {
@@ -601,7 +601,7 @@ impl Controller {
             error!(view = %r.name, "view refused: {}", r.detail);
             self.refusals.insert(r.name.clone(), r.error.clone());
         }
-        self.mirror(Mirror::refuse(&r));
+        self.mirror((&r).into());
     }
 
     /// Compiles every view file against the current catalog.
@@ -1008,7 +1008,7 @@ pub async fn follow(f: Following, mut shutdown: watch::Receiver<bool>) {
                 Some(Output::TuplesApplied { ticket, lsn }) => {
                     registry.tuples_applied(ticket, Lsn(lsn))
                 }
-                Some(Output::Mirror(op)) => op.apply(&registry, &mut reset_on_ready),
+                Some(Output::Mirror(op)) => registry.mirror(op, &mut reset_on_ready),
                 Some(Output::WorkerFailed { message }) => {
                     error!(error = %message, "a dataflow worker died or process 0 was lost; exiting");
                     std::process::exit(70);

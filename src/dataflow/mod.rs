@@ -52,12 +52,20 @@ use timely::dataflow::InputHandle;
 use crate::cluster::{Cluster, Mirror};
 use crate::repr::{PackedRow, Row};
 use crate::sql::Plan;
-use crate::views::TupleRequest;
 
 /// Updates of one transaction: (table id, row, +1/-1). The rows are the
 /// source's own (a clone shares the bytes), so a table's arrangement holds
 /// the same allocations as the source's state.
 pub type Updates = Vec<(usize, PackedRow, isize)>;
+
+/// A tuple added to or taken from a parameterized view's dataflow, as a
+/// view's subscribers need it (`views::Registry::open`) or let it go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TupleRequest {
+    pub view: String,
+    pub tuple: Row,
+    pub add: bool,
+}
 
 pub enum Command {
     /// A new base table (or a new version of one whose columns changed).

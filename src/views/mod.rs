@@ -25,6 +25,7 @@
 //! columns changed) replaces its contents at once: subscribers get one diff
 //! when the columns stayed the same, or a snapshot with the new columns.
 
+pub mod mirror;
 pub mod params;
 pub mod subscription;
 
@@ -386,13 +387,7 @@ pub enum Health {
     },
 }
 
-/// A tuple added to or taken from a parameterized view's dataflow.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TupleRequest {
-    pub view: String,
-    pub tuple: Row,
-    pub add: bool,
-}
+pub use crate::dataflow::TupleRequest;
 
 pub struct Registry {
     views: RwLock<BTreeMap<String, Arc<View>>>,
