@@ -207,7 +207,7 @@ impl Controller {
         config.registry.set_sizes(config.dataflow.sizes());
         let names: Vec<String> = config.files.iter().map(|(n, _)| n.clone()).collect();
         let files: BTreeMap<String, String> = config.files.into_iter().collect();
-        let controller = Controller {
+        let mut controller = Controller {
             queries_dir: config.queries_dir,
             disk: files.clone(),
             files,
@@ -248,13 +248,13 @@ impl Controller {
     /// Does `op` to the registry, and has the dataflow carry it to the
     /// other processes' registries (cluster mode), after every command
     /// given so far.
-    fn mirror(&self, op: Mirror) {
+    fn mirror(&mut self, op: Mirror) {
         if self.clustered {
             if let Some(df) = &self.dataflow {
                 df.mirror(op.clone());
             }
         }
-        self.registry.mirror(op, &mut HashSet::new());
+        self.registry.mirror(op, &mut self.reset_on_ready);
     }
 
     fn df(&self) -> &Dataflow {
@@ -382,6 +382,9 @@ impl Controller {
     }
 
     fn output(&mut self, out: Output) {
+        let Some(out) = record(&self.registry, &mut self.reset_on_ready, out) else {
+            return;
+        };
         match out {
             Output::Progress { lsn } => {
                 tracing::trace!(lsn = %Lsn(lsn), "dataflow progress");
@@ -403,23 +406,12 @@ impl Controller {
                     self.apply_table_faults();
                 }
             }
-            Output::Batch { lsn, views } => {
-                for v in views {
-                    self.registry.apply(v.view, Lsn(lsn), &v.rows, &v.errors);
-                }
-            }
-            Output::ViewReady { view, lsn } => {
-                let reset = self.reset_on_ready.remove(&view);
-                self.registry.ready(view, Lsn(lsn), reset);
-                release_freed_memory();
-            }
-            Output::TuplesApplied { ticket, lsn } => self.registry.tuples_applied(ticket, Lsn(lsn)),
             Output::WorkerFailed { message } => self.replace_dataflow(&message),
             Output::Requests { process, requests } => {
                 self.tuple_requests(requests.into_iter().map(|r| (process, r)).collect())
             }
-            // A follower's; process 0 never receives them.
-            Output::Mirror(_) | Output::LeaderStopped => {}
+            // Done by `record`, or a follower's (process 0 never receives it).
+            _ => {}
         }
     }
 
@@ -580,7 +572,6 @@ impl Controller {
                 // Before the build: in a cluster, a follower must know it
                 // before the view's readiness can reach it.
                 let id = self.next_dataflow;
-                self.reset_on_ready.insert(id);
                 self.mirror(Mirror::ResetOnReady { dataflow: id });
             }
             self.build(name, view);
@@ -837,8 +828,9 @@ impl Controller {
     /// only new failures are applied: a view over a table that recovered is
     /// told so (with a snapshot) once its contents have caught up, never
     /// with the rows it held while the table was failing.
-    fn apply_table_faults(&self) {
+    fn apply_table_faults(&mut self) {
         let settled = self.faults_settle_at.is_none();
+        let mut faults = Vec::new();
         for (name, b) in &self.built {
             // The first failing table's reason, if any.
             let message = b
@@ -847,12 +839,15 @@ impl Controller {
                 .find_map(|t| self.failed_tables.get(t))
                 .cloned();
             if message.is_some() || settled {
-                self.mirror(Mirror::SetFault {
+                faults.push(Mirror::SetFault {
                     name: name.clone(),
                     fault: (&Fault::Table).into(),
                     message,
                 });
             }
+        }
+        for op in faults {
+            self.mirror(op);
         }
     }
 
@@ -990,35 +985,26 @@ pub async fn follow(f: Following, mut shutdown: watch::Receiver<bool>) {
     let mut last_heartbeat = std::time::Instant::now();
     loop {
         tokio::select! {
-            out = outputs.recv() => match out {
-                Some(Output::Batch { lsn, views }) => {
-                    for v in views {
-                        registry.apply(v.view, Lsn(lsn), &v.rows, &v.errors);
+            out = outputs.recv() => {
+                // No more outputs: the workers are gone, as when process 0 stops.
+                let out = out.map(|o| record(&registry, &mut reset_on_ready, o));
+                match out.unwrap_or(Some(Output::LeaderStopped)) {
+                    Some(Output::Progress { lsn }) => {
+                        registry.advance(Lsn(lsn));
+                        in_flight.release_through(lsn);
                     }
+                    Some(Output::WorkerFailed { message }) => {
+                        error!(error = %message, "a dataflow worker died or process 0 was lost; exiting");
+                        std::process::exit(70);
+                    }
+                    Some(Output::LeaderStopped) => {
+                        let _ = finished.send(true);
+                        break;
+                    }
+                    // Done by `record`, or the leader's.
+                    _ => {}
                 }
-                Some(Output::Progress { lsn }) => {
-                    registry.advance(Lsn(lsn));
-                    in_flight.release_through(lsn);
-                }
-                Some(Output::ViewReady { view, lsn }) => {
-                    let reset = reset_on_ready.remove(&view);
-                    registry.ready(view, Lsn(lsn), reset);
-                    release_freed_memory();
-                }
-                Some(Output::TuplesApplied { ticket, lsn }) => {
-                    registry.tuples_applied(ticket, Lsn(lsn))
-                }
-                Some(Output::Mirror(op)) => registry.mirror(op, &mut reset_on_ready),
-                Some(Output::WorkerFailed { message }) => {
-                    error!(error = %message, "a dataflow worker died or process 0 was lost; exiting");
-                    std::process::exit(70);
-                }
-                Some(Output::LeaderStopped) | None => {
-                    let _ = finished.send(true);
-                    break;
-                }
-                Some(Output::Requests { .. }) => {}
-            },
+            }
             Some(r) = tuples.recv() => {
                 let mut all = vec![r];
                 while let Ok(r) = tuples.try_recv() {
@@ -1044,6 +1030,29 @@ pub async fn follow(f: Following, mut shutdown: watch::Receiver<bool>) {
     }
     registry.close();
     let _ = tokio::task::spawn_blocking(move || dataflow.shutdown(DATAFLOW_STOP_PATIENCE)).await;
+}
+
+/// Does to `registry` what an output of the dataflow means for it, the same
+/// at process 0 and at the others: a view's changes, its readiness (reset
+/// if `reset_on_ready` says so), tuples applied, a registry operation of
+/// process 0. Returns the outputs it leaves to the caller.
+fn record(registry: &Registry, reset_on_ready: &mut HashSet<usize>, out: Output) -> Option<Output> {
+    match out {
+        Output::Batch { lsn, views } => {
+            for v in views {
+                registry.apply(v.view, Lsn(lsn), &v.rows, &v.errors);
+            }
+        }
+        Output::ViewReady { view, lsn } => {
+            let reset = reset_on_ready.remove(&view);
+            registry.ready(view, Lsn(lsn), reset);
+            release_freed_memory();
+        }
+        Output::TuplesApplied { ticket, lsn } => registry.tuples_applied(ticket, Lsn(lsn)),
+        Output::Mirror(op) => registry.mirror(op, reset_on_ready),
+        other => return Some(other),
+    }
+    None
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {

@@ -438,21 +438,33 @@ impl Dataflow {
         });
     }
 
-    /// Records a registry operation for the other processes (cluster mode).
-    pub fn mirror(&self, op: Mirror) {
+    /// Tells the workers to stop (a leader's tell the other processes' too)
+    /// and closes their command channels; later calls do nothing.
+    fn disconnect(&mut self) {
+        self.send(|| Command::Stop);
+        self.senders.clear();
+        for t in &self.threads {
+            t.unpark();
+        }
+    }
+
+    /// Sends `command` to this process's first worker only.
+    fn send_first(&self, command: Command) {
         if let Some(s) = self.senders.first() {
-            let _ = s.send(Command::Mirror(op));
+            let _ = s.send(command);
             self.threads[0].unpark();
         }
+    }
+
+    /// Records a registry operation for the other processes (cluster mode).
+    pub fn mirror(&self, op: Mirror) {
+        self.send_first(Command::Mirror(op));
     }
 
     /// Sends tuple requests of this process's subscribers to process 0
     /// (a follower's).
     pub fn request(&self, requests: Vec<TupleRequest>) {
-        if let Some(s) = self.senders.first() {
-            let _ = s.send(Command::Requests(requests));
-            self.threads[0].unpark();
-        }
+        self.send_first(Command::Requests(requests));
     }
 
     /// Makes a worker panic (for tests of the recovery from one).
@@ -463,11 +475,7 @@ impl Dataflow {
     /// Stops the workers and waits for them, at most `patience`: a worker
     /// stuck after another one's panic is left behind rather than waited for.
     pub fn shutdown(mut self, patience: Duration) {
-        self.send(|| Command::Stop);
-        self.senders.clear();
-        for t in &self.threads {
-            t.unpark();
-        }
+        self.disconnect();
         let guards = self.guards.lock().ok().and_then(|mut g| g.take());
         if let Some(g) = guards {
             let (done_tx, done_rx) = mpsc::channel();
@@ -485,11 +493,7 @@ impl Dataflow {
 
 impl Drop for Dataflow {
     fn drop(&mut self) {
-        self.send(|| Command::Stop);
-        self.senders.clear();
-        for t in &self.threads {
-            t.unpark();
-        }
+        self.disconnect();
         if let Some(g) = self.guards.lock().ok().and_then(|mut g| g.take()) {
             let _ = g.join();
         }
@@ -523,18 +527,18 @@ impl Place {
     }
 }
 
-/// The stream of commands from the leader's first worker to the other
-/// processes' workers, and of tuple requests back. Built first on every
-/// worker. Each command goes at a time of its own (its sequence number),
-/// since only a new time pushes records through an exchange; nothing waits
-/// on this dataflow's progress, and the receiver carries the commands out
-/// in sequence order.
 /// A command for a follower's worker: (target worker, sequence number, command).
 type Forwarded = (u64, u64, Wire);
 /// Tuple requests of one process's subscribers: (process, requests).
 type Asked = (usize, Vec<TupleRequest>);
 type ControlInput<D> = InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<D>>>;
 
+/// The stream of commands from the leader's first worker to the other
+/// processes' workers, and of tuple requests back. Built first on every
+/// worker. Each command goes at a time of its own (its sequence number),
+/// since only a new time pushes records through an exchange; nothing waits
+/// on this dataflow's progress, and the receiver carries the commands out
+/// in sequence order.
 struct Control {
     commands: ControlInput<Forwarded>,
     requests: ControlInput<Asked>,
@@ -669,12 +673,12 @@ fn run_worker(
         let mut disconnected = false;
         loop {
             match rx.try_recv() {
-                Ok(Command::Requests(requests)) => w.request(requests),
-                Ok(command) if leader => {
+                // A follower's commands come from the leader; only its
+                // subscribers' tuple requests come from its own process.
+                Ok(command) if leader || matches!(command, Command::Requests(_)) => {
                     w.forward(&command);
                     w.command(command)
                 }
-                // A follower's commands come from the leader.
                 Ok(_) => {}
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -692,7 +696,6 @@ fn run_worker(
             }
         } else {
             for wire in w.control.take_received() {
-                tracing::trace!(worker = w.worker.index(), "command from process 0");
                 w.command(wire.into_command());
             }
         }
@@ -724,7 +727,6 @@ impl Worker<'_> {
         };
         let seq = self.control.sent;
         self.control.sent += 1;
-        tracing::trace!(seq, "command forwarded to the other processes");
         for target in self.place.threads..self.worker.peers() {
             self.control
                 .commands
