@@ -11,6 +11,7 @@ pub mod pgoutput;
 pub mod replication;
 pub mod snapshot;
 pub mod source;
+mod table_rows;
 pub mod tls;
 
 pub use conninfo::PgConfig;

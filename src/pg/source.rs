@@ -53,6 +53,7 @@ use super::replication::{
     ReplicationConnection, ReplicationError, ReplicationStream, StreamMessage,
 };
 use super::snapshot::{read_tables, SnapshotError, TablesRead};
+use super::table_rows::TableRows;
 use crate::dataflow::{InFlight, Updates};
 use crate::repr::{Datum, PackedRow, Row};
 
@@ -224,12 +225,13 @@ pub struct SourceConfig {
     pub timeouts: Timeouts,
 }
 
-/// A state entry as it was before a change: (table, key, previous row and multiplicity).
-type UndoEntry = (usize, PackedRow, Option<(PackedRow, isize)>);
-
-/// A table's current rows by key (the primary key or replica identity index
-/// columns, or the whole row), packed, with multiplicities.
-type TableRows = HashMap<PackedRow, (PackedRow, isize)>;
+/// A change to a table's state, as the undo log keeps it.
+enum Undo {
+    /// Table `.0` gained the row: undone by removing it.
+    Inserted(usize, PackedRow),
+    /// Table `.0` lost the row: undone by putting it back.
+    Removed(usize, PackedRow),
+}
 
 /// One followed table: its definition and its current rows.
 struct Followed {
@@ -253,18 +255,11 @@ pub struct Source {
     next_id: usize,
     /// State entries as they were before the changes of the transaction being
     /// received, so a connection lost before its Commit can be undone.
-    undo: Vec<UndoEntry>,
+    undo: Vec<Undo>,
     /// An installed resync not yet delivered.
     stash: Option<Stash>,
     events: mpsc::UnboundedSender<SourceEvent>,
     control: mpsc::UnboundedReceiver<SourceControl>,
-}
-
-fn key_of(info: &TableInfo, row: &Row) -> PackedRow {
-    match &info.key {
-        Some(cols) => PackedRow::pack(&cols.iter().map(|c| row[*c].key_form()).collect::<Row>()),
-        None => PackedRow::pack(row),
-    }
 }
 
 /// Session settings that fix the text formats values are decoded from.
@@ -588,8 +583,8 @@ impl Source {
                 Some(Ok(rows)) => match existing {
                     Some(id) if self.tables[&id].info.same_shape(&info) => {
                         let t = self.tables.get_mut(&id).expect("followed");
-                        let fresh = by_key(&t.info, &rows);
-                        diff_into(id, &t.rows, &fresh, &mut resync.updates);
+                        let fresh = TableRows::from_rows(&t.info, &rows);
+                        TableRows::diff_into(id, &t.rows, &fresh, &mut resync.updates);
                         let old_rows = std::mem::replace(&mut t.rows, fresh);
                         stash.tables.push(Stashed::Table(
                             id,
@@ -616,11 +611,11 @@ impl Source {
                                 .push(Stashed::Table(old, self.tables.remove(&old)));
                         }
                         stash.tables.push(Stashed::Table(id, None));
-                        let state = by_key(&info, &rows);
+                        let state = TableRows::from_rows(&info, &rows);
                         drop(rows);
                         resync
                             .updates
-                            .extend(state.values().map(|(row, n)| (id, row.clone(), *n)));
+                            .extend(state.iter().map(|row| (id, row.clone(), 1)));
                         self.tables.insert(
                             id,
                             Followed {
@@ -1096,19 +1091,18 @@ impl Source {
 
     fn undo_to(&mut self, mark: usize) {
         while self.undo.len() > mark {
-            let Some((i, key, previous)) = self.undo.pop() else {
+            let Some(change) = self.undo.pop() else {
                 break;
             };
-            let Some(t) = self.tables.get_mut(&i) else {
+            let (Undo::Inserted(i, _) | Undo::Removed(i, _)) = &change;
+            let Some(t) = self.tables.get_mut(i) else {
                 continue;
             };
-            match previous {
-                Some(entry) => {
-                    t.rows.insert(key, entry);
+            match change {
+                Undo::Inserted(_, row) => {
+                    t.rows.remove_row(&row);
                 }
-                None => {
-                    t.rows.remove(&key);
-                }
+                Undo::Removed(_, row) => t.rows.insert(row),
             }
         }
     }
@@ -1183,9 +1177,9 @@ impl Source {
                     if at < table.skip_before {
                         continue;
                     }
-                    for (key, (row, n)) in table.rows.drain() {
-                        txn.updates.push((i, row.clone(), -n));
-                        self.undo.push((i, key, Some((row, n))));
+                    for row in table.rows.drain() {
+                        txn.updates.push((i, row.clone(), -1));
+                        self.undo.push(Undo::Removed(i, row));
                     }
                 }
                 return;
@@ -1267,18 +1261,22 @@ impl Source {
                 };
                 let key = PackedRow::pack(&key);
                 let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
-                self.undo.push((i, key.clone(), rows.get(&key).cloned()));
-                let Some(entry) = rows.get_mut(&key) else {
+                // Two rows share a key only inside a transaction under a
+                // deferrable key (say, two rows swapping their ids): the one
+                // changing now is the one that was there before, not the one
+                // this transaction wrote.
+                let undo = &self.undo;
+                let written_now = |r: &PackedRow| {
+                    undo.iter()
+                        .any(|u| matches!(u, Undo::Inserted(t, w) if *t == i && w == r))
+                };
+                let Some(packed) = rows.remove(&key, |r| !written_now(r)) else {
                     return Err(format!(
                         "{}: change to a row viewcast does not know (key {key:?})",
                         info.qualified_name()
                     ));
                 };
-                entry.1 -= 1;
-                let packed = entry.0.clone();
-                if entry.1 == 0 {
-                    rows.remove(&key);
-                }
+                self.undo.push(Undo::Removed(i, packed.clone()));
                 let row = packed.unpack();
                 out.push((i, packed, -1));
                 Some(row)
@@ -1286,40 +1284,13 @@ impl Source {
         };
         if let Some(t) = new {
             let row = decode(&info, t, old_row.as_ref())?;
-            let key = key_of(&info, &row);
-            let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
-            self.undo.push((i, key.clone(), rows.get(&key).cloned()));
             let packed = PackedRow::pack(&row);
-            rows.entry(key).or_insert_with(|| (packed.clone(), 0)).1 += 1;
+            let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
+            rows.insert(packed.clone());
+            self.undo.push(Undo::Inserted(i, packed.clone()));
             out.push((i, packed, 1));
         }
         Ok(())
-    }
-}
-
-/// A table's rows by key, with multiplicities.
-fn by_key(info: &TableInfo, rows: &[Row]) -> TableRows {
-    let mut out: TableRows = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let key = key_of(info, row);
-        out.entry(key)
-            .or_insert_with(|| (PackedRow::pack(row), 0))
-            .1 += 1;
-    }
-    out
-}
-
-/// The updates that turn table `id`'s `old` rows into `new`.
-fn diff_into(id: usize, old: &TableRows, new: &TableRows, out: &mut Updates) {
-    for (key, (row, n)) in old {
-        if new.get(key).is_none_or(|(r, m)| r != row || m != n) {
-            out.push((id, row.clone(), -n));
-        }
-    }
-    for (key, (row, n)) in new {
-        if old.get(key).is_none_or(|(r, m)| r != row || m != n) {
-            out.push((id, row.clone(), *n));
-        }
     }
 }
 

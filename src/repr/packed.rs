@@ -107,6 +107,21 @@ impl PackedRow {
         }
     }
 
+    /// The values at `cols`, in that order, decoding only as far as the last.
+    pub fn columns(&self, cols: &[usize]) -> Row {
+        let Some(&last) = cols.iter().max() else {
+            return Vec::new();
+        };
+        let mut r = Reader(self.as_bytes());
+        let mut prefix = Vec::with_capacity(last + 1);
+        while prefix.len() <= last && !r.0.is_empty() {
+            prefix.push(r.datum());
+        }
+        cols.iter()
+            .map(|c| prefix.get(*c).cloned().unwrap_or(Datum::Null))
+            .collect()
+    }
+
     /// Bytes this row holds on the heap, besides its 24-byte handle.
     pub fn heap_bytes(&self) -> usize {
         match self {
