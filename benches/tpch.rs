@@ -22,7 +22,7 @@ use viewcast::config::Config;
 mod tpch_data;
 
 mod common;
-use common::{caught_up, connect, lsn};
+use common::{arranged_records, caught_up, connect, lsn};
 
 /// This process's resident memory, in MiB.
 fn rss_mb() -> f64 {
@@ -224,6 +224,9 @@ async fn main() {
         rss_mb(),
         rss_mb() - before
     );
+    let arranged = arranged_records(&addr).await;
+    let per_view: Vec<String> = arranged.iter().map(|(w, n)| format!("{w} {n}")).collect();
+    println!("records held in arrangements: {}", per_view.join(", "));
     println!();
     println!(
         "{:<18} {:>9} {:>14} {:>16} {:>8}",

@@ -895,9 +895,14 @@ impl Source {
     ) -> Result<(), SourceError> {
         let reserve = self.config.in_flight.reserve(lsn.0, rows);
         tokio::pin!(reserve);
-        let mut status = tokio::time::interval(STATUS_INTERVAL);
+        // Credit is there at once unless the dataflow is behind: only a wait
+        // that lasts sends status updates (an interval's first tick is
+        // immediate, and a status per commit is work for both ends).
+        let first = tokio::time::Instant::now() + STATUS_INTERVAL;
+        let mut status = tokio::time::interval_at(first, STATUS_INTERVAL);
         loop {
             tokio::select! {
+                biased;
                 _ = &mut reserve => return Ok(()),
                 _ = status.tick() => stream.send_status(self.ack(handed), false).await?,
             }
