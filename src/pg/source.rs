@@ -1291,7 +1291,7 @@ impl Source {
             let row = decode(&info, t, old_row.as_ref())?;
             let packed = PackedRow::pack(&row);
             let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
-            rows.insert(packed.clone());
+            rows.insert_decoded(packed.clone(), &row);
             self.undo.push(Undo::Inserted(i, packed.clone()));
             out.push((i, packed, 1));
         }

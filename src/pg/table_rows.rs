@@ -39,7 +39,7 @@ impl TableRows {
     pub fn from_rows(info: &TableInfo, rows: &[Row]) -> TableRows {
         let mut out = TableRows::with_key(info.key.clone(), rows.len());
         for row in rows {
-            out.insert(PackedRow::pack(row));
+            out.insert_decoded(PackedRow::pack(row), row);
         }
         out
     }
@@ -67,6 +67,23 @@ impl TableRows {
 
     pub fn insert(&mut self, row: PackedRow) {
         let hash = self.hash_row(&row);
+        self.insert_hashed(hash, row);
+    }
+
+    /// [`TableRows::insert`] of a row whose values are at hand (`row` packs
+    /// `values`): its key is taken from them rather than decoded again.
+    pub fn insert_decoded(&mut self, row: PackedRow, values: &Row) {
+        let key = match &self.key {
+            Some(cols) => {
+                PackedRow::pack(&cols.iter().map(|c| values[*c].key_form()).collect::<Row>())
+            }
+            None => row.clone(),
+        };
+        let hash = self.hash(&key);
+        self.insert_hashed(hash, row);
+    }
+
+    fn insert_hashed(&mut self, hash: u64, row: PackedRow) {
         let (key, hasher) = (&self.key, &self.hasher);
         self.rows
             .insert_unique(hash, row, |r| hasher.hash_one(key_bytes(key, r).as_bytes()));
@@ -185,6 +202,15 @@ mod tests {
         assert!(t.remove(&key(500), |_| true).is_none(), "removed once");
         assert!(t.remove(&key(5000), |_| true).is_none(), "never there");
         assert_eq!(t.iter().count(), 999);
+    }
+
+    #[test]
+    fn a_row_inserted_with_its_values_is_found_like_any_other() {
+        let mut t = TableRows::with_key(Some(vec![1]), 0);
+        let values = vec![Datum::Text("x".into()), Datum::Int(7)];
+        t.insert_decoded(PackedRow::pack(&values), &values);
+        assert_eq!(t.count(&PackedRow::pack(&values)), 1);
+        assert!(t.remove(&key(7), |_| true).is_some());
     }
 
     #[test]
