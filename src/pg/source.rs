@@ -16,12 +16,12 @@
 //!        stream transactions before C2 are held back ─▶ one Resync at C2
 //! ```
 //!
-//! The source keeps every followed table's current rows by key. That is how it
-//! supplies the full old row for updates and deletes under REPLICA IDENTITY
-//! DEFAULT, fills unchanged TOASTed values, and after a lost connection turns
-//! a fresh snapshot into a diff against what the views already hold: a
-//! subscriber sees one transaction that brings it up to date, never a gap or
-//! a duplicate.
+//! The source keeps every followed table's current rows, found by key
+//! (`table_rows.rs`). That is how it supplies the full old row for updates
+//! and deletes under REPLICA IDENTITY DEFAULT, fills unchanged TOASTed
+//! values, and after a lost connection turns a fresh snapshot into a diff
+//! against what the views already hold: a subscriber sees one transaction
+//! that brings it up to date, never a gap or a duplicate.
 //!
 //! Faults (see [`super::errors`]): a transient one ends the session and the
 //! source reconnects with backoff; a definite one is reported
@@ -253,8 +253,8 @@ pub struct Source {
     /// Catalog fingerprints of the names at the last read.
     fingerprints: HashMap<Vec<String>, String>,
     next_id: usize,
-    /// State entries as they were before the changes of the transaction being
-    /// received, so a connection lost before its Commit can be undone.
+    /// What the transaction being received changed in the tables' state, in
+    /// order, so a connection lost before its Commit can be undone.
     undo: Vec<Undo>,
     /// An installed resync not yet delivered.
     stash: Option<Stash>,
