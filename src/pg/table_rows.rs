@@ -17,7 +17,7 @@ use hashbrown::HashTable;
 
 use super::catalog::TableInfo;
 use crate::dataflow::Updates;
-use crate::repr::{PackedRow, Row};
+use crate::repr::{Datum, PackedRow, Row};
 
 pub struct TableRows {
     /// Key column positions; `None`: the whole row is the identity.
@@ -74,9 +74,7 @@ impl TableRows {
     /// `values`): its key is taken from them rather than decoded again.
     pub fn insert_decoded(&mut self, row: PackedRow, values: &Row) {
         let key = match &self.key {
-            Some(cols) => {
-                PackedRow::pack(&cols.iter().map(|c| values[*c].key_form()).collect::<Row>())
-            }
+            Some(cols) => packed_key(cols.iter().map(|c| &values[*c])),
             None => row.clone(),
         };
         let hash = self.hash(&key);
@@ -101,21 +99,24 @@ impl TableRows {
             // The identity is the whole row: rows sharing it are equal.
             return self.remove_row(key).then(|| key.clone());
         }
+        let hash = self.hash(key);
         let mut matching = self
             .rows
-            .iter_hash(self.hash(key))
+            .iter_hash(hash)
             .filter(|r| self.key_of_packed(r) == *key);
         let first = matching.next()?.clone();
+        // `prefer` is asked only when there is a choice.
         let chosen = match matching.next() {
             None => first,
+            Some(_) if prefer(&first) => first,
             Some(second) => std::iter::once(second)
                 .chain(matching)
                 .find(|r| prefer(r))
-                .filter(|_| !prefer(&first))
                 .cloned()
                 .unwrap_or(first),
         };
-        self.remove_row(&chosen).then_some(chosen)
+        let entry = self.rows.find_entry(hash, |r| *r == chosen).ok()?;
+        Some(entry.remove().0)
     }
 
     /// Removes one entry equal to `row` (the whole row); whether there was one.
@@ -160,18 +161,21 @@ impl TableRows {
 /// a free function so `insert`'s rehash can borrow the table mutably.
 fn key_bytes(key: &Option<Vec<usize>>, row: &PackedRow) -> PackedRow {
     match key {
-        Some(cols) => {
-            let values: Row = row.columns(cols).iter().map(|d| d.key_form()).collect();
-            PackedRow::pack(&values)
-        }
+        Some(cols) => packed_key(row.columns(cols).iter()),
         None => row.clone(),
     }
+}
+
+/// Key values, in key form, packed: the one way an identity is made from
+/// a stored row or from decoded values.
+fn packed_key<'a>(values: impl Iterator<Item = &'a Datum>) -> PackedRow {
+    PackedRow::pack(&values.map(Datum::key_form).collect::<Row>())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repr::{Datum, Numeric};
+    use crate::repr::Numeric;
 
     fn row(id: i64, name: &str) -> PackedRow {
         PackedRow::pack(&[Datum::Int(id), Datum::Text(name.into())])
