@@ -53,7 +53,7 @@ use super::replication::{
     ReplicationConnection, ReplicationError, ReplicationStream, StreamMessage,
 };
 use super::snapshot::{read_tables, SnapshotError, TablesRead};
-use super::table_rows::TableRows;
+use super::table_rows::{packed_key, TableRows};
 use crate::dataflow::{InFlight, Updates};
 use crate::repr::{Datum, PackedRow, Row};
 
@@ -1242,21 +1242,23 @@ impl Source {
                     Some(OldTuple::Key(t)) | Some(OldTuple::Full(t)) => t,
                     None => new.ok_or("update without a new tuple")?,
                 };
-                let key: Row = match &info.key {
+                let key = match &info.key {
                     Some(cols) => {
                         let partial = decode_partial(&info, tuple);
-                        cols.iter()
+                        let values = cols
+                            .iter()
                             .map(|c| match partial.get(*c) {
-                                Some(Some(d)) => Ok(d.key_form()),
+                                Some(Some(d)) => Ok(d),
                                 _ => Err(format!(
                                     "{}: key column {} missing from the change",
                                     info.qualified_name(),
                                     info.columns[*c].name
                                 )),
                             })
-                            .collect::<Result<_, _>>()?
+                            .collect::<Result<Vec<_>, _>>()?;
+                        packed_key(values.into_iter())
                     }
-                    None if old_tuple.is_some() => decode(&info, tuple, None)?,
+                    None if old_tuple.is_some() => PackedRow::pack(&decode(&info, tuple, None)?),
                     None => {
                         return Err(format!(
                             "update of {} without an old row",
@@ -1264,7 +1266,6 @@ impl Source {
                         ))
                     }
                 };
-                let key = PackedRow::pack(&key);
                 let rows = &mut self.tables.get_mut(&i).expect("followed").rows;
                 // Two rows share a key only inside a transaction under a
                 // deferrable key (say, two rows swapping their ids): the one

@@ -166,9 +166,9 @@ fn key_bytes(key: &Option<Vec<usize>>, row: &PackedRow) -> PackedRow {
     }
 }
 
-/// Key values, in key form, packed: the one way an identity is made from
-/// a stored row or from decoded values.
-fn packed_key<'a>(values: impl Iterator<Item = &'a Datum>) -> PackedRow {
+/// Key values, in key form, packed: the one way an identity is made, from
+/// a stored row, from decoded values, or from a change's key columns.
+pub(super) fn packed_key<'a>(values: impl Iterator<Item = &'a Datum>) -> PackedRow {
     PackedRow::pack(&values.map(Datum::key_form).collect::<Row>())
 }
 
