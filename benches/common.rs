@@ -55,6 +55,27 @@ pub fn rss(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system, all threads) process `pid` has used so far:
+/// fields 14 and 15 of `/proc/PID/stat`, in clock ticks.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    let ticks: u64 = fields[11..13]
+        .iter()
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf reads a configuration value and has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / per_second as f64
+}
+
 /// The `p` quantile of sorted durations (zero for none).
 pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
     if sorted.is_empty() {
@@ -102,7 +123,7 @@ pub fn recvlogical_drain(conninfo: &str, slot: &str, end: Lsn) -> std::time::Dur
     t.elapsed()
 }
 
-/// A `viewcast serve` process of the release binary.
+/// A `viewcast serve` process of the release binary (or of `VIEWCAST_BIN`).
 pub struct Server {
     child: std::process::Child,
     pub addr: String,
@@ -115,7 +136,10 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_viewcast"))
+        // VIEWCAST_BIN runs another build (a baseline) under the same bench.
+        let binary = std::env::var("VIEWCAST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_viewcast").to_string());
+        let child = std::process::Command::new(binary)
             .args(["serve", "--pg", conninfo, "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--queries")
@@ -156,6 +180,11 @@ impl Server {
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(ok, "kill {sig} viewcast");
+    }
+
+    /// CPU seconds the server has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
     }
 
     pub fn rss_mib(&self) -> f64 {

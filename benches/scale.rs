@@ -17,14 +17,17 @@
 //!    (200 000) rows. viewcast is resumed and timed until its views reflect
 //!    the last commit; then `pg_recvlogical` (pgoutput, the same
 //!    publication) drains the same backlog from its slot. Both rates are
-//!    printed, and their ratio.
+//!    printed, and their ratio, and the CPU time viewcast used to drain it
+//!    (from `/proc`: on this noisy a machine a steadier figure than time).
 //! 3. **Latency.** Single-row transactions at `SCALE_RATE` per second (default
 //!    5000) for 10 s from `SCALE_WRITERS` (4) connections, with SSE
 //!    subscribers on the join view and the filter: commit acknowledged → the
 //!    join view's diff for that commit received. The filter's diff carries
-//!    each row's id, which gives its commit LSN.
+//!    each row's id, which gives its commit LSN. Also viewcast's CPU time
+//!    per transaction over the stream.
 //!
 //! `BENCH_WORKERS` (default 2) sets viewcast's worker threads.
+//! `VIEWCAST_BIN` runs another build of viewcast (a baseline) instead.
 
 mod common;
 
@@ -211,9 +214,11 @@ async fn main() {
     let write_secs = t.elapsed().as_secs_f64();
     let end = lsn(&client).await;
     let t = Instant::now();
+    let cpu_before = server.cpu_seconds();
     server.signal("-CONT");
     caught_up(&server.addr, end).await;
     let vc_secs = t.elapsed().as_secs_f64();
+    let backlog_cpu = server.cpu_seconds() - cpu_before;
     let after_backlog_mib = server.rss_mib();
     // viewcast gives freed pages back once the ingest has gone through.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -259,6 +264,7 @@ async fn main() {
     let total = rate * 10;
     let base = first + small + 3 * bulk;
     let t = Instant::now();
+    let cpu_before = server.cpu_seconds();
     let mut tasks = Vec::new();
     for w in 0..writers as i64 {
         let conninfo = conninfo.clone();
@@ -291,6 +297,7 @@ async fn main() {
     }
     let achieved = total as f64 / t.elapsed().as_secs_f64();
     caught_up(&server.addr, lsn(&client).await).await;
+    let stream_cpu = server.cpu_seconds() - cpu_before;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let id_lsns: HashMap<i64, Lsn> = id_lsns.take().into_iter().collect();
     let lsn_seen: HashMap<Lsn, Instant> = lsn_seen.take().into_iter().rev().collect();
@@ -349,6 +356,10 @@ async fn main() {
         "  ratio viewcast / pg_recvlogical              {:>9.2}",
         recv_secs / vc_secs
     );
+    println!(
+        "  viewcast CPU while draining                  {backlog_cpu:>9.2} s ({:.1} µs per row)",
+        backlog_cpu * 1e6 / backlog_rows
+    );
     println!();
     println!(
         "latency: {total} single-row transactions at {rate}/s from {writers} connections (achieved {achieved:.0}/s), commit → SSE diff of region_category"
@@ -362,6 +373,10 @@ async fn main() {
             .last()
             .map(|d| d.as_secs_f64() * 1e3)
             .unwrap_or(0.0)
+    );
+    println!(
+        "  viewcast CPU over the stream                 {stream_cpu:>9.2} s ({:.0} µs per transaction)",
+        stream_cpu * 1e6 / total as f64
     );
     let _ = std::fs::remove_dir_all(&queries);
     tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();

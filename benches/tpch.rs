@@ -13,6 +13,7 @@
 //! timed from its commit until all 22 views have it. `BENCH_TPCH_BATCHES`
 //! (4) limits the refresh batches (0 skips them and Postgres's re-runs).
 //! `BENCH_WORKERS` (default 2) sets viewcast's worker threads.
+//! `VIEWCAST_BIN` runs another build of viewcast (a baseline) instead.
 
 use std::time::{Duration, Instant};
 
