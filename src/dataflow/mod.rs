@@ -38,7 +38,6 @@ use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::arrange::{ShutdownButton, TraceAgent};
 use differential_dataflow::trace::implementations::KeySpine;
 use differential_dataflow::trace::TraceReader;
-use differential_dataflow::AsCollection;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{CapabilitySet, Exchange, Probe};
 use timely::progress::frontier::AntichainRef;
@@ -605,10 +604,79 @@ struct Table {
 struct View {
     /// Pressed to drop the view: its imports stop and the dataflow completes.
     buttons: Vec<ShutdownButton<CapabilitySet<u64>>>,
-    probe: ProbeHandle<u64>,
+    /// The times the view may still produce output at ([`deliver`]).
+    progress: Progress,
     /// The view's first output is its contents as of this time.
     as_of: u64,
     ready: bool,
+}
+
+/// A view's output frontier, as its [`deliver`] operator last saw it.
+type Progress = Rc<RefCell<Antichain<u64>>>;
+
+/// Sends a view's rows and errors to the first worker of every process,
+/// where one operator files them in the process's buffer by time and keeps
+/// the view's frontier in `progress`: on one process, two exchanges and
+/// one operator per view for what took six.
+fn deliver<'s>(
+    id: usize,
+    rows: render::Coll<'s, u64>,
+    errs: Option<render::Errs<'s, u64>>,
+    (processes, threads): (usize, usize),
+    buffer: Buffer,
+    progress: Progress,
+) {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+    use timely::progress::operate::FrontierInterest;
+    fn to_servers<'s, D: timely::ExchangeData + Clone>(
+        stream: timely::dataflow::Stream<'s, u64, Vec<(D, u64, isize)>>,
+        processes: usize,
+        threads: usize,
+    ) -> timely::dataflow::Stream<'s, u64, Vec<(D, u64, isize)>> {
+        if processes == 1 {
+            return stream.exchange(|_| 0);
+        }
+        stream
+            .flat_map::<Vec<_>, _, _>(move |(data, time, diff)| {
+                (0..processes).map(move |p| (((p * threads) as u64, data.clone()), time, diff))
+            })
+            .exchange(|((target, _), _, _)| *target)
+            .map(|((_, data), time, diff)| (data, time, diff))
+    }
+    let scope = rows.inner.scope();
+    let mut builder = OperatorBuilder::new(format!("deliver {id}"), scope);
+    let mut rows_in = builder.new_input(to_servers(rows.inner, processes, threads), Pipeline);
+    builder.set_notify_for(0, FrontierInterest::Always);
+    let mut errs_in = errs.map(|e| {
+        let input = builder.new_input(to_servers(e.inner, processes, threads), Pipeline);
+        builder.set_notify_for(1, FrontierInterest::Always);
+        input
+    });
+    builder.build(move |_| {
+        move |frontiers| {
+            let mut buffer = buffer.borrow_mut();
+            rows_in.for_each(|_, data| {
+                for (row, time, diff) in data.drain(..) {
+                    buffer.entry(time).or_default().push(((id, Ok(row)), diff));
+                }
+            });
+            if let Some(errs_in) = errs_in.as_mut() {
+                errs_in.for_each(|_, data| {
+                    for (e, time, diff) in data.drain(..) {
+                        buffer.entry(time).or_default().push(((id, Err(e)), diff));
+                    }
+                });
+            }
+            let mut p = progress.borrow_mut();
+            p.clear();
+            for f in frontiers {
+                for t in f.frontier().iter() {
+                    p.insert(*t);
+                }
+            }
+        }
+    });
 }
 
 /// Outputs waiting for the frontier to pass their time, by time.
@@ -883,7 +951,8 @@ impl Worker<'_> {
         // then, ready as soon as the import has caught up with the tables.
         let as_of = self.time.saturating_sub(1);
         let since = Antichain::from_elem(as_of);
-        let probe = ProbeHandle::new();
+        let progress: Progress = Rc::new(RefCell::new(Antichain::from_elem(0)));
+        let view_progress = progress.clone();
         let buffer = self.buffer.clone();
         let (processes, threads) = (self.place.processes, self.place.threads);
         let tables = &mut self.tables;
@@ -891,57 +960,51 @@ impl Worker<'_> {
         let buttons = self
             .worker
             .dataflow_named::<u64, _, _>(&format!("view {id}"), |scope| {
-                let mut buttons = Vec::new();
-                let mut import = |table: usize, buttons: &mut Vec<_>| {
-                    let t = tables.get_mut(&table)?;
-                    let (arranged, button) = t.trace.import_frontier_core(
-                        scope,
-                        &format!("import {table}"),
-                        since.clone(),
-                        Antichain::new(),
-                    );
-                    buttons.push(button);
-                    Some(arranged.as_collection(|row: &PackedRow, _: &()| row.unpack()))
-                };
-                let unit = import(UNIT_TABLE, &mut buttons)
-                    .expect("the unit table exists from the start")
-                    .map(|_| ());
-                let mut imported = HashMap::new();
-                for table in wanted {
-                    if let Some(c) = import(table, &mut buttons) {
-                        imported.insert(table, c);
-                    }
-                }
-                let mut ctx = render::Context::new(imported, unit);
-                let coll = render::render(plan, &mut ctx);
-                let mut results = coll.map(move |row| (id, Ok(row)));
-                if let Some(errs) = ctx.errors_of(plan) {
-                    results = results.concat(errs.map(move |e| (id, Err(e))));
-                }
-                // To the first worker of every process, which serves it.
-                let results = if processes == 1 {
-                    results.inner.exchange(|_| 0).as_collection()
-                } else {
-                    results
-                        .inner
-                        .flat_map::<Vec<_>, _, _>(move |(data, time, diff)| {
-                            (0..processes)
-                                .map(move |p| (((p * threads) as u64, data.clone()), time, diff))
-                        })
-                        .exchange(|((target, _), _, _)| *target)
-                        .map(|((_, data), time, diff)| (data, time, diff))
-                        .as_collection()
-                };
-                results
-                    .inspect(move |(data, time, diff)| {
-                        buffer
+                let buttons = Rc::new(RefCell::new(Vec::new()));
+                // A table is imported when the view first reads it (a view
+                // that needs no one-row table does not import it), and
+                // decoded as it reads it: whole rows, or only the columns
+                // a projection right above it takes.
+                let import = |table: usize| -> Option<render::Import<'_, u64>> {
+                    let trace = RefCell::new(tables.get(&table)?.trace.clone());
+                    let imported = RefCell::new(None);
+                    let (buttons, since) = (buttons.clone(), since.clone());
+                    Some(Rc::new(move |cols: Option<&[usize]>| {
+                        let arranged = imported
                             .borrow_mut()
-                            .entry(*time)
-                            .or_default()
-                            .push((data.clone(), *diff));
-                    })
-                    .probe_with(&probe);
-                buttons
+                            .get_or_insert_with(|| {
+                                let (arranged, button) = trace.borrow_mut().import_frontier_core(
+                                    scope,
+                                    &format!("import {table}"),
+                                    since.clone(),
+                                    Antichain::new(),
+                                );
+                                buttons.borrow_mut().push(button);
+                                arranged
+                            })
+                            .clone();
+                        match cols {
+                            None => arranged.as_collection(|row: &PackedRow, _: &()| row.unpack()),
+                            Some(cols) => {
+                                let cols = cols.to_vec();
+                                arranged.as_collection(move |row: &PackedRow, _: &()| {
+                                    row.columns(&cols)
+                                })
+                            }
+                        }
+                    }))
+                };
+                let unit = import(UNIT_TABLE).expect("the unit table exists from the start");
+                let imported: HashMap<_, _> = wanted
+                    .into_iter()
+                    .filter_map(|table| Some((table, import(table)?)))
+                    .collect();
+                let mut ctx = render::Context::imported(imported, unit);
+                let rows = render::render(plan, &mut ctx);
+                let errs = ctx.errors_of(plan);
+                drop(ctx);
+                deliver(id, rows, errs, (processes, threads), buffer, view_progress);
+                buttons.take()
             });
         let end = self.worker.peek_identifier();
         if self.worker.index() == 0 {
@@ -956,7 +1019,7 @@ impl Worker<'_> {
             id,
             View {
                 buttons,
-                probe,
+                progress,
                 as_of,
                 ready: false,
             },
@@ -965,18 +1028,15 @@ impl Worker<'_> {
 
     /// The time every table and view has passed: output before it is final.
     fn frontier(&self) -> Option<u64> {
-        let probes = self
+        let tables = self
             .tables
             .values()
-            .map(|t| &t.probe)
-            .chain(self.views.values().map(|v| &v.probe));
-        let mut min: Option<u64> = None;
-        for p in probes {
-            if let Some(f) = p.with_frontier(|f| f.first().copied()) {
-                min = Some(min.map_or(f, |m| m.min(f)));
-            }
-        }
-        min.or(Some(self.time))
+            .filter_map(|t| t.probe.with_frontier(|f| f.first().copied()));
+        let views = self
+            .views
+            .values()
+            .filter_map(|v| v.progress.borrow().first().copied());
+        tables.chain(views).min().or(Some(self.time))
     }
 
     /// Sends every buffered time the frontier has passed, oldest first, then

@@ -107,19 +107,39 @@ impl PackedRow {
         }
     }
 
-    /// The values at `cols`, in that order, decoding only as far as the last.
+    /// The values at `cols`, in that order (a column may repeat). Only those
+    /// values are decoded; the others are stepped over by their length.
     pub fn columns(&self, cols: &[usize]) -> Row {
         let Some(&last) = cols.iter().max() else {
             return Vec::new();
         };
         let mut r = Reader(self.as_bytes());
-        let mut prefix = Vec::with_capacity(last + 1);
-        while prefix.len() <= last && !r.0.is_empty() {
-            prefix.push(r.datum());
+        let mut found: Vec<Option<Datum>> = vec![None; last + 1];
+        let mut wanted = vec![false; last + 1];
+        for &c in cols {
+            wanted[c] = true;
         }
-        cols.iter()
-            .map(|c| prefix.get(*c).cloned().unwrap_or(Datum::Null))
-            .collect()
+        for (i, slot) in found.iter_mut().enumerate() {
+            if r.0.is_empty() {
+                break;
+            }
+            if wanted[i] {
+                *slot = Some(r.datum());
+            } else {
+                r.skip();
+            }
+        }
+        let mut out = Vec::with_capacity(cols.len());
+        for (n, &c) in cols.iter().enumerate() {
+            // The last use of a column takes it; earlier ones clone.
+            let value = if cols[n + 1..].contains(&c) {
+                found[c].clone()
+            } else {
+                found[c].take()
+            };
+            out.push(value.unwrap_or(Datum::Null));
+        }
+        out
     }
 
     /// Bytes this row holds on the heap, besides its 24-byte handle.
@@ -318,6 +338,31 @@ impl Reader<'_> {
         String::from_utf8_lossy(self.slice()).into_owned()
     }
 
+    /// Steps over one value without decoding it.
+    fn skip(&mut self) {
+        let [tag] = self.take::<1>();
+        let fixed = match tag {
+            NULL | FALSE | TRUE | NUMERIC_NAN | NUMERIC_PINF | NUMERIC_NINF => 0,
+            INT1 => 1,
+            INT2 => 2,
+            INT4 | DATE => 4,
+            INT8 | FLOAT4 | FLOAT8 | TIMESTAMP | TIMESTAMPTZ => 8,
+            NUMERIC => 12,
+            UUID | INTERVAL => 16,
+            NUMERIC_BIG => {
+                self.take::<5>();
+                self.slice();
+                return;
+            }
+            TEXT | BYTES | JSON => {
+                self.slice();
+                return;
+            }
+            other => unreachable!("packed row tag {other}"),
+        };
+        self.0 = &self.0[fixed..];
+    }
+
     fn datum(&mut self) -> Datum {
         let [tag] = self.take::<1>();
         match tag {
@@ -449,6 +494,35 @@ mod tests {
         let x = PackedRow::pack(&[Datum::Numeric(Numeric::parse("1.5").unwrap())]);
         let y = PackedRow::pack(&[Datum::Numeric(Numeric::parse("1.50").unwrap())]);
         assert_ne!(x, y);
+    }
+
+    /// Every column list (with repeats, in any order, past the end) reads
+    /// what the unpacked row holds at those positions.
+    #[test]
+    fn columns_read_the_values_at_their_positions() {
+        let mut all: Vec<Datum> = rows().into_iter().flatten().collect();
+        all.push(Datum::Text("last".into()));
+        let packed = PackedRow::pack(&all);
+        let n = all.len();
+        let lists: Vec<Vec<usize>> = vec![
+            vec![],
+            vec![n - 1],
+            vec![0, n - 1, 0],
+            (0..n).rev().collect(),
+            (0..n).step_by(3).collect(),
+            vec![n + 2, 1],
+        ];
+        for cols in lists {
+            let expected: Row = cols
+                .iter()
+                .map(|&c| all.get(c).cloned().unwrap_or(Datum::Null))
+                .collect();
+            assert_eq!(
+                format!("{:?}", packed.columns(&cols)),
+                format!("{expected:?}"),
+                "{cols:?}"
+            );
+        }
     }
 
     #[test]

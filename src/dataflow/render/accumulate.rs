@@ -21,7 +21,7 @@ use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::VecCollection;
 
 use super::reduce::{eval_inputs, finish};
-use super::{Coll, Errs, Time};
+use super::{Coll, Errs, Staged, Time};
 use crate::repr::{Datum, Numeric, PackedRow, Row, Type};
 use crate::sql::expr::{EvalError, Expr};
 use crate::sql::plan::{AggFunc, Aggregate};
@@ -304,33 +304,42 @@ impl Accum {
 }
 
 /// Renders a Reduce whose aggregates all [`applies`]: the group rows, the
-/// evaluation errors, and the collection of groups that exist (for a global
-/// aggregate's default row).
+/// evaluation errors, and the accumulated groups (for a global aggregate,
+/// whether any group exists).
+#[allow(clippy::type_complexity)]
 pub fn render<'s, T: Time>(
-    input: Coll<'s, T>,
+    input: Staged<'s, T>,
     keys: Vec<Expr>,
     aggs: Vec<Aggregate>,
-) -> (Coll<'s, T>, Errs<'s, T>, VecCollection<'s, T, (), isize>) {
+) -> (
+    Coll<'s, T>,
+    Errs<'s, T>,
+    VecCollection<'s, T, (PackedRow, Accum), isize>,
+) {
     let input_aggs = aggs.clone();
-    let evaluated = input.map(move |row| {
-        let k = super::project::eval_all(&keys, &row)?;
-        let v = eval_inputs(&input_aggs, &row)?;
-        Ok((k, v))
+    let (ok, input_errs): (VecCollection<'s, T, (PackedRow, Accum), isize>, _) =
+        input.eval(move |row, made, failed| {
+            let evaluated = super::project::eval_all(&keys, &row).and_then(|k| {
+                let v = eval_inputs(&input_aggs, &row)?;
+                Ok((PackedRow::pack(&k), Accum::of_row(&input_aggs, &v)))
+            });
+            match evaluated {
+                Ok(group) => made.push(group),
+                Err(e) => failed.push(e),
+            }
+        });
+    let groups = T::accumulate(ok.explode(|(k, acc)| Some((k, acc))));
+    let (result, agg_errs) = super::eval_split(groups.clone(), move |(k, acc), made, failed| {
+        match acc.finish(&aggs) {
+            Ok(v) => {
+                let mut k = k.unpack();
+                k.extend(v);
+                made.push(k);
+            }
+            Err(e) => failed.push(e.0),
+        }
     });
-    let (ok, input_errs): (VecCollection<'s, T, (Row, Row), isize>, _) = super::split(evaluated);
-    let row_aggs = aggs.clone();
-    let groups = T::accumulate(
-        ok.explode(move |(k, v)| Some((PackedRow::pack(&k), Accum::of_row(&row_aggs, &v)))),
-    );
-    let finished = groups.clone().map(move |(k, acc)| {
-        let v = acc.finish(&aggs).map_err(|e| e.0)?;
-        let mut k = k.unpack();
-        k.extend(v);
-        Ok(k)
-    });
-    let (result, agg_errs) = super::split(finished);
-    let exists = groups.map(|_| ());
-    (result, input_errs.concat(agg_errs), exists)
+    (result, input_errs.concat(agg_errs), groups)
 }
 
 #[cfg(test)]

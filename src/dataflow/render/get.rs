@@ -6,9 +6,9 @@ use super::{Coll, Context};
 /// The caller imports every table a plan reads before rendering it
 /// ([`crate::sql::Plan::tables`]); a missing one is an empty collection
 /// rather than a panic, and fails nothing else.
-pub fn render<'s, T: Time>(table: usize, ctx: &Context<'s, T>) -> Coll<'s, T> {
-    match ctx.tables.get(&table) {
-        Some(c) => c.clone(),
-        None => ctx.unit.clone().flat_map(|()| None),
+pub fn render<'s, T: Time>(table: usize, ctx: &mut Context<'s, T>) -> Coll<'s, T> {
+    match ctx.table(table) {
+        Some(c) => c,
+        None => ctx.unit().flat_map(|()| None),
     }
 }

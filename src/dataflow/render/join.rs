@@ -13,16 +13,15 @@
 
 use super::project::eval_all;
 use super::Time;
-use super::{render as render_plan, Arr, Coll, Context, Errs};
+use super::{render as render_plan, staged, Arr, Coll, Context, Errs};
 use crate::repr::{Datum, PackedRow, Row};
 use crate::sql::expr::Expr;
 use crate::sql::plan::JoinKind;
 use crate::sql::Plan;
 
-/// Rows with their join key, packed in key form.
-type Keyed<'s, T> = differential_dataflow::VecCollection<'s, T, (PackedRow, Row), isize>;
-
 /// `plan` keyed by `keys` and arranged, once per dataflow for each (plan, keys).
+/// The Filter and Project stages on top of `plan` run in the operator that
+/// keys the rows.
 fn arranged<'s, T: Time>(
     plan: &Plan,
     keys: &[Expr],
@@ -33,34 +32,30 @@ fn arranged<'s, T: Time>(
     if let Some(a) = ctx.arrangements.get(&cache_key) {
         return a.clone();
     }
-    let coll = render_plan(plan, ctx);
-    let (keyed, errs) = keyed(coll, keys, null_safe);
-    let arr = keyed
-        .map(|(k, row)| (k, PackedRow::pack(&row)))
-        .arrange_by_key();
+    let keys = keys.to_vec();
+    let (keyed, errs) =
+        staged(plan, ctx).eval(
+            move |row, made, failed| match join_key(&keys, null_safe, &row) {
+                Ok(Some(k)) => made.push((k, PackedRow::pack(&row))),
+                Ok(None) => {}
+                Err(e) => failed.push(e),
+            },
+        );
+    let arr = keyed.arrange_by_key();
     ctx.arrangements
         .insert(cache_key, (arr.clone(), errs.clone()));
     (arr, errs)
 }
 
-fn keyed<'s, T: Time>(
-    coll: Coll<'s, T>,
-    keys: &[Expr],
-    null_safe: bool,
-) -> (Keyed<'s, T>, Errs<'s, T>) {
-    let keys = keys.to_vec();
-    let results = coll.flat_map(move |row| {
-        let key = match eval_all(&keys, &row) {
-            Ok(k) => k,
-            Err(e) => return Some(Err(e)),
-        };
-        if !null_safe && key.iter().any(Datum::is_null) {
-            return None;
-        }
-        let key: Row = key.iter().map(Datum::key_form).collect();
-        Some(Ok((PackedRow::pack(&key), row)))
-    });
-    super::split(results)
+/// The join key of `row`, packed in key form; `None` if it has a NULL and
+/// NULLs do not match.
+fn join_key(keys: &[Expr], null_safe: bool, row: &[Datum]) -> Result<Option<PackedRow>, String> {
+    let key = eval_all(keys, row)?;
+    if !null_safe && key.iter().any(Datum::is_null) {
+        return Ok(None);
+    }
+    let key: Row = key.iter().map(Datum::key_form).collect();
+    Ok(Some(PackedRow::pack(&key)))
 }
 
 /// The rows of `all` (with their multiplicity) that occur in `matched`.
@@ -91,12 +86,25 @@ pub fn render<'s, T: Time>(
     if matches!(kind, JoinKind::Semi | JoinKind::Anti) && residual.is_empty() {
         // Only whether a key has a match matters: join against the distinct keys.
         let left_all = render_plan(left, ctx);
-        let (right_keyed, right_errs) = keyed(render_plan(right, ctx), right_keys, null_safe);
-        let right_keys_coll = right_keyed.map(|(k, _)| k).distinct();
-        let (left_keyed, left_errs) = keyed(left_all.clone(), left_keys, null_safe);
+        let keys = right_keys.to_vec();
+        let (right_keys_coll, right_errs) = staged(right, ctx).eval(move |row, made, failed| {
+            match join_key(&keys, null_safe, &row) {
+                Ok(Some(k)) => made.push(k),
+                Ok(None) => {}
+                Err(e) => failed.push(e),
+            }
+        });
+        let keys = left_keys.to_vec();
+        let (left_keyed, left_errs) = super::eval_split(
+            left_all.clone(),
+            move |row: Row, made, failed| match join_key(&keys, null_safe, &row) {
+                Ok(Some(k)) => made.push((k, PackedRow::pack(&row))),
+                Ok(None) => {}
+                Err(e) => failed.push(e),
+            },
+        );
         let hit = left_keyed
-            .map(|(k, r)| (k, PackedRow::pack(&r)))
-            .semijoin(right_keys_coll)
+            .semijoin(right_keys_coll.distinct())
             .map(|(_, r)| r.unpack());
         let out = match kind {
             JoinKind::Semi => hit,
@@ -104,23 +112,45 @@ pub fn render<'s, T: Time>(
         };
         return (out, left_errs.concat(right_errs));
     }
+    // A side whose every row is needed besides its matches is rendered
+    // first, and its arrangement reads the rendered rows: the stages above
+    // it then run once, not once for the join and again for the rest.
+    if kind != JoinKind::Inner {
+        render_plan(left, ctx);
+    }
+    if kind == JoinKind::Full {
+        render_plan(right, ctx);
+    }
     let (left_arr, left_errs) = arranged(left, left_keys, null_safe, ctx);
     let (right_arr, right_errs) = arranged(right, right_keys, null_safe, ctx);
-    let residual = residual.to_vec();
-    let results = left_arr.join_core(right_arr, move |_key, l: &PackedRow, r: &PackedRow| {
-        let mut row = l.unpack();
-        r.unpack_into(&mut row);
-        for p in &residual {
-            match p.eval_predicate(&row) {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e.0)),
+    let (matched, errs) = if residual.is_empty() {
+        // Nothing to evaluate, so nothing can fail: no errors to split off.
+        let matched = left_arr.join_core(right_arr, |_key, l: &PackedRow, r: &PackedRow| {
+            let mut row = l.unpack();
+            r.unpack_into(&mut row);
+            Some(row)
+        });
+        let errs = super::concat_all(vec![left_errs, right_errs]).expect("two error collections");
+        (matched, errs)
+    } else {
+        let residual = residual.to_vec();
+        let results = left_arr.join_core(right_arr, move |_key, l: &PackedRow, r: &PackedRow| {
+            let mut row = l.unpack();
+            r.unpack_into(&mut row);
+            for p in &residual {
+                match p.eval_predicate(&row) {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(e) => return Some(Err(e.0)),
+                }
             }
-        }
-        Some(Ok(row))
-    });
-    let (matched, residual_errs) = super::split(results);
-    let errs = left_errs.concat(right_errs).concat(residual_errs);
+            Some(Ok(row))
+        });
+        let (matched, residual_errs) = super::split(results);
+        let errs = super::concat_all(vec![left_errs, right_errs, residual_errs])
+            .expect("three error collections");
+        (matched, errs)
+    };
     let matched_left =
         |matched: &Coll<'s, T>| matched.clone().map(move |row| row[..left_arity].to_vec());
     let left_unmatched = |ctx: &mut Context<'s, T>, matched: &Coll<'s, T>| {

@@ -14,7 +14,6 @@
 
 mod accumulate;
 mod distinct;
-mod filter;
 mod get;
 mod join;
 mod project;
@@ -26,12 +25,19 @@ mod topk;
 mod window;
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::progress::operate::FrontierInterest;
 
 use crate::repr::{PackedRow, Row};
+use crate::sql::expr::Expr;
 use crate::sql::Plan;
 
 /// The timestamps views are computed at: commit LSNs, and inside a recursive
@@ -103,7 +109,7 @@ impl Time for timely::order::Product<u64, u64> {
         _distinct: bool,
         ctx: &mut Context<'s, Self>,
     ) -> (Coll<'s, Self>, Errs<'s, Self>) {
-        let unit = ctx.unit.clone();
+        let unit = ctx.unit();
         (
             unit.clone().flat_map(|()| None),
             unit.map(|()| "WITH RECURSIVE nested in a recursive term".to_string()),
@@ -117,21 +123,182 @@ pub type Errs<'s, T> = VecCollection<'s, T, String, isize>;
 /// A join input arranged by its key, keys and rows packed.
 pub type Arr<'s, T> = Arranged<'s, TraceAgent<ValSpine<PackedRow, PackedRow, T, isize>>>;
 
-/// Splits evaluated rows (or keyed rows) into the good ones and the errors.
+/// Splits evaluated rows (or keyed rows) into the good ones and the errors,
+/// in one operator with two outputs.
 pub fn split<'s, T: Time, D: differential_dataflow::Data>(
     results: VecCollection<'s, T, Result<D, String>, isize>,
 ) -> (VecCollection<'s, T, D, isize>, Errs<'s, T>) {
-    let ok = results.clone().flat_map(Result::ok);
-    let err = results.flat_map(Result::err);
-    (ok, err)
+    let (ok, err) = results
+        .inner
+        .ok_err::<Vec<_>, _, Vec<_>, _, _>(|(result, time, diff)| match result {
+            Ok(d) => Ok((d, time, diff)),
+            Err(e) => Err((e, time, diff)),
+        });
+    (ok.as_collection(), err.as_collection())
 }
 
+/// Passes each record to `logic`, which pushes the records it makes to the
+/// first vector and the errors it meets to the second; both keep the input
+/// record's time and difference. One operator with two outputs: evaluating
+/// and splitting off the errors costs no copy of the rows and no second
+/// operator to schedule.
+pub fn eval_split<'s, T, D, D1, L>(
+    input: VecCollection<'s, T, D, isize>,
+    mut logic: L,
+) -> (VecCollection<'s, T, D1, isize>, Errs<'s, T>)
+where
+    T: Time,
+    D: differential_dataflow::Data,
+    D1: differential_dataflow::Data,
+    L: FnMut(D, &mut Vec<D1>, &mut Vec<String>) + 'static,
+{
+    let mut builder = OperatorBuilder::new("Eval".to_owned(), input.inner.scope());
+    let mut rows = builder.new_input(input.inner, Pipeline);
+    builder.set_notify_for(0, FrontierInterest::Never);
+    let (ok_output, ok_stream) = builder.new_output::<Vec<(D1, T, isize)>>();
+    let (err_output, err_stream) = builder.new_output::<Vec<(String, T, isize)>>();
+    let mut ok_output = OutputBuilder::from(ok_output);
+    let mut err_output = OutputBuilder::from(err_output);
+    builder.build(move |_| {
+        let (mut made, mut failed) = (Vec::new(), Vec::new());
+        move |_frontiers| {
+            let mut ok_handle = ok_output.activate();
+            let mut err_handle = err_output.activate();
+            rows.for_each_stamp(|cap, data| {
+                let mut ok = ok_handle.session(&cap);
+                let mut err = err_handle.session(&cap);
+                for (d, time, diff) in data.flat_map(|c| c.drain(..)) {
+                    logic(d, &mut made, &mut failed);
+                    for x in made.drain(..) {
+                        ok.give((x, time.clone(), diff));
+                    }
+                    for e in failed.drain(..) {
+                        err.give((e, time.clone(), diff));
+                    }
+                }
+            });
+        }
+    });
+    (ok_stream.as_collection(), err_stream.as_collection())
+}
+
+/// A Filter or a Project left to the operator that consumes its rows.
+#[derive(Clone)]
+pub enum Stage {
+    Filter(Vec<Expr>),
+    Project(Vec<Expr>),
+}
+
+/// `stages` applied in order to `row`: the row they make, `None` if a
+/// filter drops it, or the first error.
+pub fn run_stages(stages: &[Stage], mut row: Row) -> Result<Option<Row>, String> {
+    for stage in stages {
+        match stage {
+            Stage::Filter(predicates) => {
+                for p in predicates {
+                    if !p.eval_predicate(&row).map_err(|e| e.0)? {
+                        return Ok(None);
+                    }
+                }
+            }
+            Stage::Project(exprs) => row = project::eval_all(exprs, &row)?,
+        }
+    }
+    Ok(Some(row))
+}
+
+/// A rendered input and the Filter and Project stages above it that are
+/// not rendered yet: its consumer applies them in its own operator, so a
+/// chain of them (and a join's keying, a reduce's evaluation) is one
+/// operator, not three per stage.
+pub struct Staged<'s, T: Time> {
+    input: Coll<'s, T>,
+    stages: Vec<Stage>,
+}
+
+impl<'s, T: Time> Staged<'s, T> {
+    /// The rows through the stages, each then passed to `logic` as in
+    /// [`eval_split`]; the stages' errors join `logic`'s.
+    pub fn eval<D1, L>(self, mut logic: L) -> (VecCollection<'s, T, D1, isize>, Errs<'s, T>)
+    where
+        D1: differential_dataflow::Data,
+        L: FnMut(Row, &mut Vec<D1>, &mut Vec<String>) + 'static,
+    {
+        let stages = self.stages;
+        eval_split(self.input, move |row, made, failed| {
+            match run_stages(&stages, row) {
+                Ok(Some(row)) => logic(row, made, failed),
+                Ok(None) => {}
+                Err(e) => failed.push(e),
+            }
+        })
+    }
+}
+
+/// The columns a projection takes, if it takes nothing but columns.
+fn column_list(exprs: &[Expr]) -> Option<Vec<usize>> {
+    exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Column(i) => Some(*i),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `plan` with the Filter and Project stages on its top left unrendered
+/// (down to the first subplan rendered already). A table read through a
+/// projection of its columns decodes just those columns from its arrangement.
+pub fn staged<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Staged<'s, T> {
+    let mut chain: Vec<(&Plan, Stage)> = Vec::new();
+    let mut base = plan;
+    while !ctx.collections.contains_key(&format!("{base:?}")) {
+        match base {
+            Plan::Filter { input, predicates } => {
+                chain.push((base, Stage::Filter(predicates.clone())));
+                base = input;
+            }
+            Plan::Project { input, exprs } => {
+                chain.push((base, Stage::Project(exprs.clone())));
+                base = input;
+            }
+            _ => break,
+        }
+    }
+    chain.reverse();
+    if let (Plan::Get { table, .. }, Some((projection, Stage::Project(exprs)))) =
+        (base, chain.first())
+    {
+        if let (Some(cols), Some(import)) = (column_list(exprs), ctx.imports.get(table)) {
+            let input = import(Some(&cols));
+            ctx.collections
+                .insert(format!("{projection:?}"), input.clone());
+            chain.remove(0);
+            let stages = chain.into_iter().map(|(_, s)| s).collect();
+            return Staged { input, stages };
+        }
+    }
+    Staged {
+        input: render(base, ctx),
+        stages: chain.into_iter().map(|(_, s)| s).collect(),
+    }
+}
+
+/// A table's rows from the arrangement the view imported: every column, or
+/// only those listed (in that order), decoded from the packed rows.
+pub type Import<'s, T> = Rc<dyn Fn(Option<&[usize]>) -> Coll<'s, T> + 's>;
+
 pub struct Context<'s, T: Time> {
-    /// The tables the view reads, by table id (imported by the caller).
+    /// The tables the view reads, by table id (imported by the caller),
+    /// decoded on first use.
+    imports: HashMap<usize, Import<'s, T>>,
+    /// Every column of the tables read whole so far (or given whole).
     tables: HashMap<usize, Coll<'s, T>>,
     /// The rows found so far of each recursive query being rendered.
     recursive: HashMap<usize, Coll<'s, T>>,
-    unit: VecCollection<'s, T, (), isize>,
+    /// The one-row collection, from `unit_import` on first use.
+    unit: Option<VecCollection<'s, T, (), isize>>,
+    unit_import: Option<Import<'s, T>>,
     collections: HashMap<String, Coll<'s, T>>,
     /// The errors each rendered subplan raises itself (not its inputs').
     errors: HashMap<String, Errs<'s, T>>,
@@ -139,15 +306,66 @@ pub struct Context<'s, T: Time> {
 }
 
 impl<'s, T: Time> Context<'s, T> {
+    /// A context over whole tables (a recursive query's loop).
     pub fn new(tables: HashMap<usize, Coll<'s, T>>, unit: VecCollection<'s, T, (), isize>) -> Self {
         Context {
+            imports: HashMap::new(),
             tables,
             recursive: HashMap::new(),
-            unit,
+            unit: Some(unit),
+            unit_import: None,
             collections: HashMap::new(),
             errors: HashMap::new(),
             arrangements: HashMap::new(),
         }
+    }
+
+    /// A context over imported tables, each decoded only as its readers
+    /// need; `unit` is the one-row table's import.
+    pub fn imported(imports: HashMap<usize, Import<'s, T>>, unit: Import<'s, T>) -> Self {
+        Context {
+            imports,
+            tables: HashMap::new(),
+            recursive: HashMap::new(),
+            unit: None,
+            unit_import: Some(unit),
+            collections: HashMap::new(),
+            errors: HashMap::new(),
+            arrangements: HashMap::new(),
+        }
+    }
+
+    /// Every column of `table`, or `None` if the view did not import it.
+    pub fn table(&mut self, table: usize) -> Option<Coll<'s, T>> {
+        if let Some(c) = self.tables.get(&table) {
+            return Some(c.clone());
+        }
+        let whole = self.imports.get(&table)?(None);
+        self.tables.insert(table, whole.clone());
+        Some(whole)
+    }
+
+    /// Every table, whole (for a nested scope to enter).
+    pub fn all_tables(&mut self) -> HashMap<usize, Coll<'s, T>> {
+        let ids: Vec<usize> = self.imports.keys().copied().collect();
+        for id in ids {
+            self.table(id);
+        }
+        self.tables.clone()
+    }
+
+    /// The collection of one empty row.
+    pub fn unit(&mut self) -> VecCollection<'s, T, (), isize> {
+        if let Some(u) = &self.unit {
+            return u.clone();
+        }
+        let import = self
+            .unit_import
+            .as_ref()
+            .expect("a context has the unit table or its import");
+        let unit = import(Some(&[])).map(|_| ());
+        self.unit = Some(unit.clone());
+        unit
     }
 
     /// Every error a view over `plan` can be in: those of all its subplans.
@@ -156,16 +374,23 @@ impl<'s, T: Time> Context<'s, T> {
         plan_keys(plan, &mut keys);
         keys.sort();
         keys.dedup();
-        let mut out: Option<Errs<'s, T>> = None;
-        for k in keys {
-            if let Some(e) = self.errors.get(&k) {
-                out = Some(match out {
-                    Some(acc) => acc.concat(e.clone()),
-                    None => e.clone(),
-                });
-            }
+        concat_all(
+            keys.iter()
+                .filter_map(|k| self.errors.get(k).cloned())
+                .collect(),
+        )
+    }
+}
+
+/// The errors of all of `errs`, in one operator; `None` for none.
+pub fn concat_all<'s, T: Time>(errs: Vec<Errs<'s, T>>) -> Option<Errs<'s, T>> {
+    match errs.len() {
+        0 => None,
+        1 => errs.into_iter().next(),
+        _ => {
+            let scope = errs[0].inner.scope();
+            Some(differential_dataflow::collection::concatenate(scope, errs))
         }
-        out
     }
 }
 
@@ -186,6 +411,16 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
     }
     let (coll, errs) = match plan {
         Plan::Get { table, .. } => (get::render(*table, ctx), None),
+        Plan::Filter { .. } | Plan::Project { .. } => {
+            let staged = staged(plan, ctx);
+            if staged.stages.is_empty() {
+                // A projection of a table's columns, read as it is decoded.
+                (staged.input, None)
+            } else {
+                let (ok, err) = staged.eval(|row, made, _| made.push(row));
+                (ok, Some(err))
+            }
+        }
         Plan::RecursiveRef { id, .. } => (
             ctx.recursive
                 .get(id)
@@ -204,17 +439,7 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
         }
         Plan::Constant { rows, .. } => {
             let rows = rows.clone();
-            (ctx.unit.clone().flat_map(move |()| rows.clone()), None)
-        }
-        Plan::Filter { input, predicates } => {
-            let input = render(input, ctx);
-            let (ok, err) = filter::render(input, predicates.clone());
-            (ok, Some(err))
-        }
-        Plan::Project { input, exprs } => {
-            let input = render(input, ctx);
-            let (ok, err) = project::render(input, exprs.clone());
-            (ok, Some(err))
+            (ctx.unit().flat_map(move |()| rows.clone()), None)
         }
         Plan::Join {
             left,
@@ -240,8 +465,8 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             (ok, Some(err))
         }
         Plan::Reduce { input, keys, aggs } => {
-            let input = render(input, ctx);
-            let unit = ctx.unit.clone();
+            let unit = keys.is_empty().then(|| ctx.unit());
+            let input = staged(input, ctx);
             let (ok, err) = reduce::render(input, keys.clone(), aggs.clone(), unit);
             (ok, Some(err))
         }
@@ -271,7 +496,7 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
         ),
         Plan::Temporal { input, bounds } => {
             let input = render(input, ctx);
-            let clock = get::render(crate::sql::CLOCK_TABLE, ctx);
+            let clock = get::render(crate::sql::CLOCK_TABLE, &mut *ctx);
             let (ok, err) = temporal::render(input, clock, bounds.clone());
             (ok, Some(err))
         }
@@ -281,7 +506,7 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             ordinality,
             outer,
         } => {
-            let input = render(input, ctx);
+            let input = staged(input, ctx);
             let (ok, err) = project::flat_map(input, funcs.clone(), *ordinality, *outer);
             (ok, Some(err))
         }

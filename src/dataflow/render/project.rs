@@ -1,8 +1,8 @@
-//! `Project`: one output value per expression; `FlatMap`: the rows
-//! set-returning functions produce for each row.
+//! `Project`'s evaluation (its rendering is a stage: `Staged` in mod.rs);
+//! `FlatMap`: the rows set-returning functions produce for each row.
 
 use super::Time;
-use super::{split, Coll, Errs};
+use super::{Coll, Errs, Staged};
 use crate::repr::{Datum, Row};
 use crate::sql::expr::Expr;
 use crate::sql::srf::{self, Srf};
@@ -15,23 +15,20 @@ pub fn eval_all(exprs: &[Expr], row: &[Datum]) -> Result<Row, String> {
         .collect()
 }
 
-pub fn render<'s, T: Time>(input: Coll<'s, T>, exprs: Vec<Expr>) -> (Coll<'s, T>, Errs<'s, T>) {
-    split(input.map(move |row| eval_all(&exprs, &row)))
-}
-
 /// Each row followed by each row its set-returning functions produce,
 /// zipped (see `Plan::FlatMap`).
 pub fn flat_map<'s, T: Time>(
-    input: Coll<'s, T>,
+    input: Staged<'s, T>,
     funcs: Vec<Srf>,
     ordinality: bool,
     outer: bool,
 ) -> (Coll<'s, T>, Errs<'s, T>) {
-    let out = input.flat_map(move |row| match expand(&funcs, &row, ordinality, outer) {
-        Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
-        Err(e) => vec![Err(e)],
-    });
-    split(out)
+    input.eval(
+        move |row, made, failed| match expand(&funcs, &row, ordinality, outer) {
+            Ok(rows) => made.extend(rows),
+            Err(e) => failed.push(e),
+        },
+    )
 }
 
 fn expand(funcs: &[Srf], row: &Row, ordinality: bool, outer: bool) -> Result<Vec<Row>, String> {

@@ -33,8 +33,8 @@ pub fn render<'s>(
 ) -> (Coll<'s, u64>, Errs<'s, u64>) {
     let base_coll = render_plan(base, ctx);
     let outer = base_coll.inner.scope();
-    let tables = ctx.tables.clone();
-    let unit = ctx.unit.clone();
+    let tables = ctx.all_tables();
+    let unit = ctx.unit();
     outer.scoped::<Product<u64, u64>, _, _>("WithRecursive", |inner| {
         let (variable, so_far) = Variable::new(inner, Product::new(0, 1));
         let mut inner_ctx = Context::new(

@@ -29,7 +29,7 @@ use differential_dataflow::VecCollection;
 
 use super::project::eval_all;
 use super::Time;
-use super::{Coll, Errs};
+use super::{Coll, Errs, Staged};
 use crate::repr::{Datum, Numeric, PackedRow, Row, Type, F64};
 use crate::sql::expr::{sql_cmp, EvalError, Expr};
 use crate::sql::plan::{AggFunc, Aggregate};
@@ -44,31 +44,39 @@ type Keyed<'s, T> = VecCollection<'s, T, ((PackedRow, u64), PackedRow), isize>;
 /// Partials per key and bucket: a partial, or the error computing it.
 type Partials<'s, T> = VecCollection<'s, T, ((PackedRow, u64), Result<PackedRow, String>), isize>;
 
+/// `unit` is given for a global aggregate (no keys), which needs it for its
+/// row over empty input.
 pub fn render<'s, T: Time>(
-    input: Coll<'s, T>,
+    input: Staged<'s, T>,
     keys: Vec<Expr>,
     aggs: Vec<Aggregate>,
-    unit: VecCollection<'s, T, (), isize>,
+    unit: Option<VecCollection<'s, T, (), isize>>,
 ) -> (Coll<'s, T>, Errs<'s, T>) {
-    let global = keys.is_empty();
     if super::accumulate::applies(&aggs) {
-        let (result, errs, exists) = super::accumulate::render(input, keys, aggs.clone());
-        return with_default_row(global, result, errs, exists, &aggs, unit);
+        let (result, errs, groups) = super::accumulate::render(input, keys, aggs.clone());
+        return with_default_row(result, errs, groups, &aggs, unit);
     }
     let input_aggs = aggs.clone();
     let spread = !aggs.iter().any(|a| a.distinct || a.func.needs_all_values());
     // Keys carry a bucket until the top level.
-    let evaluated = input.map(move |row| {
-        let k = eval_all(&keys, &row)?;
-        let v = eval_inputs(&input_aggs, &row)?;
-        let bucket = if spread {
-            hash_of(&v) % LEVEL1_BUCKETS
-        } else {
-            0
-        };
-        Ok(((PackedRow::pack(&k), bucket), PackedRow::pack(&v)))
-    });
-    let (bucketed, input_errs): (Keyed<'s, T>, Errs<'s, T>) = super::split(evaluated);
+    let (bucketed, input_errs): (Keyed<'s, T>, Errs<'s, T>) =
+        input.eval(move |row, made, failed| {
+            let evaluated = eval_all(&keys, &row).and_then(|k| {
+                let v = eval_inputs(&input_aggs, &row)?;
+                Ok((k, v))
+            });
+            match evaluated {
+                Ok((k, v)) => {
+                    let bucket = if spread {
+                        hash_of(&v) % LEVEL1_BUCKETS
+                    } else {
+                        0
+                    };
+                    made.push(((PackedRow::pack(&k), bucket), PackedRow::pack(&v)));
+                }
+                Err(e) => failed.push(e),
+            }
+        });
     let level1 = reduce_values(bucketed, &aggs);
     let level2 = reduce_partials(
         level1.map(|((k, b), p)| ((k, b % LEVEL2_BUCKETS), p)),
@@ -76,32 +84,35 @@ pub fn render<'s, T: Time>(
     );
     let top = reduce_partials(level2.map(|((k, _), p)| ((k, 0), p)), &aggs);
     let finish_aggs = aggs.clone();
-    let finished = top.map(move |((k, _), p)| {
-        let p = p?.unpack();
-        let v = finish(&finish_aggs, &p).map_err(|e| e.0)?;
-        let mut row = k.unpack();
-        row.extend(v);
-        Ok(row)
+    let (result, agg_errs) = super::eval_split(top.clone(), move |((k, _), p), made, failed| {
+        let finished = p.and_then(|p| {
+            let v = finish(&finish_aggs, &p.unpack()).map_err(|e| e.0)?;
+            let mut row = k.unpack();
+            row.extend(v);
+            Ok(row)
+        });
+        match finished {
+            Ok(row) => made.push(row),
+            Err(e) => failed.push(e),
+        }
     });
-    let (result, agg_errs) = super::split(finished.clone());
     let errs = input_errs.concat(agg_errs);
     // A group that exists (even one in error) is not the empty input.
-    with_default_row(global, result, errs, finished.map(|_| ()), &aggs, unit)
+    with_default_row(result, errs, top, &aggs, unit)
 }
 
 /// A global aggregate (no keys) has one row even over empty input: the
-/// aggregates' defaults while no group `exists`.
-fn with_default_row<'s, T: Time>(
-    global: bool,
+/// aggregates' defaults while no group exists (`groups` is empty).
+fn with_default_row<'s, T: Time, G: differential_dataflow::Data>(
     result: Coll<'s, T>,
     errs: Errs<'s, T>,
-    exists: VecCollection<'s, T, (), isize>,
+    groups: VecCollection<'s, T, G, isize>,
     aggs: &[Aggregate],
-    unit: VecCollection<'s, T, (), isize>,
+    unit: Option<VecCollection<'s, T, (), isize>>,
 ) -> (Coll<'s, T>, Errs<'s, T>) {
-    if !global {
+    let Some(unit) = unit else {
         return (result, errs);
-    }
+    };
     let defaults: Row = aggs
         .iter()
         .map(|a| match a.func {
@@ -109,7 +120,7 @@ fn with_default_row<'s, T: Time>(
             _ => Datum::Null,
         })
         .collect();
-    let missing = unit.concat(exists.negate());
+    let missing = unit.concat(groups.map(|_| ()).negate());
     (result.concat(missing.map(move |()| defaults.clone())), errs)
 }
 
