@@ -6,6 +6,13 @@
 //! the tables it reads. Inside a view, identical subplans are rendered once and
 //! a join input is arranged once per (subplan, key).
 //!
+//! A step's CPU is mostly per operator (timely schedules each and tracks its
+//! progress), so Filters and Projects are not operators of their own: a
+//! chain of them is a list of [`Stage`]s that the operator consuming its rows
+//! applies first ([`Staged`]) — the keying before a join arrangement, a
+//! reduce's evaluation, a FlatMap — and operators that evaluate have two
+//! outputs, rows and errors ([`eval_split`]).
+//!
 //! Evaluation errors (overflow, division by zero, a scalar subquery with two
 //! rows) are data, as in Postgres they are a property of the current rows: an
 //! operator sends the error of a row to its error collection instead of an
