@@ -321,23 +321,18 @@ pub fn render<'s, T: Time>(
         input.eval(move |row, made, failed| {
             let evaluated = super::project::eval_all(&keys, &row).and_then(|k| {
                 let v = eval_inputs(&input_aggs, &row)?;
-                Ok((PackedRow::pack(&k), Accum::of_row(&input_aggs, &v)))
+                Ok(Some((PackedRow::pack(&k), Accum::of_row(&input_aggs, &v))))
             });
-            match evaluated {
-                Ok(group) => made.push(group),
-                Err(e) => failed.push(e),
-            }
+            super::emit(evaluated, made, failed)
         });
     let groups = T::accumulate(ok.explode(|(k, acc)| Some((k, acc))));
     let (result, agg_errs) = super::eval_split(groups.clone(), move |(k, acc), made, failed| {
-        match acc.finish(&aggs) {
-            Ok(v) => {
-                let mut k = k.unpack();
-                k.extend(v);
-                made.push(k);
-            }
-            Err(e) => failed.push(e.0),
-        }
+        let finished = acc.finish(&aggs).map_err(|e| e.0).map(|v| {
+            let mut row = k.unpack();
+            row.extend(v);
+            Some(row)
+        });
+        super::emit(finished, made, failed)
     });
     (result, input_errs.concat(agg_errs), groups)
 }

@@ -13,7 +13,7 @@
 
 use super::project::eval_all;
 use super::Time;
-use super::{render as render_plan, staged, Arr, Coll, Context, Errs};
+use super::{emit, render as render_plan, staged, Arr, Coll, Context, Errs};
 use crate::repr::{Datum, PackedRow, Row};
 use crate::sql::expr::Expr;
 use crate::sql::plan::JoinKind;
@@ -32,19 +32,24 @@ fn arranged<'s, T: Time>(
     if let Some(a) = ctx.arrangements.get(&cache_key) {
         return a.clone();
     }
-    let keys = keys.to_vec();
-    let (keyed, errs) =
-        staged(plan, ctx).eval(
-            move |row, made, failed| match join_key(&keys, null_safe, &row) {
-                Ok(Some(k)) => made.push((k, PackedRow::pack(&row))),
-                Ok(None) => {}
-                Err(e) => failed.push(e),
-            },
-        );
+    let (keyed, errs) = staged(plan, ctx).eval(keyed_row(keys, null_safe));
     let arr = keyed.arrange_by_key();
     ctx.arrangements
         .insert(cache_key, (arr.clone(), errs.clone()));
     (arr, errs)
+}
+
+/// An `eval_split` logic that pairs each row with its join key, both packed
+/// (rows whose key does not match anything are left out).
+fn keyed_row(
+    keys: &[Expr],
+    null_safe: bool,
+) -> impl FnMut(Row, &mut Vec<(PackedRow, PackedRow)>, &mut Vec<String>) + 'static {
+    let keys = keys.to_vec();
+    move |row, made, failed| {
+        let keyed = join_key(&keys, null_safe, &row).map(|k| k.map(|k| (k, PackedRow::pack(&row))));
+        emit(keyed, made, failed)
+    }
 }
 
 /// The join key of `row`, packed in key form; `None` if it has a NULL and
@@ -56,6 +61,13 @@ fn join_key(keys: &[Expr], null_safe: bool, row: &[Datum]) -> Result<Option<Pack
     }
     let key: Row = key.iter().map(Datum::key_form).collect();
     Ok(Some(PackedRow::pack(&key)))
+}
+
+/// A matched pair's row: the left row's values, then the right's.
+fn joined(l: &PackedRow, r: &PackedRow) -> Row {
+    let mut row = l.unpack();
+    r.unpack_into(&mut row);
+    row
 }
 
 /// The rows of `all` (with their multiplicity) that occur in `matched`.
@@ -87,22 +99,10 @@ pub fn render<'s, T: Time>(
         // Only whether a key has a match matters: join against the distinct keys.
         let left_all = render_plan(left, ctx);
         let keys = right_keys.to_vec();
-        let (right_keys_coll, right_errs) = staged(right, ctx).eval(move |row, made, failed| {
-            match join_key(&keys, null_safe, &row) {
-                Ok(Some(k)) => made.push(k),
-                Ok(None) => {}
-                Err(e) => failed.push(e),
-            }
-        });
-        let keys = left_keys.to_vec();
-        let (left_keyed, left_errs) = super::eval_split(
-            left_all.clone(),
-            move |row: Row, made, failed| match join_key(&keys, null_safe, &row) {
-                Ok(Some(k)) => made.push((k, PackedRow::pack(&row))),
-                Ok(None) => {}
-                Err(e) => failed.push(e),
-            },
-        );
+        let (right_keys_coll, right_errs) = staged(right, ctx)
+            .eval(move |row, made, failed| emit(join_key(&keys, null_safe, &row), made, failed));
+        let (left_keyed, left_errs) =
+            super::eval_split(left_all.clone(), keyed_row(left_keys, null_safe));
         let hit = left_keyed
             .semijoin(right_keys_coll.distinct())
             .map(|(_, r)| r.unpack());
@@ -126,17 +126,14 @@ pub fn render<'s, T: Time>(
     let (matched, errs) = if residual.is_empty() {
         // Nothing to evaluate, so nothing can fail: no errors to split off.
         let matched = left_arr.join_core(right_arr, |_key, l: &PackedRow, r: &PackedRow| {
-            let mut row = l.unpack();
-            r.unpack_into(&mut row);
-            Some(row)
+            Some(joined(l, r))
         });
         let errs = super::concat_all(vec![left_errs, right_errs]).expect("two error collections");
         (matched, errs)
     } else {
         let residual = residual.to_vec();
         let results = left_arr.join_core(right_arr, move |_key, l: &PackedRow, r: &PackedRow| {
-            let mut row = l.unpack();
-            r.unpack_into(&mut row);
+            let row = joined(l, r);
             for p in &residual {
                 match p.eval_predicate(&row) {
                     Ok(true) => {}

@@ -189,6 +189,16 @@ where
     (ok_stream.as_collection(), err_stream.as_collection())
 }
 
+/// Files what evaluating one record gave, for [`eval_split`]'s `logic`: a
+/// record made, nothing (filtered out), or an error.
+pub fn emit<D>(result: Result<Option<D>, String>, made: &mut Vec<D>, failed: &mut Vec<String>) {
+    match result {
+        Ok(Some(d)) => made.push(d),
+        Ok(None) => {}
+        Err(e) => failed.push(e),
+    }
+}
+
 /// A Filter or a Project left to the operator that consumes its rows.
 #[derive(Clone)]
 pub enum Stage {

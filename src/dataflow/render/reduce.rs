@@ -63,19 +63,14 @@ pub fn render<'s, T: Time>(
         input.eval(move |row, made, failed| {
             let evaluated = eval_all(&keys, &row).and_then(|k| {
                 let v = eval_inputs(&input_aggs, &row)?;
-                Ok((k, v))
+                let bucket = if spread {
+                    hash_of(&v) % LEVEL1_BUCKETS
+                } else {
+                    0
+                };
+                Ok(Some(((PackedRow::pack(&k), bucket), PackedRow::pack(&v))))
             });
-            match evaluated {
-                Ok((k, v)) => {
-                    let bucket = if spread {
-                        hash_of(&v) % LEVEL1_BUCKETS
-                    } else {
-                        0
-                    };
-                    made.push(((PackedRow::pack(&k), bucket), PackedRow::pack(&v)));
-                }
-                Err(e) => failed.push(e),
-            }
+            super::emit(evaluated, made, failed)
         });
     let level1 = reduce_values(bucketed, &aggs);
     let level2 = reduce_partials(
@@ -89,12 +84,9 @@ pub fn render<'s, T: Time>(
             let v = finish(&finish_aggs, &p.unpack()).map_err(|e| e.0)?;
             let mut row = k.unpack();
             row.extend(v);
-            Ok(row)
+            Ok(Some(row))
         });
-        match finished {
-            Ok(row) => made.push(row),
-            Err(e) => failed.push(e),
-        }
+        super::emit(finished, made, failed)
     });
     let errs = input_errs.concat(agg_errs);
     // A group that exists (even one in error) is not the empty input.
