@@ -12,12 +12,16 @@
 //! `BENCH_TPCH_RATE` (500) per second for 10 s from 4 connections, each
 //! timed from its commit until all 22 views have it. `BENCH_TPCH_BATCHES`
 //! (4) limits the refresh batches (0 skips them and Postgres's re-runs).
-//! `BENCH_WORKERS` (default 2) sets viewcast's worker threads.
-//! `VIEWCAST_BIN` runs another build of viewcast (a baseline) instead.
+//! `BENCH_WORKERS` (default 2) sets viewcast's worker threads. The server
+//! runs in this process, on the binary's allocator and settings (mimalloc).
 
 use std::time::{Duration, Instant};
 
 use viewcast::config::Config;
+
+/// The `viewcast` binary's allocator, so that memory and time are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "../tests/tpch_data.rs"]
 mod tpch_data;
@@ -168,6 +172,7 @@ fn report(what: &str, latencies: &[Duration]) {
 
 #[tokio::main]
 async fn main() {
+    viewcast::alloc::configure();
     let sf: f64 = std::env::var("BENCH_TPCH_SF")
         .ok()
         .and_then(|s| s.parse().ok())

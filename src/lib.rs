@@ -14,7 +14,9 @@
 //! - [`cluster`]: one dataflow across processes (`--cluster`, `--process`)
 //! - [`client`]: a small SSE client (the `tail` command, tests, benchmarks)
 //! - [`demo`]: the self-contained demo (throwaway Postgres, writer, views)
+//! - [`alloc`]: the allocator's settings (the binary runs on mimalloc)
 
+pub mod alloc;
 pub mod auth;
 pub mod client;
 pub mod cluster;
