@@ -749,3 +749,39 @@ async fn concurrent_transactions_arrive_whole_and_memory_is_reported() {
     assert_eq!(memory("big")["records"], 0);
     server.stop().await;
 }
+
+/// DISTINCT and the set operations compare rows as Postgres's `=` does:
+/// `-0` is `0` and `1.5` is `1.50`, so each pair is one row (counted here,
+/// as which of the two forms Postgres shows depends on its plan); a row of
+/// one form shows as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_and_set_operations_use_sql_equality() {
+    let db = TestDb::new("distinct_equality").await;
+    db.exec(
+        "CREATE TABLE f (id int PRIMARY KEY, x float8, n numeric);
+         INSERT INTO f VALUES (1, 0, 1.5), (2, 2, 2), (11, 2, 2.0);",
+    )
+    .await;
+    let views = [
+        ("floats", "SELECT count(*) AS n FROM (SELECT DISTINCT x FROM f) d"),
+        ("numerics", "SELECT count(*) AS n FROM (SELECT DISTINCT n FROM f) d"),
+        ("unioned", "SELECT count(*) AS n FROM (SELECT x, n FROM f WHERE id < 10 UNION SELECT x, n FROM f WHERE id >= 10) u"),
+        ("intersected", "SELECT count(*) AS n FROM (SELECT x, n FROM f WHERE id < 10 INTERSECT SELECT x, n FROM f WHERE id >= 10) i"),
+        ("excepted", "SELECT count(*) AS n FROM (SELECT x, n FROM f WHERE id < 10 EXCEPT ALL SELECT x, n FROM f WHERE id >= 10) e"),
+        ("own_form", "SELECT DISTINCT x, n FROM f WHERE id = 12"),
+    ];
+    let server = TestServer::start(&db, &views).await;
+    let mut followers = server.follow_all(&views).await;
+    check_views(&db, &mut followers, &views).await;
+    for stmt in [
+        "INSERT INTO f VALUES (12, '-0', 1.50)",
+        "UPDATE f SET x = '-0' WHERE id = 1",
+        "INSERT INTO f VALUES (3, 'NaN', 7), (13, 'NaN', 7.000)",
+        "DELETE FROM f WHERE id = 12",
+        "UPDATE f SET n = 1.500 WHERE id = 1",
+    ] {
+        db.exec(stmt).await;
+        check_views(&db, &mut followers, &views).await;
+    }
+    server.stop().await;
+}

@@ -23,6 +23,7 @@
 //! Every worker receives the same commands in the same order, so all of them
 //! build the same dataflows in the same order, as timely requires.
 
+mod flat;
 pub mod memory;
 pub mod render;
 

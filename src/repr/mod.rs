@@ -27,7 +27,7 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 pub use numeric::{Numeric, NumericError};
-pub use packed::PackedRow;
+pub use packed::{PackedRef, PackedRow};
 
 /// One row: values in column order.
 pub type Row = Vec<Datum>;

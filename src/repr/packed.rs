@@ -92,28 +92,79 @@ impl PackedRow {
         }
     }
 
+    /// The row's bytes, borrowed: what a flat container of rows hands out.
+    pub fn borrowed(&self) -> PackedRef<'_> {
+        PackedRef(self.as_bytes())
+    }
+
     /// The values, decoded.
     pub fn unpack(&self) -> Row {
+        self.borrowed().unpack()
+    }
+
+    /// Appends the values to `row`.
+    pub fn unpack_into(&self, row: &mut Row) {
+        self.borrowed().unpack_into(row)
+    }
+
+    /// The values at `cols`, in that order (a column may repeat). Only those
+    /// values are decoded; the others are stepped over by their length.
+    pub fn columns(&self, cols: &[usize]) -> Row {
+        self.borrowed().columns(cols)
+    }
+
+    /// Bytes this row holds on the heap, besides its 24-byte handle.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            PackedRow::Inline { .. } => 0,
+            PackedRow::Heap(b) => b.len(),
+        }
+    }
+}
+
+/// A packed row's bytes where they are kept (a [`PackedRow`], or a flat
+/// container of many rows): compared and ordered as bytes, like the row, and
+/// decoded the same way.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PackedRef<'a>(&'a [u8]);
+
+impl<'a> PackedRef<'a> {
+    /// Bytes that [`PackedRef::as_bytes`] gave, read back as a row. Only
+    /// bytes a packed row was made of are well formed.
+    pub fn from_packed_bytes(bytes: &'a [u8]) -> Self {
+        PackedRef(bytes)
+    }
+
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// An owned copy of the row.
+    pub fn to_row(self) -> PackedRow {
+        PackedRow::from_bytes(self.0)
+    }
+
+    /// The values, decoded.
+    pub fn unpack(self) -> Row {
         let mut row = Vec::new();
         self.unpack_into(&mut row);
         row
     }
 
     /// Appends the values to `row`.
-    pub fn unpack_into(&self, row: &mut Row) {
-        let mut r = Reader(self.as_bytes());
+    pub fn unpack_into(self, row: &mut Row) {
+        let mut r = Reader(self.0);
         while !r.0.is_empty() {
             row.push(r.datum());
         }
     }
 
-    /// The values at `cols`, in that order (a column may repeat). Only those
-    /// values are decoded; the others are stepped over by their length.
-    pub fn columns(&self, cols: &[usize]) -> Row {
+    /// As [`PackedRow::columns`].
+    pub fn columns(self, cols: &[usize]) -> Row {
         let Some(&last) = cols.iter().max() else {
             return Vec::new();
         };
-        let mut r = Reader(self.as_bytes());
+        let mut r = Reader(self.0);
         let mut found: Vec<Option<Datum>> = vec![None; last + 1];
         let mut wanted = vec![false; last + 1];
         for &c in cols {
@@ -141,13 +192,17 @@ impl PackedRow {
         }
         out
     }
+}
 
-    /// Bytes this row holds on the heap, besides its 24-byte handle.
-    pub fn heap_bytes(&self) -> usize {
-        match self {
-            PackedRow::Inline { .. } => 0,
-            PackedRow::Heap(b) => b.len(),
-        }
+impl PartialEq<&PackedRow> for PackedRef<'_> {
+    fn eq(&self, other: &&PackedRow) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl fmt::Debug for PackedRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.unpack()).finish()
     }
 }
 

@@ -13,8 +13,11 @@
 
 use super::project::eval_all;
 use super::Time;
-use super::{emit, render as render_plan, staged, Arr, Coll, Context, Errs};
-use crate::repr::{Datum, PackedRow, Row};
+use super::{
+    arrange_flat, distinct_flat, emit, render as render_plan, staged, Arr, Coll, Context, Errs,
+    Packed,
+};
+use crate::repr::{Datum, PackedRef, PackedRow, Row};
 use crate::sql::expr::Expr;
 use crate::sql::plan::JoinKind;
 use crate::sql::Plan;
@@ -33,7 +36,7 @@ fn arranged<'s, T: Time>(
         return a.clone();
     }
     let (keyed, errs) = staged(plan, ctx).eval(keyed_row(keys, null_safe));
-    let arr = keyed.arrange_by_key();
+    let arr = arrange_flat(keyed, "ArrangeByKey");
     ctx.arrangements
         .insert(cache_key, (arr.clone(), errs.clone()));
     (arr, errs)
@@ -64,7 +67,7 @@ fn join_key(keys: &[Expr], null_safe: bool, row: &[Datum]) -> Result<Option<Pack
 }
 
 /// A matched pair's row: the left row's values, then the right's.
-fn joined(l: &PackedRow, r: &PackedRow) -> Row {
+fn joined(l: PackedRef<'_>, r: PackedRef<'_>) -> Row {
     let mut row = l.unpack();
     r.unpack_into(&mut row);
     row
@@ -72,9 +75,19 @@ fn joined(l: &PackedRow, r: &PackedRow) -> Row {
 
 /// The rows of `all` (with their multiplicity) that occur in `matched`.
 fn present<'s, T: Time>(all: Coll<'s, T>, matched: Coll<'s, T>) -> Coll<'s, T> {
-    all.map(|r| (PackedRow::pack(&r), ()))
-        .semijoin(matched.map(|r| PackedRow::pack(&r)).distinct())
-        .map(|(r, ())| r.unpack())
+    let packed = |rows: Coll<'s, T>| {
+        let empty = PackedRow::pack(&[]);
+        rows.map(move |r| (PackedRow::pack(&r), empty.clone()))
+    };
+    let all = arrange_flat(packed(all), "Rows");
+    let matched = distinct_flat(arrange_flat(packed(matched), "Matched"));
+    all.join_core(matched, |row, _, _| Some(row.unpack()))
+}
+
+/// The rows of `keyed` (unpacked) whose key occurs in `keys`.
+fn semijoin<'s, T: Time>(keyed: Arr<'s, T>, keys: Packed<'s, T>) -> Coll<'s, T> {
+    let keys = distinct_flat(arrange_flat(keys, "Keys"));
+    keyed.join_core(keys, |_, row, _| Some(row.unpack()))
 }
 
 /// The rows of `all` that do not occur in `matched`.
@@ -96,19 +109,23 @@ pub fn render<'s, T: Time>(
 ) -> (Coll<'s, T>, Errs<'s, T>) {
     let left_arity = left.arity();
     if matches!(kind, JoinKind::Semi | JoinKind::Anti) && residual.is_empty() {
-        // Only whether a key has a match matters: join against the distinct keys.
-        let left_all = render_plan(left, ctx);
+        // Only whether a key has a match matters: join against the distinct
+        // keys. An anti-join needs every left row besides: render them
+        // first, so the arrangement reads the rendered rows.
+        if kind == JoinKind::Anti {
+            render_plan(left, ctx);
+        }
+        let (left_arr, left_errs) = arranged(left, left_keys, null_safe, ctx);
         let keys = right_keys.to_vec();
-        let (right_keys_coll, right_errs) = staged(right, ctx)
-            .eval(move |row, made, failed| emit(join_key(&keys, null_safe, &row), made, failed));
-        let (left_keyed, left_errs) =
-            super::eval_split(left_all.clone(), keyed_row(left_keys, null_safe));
-        let hit = left_keyed
-            .semijoin(right_keys_coll.distinct())
-            .map(|(_, r)| r.unpack());
+        let empty = PackedRow::pack(&[]);
+        let (right_keys_coll, right_errs) = staged(right, ctx).eval(move |row, made, failed| {
+            let key = join_key(&keys, null_safe, &row).map(|k| k.map(|k| (k, empty.clone())));
+            emit(key, made, failed)
+        });
+        let hit = semijoin(left_arr, right_keys_coll);
         let out = match kind {
             JoinKind::Semi => hit,
-            _ => left_all.concat(hit.negate()),
+            _ => render_plan(left, ctx).concat(hit.negate()),
         };
         return (out, left_errs.concat(right_errs));
     }
@@ -125,24 +142,27 @@ pub fn render<'s, T: Time>(
     let (right_arr, right_errs) = arranged(right, right_keys, null_safe, ctx);
     let (matched, errs) = if residual.is_empty() {
         // Nothing to evaluate, so nothing can fail: no errors to split off.
-        let matched = left_arr.join_core(right_arr, |_key, l: &PackedRow, r: &PackedRow| {
+        let matched = left_arr.join_core(right_arr, |_key, l: PackedRef<'_>, r: PackedRef<'_>| {
             Some(joined(l, r))
         });
         let errs = super::concat_all(vec![left_errs, right_errs]).expect("two error collections");
         (matched, errs)
     } else {
         let residual = residual.to_vec();
-        let results = left_arr.join_core(right_arr, move |_key, l: &PackedRow, r: &PackedRow| {
-            let row = joined(l, r);
-            for p in &residual {
-                match p.eval_predicate(&row) {
-                    Ok(true) => {}
-                    Ok(false) => return None,
-                    Err(e) => return Some(Err(e.0)),
+        let results = left_arr.join_core(
+            right_arr,
+            move |_key, l: PackedRef<'_>, r: PackedRef<'_>| {
+                let row = joined(l, r);
+                for p in &residual {
+                    match p.eval_predicate(&row) {
+                        Ok(true) => {}
+                        Ok(false) => return None,
+                        Err(e) => return Some(Err(e.0)),
+                    }
                 }
-            }
-            Some(Ok(row))
-        });
+                Some(Ok(row))
+            },
+        );
         let (matched, residual_errs) = super::split(results);
         let errs = super::concat_all(vec![left_errs, right_errs, residual_errs])
             .expect("three error collections");

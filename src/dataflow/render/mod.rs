@@ -35,7 +35,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::OkErr;
@@ -43,7 +42,8 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::progress::operate::FrontierInterest;
 
-use crate::repr::{PackedRow, Row};
+use super::flat::{FlatBatcher, FlatBuilder, FlatSpine};
+use crate::repr::{Datum, PackedRef, PackedRow, Row};
 use crate::sql::expr::Expr;
 use crate::sql::Plan;
 
@@ -127,8 +127,71 @@ impl Time for timely::order::Product<u64, u64> {
 pub type Coll<'s, T> = VecCollection<'s, T, Row, isize>;
 /// Error messages, one per failing row (or group).
 pub type Errs<'s, T> = VecCollection<'s, T, String, isize>;
-/// A join input arranged by its key, keys and rows packed.
-pub type Arr<'s, T> = Arranged<'s, TraceAgent<ValSpine<PackedRow, PackedRow, T, isize>>>;
+/// A join input arranged by its key, keys and rows packed, each batch's
+/// rows in one flat buffer.
+pub type Arr<'s, T> = Arranged<'s, TraceAgent<FlatSpine<T>>>;
+/// Rows packed and paired: a key and a row (or an empty row).
+pub type Packed<'s, T> = VecCollection<'s, T, (PackedRow, PackedRow), isize>;
+
+/// `keyed` arranged by its key, flat.
+pub fn arrange_flat<'s, T: Time>(keyed: Packed<'s, T>, name: &str) -> Arr<'s, T> {
+    keyed.arrange_named::<FlatBatcher<T>, _>(name, FlatBatcher::new)
+}
+
+/// A reduce from a flat arrangement to a flat arrangement: `logic` sees a
+/// key's rows (with their counts, none zero) and says the rows the key
+/// should have now (with their counts); the output is arranged already, so a
+/// join or another reduce reads it as it is.
+pub fn reduce_flat<'s, T: Time, L>(arranged: Arr<'s, T>, name: &str, mut logic: L) -> Arr<'s, T>
+where
+    L: FnMut(PackedRef<'_>, &[(PackedRef<'_>, isize)], &mut Vec<(PackedRow, isize)>) + 'static,
+{
+    arranged.reduce_abelian::<_, FlatBuilder<T>, FlatSpine<T>, _, _>(
+        name,
+        move |key, rows: &[(PackedRef<'_>, isize)], out: &mut Vec<(PackedRow, isize)>| {
+            logic(key, rows, out)
+        },
+        |built: &mut Vec<_>, key: PackedRef<'_>, updates: &mut Vec<(PackedRow, T, isize)>| {
+            built.clear();
+            built.extend(updates.drain(..).map(|(v, t, n)| ((key.to_row(), v), t, n)));
+        },
+    )
+}
+
+/// Each key of `arranged` once (with an empty row) while its rows count
+/// more than zero: the arrangement a semi-join or a DISTINCT reads.
+pub fn distinct_flat<'s, T: Time>(arranged: Arr<'s, T>) -> Arr<'s, T> {
+    let empty = PackedRow::pack(&[]);
+    reduce_flat(arranged, "Distinct", move |_key, rows, out| {
+        if rows.iter().map(|(_, n)| n).sum::<isize>() > 0 {
+            out.push((empty.clone(), 1));
+        }
+    })
+}
+
+/// A row packed for DISTINCT and the set operations, which compare rows as
+/// Postgres's `=` does (`-0` is `0`, `1.5` is `1.50`): the key is the row in
+/// key form, and the value is the row itself where that differs (else
+/// empty: the key shows as it is).
+pub fn by_value(row: &[Datum]) -> (PackedRow, PackedRow) {
+    let key: Row = row.iter().map(Datum::key_form).collect();
+    let key = PackedRow::pack(&key);
+    let own = PackedRow::pack(row);
+    if own == key {
+        (key, PackedRow::pack(&[]))
+    } else {
+        (key, own)
+    }
+}
+
+/// The row [`by_value`] packed as `key` and `value`.
+pub fn shown(key: PackedRef<'_>, value: PackedRef<'_>) -> Row {
+    if value.as_bytes().is_empty() {
+        key.unpack()
+    } else {
+        value.unpack()
+    }
+}
 
 /// Splits evaluated rows (or keyed rows) into the good ones and the errors,
 /// in one operator with two outputs.

@@ -7,7 +7,8 @@
 //! ```
 //! A changed row re-sorts one bucket of about n/4096 rows and at most 64 small
 //! candidate lists above it, instead of the whole input. Without a LIMIT every
-//! row survives, so the buckets are skipped.
+//! row survives, so the buckets are skipped. Every level keeps its rows
+//! packed, in flat arrangements.
 //!
 //! Order: the ORDER BY terms (NULLs last ascending and first descending, unless
 //! NULLS FIRST/LAST says otherwise), then the whole row, so rows that tie on
@@ -17,9 +18,8 @@
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 
-use super::Coll;
-use super::Time;
-use crate::repr::{Datum, Row};
+use super::{arrange_flat, reduce_flat, Arr, Coll, Time};
+use crate::repr::{Datum, PackedRow, Row};
 use crate::sql::expr::sql_cmp;
 use crate::sql::plan::SortKey;
 
@@ -67,32 +67,62 @@ fn hash_of(row: &Row) -> i64 {
     (h.finish() >> 1) as i64
 }
 
-/// Keeps rows `skip..skip+take` (counting multiplicities) of `rows` in `order`.
+/// Keeps rows `skip..skip+take` (counting multiplicities) of `rows` in
+/// `order`: the indexes into `rows` of those kept, with their counts.
 fn select(
     order: &[SortKey],
-    rows: &[(&Row, isize)],
+    rows: &[(Row, isize)],
     skip: u64,
     take: Option<u64>,
-    out: &mut Vec<(Row, isize)>,
-) {
-    let mut sorted: Vec<(&Row, isize)> = rows.iter().filter(|(_, n)| *n > 0).cloned().collect();
-    sorted.sort_by(|a, b| compare(order, a.0, b.0));
+) -> Vec<(usize, isize)> {
+    let mut sorted: Vec<usize> = (0..rows.len()).filter(|i| rows[*i].1 > 0).collect();
+    sorted.sort_by(|a, b| compare(order, &rows[*a].0, &rows[*b].0));
     let mut position: u64 = 0;
     let end = take.map(|t| skip.saturating_add(t));
-    for (row, n) in sorted {
+    let mut out = Vec::new();
+    for i in sorted {
+        let n = rows[i].1;
         let (from, to) = (position, position + n as u64);
         position = to;
         let lo = from.max(skip);
         let hi = end.map_or(to, |e| to.min(e));
         if hi > lo {
-            out.push((row.clone(), (hi - lo) as isize));
+            out.push((i, (hi - lo) as isize));
         }
         if end.is_some_and(|e| position >= e) {
             break;
         }
     }
+    out
 }
 
+/// A reduce over packed rows that keeps those `select` keeps.
+fn keep<'s, T: Time>(
+    rows: Arr<'s, T>,
+    order: Vec<SortKey>,
+    skip: u64,
+    take: Option<u64>,
+) -> Arr<'s, T> {
+    reduce_flat(rows, "TopK", move |_key, packed, out| {
+        let rows: Vec<(Row, isize)> = packed.iter().map(|(r, n)| (r.unpack(), *n)).collect();
+        for (i, n) in select(&order, &rows, skip, take) {
+            out.push((packed[i].0.to_row(), n));
+        }
+    })
+}
+
+/// `rows` keyed anew: `key` maps a key's values to the next level's.
+fn rekey<'s, T: Time>(rows: Arr<'s, T>, key: impl Fn(&mut Row) + 'static) -> Arr<'s, T> {
+    let keyed = rows.as_collection(move |k, row| {
+        let mut k = k.unpack();
+        key(&mut k);
+        (PackedRow::pack(&k), row.to_row())
+    });
+    arrange_flat(keyed, "ArrangeTopK")
+}
+
+/// Rows are kept packed and flat at every level: the first holds every
+/// input row.
 pub fn render<'s, T: Time>(
     input: Coll<'s, T>,
     group: usize,
@@ -100,48 +130,30 @@ pub fn render<'s, T: Time>(
     limit: Option<u64>,
     offset: u64,
 ) -> Coll<'s, T> {
-    // Key: the group columns, then (until the top) a bucket.
+    // Key: the group columns, then (with a LIMIT, until the top) a bucket.
+    let bucketed = limit.is_some();
     let keyed = input.map(move |row| {
         let mut key: Row = row[..group].to_vec();
-        key.push(Datum::Int(hash_of(&row) % LEVEL1_BUCKETS));
-        (key, row)
-    });
-    let keyed = match limit {
-        Some(limit) => {
-            let keep = offset.saturating_add(limit);
-            let prune = |c: differential_dataflow::VecCollection<'s, T, (Row, Row), isize>,
-                         order: Vec<SortKey>| {
-                c.reduce(
-                    move |_k, rows: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
-                        select(&order, rows, 0, Some(keep), out)
-                    },
-                )
-            };
-            let level1 = prune(keyed, order.clone());
-            let level2 = prune(
-                level1.map(|(mut k, row)| {
-                    if let Some(Datum::Int(b)) = k.last_mut() {
-                        *b %= LEVEL2_BUCKETS;
-                    }
-                    (k, row)
-                }),
-                order.clone(),
-            );
-            level2
+        if bucketed {
+            key.push(Datum::Int(hash_of(&row) % LEVEL1_BUCKETS));
         }
-        None => keyed,
-    };
-    keyed
-        .map(|(mut k, row)| {
+        (PackedRow::pack(&key), PackedRow::pack(&row))
+    });
+    let mut top = arrange_flat(keyed, "ArrangeTopK");
+    if let Some(limit) = limit {
+        let most = Some(offset.saturating_add(limit));
+        let level1 = keep(top, order.clone(), 0, most);
+        let level2 = rekey(level1, |k| {
+            if let Some(Datum::Int(b)) = k.last_mut() {
+                *b %= LEVEL2_BUCKETS;
+            }
+        });
+        let level2 = keep(level2, order.clone(), 0, most);
+        top = rekey(level2, |k| {
             k.pop();
-            (k, row)
-        })
-        .reduce(
-            move |_k, rows: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
-                select(&order, rows, offset, limit, out)
-            },
-        )
-        .map(|(_, row)| row)
+        });
+    }
+    keep(top, order, offset, limit).as_collection(|_, row| row.unpack())
 }
 
 #[cfg(test)]
@@ -161,11 +173,13 @@ mod tests {
             vec![Datum::Null],
             vec![Datum::Int(2)],
         ];
-        let input: Vec<(&Row, isize)> =
-            vec![(&rows[0], 1), (&rows[1], 2), (&rows[2], 1), (&rows[3], 1)];
-        let mut out = Vec::new();
-        select(&order, &input, 1, Some(3), &mut out);
+        let input: Vec<(Row, isize)> = vec![
+            (rows[0].clone(), 1),
+            (rows[1].clone(), 2),
+            (rows[2].clone(), 1),
+            (rows[3].clone(), 1),
+        ];
         // NULL first (descending), then 3, 3, 2, 1: skip one, keep three.
-        assert_eq!(out, vec![(rows[1].clone(), 2), (rows[3].clone(), 1)]);
+        assert_eq!(select(&order, &input, 1, Some(3)), vec![(1, 2), (3, 1)]);
     }
 }
