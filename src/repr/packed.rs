@@ -131,7 +131,7 @@ pub struct PackedRef<'a>(&'a [u8]);
 impl<'a> PackedRef<'a> {
     /// Bytes that [`PackedRef::as_bytes`] gave, read back as a row. Only
     /// bytes a packed row was made of are well formed.
-    pub fn from_packed_bytes(bytes: &'a [u8]) -> Self {
+    pub(crate) fn from_packed_bytes(bytes: &'a [u8]) -> Self {
         PackedRef(bytes)
     }
 
