@@ -35,7 +35,9 @@ pub fn render<'s, T: Time>(
         rows.map(move |r| {
             let (key, own) = by_value(&r);
             let mut tagged = vec![Datum::Bool(left)];
-            own.unpack_into(&mut tagged);
+            if !own.as_bytes().is_empty() {
+                tagged.extend(r);
+            }
             (key, PackedRow::pack(&tagged))
         })
     };
