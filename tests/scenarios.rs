@@ -785,3 +785,35 @@ async fn distinct_and_set_operations_use_sql_equality() {
     }
     server.stop().await;
 }
+
+/// A change to how a value prints (`0` to `-0`, `1.5` to `1.50`) is a change
+/// subscribers see, as Postgres shows it; where SQL compares values (DISTINCT
+/// aggregates, window partitions) the two forms are one value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_form_reaches_subscribers() {
+    let db = TestDb::new("form_changes").await;
+    db.exec(
+        "CREATE TABLE g (id int PRIMARY KEY, x float8, n numeric);
+         INSERT INTO g VALUES (1, 0, 1.5), (2, 1, 2), (3, 0, 1.50);",
+    )
+    .await;
+    let views = [
+        ("rows", "SELECT id, x, n FROM g"),
+        ("joined", "SELECT a.id, b.x, b.n FROM g a JOIN g b ON a.id = b.id"),
+        ("distinct_counts", "SELECT count(DISTINCT x) AS xs, count(DISTINCT n) AS ns FROM g"),
+        ("partitions", "SELECT id, count(*) OVER (PARTITION BY x) AS c, count(*) OVER (PARTITION BY n) AS d FROM g"),
+    ];
+    let server = TestServer::start(&db, &views).await;
+    let mut followers = server.follow_all(&views).await;
+    check_views(&db, &mut followers, &views).await;
+    for stmt in [
+        "UPDATE g SET x = '-0' WHERE id = 1",
+        "UPDATE g SET n = 1.50 WHERE id = 1",
+        "UPDATE g SET x = 0, n = 1.500 WHERE id = 1",
+        "UPDATE g SET x = '-0' WHERE id IN (1, 3)",
+    ] {
+        db.exec(stmt).await;
+        check_views(&db, &mut followers, &views).await;
+    }
+    server.stop().await;
+}

@@ -229,19 +229,36 @@ impl Type {
     }
 }
 
-/// A float ordered as Postgres orders floats: NaN equals NaN and sorts above
-/// everything, and -0 equals 0.
+/// A float as a stored value: ordered as Postgres orders floats (NaN equals
+/// NaN and sorts above everything), then `-0` before `0`. Postgres's `=`
+/// says `-0 = 0` ([`F64::cmp_value`], which `sql_cmp` uses), but the two
+/// print differently, so as rows they stay apart, as `1.5` and `1.50` do: an
+/// update of `0` to `-0` is a change a subscriber sees.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct F64(pub f64);
 
-impl Ord for F64 {
-    fn cmp(&self, other: &Self) -> Ordering {
+impl F64 {
+    /// The order of Postgres's float comparisons: NaN equals NaN and sorts
+    /// above everything, and `-0` equals `0`.
+    pub fn cmp_value(&self, other: &F64) -> Ordering {
         match (self.0.is_nan(), other.0.is_nan()) {
             (true, true) => Ordering::Equal,
             (true, false) => Ordering::Greater,
             (false, true) => Ordering::Less,
             _ => self.0.partial_cmp(&other.0).unwrap_or(Ordering::Equal),
         }
+    }
+
+    /// `-0`: the one value that prints unlike a value it equals.
+    fn is_negative_zero(&self) -> bool {
+        self.0 == 0.0 && self.0.is_sign_negative()
+    }
+}
+
+impl Ord for F64 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.cmp_value(other)
+            .then_with(|| other.is_negative_zero().cmp(&self.is_negative_zero()))
     }
 }
 impl PartialOrd for F64 {
@@ -257,11 +274,11 @@ impl PartialEq for F64 {
 impl Eq for F64 {}
 impl Hash for F64 {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let v = if self.0 == 0.0 { 0.0 } else { self.0 };
-        if v.is_nan() {
+        // Every NaN is one value (they all print `NaN`); zeros keep their sign.
+        if self.0.is_nan() {
             u64::MAX.hash(state)
         } else {
-            v.to_bits().hash(state)
+            self.0.to_bits().hash(state)
         }
     }
 }

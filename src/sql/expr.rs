@@ -547,7 +547,7 @@ pub fn sql_cmp(a: &Datum, b: &Datum) -> Result<Ordering, EvalError> {
             .cmp_value(&as_numeric(b).unwrap_or_else(Numeric::zero)),
         (Datum::Float4(_) | Datum::Float8(_), _) | (_, Datum::Float4(_) | Datum::Float8(_)) => {
             match (as_f64(a), as_f64(b)) {
-                (Some(x), Some(y)) => F64(x).cmp(&F64(y)),
+                (Some(x), Some(y)) => F64(x).cmp_value(&F64(y)),
                 _ => return err(format!("cannot compare {a:?} with {b:?}")),
             }
         }

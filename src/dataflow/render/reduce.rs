@@ -22,7 +22,7 @@
 //! (`count` 0, others NULL).
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use differential_dataflow::VecCollection;
@@ -550,8 +550,18 @@ pub fn partial(aggs: &[Aggregate], vals: &[(&Row, isize)]) -> Result<Row, EvalEr
             items.retain(|(v, _)| !v[0].is_null());
         }
         if agg.distinct {
-            let set: BTreeSet<&[Datum]> = items.iter().map(|(v, _)| *v).collect();
-            items = set.into_iter().map(|v| (v, 1)).collect();
+            // Distinct by SQL equality (1.5 is 1.50, -0 is 0), each value
+            // shown in its least stored form.
+            let mut set: BTreeMap<Vec<Datum>, &[Datum]> = BTreeMap::new();
+            for (v, _) in &items {
+                let shown = set
+                    .entry(v.iter().map(Datum::key_form).collect())
+                    .or_insert(v);
+                if *v < *shown {
+                    *shown = v;
+                }
+            }
+            items = set.into_values().map(|v| (v, 1)).collect();
         }
         let count: i128 = items.iter().map(|(_, n)| *n).sum();
         let value = match agg.func {

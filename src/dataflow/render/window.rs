@@ -29,7 +29,11 @@ pub fn render<'s, T: Time>(
     funcs: Vec<WindowFunc>,
 ) -> (Coll<'s, T>, Errs<'s, T>) {
     let keyed = input.map(move |row| {
-        let key = eval_all(&partition, &row)?;
+        // Partitions meet by SQL equality: 1.5 with 1.50, -0 with 0.
+        let key: Row = eval_all(&partition, &row)?
+            .iter()
+            .map(Datum::key_form)
+            .collect();
         Ok((key, row))
     });
     let (keyed, key_errs) = split(keyed);
