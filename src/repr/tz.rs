@@ -239,7 +239,7 @@ fn posix(s: &str) -> Option<(TimeZone, Vec<(String, String)>)> {
 }
 
 /// The output style half of `DateStyle`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum OutStyle {
     Iso,
     Sql,
@@ -249,14 +249,14 @@ pub enum OutStyle {
 
 /// The field order half of `DateStyle`: how `01/02/2024` is read, and the
 /// order the SQL and Postgres styles write day and month in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DateOrder {
     Mdy,
     Dmy,
     Ymd,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DateStyle {
     pub style: OutStyle,
     pub order: DateOrder,
@@ -402,6 +402,14 @@ impl PartialEq for TimeCx {
     }
 }
 impl Eq for TimeCx {}
+/// What `eq` compares (pointer-equal contexts have equal fields too).
+impl std::hash::Hash for TimeCx {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.zone.name.hash(state);
+        self.0.datestyle.hash(state);
+        self.0.intervalstyle.hash(state);
+    }
+}
 
 impl fmt::Debug for TimeCx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::repr::datetime::{self, DATE_NEG_INF, DATE_POS_INF};
 use crate::repr::{int_bounds, Datum, Numeric, Type, F64};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BinOp {
     Add,
     Sub,
@@ -62,7 +62,7 @@ impl BinOp {
 }
 
 /// A scalar expression; `Column(i)` reads the i-th value of the input row.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Expr {
     Column(usize),
     Literal(Datum),

@@ -19,7 +19,7 @@ use crate::repr::{array_json_in, array_text_in, Datum, Numeric, Type, F64};
 /// Postgres's `NUMERIC_MAX_RESULT_SCALE`: `round`/`trunc` digits are clamped to it.
 const MAX_RESULT_SCALE: i64 = 2000;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Func {
     Lower,
     Upper,
@@ -170,7 +170,7 @@ pub enum Func {
 /// they are (numbers by value, other elements by their JSON text, which is
 /// exact for the element types that reach here); a NULL element equals
 /// nothing, as in Postgres.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ArrayOp {
     /// `ARRAY[a, b, ...]`.
     Build,
@@ -209,7 +209,7 @@ pub enum ArrayOp {
 
 /// Operators and functions that take json/jsonb documents apart (see
 /// [`json::Value`]). Text arrays (keys, paths) arrive as their JSON arrays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum JsonOp {
     /// `jsonb ? text`.
     Exists,

@@ -1184,4 +1184,32 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn plans_are_equal_as_values_not_as_text() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        let compiled = |sql: &str| compile(sql, &catalog()).unwrap().plan;
+        let hash = |p: &Plan| {
+            let mut h = DefaultHasher::new();
+            p.hash(&mut h);
+            h.finish()
+        };
+        // Aliases, output names and layout do not make a plan different.
+        let a = compiled("SELECT o.customer_id, sum(o.amount) AS total FROM orders o WHERE o.amount > 1 GROUP BY 1");
+        let b = compiled("select x.customer_id,  sum(x.amount) as s\n from orders x where x.amount > 1 group by x.customer_id");
+        assert_eq!(a, b);
+        assert_eq!(hash(&a), hash(&b));
+        // Literals compare as written: -0 is not 0, 1.5 is not 1.50 (their
+        // results print differently), and a different constant is a
+        // different plan.
+        let zero = compiled("SELECT id, 0::float8 AS z FROM orders");
+        assert_ne!(zero, compiled("SELECT id, '-0'::float8 AS z FROM orders"));
+        let n = compiled("SELECT id, 1.5 AS n FROM orders");
+        assert_ne!(n, compiled("SELECT id, 1.50 AS n FROM orders"));
+        assert_ne!(
+            a,
+            compiled("SELECT customer_id, sum(amount) FROM orders WHERE amount > 2 GROUP BY 1")
+        );
+    }
 }

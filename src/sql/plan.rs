@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::expr::Expr;
 use crate::repr::{Row, Type};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AggFunc {
     CountStar,
     Count,
@@ -95,7 +95,7 @@ impl AggFunc {
 /// One aggregate of a Reduce: `func(DISTINCT? args ORDER BY order) FILTER
 /// (WHERE filter)`, with its input type (to pick Postgres's accumulation rules)
 /// and output type.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Aggregate {
     pub func: AggFunc,
     /// No arguments for `count(*)`; `[value, delimiter]` for `string_agg`.
@@ -149,7 +149,7 @@ impl fmt::Display for Aggregate {
 }
 
 /// How a temporal condition compares a row's value `v` with `g(now)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TemporalOp {
     Lt,
     Le,
@@ -162,7 +162,7 @@ pub enum TemporalOp {
 /// input row, `now_expr` reads a one-column row holding the clock (a
 /// timestamptz) and never decreases as the clock moves, so each row's
 /// condition changes at most once each way.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TemporalBound {
     pub row: Expr,
     pub op: TemporalOp,
@@ -170,7 +170,7 @@ pub struct TemporalBound {
 }
 
 /// What a window function computes for each row of its partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WindowKind {
     RowNumber,
     Rank,
@@ -208,7 +208,7 @@ impl WindowKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FrameUnits {
     Rows,
     Range,
@@ -218,7 +218,7 @@ pub enum FrameUnits {
 /// One end of a frame. An offset is a constant: a row or group count for
 /// ROWS/GROUPS; for RANGE, `bound` is the order key moved by the offset
 /// (`key - offset` for PRECEDING under ascending order), evaluated per row.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FrameBound {
     UnboundedPreceding,
     Preceding { count: u64, bound: Option<Expr> },
@@ -227,7 +227,7 @@ pub enum FrameBound {
     UnboundedFollowing,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FrameExclude {
     NoOthers,
     CurrentRow,
@@ -235,7 +235,7 @@ pub enum FrameExclude {
     Ties,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
     pub units: FrameUnits,
     pub start: FrameBound,
@@ -259,7 +259,7 @@ impl Frame {
 /// A window function call: its arguments (over the window's input row), the
 /// FILTER of an aggregate, the frame, and for an aggregate the [`Aggregate`]
 /// whose accumulation it shares with GROUP BY.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WindowFunc {
     pub kind: WindowKind,
     pub args: Vec<Expr>,
@@ -268,7 +268,7 @@ pub struct WindowFunc {
     pub output_type: Type,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum JoinKind {
     Inner,
     /// Left rows without a match are kept, padded with NULLs on the right.
@@ -282,21 +282,21 @@ pub enum JoinKind {
     Anti,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SetOpKind {
     Intersect,
     Except,
 }
 
 /// One ORDER BY term over a column of the input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SortKey {
     pub column: usize,
     pub desc: bool,
     pub nulls_first: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Plan {
     /// All rows of a base table (an index into the server's table list).
     Get {

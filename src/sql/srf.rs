@@ -13,7 +13,7 @@ use crate::sql::expr::EvalError;
 /// so a runaway series must fail, not exhaust memory.
 pub const MAX_ROWS: usize = 10_000_000;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SrfKind {
     /// `generate_series(start, stop [, step])` over integers or numerics.
     SeriesNumber,
@@ -39,7 +39,7 @@ pub enum SrfKind {
 
 /// One call of a set-returning function: its kind, arguments and the types
 /// of the columns each produced row has.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Srf {
     pub name: String,
     pub kind: SrfKind,

@@ -31,7 +31,7 @@ fn arranged<'s, T: Time>(
     null_safe: bool,
     ctx: &mut Context<'s, T>,
 ) -> (Arr<'s, T>, Errs<'s, T>) {
-    let cache_key = format!("{plan:?}|{keys:?}|{null_safe}");
+    let cache_key = (plan.clone(), keys.to_vec(), null_safe);
     if let Some(a) = ctx.arrangements.get(&cache_key) {
         return a.clone();
     }

@@ -332,7 +332,7 @@ fn column_list(exprs: &[Expr]) -> Option<Vec<usize>> {
 pub fn staged<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Staged<'s, T> {
     let mut chain: Vec<(&Plan, Stage)> = Vec::new();
     let mut base = plan;
-    while !ctx.collections.contains_key(&format!("{base:?}")) {
+    while !ctx.collections.contains_key(base) {
         match base {
             Plan::Filter { input, predicates } => {
                 chain.push((base, Stage::Filter(predicates.clone())));
@@ -351,8 +351,7 @@ pub fn staged<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Staged<'s, 
     {
         if let (Some(cols), Some(import)) = (column_list(exprs), ctx.imports.get(table)) {
             let input = import(Some(&cols));
-            ctx.collections
-                .insert(format!("{projection:?}"), input.clone());
+            ctx.collections.insert((*projection).clone(), input.clone());
             chain.remove(0);
             let stages = chain.into_iter().map(|(_, s)| s).collect();
             return Staged { input, stages };
@@ -379,10 +378,14 @@ pub struct Context<'s, T: Time> {
     /// The one-row collection, from `unit_import` on first use.
     unit: Option<VecCollection<'s, T, (), isize>>,
     unit_import: Option<Import<'s, T>>,
-    collections: HashMap<String, Coll<'s, T>>,
+    /// Every subplan rendered so far, by value: plans are compared and
+    /// hashed structurally (columns by position, literals exactly as
+    /// written, so `-0` is not `0` and `1.5` not `1.50`).
+    collections: HashMap<Plan, Coll<'s, T>>,
     /// The errors each rendered subplan raises itself (not its inputs').
-    errors: HashMap<String, Errs<'s, T>>,
-    arrangements: HashMap<String, (Arr<'s, T>, Errs<'s, T>)>,
+    errors: HashMap<Plan, Errs<'s, T>>,
+    /// Each subplan arranged by join keys (and whether NULLs match).
+    arrangements: HashMap<ArrangedBy, (Arr<'s, T>, Errs<'s, T>)>,
 }
 
 impl<'s, T: Time> Context<'s, T> {
@@ -450,13 +453,14 @@ impl<'s, T: Time> Context<'s, T> {
 
     /// Every error a view over `plan` can be in: those of all its subplans.
     pub fn errors_of(&self, plan: &Plan) -> Option<Errs<'s, T>> {
-        let mut keys = Vec::new();
-        plan_keys(plan, &mut keys);
-        keys.sort();
-        keys.dedup();
+        let mut plans = Vec::new();
+        subplans(plan, &mut plans);
+        let mut seen = std::collections::HashSet::new();
         concat_all(
-            keys.iter()
-                .filter_map(|k| self.errors.get(k).cloned())
+            plans
+                .into_iter()
+                .filter(|p| seen.insert(*p))
+                .filter_map(|p| self.errors.get(p).cloned())
                 .collect(),
         )
     }
@@ -474,19 +478,23 @@ pub fn concat_all<'s, T: Time>(errs: Vec<Errs<'s, T>>) -> Option<Errs<'s, T>> {
     }
 }
 
-fn plan_keys(plan: &Plan, out: &mut Vec<String>) {
-    out.push(format!("{plan:?}"));
+/// A join input's cache key: the subplan, its join keys, and whether NULL
+/// keys match.
+type ArrangedBy = (Plan, Vec<Expr>, bool);
+
+/// `plan` and every subplan whose errors are the view's.
+fn subplans<'p>(plan: &'p Plan, out: &mut Vec<&'p Plan>) {
+    out.push(plan);
     match plan {
         // The step is rendered in the loop; its errors are the Recursive's own.
-        Plan::Recursive { base, .. } => plan_keys(base, out),
-        _ => plan.inputs().into_iter().for_each(|p| plan_keys(p, out)),
+        Plan::Recursive { base, .. } => subplans(base, out),
+        _ => plan.inputs().into_iter().for_each(|p| subplans(p, out)),
     }
 }
 
 /// Renders `plan`, reusing an identical subplan rendered before.
 pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T> {
-    let key = format!("{plan:?}");
-    if let Some(c) = ctx.collections.get(&key) {
+    if let Some(c) = ctx.collections.get(plan) {
         return c.clone();
     }
     let (coll, errs) = match plan {
@@ -609,8 +617,8 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
         }
     };
     if let Some(e) = errs {
-        ctx.errors.insert(key.clone(), e);
+        ctx.errors.insert(plan.clone(), e);
     }
-    ctx.collections.insert(key, coll.clone());
+    ctx.collections.insert(plan.clone(), coll.clone());
     coll
 }
