@@ -29,8 +29,8 @@ use differential_dataflow::VecCollection;
 
 use super::project::eval_all;
 use super::Time;
-use super::{Coll, Errs, Staged};
-use crate::repr::{Datum, Numeric, PackedRow, Row, Type, F64};
+use super::{arrange_flat, reduce_flat, Arr, Coll, Errs, Staged};
+use crate::repr::{Datum, Numeric, PackedRef, PackedRow, Row, Type, F64};
 use crate::sql::expr::{sql_cmp, EvalError, Expr};
 use crate::sql::plan::{AggFunc, Aggregate};
 
@@ -38,11 +38,10 @@ use crate::sql::plan::{AggFunc, Aggregate};
 const LEVEL1_BUCKETS: u64 = 4096;
 const LEVEL2_BUCKETS: u64 = 64;
 
-/// A group's key and bucket, and a row's aggregate inputs. Every level keeps
-/// its rows in arrangements, so they are packed.
-type Keyed<'s, T> = VecCollection<'s, T, ((PackedRow, u64), PackedRow), isize>;
-/// Partials per key and bucket: a partial, or the error computing it.
-type Partials<'s, T> = VecCollection<'s, T, ((PackedRow, u64), Result<PackedRow, String>), isize>;
+/// A group's key with its bucket as one more column, and a row's aggregate
+/// inputs (or a partial, see [`pack_partial`]), both packed: every level
+/// keeps its rows in flat arrangements.
+type Keyed<'s, T> = super::Packed<'s, T>;
 
 /// `unit` is given for a global aggregate (no keys), which needs it for its
 /// row over empty input.
@@ -61,28 +60,28 @@ pub fn render<'s, T: Time>(
     // Keys carry a bucket until the top level.
     let (bucketed, input_errs): (Keyed<'s, T>, Errs<'s, T>) =
         input.eval(move |row, made, failed| {
-            let evaluated = eval_all(&keys, &row).and_then(|k| {
+            let evaluated = eval_all(&keys, &row).and_then(|mut k| {
                 let v = eval_inputs(&input_aggs, &row)?;
                 let bucket = if spread {
                     hash_of(&v) % LEVEL1_BUCKETS
                 } else {
                     0
                 };
-                Ok(Some(((PackedRow::pack(&k), bucket), PackedRow::pack(&v))))
+                k.push(Datum::Int(bucket as i64));
+                Ok(Some((PackedRow::pack(&k), PackedRow::pack(&v))))
             });
             super::emit(evaluated, made, failed)
         });
     let level1 = reduce_values(bucketed, &aggs);
-    let level2 = reduce_partials(
-        level1.map(|((k, b), p)| ((k, b % LEVEL2_BUCKETS), p)),
-        &aggs,
-    );
-    let top = reduce_partials(level2.map(|((k, _), p)| ((k, 0), p)), &aggs);
+    let level2 = reduce_partials(rebucket(level1, LEVEL2_BUCKETS), &aggs);
+    let top = reduce_partials(rebucket(level2, 1), &aggs);
+    let top = top.as_collection(|k, p| (k.to_row(), p.to_row()));
     let finish_aggs = aggs.clone();
-    let (result, agg_errs) = super::eval_split(top.clone(), move |((k, _), p), made, failed| {
-        let finished = p.and_then(|p| {
-            let v = finish(&finish_aggs, &p.unpack()).map_err(|e| e.0)?;
+    let (result, agg_errs) = super::eval_split(top.clone(), move |(k, p), made, failed| {
+        let finished = unpack_partial(p.borrowed()).and_then(|p| {
+            let v = finish(&finish_aggs, &p).map_err(|e| e.0)?;
             let mut row = k.unpack();
+            row.pop();
             row.extend(v);
             Ok(Some(row))
         });
@@ -147,43 +146,76 @@ fn hash_of(row: &Row) -> u64 {
     h.finish()
 }
 
-/// The first level: partials of aggregate input values. It holds every
-/// input row, so keys and values are kept packed.
-fn reduce_values<'s, T: Time>(input: Keyed<'s, T>, aggs: &[Aggregate]) -> Partials<'s, T> {
-    let aggs = aggs.to_vec();
-    input.reduce(
-        move |_key,
-              vals: &[(&PackedRow, isize)],
-              out: &mut Vec<(Result<PackedRow, String>, isize)>| {
-            let rows: Vec<Row> = vals.iter().map(|(v, _)| v.unpack()).collect();
-            let vals: Vec<(&Row, isize)> =
-                rows.iter().zip(vals).map(|(r, (_, n))| (r, *n)).collect();
-            let p = partial(&aggs, &vals).map_err(|e| e.0);
-            out.push((p.map(|p| PackedRow::pack(&p)), 1));
+/// A partial as a level keeps it: `true` and the partial's values, or
+/// `false` and the message of the error computing it (an error below stays
+/// an error above).
+fn pack_partial(partial: Result<Row, EvalError>) -> PackedRow {
+    match partial {
+        Ok(mut p) => {
+            p.insert(0, Datum::Bool(true));
+            PackedRow::pack(&p)
+        }
+        Err(e) => PackedRow::pack(&[Datum::Bool(false), Datum::Text(e.0)]),
+    }
+}
+
+/// The partial [`pack_partial`] packed, or its error.
+fn unpack_partial(packed: PackedRef<'_>) -> Result<Row, String> {
+    let mut p = packed.unpack();
+    match p.first() {
+        Some(Datum::Bool(true)) => {
+            p.remove(0);
+            Ok(p)
+        }
+        _ => match p.pop() {
+            Some(Datum::Text(e)) => Err(e),
+            _ => Err("internal error: a malformed aggregate partial".into()),
         },
-    )
+    }
+}
+
+/// The first level: partials of aggregate input values. It holds every
+/// input row.
+fn reduce_values<'s, T: Time>(input: Keyed<'s, T>, aggs: &[Aggregate]) -> Arr<'s, T> {
+    let aggs = aggs.to_vec();
+    let arranged = arrange_flat(input, "AggregateInputs");
+    reduce_flat(arranged, "Partials", move |_key, vals, out| {
+        let rows: Vec<Row> = vals.iter().map(|(v, _)| v.unpack()).collect();
+        let vals: Vec<(&Row, isize)> = rows.iter().zip(vals).map(|(r, (_, n))| (r, *n)).collect();
+        out.push((pack_partial(partial(&aggs, &vals)), 1));
+    })
+}
+
+/// A level's partials keyed for the level above: bucket `b` goes to
+/// `b % buckets` (1: the group's top).
+fn rebucket<'s, T: Time>(level: Arr<'s, T>, buckets: u64) -> Keyed<'s, T> {
+    level.as_collection(move |key, partial| {
+        let mut key = key.unpack();
+        if let Some(Datum::Int(b)) = key.last_mut() {
+            *b %= buckets as i64;
+        }
+        (PackedRow::pack(&key), partial.to_row())
+    })
 }
 
 /// Higher levels: partials merged; an error below stays an error.
-fn reduce_partials<'s, T: Time>(input: Partials<'s, T>, aggs: &[Aggregate]) -> Partials<'s, T> {
+fn reduce_partials<'s, T: Time>(input: Keyed<'s, T>, aggs: &[Aggregate]) -> Arr<'s, T> {
     let aggs = aggs.to_vec();
-    input.reduce(
-        move |_key,
-              vals: &[(&Result<PackedRow, String>, isize)],
-              out: &mut Vec<(Result<PackedRow, String>, isize)>| {
-            if let Some((Err(e), _)) = vals.iter().find(|(v, _)| v.is_err()) {
-                out.push((Err(e.clone()), 1));
-                return;
+    let arranged = arrange_flat(input, "PartialsBelow");
+    reduce_flat(arranged, "Partials", move |_key, vals, out| {
+        let mut rows: Vec<(Row, isize)> = Vec::with_capacity(vals.len());
+        for (v, n) in vals {
+            match unpack_partial(*v) {
+                Ok(p) => rows.push((p, *n)),
+                Err(e) => {
+                    out.push((pack_partial(Err(EvalError(e))), 1));
+                    return;
+                }
             }
-            let rows: Vec<(Row, isize)> = vals
-                .iter()
-                .filter_map(|(v, n)| v.as_ref().ok().map(|r| (r.unpack(), *n)))
-                .collect();
-            let ok: Vec<(&Row, isize)> = rows.iter().map(|(r, n)| (r, *n)).collect();
-            let p = merge(&aggs, &ok).map_err(|e| e.0);
-            out.push((p.map(|p| PackedRow::pack(&p)), 1));
-        },
-    )
+        }
+        let ok: Vec<(&Row, isize)> = rows.iter().map(|(r, n)| (r, *n)).collect();
+        out.push((pack_partial(merge(&aggs, &ok)), 1));
+    })
 }
 
 fn out_of_range() -> EvalError {
