@@ -129,6 +129,7 @@ async fn main() {
         timeouts: Default::default(),
         auth: None,
         cluster: None,
+        merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
     };
     let running = viewcast::server::start(config)
         .await

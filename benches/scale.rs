@@ -26,7 +26,8 @@
 //!    each row's id, which gives its commit LSN. Also viewcast's CPU time
 //!    per transaction over the stream.
 //!
-//! `BENCH_WORKERS` (default 2) sets viewcast's worker threads.
+//! `BENCH_WORKERS` (default 2) sets viewcast's worker threads; the server inherits
+//! the environment, so `VIEWCAST_MERGE_AFTER` sets its `--merge-after`.
 //! `VIEWCAST_BIN` runs another build of viewcast (a baseline) instead.
 
 mod common;

@@ -12,7 +12,8 @@
 //! `BENCH_TPCH_RATE` (500) per second for 10 s from 4 connections, each
 //! timed from its commit until all 22 views have it. `BENCH_TPCH_BATCHES`
 //! (4) limits the refresh batches (0 skips them and Postgres's re-runs).
-//! `BENCH_WORKERS` (default 2) sets viewcast's worker threads. The server
+//! `BENCH_WORKERS` (default 2) sets viewcast's worker threads and
+//! `VIEWCAST_MERGE_AFTER` its `--merge-after` (default 16). The server
 //! runs in this process, on the binary's allocator and settings (mimalloc).
 
 use std::time::{Duration, Instant};
@@ -181,6 +182,10 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
+    let merge_after = common::env(
+        "VIEWCAST_MERGE_AFTER",
+        viewcast::config::DEFAULT_MERGE_AFTER as u64,
+    ) as usize;
     let (pg, conninfo) = common::start_postgres().await;
     let mut loader = connect(&conninfo).await;
     let t = Instant::now();
@@ -217,6 +222,7 @@ async fn main() {
         timeouts: Default::default(),
         auth: None,
         cluster: None,
+        merge_after,
     })
     .await
     .expect("viewcast starts");
@@ -225,7 +231,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "viewcast: 22 views complete {:.1} s after start ({workers} workers); resident memory {:.0} MB (+{:.0} MB)",
+        "viewcast: 22 views complete {:.1} s after start ({workers} workers, --merge-after {merge_after}); resident memory {:.0} MB (+{:.0} MB)",
         t.elapsed().as_secs_f64(),
         rss_mb(),
         rss_mb() - before

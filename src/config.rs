@@ -30,7 +30,18 @@ pub struct Config {
     /// Run as one process of a cluster (`--cluster`, `--process`); `None`:
     /// the whole dataflow in this process.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// When more than this many transactions wait for a busy dataflow, they
+    /// go in merged, as one time (`--merge-after`, see
+    /// [`DEFAULT_MERGE_AFTER`]).
+    pub merge_after: usize,
 }
+
+/// Default for `--merge-after`: a burst of up to 16 transactions that find
+/// the dataflow busy still reaches subscribers as one diff per transaction.
+/// 1 merges whenever two or more wait, which halves the latency of a
+/// sustained stream that keeps the dataflow busy (docs/protocol.md,
+/// "Transactions that arrive together").
+pub const DEFAULT_MERGE_AFTER: usize = 16;
 
 /// Default worker count: the machine's cores.
 pub fn default_workers() -> usize {

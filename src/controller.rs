@@ -127,6 +127,8 @@ pub struct Controller {
     dataflow: Option<Dataflow>,
     /// Transactions waiting for the dataflow to finish the last ones.
     batching: Batching,
+    /// Waiting transactions beyond this many are merged into one time.
+    merge_after: usize,
     /// Rows handed to the dataflow since freed memory was last given back.
     rows_since_trim: usize,
     workers: usize,
@@ -140,7 +142,7 @@ pub struct Controller {
 /// Transactions that arrive while the dataflow still works on the ones
 /// handed to it last wait here, and go in together, in one dataflow step,
 /// when its progress passes them. A transaction arriving at an idle dataflow
-/// goes in at once, at its own LSN. When more than [`MERGE_AFTER`] wait, the
+/// goes in at once, at its own LSN. When more than `--merge-after` wait, the
 /// dataflow is not keeping up, and they go in as one time, the last one's
 /// LSN: a step costs mostly per time (every operator of every view
 /// scheduled, each reduce computing each time, a diff to every subscriber),
@@ -163,12 +165,6 @@ struct Batching {
 /// given back to the system once nothing is in flight.
 const TRIM_AFTER_ROWS: usize = 100_000;
 
-/// Waiting transactions beyond this many are merged into one time. Merging
-/// any two took the scale benchmark's p50 at 5000 txn/s from 3.2–4.4 ms to
-/// 2.3–2.5 ms against merging only beyond 16 (docs/architecture.md); a
-/// transaction that finds the dataflow idle still goes in alone.
-const MERGE_AFTER: usize = 1;
-
 /// What tests may ask of a running controller.
 #[derive(Debug)]
 pub enum TestHook {
@@ -186,6 +182,8 @@ pub struct ControllerConfig {
     pub queries_dir: PathBuf,
     pub files: Vec<(String, String)>,
     pub workers: usize,
+    /// Waiting transactions beyond this many go in as one time.
+    pub merge_after: usize,
     pub registry: Arc<Registry>,
     pub in_flight: Arc<InFlight>,
     pub wanted: watch::Sender<Vec<Vec<String>>>,
@@ -234,6 +232,7 @@ impl Controller {
             faults_settle_at: None,
             dataflow: Some(config.dataflow),
             batching: Batching::default(),
+            merge_after: config.merge_after,
             rows_since_trim: 0,
             workers: config.workers,
             out_tx,
@@ -430,7 +429,7 @@ impl Controller {
     /// many), then the position reported after them.
     fn flush_queued(&mut self) {
         let queued = std::mem::take(&mut self.batching.queued);
-        if queued.len() > MERGE_AFTER {
+        if queued.len() > self.merge_after {
             let lsn = queued.last().map_or(0, |(lsn, _)| *lsn);
             let updates = queued.into_iter().flat_map(|(_, u)| u).collect();
             self.hand_over(lsn, updates);

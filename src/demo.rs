@@ -198,6 +198,7 @@ pub async fn run(queries: PathBuf, listen: String, workers: usize) -> anyhow::Re
         // Tokens the demo issues itself (see the module docs).
         auth: Some(crate::auth::AuthConfig::Secret(secret.clone())),
         cluster: None,
+        merge_after: crate::config::DEFAULT_MERGE_AFTER,
     };
     let running =
         crate::server::start_with_routes(config, Default::default(), routes(secret)).await?;

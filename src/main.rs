@@ -10,8 +10,8 @@ use viewcast::auth::AuthConfig;
 use viewcast::cluster::Cluster;
 use viewcast::config::{
     default_workers, Config, HttpLimits, WsLimits, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PUBLICATION, DEFAULT_WS_MAX_FRAME_BYTES, DEFAULT_WS_MAX_PENDING_BYTES,
-    DEFAULT_WS_MAX_SUBSCRIPTIONS,
+    DEFAULT_MERGE_AFTER, DEFAULT_PUBLICATION, DEFAULT_WS_MAX_FRAME_BYTES,
+    DEFAULT_WS_MAX_PENDING_BYTES, DEFAULT_WS_MAX_SUBSCRIPTIONS,
 };
 use viewcast::pg::source::{Timeouts, DEFAULT_SCHEMA_POLL, DEFAULT_SILENCE_TIMEOUT};
 
@@ -61,6 +61,12 @@ enum Command {
         /// stream does not announce (dropped or created tables, partitions).
         #[arg(long, env = "VIEWCAST_SCHEMA_POLL", default_value_t = DEFAULT_SCHEMA_POLL.as_secs())]
         schema_poll: u64,
+        /// When more than this many transactions wait for the dataflow (it
+        /// is still applying earlier ones), they are applied as one step and
+        /// subscribers get one diff for all of them. Lower: lower latency
+        /// under a sustained stream; 1 merges whenever two or more wait.
+        #[arg(long, env = "VIEWCAST_MERGE_AFTER", default_value_t = DEFAULT_MERGE_AFTER)]
+        merge_after: usize,
         /// Open HTTP connections at most (SSE subscribers included); further
         /// clients wait until one closes. Keep it under `ulimit -n`.
         #[arg(long, env = "VIEWCAST_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
@@ -154,6 +160,7 @@ async fn run() -> anyhow::Result<()> {
             publication,
             replication_timeout,
             schema_poll,
+            merge_after,
             max_connections,
             max_tuples_per_view,
             ws_max_subscriptions,
@@ -195,6 +202,7 @@ async fn run() -> anyhow::Result<()> {
                 },
                 auth,
                 cluster,
+                merge_after,
             };
             let http = HttpLimits {
                 max_connections: max_connections.max(1),

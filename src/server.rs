@@ -339,6 +339,7 @@ pub async fn start_with_routes(
             queries_dir: config.queries.clone(),
             files,
             workers: config.workers,
+            merge_after: config.merge_after,
             registry: registry.clone(),
             in_flight: in_flight.clone(),
             wanted: wanted_tx,

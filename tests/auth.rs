@@ -99,6 +99,7 @@ async fn authenticate(base: &str) {
         timeouts: Default::default(),
         auth: None,
         cluster: None,
+        merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
     };
     let err = viewcast::server::start(config)
         .await

@@ -44,6 +44,7 @@ impl Limited {
             timeouts: Default::default(),
             auth: None,
             cluster: None,
+            merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
         };
         let running = viewcast::server::start_with(config, limits)
             .await

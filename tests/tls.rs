@@ -129,6 +129,7 @@ async fn refused(conninfo: &str, queries: &Path) -> String {
         timeouts: Default::default(),
         auth: None,
         cluster: None,
+        merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
     };
     let started = Instant::now();
     let err = match viewcast::server::start(config).await {

@@ -429,6 +429,7 @@ impl TestServer {
             timeouts,
             auth,
             cluster: None,
+            merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
         };
         let running = viewcast::server::start_with_routes(config, http, routes)
             .await
