@@ -197,28 +197,33 @@ impl Server {
     }
 }
 
-/// The records each view's own arrangements hold, and the tables' shared
-/// ones, as viewcast reports them.
-pub async fn arranged_records(addr: &str) -> Vec<(String, i64)> {
+/// The records each view's own arrangements hold and their bytes, and the
+/// tables' shared ones, as viewcast reports them (bytes are measured about
+/// once a second).
+pub async fn arranged_records(addr: &str) -> Vec<(String, i64, i64)> {
     let mut out = Vec::new();
     let (_, metrics) = viewcast::client::get(addr, "/metrics")
         .await
         .expect("metrics");
-    if let Some(n) = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("viewcast_tables_arranged_records "))
-    {
-        out.push((
-            "tables (shared)".to_string(),
-            n.trim().parse().unwrap_or(-1),
-        ));
-    }
+    let metric = |name: &str| -> i64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .map_or(-1, |n| n as i64)
+    };
+    out.push((
+        "tables (shared)".to_string(),
+        metric("viewcast_tables_arranged_records "),
+        metric("viewcast_tables_arranged_bytes "),
+    ));
     let (_, body) = viewcast::client::get(addr, "/views").await.expect("views");
     let list: serde_json::Value = serde_json::from_str(&body).expect("json");
     for v in list.as_array().into_iter().flatten() {
         out.push((
             format!("view {}", v["name"].as_str().unwrap_or("?")),
             v["memory"]["records"].as_i64().unwrap_or(-1),
+            v["memory"]["bytes"].as_i64().unwrap_or(-1),
         ));
     }
     out

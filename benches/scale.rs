@@ -329,10 +329,18 @@ async fn main() {
         (loaded_mib - empty_mib) / table_mib
     );
     println!("  time from start to every view ready          {ready_secs:>9.1} s");
-    println!("  records held in arrangements (GET /views, /metrics):");
-    for (owner, records) in &arranged {
-        println!("    {owner:<42} {records:>10}");
+    println!("  held in arrangements (GET /views, /metrics):  records   MiB");
+    for (owner, records, bytes) in &arranged {
+        println!(
+            "    {owner:<42} {records:>10} {:>5.1}",
+            *bytes as f64 / (1024.0 * 1024.0)
+        );
     }
+    let held: i64 = arranged.iter().map(|(_, _, b)| b).sum();
+    println!(
+        "  arrangements' bytes / RSS growth              {:>9.2}",
+        held as f64 / (1024.0 * 1024.0) / (loaded_mib - empty_mib)
+    );
     println!(
         "  viewcast RSS after the backlog ({} orders)  {after_backlog_mib:>9.1} MiB, 5 s later {settled_mib:.1} MiB",
         n_orders + small + 3 * bulk

@@ -236,9 +236,19 @@ async fn main() {
         rss_mb(),
         rss_mb() - before
     );
+    // Bytes are measured about once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let arranged = arranged_records(&addr).await;
-    let per_view: Vec<String> = arranged.iter().map(|(w, n)| format!("{w} {n}")).collect();
+    let per_view: Vec<String> = arranged
+        .iter()
+        .map(|(w, n, b)| format!("{w} {n} ({:.1} MB)", *b as f64 / 1e6))
+        .collect();
     println!("records held in arrangements: {}", per_view.join(", "));
+    let held: i64 = arranged.iter().map(|(_, _, b)| b).sum();
+    println!(
+        "bytes of all arrangements' batches: {:.0} MB",
+        held as f64 / 1e6
+    );
     println!();
     println!(
         "{:<18} {:>9} {:>14} {:>16} {:>8}",

@@ -732,6 +732,40 @@ async fn concurrent_transactions_arrive_whole_and_memory_is_reported() {
     // A min/max aggregate keeps state; a filter keeps none of its own.
     assert!(value("viewcast_view_arranged_records{view=\"per_customer\"} ") >= 1200.0);
     assert_eq!(value("viewcast_view_arranged_records{view=\"big\"} "), 0.0);
+    // Bytes are measured about once a second: wait for a measurement that
+    // has every arrangement built.
+    let mut metrics = metrics;
+    for _ in 0..50 {
+        let has = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0)
+        };
+        if has("viewcast_view_arranged_bytes{view=\"per_customer\"} ")
+            && has("viewcast_view_arranged_bytes{view=\"pairs\"} ")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        metrics = viewcast::client::get(&server.addr, "/metrics")
+            .await
+            .unwrap()
+            .1;
+    }
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    // Every row's bytes (each at least 10: an id, a customer, an amount).
+    assert!(value("viewcast_tables_arranged_bytes ") >= 1200.0 * 10.0);
+    // Each of the 1200 rows' amount, at least, in the max's first level.
+    assert!(value("viewcast_view_arranged_bytes{view=\"per_customer\"} ") >= 1200.0 * 8.0);
+    // One group's accumulated count.
+    assert!(value("viewcast_view_arranged_bytes{view=\"pairs\"} ") > 0.0);
+    assert_eq!(value("viewcast_view_arranged_bytes{view=\"big\"} "), 0.0);
     let (status, list) = server.get("/views").await;
     assert_eq!(status, 200);
     let memory = |name: &str| {
@@ -746,7 +780,9 @@ async fn concurrent_transactions_arrive_whole_and_memory_is_reported() {
     assert!(m["records"].as_i64().unwrap() >= 1200, "{m}");
     assert!(m["batches"].as_i64().unwrap() >= 1, "{m}");
     assert!(m["buffered_bytes"].as_i64().unwrap() >= 0, "{m}");
+    assert!(m["bytes"].as_i64().unwrap() >= 1200 * 8, "{m}");
     assert_eq!(memory("big")["records"], 0);
+    assert_eq!(memory("big")["bytes"], 0);
     server.stop().await;
 }
 

@@ -33,6 +33,11 @@ pub struct PackedRows {
 }
 
 impl PackedRows {
+    /// Bytes of the buffer and the row ends.
+    pub fn heap_size(&self) -> usize {
+        self.bytes.capacity() + super::memory::offsets_bytes(&self.ends)
+    }
+
     fn push_bytes(&mut self, row: &[u8]) {
         self.bytes.extend_from_slice(row);
         self.ends.push(self.bytes.len());

@@ -7,14 +7,27 @@
 //! hands out while it builds a dataflow form one range, recorded with the
 //! dataflow's owner (a table or a view). Each worker folds its events into
 //! one shared total per owner, which `/metrics` and `GET /views` read.
+//!
+//! Bytes are not in that log: each worker keeps a read handle on every
+//! arrangement it builds ([`track`]), one that holds back no compaction,
+//! and about once a second adds up the buffers of the batches each holds
+//! ([`Measure`]). A batch never changes once built, so its size is worked
+//! out once, when it first shows up.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::implementations::ord_neu::{OrdKeyBatch, OrdValBatch};
+use differential_dataflow::trace::implementations::{OffsetList, Vector};
+use differential_dataflow::trace::TraceReader;
 use serde::Serialize;
+
+use super::flat::Layout;
+use crate::repr::PackedRow;
 
 /// Whose arrangements: a base table (or a view's parameter table), or a view.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -34,6 +47,9 @@ pub struct Usage {
     pub buffered_records: i64,
     /// Bytes allocated for those buffered updates.
     pub buffered_bytes: i64,
+    /// Bytes the batches' buffers hold (as of the last measurement, at
+    /// most a second old): what the arrangements cost in memory.
+    pub bytes: i64,
 }
 
 impl Usage {
@@ -42,6 +58,7 @@ impl Usage {
         self.batches += d.batches;
         self.buffered_records += d.buffered_records;
         self.buffered_bytes += d.buffered_bytes;
+        self.bytes += d.bytes;
     }
 
     fn is_zero(&self) -> bool {
@@ -53,11 +70,15 @@ impl Usage {
 #[derive(Default)]
 pub struct Sizes {
     usage: Mutex<HashMap<Owner, Usage>>,
+    /// Each worker's last measurement of bytes, by owner.
+    bytes: Mutex<HashMap<usize, HashMap<Owner, usize>>>,
 }
 
 impl Sizes {
     pub fn of(&self, owner: Owner) -> Usage {
-        self.lock().get(&owner).copied().unwrap_or_default()
+        let mut usage = self.lock().get(&owner).copied().unwrap_or_default();
+        usage.bytes = self.bytes_of(|o| o == owner);
+        usage
     }
 
     /// Every table's arrangements together (views share them).
@@ -68,7 +89,27 @@ impl Sizes {
                 total.add(u);
             }
         }
+        total.bytes = self.bytes_of(|o| matches!(o, Owner::Table(_)));
         total
+    }
+
+    /// Replaces what `worker` last measured.
+    pub fn set_bytes(&self, worker: usize, measured: HashMap<Owner, usize>) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        bytes.insert(worker, measured);
+    }
+
+    fn bytes_of(&self, mut wanted: impl FnMut(Owner) -> bool) -> i64 {
+        let bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut total = 0usize;
+        for measured in bytes.values() {
+            for (o, b) in measured {
+                if wanted(*o) {
+                    total += b;
+                }
+            }
+        }
+        i64::try_from(total).unwrap_or(i64::MAX)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Owner, Usage>> {
@@ -175,9 +216,148 @@ pub fn log_into(worker: &mut timely::worker::Worker, sizes: Arc<Sizes>, owners: 
     );
 }
 
+/// Bytes a value owns on the heap, besides its own size (which its
+/// container counts).
+pub trait HeapSize {
+    fn heap_size(&self) -> usize;
+}
+
+/// What an `Arc`'s allocation adds to its contents: the two counts.
+const ARC_HEADER: usize = 2 * std::mem::size_of::<usize>();
+
+impl HeapSize for PackedRow {
+    fn heap_size(&self) -> usize {
+        match self.heap_bytes() {
+            0 => 0,
+            n => n + ARC_HEADER,
+        }
+    }
+}
+
+impl HeapSize for isize {
+    fn heap_size(&self) -> usize {
+        0
+    }
+}
+
+/// Bytes a vector's buffer takes, with what its elements hold beyond it.
+fn vec_bytes<E: HeapSize>(v: &[E], capacity: usize) -> usize {
+    capacity * std::mem::size_of::<E>() + v.iter().map(HeapSize::heap_size).sum::<usize>()
+}
+
+/// Bytes of a vector of plain values.
+fn plain_bytes<E>(capacity: usize) -> usize {
+    capacity * std::mem::size_of::<E>()
+}
+
+/// Bytes of an offset list's buffers.
+pub(super) fn offsets_bytes(o: &OffsetList) -> usize {
+    plain_bytes::<u32>(o.smol.capacity()) + plain_bytes::<u64>(o.chonk.capacity())
+}
+
+/// A batch that can say how many bytes its buffers hold.
+pub trait BatchBytes {
+    fn bytes(&self) -> usize;
+}
+
+impl<T> BatchBytes for OrdValBatch<Layout<T>>
+where
+    T: differential_dataflow::lattice::Lattice + timely::progress::Timestamp,
+{
+    fn bytes(&self) -> usize {
+        let s = &self.storage;
+        s.keys.heap_size()
+            + offsets_bytes(&s.vals.offs)
+            + s.vals.vals.heap_size()
+            + offsets_bytes(&s.upds.offs)
+            + plain_bytes::<T>(s.upds.times.capacity())
+            + plain_bytes::<isize>(s.upds.diffs.capacity())
+    }
+}
+
+impl<K, T, R> BatchBytes for OrdKeyBatch<Vector<((K, ()), T, R)>>
+where
+    K: Ord + Clone + HeapSize + 'static,
+    T: differential_dataflow::lattice::Lattice + timely::progress::Timestamp,
+    R: Ord + differential_dataflow::difference::Semigroup + HeapSize + 'static,
+{
+    fn bytes(&self) -> usize {
+        let s = &self.storage;
+        vec_bytes(&s.keys, s.keys.capacity())
+            + offsets_bytes(&s.upds.offs)
+            + plain_bytes::<T>(s.upds.times.capacity())
+            + vec_bytes(&s.upds.diffs, s.upds.diffs.capacity())
+    }
+}
+
+/// Adds up the bytes of one arrangement's batches. It holds a read handle on
+/// the trace that holds back no compaction; dropping it lets the trace go.
+pub type Measure = Box<dyn FnMut() -> usize>;
+
+/// A [`Measure`] of `trace`.
+pub fn measure<Tr, B>(mut trace: TraceAgent<Tr>) -> Measure
+where
+    Tr: TraceReader<Batch = Rc<B>> + 'static,
+    B: BatchBytes + 'static,
+{
+    use timely::progress::frontier::AntichainRef;
+    trace.set_logical_compaction(AntichainRef::new(&[]));
+    trace.set_physical_compaction(AntichainRef::new(&[]));
+    // Each batch's size by its address, with a weak handle that keeps the
+    // address from being reused by a later batch while it is remembered.
+    let mut known: HashMap<usize, (Weak<B>, usize)> = HashMap::new();
+    Box::new(move || {
+        let mut seen = HashMap::with_capacity(known.len());
+        let mut total = 0;
+        trace.map_spans(|span| {
+            if let Some(batch) = &span.inner {
+                let at = Rc::as_ptr(batch) as usize;
+                let bytes = match known.remove(&at) {
+                    Some((weak, bytes)) => (weak, bytes),
+                    None => (Rc::downgrade(batch), batch.bytes()),
+                };
+                total += bytes.1;
+                seen.insert(at, bytes);
+            }
+        });
+        known = seen;
+        total
+    })
+}
+
+thread_local! {
+    /// The measures of the arrangements built since [`collect`] began on
+    /// this thread (none outside it).
+    static COLLECTING: RefCell<Option<Vec<Measure>>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` and returns with its result a [`Measure`] of every
+/// arrangement [`track`]ed while it ran (on this thread).
+pub fn collect<R>(build: impl FnOnce() -> R) -> (R, Vec<Measure>) {
+    let outer = COLLECTING.with(|c| c.borrow_mut().replace(Vec::new()));
+    let built = build();
+    let measures = COLLECTING.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    (built, measures.unwrap_or_default())
+}
+
+/// Measures `trace` for the dataflow being built, if its builder
+/// [`collect`]s (a clone of the handle is kept).
+pub fn track<Tr, B>(trace: &TraceAgent<Tr>)
+where
+    Tr: TraceReader<Batch = Rc<B>> + 'static,
+    B: BatchBytes + 'static,
+{
+    COLLECTING.with(|c| {
+        if let Some(measures) = c.borrow_mut().as_mut() {
+            measures.push(measure(trace.clone()));
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repr::Datum;
 
     #[test]
     fn operators_belong_to_the_dataflow_built_around_them() {
@@ -212,5 +392,75 @@ mod tests {
         assert_eq!(sizes.tables(), d(5, 2));
         sizes.apply(HashMap::from([(Owner::View(1), d(-7, 0))]));
         assert!(sizes.lock().get(&Owner::View(1)).is_none());
+    }
+
+    /// A flat arrangement's batches hold at least their rows' bytes (and
+    /// not wildly more); more rows make more bytes; a measurement repeats
+    /// while nothing changes; building outside `collect` tracks nothing.
+    #[test]
+    fn a_flat_arrangement_measures_its_rows() {
+        use differential_dataflow::input::Input;
+        use timely::dataflow::operators::probe::Handle;
+        use timely::dataflow::operators::Probe;
+
+        let row = |i: i64| {
+            PackedRow::pack(&[
+                Datum::Int(i),
+                Datum::Text(format!("customer number {i:08} of many")),
+            ])
+        };
+        let row_bytes: usize = (0..2000).map(|i| row(i).as_bytes().len()).sum();
+        timely::execute_directly(move |worker| {
+            let probe = Handle::new();
+            let ((mut input, _trace), mut measures) = collect(|| {
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let (input, rows) = scope.new_collection::<(PackedRow, PackedRow), isize>();
+                    let arranged = super::super::render::arrange_flat(rows, "Test");
+                    arranged.stream.clone().probe_with(&probe);
+                    (input, arranged.trace)
+                })
+            });
+            assert_eq!(measures.len(), 1, "the one arrangement is tracked");
+            let mut step_to = |input: &mut differential_dataflow::input::InputSession<_, _, _>,
+                               t: u64| {
+                input.advance_to(t);
+                input.flush();
+                while probe.less_than(&t) {
+                    worker.step();
+                }
+            };
+            for i in 0..1000 {
+                input.insert((row(i), PackedRow::pack(&[])));
+            }
+            step_to(&mut input, 1);
+            let first = measures[0]();
+            assert!(
+                first >= row_bytes / 2,
+                "{first} bytes for {} of rows",
+                row_bytes / 2
+            );
+            assert!(first < row_bytes * 4, "{first} bytes");
+            assert_eq!(measures[0](), first, "nothing changed");
+            for i in 1000..2000 {
+                input.insert((row(i), PackedRow::pack(&[])));
+            }
+            step_to(&mut input, 2);
+            let second = measures[0]();
+            assert!(
+                second >= row_bytes,
+                "{second} bytes for {row_bytes} of rows"
+            );
+            assert!(second > first);
+
+            let (_, none) = collect(|| ());
+            assert!(none.is_empty());
+            let outside = worker.dataflow::<u64, _, _>(|scope| {
+                let (_input, rows) = scope.new_collection::<(PackedRow, PackedRow), isize>();
+                super::super::render::arrange_flat(rows, "Untracked").trace
+            });
+            drop(outside);
+            let (_, none) = collect(|| ());
+            assert!(none.is_empty(), "tracking happens only inside collect");
+        });
     }
 }

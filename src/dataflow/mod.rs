@@ -33,7 +33,7 @@ use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::arrange::{ShutdownButton, TraceAgent};
@@ -599,6 +599,8 @@ struct Table {
     input: InputSession<u64, PackedRow, isize>,
     trace: TableTrace,
     probe: ProbeHandle<u64>,
+    /// The bytes of the arrangement's batches.
+    measure: memory::Measure,
 }
 
 /// One view on one worker.
@@ -610,6 +612,8 @@ struct View {
     /// The view's first output is its contents as of this time.
     as_of: u64,
     ready: bool,
+    /// The bytes of each of the view's own arrangements' batches.
+    measures: Vec<memory::Measure>,
 }
 
 /// A view's output frontier, as its [`deliver`] operator last saw it.
@@ -714,7 +718,7 @@ fn run_worker(
     sizes: Arc<memory::Sizes>,
 ) {
     let owners = memory::Owners::default();
-    memory::log_into(worker, sizes, owners.clone());
+    memory::log_into(worker, sizes.clone(), owners.clone());
     let control = Control::build(worker);
     let mut w = Worker {
         worker,
@@ -738,6 +742,7 @@ fn run_worker(
         }
     }
     let leader = place.process == 0;
+    let mut measured = Instant::now();
     loop {
         let mut disconnected = false;
         loop {
@@ -775,10 +780,32 @@ fn run_worker(
         if w.first_of_process() {
             w.release();
         }
+        if measured.elapsed() >= MEASURE_EVERY {
+            w.measure(&sizes);
+            measured = Instant::now();
+        }
     }
 }
 
+/// How often a worker adds up the bytes of its arrangements' batches: the
+/// sum visits each batch (a few dozen per arrangement), working out a
+/// batch's size only the first time it sees it.
+const MEASURE_EVERY: Duration = Duration::from_secs(1);
+
 impl Worker<'_> {
+    /// Records in `sizes` the bytes this worker's arrangements hold now.
+    fn measure(&mut self, sizes: &memory::Sizes) {
+        let mut measured = HashMap::new();
+        for (id, t) in self.tables.iter_mut() {
+            measured.insert(memory::Owner::Table(*id), (t.measure)());
+        }
+        for (id, v) in self.views.iter_mut() {
+            let bytes = v.measures.iter_mut().map(|m| m()).sum();
+            measured.insert(memory::Owner::View(*id), bytes);
+        }
+        sizes.set_bytes(self.worker.index(), measured);
+    }
+
     /// This process's first worker: it releases the views' outputs to the
     /// process's registry.
     fn first_of_process(&self) -> bool {
@@ -933,12 +960,14 @@ impl Worker<'_> {
         let since = [time.saturating_sub(1)];
         trace.set_logical_compaction(AntichainRef::new(&since));
         trace.set_physical_compaction(AntichainRef::new(&since));
+        let measure = memory::measure(trace.clone());
         self.tables.insert(
             id,
             Table {
                 input,
                 trace,
                 probe,
+                measure,
             },
         );
     }
@@ -958,9 +987,9 @@ impl Worker<'_> {
         let (processes, threads) = (self.place.processes, self.place.threads);
         let tables = &mut self.tables;
         let first = self.worker.peek_identifier();
-        let buttons = self
-            .worker
-            .dataflow_named::<u64, _, _>(&format!("view {id}"), |scope| {
+        let worker = &mut *self.worker;
+        let (buttons, measures) = memory::collect(|| {
+            worker.dataflow_named::<u64, _, _>(&format!("view {id}"), |scope| {
                 let buttons = Rc::new(RefCell::new(Vec::new()));
                 // A table is imported when the view first reads it (a view
                 // that needs no one-row table does not import it), and
@@ -1006,7 +1035,8 @@ impl Worker<'_> {
                 drop(ctx);
                 deliver(id, rows, errs, (processes, threads), buffer, view_progress);
                 buttons.take()
-            });
+            })
+        });
         let end = self.worker.peek_identifier();
         if self.worker.index() == 0 {
             // Every step's progress tracking visits the operators whose
@@ -1023,6 +1053,7 @@ impl Worker<'_> {
                 progress,
                 as_of,
                 ready: false,
+                measures,
             },
         );
     }

@@ -62,6 +62,16 @@ fn pow10(n: u32) -> BigInt {
 }
 
 impl Numeric {
+    /// Bytes this value holds on the heap: a large mantissa's box and digits.
+    pub fn heap_size(&self) -> usize {
+        match self {
+            Numeric::Big(b) => {
+                std::mem::size_of::<(BigInt, u32)>() + b.0.bits().div_ceil(8) as usize
+            }
+            _ => 0,
+        }
+    }
+
     /// A finite value in canonical form.
     pub fn finite(mantissa: BigInt, scale: u32) -> Numeric {
         match mantissa.to_i64() {

@@ -1547,6 +1547,7 @@ impl Registry {
         let mut failed = Vec::new();
         let mut records = Vec::new();
         let mut batches = Vec::new();
+        let mut bytes = Vec::new();
         let mut buffered = Vec::new();
         let sizes = self.sizes();
         for v in &views {
@@ -1561,6 +1562,7 @@ impl Registry {
                 .unwrap_or_default();
             records.push((name, usage.records as f64));
             batches.push((name, usage.batches as f64));
+            bytes.push((name, usage.bytes as f64));
             buffered.push((name, usage.buffered_bytes as f64));
             rows.push((
                 name,
@@ -1621,6 +1623,12 @@ impl Registry {
             batches,
         );
         gauge(
+            "viewcast_view_arranged_bytes",
+            "Bytes the batches of the view's own arrangements hold (keys, values, times, counts, offsets), summed over workers, measured about once a second.",
+            "gauge",
+            bytes,
+        );
+        gauge(
             "viewcast_view_buffered_bytes",
             "Bytes of updates the view's arrangements received and have not yet formed into batches.",
             "gauge",
@@ -1638,6 +1646,12 @@ impl Registry {
             "Batches those updates are in.",
             "gauge",
             vec![(None, tables.batches as f64)],
+        );
+        gauge(
+            "viewcast_tables_arranged_bytes",
+            "Bytes the batches of the tables' shared arrangements hold, rows included (a row's bytes are shared with the replication source's state), measured about once a second.",
+            "gauge",
+            vec![(None, tables.bytes as f64)],
         );
         m
     }

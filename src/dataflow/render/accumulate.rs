@@ -223,6 +223,19 @@ pub struct Accum {
     parts: Vec<Part>,
 }
 
+impl crate::dataflow::memory::HeapSize for Accum {
+    fn heap_size(&self) -> usize {
+        let parts = self.parts.capacity() * std::mem::size_of::<Part>();
+        let sums = self.parts.iter().map(|p| match p {
+            Part::Num(s) => {
+                s.scales.capacity() * std::mem::size_of::<(u32, i64)>() + s.sum.heap_size()
+            }
+            Part::Count(_) | Part::Int { .. } => 0,
+        });
+        parts + sums.sum::<usize>()
+    }
+}
+
 impl IsZero for Accum {
     fn is_zero(&self) -> bool {
         self.rows == 0 && self.parts.iter().all(Part::is_zero)

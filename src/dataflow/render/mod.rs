@@ -43,6 +43,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::progress::operate::FrontierInterest;
 
 use super::flat::{FlatBatcher, FlatBuilder, FlatSpine};
+use super::memory::{self, HeapSize};
 use crate::repr::{Datum, PackedRef, PackedRow, Row};
 use crate::sql::expr::Expr;
 use crate::sql::Plan;
@@ -70,14 +71,23 @@ pub trait Time:
 }
 
 /// What [`Time::accumulate`] groups by and what it sums.
-pub trait GroupKey: differential_dataflow::ExchangeData + differential_dataflow::Hashable {}
-impl<K: differential_dataflow::ExchangeData + differential_dataflow::Hashable> GroupKey for K {}
-pub trait Summable:
-    differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup
+pub trait GroupKey:
+    differential_dataflow::ExchangeData + differential_dataflow::Hashable + HeapSize
 {
 }
-impl<R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup> Summable
-    for R
+impl<K: differential_dataflow::ExchangeData + differential_dataflow::Hashable + HeapSize> GroupKey
+    for K
+{
+}
+pub trait Summable:
+    differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup + HeapSize
+{
+}
+impl<
+        R: differential_dataflow::ExchangeData
+            + differential_dataflow::difference::Semigroup
+            + HeapSize,
+    > Summable for R
 {
 }
 
@@ -86,7 +96,9 @@ impl Time for u64 {
         input: VecCollection<'s, Self, K, R>,
     ) -> VecCollection<'s, Self, (K, R), isize> {
         use differential_dataflow::operators::CountTotal;
-        input.count_total()
+        let arranged = input.arrange_by_self_named("Arrange: CountTotal");
+        memory::track(&arranged.trace);
+        arranged.count_total_core()
     }
 
     fn recursive<'s>(
@@ -135,7 +147,9 @@ pub type Packed<'s, T> = VecCollection<'s, T, (PackedRow, PackedRow), isize>;
 
 /// `keyed` arranged by its key, flat.
 pub fn arrange_flat<'s, T: Time>(keyed: Packed<'s, T>, name: &str) -> Arr<'s, T> {
-    keyed.arrange_named::<FlatBatcher<T>, _>(name, FlatBatcher::new)
+    let arranged = keyed.arrange_named::<FlatBatcher<T>, _>(name, FlatBatcher::new);
+    memory::track(&arranged.trace);
+    arranged
 }
 
 /// A reduce from a flat arrangement to a flat arrangement: `logic` sees a
@@ -146,7 +160,7 @@ pub fn reduce_flat<'s, T: Time, L>(arranged: Arr<'s, T>, name: &str, mut logic: 
 where
     L: FnMut(PackedRef<'_>, &[(PackedRef<'_>, isize)], &mut Vec<(PackedRow, isize)>) + 'static,
 {
-    arranged.reduce_abelian::<_, FlatBuilder<T>, FlatSpine<T>, _, _>(
+    let reduced = arranged.reduce_abelian::<_, FlatBuilder<T>, FlatSpine<T>, _, _>(
         name,
         move |key, rows: &[(PackedRef<'_>, isize)], out: &mut Vec<(PackedRow, isize)>| {
             logic(key, rows, out)
@@ -155,7 +169,9 @@ where
             built.clear();
             built.extend(updates.drain(..).map(|(v, t, n)| ((key.to_row(), v), t, n)));
         },
-    )
+    );
+    memory::track(&reduced.trace);
+    reduced
 }
 
 /// Each key of `arranged` once (with an empty row) while its rows count
