@@ -822,6 +822,45 @@ async fn distinct_and_set_operations_use_sql_equality() {
     server.stop().await;
 }
 
+/// GROUP BY groups rows as Postgres's `=` does: `1.5` and `1.50` (and `-0`
+/// and `0`) are one group, counted here as which form Postgres shows for a
+/// mixed group depends on the row it met first. A group whose rows all have
+/// one form shows that form, in the accumulated aggregates (count, sum) and
+/// the hierarchical ones (max) alike, and a group's shown form follows its
+/// rows as they change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_by_uses_sql_equality() {
+    let db = TestDb::new("group_equality").await;
+    db.exec(
+        "CREATE TABLE h (id int PRIMARY KEY, x float8, n numeric);
+         INSERT INTO h VALUES (1, 0, 1.5), (2, 2, 2), (11, 2, 2.0), (12, '-0', 3.10);",
+    )
+    .await;
+    let views = [
+        ("counted", "SELECT count(*) AS groups, sum(c) AS total FROM (SELECT n, count(*) AS c FROM h GROUP BY n) g"),
+        ("maxed", "SELECT count(*) AS groups FROM (SELECT x, max(id) AS m FROM h GROUP BY x) g"),
+        ("both", "SELECT count(*) AS groups FROM (SELECT x, n, sum(id) AS s, min(id) AS m FROM h GROUP BY x, n) g"),
+        ("one_form_counted", "SELECT n, count(*) AS c, sum(id) AS s FROM h WHERE id >= 10 GROUP BY n"),
+        ("one_form_maxed", "SELECT x, n, max(id) AS m FROM h WHERE id >= 10 GROUP BY x, n"),
+    ];
+    let server = TestServer::start(&db, &views).await;
+    let mut followers = server.follow_all(&views).await;
+    check_views(&db, &mut followers, &views).await;
+    for stmt in [
+        "INSERT INTO h VALUES (3, '-0', 1.50), (4, 1, 3.1)",
+        "UPDATE h SET x = 0 WHERE id = 12",
+        "UPDATE h SET x = '-0', n = 2.00 WHERE id = 11",
+        "DELETE FROM h WHERE id IN (1, 2)",
+        "INSERT INTO h VALUES (13, 'NaN', 7), (5, 'NaN', 7.000)",
+        "UPDATE h SET n = 7.0 WHERE id = 13",
+        "DELETE FROM h WHERE id = 5",
+    ] {
+        db.exec(stmt).await;
+        check_views(&db, &mut followers, &views).await;
+    }
+    server.stop().await;
+}
+
 /// A change to how a value prints (`0` to `-0`, `1.5` to `1.50`) is a change
 /// subscribers see, as Postgres shows it; where SQL compares values (DISTINCT
 /// aggregates, window partitions) the two forms are one value.

@@ -216,11 +216,15 @@ impl Part {
     }
 }
 
-/// A group's rows as a difference: how many, and per aggregate its inputs.
+/// A group's rows as a difference: how many, per aggregate its inputs, and
+/// how many rows show the group's key in each form other than the one it
+/// groups by (`1.50` in a group keyed `1.5`; sorted, no zero counts, and
+/// empty unless such rows exist).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Accum {
     rows: i64,
     parts: Vec<Part>,
+    forms: Vec<(Row, i64)>,
 }
 
 impl crate::dataflow::memory::HeapSize for Accum {
@@ -232,19 +236,38 @@ impl crate::dataflow::memory::HeapSize for Accum {
             }
             Part::Count(_) | Part::Int { .. } => 0,
         });
-        parts + sums.sum::<usize>()
+        let forms = self.forms.capacity() * std::mem::size_of::<(Row, i64)>()
+            + self
+                .forms
+                .iter()
+                .map(|(r, _)| r.capacity() * std::mem::size_of::<Datum>())
+                .sum::<usize>();
+        parts + sums.sum::<usize>() + forms
     }
 }
 
 impl IsZero for Accum {
     fn is_zero(&self) -> bool {
-        self.rows == 0 && self.parts.iter().all(Part::is_zero)
+        self.rows == 0 && self.parts.iter().all(Part::is_zero) && self.forms.is_empty()
     }
 }
 
 impl Semigroup for Accum {
     fn plus_equals(&mut self, rhs: &Self) {
         self.rows += rhs.rows;
+        if !rhs.forms.is_empty() {
+            for (form, n) in &rhs.forms {
+                match self.forms.binary_search_by(|(f, _)| f.cmp(form)) {
+                    Ok(i) => {
+                        self.forms[i].1 += n;
+                        if self.forms[i].1 == 0 {
+                            self.forms.remove(i);
+                        }
+                    }
+                    Err(i) => self.forms.insert(i, (form.clone(), *n)),
+                }
+            }
+        }
         if self.parts.is_empty() {
             self.parts = rhs.parts.clone();
             return;
@@ -265,6 +288,7 @@ impl Multiply<isize> for Accum {
         Accum {
             rows: self.rows * k,
             parts: self.parts.iter().map(|p| p.times(k)).collect(),
+            forms: self.forms.into_iter().map(|(f, n)| (f, n * k)).collect(),
         }
     }
 }
@@ -272,7 +296,7 @@ impl Multiply<isize> for Accum {
 impl Accum {
     /// One row's contribution, from its aggregate inputs (as `eval_inputs`
     /// lays them out: filter, then arguments, per aggregate).
-    fn of_row(aggs: &[Aggregate], inputs: &[Datum]) -> Accum {
+    fn of_row(aggs: &[Aggregate], inputs: &[Datum], shown: Option<Row>) -> Accum {
         let mut at = 0;
         let mut parts = Vec::with_capacity(aggs.len());
         for a in aggs {
@@ -302,7 +326,22 @@ impl Accum {
                 },
             });
         }
-        Accum { rows: 1, parts }
+        Accum {
+            rows: 1,
+            parts,
+            forms: shown.map(|k| (k, 1)).into_iter().collect(),
+        }
+    }
+
+    /// How the group's key shows: as it is (`None`) while any row has the
+    /// form it groups by, else the least of the forms its rows have (as the
+    /// hierarchy in `reduce.rs` shows it).
+    fn shown(&self) -> Option<&Row> {
+        let other: i64 = self.forms.iter().map(|(_, n)| n).sum();
+        if other < self.rows {
+            return None;
+        }
+        self.forms.iter().find(|(_, n)| *n > 0).map(|(f, _)| f)
     }
 
     /// The group's aggregate values.
@@ -333,15 +372,22 @@ pub fn render<'s, T: Time>(
     let (ok, input_errs): (VecCollection<'s, T, (PackedRow, Accum), isize>, _) =
         input.eval(move |row, made, failed| {
             let evaluated = super::project::eval_all(&keys, &row).and_then(|k| {
+                let (k, shown) = super::reduce::group_key(k);
                 let v = eval_inputs(&input_aggs, &row)?;
-                Ok(Some((PackedRow::pack(&k), Accum::of_row(&input_aggs, &v))))
+                Ok(Some((
+                    PackedRow::pack(&k),
+                    Accum::of_row(&input_aggs, &v, shown),
+                )))
             });
             super::emit(evaluated, made, failed)
         });
     let groups = T::accumulate(ok.explode(|(k, acc)| Some((k, acc))));
     let (result, agg_errs) = super::eval_split(groups.clone(), move |(k, acc), made, failed| {
         let finished = acc.finish(&aggs).map_err(|e| e.0).map(|v| {
-            let mut row = k.unpack();
+            let mut row = match acc.shown() {
+                Some(shown) => shown.clone(),
+                None => k.unpack(),
+            };
             row.extend(v);
             Some(row)
         });
@@ -439,7 +485,7 @@ mod tests {
         let mut live: Vec<(usize, isize)> = Vec::new();
         for (i, diff) in steps {
             let inputs = eval_inputs(&aggs, &rows[i]).unwrap();
-            acc.plus_equals(&Accum::of_row(&aggs, &inputs).multiply(&diff));
+            acc.plus_equals(&Accum::of_row(&aggs, &inputs, None).multiply(&diff));
             match live.iter_mut().find(|(j, _)| *j == i) {
                 Some(e) => e.1 += diff,
                 None => live.push((i, diff)),
@@ -471,7 +517,7 @@ mod tests {
     #[test]
     fn int_sums_past_bigint_fail_as_postgres_does() {
         let aggs = vec![agg(AggFunc::Sum, 0, Type::Int4, Type::Int8, None)];
-        let one = Accum::of_row(&aggs, &[Datum::Int(i32::MAX as i64)]);
+        let one = Accum::of_row(&aggs, &[Datum::Int(i32::MAX as i64)], None);
         let many = one.clone().multiply(&(1isize << 33));
         assert_eq!(many.finish(&aggs).unwrap_err().0, "bigint out of range");
         assert!(one.finish(&aggs).is_ok());
@@ -488,5 +534,26 @@ mod tests {
         assert!(!applies(&[count.clone(), float_sum]));
         assert!(!applies(&[count.clone(), max]));
         assert!(!applies(&[count, distinct]));
+    }
+
+    /// A group's key shows as it is while any row has the form it groups
+    /// by, else as the least form its rows have; the forms add up and take
+    /// back like the rest of the difference.
+    #[test]
+    fn a_group_shows_a_form_its_rows_have() {
+        let aggs = vec![agg(AggFunc::CountStar, 0, Type::Unknown, Type::Int8, None)];
+        let row = |shown: Option<&str>| Accum::of_row(&aggs, &[], shown.map(|s| vec![num(s)]));
+        let mut acc = row(None);
+        acc.plus_equals(&row(Some("1.500")));
+        acc.plus_equals(&row(Some("1.50")));
+        assert_eq!(acc.shown(), None, "a row has the key's own form");
+        acc.plus_equals(&row(None).multiply(&-1));
+        let shown = acc.shown().expect("no row has the key's own form");
+        assert_eq!(shown, &vec![num("1.50")], "the least form present");
+        acc.plus_equals(&row(Some("1.50")).multiply(&-1));
+        assert_eq!(acc.shown(), Some(&vec![num("1.500")]));
+        assert_eq!(acc.finish(&aggs).unwrap(), vec![Datum::Int(1)]);
+        acc.plus_equals(&row(Some("1.500")).multiply(&-1));
+        assert!(acc.is_zero(), "{acc:?}");
     }
 }

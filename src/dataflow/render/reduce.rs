@@ -57,17 +57,21 @@ pub fn render<'s, T: Time>(
     }
     let input_aggs = aggs.clone();
     let spread = !aggs.iter().any(|a| a.distinct || a.func.needs_all_values());
-    // Keys carry a bucket until the top level.
+    // Keys carry a bucket until the top level; a row's value is its
+    // aggregate inputs, then its key as shown where that differs from the
+    // form it groups by.
     let (bucketed, input_errs): (Keyed<'s, T>, Errs<'s, T>) =
         input.eval(move |row, made, failed| {
-            let evaluated = eval_all(&keys, &row).and_then(|mut k| {
-                let v = eval_inputs(&input_aggs, &row)?;
+            let evaluated = eval_all(&keys, &row).and_then(|k| {
+                let (mut k, shown) = group_key(k);
+                let mut v = eval_inputs(&input_aggs, &row)?;
                 let bucket = if spread {
                     hash_of(&v) % LEVEL1_BUCKETS
                 } else {
                     0
                 };
                 k.push(Datum::Int(bucket as i64));
+                v.extend(shown.unwrap_or_default());
                 Ok(Some((PackedRow::pack(&k), PackedRow::pack(&v))))
             });
             super::emit(evaluated, made, failed)
@@ -78,10 +82,16 @@ pub fn render<'s, T: Time>(
     let top = top.as_collection(|k, p| (k.to_row(), p.to_row()));
     let finish_aggs = aggs.clone();
     let (result, agg_errs) = super::eval_split(top.clone(), move |(k, p), made, failed| {
-        let finished = unpack_partial(p.borrowed()).and_then(|p| {
+        let finished = unpack_partial(p.borrowed()).and_then(|mut p| {
+            let shown = p.split_off(2 * finish_aggs.len());
             let v = finish(&finish_aggs, &p).map_err(|e| e.0)?;
-            let mut row = k.unpack();
-            row.pop();
+            let mut row = if shown.is_empty() {
+                let mut key = k.unpack();
+                key.pop();
+                key
+            } else {
+                shown
+            };
             row.extend(v);
             Ok(Some(row))
         });
@@ -139,6 +149,35 @@ pub(super) fn eval_inputs(aggs: &[Aggregate], row: &[Datum]) -> Result<Row, Stri
     Ok(out)
 }
 
+/// A group key in the form rows group by, Postgres's `=` (`1.50` is `1.5`,
+/// `-0` is `0`), and the key as this row shows it where that differs.
+pub(super) fn group_key(key: Row) -> (Row, Option<Row>) {
+    let form: Row = key.iter().map(Datum::key_form).collect();
+    if form == key {
+        (key, None)
+    } else {
+        (form, Some(key))
+    }
+}
+
+/// How a group's key shows, from what follows the inputs (or partials) of
+/// each of its rows: nothing (the key's own form) while any row has the
+/// key's own form, else the least of the forms the rows have. Postgres
+/// shows the form of whichever row it met first; this is one of the forms
+/// present, the same whatever the order the rows came in.
+fn shown_of<'a>(tails: impl IntoIterator<Item = &'a [Datum]>) -> Row {
+    let mut least: Option<&[Datum]> = None;
+    for tail in tails {
+        if tail.is_empty() {
+            return Vec::new();
+        }
+        if least.is_none_or(|l| tail < l) {
+            least = Some(tail);
+        }
+    }
+    least.map(<[Datum]>::to_vec).unwrap_or_default()
+}
+
 fn hash_of(row: &Row) -> u64 {
     // SipHash with fixed keys: the same row lands in the same bucket on every worker.
     let mut h = std::hash::DefaultHasher::new();
@@ -146,9 +185,10 @@ fn hash_of(row: &Row) -> u64 {
     h.finish()
 }
 
-/// A partial as a level keeps it: `true` and the partial's values, or
-/// `false` and the message of the error computing it (an error below stays
-/// an error above).
+/// A partial as a level keeps it: `true` and the partial's values (two per
+/// aggregate, then the group key as shown, see [`shown_of`]), or `false`
+/// and the message of the error computing it (an error below stays an error
+/// above).
 fn pack_partial(partial: Result<Row, EvalError>) -> PackedRow {
     match partial {
         Ok(mut p) => {
@@ -179,10 +219,16 @@ fn unpack_partial(packed: PackedRef<'_>) -> Result<Row, String> {
 fn reduce_values<'s, T: Time>(input: Keyed<'s, T>, aggs: &[Aggregate]) -> Arr<'s, T> {
     let aggs = aggs.to_vec();
     let arranged = arrange_flat(input, "AggregateInputs");
+    let width: usize = aggs.iter().map(|a| a.inputs().len()).sum();
     reduce_flat(arranged, "Partials", move |_key, vals, out| {
         let rows: Vec<Row> = vals.iter().map(|(v, _)| v.unpack()).collect();
         let vals: Vec<(&Row, isize)> = rows.iter().zip(vals).map(|(r, (_, n))| (r, *n)).collect();
-        out.push((pack_partial(partial(&aggs, &vals)), 1));
+        let shown = shown_of(rows.iter().map(|r| &r[width.min(r.len())..]));
+        let p = partial(&aggs, &vals).map(|mut p| {
+            p.extend(shown);
+            p
+        });
+        out.push((pack_partial(p), 1));
     })
 }
 
@@ -214,7 +260,13 @@ fn reduce_partials<'s, T: Time>(input: Keyed<'s, T>, aggs: &[Aggregate]) -> Arr<
             }
         }
         let ok: Vec<(&Row, isize)> = rows.iter().map(|(r, n)| (r, *n)).collect();
-        out.push((pack_partial(merge(&aggs, &ok)), 1));
+        let width = 2 * aggs.len();
+        let shown = shown_of(rows.iter().map(|(r, _)| &r[width.min(r.len())..]));
+        let merged = merge(&aggs, &ok).map(|mut p| {
+            p.extend(shown);
+            p
+        });
+        out.push((pack_partial(merged), 1));
     })
 }
 
