@@ -33,9 +33,10 @@ pub struct PackedRows {
 }
 
 impl PackedRows {
-    /// Bytes of the buffer and the row ends.
+    /// Bytes of the rows and their ends (the buffers may have room for
+    /// more: a merge sizes them for both inputs before consolidating).
     pub fn heap_size(&self) -> usize {
-        self.bytes.capacity() + super::memory::offsets_bytes(&self.ends)
+        self.bytes.len() + super::memory::offsets_bytes(&self.ends)
     }
 
     fn push_bytes(&mut self, row: &[u8]) {

@@ -10,7 +10,7 @@
 //!
 //! Bytes are not in that log: each worker keeps a read handle on every
 //! arrangement it builds ([`track`]), one that holds back no compaction,
-//! and about once a second adds up the buffers of the batches each holds
+//! and about once a second adds up the contents of the batches each holds
 //! ([`Measure`]). A batch never changes once built, so its size is worked
 //! out once, when it first shows up.
 
@@ -47,7 +47,7 @@ pub struct Usage {
     pub buffered_records: i64,
     /// Bytes allocated for those buffered updates.
     pub buffered_bytes: i64,
-    /// Bytes the batches' buffers hold (as of the last measurement, at
+    /// Bytes of the batches' contents (as of the last measurement, at
     /// most a second old): what the arrangements cost in memory.
     pub bytes: i64,
 }
@@ -240,22 +240,18 @@ impl HeapSize for isize {
     }
 }
 
-/// Bytes a vector's buffer takes, with what its elements hold beyond it.
-fn vec_bytes<E: HeapSize>(v: &[E], capacity: usize) -> usize {
-    capacity * std::mem::size_of::<E>() + v.iter().map(HeapSize::heap_size).sum::<usize>()
+/// Bytes a vector's elements take, with what they hold beyond it.
+fn vec_bytes<E: HeapSize>(v: &[E]) -> usize {
+    std::mem::size_of_val(v) + v.iter().map(HeapSize::heap_size).sum::<usize>()
 }
 
-/// Bytes of a vector of plain values.
-fn plain_bytes<E>(capacity: usize) -> usize {
-    capacity * std::mem::size_of::<E>()
-}
-
-/// Bytes of an offset list's buffers.
+/// Bytes of an offset list's offsets.
 pub(super) fn offsets_bytes(o: &OffsetList) -> usize {
-    plain_bytes::<u32>(o.smol.capacity()) + plain_bytes::<u64>(o.chonk.capacity())
+    std::mem::size_of_val(o.smol.as_slice()) + std::mem::size_of_val(o.chonk.as_slice())
 }
 
-/// A batch that can say how many bytes its buffers hold.
+/// A batch that can say how many bytes its contents take (its buffers may
+/// have room for more).
 pub trait BatchBytes {
     fn bytes(&self) -> usize;
 }
@@ -270,8 +266,8 @@ where
             + offsets_bytes(&s.vals.offs)
             + s.vals.vals.heap_size()
             + offsets_bytes(&s.upds.offs)
-            + plain_bytes::<T>(s.upds.times.capacity())
-            + plain_bytes::<isize>(s.upds.diffs.capacity())
+            + std::mem::size_of_val(s.upds.times.as_slice())
+            + std::mem::size_of_val(s.upds.diffs.as_slice())
     }
 }
 
@@ -283,10 +279,10 @@ where
 {
     fn bytes(&self) -> usize {
         let s = &self.storage;
-        vec_bytes(&s.keys, s.keys.capacity())
+        vec_bytes(&s.keys)
             + offsets_bytes(&s.upds.offs)
-            + plain_bytes::<T>(s.upds.times.capacity())
-            + vec_bytes(&s.upds.diffs, s.upds.diffs.capacity())
+            + std::mem::size_of_val(s.upds.times.as_slice())
+            + vec_bytes(&s.upds.diffs)
     }
 }
 

@@ -229,18 +229,16 @@ pub struct Accum {
 
 impl crate::dataflow::memory::HeapSize for Accum {
     fn heap_size(&self) -> usize {
-        let parts = self.parts.capacity() * std::mem::size_of::<Part>();
+        let parts = std::mem::size_of_val(self.parts.as_slice());
         let sums = self.parts.iter().map(|p| match p {
-            Part::Num(s) => {
-                s.scales.capacity() * std::mem::size_of::<(u32, i64)>() + s.sum.heap_size()
-            }
+            Part::Num(s) => std::mem::size_of_val(s.scales.as_slice()) + s.sum.heap_size(),
             Part::Count(_) | Part::Int { .. } => 0,
         });
-        let forms = self.forms.capacity() * std::mem::size_of::<(Row, i64)>()
+        let forms = std::mem::size_of_val(self.forms.as_slice())
             + self
                 .forms
                 .iter()
-                .map(|(r, _)| r.capacity() * std::mem::size_of::<Datum>())
+                .map(|(r, _)| std::mem::size_of_val(r.as_slice()))
                 .sum::<usize>();
         parts + sums.sum::<usize>() + forms
     }
