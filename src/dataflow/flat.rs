@@ -36,7 +36,9 @@ impl PackedRows {
     /// Bytes of the rows and their ends (the buffers may have room for
     /// more: a merge sizes them for both inputs before consolidating).
     pub fn heap_size(&self) -> usize {
-        self.bytes.len() + super::memory::offsets_bytes(&self.ends)
+        let ends = std::mem::size_of_val(self.ends.smol.as_slice())
+            + std::mem::size_of_val(self.ends.chonk.as_slice());
+        self.bytes.len() + ends
     }
 
     fn push_bytes(&mut self, row: &[u8]) {

@@ -246,7 +246,7 @@ fn vec_bytes<E: HeapSize>(v: &[E]) -> usize {
 }
 
 /// Bytes of an offset list's offsets.
-pub(super) fn offsets_bytes(o: &OffsetList) -> usize {
+fn offsets_bytes(o: &OffsetList) -> usize {
     std::mem::size_of_val(o.smol.as_slice()) + std::mem::size_of_val(o.chonk.as_slice())
 }
 
