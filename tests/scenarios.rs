@@ -827,7 +827,7 @@ async fn distinct_and_set_operations_use_sql_equality() {
 /// mixed group depends on the row it met first. A group whose rows all have
 /// one form shows that form, in the accumulated aggregates (count, sum) and
 /// the hierarchical ones (max) alike, and a group's shown form follows its
-/// rows as they change.
+/// rows as they change. DISTINCT ON partitions the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_by_uses_sql_equality() {
     let db = TestDb::new("group_equality").await;
@@ -842,6 +842,8 @@ async fn group_by_uses_sql_equality() {
         ("both", "SELECT count(*) AS groups FROM (SELECT x, n, sum(id) AS s, min(id) AS m FROM h GROUP BY x, n) g"),
         ("one_form_counted", "SELECT n, count(*) AS c, sum(id) AS s FROM h WHERE id >= 10 GROUP BY n"),
         ("one_form_maxed", "SELECT x, n, max(id) AS m FROM h WHERE id >= 10 GROUP BY x, n"),
+        ("distinct_on", "SELECT count(*) AS groups FROM (SELECT DISTINCT ON (n) id FROM h ORDER BY n, id) d"),
+        ("top_per_x", "SELECT count(*) AS kept FROM (SELECT DISTINCT ON (x) x, id FROM h ORDER BY x, id DESC) d"),
     ];
     let server = TestServer::start(&db, &views).await;
     let mut followers = server.follow_all(&views).await;

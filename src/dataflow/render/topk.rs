@@ -130,10 +130,12 @@ pub fn render<'s, T: Time>(
     limit: Option<u64>,
     offset: u64,
 ) -> Coll<'s, T> {
-    // Key: the group columns, then (with a LIMIT, until the top) a bucket.
+    // Key: the group columns in the form they compare by (`1.50` is `1.5`,
+    // `-0` is `0`), then (with a LIMIT, until the top) a bucket. Rows keep
+    // their own values.
     let bucketed = limit.is_some();
     let keyed = input.map(move |row| {
-        let mut key: Row = row[..group].to_vec();
+        let mut key: Row = row[..group].iter().map(Datum::key_form).collect();
         if bucketed {
             key.push(Datum::Int(hash_of(&row) % LEVEL1_BUCKETS));
         }
