@@ -450,13 +450,19 @@ mod tests {
 
             let (_, none) = collect(|| ());
             assert!(none.is_empty());
+            assert!(
+                COLLECTING.with(|c| c.borrow().is_none()),
+                "collect puts back what was there before"
+            );
             let outside = worker.dataflow::<u64, _, _>(|scope| {
                 let (_input, rows) = scope.new_collection::<(PackedRow, PackedRow), isize>();
                 super::super::render::arrange_flat(rows, "Untracked").trace
             });
             drop(outside);
-            let (_, none) = collect(|| ());
-            assert!(none.is_empty(), "tracking happens only inside collect");
+            assert!(
+                COLLECTING.with(|c| c.borrow().is_none()),
+                "an arrangement built outside collect is not tracked"
+            );
         });
     }
 }

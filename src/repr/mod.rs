@@ -544,6 +544,12 @@ impl Datum {
     }
 }
 
+/// Values in the form keys compare by ([`Datum::key_form`]): how a group,
+/// a join key, a partition or a distinct row is told apart.
+pub fn key_form_of(values: &[Datum]) -> Row {
+    values.iter().map(Datum::key_form).collect()
+}
+
 /// `float8in`/`float4in`: the special words in any case, else a decimal that
 /// must neither overflow to infinity nor underflow to zero (denormals are
 /// fine), as Postgres checks `strtod`'s range errors.

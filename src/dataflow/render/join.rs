@@ -17,7 +17,7 @@ use super::{
     arrange_flat, distinct_flat, emit, render as render_plan, staged, Arr, Coll, Context, Errs,
     Packed,
 };
-use crate::repr::{Datum, PackedRef, PackedRow, Row};
+use crate::repr::{key_form_of, Datum, PackedRef, PackedRow, Row};
 use crate::sql::expr::Expr;
 use crate::sql::plan::JoinKind;
 use crate::sql::Plan;
@@ -62,8 +62,7 @@ fn join_key(keys: &[Expr], null_safe: bool, row: &[Datum]) -> Result<Option<Pack
     if !null_safe && key.iter().any(Datum::is_null) {
         return Ok(None);
     }
-    let key: Row = key.iter().map(Datum::key_form).collect();
-    Ok(Some(PackedRow::pack(&key)))
+    Ok(Some(PackedRow::pack(&key_form_of(&key))))
 }
 
 /// A matched pair's row: the left row's values, then the right's.

@@ -190,8 +190,7 @@ pub fn distinct_flat<'s, T: Time>(arranged: Arr<'s, T>) -> Arr<'s, T> {
 /// key form, and the value is the row itself where that differs (else
 /// empty: the key shows as it is).
 pub fn by_value(row: &[Datum]) -> (PackedRow, PackedRow) {
-    let key: Row = row.iter().map(Datum::key_form).collect();
-    let key = PackedRow::pack(&key);
+    let key = PackedRow::pack(&crate::repr::key_form_of(row));
     let own = PackedRow::pack(row);
     if own == key {
         (key, PackedRow::pack(&[]))

@@ -30,7 +30,7 @@ use differential_dataflow::VecCollection;
 use super::project::eval_all;
 use super::Time;
 use super::{arrange_flat, reduce_flat, Arr, Coll, Errs, Staged};
-use crate::repr::{Datum, Numeric, PackedRef, PackedRow, Row, Type, F64};
+use crate::repr::{key_form_of, Datum, Numeric, PackedRef, PackedRow, Row, Type, F64};
 use crate::sql::expr::{sql_cmp, EvalError, Expr};
 use crate::sql::plan::{AggFunc, Aggregate};
 
@@ -152,7 +152,7 @@ pub(super) fn eval_inputs(aggs: &[Aggregate], row: &[Datum]) -> Result<Row, Stri
 /// A group key in the form rows group by, Postgres's `=` (`1.50` is `1.5`,
 /// `-0` is `0`), and the key as this row shows it where that differs.
 pub(super) fn group_key(key: Row) -> (Row, Option<Row>) {
-    let form: Row = key.iter().map(Datum::key_form).collect();
+    let form = key_form_of(&key);
     if form == key {
         (key, None)
     } else {
@@ -638,9 +638,7 @@ pub fn partial(aggs: &[Aggregate], vals: &[(&Row, isize)]) -> Result<Row, EvalEr
             // shown in its least stored form.
             let mut set: BTreeMap<Vec<Datum>, &[Datum]> = BTreeMap::new();
             for (v, _) in &items {
-                let shown = set
-                    .entry(v.iter().map(Datum::key_form).collect())
-                    .or_insert(v);
+                let shown = set.entry(key_form_of(v)).or_insert(v);
                 if *v < *shown {
                     *shown = v;
                 }

@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 
 use super::{arrange_flat, reduce_flat, Arr, Coll, Time};
-use crate::repr::{Datum, PackedRow, Row};
+use crate::repr::{key_form_of, Datum, PackedRow, Row};
 use crate::sql::expr::sql_cmp;
 use crate::sql::plan::SortKey;
 
@@ -135,7 +135,7 @@ pub fn render<'s, T: Time>(
     // their own values.
     let bucketed = limit.is_some();
     let keyed = input.map(move |row| {
-        let mut key: Row = row[..group].iter().map(Datum::key_form).collect();
+        let mut key = key_form_of(&row[..group]);
         if bucketed {
             key.push(Datum::Int(hash_of(&row) % LEVEL1_BUCKETS));
         }

@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 use super::project::eval_all;
 use super::reduce::{finish, merge, partial};
 use super::{split, Coll, Errs, Time};
-use crate::repr::{Datum, Row, F64};
+use crate::repr::{key_form_of, Datum, Row, F64};
 use crate::sql::expr::{sql_cmp, EvalError, Expr};
 use crate::sql::plan::{Aggregate, FrameBound, FrameExclude, FrameUnits, WindowFunc, WindowKind};
 
@@ -30,10 +30,7 @@ pub fn render<'s, T: Time>(
 ) -> (Coll<'s, T>, Errs<'s, T>) {
     let keyed = input.map(move |row| {
         // Partitions meet by SQL equality: 1.5 with 1.50, -0 with 0.
-        let key: Row = eval_all(&partition, &row)?
-            .iter()
-            .map(Datum::key_form)
-            .collect();
+        let key = key_form_of(&eval_all(&partition, &row)?);
         Ok((key, row))
     });
     let (keyed, key_errs) = split(keyed);
