@@ -10,11 +10,15 @@
 //! of small refresh transactions (an order with its lineitems, a customer's
 //! or a part's update): `BENCH_TPCH_SMALL` (500) one at a time, then
 //! `BENCH_TPCH_RATE` (500) per second for 10 s from 4 connections, each
-//! timed from its commit until all 22 views have it. `BENCH_TPCH_BATCHES`
-//! (4) limits the refresh batches (0 skips them and Postgres's re-runs).
+//! timed from its commit until all 22 views have it, and for the one at a
+//! time stream also by kind of transaction. `BENCH_TPCH_BATCHES` (4) limits
+//! the refresh batches (0 skips them and Postgres's re-runs);
+//! `BENCH_TPCH_QUERIES` (e.g. `q03,q18`) serves only those queries, to see
+//! what a view costs a transaction.
 //! `BENCH_WORKERS` (default 2) sets viewcast's worker threads and
 //! `VIEWCAST_MERGE_AFTER` its `--merge-after` (default 16). The server
-//! runs in this process, on the binary's allocator and settings (mimalloc).
+//! runs in this process, on the binary's allocator and settings (mimalloc),
+//! and logs to stderr as `RUST_LOG` says.
 
 use std::time::{Duration, Instant};
 
@@ -43,9 +47,12 @@ async fn postgres_rerun(client: &tokio_postgres::Client, queries: &[(String, Str
     t.elapsed()
 }
 
+/// The kinds of small refresh transaction, by `i % 4`.
+const KINDS: [&str; 4] = ["an order", "an order", "a customer", "a part"];
+
 /// Small refresh transaction number `i`: a copy of an existing order with
 /// its lineitems under a new key, or an update of a customer's balance or a
-/// part's price.
+/// part's price ([`KINDS`]).
 async fn small_transaction(client: &tokio_postgres::Client, i: usize) {
     let sql = match i % 4 {
         0 | 1 => {
@@ -75,7 +82,8 @@ async fn small_transaction(client: &tokio_postgres::Client, i: usize) {
 
 /// Runs `total` small transactions from `writers` connections, paced at
 /// `rate` per second (or each after the last is in the views), and returns
-/// each one's time from its commit until the views' progress passed it.
+/// each one's time from its commit until the views' progress passed it,
+/// sorted, with its kind ([`KINDS`]).
 async fn small_stream(
     conninfo: &str,
     registry: &std::sync::Arc<viewcast::views::Registry>,
@@ -83,7 +91,7 @@ async fn small_stream(
     rate: Option<u64>,
     writers: usize,
     base: usize,
-) -> Vec<Duration> {
+) -> Vec<(Duration, &'static str)> {
     // Progress as seen every millisecond, by time.
     let seen = std::sync::Arc::new(std::sync::Mutex::new(
         Vec::<(Instant, viewcast::pg::Lsn)>::new(),
@@ -123,7 +131,7 @@ async fn small_stream(
                 small_transaction(&client, i).await;
                 let committed = Instant::now();
                 let at = lsn(&client).await;
-                commits.push((at, committed));
+                commits.push((at, committed, KINDS[i % 4]));
                 if rate.is_none() {
                     while registry.progress() < at {
                         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -140,7 +148,7 @@ async fn small_stream(
     }
     let end = commits
         .iter()
-        .map(|(l, _)| *l)
+        .map(|(l, _, _)| *l)
         .max()
         .unwrap_or(viewcast::pg::Lsn(0));
     while registry.progress() < end {
@@ -149,18 +157,20 @@ async fn small_stream(
     tokio::time::sleep(Duration::from_millis(5)).await;
     watcher.abort();
     let seen = std::mem::take(&mut *seen.lock().unwrap());
-    let mut latencies: Vec<Duration> = commits
+    let mut latencies: Vec<(Duration, &'static str)> = commits
         .iter()
-        .filter_map(|(at, committed)| {
+        .filter_map(|(at, committed, kind)| {
             let (when, _) = seen.iter().find(|(_, p)| p >= at)?;
-            Some(when.saturating_duration_since(*committed))
+            Some((when.saturating_duration_since(*committed), *kind))
         })
         .collect();
     latencies.sort();
     latencies
 }
 
-fn report(what: &str, latencies: &[Duration]) {
+fn report(what: &str, latencies: &[(Duration, &str)]) {
+    let latencies: Vec<Duration> = latencies.iter().map(|(d, _)| *d).collect();
+    let latencies = &latencies[..];
     let ms = |p| common::percentile(latencies, p).as_secs_f64() * 1e3;
     println!(
         "  {what:<32} {:>6} transactions: p50 {:>6.1} ms, p99 {:>6.1} ms, max {:>6.1} ms",
@@ -174,6 +184,14 @@ fn report(what: &str, latencies: &[Duration]) {
 #[tokio::main]
 async fn main() {
     viewcast::alloc::configure();
+    // The server's own log, when asked for (`RUST_LOG=viewcast=debug` shows
+    // how many operators each view's dataflow has).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let sf: f64 = std::env::var("BENCH_TPCH_SF")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -194,14 +212,19 @@ async fn main() {
         "TPC-H scale factor {sf}: loaded in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let queries = tpch_data::queries();
+    let only = std::env::var("BENCH_TPCH_QUERIES").unwrap_or_default();
+    let queries: Vec<(String, String)> = tpch_data::queries()
+        .into_iter()
+        .filter(|(name, _)| only.is_empty() || only.split(',').any(|q| q.trim() == name))
+        .collect();
+    let views = queries.len();
     let reader = connect(&conninfo).await;
     let batches = common::env("BENCH_TPCH_BATCHES", 4) as usize;
     if batches > 0 {
         postgres_rerun(&reader, &queries).await; // warm the cache
         let rerun = postgres_rerun(&reader, &queries).await;
         println!(
-            "Postgres runs all 22 queries in {:.0} ms",
+            "Postgres runs all {views} queries in {:.0} ms",
             rerun.as_secs_f64() * 1e3
         );
     }
@@ -231,7 +254,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "viewcast: 22 views complete {:.1} s after start ({workers} workers, --merge-after {merge_after}); resident memory {:.0} MB (+{:.0} MB)",
+        "viewcast: {views} views complete {:.1} s after start ({workers} workers, --merge-after {merge_after}); resident memory {:.0} MB (+{:.0} MB)",
         t.elapsed().as_secs_f64(),
         rss_mb(),
         rss_mb() - before
@@ -270,7 +293,7 @@ async fn main() {
         );
     }
     println!(
-        "\nratio = Postgres re-running the 22 queries / viewcast updating its 22 views (higher is better for viewcast); memory now {:.0} MB",
+        "\nratio = Postgres re-running the {views} queries / viewcast updating its {views} views (higher is better for viewcast); memory now {:.0} MB",
         rss_mb()
     );
 
@@ -278,9 +301,13 @@ async fn main() {
     let small = common::env("BENCH_TPCH_SMALL", 500) as usize;
     let rate = common::env("BENCH_TPCH_RATE", 500);
     println!();
-    println!("small refresh transactions (a new order with its lineitems, a customer's or a part's update): commit → all 22 views updated");
+    println!("small refresh transactions (a new order with its lineitems, a customer's or a part's update): commit → all {views} views updated");
     let one = small_stream(&conninfo, &running.registry, small, None, 1, 0).await;
     report("one at a time", &one);
+    for kind in ["an order", "a customer", "a part"] {
+        let of_kind: Vec<_> = one.iter().filter(|(_, k)| *k == kind).copied().collect();
+        report(&format!("  of which {kind}"), &of_kind);
+    }
     let paced = small_stream(
         &conninfo,
         &running.registry,

@@ -1212,4 +1212,44 @@ mod tests {
             compiled("SELECT customer_id, sum(amount) FROM orders WHERE amount > 2 GROUP BY 1")
         );
     }
+
+    #[test]
+    fn a_compared_subquery_value_meets_the_rows_left_after_not_exists() {
+        use crate::sql::plan::JoinKind;
+        fn find<'p>(p: &'p Plan, pred: &dyn Fn(&Plan) -> bool) -> Option<&'p Plan> {
+            if pred(p) {
+                return Some(p);
+            }
+            p.inputs().into_iter().find_map(|i| find(i, pred))
+        }
+        let cross = |p: &Plan| matches!(p, Plan::Join { kind: JoinKind::Inner, left_keys, .. } if left_keys.is_empty());
+        let anti = |p: &Plan| {
+            matches!(
+                p,
+                Plan::Join {
+                    kind: JoinKind::Anti,
+                    ..
+                }
+            )
+        };
+        let below = |outer: &dyn Fn(&Plan) -> bool, inner: &dyn Fn(&Plan) -> bool, sql: &str| {
+            let plan = compile(sql, &catalog()).unwrap().plan;
+            let top = find(&plan, outer).unwrap_or_else(|| panic!("no such join in {plan:?}"));
+            find(top, inner).is_some()
+        };
+        // q22's shape: the average changes whenever a row below it does,
+        // and each change meets only the rows the anti-join kept, whichever
+        // order the conjuncts are written in.
+        for sql in [
+            "SELECT id FROM orders o WHERE amount > (SELECT avg(amount) FROM orders) AND NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id)",
+            "SELECT id FROM orders o WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id) AND (SELECT avg(amount) FROM orders) < amount",
+        ] {
+            assert!(below(&cross, &anti, sql), "{sql}");
+        }
+        // A value that can fail (a division) is evaluated for every row, as
+        // Postgres filters with it before its anti-join.
+        let fallible = "SELECT id FROM orders o WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = o.customer_id) AND amount / (SELECT avg(amount) FROM orders) > 1";
+        assert!(below(&anti, &cross, fallible));
+        assert!(!below(&cross, &anti, fallible));
+    }
 }

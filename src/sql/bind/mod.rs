@@ -846,7 +846,29 @@ impl<'a> Binder<'a> {
             }
         }
         let mut plan = from::join_units(units, plain);
-        for p in &with_subqueries {
+        // Conjuncts with subqueries in the order Postgres evaluates them:
+        // those read as values first (it filters with them as soon as the
+        // columns they read are there, so their errors are raised for every
+        // row), then EXISTS, NOT EXISTS and IN, which it plans as semi- and
+        // anti-joins.
+        // A value that cannot fail to compare (a column against a
+        // subquery's value) goes last: joined to every row that reaches it,
+        // a change of the subquery's value (q22's `c_acctbal > (SELECT
+        // avg(...))`) retracts and adds every such row again, so the fewer
+        // rows reach it the cheaper that is, and no error can tell the
+        // order.
+        let rank = |p: &&ast::Expr| {
+            if subquery::filters_by_match(p) {
+                1
+            } else if subquery::compares_column_with_subquery(p) {
+                2
+            } else {
+                0
+            }
+        };
+        let mut ordered: Vec<&ast::Expr> = with_subqueries.iter().collect();
+        ordered.sort_by_key(rank);
+        for p in ordered {
             plan = self.where_subquery_conjunct(p, plan, &scope, outer)?;
         }
         if !temporal_bounds.is_empty() {

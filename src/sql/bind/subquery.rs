@@ -43,6 +43,57 @@ pub fn contains_subquery(e: &ast::Expr) -> bool {
     ast::Visit::visit(e, &mut Finder).is_break()
 }
 
+/// Whether WHERE conjunct `p` is `EXISTS`, `NOT EXISTS` or `x IN (S)` at
+/// its top, which [`Binder::where_subquery_conjunct`] plans as a semi- or
+/// anti-join rather than evaluating the subquery as a value.
+pub fn filters_by_match(p: &ast::Expr) -> bool {
+    let mut inner = p;
+    while let ast::Expr::Nested(x) = inner {
+        inner = x;
+    }
+    match inner {
+        ast::Expr::Exists { .. } => true,
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr,
+        } => matches!(expr.as_ref(), ast::Expr::Exists { negated: false, .. }),
+        ast::Expr::InSubquery { negated, .. } => !negated,
+        _ => false,
+    }
+}
+
+/// Whether WHERE conjunct `p` compares a column with a subquery's value
+/// (`c = (SELECT ...)`, `<`, `<=`, `>`, `>=`, `<>`, either side), which
+/// cannot fail: the binder coerces both sides to a common type by widening.
+pub fn compares_column_with_subquery(p: &ast::Expr) -> bool {
+    fn strip(mut e: &ast::Expr) -> &ast::Expr {
+        while let ast::Expr::Nested(x) = e {
+            e = x;
+        }
+        e
+    }
+    let ast::Expr::BinaryOp { left, op, right } = strip(p) else {
+        return false;
+    };
+    let comparison = matches!(
+        op,
+        BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq
+    );
+    let column = |e: &ast::Expr| {
+        matches!(
+            strip(e),
+            ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
+        )
+    };
+    let subquery = |e: &ast::Expr| matches!(strip(e), ast::Expr::Subquery(_));
+    comparison && ((column(left) && subquery(right)) || (subquery(left) && column(right)))
+}
+
 pub enum SubKind {
     Scalar,
     Exists,
