@@ -24,6 +24,11 @@ use timely::container::PushInto;
 
 use crate::repr::{PackedRef, PackedRow};
 
+/// Bytes of an offset list's offsets.
+pub(super) fn offsets_bytes(o: &OffsetList) -> usize {
+    std::mem::size_of_val(o.smol.as_slice()) + std::mem::size_of_val(o.chonk.as_slice())
+}
+
 /// Packed rows, their bytes in one buffer.
 pub struct PackedRows {
     /// Where each row's bytes end in `bytes` (a row starts where the one
@@ -36,9 +41,7 @@ impl PackedRows {
     /// Bytes of the rows and their ends (the buffers may have room for
     /// more: a merge sizes them for both inputs before consolidating).
     pub fn heap_size(&self) -> usize {
-        let ends = std::mem::size_of_val(self.ends.smol.as_slice())
-            + std::mem::size_of_val(self.ends.chonk.as_slice());
-        self.bytes.len() + ends
+        self.bytes.len() + offsets_bytes(&self.ends)
     }
 
     fn push_bytes(&mut self, row: &[u8]) {

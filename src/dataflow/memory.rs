@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::ord_neu::{OrdKeyBatch, OrdValBatch};
-use differential_dataflow::trace::implementations::{OffsetList, Vector};
+use differential_dataflow::trace::implementations::Vector;
 use differential_dataflow::trace::TraceReader;
 use serde::Serialize;
 
-use super::flat::Layout;
+use super::flat::{offsets_bytes, Layout};
 use crate::repr::PackedRow;
 
 /// Whose arrangements: a base table (or a view's parameter table), or a view.
@@ -243,11 +243,6 @@ impl HeapSize for isize {
 /// Bytes a vector's elements take, with what they hold beyond it.
 fn vec_bytes<E: HeapSize>(v: &[E]) -> usize {
     std::mem::size_of_val(v) + v.iter().map(HeapSize::heap_size).sum::<usize>()
-}
-
-/// Bytes of an offset list's offsets.
-fn offsets_bytes(o: &OffsetList) -> usize {
-    std::mem::size_of_val(o.smol.as_slice()) + std::mem::size_of_val(o.chonk.as_slice())
 }
 
 /// A batch that can say how many bytes its contents take (its buffers may

@@ -43,15 +43,19 @@ pub fn contains_subquery(e: &ast::Expr) -> bool {
     ast::Visit::visit(e, &mut Finder).is_break()
 }
 
+/// `e` without the parentheses around it.
+fn unnested(mut e: &ast::Expr) -> &ast::Expr {
+    while let ast::Expr::Nested(x) = e {
+        e = x;
+    }
+    e
+}
+
 /// Whether WHERE conjunct `p` is `EXISTS`, `NOT EXISTS` or `x IN (S)` at
 /// its top, which [`Binder::where_subquery_conjunct`] plans as a semi- or
 /// anti-join rather than evaluating the subquery as a value.
 pub fn filters_by_match(p: &ast::Expr) -> bool {
-    let mut inner = p;
-    while let ast::Expr::Nested(x) = inner {
-        inner = x;
-    }
-    match inner {
+    match unnested(p) {
         ast::Expr::Exists { .. } => true,
         ast::Expr::UnaryOp {
             op: ast::UnaryOperator::Not,
@@ -66,13 +70,7 @@ pub fn filters_by_match(p: &ast::Expr) -> bool {
 /// (`c = (SELECT ...)`, `<`, `<=`, `>`, `>=`, `<>`, either side), which
 /// cannot fail: the binder coerces both sides to a common type by widening.
 pub fn compares_column_with_subquery(p: &ast::Expr) -> bool {
-    fn strip(mut e: &ast::Expr) -> &ast::Expr {
-        while let ast::Expr::Nested(x) = e {
-            e = x;
-        }
-        e
-    }
-    let ast::Expr::BinaryOp { left, op, right } = strip(p) else {
+    let ast::Expr::BinaryOp { left, op, right } = unnested(p) else {
         return false;
     };
     let comparison = matches!(
@@ -86,11 +84,11 @@ pub fn compares_column_with_subquery(p: &ast::Expr) -> bool {
     );
     let column = |e: &ast::Expr| {
         matches!(
-            strip(e),
+            unnested(e),
             ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
         )
     };
-    let subquery = |e: &ast::Expr| matches!(strip(e), ast::Expr::Subquery(_));
+    let subquery = |e: &ast::Expr| matches!(unnested(e), ast::Expr::Subquery(_));
     comparison && ((column(left) && subquery(right)) || (subquery(left) && column(right)))
 }
 
@@ -530,10 +528,7 @@ impl<'a> Binder<'a> {
         scope: &Scope,
         outer: Option<&Outer<'_>>,
     ) -> Result<Plan> {
-        let mut inner = p;
-        while let ast::Expr::Nested(x) = inner {
-            inner = x;
-        }
+        let inner = unnested(p);
         let mut cx = ExprCx::new(scope, outer, Some(plan));
         if let ast::Expr::InSubquery {
             expr,
