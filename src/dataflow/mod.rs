@@ -7,15 +7,17 @@
 //!             ─AddView{id, plan}─▶ a dataflow that imports the traces of the
 //!                                  tables the plan reads and renders it
 //!             ─Apply{lsn, rows}──▶ each worker: its share of the rows into the
-//!                                  tables' inputs, at time lsn
-//!             ─Advance{lsn}──────▶ inputs advance: lsn is complete
+//!                                  tables' inputs, at time lsn; only those
+//!                                  tables, and the views reading them, move
+//!             ─Advance{lsn}──────▶ lsn is complete (no input moves)
 //!             ─DropView / DropTable
 //!  registry   ◀─Output::Batch / Progress / ViewReady── worker 0: view outputs,
 //!                                  exchanged to it and released once every
 //!                                  dataflow's frontier has passed lsn
 //! ```
 //! Time is the commit LSN. A batch for time `t` leaves only when no worker can
-//! produce more output at `t`, so a subscriber sees a transaction whole.
+//! produce more output at `t`, so a subscriber sees a transaction whole. A
+//! view that a transaction does not touch does not move at all (`import.rs`).
 //!
 //! A view added later imports the tables' arrangements as of the inputs' current
 //! time: its first output is its whole contents at that time (no copy from
@@ -24,10 +26,11 @@
 //! build the same dataflows in the same order, as timely requires.
 
 mod flat;
+mod import;
 pub mod memory;
 pub mod render;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -76,8 +79,14 @@ pub enum Command {
     AddView { id: usize, plan: Arc<Plan> },
     /// Stop maintaining a view.
     DropView { id: usize },
-    /// Apply one transaction's changes at time `lsn`.
-    Apply { lsn: u64, updates: Arc<Updates> },
+    /// Apply one transaction's changes at time `lsn`. `tables` are the
+    /// tables they change, sorted: only those tables, and the views that
+    /// read them, move (`import.rs`).
+    Apply {
+        lsn: u64,
+        updates: Arc<Updates>,
+        tables: Arc<Vec<usize>>,
+    },
     /// Everything at or before `lsn` is known: nothing more will arrive for it.
     Advance { lsn: u64 },
     /// Adds or retracts parameter tuples of a parameterized view in its
@@ -111,9 +120,9 @@ enum Wire {
     DropTable { id: usize },
     AddView { id: usize, plan: Plan },
     DropView { id: usize },
-    Apply { lsn: u64 },
+    Apply { lsn: u64, tables: Vec<usize> },
     Advance { lsn: u64 },
-    Tuples { ticket: u64 },
+    Tuples { ticket: u64, table: usize },
     Mirror(Mirror),
     Crash,
     Stop,
@@ -130,9 +139,15 @@ impl Wire {
                 plan: Plan::clone(plan),
             },
             Command::DropView { id } => Wire::DropView { id: *id },
-            Command::Apply { lsn, .. } => Wire::Apply { lsn: *lsn },
+            Command::Apply { lsn, tables, .. } => Wire::Apply {
+                lsn: *lsn,
+                tables: tables.to_vec(),
+            },
             Command::Advance { lsn } => Wire::Advance { lsn: *lsn },
-            Command::Tuples { ticket, .. } => Wire::Tuples { ticket: *ticket },
+            Command::Tuples { ticket, table, .. } => Wire::Tuples {
+                ticket: *ticket,
+                table: *table,
+            },
             Command::Mirror(m) => Wire::Mirror(m.clone()),
             Command::Crash => Wire::Crash,
             Command::Stop => Wire::Stop,
@@ -150,13 +165,14 @@ impl Wire {
                 plan: Arc::new(plan),
             },
             Wire::DropView { id } => Command::DropView { id },
-            Wire::Apply { lsn } => Command::Apply {
+            Wire::Apply { lsn, tables } => Command::Apply {
                 lsn,
                 updates: Arc::default(),
+                tables: Arc::new(tables),
             },
             Wire::Advance { lsn } => Command::Advance { lsn },
-            Wire::Tuples { ticket } => Command::Tuples {
-                table: UNIT_TABLE,
+            Wire::Tuples { ticket, table } => Command::Tuples {
+                table,
                 updates: Arc::default(),
                 ticket,
             },
@@ -417,10 +433,14 @@ impl Dataflow {
     }
 
     pub fn apply(&self, lsn: u64, updates: Updates) {
-        let updates = Arc::new(updates);
+        let mut tables: Vec<usize> = updates.iter().map(|(t, _, _)| *t).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        let (updates, tables) = (Arc::new(updates), Arc::new(tables));
         self.send(|| Command::Apply {
             lsn,
             updates: updates.clone(),
+            tables: tables.clone(),
         });
     }
 
@@ -599,6 +619,9 @@ struct Table {
     input: InputSession<u64, PackedRow, isize>,
     trace: TableTrace,
     probe: ProbeHandle<u64>,
+    /// The time the input was last advanced to: only a transaction that
+    /// changes the table advances it.
+    advanced: import::SharedTime,
     /// The bytes of the arrangement's batches.
     measure: memory::Measure,
 }
@@ -612,6 +635,12 @@ struct View {
     /// The view's first output is its contents as of this time.
     as_of: u64,
     ready: bool,
+    /// The tables the view reads (without the unit table).
+    tables: Vec<usize>,
+    /// The time the view was last moved to ([`import`]), and its imports'
+    /// activators.
+    clock: import::SharedTime,
+    wake: Vec<timely::scheduling::Activator>,
     /// The bytes of each of the view's own arrangements' batches.
     measures: Vec<memory::Measure>,
 }
@@ -738,20 +767,26 @@ fn run_worker(
     if w.worker.index() == 0 {
         if let Some(t) = w.tables.get_mut(&UNIT_TABLE) {
             t.input.insert(PackedRow::pack(&[]));
-            t.input.flush();
         }
     }
+    // Every table's data lies before the time its input was advanced to.
+    w.advance_tables(&[UNIT_TABLE], 1);
     let leader = place.process == 0;
     let mut measured = Instant::now();
     loop {
         let mut disconnected = false;
+        // A command may complete times without waking any operator (an
+        // `Advance`, a transaction whose tables no view reads): release
+        // before parking again.
+        let mut commanded = false;
         loop {
             match rx.try_recv() {
                 // A follower's commands come from the leader; only its
                 // subscribers' tuple requests come from its own process.
                 Ok(command) if leader || matches!(command, Command::Requests(_)) => {
                     w.forward(&command);
-                    w.command(command)
+                    w.command(command);
+                    commanded = true;
                 }
                 Ok(_) => {}
                 Err(TryRecvError::Empty) => break,
@@ -771,12 +806,14 @@ fn run_worker(
         } else {
             for wire in w.control.take_received() {
                 w.command(wire.into_command());
+                commanded = true;
             }
         }
         if disconnected || w.stopped {
             break;
         }
-        w.worker.step_or_park(Some(IDLE_PARK));
+        w.worker
+            .step_or_park(Some(if commanded { Duration::ZERO } else { IDLE_PARK }));
         if w.first_of_process() {
             w.release();
         }
@@ -858,11 +895,13 @@ impl Worker<'_> {
                 }
                 self.dropped.insert(id);
             }
-            Command::Apply { lsn, updates } => {
+            Command::Apply {
+                lsn,
+                updates,
+                tables,
+            } => {
                 let t = lsn.max(self.time);
-                for table in self.tables.values_mut() {
-                    table.input.advance_to(t);
-                }
+                self.advance_tables(&tables, t);
                 // The rows enter at the leader's workers (a follower's
                 // commands carry none); the tables' arrangements exchange
                 // them to their owners.
@@ -874,13 +913,12 @@ impl Worker<'_> {
                         }
                     }
                 }
-                self.advance_to(t + 1);
+                self.advance_tables(&tables, t + 1);
+                self.move_views(&tables, t + 1);
             }
-            Command::Advance { lsn } => {
-                if lsn + 1 > self.time {
-                    self.advance_to(lsn + 1);
-                }
-            }
+            // Nothing changed: no input moves, and every view that has
+            // caught up is complete up to the new time (`frontier`).
+            Command::Advance { lsn } => self.time = self.time.max(lsn + 1),
             Command::Tuples {
                 table,
                 updates,
@@ -889,6 +927,7 @@ impl Worker<'_> {
                 // A time of their own, after everything applied so far and
                 // before the next transaction (commit LSNs are far apart).
                 let t = self.time;
+                self.advance_tables(&[table], t);
                 if self.worker.index() == 0 {
                     if let Some(tab) = self.tables.get_mut(&table) {
                         for (row, diff) in updates.iter() {
@@ -899,7 +938,8 @@ impl Worker<'_> {
                 if self.first_of_process() {
                     let _ = self.out.send(Output::TuplesApplied { ticket, lsn: t });
                 }
-                self.advance_to(t + 1);
+                self.advance_tables(&[table], t + 1);
+                self.move_views(&[table], t + 1);
             }
             Command::Crash => {
                 if self.worker.index() + 1 == self.worker.peers() {
@@ -923,17 +963,38 @@ impl Worker<'_> {
         }
     }
 
-    /// Advances every input to `time` and lets the tables' arrangements
-    /// forget distinctions between times before the last complete one
-    /// (a view added now reads them as of that time, nothing reads earlier).
-    fn advance_to(&mut self, time: u64) {
-        self.time = time;
+    /// Advances the inputs of `tables` to `time` (those already there stay)
+    /// and lets their arrangements forget distinctions between times before
+    /// the last complete one (a view added now reads them as of that time,
+    /// nothing reads earlier). `time` becomes the worker's time if later.
+    fn advance_tables(&mut self, tables: &[usize], time: u64) {
+        self.time = self.time.max(time);
         let since = [time.saturating_sub(1)];
-        for t in self.tables.values_mut() {
+        for id in tables {
+            let Some(t) = self.tables.get_mut(id) else {
+                continue;
+            };
+            if t.advanced.get() >= time {
+                continue;
+            }
             t.input.advance_to(time);
             t.input.flush();
+            t.advanced.set(time);
             t.trace.set_logical_compaction(AntichainRef::new(&since));
             t.trace.set_physical_compaction(AntichainRef::new(&since));
+        }
+    }
+
+    /// Moves the clock of every view that reads one of `tables` (sorted) to
+    /// `time`, and wakes its imports to follow.
+    fn move_views(&mut self, tables: &[usize], time: u64) {
+        for v in self.views.values_mut() {
+            if v.tables.iter().any(|t| tables.binary_search(t).is_ok()) {
+                v.clock.set(time);
+                for w in &v.wake {
+                    w.activate();
+                }
+            }
         }
     }
 
@@ -967,6 +1028,7 @@ impl Worker<'_> {
                 input,
                 trace,
                 probe,
+                advanced: Rc::new(Cell::new(time)),
                 measure,
             },
         );
@@ -977,10 +1039,17 @@ impl Worker<'_> {
         plan.tables(&mut wanted);
         wanted.sort_unstable();
         wanted.dedup();
+        // Tables that no transaction changed lately lag behind: they move
+        // up to now, so that all they hold lies before the view's first time.
+        let mut lagging = wanted.clone();
+        lagging.push(UNIT_TABLE);
+        self.advance_tables(&lagging, self.time);
         // The last complete time: the view's first output is its contents
         // then, ready as soon as the import has caught up with the tables.
         let as_of = self.time.saturating_sub(1);
-        let since = Antichain::from_elem(as_of);
+        let clock: import::SharedTime = Rc::new(Cell::new(self.time));
+        let wake: Rc<RefCell<Vec<timely::scheduling::Activator>>> = Rc::default();
+        let reads = wanted.clone();
         let progress: Progress = Rc::new(RefCell::new(Antichain::from_elem(0)));
         let view_progress = progress.clone();
         let buffer = self.buffer.clone();
@@ -996,32 +1065,39 @@ impl Worker<'_> {
                 // decoded as it reads it: whole rows, or only the columns
                 // a projection right above it takes.
                 let import = |table: usize| -> Option<render::Import<'_, u64>> {
-                    let trace = RefCell::new(tables.get(&table)?.trace.clone());
-                    let imported = RefCell::new(None);
-                    let (buttons, since) = (buttons.clone(), since.clone());
+                    let t = tables.get(&table)?;
+                    let trace = RefCell::new(t.trace.clone());
+                    let advanced = t.advanced.clone();
+                    // One import per way of decoding (a self-join reads
+                    // the same columns twice).
+                    let imported: RefCell<HashMap<Option<Vec<usize>>, render::Coll<'_, u64>>> =
+                        RefCell::default();
+                    let (buttons, clock, wake) = (buttons.clone(), clock.clone(), wake.clone());
                     Some(Rc::new(move |cols: Option<&[usize]>| {
-                        let arranged = imported
-                            .borrow_mut()
-                            .get_or_insert_with(|| {
-                                let (arranged, button) = trace.borrow_mut().import_frontier_core(
-                                    scope,
-                                    &format!("import {table}"),
-                                    since.clone(),
-                                    Antichain::new(),
-                                );
-                                buttons.borrow_mut().push(button);
-                                arranged
-                            })
-                            .clone();
-                        match cols {
-                            None => arranged.as_collection(|row: &PackedRow, _: &()| row.unpack()),
+                        let key = cols.map(<[usize]>::to_vec);
+                        if let Some(rows) = imported.borrow().get(&key) {
+                            return rows.clone();
+                        }
+                        let at = import::Imported {
+                            as_of,
+                            advanced: advanced.clone(),
+                            clock: clock.clone(),
+                            wake: &wake,
+                        };
+                        let name = format!("import {table}");
+                        let mut trace = trace.borrow_mut();
+                        let (rows, button) = match cols {
+                            None => import::import(scope, &mut trace, &name, at, PackedRow::unpack),
                             Some(cols) => {
                                 let cols = cols.to_vec();
-                                arranged.as_collection(move |row: &PackedRow, _: &()| {
+                                import::import(scope, &mut trace, &name, at, move |row| {
                                     row.columns(&cols)
                                 })
                             }
-                        }
+                        };
+                        buttons.borrow_mut().push(button);
+                        imported.borrow_mut().insert(key, rows.clone());
+                        rows
                     }))
                 };
                 let unit = import(UNIT_TABLE).expect("the unit table exists from the start");
@@ -1053,22 +1129,29 @@ impl Worker<'_> {
                 progress,
                 as_of,
                 ready: false,
+                tables: reads,
+                clock,
+                wake: wake.take(),
                 measures,
             },
         );
     }
 
     /// The time every table and view has passed: output before it is final.
+    /// A table or view that has passed the last time it was moved to has
+    /// passed the worker's time: nothing has entered it since ([`import`]).
     fn frontier(&self) -> Option<u64> {
-        let tables = self
-            .tables
-            .values()
-            .filter_map(|t| t.probe.with_frontier(|f| f.first().copied()));
-        let views = self
-            .views
-            .values()
-            .filter_map(|v| v.progress.borrow().first().copied());
-        tables.chain(views).min().or(Some(self.time))
+        let now = self.time;
+        let caught_up = |f: u64, moved: u64| if f >= moved { now } else { f };
+        let tables = self.tables.values().filter_map(|t| {
+            let f = t.probe.with_frontier(|f| f.first().copied())?;
+            Some(caught_up(f, t.advanced.get()))
+        });
+        let views = self.views.values().filter_map(|v| {
+            let f = v.progress.borrow().first().copied()?;
+            Some(caught_up(f, v.clock.get()))
+        });
+        tables.chain(views).min().or(Some(now))
     }
 
     /// Sends every buffered time the frontier has passed, oldest first, then
@@ -1125,6 +1208,137 @@ impl Worker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repr::{Datum, Type};
+    use crate::sql::expr::Expr;
+    use crate::sql::plan::{AggFunc, Aggregate, JoinKind};
+
+    fn get(table: usize) -> Plan {
+        Plan::Get {
+            table,
+            name: format!("t{table}"),
+            arity: 2,
+        }
+    }
+
+    fn row(a: i64, b: i64) -> PackedRow {
+        PackedRow::pack(&[Datum::Int(a), Datum::Int(b)])
+    }
+
+    /// Views over different tables, a join of two and a global count (which
+    /// also reads the unit table), through transactions that each change
+    /// some of the tables: every view's batches come at the transactions
+    /// that change what it reads, whole, and progress passes every
+    /// transaction even though most leave most views where they were.
+    #[test]
+    fn views_move_with_the_tables_they_read_and_progress_passes_the_others() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let dataflow = Dataflow::start(2, None, tx).expect("workers start");
+        for t in [1, 2, 3] {
+            dataflow.add_table(t);
+        }
+        dataflow.apply(10, vec![(1, row(1, 10), 1), (3, row(7, 70), 1)]);
+        dataflow.add_view(100, get(1));
+        dataflow.add_view(101, get(2));
+        let join = Plan::Join {
+            left: Box::new(get(1)),
+            right: Box::new(get(2)),
+            kind: JoinKind::Inner,
+            left_keys: vec![Expr::Column(0)],
+            right_keys: vec![Expr::Column(0)],
+            residual: vec![],
+            right_arity: 2,
+            null_safe: false,
+        };
+        dataflow.add_view(102, join);
+        let count = Plan::Reduce {
+            input: Box::new(get(3)),
+            keys: vec![],
+            aggs: vec![Aggregate {
+                func: AggFunc::CountStar,
+                args: vec![],
+                order_by: vec![],
+                filter: None,
+                input_type: Type::Int8,
+                output_type: Type::Int8,
+                distinct: false,
+            }],
+        };
+        dataflow.add_view(103, count);
+        dataflow.apply(20, vec![(2, row(1, 11), 1), (2, row(2, 22), 1)]);
+        dataflow.advance(25);
+        dataflow.apply(30, vec![(3, row(8, 80), 1)]);
+        dataflow.apply(40, vec![(1, row(2, 20), 1), (2, row(1, 11), -1)]);
+        dataflow.apply(50, vec![(2, row(3, 33), 1)]);
+
+        let mut batches: BTreeMap<(usize, u64), Vec<(Row, isize)>> = BTreeMap::new();
+        let mut ready = HashMap::new();
+        let mut progress = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while progress < 50 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "progress stopped at {progress}");
+            match rx.try_recv() {
+                Ok(Output::Batch { lsn, views }) => {
+                    assert!(lsn > progress, "a batch at {lsn} after progress {progress}");
+                    for v in views {
+                        assert!(v.errors.is_empty());
+                        batches.insert((v.view, lsn), v.rows);
+                    }
+                }
+                Ok(Output::Progress { lsn }) => {
+                    assert!(lsn >= progress);
+                    progress = lsn;
+                }
+                Ok(Output::ViewReady { view, lsn }) => {
+                    ready.insert(view, lsn);
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        let r = |a, b| vec![Datum::Int(a), Datum::Int(b)];
+        // Views added after time 10 start as of it (ready once released).
+        assert_eq!(ready.len(), 4, "{ready:?}");
+        assert!(ready.values().all(|&lsn| lsn >= 10), "{ready:?}");
+        let count = |n| vec![Datum::Int(n)];
+        let want: BTreeMap<(usize, u64), Vec<(Row, isize)>> = [
+            ((100, 10), vec![(r(1, 10), 1)]),
+            ((100, 40), vec![(r(2, 20), 1)]),
+            ((101, 20), vec![(r(1, 11), 1), (r(2, 22), 1)]),
+            ((101, 40), vec![(r(1, 11), -1)]),
+            ((101, 50), vec![(r(3, 33), 1)]),
+            (
+                (102, 20),
+                vec![(
+                    vec![Datum::Int(1), Datum::Int(10), Datum::Int(1), Datum::Int(11)],
+                    1,
+                )],
+            ),
+            (
+                (102, 40),
+                vec![
+                    (
+                        vec![Datum::Int(1), Datum::Int(10), Datum::Int(1), Datum::Int(11)],
+                        -1,
+                    ),
+                    (
+                        vec![Datum::Int(2), Datum::Int(20), Datum::Int(2), Datum::Int(22)],
+                        1,
+                    ),
+                ],
+            ),
+            ((103, 10), vec![(count(1), 1)]),
+            ((103, 30), vec![(count(1), -1), (count(2), 1)]),
+        ]
+        .into_iter()
+        .collect();
+        let mut got = batches;
+        for rows in got.values_mut() {
+            rows.sort();
+        }
+        assert_eq!(got, want);
+        dataflow.shutdown(Duration::from_secs(5));
+    }
 
     #[tokio::test]
     async fn in_flight_credit_waits_for_progress() {
