@@ -32,7 +32,9 @@ use differential_dataflow::collection::{AsCollection, VecCollection};
 use differential_dataflow::operators::arrange::{ShutdownButton, TraceReplayInstruction};
 use differential_dataflow::trace::cursor::Cursor;
 use differential_dataflow::trace::Navigable;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Scope;
 use timely::scheduling::Activator;
@@ -43,6 +45,33 @@ use crate::repr::PackedRow;
 /// A time shared by the worker and the imports that read it: a table's
 /// `advanced` (its input has been advanced to it) or a view's clock.
 pub type SharedTime = Rc<Cell<u64>>;
+
+/// Where a table or a view stands: `frontier` as it is, or `later` once
+/// the frontier has reached `moved`, the last time data entered it (nothing
+/// has entered since, so everything up to `later` is complete).
+pub fn caught_up(frontier: u64, moved: u64, later: u64) -> u64 {
+    if frontier >= moved {
+        frontier.max(later)
+    } else {
+        frontier
+    }
+}
+
+/// Records as an import sends them: (row, time, diff).
+type Records<D> = Vec<(D, u64, isize)>;
+
+/// Sends `run`, records all at time `at` (if any), and empties it.
+fn send<D: differential_dataflow::Data>(
+    output: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Records<D>>>,
+    caps: &CapabilitySet<u64>,
+    at: Option<u64>,
+    run: &mut Records<D>,
+) {
+    if let Some(a) = at {
+        output.session(&caps.delayed(&a)).give_container(run);
+        run.clear();
+    }
+}
 
 /// What a view's import needs of its table and its view.
 pub struct Imported<'a> {
@@ -89,7 +118,7 @@ where
         wake.borrow_mut().push(scope.activator_for(info.address));
         // The trace's upper as replayed so far.
         let mut upper: Option<u64> = Some(0);
-        let mut run: Vec<(D, u64, isize)> = Vec::new();
+        let mut run: Records<D> = Vec::new();
         let mut stamps: Vec<(u64, isize)> = Vec::new();
         move |output| {
             let mut held = held.borrow_mut();
@@ -125,12 +154,7 @@ where
                                     );
                                     let t = t.max(low);
                                     if at != Some(t) {
-                                        if let Some(a) = at {
-                                            output
-                                                .session(&caps.delayed(&a))
-                                                .give_container(&mut run);
-                                            run.clear();
-                                        }
+                                        send(output, caps, at, &mut run);
                                         at = Some(t);
                                     }
                                     let row = if n + 1 == last { d.take() } else { d.clone() };
@@ -140,10 +164,7 @@ where
                             }
                             cursor.step_key(batch);
                         }
-                        if let Some(a) = at {
-                            output.session(&caps.delayed(&a)).give_container(&mut run);
-                            run.clear();
-                        }
+                        send(output, caps, at, &mut run);
                     }
                 }
             }
@@ -151,11 +172,7 @@ where
                 // The table's input is gone: nothing more will come.
                 None => caps.downgrade(std::iter::empty::<u64>()),
                 Some(f) => {
-                    let to = if f >= advanced.get() {
-                        f.max(clock.get())
-                    } else {
-                        f
-                    };
+                    let to = caught_up(f, advanced.get(), clock.get());
                     if caps.first().is_some_and(|c| to > *c.time()) {
                         caps.downgrade([to]);
                     }

@@ -1142,14 +1142,13 @@ impl Worker<'_> {
     /// passed the worker's time: nothing has entered it since ([`import`]).
     fn frontier(&self) -> Option<u64> {
         let now = self.time;
-        let caught_up = |f: u64, moved: u64| if f >= moved { now } else { f };
         let tables = self.tables.values().filter_map(|t| {
             let f = t.probe.with_frontier(|f| f.first().copied())?;
-            Some(caught_up(f, t.advanced.get()))
+            Some(import::caught_up(f, t.advanced.get(), now))
         });
         let views = self.views.values().filter_map(|v| {
             let f = v.progress.borrow().first().copied()?;
-            Some(caught_up(f, v.clock.get()))
+            Some(import::caught_up(f, v.clock.get(), now))
         });
         tables.chain(views).min().or(Some(now))
     }
