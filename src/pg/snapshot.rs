@@ -8,16 +8,19 @@
 //! with its reason, and the others are read. Only a lost connection fails the
 //! whole read.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio_postgres::Transaction;
 
 use crate::pg::catalog::{load_relation, resolve_all, CatalogError, Relation, TableInfo};
 use crate::pg::errors::{classify_pg, Class};
-use crate::repr::{Datum, Row};
+use crate::repr::{Datum, PackedRow, Row};
 use crate::sql::SessionSettings;
 
 /// Longest wait for the next piece of a COPY: a server that sends nothing
@@ -34,7 +37,7 @@ pub struct TablesRead {
     pub names: Vec<(Vec<String>, Resolved)>,
     /// Rows by table OID, for the tables that were copied; `Err` is why a
     /// table could not be read.
-    pub rows: HashMap<u32, Result<Vec<Row>, String>>,
+    pub rows: HashMap<u32, Result<Vec<PackedRow>, String>>,
     /// The catalog fingerprint of each name at the snapshot (see
     /// [`crate::pg::catalog::FINGERPRINT_SQL`]).
     pub fingerprints: HashMap<Vec<String>, String>,
@@ -132,12 +135,21 @@ impl SnapshotError {
     }
 }
 
+/// Bytes of COPY text (whole lines) parsed together on a blocking thread.
+const PARSE_CHUNK_BYTES: usize = 1 << 20;
+
 /// Reads every row of `table` with `COPY ... TO STDOUT` (text format), decoded
-/// with the same codec as pgoutput's text values.
+/// with the same codec as pgoutput's text values and packed.
+///
+/// Decoding is most of a snapshot's cost (numbers and dates from text), and
+/// the views can do nothing until it is done: the lines are parsed in chunks
+/// on blocking threads, as many at once as there are cores, while the next
+/// chunk arrives. The rows keep COPY's order, and an error is the first bad
+/// line's.
 pub async fn copy_table(
     tx: &Transaction<'_>,
     table: &TableInfo,
-) -> Result<Vec<Row>, SnapshotError> {
+) -> Result<Vec<PackedRow>, SnapshotError> {
     let name = table.qualified_name();
     let cols: Vec<String> = table
         .columns
@@ -151,8 +163,19 @@ pub async fn copy_table(
     };
     let stream = tx.copy_out(&sql).await.map_err(pg_err)?;
     futures::pin_mut!(stream);
+    let shape = Arc::new(table.clone());
+    let ahead = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut parsing = FuturesOrdered::new();
     let mut buf = BytesMut::new();
     let mut rows = Vec::new();
+    let take = |parsed: Result<Result<Vec<PackedRow>, String>, tokio::task::JoinError>| {
+        parsed
+            .unwrap_or_else(|e| Err(format!("decoding failed: {e}")))
+            .map_err(|message| SnapshotError::Decode {
+                table: name.clone(),
+                message,
+            })
+    };
     loop {
         let next = tokio::time::timeout(COPY_IDLE_TIMEOUT, stream.next())
             .await
@@ -162,61 +185,92 @@ pub async fn copy_table(
             })?;
         let Some(chunk) = next else { break };
         buf.extend_from_slice(&chunk.map_err(pg_err)?);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line = buf.split_to(nl);
-            buf.advance(1);
-            rows.push(
-                parse_line(&line, table).map_err(|message| SnapshotError::Decode {
-                    table: name.clone(),
-                    message,
-                })?,
-            );
+        if buf.len() < PARSE_CHUNK_BYTES {
+            continue;
+        }
+        let Some(last) = buf.iter().rposition(|b| *b == b'\n') else {
+            continue;
+        };
+        let lines = buf.split_to(last + 1).freeze();
+        let shape = shape.clone();
+        parsing.push_back(tokio::task::spawn_blocking(move || {
+            parse_lines(&lines, &shape)
+        }));
+        while parsing.len() >= ahead {
+            if let Some(parsed) = parsing.next().await {
+                rows.extend(take(parsed)?);
+            }
         }
     }
+    // The rest, with a last line that may lack its newline.
     if !buf.is_empty() {
-        rows.push(
-            parse_line(&buf, table).map_err(|message| SnapshotError::Decode {
-                table: name.clone(),
-                message,
-            })?,
-        );
+        let lines = buf.freeze();
+        parsing.push_back(tokio::task::spawn_blocking(move || {
+            parse_lines(&lines, &shape)
+        }));
+    }
+    while let Some(parsed) = parsing.next().await {
+        rows.extend(take(parsed)?);
     }
     Ok(rows)
+}
+
+/// Parses and packs lines of COPY's text format, each ended by a newline
+/// (the last may lack it).
+fn parse_lines(lines: &[u8], table: &TableInfo) -> Result<Vec<PackedRow>, String> {
+    let mut row = Vec::with_capacity(table.columns.len());
+    let mut out = Vec::with_capacity(lines.len() / 64);
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        parse_into(line, table, &mut row)?;
+        out.push(PackedRow::pack(&row));
+    }
+    Ok(out)
 }
 
 /// Parses one line of COPY's text format: tab-separated fields, `\N` for NULL,
 /// backslash escapes inside values.
 pub fn parse_line(line: &[u8], table: &TableInfo) -> Result<Row, String> {
+    let mut row = Vec::with_capacity(table.columns.len());
+    parse_into(line, table, &mut row)?;
+    Ok(row)
+}
+
+/// [`parse_line`] into `row` (cleared first).
+fn parse_into(line: &[u8], table: &TableInfo, row: &mut Row) -> Result<(), String> {
+    row.clear();
     if table.columns.is_empty() {
         // A table with no columns: each row is an empty line.
         return if line.is_empty() {
-            Ok(Vec::new())
+            Ok(())
         } else {
             Err("COPY row has fields, table has no columns".into())
         };
     }
-    let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
-    if fields.len() != table.columns.len() {
+    let fields = line.iter().filter(|b| **b == b'\t').count() + 1;
+    if fields != table.columns.len() {
         return Err(format!(
-            "COPY row has {} fields, table has {} columns",
-            fields.len(),
+            "COPY row has {fields} fields, table has {} columns",
             table.columns.len()
         ));
     }
-    fields
-        .into_iter()
-        .zip(&table.columns)
-        .map(|(f, col)| {
-            if f == b"\\N" {
-                return Ok(Datum::Null);
-            }
+    for (f, col) in line.split(|b| *b == b'\t').zip(&table.columns) {
+        row.push(if f == b"\\N" {
+            Datum::Null
+        } else {
             let text = unescape(f)?;
-            Datum::from_text(&col.ty, &text).map_err(|e| format!("column {}: {e}", col.name))
-        })
-        .collect()
+            Datum::from_text(&col.ty, &text).map_err(|e| format!("column {}: {e}", col.name))?
+        });
+    }
+    Ok(())
 }
 
-fn unescape(f: &[u8]) -> Result<String, String> {
+fn unescape(f: &[u8]) -> Result<Cow<'_, str>, String> {
+    if !f.contains(&b'\\') {
+        return std::str::from_utf8(f)
+            .map(Cow::Borrowed)
+            .map_err(|_| "COPY value is not valid UTF-8".to_string());
+    }
     let mut out = Vec::with_capacity(f.len());
     let mut i = 0;
     while i < f.len() {
@@ -257,12 +311,36 @@ fn unescape(f: &[u8]) -> Result<String, String> {
             other => out.push(other),
         }
     }
-    String::from_utf8(out).map_err(|_| "COPY value is not valid UTF-8".to_string())
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| "COPY value is not valid UTF-8".to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_parsed_in_order_with_or_without_a_last_newline() {
+        let table = properties::table(vec![crate::repr::Type::Int8, crate::repr::Type::Text]);
+        let unpacked = |lines: &[u8]| {
+            parse_lines(lines, &table)
+                .map(|rows| rows.iter().map(PackedRow::unpack).collect::<Vec<_>>())
+        };
+        let want = vec![
+            vec![Datum::Int(1), Datum::Text("a\tb".into())],
+            vec![Datum::Int(2), Datum::Null],
+        ];
+        assert_eq!(unpacked(b"1\ta\\tb\n2\t\\N\n"), Ok(want.clone()));
+        assert_eq!(unpacked(b"1\ta\\tb\n2\t\\N"), Ok(want));
+        assert_eq!(unpacked(b""), Ok(vec![]));
+        // The first bad line is the error.
+        let err = unpacked(b"1\tx\nnope\ty\n3\n").unwrap_err();
+        assert!(err.contains("column c0"), "{err}");
+        // A table without columns: each line, even the empty one, is a row.
+        let empty = properties::table(vec![]);
+        assert_eq!(parse_lines(b"\n\n", &empty).map(|r| r.len()), Ok(2));
+    }
 
     #[test]
     fn unescapes_copy_text() {
@@ -279,7 +357,7 @@ mod tests {
         use crate::repr::proptests::{all_types, config, valid_datum};
         use crate::repr::Type;
 
-        fn table(types: Vec<Type>) -> TableInfo {
+        pub(in crate::pg::snapshot) fn table(types: Vec<Type>) -> TableInfo {
             TableInfo {
                 id: 0,
                 oid: 1,

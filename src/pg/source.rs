@@ -583,7 +583,7 @@ impl Source {
                 Some(Ok(rows)) => match existing {
                     Some(id) if self.tables[&id].info.same_shape(&info) => {
                         let t = self.tables.get_mut(&id).expect("followed");
-                        let fresh = TableRows::from_rows(&t.info, &rows);
+                        let fresh = TableRows::from_rows(&t.info, rows);
                         TableRows::diff_into(id, &t.rows, &fresh, &mut resync.updates);
                         let old_rows = std::mem::replace(&mut t.rows, fresh);
                         stash.tables.push(Stashed::Table(
@@ -611,8 +611,7 @@ impl Source {
                                 .push(Stashed::Table(old, self.tables.remove(&old)));
                         }
                         stash.tables.push(Stashed::Table(id, None));
-                        let state = TableRows::from_rows(&info, &rows);
-                        drop(rows);
+                        let state = TableRows::from_rows(&info, rows);
                         resync
                             .updates
                             .extend(state.iter().map(|row| (id, row.clone(), 1)));

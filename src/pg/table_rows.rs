@@ -36,10 +36,10 @@ impl TableRows {
     }
 
     /// The rows of a snapshot.
-    pub fn from_rows(info: &TableInfo, rows: &[Row]) -> TableRows {
+    pub fn from_rows(info: &TableInfo, rows: Vec<PackedRow>) -> TableRows {
         let mut out = TableRows::with_key(info.key.clone(), rows.len());
         for row in rows {
-            out.insert_decoded(PackedRow::pack(row), row);
+            out.insert(row);
         }
         out
     }

@@ -269,6 +269,34 @@ pub fn parse_date(s: &str) -> Result<i32, String> {
 
 /// [`parse_date`] with DateStyle's field `order` for dates like `01/02/2024`.
 pub fn parse_date_in(s: &str, order: DateOrder) -> Result<i32, String> {
+    match iso_date(s) {
+        Some(days) => Ok(days),
+        None => parse_date_general(s, order),
+    }
+}
+
+/// A valid `YYYY-MM-DD` of years 1 to 9999 (what COPY and pgoutput send
+/// under DateStyle ISO), read without the general parser; anything else is
+/// `None`.
+fn iso_date(s: &str) -> Option<i32> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let y = i64::from(y);
+    if y == 0 || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return None;
+    }
+    Some(date_from_ymd(y, m, d) as i32)
+}
+
+fn parse_date_general(s: &str, order: DateOrder) -> Result<i32, String> {
     match special(s) {
         Some(Ordering::Greater) => return Ok(DATE_POS_INF),
         Some(Ordering::Less) => return Ok(DATE_NEG_INF),
@@ -708,6 +736,26 @@ pub fn date_to_tz(days: i32, zone: &Zone) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `YYYY-MM-DD` shortcut agrees with the general parser in every
+    /// date order, and leaves to it whatever is not a valid date.
+    #[test]
+    fn iso_dates_read_as_the_general_parser_does() {
+        for y in [0, 1, 4, 99, 100, 400, 1582, 1900, 1999, 2000, 2024, 9999] {
+            for m in 0..=13 {
+                for d in 0..=32 {
+                    let s = format!("{y:04}-{m:02}-{d:02}");
+                    for order in [DateOrder::Mdy, DateOrder::Dmy, DateOrder::Ymd] {
+                        let general = parse_date_general(&s, order);
+                        match iso_date(&s) {
+                            Some(days) => assert_eq!(general, Ok(days), "{s}"),
+                            None => assert!(general.is_err(), "{s}: {general:?}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn ts(s: &str, zone: bool, style: Style) -> String {
         let mut out = String::new();

@@ -152,6 +152,16 @@ impl Numeric {
         if scale > MAX_DSCALE as i64 {
             return Err(NumericError::Overflow);
         }
+        if body.len() == t.len() && int_part.len() + frac_part.len() <= 18 {
+            // No exponent, and the digits fit an i64: what COPY and
+            // pgoutput send, read without a big integer.
+            let digits = int_part.bytes().chain(frac_part.bytes());
+            let m = digits.fold(0i64, |m, b| m * 10 + i64::from(b - b'0'));
+            return Ok(Numeric::Small {
+                mantissa: if neg { -m } else { m },
+                scale: scale as u32,
+            });
+        }
         let all = format!("{int_part}{frac_part}");
         let significant = all.trim_start_matches('0');
         // Digits before the point once the exponent is applied.

@@ -539,6 +539,29 @@ proptest! {
 proptest! {
     #![proptest_config(config(400))]
 
+    /// Plain digits (what COPY and pgoutput send) are read without a big
+    /// integer when they fit an i64; with an exponent they take the general
+    /// path. Both must give the same value and scale.
+    #[test]
+    fn plain_numerics_read_as_the_general_path_does(
+        sign in prop::sample::select(vec!["", "-", "+"]),
+        int in "[0-9]{0,19}",
+        frac in prop::option::of("[0-9]{0,19}"),
+        pad in prop::sample::select(vec!["", " "]),
+    ) {
+        let body = match &frac {
+            Some(f) => format!("{sign}{int}.{f}"),
+            None => format!("{sign}{int}"),
+        };
+        // (Errors quote the text, which differs by the exponent.)
+        let plain = Numeric::parse(&format!("{pad}{body}{pad}")).ok();
+        let general = Numeric::parse(&format!("{body}e0")).ok();
+        prop_assert_eq!(&plain, &general, "{:?}", body);
+        if let Some(n) = plain {
+            prop_assert_eq!(n.scale() as usize, frac.map_or(0, |f| f.len()));
+        }
+    }
+
     #[test]
     fn from_text_never_panics_on_edge_text(ty in any_type(), s in edge_string()) {
         decode_and_round_trip(&ty, &s)?;
