@@ -28,6 +28,7 @@
 mod flat;
 mod import;
 pub mod memory;
+mod operator_times;
 pub mod render;
 
 use std::cell::{Cell, RefCell};
@@ -748,6 +749,7 @@ fn run_worker(
 ) {
     let owners = memory::Owners::default();
     memory::log_into(worker, sizes.clone(), owners.clone());
+    operator_times::install(worker);
     let control = Control::build(worker);
     let mut w = Worker {
         worker,
