@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio_postgres::Transaction;
@@ -164,6 +164,10 @@ pub async fn copy_table(
     let stream = tx.copy_out(&sql).await.map_err(pg_err)?;
     futures::pin_mut!(stream);
     let shape = Arc::new(table.clone());
+    let parse = |lines: Bytes| {
+        let shape = shape.clone();
+        tokio::task::spawn_blocking(move || parse_lines(&lines, &shape))
+    };
     let ahead = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut parsing = FuturesOrdered::new();
     let mut buf = BytesMut::new();
@@ -191,11 +195,7 @@ pub async fn copy_table(
         let Some(last) = buf.iter().rposition(|b| *b == b'\n') else {
             continue;
         };
-        let lines = buf.split_to(last + 1).freeze();
-        let shape = shape.clone();
-        parsing.push_back(tokio::task::spawn_blocking(move || {
-            parse_lines(&lines, &shape)
-        }));
+        parsing.push_back(parse(buf.split_to(last + 1).freeze()));
         while parsing.len() >= ahead {
             if let Some(parsed) = parsing.next().await {
                 rows.extend(take(parsed)?);
@@ -204,10 +204,7 @@ pub async fn copy_table(
     }
     // The rest, with a last line that may lack its newline.
     if !buf.is_empty() {
-        let lines = buf.freeze();
-        parsing.push_back(tokio::task::spawn_blocking(move || {
-            parse_lines(&lines, &shape)
-        }));
+        parsing.push_back(parse(buf.freeze()));
     }
     while let Some(parsed) = parsing.next().await {
         rows.extend(take(parsed)?);
@@ -228,15 +225,8 @@ fn parse_lines(lines: &[u8], table: &TableInfo) -> Result<Vec<PackedRow>, String
     Ok(out)
 }
 
-/// Parses one line of COPY's text format: tab-separated fields, `\N` for NULL,
-/// backslash escapes inside values.
-pub fn parse_line(line: &[u8], table: &TableInfo) -> Result<Row, String> {
-    let mut row = Vec::with_capacity(table.columns.len());
-    parse_into(line, table, &mut row)?;
-    Ok(row)
-}
-
-/// [`parse_line`] into `row` (cleared first).
+/// Parses one line of COPY's text format into `row` (cleared first):
+/// tab-separated fields, `\N` for NULL, backslash escapes inside values.
 fn parse_into(line: &[u8], table: &TableInfo, row: &mut Row) -> Result<(), String> {
     row.clear();
     if table.columns.is_empty() {
@@ -353,6 +343,12 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
+
+        fn parse_line(line: &[u8], table: &TableInfo) -> Result<Row, String> {
+            let mut row = Vec::new();
+            parse_into(line, table, &mut row)?;
+            Ok(row)
+        }
         use crate::pg::catalog::ColumnInfo;
         use crate::repr::proptests::{all_types, config, valid_datum};
         use crate::repr::Type;
