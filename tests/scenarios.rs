@@ -729,11 +729,11 @@ async fn concurrent_transactions_arrive_whole_and_memory_is_reported() {
     );
     // The tables' arrangement holds every row, on some worker.
     assert!(value("viewcast_tables_arranged_records ") >= 1200.0);
-    // A min/max aggregate keeps state; a filter keeps none of its own.
-    assert!(value("viewcast_view_arranged_records{view=\"per_customer\"} ") >= 1200.0);
+    // A filter keeps no state of its own.
     assert_eq!(value("viewcast_view_arranged_records{view=\"big\"} "), 0.0);
-    // Bytes are measured about once a second: wait for a measurement that
-    // has every arrangement built.
+    // Bytes (and the entries of state kept outside arrangements) are
+    // measured about once a second: wait for a measurement that has every
+    // arrangement built.
     let mut metrics = metrics;
     for _ in 0..50 {
         let has = |name: &str| {
@@ -761,8 +761,10 @@ async fn concurrent_transactions_arrive_whole_and_memory_is_reported() {
     };
     // Every row's bytes (each at least 10: an id, a customer, an amount).
     assert!(value("viewcast_tables_arranged_bytes ") >= 1200.0 * 10.0);
-    // Each of the 1200 rows' amount, at least, in the max's first level.
-    assert!(value("viewcast_view_arranged_bytes{view=\"per_customer\"} ") >= 1200.0 * 8.0);
+    // A min/max aggregate keeps each customer's distinct amounts (the 1000
+    // loaded, at least), at 8 bytes or more each.
+    assert!(value("viewcast_view_arranged_records{view=\"per_customer\"} ") >= 1000.0);
+    assert!(value("viewcast_view_arranged_bytes{view=\"per_customer\"} ") >= 1000.0 * 8.0);
     // One group's accumulated count.
     assert!(value("viewcast_view_arranged_bytes{view=\"pairs\"} ") > 0.0);
     assert_eq!(value("viewcast_view_arranged_bytes{view=\"big\"} "), 0.0);
@@ -777,10 +779,13 @@ async fn concurrent_transactions_arrive_whole_and_memory_is_reported() {
             .expect("listed")
     };
     let m = memory("per_customer");
-    assert!(m["records"].as_i64().unwrap() >= 1200, "{m}");
-    assert!(m["batches"].as_i64().unwrap() >= 1, "{m}");
+    assert!(m["records"].as_i64().unwrap() >= 1000, "{m}");
     assert!(m["buffered_bytes"].as_i64().unwrap() >= 0, "{m}");
-    assert!(m["bytes"].as_i64().unwrap() >= 1200 * 8, "{m}");
+    assert!(m["bytes"].as_i64().unwrap() >= 1000 * 8, "{m}");
+    // The count is accumulated in an arrangement: its batches show.
+    let m = memory("pairs");
+    assert!(m["records"].as_i64().unwrap() >= 1, "{m}");
+    assert!(m["batches"].as_i64().unwrap() >= 1, "{m}");
     assert_eq!(memory("big")["records"], 0);
     assert_eq!(memory("big")["bytes"], 0);
     server.stop().await;

@@ -39,7 +39,9 @@ pub enum Owner {
 /// What an owner's arrangements hold, summed over workers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
-    /// Updates held in arrangement batches: a row at a time, with its count.
+    /// Updates held in arrangement batches (a row at a time, with its
+    /// count), and the entries operators keep outside arrangements (a
+    /// group, or a distinct value of its `min`/`max`).
     pub records: i64,
     /// Batches those records are in (merging brings them down).
     pub batches: i64,
@@ -47,8 +49,9 @@ pub struct Usage {
     pub buffered_records: i64,
     /// Bytes allocated for those buffered updates.
     pub buffered_bytes: i64,
-    /// Bytes of the batches' contents (as of the last measurement, at
-    /// most a second old): what the arrangements cost in memory.
+    /// Bytes of the batches' contents and of operators' own state (as of
+    /// the last measurement, at most a second old): what the view's
+    /// arrangements and operators cost in memory.
     pub bytes: i64,
 }
 
@@ -70,14 +73,40 @@ impl Usage {
 #[derive(Default)]
 pub struct Sizes {
     usage: Mutex<HashMap<Owner, Usage>>,
-    /// Each worker's last measurement of bytes, by owner.
-    bytes: Mutex<HashMap<usize, HashMap<Owner, usize>>>,
+    /// Each worker's last measurement, by owner.
+    measured: Mutex<HashMap<usize, HashMap<Owner, Measured>>>,
+}
+
+/// What a [`Measure`] finds: bytes, and the entries of state kept outside
+/// arrangements (an arrangement's records come from differential's log).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Measured {
+    pub bytes: usize,
+    pub records: usize,
+}
+
+impl std::ops::Add for Measured {
+    type Output = Measured;
+    fn add(self, other: Measured) -> Measured {
+        Measured {
+            bytes: self.bytes + other.bytes,
+            records: self.records + other.records,
+        }
+    }
+}
+
+impl std::iter::Sum for Measured {
+    fn sum<I: Iterator<Item = Measured>>(iter: I) -> Measured {
+        iter.fold(Measured::default(), |a, b| a + b)
+    }
 }
 
 impl Sizes {
     pub fn of(&self, owner: Owner) -> Usage {
         let mut usage = self.lock().get(&owner).copied().unwrap_or_default();
-        usage.bytes = self.bytes_of(|o| o == owner);
+        let measured = self.measured_of(|o| o == owner);
+        usage.bytes = measured.bytes;
+        usage.records += measured.records;
         usage
     }
 
@@ -89,27 +118,35 @@ impl Sizes {
                 total.add(u);
             }
         }
-        total.bytes = self.bytes_of(|o| matches!(o, Owner::Table(_)));
+        let measured = self.measured_of(|o| matches!(o, Owner::Table(_)));
+        total.bytes = measured.bytes;
+        total.records += measured.records;
         total
     }
 
     /// Replaces what `worker` last measured.
-    pub fn set_bytes(&self, worker: usize, measured: HashMap<Owner, usize>) {
-        let mut bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
-        bytes.insert(worker, measured);
+    pub fn set_measured(&self, worker: usize, measured: HashMap<Owner, Measured>) {
+        let mut all = self.measured.lock().unwrap_or_else(|p| p.into_inner());
+        all.insert(worker, measured);
     }
 
-    fn bytes_of(&self, mut wanted: impl FnMut(Owner) -> bool) -> i64 {
-        let bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut total = 0usize;
-        for measured in bytes.values() {
-            for (o, b) in measured {
+    /// Bytes and records measured for the owners `wanted`, over workers.
+    fn measured_of(&self, mut wanted: impl FnMut(Owner) -> bool) -> Usage {
+        let all = self.measured.lock().unwrap_or_else(|p| p.into_inner());
+        let mut total = Measured::default();
+        for measured in all.values() {
+            for (o, m) in measured {
                 if wanted(*o) {
-                    total += b;
+                    total = total + *m;
                 }
             }
         }
-        i64::try_from(total).unwrap_or(i64::MAX)
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        Usage {
+            bytes: count(total.bytes),
+            records: count(total.records),
+            ..Usage::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Owner, Usage>> {
@@ -281,9 +318,10 @@ where
     }
 }
 
-/// Adds up the bytes of one arrangement's batches. It holds a read handle on
-/// the trace that holds back no compaction; dropping it lets the trace go.
-pub type Measure = Box<dyn FnMut() -> usize>;
+/// Adds up the bytes of one arrangement's batches (it holds a read handle
+/// on the trace that holds back no compaction; dropping it lets the trace
+/// go), or reads what an operator keeps outside arrangements.
+pub type Measure = Box<dyn FnMut() -> Measured>;
 
 /// A [`Measure`] of `trace`.
 pub fn measure<Tr, B>(mut trace: TraceAgent<Tr>) -> Measure
@@ -312,7 +350,10 @@ where
             }
         });
         known = seen;
-        total
+        Measured {
+            bytes: total,
+            records: 0,
+        }
     })
 }
 
@@ -341,6 +382,20 @@ where
     COLLECTING.with(|c| {
         if let Some(measures) = c.borrow_mut().as_mut() {
             measures.push(measure(trace.clone()));
+        }
+    });
+}
+
+/// Reports `state` (kept up to date by an operator that holds state
+/// outside arrangements) with the dataflow being built, if its builder
+/// [`collect`]s; once the operator is gone it counts nothing.
+pub fn track_state(state: &Rc<std::cell::Cell<Measured>>) {
+    let weak = Rc::downgrade(state);
+    COLLECTING.with(|c| {
+        if let Some(measures) = c.borrow_mut().as_mut() {
+            measures.push(Box::new(move || {
+                weak.upgrade().map(|s| s.get()).unwrap_or_default()
+            }));
         }
     });
 }
@@ -424,19 +479,19 @@ mod tests {
                 input.insert((row(i), PackedRow::pack(&[])));
             }
             step_to(&mut input, 1);
-            let first = measures[0]();
+            let first = measures[0]().bytes;
             assert!(
                 first >= row_bytes / 2,
                 "{first} bytes for {} of rows",
                 row_bytes / 2
             );
             assert!(first < row_bytes * 4, "{first} bytes");
-            assert_eq!(measures[0](), first, "nothing changed");
+            assert_eq!(measures[0]().bytes, first, "nothing changed");
             for i in 1000..2000 {
                 input.insert((row(i), PackedRow::pack(&[])));
             }
             step_to(&mut input, 2);
-            let second = measures[0]();
+            let second = measures[0]().bytes;
             assert!(
                 second >= row_bytes,
                 "{second} bytes for {row_bytes} of rows"

@@ -642,7 +642,8 @@ struct View {
     /// activators.
     clock: import::SharedTime,
     wake: Vec<timely::scheduling::Activator>,
-    /// The bytes of each of the view's own arrangements' batches.
+    /// The bytes of each of the view's own arrangements' batches, and
+    /// what its operators keep outside arrangements.
     measures: Vec<memory::Measure>,
 }
 
@@ -839,10 +840,10 @@ impl Worker<'_> {
             measured.insert(memory::Owner::Table(*id), (t.measure)());
         }
         for (id, v) in self.views.iter_mut() {
-            let bytes = v.measures.iter_mut().map(|m| m()).sum();
-            measured.insert(memory::Owner::View(*id), bytes);
+            let view = v.measures.iter_mut().map(|m| m()).sum();
+            measured.insert(memory::Owner::View(*id), view);
         }
-        sizes.set_bytes(self.worker.index(), measured);
+        sizes.set_measured(self.worker.index(), measured);
     }
 
     /// This process's first worker: it releases the views' outputs to the

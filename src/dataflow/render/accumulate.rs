@@ -293,8 +293,9 @@ impl Multiply<isize> for Accum {
 
 impl Accum {
     /// One row's contribution, from its aggregate inputs (as `eval_inputs`
-    /// lays them out: filter, then arguments, per aggregate).
-    fn of_row(aggs: &[Aggregate], inputs: &[Datum], shown: Option<Row>) -> Accum {
+    /// lays them out: filter, then arguments, per aggregate). A `min` or
+    /// `max` (which `extremes.rs` keeps) counts its non-NULL inputs here.
+    pub(super) fn of_row(aggs: &[Aggregate], inputs: &[Datum], shown: Option<Row>) -> Accum {
         let mut at = 0;
         let mut parts = Vec::with_capacity(aggs.len());
         for a in aggs {
@@ -310,7 +311,9 @@ impl Accum {
             let counted = passes && arg.is_none_or(|v| !v.is_null());
             let n = i64::from(counted);
             parts.push(match (a.func, &a.input_type) {
-                (AggFunc::CountStar | AggFunc::Count, _) => Part::Count(n),
+                (AggFunc::CountStar | AggFunc::Count | AggFunc::Min | AggFunc::Max, _) => {
+                    Part::Count(n)
+                }
                 (_, Type::Numeric) => Part::Num(NumSum::of(match (counted, arg) {
                     (true, Some(Datum::Numeric(v))) => Some(v),
                     _ => None,
@@ -334,7 +337,7 @@ impl Accum {
     /// How the group's key shows: as it is (`None`) while any row has the
     /// form it groups by, else the least of the forms its rows have (as the
     /// hierarchy in `reduce.rs` shows it).
-    fn shown(&self) -> Option<&Row> {
+    pub(super) fn shown(&self) -> Option<&Row> {
         let other: i64 = self.forms.iter().map(|(_, n)| n).sum();
         if other < self.rows {
             return None;
@@ -342,14 +345,20 @@ impl Accum {
         self.forms.iter().find(|(_, n)| *n > 0).map(|(f, _)| f)
     }
 
-    /// The group's aggregate values.
-    fn finish(&self, aggs: &[Aggregate]) -> Result<Row, EvalError> {
+    /// The group as one partial, as `reduce::finish` reads it: per
+    /// aggregate its value and its count of non-NULL inputs.
+    pub(super) fn partials(&self, aggs: &[Aggregate]) -> Result<Row, EvalError> {
         let mut partial = Vec::with_capacity(aggs.len() * 2);
         for (a, p) in aggs.iter().zip(&self.parts) {
             let acc_int8 = matches!(a.input_type, Type::Int2 | Type::Int4);
             partial.extend(p.partial(acc_int8)?);
         }
-        finish(aggs, &partial)
+        Ok(partial)
+    }
+
+    /// The group's aggregate values.
+    fn finish(&self, aggs: &[Aggregate]) -> Result<Row, EvalError> {
+        finish(aggs, &self.partials(aggs)?)
     }
 }
 

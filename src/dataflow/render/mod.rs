@@ -21,6 +21,7 @@
 
 mod accumulate;
 mod distinct;
+mod extremes;
 mod get;
 mod join;
 mod project;
@@ -53,6 +54,11 @@ use crate::sql::Plan;
 pub trait Time:
     timely::progress::Timestamp + differential_dataflow::lattice::Lattice + timely::ExchangeData
 {
+    /// Whether any two times are ordered (commit LSNs are; a loop's
+    /// (LSN, iteration) pairs are not): operators that settle a time once
+    /// the frontier passes it, in order, need this.
+    const TOTALLY_ORDERED: bool;
+
     /// Renders a WITH RECURSIVE fixed point in a loop scope nested in this one.
     fn recursive<'s>(
         id: usize,
@@ -92,6 +98,8 @@ impl<
 }
 
 impl Time for u64 {
+    const TOTALLY_ORDERED: bool = true;
+
     fn accumulate<'s, K: GroupKey, R: Summable>(
         input: VecCollection<'s, Self, K, R>,
     ) -> VecCollection<'s, Self, (K, R), isize> {
@@ -115,6 +123,8 @@ impl Time for u64 {
 /// Inside a recursive query's loop. The binder refuses a WITH RECURSIVE nested
 /// in the recursive term, so this is not reached; it fails the view if it is.
 impl Time for timely::order::Product<u64, u64> {
+    const TOTALLY_ORDERED: bool = false;
+
     fn accumulate<'s, K: GroupKey, R: Summable>(
         input: VecCollection<'s, Self, K, R>,
     ) -> VecCollection<'s, Self, (K, R), isize> {

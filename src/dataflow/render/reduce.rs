@@ -1,7 +1,9 @@
 //! `Reduce`: GROUP BY keys with aggregates, maintained hierarchically.
 //!
 //! (A Reduce whose aggregates are all count, or sum/avg of integers or
-//! numerics, needs none of this: `accumulate.rs` keeps one value per group.)
+//! numerics, needs none of this: `accumulate.rs` keeps one value per group.
+//! Nor, over commit times, does one that adds `min` and `max` to those:
+//! `extremes.rs` keeps each group's values in order.)
 //!
 //! A change to a group must not cost a pass over the whole group (a global
 //! `count(*)` over ten million rows), so rows are reduced in three levels:
@@ -53,6 +55,10 @@ pub fn render<'s, T: Time>(
 ) -> (Coll<'s, T>, Errs<'s, T>) {
     if super::accumulate::applies(&aggs) {
         let (result, errs, groups) = super::accumulate::render(input, keys, aggs.clone());
+        return with_default_row(result, errs, groups, &aggs, unit);
+    }
+    if T::TOTALLY_ORDERED && super::extremes::applies(&aggs) {
+        let (result, errs, groups) = super::extremes::render(input, keys, aggs.clone());
         return with_default_row(result, errs, groups, &aggs, unit);
     }
     let input_aggs = aggs.clone();
