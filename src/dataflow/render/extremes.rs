@@ -77,7 +77,7 @@ impl PartialOrd for Ordered {
 }
 
 /// Bytes a value owns beyond its own size.
-fn datum_heap(d: &Datum) -> usize {
+pub(super) fn datum_heap(d: &Datum) -> usize {
     match d {
         Datum::Text(s) | Datum::Json(s) => s.capacity(),
         Datum::Bytes(b) => b.capacity(),

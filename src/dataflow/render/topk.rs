@@ -10,15 +10,32 @@
 //! row survives, so the buckets are skipped. Every level keeps its rows
 //! packed, in flat arrangements.
 //!
+//! Over commit times, which are totally ordered, a LIMIT is kept without
+//! levels ([`render_ordered`]): the rows go by group to one worker, which
+//! keeps each group's rows in order (a change is O(log n)) and, when the
+//! frontier passes a time, compares the group's rows `offset..offset+limit`
+//! before and after its changes: one operator per step instead of three
+//! arranged levels.
+//!
 //! Order: the ORDER BY terms (NULLs last ascending and first descending, unless
 //! NULLS FIRST/LAST says otherwise), then the whole row, so rows that tie on
 //! the ORDER BY are chosen deterministically — one of the orders Postgres may
 //! produce.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
+use differential_dataflow::AsCollection;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
 
 use super::{arrange_flat, reduce_flat, Arr, Coll, Time};
+use crate::dataflow::memory::{self, HeapSize, Measured};
 use crate::repr::{key_form_of, Datum, PackedRow, Row};
 use crate::sql::expr::sql_cmp;
 use crate::sql::plan::SortKey;
@@ -130,6 +147,9 @@ pub fn render<'s, T: Time>(
     limit: Option<u64>,
     offset: u64,
 ) -> Coll<'s, T> {
+    if let (true, Some(limit)) = (T::TOTALLY_ORDERED, limit) {
+        return render_ordered(input, group, order, limit, offset);
+    }
     // Key: the group columns in the form they compare by (`1.50` is `1.5`,
     // `-0` is `0`), then (with a LIMIT, until the top) a bucket. Rows keep
     // their own values.
@@ -158,9 +178,267 @@ pub fn render<'s, T: Time>(
     keep(top, order, offset, limit).as_collection(|_, row| row.unpack())
 }
 
+/// A row in a group's order ([`compare`]); every row of an operator
+/// shares one copy of the ORDER BY.
+#[derive(Clone, Debug)]
+struct Ranked {
+    row: Row,
+    order: Rc<[SortKey]>,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.row == other.row
+    }
+}
+
+impl Eq for Ranked {}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(&self.order, &self.row, &other.row)
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A group's rows in order, each with its count (none zero).
+type Ordered = BTreeMap<Ranked, isize>;
+
+/// What a kept row costs: its entry in a B-tree node (with room for the
+/// node's slack) and its values.
+fn row_bytes(row: &Row) -> usize {
+    (std::mem::size_of::<Ranked>() + std::mem::size_of::<isize>()) * 3 / 2
+        + std::mem::size_of_val(row.as_slice())
+        + row.iter().map(super::extremes::datum_heap).sum::<usize>()
+}
+
+/// What a group costs besides its rows: its map slot and key.
+fn group_bytes(key: &PackedRow) -> usize {
+    (std::mem::size_of::<PackedRow>() + std::mem::size_of::<Ordered>() + 1) * 8 / 7
+        + key.heap_size()
+}
+
+/// Rows `skip..skip+take` of a group, counting copies: what it shows.
+fn window(rows: &Ordered, skip: u64, take: u64) -> Vec<(Row, isize)> {
+    let end = skip.saturating_add(take);
+    let mut position: u64 = 0;
+    let mut out = Vec::new();
+    for (ranked, &n) in rows {
+        if position >= end {
+            break;
+        }
+        // A negative count (taken back before added, within a time) holds
+        // no place.
+        let n = n.max(0) as u64;
+        let (lo, hi) = (position.max(skip), (position + n).min(end));
+        position += n;
+        if hi > lo {
+            out.push((ranked.row.clone(), (hi - lo) as isize));
+        }
+    }
+    out
+}
+
+/// Keeps each group's rows in order on the worker its key hashes to (see
+/// the module's documentation); rows keep their own values, groups are
+/// told apart by their columns' key form.
+fn render_ordered<'s, T: Time>(
+    input: Coll<'s, T>,
+    group: usize,
+    order: Vec<SortKey>,
+    limit: u64,
+    offset: u64,
+) -> Coll<'s, T> {
+    let order: Rc<[SortKey]> = order.into();
+    let keyed = input.map(move |row| (PackedRow::pack(&key_form_of(&row[..group])), row));
+    let exchange = Exchange::new(|((key, _), _, _): &((PackedRow, Row), T, isize)| {
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    });
+    let state = Rc::new(Cell::new(Measured::default()));
+    memory::track_state(&state);
+    keyed
+        .inner
+        .unary_frontier(exchange, "TopK", move |_cap, _info| {
+            type Pending<T> = (Capability<T>, Vec<((PackedRow, Row), isize)>);
+            let mut pending: BTreeMap<T, Pending<T>> = BTreeMap::new();
+            let mut groups: HashMap<PackedRow, Ordered> = HashMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, batch| {
+                    for (keyed, t, diff) in batch.drain(..) {
+                        pending
+                            .entry(t.clone())
+                            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                            .1
+                            .push((keyed, diff));
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (t, (cap, mut rows)) = entry.remove_entry();
+                    rows.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+                    let mut session = output.session(&cap);
+                    let mut size = state.get();
+                    let mut rows = rows.into_iter().peekable();
+                    while let Some(((key, row), diff)) = rows.next() {
+                        let mut kept = groups.remove(&key).unwrap_or_default();
+                        if kept.is_empty() {
+                            size.bytes += group_bytes(&key);
+                        }
+                        let before = window(&kept, offset, limit);
+                        let mut change = |row: Row, diff: isize| {
+                            let bytes = row_bytes(&row);
+                            let ranked = Ranked {
+                                row,
+                                order: order.clone(),
+                            };
+                            match kept.entry(ranked) {
+                                Entry::Occupied(mut e) => {
+                                    *e.get_mut() += diff;
+                                    if *e.get() == 0 {
+                                        e.remove();
+                                        size.records -= 1;
+                                        size.bytes = size.bytes.saturating_sub(bytes);
+                                    }
+                                }
+                                Entry::Vacant(e) => {
+                                    if diff != 0 {
+                                        e.insert(diff);
+                                        size.records += 1;
+                                        size.bytes += bytes;
+                                    }
+                                }
+                            }
+                        };
+                        change(row, diff);
+                        while let Some(((_, row), diff)) = rows.next_if(|((k, _), _)| *k == key) {
+                            change(row, diff);
+                        }
+                        let after = window(&kept, offset, limit);
+                        if kept.is_empty() {
+                            size.bytes = size.bytes.saturating_sub(group_bytes(&key));
+                        } else {
+                            groups.insert(key, kept);
+                        }
+                        let mut moved: Vec<(Row, isize)> = before
+                            .into_iter()
+                            .map(|(r, n)| (r, -n))
+                            .chain(after)
+                            .collect();
+                        moved.sort_by(|a, b| a.0.cmp(&b.0));
+                        let mut last: Option<(Row, isize)> = None;
+                        for (r, n) in moved {
+                            match &mut last {
+                                Some((l, m)) if *l == r => *m += n,
+                                _ => {
+                                    if let Some((l, m)) = last.take().filter(|(_, m)| *m != 0) {
+                                        session.give((l, t.clone(), m));
+                                    }
+                                    last = Some((r, n));
+                                }
+                            }
+                        }
+                        if let Some((l, m)) = last.filter(|(_, m)| *m != 0) {
+                            session.give((l, t.clone(), m));
+                        }
+                    }
+                    state.set(size);
+                }
+            }
+        })
+        .as_collection()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ordered operator over a stream of times (duplicates, ties on
+    /// the ORDER BY, NULLs, an OFFSET, groups emptied and refilled) shows
+    /// at every time what `select` picks from each group's live rows.
+    #[test]
+    fn the_ordered_operator_follows_each_group() {
+        use differential_dataflow::input::Input;
+        use timely::dataflow::operators::probe::Handle;
+        use timely::dataflow::operators::{Inspect, Probe};
+
+        let order = vec![SortKey {
+            column: 1,
+            desc: true,
+            nulls_first: true,
+        }];
+        let (skip, take) = (1u64, 3u64);
+        let in_order = order.clone();
+        timely::execute_directly(move |worker| {
+            let probe = Handle::new();
+            let results = Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = results.clone();
+            let mut input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, rows) = scope.new_collection::<Row, isize>();
+                let out = render(rows, 1, in_order, Some(take), skip);
+                out.inner
+                    .inspect(move |(row, t, d)| sink.borrow_mut().push((row.clone(), *t, *d)))
+                    .probe_with(&probe);
+                input
+            });
+            let mut live: Vec<Row> = Vec::new();
+            let mut shown: BTreeMap<Row, isize> = BTreeMap::new();
+            let mut seed = 11u64;
+            for t in 1..80u64 {
+                input.advance_to(t);
+                for _ in 0..4 {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let remove = (seed >> 20).is_multiple_of(3) && !live.is_empty();
+                    if remove {
+                        let r = live.remove((seed >> 25) as usize % live.len());
+                        input.remove(r);
+                    } else {
+                        let g = (seed >> 33) as i64 % 3;
+                        let v = match (seed >> 40) % 7 {
+                            0 => Datum::Null,
+                            x => Datum::Int(x as i64 % 4),
+                        };
+                        let tag = Datum::Int((seed >> 50) as i64 % 2);
+                        let row = vec![Datum::Int(g), v, tag];
+                        live.push(row.clone());
+                        input.insert(row);
+                    }
+                }
+                input.advance_to(t + 1);
+                input.flush();
+                while probe.less_than(&(t + 1)) {
+                    worker.step();
+                }
+                for (r, time, d) in results.borrow_mut().drain(..) {
+                    assert_eq!(time, t);
+                    *shown.entry(r).or_default() += d;
+                }
+                shown.retain(|_, d| *d != 0);
+                let mut expected: BTreeMap<Row, isize> = BTreeMap::new();
+                for g in 0..3 {
+                    let mut counted: BTreeMap<Row, isize> = BTreeMap::new();
+                    for r in live.iter().filter(|r| r[0] == Datum::Int(g)) {
+                        *counted.entry(r.clone()).or_default() += 1;
+                    }
+                    let rows: Vec<(Row, isize)> = counted.into_iter().collect();
+                    for (i, n) in select(&order, &rows, skip, Some(take)) {
+                        *expected.entry(rows[i].0.clone()).or_default() += n;
+                    }
+                }
+                assert_eq!(shown, expected, "at time {t}");
+            }
+        });
+    }
 
     #[test]
     fn select_counts_copies_and_honours_offset() {
