@@ -24,14 +24,10 @@ use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
-use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::Capability;
+use differential_dataflow::VecCollection;
 
 use super::accumulate::Accum;
 use super::reduce::{eval_inputs, finish, group_key};
@@ -227,13 +223,6 @@ fn group_overhead(key: &PackedRow) -> usize {
     (std::mem::size_of::<PackedRow>() + std::mem::size_of::<Group>() + 1) * 8 / 7 + key.heap_size()
 }
 
-fn key_hash(key: &PackedRow) -> u64 {
-    // SipHash with fixed keys: every worker sends a group to the same one.
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
-}
-
 type Keyed = (PackedRow, Row);
 
 /// Renders a Reduce whose aggregates [`applies`] over totally ordered
@@ -261,79 +250,46 @@ pub fn render<'s, T: Time>(
     memory::track_state(&state);
     let slots = slots(&aggs);
     let width: usize = aggs.iter().map(|a| a.inputs().len()).sum();
-    let exchange = Exchange::new(|((key, _), _, _): &(Keyed, T, isize)| key_hash(key));
-    let out = keyed
-        .inner
-        .unary_frontier(exchange, "MinMax", move |_cap, _info| {
-            // Per time not yet passed: its capability and the rows at it.
-            let mut pending: BTreeMap<T, (Capability<T>, Vec<(Keyed, isize)>)> = BTreeMap::new();
-            let mut groups: HashMap<PackedRow, Group> = HashMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|cap, batch| {
-                    for (keyed, t, diff) in batch.drain(..) {
-                        pending
-                            .entry(t.clone())
-                            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                            .1
-                            .push((keyed, diff));
-                    }
-                });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (t, (cap, mut rows)) = entry.remove_entry();
-                    rows.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
-                    let mut session = output.session(&cap);
-                    let Measured {
-                        mut bytes,
-                        mut records,
-                    } = state.get();
-                    let mut rows = rows.into_iter().peekable();
-                    while let Some(((key, row), diff)) = rows.next() {
-                        let (before, mut group) = match groups.remove(&key) {
-                            Some(g) => (Some(g.row(&key, &aggs, &slots)), g),
-                            None => {
-                                bytes += group_overhead(&key);
-                                let group = Group {
-                                    accum: Accum::default(),
-                                    values: slots.iter().map(|_| Values::default()).collect(),
-                                };
-                                (None, group)
-                            }
-                        };
-                        let size = group.size();
-                        bytes = bytes.saturating_sub(size.bytes);
-                        records = records.saturating_sub(size.records);
-                        group.add(&aggs, &slots, width, &row, diff);
-                        while let Some(((_, row), diff)) = rows.next_if(|((k, _), _)| *k == key) {
-                            group.add(&aggs, &slots, width, &row, diff);
-                        }
-                        let after = if group.is_empty() {
-                            bytes = bytes.saturating_sub(group_overhead(&key));
-                            None
-                        } else {
-                            let size = group.size();
-                            bytes += size.bytes;
-                            records += size.records;
-                            let row = group.row(&key, &aggs, &slots);
-                            groups.insert(key, group);
-                            Some(row)
-                        };
-                        if before != after {
-                            if let Some(old) = before {
-                                session.give((old, t.clone(), -1));
-                            }
-                            if let Some(new) = after {
-                                session.give((new, t.clone(), 1));
-                            }
-                        }
-                    }
-                    state.set(Measured { bytes, records });
-                }
+    let mut groups: HashMap<PackedRow, Group> = HashMap::new();
+    let out = super::settle_by_key(keyed, "MinMax", move |key, changes, out| {
+        let Measured {
+            mut bytes,
+            mut records,
+        } = state.get();
+        let (before, mut group) = match groups.remove(&key) {
+            Some(g) => (Some(g.row(&key, &aggs, &slots)), g),
+            None => {
+                bytes += group_overhead(&key);
+                let group = Group {
+                    accum: Accum::default(),
+                    values: slots.iter().map(|_| Values::default()).collect(),
+                };
+                (None, group)
             }
-        })
-        .as_collection();
+        };
+        let size = group.size();
+        bytes = bytes.saturating_sub(size.bytes);
+        records = records.saturating_sub(size.records);
+        for (row, diff) in changes {
+            group.add(&aggs, &slots, width, &row, diff);
+        }
+        let after = if group.is_empty() {
+            bytes = bytes.saturating_sub(group_overhead(&key));
+            None
+        } else {
+            let size = group.size();
+            bytes += size.bytes;
+            records += size.records;
+            let row = group.row(&key, &aggs, &slots);
+            groups.insert(key, group);
+            Some(row)
+        };
+        state.set(Measured { bytes, records });
+        if before != after {
+            out.extend(before.map(|old| (old, -1)));
+            out.extend(after.map(|new| (new, 1)));
+        }
+    });
     let present = out.clone().map(|_| ());
     let (rows, errs) = split(out);
     (rows, input_errs.concat(errs), present)

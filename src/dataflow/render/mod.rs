@@ -32,7 +32,7 @@ mod temporal;
 mod topk;
 mod window;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
@@ -275,6 +275,76 @@ where
         }
     });
     (ok_stream.as_collection(), err_stream.as_collection())
+}
+
+/// Rows keyed by a packed group key, each sent to the worker its key
+/// hashes to; once the frontier passes a time (times in order: this needs
+/// [`Time::TOTALLY_ORDERED`]), `logic` sees each key that moved at it with
+/// its changes (in arrival order) and pushes the records the key's output
+/// changes by at that time. Operators that keep their own state per group
+/// (`extremes.rs`, `topk.rs`) are built on it.
+pub fn settle_by_key<'s, T, V, D, L>(
+    keyed: VecCollection<'s, T, (PackedRow, V), isize>,
+    name: &str,
+    mut logic: L,
+) -> VecCollection<'s, T, D, isize>
+where
+    T: Time,
+    V: timely::ExchangeData,
+    D: differential_dataflow::Data,
+    L: FnMut(PackedRow, Vec<(V, isize)>, &mut Vec<(D, isize)>) + 'static,
+{
+    use std::hash::{Hash, Hasher};
+    use timely::dataflow::channels::pact::Exchange;
+    use timely::dataflow::operators::generic::operator::Operator;
+    use timely::dataflow::operators::Capability;
+
+    let exchange = Exchange::new(|((key, _), _, _): &((PackedRow, V), T, isize)| {
+        // SipHash with fixed keys: every worker sends a key to the same one.
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    });
+    keyed
+        .inner
+        .unary_frontier(exchange, name, move |_cap, _info| {
+            // Per time not yet passed: its capability and the changes at it.
+            type Pending<T, V> = (Capability<T>, Vec<((PackedRow, V), isize)>);
+            let mut pending: BTreeMap<T, Pending<T, V>> = BTreeMap::new();
+            let mut out: Vec<(D, isize)> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, batch| {
+                    for (keyed, t, diff) in batch.drain(..) {
+                        pending
+                            .entry(t.clone())
+                            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                            .1
+                            .push((keyed, diff));
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (t, (cap, mut changes)) = entry.remove_entry();
+                    // Stable: a key's changes keep their order.
+                    changes.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+                    let mut session = output.session(&cap);
+                    let mut changes = changes.into_iter().peekable();
+                    while let Some(((key, v), diff)) = changes.next() {
+                        let mut run = vec![(v, diff)];
+                        while let Some(((_, v), diff)) = changes.next_if(|((k, _), _)| *k == key) {
+                            run.push((v, diff));
+                        }
+                        logic(key, run, &mut out);
+                        for (d, n) in out.drain(..) {
+                            session.give((d, t.clone(), n));
+                        }
+                    }
+                }
+            }
+        })
+        .as_collection()
 }
 
 /// Files what evaluating one record gave, for [`eval_split`]'s `logic`: a

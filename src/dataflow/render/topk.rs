@@ -29,11 +29,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
-use differential_dataflow::AsCollection;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::Capability;
-
 use super::{arrange_flat, reduce_flat, Arr, Coll, Time};
 use crate::dataflow::memory::{self, HeapSize, Measured};
 use crate::repr::{key_form_of, Datum, PackedRow, Row};
@@ -256,105 +251,63 @@ fn render_ordered<'s, T: Time>(
 ) -> Coll<'s, T> {
     let order: Rc<[SortKey]> = order.into();
     let keyed = input.map(move |row| (PackedRow::pack(&key_form_of(&row[..group])), row));
-    let exchange = Exchange::new(|((key, _), _, _): &((PackedRow, Row), T, isize)| {
-        let mut h = std::hash::DefaultHasher::new();
-        key.hash(&mut h);
-        h.finish()
-    });
     let state = Rc::new(Cell::new(Measured::default()));
     memory::track_state(&state);
-    keyed
-        .inner
-        .unary_frontier(exchange, "TopK", move |_cap, _info| {
-            type Pending<T> = (Capability<T>, Vec<((PackedRow, Row), isize)>);
-            let mut pending: BTreeMap<T, Pending<T>> = BTreeMap::new();
-            let mut groups: HashMap<PackedRow, Ordered> = HashMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|cap, batch| {
-                    for (keyed, t, diff) in batch.drain(..) {
-                        pending
-                            .entry(t.clone())
-                            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                            .1
-                            .push((keyed, diff));
+    let mut groups: HashMap<PackedRow, Ordered> = HashMap::new();
+    super::settle_by_key(keyed, "TopK", move |key, changes, out| {
+        let mut size = state.get();
+        let mut kept = groups.remove(&key).unwrap_or_default();
+        if kept.is_empty() {
+            size.bytes += group_bytes(&key);
+        }
+        let before = window(&kept, offset, limit);
+        for (row, diff) in changes {
+            let bytes = row_bytes(&row);
+            let ranked = Ranked {
+                row,
+                order: order.clone(),
+            };
+            match kept.entry(ranked) {
+                Entry::Occupied(mut e) => {
+                    *e.get_mut() += diff;
+                    if *e.get() == 0 {
+                        e.remove();
+                        size.records -= 1;
+                        size.bytes = size.bytes.saturating_sub(bytes);
                     }
-                });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
+                }
+                Entry::Vacant(e) => {
+                    if diff != 0 {
+                        e.insert(diff);
+                        size.records += 1;
+                        size.bytes += bytes;
                     }
-                    let (t, (cap, mut rows)) = entry.remove_entry();
-                    rows.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
-                    let mut session = output.session(&cap);
-                    let mut size = state.get();
-                    let mut rows = rows.into_iter().peekable();
-                    while let Some(((key, row), diff)) = rows.next() {
-                        let mut kept = groups.remove(&key).unwrap_or_default();
-                        if kept.is_empty() {
-                            size.bytes += group_bytes(&key);
-                        }
-                        let before = window(&kept, offset, limit);
-                        let mut change = |row: Row, diff: isize| {
-                            let bytes = row_bytes(&row);
-                            let ranked = Ranked {
-                                row,
-                                order: order.clone(),
-                            };
-                            match kept.entry(ranked) {
-                                Entry::Occupied(mut e) => {
-                                    *e.get_mut() += diff;
-                                    if *e.get() == 0 {
-                                        e.remove();
-                                        size.records -= 1;
-                                        size.bytes = size.bytes.saturating_sub(bytes);
-                                    }
-                                }
-                                Entry::Vacant(e) => {
-                                    if diff != 0 {
-                                        e.insert(diff);
-                                        size.records += 1;
-                                        size.bytes += bytes;
-                                    }
-                                }
-                            }
-                        };
-                        change(row, diff);
-                        while let Some(((_, row), diff)) = rows.next_if(|((k, _), _)| *k == key) {
-                            change(row, diff);
-                        }
-                        let after = window(&kept, offset, limit);
-                        if kept.is_empty() {
-                            size.bytes = size.bytes.saturating_sub(group_bytes(&key));
-                        } else {
-                            groups.insert(key, kept);
-                        }
-                        let mut moved: Vec<(Row, isize)> = before
-                            .into_iter()
-                            .map(|(r, n)| (r, -n))
-                            .chain(after)
-                            .collect();
-                        moved.sort_by(|a, b| a.0.cmp(&b.0));
-                        let mut last: Option<(Row, isize)> = None;
-                        for (r, n) in moved {
-                            match &mut last {
-                                Some((l, m)) if *l == r => *m += n,
-                                _ => {
-                                    if let Some((l, m)) = last.take().filter(|(_, m)| *m != 0) {
-                                        session.give((l, t.clone(), m));
-                                    }
-                                    last = Some((r, n));
-                                }
-                            }
-                        }
-                        if let Some((l, m)) = last.filter(|(_, m)| *m != 0) {
-                            session.give((l, t.clone(), m));
-                        }
-                    }
-                    state.set(size);
                 }
             }
-        })
-        .as_collection()
+        }
+        let after = window(&kept, offset, limit);
+        if kept.is_empty() {
+            size.bytes = size.bytes.saturating_sub(group_bytes(&key));
+        } else {
+            groups.insert(key, kept);
+        }
+        state.set(size);
+        // The rows that left the window and those that came in, with the
+        // rows in both cancelled.
+        let mut moved: Vec<(Row, isize)> = before
+            .into_iter()
+            .map(|(r, n)| (r, -n))
+            .chain(after)
+            .collect();
+        moved.sort_by(|a, b| a.0.cmp(&b.0));
+        for (r, n) in moved {
+            match out.last_mut() {
+                Some((l, m)) if *l == r => *m += n,
+                _ => out.push((r, n)),
+            }
+        }
+        out.retain(|(_, n)| *n != 0);
+    })
 }
 
 #[cfg(test)]
