@@ -404,11 +404,19 @@ pub fn render<'s, T: Time>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::dataflow::render::reduce::partial;
 
-    fn agg(func: AggFunc, col: usize, ty: Type, out: Type, filter: Option<usize>) -> Aggregate {
+    /// An aggregate over column `col` (FILTER on column `filter`): the
+    /// fixture of these tests and `extremes.rs`'s.
+    pub(in crate::dataflow::render) fn agg(
+        func: AggFunc,
+        col: usize,
+        ty: Type,
+        out: Type,
+        filter: Option<usize>,
+    ) -> Aggregate {
         Aggregate {
             func,
             args: if func == AggFunc::CountStar {

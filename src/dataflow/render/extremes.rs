@@ -298,24 +298,9 @@ pub fn render<'s, T: Time>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataflow::render::accumulate::tests::agg;
     use crate::dataflow::render::reduce::partial;
     use crate::repr::{Numeric, Type};
-
-    fn agg(func: AggFunc, col: usize, ty: Type, out: Type, filter: Option<usize>) -> Aggregate {
-        Aggregate {
-            func,
-            args: if func == AggFunc::CountStar {
-                vec![]
-            } else {
-                vec![Expr::Column(col)]
-            },
-            order_by: vec![],
-            filter: filter.map(Expr::Column),
-            input_type: ty,
-            output_type: out,
-            distinct: false,
-        }
-    }
 
     #[test]
     fn which_aggregates_it_computes() {
