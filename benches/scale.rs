@@ -23,8 +23,10 @@
 //!    5000) for 10 s from `SCALE_WRITERS` (4) connections, with SSE
 //!    subscribers on the join view and the filter: commit acknowledged → the
 //!    join view's diff for that commit received. The filter's diff carries
-//!    each row's id, which gives its commit LSN. Also viewcast's CPU time
-//!    per transaction over the stream.
+//!    each row's id, which gives its commit LSN. Also the p50/p99 of each
+//!    second of the stream (a steady queue and a few stalls give the same
+//!    p99 but different timelines), and viewcast's CPU time per transaction
+//!    over the stream.
 //!
 //! `BENCH_WORKERS` (default 2) sets viewcast's worker threads; the server inherits
 //! the environment, so `VIEWCAST_MERGE_AFTER` sets its `--merge-after`.
@@ -302,14 +304,32 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let id_lsns: HashMap<i64, Lsn> = id_lsns.take().into_iter().collect();
     let lsn_seen: HashMap<Lsn, Instant> = lsn_seen.take().into_iter().rev().collect();
-    let mut latencies: Vec<Duration> = commits
-        .iter()
-        .filter_map(|(id, committed)| {
-            let seen = lsn_seen.get(id_lsns.get(id)?)?;
-            Some(seen.saturating_duration_since(*committed))
+    // Per second of the stream (by commit), its latencies: whether a p99
+    // comes from a steady queue or from a few stalls.
+    let mut by_second: Vec<Vec<Duration>> = Vec::new();
+    for (id, committed) in &commits {
+        let Some(seen) = id_lsns.get(id).and_then(|l| lsn_seen.get(l)) else {
+            continue;
+        };
+        let second = committed.saturating_duration_since(t).as_secs() as usize;
+        if by_second.len() <= second {
+            by_second.resize(second + 1, Vec::new());
+        }
+        by_second[second].push(seen.saturating_duration_since(*committed));
+    }
+    let mut latencies: Vec<Duration> = by_second.iter().flatten().copied().collect();
+    latencies.sort();
+    let timeline: Vec<String> = by_second
+        .iter_mut()
+        .map(|l| {
+            l.sort();
+            format!(
+                "{:.0}/{:.0}",
+                percentile(l, 0.5).as_secs_f64() * 1e3,
+                percentile(l, 0.99).as_secs_f64() * 1e3
+            )
         })
         .collect();
-    latencies.sort();
     server.stop();
 
     println!();
@@ -382,6 +402,10 @@ async fn main() {
             .last()
             .map(|d| d.as_secs_f64() * 1e3)
             .unwrap_or(0.0)
+    );
+    println!(
+        "  p50/p99 ms per second of the stream: {}",
+        timeline.join(" ")
     );
     println!(
         "  viewcast CPU over the stream                 {stream_cpu:>9.2} s ({:.0} µs per transaction)",
