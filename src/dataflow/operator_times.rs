@@ -1,6 +1,7 @@
 //! A developer's view of where a worker's time goes, operator by operator:
 //! with `VIEWCAST_OPERATOR_TIMES` set, each worker logs (at `info`, every
-//! 5 s) the operators it spent most time in over that window, with how
+//! 5 s) the operators it spent most time in over that window (25, or as
+//! many as the variable says if it is a number above 1), with how
 //! often each was scheduled and the dataflow it belongs to (`table N`,
 //! `view N`), and how many times the worker parked. A dataflow's own line
 //! includes the time of the operators inside it.
@@ -17,7 +18,8 @@ use timely::logging::{ParkEvent, StartStop, TimelyEvent, TimelyEventBuilder};
 
 /// How often the totals are logged and reset.
 const WINDOW: Duration = Duration::from_secs(5);
-/// Operators logged per window.
+/// Operators logged per window, unless `VIEWCAST_OPERATOR_TIMES` is a
+/// number (of operators).
 const TOP: usize = 25;
 
 #[derive(Default)]
@@ -30,17 +32,22 @@ struct Totals {
     spent: HashMap<usize, (Duration, u64)>,
     parks: u64,
     logged_at: Duration,
+    top: usize,
 }
 
 pub fn install(worker: &mut timely::worker::Worker) {
-    if std::env::var_os("VIEWCAST_OPERATOR_TIMES").is_none() {
+    let Some(setting) = std::env::var_os("VIEWCAST_OPERATOR_TIMES") else {
         return;
-    }
+    };
+    let top = operators_logged(&setting);
     let index = worker.index();
     let Some(mut register) = worker.log_register() else {
         return;
     };
-    let totals = Rc::new(RefCell::new(Totals::default()));
+    let totals = Rc::new(RefCell::new(Totals {
+        top,
+        ..Totals::default()
+    }));
     register.insert::<TimelyEventBuilder, _>(
         "timely",
         move |now, events: &mut Option<Vec<(Duration, TimelyEvent)>>| {
@@ -54,6 +61,16 @@ pub fn install(worker: &mut timely::worker::Worker) {
             }
         },
     );
+}
+
+/// How many operators a window's log lists, given the variable's value:
+/// `1` (or any other non-number) turns the log on with the default count.
+fn operators_logged(setting: &std::ffi::OsStr) -> usize {
+    setting
+        .to_str()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|&n| n > 1)
+        .unwrap_or(TOP)
 }
 
 impl Totals {
@@ -108,7 +125,7 @@ impl Totals {
             parks = self.parks,
             "operator times over the last {WINDOW:?}"
         );
-        for (dataflow, operator, time, runs) in self.take_top(TOP) {
+        for (dataflow, operator, time, runs) in self.take_top(self.top) {
             tracing::info!(
                 worker,
                 ms = format!("{:.1}", time.as_secs_f64() * 1e3),
@@ -125,6 +142,23 @@ impl Totals {
 mod tests {
     use super::*;
     use timely::logging::{OperatesEvent, ScheduleEvent};
+
+    #[test]
+    fn the_variable_turns_the_log_on_and_may_say_how_many_operators() {
+        for (value, logged) in [
+            ("1", TOP),
+            ("yes", TOP),
+            ("", TOP),
+            ("0", TOP),
+            ("400", 400),
+        ] {
+            assert_eq!(
+                operators_logged(std::ffi::OsStr::new(value)),
+                logged,
+                "{value:?}"
+            );
+        }
+    }
 
     #[test]
     fn time_between_start_and_stop_adds_up_per_operator_and_resets() {
