@@ -217,12 +217,6 @@ impl Group {
     }
 }
 
-/// What a group costs besides its contents: the map's slot (key, group and
-/// a control byte, at the map's usual load) and the key's bytes.
-fn group_overhead(key: &PackedRow) -> usize {
-    (std::mem::size_of::<PackedRow>() + std::mem::size_of::<Group>() + 1) * 8 / 7 + key.heap_size()
-}
-
 type Keyed = (PackedRow, Row);
 
 /// Renders a Reduce whose aggregates [`applies`] over totally ordered
@@ -259,7 +253,7 @@ pub fn render<'s, T: Time>(
         let (before, mut group) = match groups.remove(&key) {
             Some(g) => (Some(g.row(&key, &aggs, &slots)), g),
             None => {
-                bytes += group_overhead(&key);
+                bytes += super::group_slot_bytes::<Group>(&key);
                 let group = Group {
                     accum: Accum::default(),
                     values: slots.iter().map(|_| Values::default()).collect(),
@@ -274,7 +268,7 @@ pub fn render<'s, T: Time>(
             group.add(&aggs, &slots, width, &row, diff);
         }
         let after = if group.is_empty() {
-            bytes = bytes.saturating_sub(group_overhead(&key));
+            bytes = bytes.saturating_sub(super::group_slot_bytes::<Group>(&key));
             None
         } else {
             let size = group.size();
@@ -409,64 +403,30 @@ mod tests {
     /// time, the rows the groups' live inputs finish to.
     #[test]
     fn the_operator_follows_the_groups_time_by_time() {
-        use differential_dataflow::input::Input;
-        use timely::dataflow::operators::probe::Handle;
-        use timely::dataflow::operators::{Inspect, Probe};
-
         let aggs = vec![
             agg(AggFunc::CountStar, 0, Type::Unknown, Type::Int8, None),
             agg(AggFunc::Max, 1, Type::Int8, Type::Int8, None),
             agg(AggFunc::Min, 1, Type::Int8, Type::Int8, None),
         ];
-        timely::execute_directly(move |worker| {
-            let probe = Handle::new();
-            let results = Rc::new(std::cell::RefCell::new(Vec::new()));
-            let sink = results.clone();
-            let mut input = worker.dataflow::<u64, _, _>(|scope| {
-                let (input, rows) = scope.new_collection::<Row, isize>();
+        super::super::testing::follow_times(
+            7,
+            60,
+            5,
+            move |rows| {
                 let staged = Staged {
                     input: rows,
                     stages: vec![],
                 };
                 let (out, errs, _) = render(staged, vec![Expr::Column(0)], aggs);
                 errs.inspect(|e| panic!("no errors expected: {e:?}"));
-                out.inner
-                    .inspect(move |(row, t, d)| sink.borrow_mut().push((row.clone(), *t, *d)))
-                    .probe_with(&probe);
-                input
-            });
-            let row = |g: i64, v: i64| vec![Datum::Int(g), Datum::Int(v)];
-            let mut live: Vec<Row> = Vec::new();
-            let mut shown: BTreeMap<Row, isize> = BTreeMap::new();
-            let mut seed = 7u64;
-            for t in 1..60u64 {
-                input.advance_to(t);
-                for _ in 0..5 {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let g = (seed >> 33) as i64 % 4;
-                    let v = (seed >> 40) as i64 % 9 - 4;
-                    let remove = (seed >> 20).is_multiple_of(3) && !live.is_empty();
-                    if remove {
-                        let at = (seed >> 25) as usize % live.len();
-                        let r = live.remove(at);
-                        input.remove(r);
-                    } else {
-                        live.push(row(g, v));
-                        input.insert(row(g, v));
-                    }
-                }
-                input.advance_to(t + 1);
-                input.flush();
-                while probe.less_than(&(t + 1)) {
-                    worker.step();
-                }
-                for (r, time, d) in results.borrow_mut().drain(..) {
-                    assert_eq!(time, t, "changes come out at their own time");
-                    *shown.entry(r).or_default() += d;
-                }
-                shown.retain(|_, d| *d != 0);
+                out
+            },
+            |seed| {
+                let g = (seed >> 33) as i64 % 4;
+                let v = (seed >> 40) as i64 % 9 - 4;
+                vec![Datum::Int(g), Datum::Int(v)]
+            },
+            |live| {
                 let mut expected: BTreeMap<Row, isize> = BTreeMap::new();
                 for g in 0..4 {
                     let vals: Vec<i64> = live
@@ -487,8 +447,8 @@ mod tests {
                         expected.insert(r, 1);
                     }
                 }
-                assert_eq!(shown, expected, "at time {t}");
-            }
-        });
+                expected
+            },
+        );
     }
 }

@@ -277,6 +277,13 @@ where
     (ok_stream.as_collection(), err_stream.as_collection())
 }
 
+/// What a group kept in a map by its packed key costs besides its contents:
+/// the map's slot (key, `V` and a control byte, at the map's usual load)
+/// and the key's bytes. For the operators built on [`settle_by_key`].
+pub fn group_slot_bytes<V>(key: &PackedRow) -> usize {
+    (std::mem::size_of::<PackedRow>() + std::mem::size_of::<V>() + 1) * 8 / 7 + key.heap_size()
+}
+
 /// Rows keyed by a packed group key, each sent to the worker its key
 /// hashes to; once the frontier passes a time (times in order: this needs
 /// [`Time::TOTALLY_ORDERED`]), `logic` sees each key that moved at it with
@@ -716,4 +723,84 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
     }
     ctx.collections.insert(plan.clone(), coll.clone());
     coll
+}
+
+/// A test bench for operators over commit times (`extremes.rs`, `topk.rs`).
+#[cfg(test)]
+pub(super) mod testing {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
+    use differential_dataflow::input::Input;
+    use differential_dataflow::VecCollection;
+    use timely::dataflow::operators::probe::Handle;
+    use timely::dataflow::operators::{Inspect, Probe};
+
+    use crate::repr::Row;
+
+    /// Feeds the operator `build` makes, at times `1..times`, `per_time`
+    /// pseudo-random changes each (from `seed`): a third of them remove a
+    /// live row, the others insert `new_row(seed)`. After each time it
+    /// checks that the operator's output so far, all of it at that time,
+    /// adds up to `expected(live rows)`.
+    pub fn follow_times<B, N, E>(
+        seed: u64,
+        times: u64,
+        per_time: usize,
+        build: B,
+        new_row: N,
+        expected: E,
+    ) where
+        B: for<'s> FnOnce(VecCollection<'s, u64, Row, isize>) -> VecCollection<'s, u64, Row, isize>
+            + Send
+            + Sync
+            + 'static,
+        N: Fn(u64) -> Row + Send + Sync + 'static,
+        E: Fn(&[Row]) -> BTreeMap<Row, isize> + Send + Sync + 'static,
+    {
+        timely::execute_directly(move |worker| {
+            let probe = Handle::new();
+            let results = Rc::new(RefCell::new(Vec::new()));
+            let sink = results.clone();
+            let mut input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, rows) = scope.new_collection::<Row, isize>();
+                build(rows)
+                    .inner
+                    .inspect(move |(row, t, d)| sink.borrow_mut().push((row.clone(), *t, *d)))
+                    .probe_with(&probe);
+                input
+            });
+            let mut live: Vec<Row> = Vec::new();
+            let mut shown: BTreeMap<Row, isize> = BTreeMap::new();
+            let mut seed = seed;
+            for t in 1..times {
+                input.advance_to(t);
+                for _ in 0..per_time {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    if (seed >> 20).is_multiple_of(3) && !live.is_empty() {
+                        let r = live.remove((seed >> 25) as usize % live.len());
+                        input.remove(r);
+                    } else {
+                        let row = new_row(seed);
+                        live.push(row.clone());
+                        input.insert(row);
+                    }
+                }
+                input.advance_to(t + 1);
+                input.flush();
+                while probe.less_than(&(t + 1)) {
+                    worker.step();
+                }
+                for (r, time, d) in results.borrow_mut().drain(..) {
+                    assert_eq!(time, t, "changes come out at their own time");
+                    *shown.entry(r).or_default() += d;
+                }
+                shown.retain(|_, d| *d != 0);
+                assert_eq!(shown, expected(&live), "at time {t}");
+            }
+        });
+    }
 }

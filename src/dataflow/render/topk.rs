@@ -30,7 +30,7 @@ use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use super::{arrange_flat, reduce_flat, Arr, Coll, Time};
-use crate::dataflow::memory::{self, HeapSize, Measured};
+use crate::dataflow::memory::{self, Measured};
 use crate::repr::{key_form_of, Datum, PackedRow, Row};
 use crate::sql::expr::sql_cmp;
 use crate::sql::plan::SortKey;
@@ -212,12 +212,6 @@ fn row_bytes(row: &Row) -> usize {
         + row.iter().map(super::extremes::datum_heap).sum::<usize>()
 }
 
-/// What a group costs besides its rows: its map slot and key.
-fn group_bytes(key: &PackedRow) -> usize {
-    (std::mem::size_of::<PackedRow>() + std::mem::size_of::<Ordered>() + 1) * 8 / 7
-        + key.heap_size()
-}
-
 /// Rows `skip..skip+take` of a group, counting copies: what it shows.
 fn window(rows: &Ordered, skip: u64, take: u64) -> Vec<(Row, isize)> {
     let end = skip.saturating_add(take);
@@ -258,7 +252,7 @@ fn render_ordered<'s, T: Time>(
         let mut size = state.get();
         let mut kept = groups.remove(&key).unwrap_or_default();
         if kept.is_empty() {
-            size.bytes += group_bytes(&key);
+            size.bytes += super::group_slot_bytes::<Ordered>(&key);
         }
         let before = window(&kept, offset, limit);
         for (row, diff) in changes {
@@ -287,7 +281,9 @@ fn render_ordered<'s, T: Time>(
         }
         let after = window(&kept, offset, limit);
         if kept.is_empty() {
-            size.bytes = size.bytes.saturating_sub(group_bytes(&key));
+            size.bytes = size
+                .bytes
+                .saturating_sub(super::group_slot_bytes::<Ordered>(&key));
         } else {
             groups.insert(key, kept);
         }
@@ -319,10 +315,6 @@ mod tests {
     /// at every time what `select` picks from each group's live rows.
     #[test]
     fn the_ordered_operator_follows_each_group() {
-        use differential_dataflow::input::Input;
-        use timely::dataflow::operators::probe::Handle;
-        use timely::dataflow::operators::{Inspect, Probe};
-
         let order = vec![SortKey {
             column: 1,
             desc: true,
@@ -330,53 +322,21 @@ mod tests {
         }];
         let (skip, take) = (1u64, 3u64);
         let in_order = order.clone();
-        timely::execute_directly(move |worker| {
-            let probe = Handle::new();
-            let results = Rc::new(std::cell::RefCell::new(Vec::new()));
-            let sink = results.clone();
-            let mut input = worker.dataflow::<u64, _, _>(|scope| {
-                let (input, rows) = scope.new_collection::<Row, isize>();
-                let out = render(rows, 1, in_order, Some(take), skip);
-                out.inner
-                    .inspect(move |(row, t, d)| sink.borrow_mut().push((row.clone(), *t, *d)))
-                    .probe_with(&probe);
-                input
-            });
-            let mut live: Vec<Row> = Vec::new();
-            let mut shown: BTreeMap<Row, isize> = BTreeMap::new();
-            let mut seed = 11u64;
-            for t in 1..80u64 {
-                input.advance_to(t);
-                for _ in 0..4 {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let remove = (seed >> 20).is_multiple_of(3) && !live.is_empty();
-                    if remove {
-                        let r = live.remove((seed >> 25) as usize % live.len());
-                        input.remove(r);
-                    } else {
-                        let g = (seed >> 33) as i64 % 3;
-                        let v = match (seed >> 40) % 7 {
-                            0 => Datum::Null,
-                            x => Datum::Int(x as i64 % 4),
-                        };
-                        let tag = Datum::Int((seed >> 50) as i64 % 2);
-                        let row = vec![Datum::Int(g), v, tag];
-                        live.push(row.clone());
-                        input.insert(row);
-                    }
-                }
-                input.advance_to(t + 1);
-                input.flush();
-                while probe.less_than(&(t + 1)) {
-                    worker.step();
-                }
-                for (r, time, d) in results.borrow_mut().drain(..) {
-                    assert_eq!(time, t);
-                    *shown.entry(r).or_default() += d;
-                }
-                shown.retain(|_, d| *d != 0);
+        super::super::testing::follow_times(
+            11,
+            80,
+            4,
+            move |rows| render(rows, 1, in_order, Some(take), skip),
+            |seed| {
+                let g = (seed >> 33) as i64 % 3;
+                let v = match (seed >> 40) % 7 {
+                    0 => Datum::Null,
+                    x => Datum::Int(x as i64 % 4),
+                };
+                let tag = Datum::Int((seed >> 50) as i64 % 2);
+                vec![Datum::Int(g), v, tag]
+            },
+            move |live| {
                 let mut expected: BTreeMap<Row, isize> = BTreeMap::new();
                 for g in 0..3 {
                     let mut counted: BTreeMap<Row, isize> = BTreeMap::new();
@@ -388,9 +348,9 @@ mod tests {
                         *expected.entry(rows[i].0.clone()).or_default() += n;
                     }
                 }
-                assert_eq!(shown, expected, "at time {t}");
-            }
-        });
+                expected
+            },
+        );
     }
 
     #[test]
