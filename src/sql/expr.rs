@@ -494,6 +494,44 @@ impl Expr {
         }
     }
 
+    /// Whether evaluating the expression cannot fail, whatever the row: it
+    /// reads columns and literals and combines them only with NOT, AND, OR,
+    /// IS [NOT] NULL, COALESCE and CASE, none of which can fail on any
+    /// values. Conservative: comparisons are left out (values of two kinds
+    /// may fail to compare), as are arithmetic, casts and functions. An
+    /// operator that evaluates only such expressions needs no error output.
+    pub fn cannot_fail(&self) -> bool {
+        match self {
+            Expr::Column(_) | Expr::Literal(_) => true,
+            Expr::Not(e) | Expr::IsNull { expr: e, .. } => e.cannot_fail(),
+            Expr::Binary {
+                op: BinOp::And | BinOp::Or,
+                left,
+                right,
+                ..
+            } => left.cannot_fail() && right.cannot_fail(),
+            Expr::Coalesce(args) => args.iter().all(Expr::cannot_fail),
+            Expr::Case {
+                branches,
+                otherwise,
+            } => {
+                otherwise.cannot_fail()
+                    && branches
+                        .iter()
+                        .all(|(c, v)| c.cannot_fail() && v.cannot_fail())
+            }
+            Expr::Neg(..)
+            | Expr::Binary { .. }
+            | Expr::InList { .. }
+            | Expr::Like { .. }
+            | Expr::Cast { .. }
+            | Expr::NumericTypmod { .. }
+            | Expr::Extremum { .. }
+            | Expr::IsDistinct { .. }
+            | Expr::Call { .. } => false,
+        }
+    }
+
     /// Evaluates a predicate: only `true` keeps a row.
     pub fn eval_predicate(&self, row: &[Datum]) -> Result<bool, EvalError> {
         Ok(self.eval(row)? == Datum::Bool(true))

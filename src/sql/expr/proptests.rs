@@ -410,3 +410,82 @@ proptest! {
         check(&call);
     }
 }
+
+/// Expressions [`Expr::cannot_fail`] accepts, over any columns and literals.
+fn infallible_expr() -> impl Strategy<Value = Expr> {
+    let leaf = prop_oneof![
+        (0usize..6).prop_map(Expr::Column),
+        any_datum().prop_map(Expr::Literal),
+    ];
+    leaf.prop_recursive(4, 24, 3, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|e| Expr::Not(Box::new(e))),
+            (inner.clone(), any::<bool>()).prop_map(|(e, negated)| Expr::IsNull {
+                expr: Box::new(e),
+                negated,
+            }),
+            (inner.clone(), inner.clone(), any::<bool>(), any_type()).prop_map(
+                |(l, r, and, ty)| Expr::Binary {
+                    op: if and { BinOp::And } else { BinOp::Or },
+                    left: Box::new(l),
+                    right: Box::new(r),
+                    ty,
+                }
+            ),
+            prop::collection::vec(inner.clone(), 1..4).prop_map(Expr::Coalesce),
+            (
+                prop::collection::vec((inner.clone(), inner.clone()), 1..3),
+                inner
+            )
+                .prop_map(|(branches, otherwise)| Expr::Case {
+                    branches,
+                    otherwise: Box::new(otherwise),
+                }),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// What `cannot_fail` accepts evaluates to a value over rows of any
+    /// values, of any length (a missing column reads as NULL): operators
+    /// that evaluate only such expressions have no error output.
+    #[test]
+    fn what_cannot_fail_does_not_fail(
+        e in infallible_expr(),
+        row in prop::collection::vec(any_datum(), 0..6),
+    ) {
+        prop_assert!(e.cannot_fail(), "{e:?}");
+        prop_assert!(e.eval(&row).is_ok(), "{e:?} over {row:?}");
+    }
+}
+
+#[test]
+fn comparisons_arithmetic_and_calls_may_fail() {
+    let col = |i| Box::new(Expr::Column(i));
+    let cmp = Expr::Binary {
+        op: BinOp::Lt,
+        left: col(0),
+        right: col(1),
+        ty: Type::Bool,
+    };
+    // An integer and a text value fail to compare.
+    assert!(cmp.eval(&[Datum::Int(1), Datum::Text("a".into())]).is_err());
+    assert!(!cmp.cannot_fail());
+    let and = Expr::Binary {
+        op: BinOp::And,
+        left: Box::new(Expr::Literal(Datum::Bool(true))),
+        right: Box::new(cmp),
+        ty: Type::Bool,
+    };
+    assert!(!and.cannot_fail(), "a fallible operand makes AND fallible");
+    let sum = Expr::Binary {
+        op: BinOp::Add,
+        left: col(0),
+        right: col(1),
+        ty: Type::Int2,
+    };
+    assert!(!sum.cannot_fail());
+    assert!(Expr::Coalesce(vec![Expr::Column(3), Expr::Literal(Datum::Int(0))]).cannot_fail());
+}
