@@ -652,17 +652,18 @@ type Progress = Rc<RefCell<Antichain<u64>>>;
 
 /// Sends a view's rows and errors to the first worker of every process,
 /// where one operator files them in the process's buffer by time and keeps
-/// the view's frontier in `progress`: on one process, two exchanges and
-/// one operator per view for what took six.
+/// the view's frontier in `progress`. On one process the operator's inputs
+/// exchange to the first worker themselves, and each error collection is an
+/// input of its own: no operator besides this one per view.
 fn deliver<'s>(
     id: usize,
     rows: render::Coll<'s, u64>,
-    errs: Option<render::Errs<'s, u64>>,
+    errs: render::ErrList<'s, u64>,
     (processes, threads): (usize, usize),
     buffer: Buffer,
     progress: Progress,
 ) {
-    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::channels::pact::Exchange as ExchangePact;
     use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
     use timely::progress::operate::FrontierInterest;
     fn to_servers<'s, D: timely::ExchangeData + Clone>(
@@ -670,9 +671,6 @@ fn deliver<'s>(
         processes: usize,
         threads: usize,
     ) -> timely::dataflow::Stream<'s, u64, Vec<(D, u64, isize)>> {
-        if processes == 1 {
-            return stream.exchange(|_| 0);
-        }
         stream
             .flat_map::<Vec<_>, _, _>(move |(data, time, diff)| {
                 (0..processes).map(move |p| (((p * threads) as u64, data.clone()), time, diff))
@@ -682,13 +680,34 @@ fn deliver<'s>(
     }
     let scope = rows.inner.scope();
     let mut builder = OperatorBuilder::new(format!("deliver {id}"), scope);
-    let mut rows_in = builder.new_input(to_servers(rows.inner, processes, threads), Pipeline);
-    builder.set_notify_for(0, FrontierInterest::Always);
-    let mut errs_in = errs.map(|e| {
-        let input = builder.new_input(to_servers(e.inner, processes, threads), Pipeline);
-        builder.set_notify_for(1, FrontierInterest::Always);
-        input
-    });
+    // On one process the inputs' own exchange sends everything to the
+    // first worker; on several, `to_servers` has sent it to each process's
+    // first worker already, and the inputs keep it where it is.
+    let first = if processes == 1 {
+        0
+    } else {
+        scope.index() as u64
+    };
+    let (rows, errs) = if processes == 1 {
+        let errs = errs.into_vec().into_iter().map(|e| e.inner).collect();
+        (rows.inner, errs)
+    } else {
+        let errs = errs.concatenated();
+        let errs = errs.map(|e| to_servers(e.inner, processes, threads));
+        (
+            to_servers(rows.inner, processes, threads),
+            errs.into_iter().collect::<Vec<_>>(),
+        )
+    };
+    let mut rows_in =
+        builder.new_input(rows, ExchangePact::new(move |_: &(Row, u64, isize)| first));
+    let mut errs_in: Vec<_> = errs
+        .into_iter()
+        .map(|e| builder.new_input(e, ExchangePact::new(move |_: &(String, u64, isize)| first)))
+        .collect();
+    for input in 0..1 + errs_in.len() {
+        builder.set_notify_for(input, FrontierInterest::Always);
+    }
     builder.build(move |_| {
         move |frontiers| {
             let mut buffer = buffer.borrow_mut();
@@ -697,7 +716,7 @@ fn deliver<'s>(
                     buffer.entry(time).or_default().push(((id, Ok(row)), diff));
                 }
             });
-            if let Some(errs_in) = errs_in.as_mut() {
+            for errs_in in errs_in.iter_mut() {
                 errs_in.for_each(|_, data| {
                     for (e, time, diff) in data.drain(..) {
                         buffer.entry(time).or_default().push(((id, Err(e)), diff));

@@ -21,7 +21,7 @@ use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::VecCollection;
 
 use super::reduce::{eval_inputs, finish};
-use super::{Coll, Errs, Staged, Time};
+use super::{Coll, ErrList, Staged, Time};
 use crate::repr::{Datum, Numeric, PackedRow, Row, Type};
 use crate::sql::expr::{EvalError, Expr};
 use crate::sql::plan::{AggFunc, Aggregate};
@@ -372,7 +372,7 @@ pub fn render<'s, T: Time>(
     aggs: Vec<Aggregate>,
 ) -> (
     Coll<'s, T>,
-    Errs<'s, T>,
+    ErrList<'s, T>,
     VecCollection<'s, T, (PackedRow, Accum), isize>,
 ) {
     let input_aggs = aggs.clone();
@@ -400,7 +400,7 @@ pub fn render<'s, T: Time>(
         });
         super::emit(finished, made, failed)
     });
-    (result, input_errs.concat(agg_errs), groups)
+    (result, input_errs.and(ErrList::of(agg_errs)), groups)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use differential_dataflow::VecCollection;
 
 use super::accumulate::Accum;
 use super::reduce::{eval_inputs, finish, group_key};
-use super::{split, Coll, Errs, Staged, Time};
+use super::{split, Coll, ErrList, Staged, Time};
 use crate::dataflow::memory::{self, HeapSize, Measured};
 use crate::repr::{Datum, PackedRow, Row};
 use crate::sql::expr::{sql_cmp, Expr};
@@ -228,7 +228,7 @@ pub fn render<'s, T: Time>(
     input: Staged<'s, T>,
     keys: Vec<Expr>,
     aggs: Vec<Aggregate>,
-) -> (Coll<'s, T>, Errs<'s, T>, VecCollection<'s, T, (), isize>) {
+) -> (Coll<'s, T>, ErrList<'s, T>, VecCollection<'s, T, (), isize>) {
     let input_aggs = aggs.clone();
     let (keyed, input_errs): (VecCollection<'s, T, Keyed, isize>, _) =
         input.eval(move |row, made, failed| {
@@ -286,7 +286,7 @@ pub fn render<'s, T: Time>(
     });
     let present = out.clone().map(|_| ());
     let (rows, errs) = split(out);
-    (rows, input_errs.concat(errs), present)
+    (rows, input_errs.and(ErrList::of(errs)), present)
 }
 
 #[cfg(test)]
@@ -418,7 +418,9 @@ mod tests {
                     stages: vec![],
                 };
                 let (out, errs, _) = render(staged, vec![Expr::Column(0)], aggs);
-                errs.inspect(|e| panic!("no errors expected: {e:?}"));
+                for errs in errs.into_vec() {
+                    errs.inspect(|e| panic!("no errors expected: {e:?}"));
+                }
                 out
             },
             |seed| {

@@ -14,7 +14,7 @@
 use super::project::eval_all;
 use super::Time;
 use super::{
-    arrange_flat, distinct_flat, emit, render as render_plan, staged, Arr, Coll, Context, Errs,
+    arrange_flat, distinct_flat, emit, render as render_plan, staged, Arr, Coll, Context, ErrList,
     Packed,
 };
 use crate::repr::{key_form_of, Datum, PackedRef, PackedRow, Row};
@@ -30,28 +30,45 @@ fn arranged<'s, T: Time>(
     keys: &[Expr],
     null_safe: bool,
     ctx: &mut Context<'s, T>,
-) -> (Arr<'s, T>, Errs<'s, T>) {
+) -> (Arr<'s, T>, ErrList<'s, T>) {
     let cache_key = (plan.clone(), keys.to_vec(), null_safe);
     if let Some(a) = ctx.arrangements.get(&cache_key) {
         return a.clone();
     }
-    let (keyed, errs) = staged(plan, ctx).eval(keyed_row(keys, null_safe));
+    let (keyed, errs) = keyed(plan, keys, null_safe, |row| PackedRow::pack(row), ctx);
     let arr = arrange_flat(keyed, "ArrangeByKey");
     ctx.arrangements
         .insert(cache_key, (arr.clone(), errs.clone()));
     (arr, errs)
 }
 
-/// An `eval_split` logic that pairs each row with its join key, both packed
-/// (rows whose key does not match anything are left out).
-fn keyed_row(
+/// The rows of `plan` (through its stages) paired with their join key,
+/// both packed, the row as `value` makes it; rows whose key matches nothing
+/// are left out. Keys that cannot fail (columns, mostly) make an operator
+/// without an error output.
+fn keyed<'s, T: Time, V>(
+    plan: &Plan,
     keys: &[Expr],
     null_safe: bool,
-) -> impl FnMut(Row, &mut Vec<(PackedRow, PackedRow)>, &mut Vec<String>) + 'static {
+    value: V,
+    ctx: &mut Context<'s, T>,
+) -> (Packed<'s, T>, ErrList<'s, T>)
+where
+    V: Fn(&Row) -> PackedRow + 'static,
+{
     let keys = keys.to_vec();
-    move |row, made, failed| {
-        let keyed = join_key(&keys, null_safe, &row).map(|k| k.map(|k| (k, PackedRow::pack(&row))));
-        emit(keyed, made, failed)
+    let staged = staged(plan, ctx);
+    if keys.iter().all(Expr::cannot_fail) {
+        staged.eval_total(move |row, made| match join_key(&keys, null_safe, &row) {
+            Ok(Some(k)) => made.push((k, value(&row))),
+            Ok(None) => {}
+            Err(e) => super::failed_where_nothing_can_fail(&e),
+        })
+    } else {
+        staged.eval(move |row, made, failed| {
+            let keyed = join_key(&keys, null_safe, &row).map(|k| k.map(|k| (k, value(&row))));
+            emit(keyed, made, failed)
+        })
     }
 }
 
@@ -105,7 +122,7 @@ pub fn render<'s, T: Time>(
     right_arity: usize,
     null_safe: bool,
     ctx: &mut Context<'s, T>,
-) -> (Coll<'s, T>, Errs<'s, T>) {
+) -> (Coll<'s, T>, ErrList<'s, T>) {
     let left_arity = left.arity();
     if matches!(kind, JoinKind::Semi | JoinKind::Anti) && residual.is_empty() {
         // Only whether a key has a match matters: join against the distinct
@@ -115,18 +132,15 @@ pub fn render<'s, T: Time>(
             render_plan(left, ctx);
         }
         let (left_arr, left_errs) = arranged(left, left_keys, null_safe, ctx);
-        let keys = right_keys.to_vec();
         let empty = PackedRow::pack(&[]);
-        let (right_keys_coll, right_errs) = staged(right, ctx).eval(move |row, made, failed| {
-            let key = join_key(&keys, null_safe, &row).map(|k| k.map(|k| (k, empty.clone())));
-            emit(key, made, failed)
-        });
+        let (right_keys_coll, right_errs) =
+            keyed(right, right_keys, null_safe, move |_| empty.clone(), ctx);
         let hit = semijoin(left_arr, right_keys_coll);
         let out = match kind {
             JoinKind::Semi => hit,
             _ => render_plan(left, ctx).concat(hit.negate()),
         };
-        return (out, left_errs.concat(right_errs));
+        return (out, left_errs.and(right_errs));
     }
     // A side whose every row is needed besides its matches is rendered
     // first, and its arrangement reads the rendered rows: the stages above
@@ -144,8 +158,7 @@ pub fn render<'s, T: Time>(
         let matched = left_arr.join_core(right_arr, |_key, l: PackedRef<'_>, r: PackedRef<'_>| {
             Some(joined(l, r))
         });
-        let errs = super::concat_all(vec![left_errs, right_errs]).expect("two error collections");
-        (matched, errs)
+        (matched, left_errs.and(right_errs))
     } else {
         let residual = residual.to_vec();
         let results = left_arr.join_core(
@@ -163,8 +176,7 @@ pub fn render<'s, T: Time>(
             },
         );
         let (matched, residual_errs) = super::split(results);
-        let errs = super::concat_all(vec![left_errs, right_errs, residual_errs])
-            .expect("three error collections");
+        let errs = left_errs.and(right_errs).and(ErrList::of(residual_errs));
         (matched, errs)
     };
     let matched_left =

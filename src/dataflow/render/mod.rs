@@ -11,13 +11,20 @@
 //! chain of them is a list of [`Stage`]s that the operator consuming its rows
 //! applies first ([`Staged`]) — the keying before a join arrangement, a
 //! reduce's evaluation, a FlatMap — and operators that evaluate have two
-//! outputs, rows and errors ([`eval_split`]).
+//! outputs, rows and errors ([`eval_split`]), or only rows where nothing
+//! they evaluate can fail ([`eval_total`], [`Expr::cannot_fail`]: keying a
+//! join by columns, a projection of columns).
 //!
 //! Evaluation errors (overflow, division by zero, a scalar subquery with two
 //! rows) are data, as in Postgres they are a property of the current rows: an
 //! operator sends the error of a row to its error collection instead of an
 //! output row, and the retraction of that row retracts the error. A view is in
-//! error exactly while one of its operators holds an error.
+//! error exactly while one of its operators holds an error. A view's error
+//! collections are kept apart ([`ErrList`]) and each is an input of the
+//! operator that delivers the view's output: timely tracks progress through
+//! every operator and channel a transaction's frontier passes, and an
+//! operator concatenating errors at each join made a third of a join-heavy
+//! view's graph.
 
 mod accumulate;
 mod distinct;
@@ -149,6 +156,44 @@ impl Time for timely::order::Product<u64, u64> {
 pub type Coll<'s, T> = VecCollection<'s, T, Row, isize>;
 /// Error messages, one per failing row (or group).
 pub type Errs<'s, T> = VecCollection<'s, T, String, isize>;
+
+/// The error collections of a rendered part. They stay apart until the
+/// view's output takes each in as an input of its own (`dataflow::deliver`):
+/// concatenating them at every join would add an operator per join, and a
+/// transaction's progress is tracked through every operator it passes.
+#[derive(Clone)]
+pub struct ErrList<'s, T: Time>(Vec<Errs<'s, T>>);
+
+impl<'s, T: Time> ErrList<'s, T> {
+    /// No errors: the part cannot fail.
+    pub fn none() -> Self {
+        ErrList(Vec::new())
+    }
+
+    pub fn of(errs: Errs<'s, T>) -> Self {
+        ErrList(vec![errs])
+    }
+
+    /// These errors and `other`'s.
+    pub fn and(mut self, other: ErrList<'s, T>) -> Self {
+        self.0.extend(other.0);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_vec(self) -> Vec<Errs<'s, T>> {
+        self.0
+    }
+
+    /// All of them as one collection (one operator if there are several);
+    /// `None` if there are none.
+    pub fn concatenated(self) -> Option<Errs<'s, T>> {
+        concat_all(self.0)
+    }
+}
 /// A join input arranged by its key, keys and rows packed, each batch's
 /// rows in one flat buffer.
 pub type Arr<'s, T> = Arranged<'s, TraceAgent<FlatSpine<T>>>;
@@ -277,6 +322,42 @@ where
     (ok_stream.as_collection(), err_stream.as_collection())
 }
 
+/// [`eval_split`] for `logic` that cannot fail: one operator with one
+/// output, and no error collection for the view to track.
+pub fn eval_total<'s, T, D, D1, L>(
+    input: VecCollection<'s, T, D, isize>,
+    mut logic: L,
+) -> VecCollection<'s, T, D1, isize>
+where
+    T: Time,
+    D: differential_dataflow::Data,
+    D1: differential_dataflow::Data,
+    L: FnMut(D, &mut Vec<D1>) + 'static,
+{
+    use timely::dataflow::operators::generic::operator::Operator;
+    input
+        .inner
+        .unary::<timely::container::CapacityContainerBuilder<Vec<(D1, T, isize)>>, _, _, _>(
+            Pipeline,
+            "Eval",
+            move |_, _| {
+                let mut made = Vec::new();
+                move |rows, output| {
+                    rows.for_each_stamp(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for (d, time, diff) in data.flat_map(|c| c.drain(..)) {
+                            logic(d, &mut made);
+                            for x in made.drain(..) {
+                                session.give((x, time.clone(), diff));
+                            }
+                        }
+                    });
+                }
+            },
+        )
+        .as_collection()
+}
+
 /// What a group kept in a map by its packed key costs besides its contents:
 /// the map's slot (key, `V` and a control byte, at the map's usual load)
 /// and the key's bytes. For the operators built on [`settle_by_key`].
@@ -371,6 +452,14 @@ pub enum Stage {
     Project(Vec<Expr>),
 }
 
+impl Stage {
+    fn cannot_fail(&self) -> bool {
+        match self {
+            Stage::Filter(exprs) | Stage::Project(exprs) => exprs.iter().all(Expr::cannot_fail),
+        }
+    }
+}
+
 /// `stages` applied in order to `row`: the row they make, `None` if a
 /// filter drops it, or the first error.
 pub fn run_stages(stages: &[Stage], mut row: Row) -> Result<Option<Row>, String> {
@@ -401,20 +490,54 @@ pub struct Staged<'s, T: Time> {
 impl<'s, T: Time> Staged<'s, T> {
     /// The rows through the stages, each then passed to `logic` as in
     /// [`eval_split`]; the stages' errors join `logic`'s.
-    pub fn eval<D1, L>(self, mut logic: L) -> (VecCollection<'s, T, D1, isize>, Errs<'s, T>)
+    pub fn eval<D1, L>(self, mut logic: L) -> (VecCollection<'s, T, D1, isize>, ErrList<'s, T>)
     where
         D1: differential_dataflow::Data,
         L: FnMut(Row, &mut Vec<D1>, &mut Vec<String>) + 'static,
     {
         let stages = self.stages;
-        eval_split(self.input, move |row, made, failed| {
+        let (ok, errs) = eval_split(self.input, move |row, made, failed| {
             match run_stages(&stages, row) {
                 Ok(Some(row)) => logic(row, made, failed),
                 Ok(None) => {}
                 Err(e) => failed.push(e),
             }
-        })
+        });
+        (ok, ErrList::of(errs))
     }
+
+    /// As [`Staged::eval`], for `logic` that cannot fail: if no stage can
+    /// fail either ([`Expr::cannot_fail`]), one operator with no error
+    /// output.
+    pub fn eval_total<D1, L>(
+        self,
+        mut logic: L,
+    ) -> (VecCollection<'s, T, D1, isize>, ErrList<'s, T>)
+    where
+        D1: differential_dataflow::Data,
+        L: FnMut(Row, &mut Vec<D1>) + 'static,
+    {
+        if !self.stages.iter().all(Stage::cannot_fail) {
+            return self.eval(move |row, made, _| logic(row, made));
+        }
+        let stages = self.stages;
+        let ok = eval_total(self.input, move |row, made| {
+            match run_stages(&stages, row) {
+                Ok(Some(row)) => logic(row, made),
+                Ok(None) => {}
+                Err(e) => failed_where_nothing_can_fail(&e),
+            }
+        });
+        (ok, ErrList::none())
+    }
+}
+
+/// An error from expressions that [`Expr::cannot_fail`] accepted, which
+/// its property test rules out: a bug. Tests stop on it; elsewhere it is
+/// logged and the row dropped, as there is no error output to send it to.
+fn failed_where_nothing_can_fail(e: &str) {
+    debug_assert!(false, "an evaluation that cannot fail failed: {e}");
+    tracing::error!("an evaluation that cannot fail failed, the row is dropped: {e}");
 }
 
 /// The columns a projection takes, if it takes nothing but columns.
@@ -485,9 +608,10 @@ pub struct Context<'s, T: Time> {
     /// written, so `-0` is not `0` and `1.5` not `1.50`).
     collections: HashMap<Plan, Coll<'s, T>>,
     /// The errors each rendered subplan raises itself (not its inputs').
-    errors: HashMap<Plan, Errs<'s, T>>,
-    /// Each subplan arranged by join keys (and whether NULLs match).
-    arrangements: HashMap<ArrangedBy, (Arr<'s, T>, Errs<'s, T>)>,
+    errors: HashMap<Plan, ErrList<'s, T>>,
+    /// Each subplan arranged by join keys (and whether NULLs match), with
+    /// the errors of keying it.
+    arrangements: HashMap<ArrangedBy, (Arr<'s, T>, ErrList<'s, T>)>,
 }
 
 impl<'s, T: Time> Context<'s, T> {
@@ -554,17 +678,15 @@ impl<'s, T: Time> Context<'s, T> {
     }
 
     /// Every error a view over `plan` can be in: those of all its subplans.
-    pub fn errors_of(&self, plan: &Plan) -> Option<Errs<'s, T>> {
+    pub fn errors_of(&self, plan: &Plan) -> ErrList<'s, T> {
         let mut plans = Vec::new();
         subplans(plan, &mut plans);
         let mut seen = std::collections::HashSet::new();
-        concat_all(
-            plans
-                .into_iter()
-                .filter(|p| seen.insert(*p))
-                .filter_map(|p| self.errors.get(p).cloned())
-                .collect(),
-        )
+        plans
+            .into_iter()
+            .filter(|p| seen.insert(*p))
+            .filter_map(|p| self.errors.get(p).cloned())
+            .fold(ErrList::none(), ErrList::and)
     }
 }
 
@@ -600,15 +722,14 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
         return c.clone();
     }
     let (coll, errs) = match plan {
-        Plan::Get { table, .. } => (get::render(*table, ctx), None),
+        Plan::Get { table, .. } => (get::render(*table, ctx), ErrList::none()),
         Plan::Filter { .. } | Plan::Project { .. } => {
             let staged = staged(plan, ctx);
             if staged.stages.is_empty() {
                 // A projection of a table's columns, read as it is decoded.
-                (staged.input, None)
+                (staged.input, ErrList::none())
             } else {
-                let (ok, err) = staged.eval(|row, made, _| made.push(row));
-                (ok, Some(err))
+                staged.eval_total(|row, made| made.push(row))
             }
         }
         Plan::RecursiveRef { id, .. } => (
@@ -616,7 +737,7 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
                 .get(id)
                 .cloned()
                 .expect("a recursive reference is rendered inside its loop"),
-            None,
+            ErrList::none(),
         ),
         Plan::Recursive {
             id,
@@ -625,11 +746,11 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             distinct,
         } => {
             let (ok, err) = T::recursive(*id, base, step, *distinct, ctx);
-            (ok, Some(err))
+            (ok, ErrList::of(err))
         }
         Plan::Constant { rows, .. } => {
             let rows = rows.clone();
-            (ctx.unit().flat_map(move |()| rows.clone()), None)
+            (ctx.unit().flat_map(move |()| rows.clone()), ErrList::none())
         }
         Plan::Join {
             left,
@@ -640,30 +761,26 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             residual,
             right_arity,
             null_safe,
-        } => {
-            let (ok, err) = join::render(
-                left,
-                right,
-                *kind,
-                left_keys,
-                right_keys,
-                residual,
-                *right_arity,
-                *null_safe,
-                ctx,
-            );
-            (ok, Some(err))
-        }
+        } => join::render(
+            left,
+            right,
+            *kind,
+            left_keys,
+            right_keys,
+            residual,
+            *right_arity,
+            *null_safe,
+            ctx,
+        ),
         Plan::Reduce { input, keys, aggs } => {
             let unit = keys.is_empty().then(|| ctx.unit());
             let input = staged(input, ctx);
-            let (ok, err) = reduce::render(input, keys.clone(), aggs.clone(), unit);
-            (ok, Some(err))
+            reduce::render(input, keys.clone(), aggs.clone(), unit)
         }
-        Plan::Distinct { input } => (distinct::render(render(input, ctx)), None),
+        Plan::Distinct { input } => (distinct::render(render(input, ctx)), ErrList::none()),
         Plan::Union { inputs } => (
             setop::union(inputs.iter().map(|p| render(p, ctx)).collect()),
-            None,
+            ErrList::none(),
         ),
         Plan::SetOp {
             kind,
@@ -672,7 +789,7 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             right,
         } => {
             let (l, r) = (render(left, ctx), render(right, ctx));
-            (setop::render(*kind, *all, l, r), None)
+            (setop::render(*kind, *all, l, r), ErrList::none())
         }
         Plan::TopK {
             input,
@@ -682,13 +799,13 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             offset,
         } => (
             topk::render(render(input, ctx), *group, order.clone(), *limit, *offset),
-            None,
+            ErrList::none(),
         ),
         Plan::Temporal { input, bounds } => {
             let input = render(input, ctx);
             let clock = get::render(crate::sql::CLOCK_TABLE, &mut *ctx);
             let (ok, err) = temporal::render(input, clock, bounds.clone());
-            (ok, Some(err))
+            (ok, ErrList::of(err))
         }
         Plan::FlatMap {
             input,
@@ -697,8 +814,7 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
             outer,
         } => {
             let input = staged(input, ctx);
-            let (ok, err) = project::flat_map(input, funcs.clone(), *ordinality, *outer);
-            (ok, Some(err))
+            project::flat_map(input, funcs.clone(), *ordinality, *outer)
         }
         Plan::Window {
             input,
@@ -715,11 +831,11 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
                 ties.clone(),
                 funcs.clone(),
             );
-            (ok, Some(err))
+            (ok, ErrList::of(err))
         }
     };
-    if let Some(e) = errs {
-        ctx.errors.insert(plan.clone(), e);
+    if !errs.is_empty() {
+        ctx.errors.insert(plan.clone(), errs);
     }
     ctx.collections.insert(plan.clone(), coll.clone());
     coll

@@ -2,7 +2,7 @@
 //! `FlatMap`: the rows set-returning functions produce for each row.
 
 use super::Time;
-use super::{Coll, Errs, Staged};
+use super::{Coll, ErrList, Staged};
 use crate::repr::{Datum, Row};
 use crate::sql::expr::Expr;
 use crate::sql::srf::{self, Srf};
@@ -22,7 +22,7 @@ pub fn flat_map<'s, T: Time>(
     funcs: Vec<Srf>,
     ordinality: bool,
     outer: bool,
-) -> (Coll<'s, T>, Errs<'s, T>) {
+) -> (Coll<'s, T>, ErrList<'s, T>) {
     input.eval(
         move |row, made, failed| match expand(&funcs, &row, ordinality, outer) {
             Ok(rows) => made.extend(rows),

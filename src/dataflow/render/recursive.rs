@@ -19,7 +19,7 @@ use differential_dataflow::AsCollection;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::order::Product;
 
-use super::{render as render_plan, Coll, Context, Errs};
+use super::{render as render_plan, Coll, Context, ErrList, Errs};
 use crate::sql::Plan;
 
 pub const MAX_ITERATIONS: u64 = 10_000;
@@ -73,10 +73,10 @@ pub fn render<'s>(
             next.consolidate()
         };
         variable.set(next.clone());
-        let errs = match step_errs {
-            Some(e) => e.concat(overflow),
-            None => overflow,
-        };
+        let errs = step_errs
+            .and(ErrList::of(overflow))
+            .concatenated()
+            .expect("the overflow errors at least");
         (next.leave(outer), errs.leave(outer))
     })
 }

@@ -31,7 +31,7 @@ use differential_dataflow::VecCollection;
 
 use super::project::eval_all;
 use super::Time;
-use super::{arrange_flat, reduce_flat, Arr, Coll, Errs, Staged};
+use super::{arrange_flat, reduce_flat, Arr, Coll, ErrList, Staged};
 use crate::repr::{key_form_of, Datum, Numeric, PackedRef, PackedRow, Row, Type, F64};
 use crate::sql::expr::{sql_cmp, EvalError, Expr};
 use crate::sql::plan::{AggFunc, Aggregate};
@@ -52,7 +52,7 @@ pub fn render<'s, T: Time>(
     keys: Vec<Expr>,
     aggs: Vec<Aggregate>,
     unit: Option<VecCollection<'s, T, (), isize>>,
-) -> (Coll<'s, T>, Errs<'s, T>) {
+) -> (Coll<'s, T>, ErrList<'s, T>) {
     if super::accumulate::applies(&aggs) {
         let (result, errs, groups) = super::accumulate::render(input, keys, aggs.clone());
         return with_default_row(result, errs, groups, &aggs, unit);
@@ -66,7 +66,7 @@ pub fn render<'s, T: Time>(
     // Keys carry a bucket until the top level; a row's value is its
     // aggregate inputs, then its key as shown where that differs from the
     // form it groups by.
-    let (bucketed, input_errs): (Keyed<'s, T>, Errs<'s, T>) =
+    let (bucketed, input_errs): (Keyed<'s, T>, ErrList<'s, T>) =
         input.eval(move |row, made, failed| {
             let evaluated = eval_all(&keys, &row).and_then(|k| {
                 let (mut k, shown) = group_key(k);
@@ -103,7 +103,7 @@ pub fn render<'s, T: Time>(
         });
         super::emit(finished, made, failed)
     });
-    let errs = input_errs.concat(agg_errs);
+    let errs = input_errs.and(ErrList::of(agg_errs));
     // A group that exists (even one in error) is not the empty input.
     with_default_row(result, errs, top, &aggs, unit)
 }
@@ -112,11 +112,11 @@ pub fn render<'s, T: Time>(
 /// aggregates' defaults while no group exists (`groups` is empty).
 fn with_default_row<'s, T: Time, G: differential_dataflow::Data>(
     result: Coll<'s, T>,
-    errs: Errs<'s, T>,
+    errs: ErrList<'s, T>,
     groups: VecCollection<'s, T, G, isize>,
     aggs: &[Aggregate],
     unit: Option<VecCollection<'s, T, (), isize>>,
-) -> (Coll<'s, T>, Errs<'s, T>) {
+) -> (Coll<'s, T>, ErrList<'s, T>) {
     let Some(unit) = unit else {
         return (result, errs);
     };
