@@ -202,3 +202,87 @@ async fn healthy_even_when_every_view_is_refused() {
     assert_eq!(list.as_array().unwrap().len(), 0);
     server.stop().await;
 }
+
+/// Errors raised in different parts of a join view (keying one input, the
+/// filters of two others) each keep the view failing while their rows
+/// exist, as Postgres fails the same query: the view serves again only when
+/// the last of them is gone, with the rows Postgres returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_from_each_part_of_a_join_fail_the_view_until_all_are_gone() {
+    let db = TestDb::new("join_errors").await;
+    db.exec(
+        "CREATE TABLE a (id int PRIMARY KEY, d int, k int);
+         CREATE TABLE b (id int PRIMARY KEY, x int);
+         CREATE TABLE c (id int PRIMARY KEY, y int);
+         INSERT INTO a VALUES (1, 1, 1); INSERT INTO b VALUES (1, 1);
+         INSERT INTO c VALUES (1, 1);",
+    )
+    .await;
+    // Every a row is keyed by k / d, every b and c row is filtered by a
+    // division (conjuncts over one FROM item go into it): Postgres evaluates
+    // each for every row too, whatever its plan.
+    let sql = "SELECT a.id, b.x, c.y FROM a, b, c WHERE b.id = a.k / a.d \
+               AND c.id = b.id AND 10 / c.y > 0 AND 100 / b.x > 0";
+    let server = TestServer::start(&db, &[("chain", sql)]).await;
+    let steps = [
+        ("", true),
+        ("INSERT INTO a VALUES (2, 0, 1)", false),
+        (
+            "INSERT INTO b VALUES (2, 1); INSERT INTO c VALUES (2, 0)",
+            false,
+        ),
+        ("UPDATE a SET d = 1 WHERE id = 2", false),
+        ("DELETE FROM c WHERE id = 2", true),
+        ("UPDATE b SET x = 0 WHERE id = 2", false),
+        ("DELETE FROM b WHERE id = 2", true),
+    ];
+    for (change, serves) in steps {
+        if !change.is_empty() {
+            db.exec(change).await;
+        }
+        let lsn = db.lsn().await;
+        assert!(
+            server
+                .reaches(lsn, std::time::Duration::from_secs(30))
+                .await,
+            "progress after {change:?}"
+        );
+        let expected = db.json_rows(sql, 3).await;
+        assert_eq!(expected.is_ok(), serves, "Postgres after {change:?}");
+        // The view has the LSN; give the registry a moment to serve it.
+        let mut last = (0, serde_json::Value::Null);
+        for _ in 0..200 {
+            last = server.get("/views/chain").await;
+            let matches = match &expected {
+                Ok(rows) => last.0 == 200 && &crate::support::sorted_rows(&last.1) == rows,
+                Err(e) => {
+                    e.contains("division by zero")
+                        && last.0 == 500
+                        && last.1["error"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("division by zero"))
+                }
+            };
+            if matches {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        match &expected {
+            Ok(rows) => {
+                assert_eq!(last.0, 200, "after {change:?}: {}", last.1);
+                assert_eq!(
+                    &crate::support::sorted_rows(&last.1),
+                    rows,
+                    "after {change:?}"
+                );
+            }
+            Err(_) => {
+                assert_eq!(last.0, 500, "after {change:?}: {}", last.1);
+                let message = last.1["error"].as_str().unwrap_or_default();
+                assert!(message.contains("division by zero"), "{message}");
+            }
+        }
+    }
+    server.stop().await;
+}
