@@ -219,11 +219,22 @@ async fn errors_from_each_part_of_a_join_fail_the_view_until_all_are_gone() {
     )
     .await;
     // Every a row is keyed by k / d, every b and c row is filtered by a
-    // division (conjuncts over one FROM item go into it): Postgres evaluates
-    // each for every row too, whatever its plan.
-    let sql = "SELECT a.id, b.x, c.y FROM a, b, c WHERE b.id = a.k / a.d \
-               AND c.id = b.id AND 10 / c.y > 0 AND 100 / b.x > 0";
-    let server = TestServer::start(&db, &[("chain", sql)]).await;
+    // division: Postgres evaluates each for every row too, whatever its
+    // plan. WHERE's conjuncts over one table go into it, whether the tables
+    // are listed or joined with JOIN ... ON.
+    let views = [
+        (
+            "commas",
+            "SELECT a.id, b.x, c.y FROM a, b, c WHERE b.id = a.k / a.d \
+             AND c.id = b.id AND 10 / c.y > 0 AND 100 / b.x > 0",
+        ),
+        (
+            "joins",
+            "SELECT a.id, b.x, c.y FROM a JOIN b ON b.id = a.k / a.d \
+             JOIN c ON c.id = b.id WHERE 10 / c.y > 0 AND 100 / b.x > 0",
+        ),
+    ];
+    let server = TestServer::start(&db, &views).await;
     let steps = [
         ("", true),
         ("INSERT INTO a VALUES (2, 0, 1)", false),
@@ -247,40 +258,46 @@ async fn errors_from_each_part_of_a_join_fail_the_view_until_all_are_gone() {
                 .await,
             "progress after {change:?}"
         );
-        let expected = db.json_rows(sql, 3).await;
-        assert_eq!(expected.is_ok(), serves, "Postgres after {change:?}");
-        // The view has the LSN; give the registry a moment to serve it.
-        let mut last = (0, serde_json::Value::Null);
-        for _ in 0..200 {
-            last = server.get("/views/chain").await;
-            let matches = match &expected {
-                Ok(rows) => last.0 == 200 && &crate::support::sorted_rows(&last.1) == rows,
-                Err(e) => {
-                    e.contains("division by zero")
-                        && last.0 == 500
-                        && last.1["error"]
-                            .as_str()
-                            .is_some_and(|m| m.contains("division by zero"))
+        for (view, sql) in views {
+            let expected = db.json_rows(sql, 3).await;
+            assert_eq!(
+                expected.is_ok(),
+                serves,
+                "Postgres, {view}, after {change:?}"
+            );
+            // The view has the LSN; give the registry a moment to serve it.
+            let mut last = (0, serde_json::Value::Null);
+            for _ in 0..200 {
+                last = server.get(&format!("/views/{view}")).await;
+                let matches = match &expected {
+                    Ok(rows) => last.0 == 200 && &crate::support::sorted_rows(&last.1) == rows,
+                    Err(e) => {
+                        e.contains("division by zero")
+                            && last.0 == 500
+                            && last.1["error"]
+                                .as_str()
+                                .is_some_and(|m| m.contains("division by zero"))
+                    }
+                };
+                if matches {
+                    break;
                 }
-            };
-            if matches {
-                break;
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        match &expected {
-            Ok(rows) => {
-                assert_eq!(last.0, 200, "after {change:?}: {}", last.1);
-                assert_eq!(
-                    &crate::support::sorted_rows(&last.1),
-                    rows,
-                    "after {change:?}"
-                );
-            }
-            Err(_) => {
-                assert_eq!(last.0, 500, "after {change:?}: {}", last.1);
-                let message = last.1["error"].as_str().unwrap_or_default();
-                assert!(message.contains("division by zero"), "{message}");
+            match &expected {
+                Ok(rows) => {
+                    assert_eq!(last.0, 200, "{view} after {change:?}: {}", last.1);
+                    assert_eq!(
+                        &crate::support::sorted_rows(&last.1),
+                        rows,
+                        "{view} after {change:?}"
+                    );
+                }
+                Err(_) => {
+                    assert_eq!(last.0, 500, "{view} after {change:?}: {}", last.1);
+                    let message = last.1["error"].as_str().unwrap_or_default();
+                    assert!(message.contains("division by zero"), "{message}");
+                }
             }
         }
     }

@@ -685,6 +685,22 @@ mod tests {
     }
 
     #[test]
+    fn where_conjuncts_over_one_side_of_a_join_go_into_it() {
+        // As with tables listed in FROM, WHERE's conjuncts over one side of
+        // JOIN ... ON filter that side before the join.
+        let joined = plan("SELECT c.name, o.amount FROM customers c JOIN orders o ON o.customer_id = c.id WHERE o.amount > 10 AND c.name <> 'x'");
+        let listed = plan("SELECT c.name, o.amount FROM customers c, orders o WHERE o.customer_id = c.id AND o.amount > 10 AND c.name <> 'x'");
+        assert_eq!(joined, listed);
+        assert!(joined.contains("Filter (#1 > 10)"), "{joined}");
+        // A LEFT join's preserved side takes them; its NULL-padded side does
+        // not (the padded rows would escape the filter).
+        let p = plan("SELECT c.name, o.amount FROM customers c LEFT JOIN orders o ON o.customer_id = c.id WHERE c.name <> 'x' AND o.amount > 10");
+        let at = |needle: &str| p.find(needle).unwrap_or_else(|| panic!("{needle} in {p}"));
+        assert!(at("Filter (#3 > 10)") < at("LeftJoin"), "{p}");
+        assert!(at("LeftJoin") < at("Filter (#1 <> \"x\")"), "{p}");
+    }
+
+    #[test]
     fn aggregates_and_result_types() {
         let v = compile("SELECT customer_id, count(*), sum(amount), avg(id), sum(id) AS s FROM orders GROUP BY 1 HAVING count(*) > 1", &catalog())
             .unwrap();

@@ -890,7 +890,7 @@ pub(super) fn join_units(units: Vec<(Plan, Scope)>, conjuncts: Vec<Expr>) -> Pla
                 local.push(e.remap(&|c| c - lo));
             }
         }
-        plans.push(Some(filter(plan, local)));
+        plans.push(Some(filter_into(plan, local)));
     }
     let units_of = |e: &Expr| -> Vec<usize> {
         let mut cols = Vec::new();
@@ -1055,6 +1055,64 @@ pub(super) fn factor_or(e: Expr) -> Vec<Expr> {
         out.push(all_of(rest, BinOp::Or, false));
     }
     out
+}
+
+/// `plan` filtered by WHERE's `conjuncts`, each pushed into `plan`'s inner
+/// joins (and into a LEFT join's preserved side) as far as the columns it
+/// reads allow, as Postgres filters at the scan: fewer rows are joined and
+/// arranged, and a row raises its evaluation errors (`10 / c.y > 0`)
+/// whether or not it finds a match. A conjunct over both sides, or none,
+/// stays on top.
+fn filter_into(plan: Plan, conjuncts: Vec<Expr>) -> Plan {
+    let Plan::Join {
+        left,
+        right,
+        kind: kind @ (JoinKind::Inner | JoinKind::Left),
+        left_keys,
+        right_keys,
+        residual,
+        right_arity,
+        null_safe,
+    } = plan
+    else {
+        return filter(plan, conjuncts);
+    };
+    if conjuncts.is_empty() {
+        return Plan::Join {
+            left,
+            right,
+            kind,
+            left_keys,
+            right_keys,
+            residual,
+            right_arity,
+            null_safe,
+        };
+    }
+    let la = left.arity();
+    let (mut on_left, mut on_right, mut rest) = (vec![], vec![], vec![]);
+    for c in conjuncts {
+        let mut cols = Vec::new();
+        c.columns(&mut cols);
+        if !cols.is_empty() && cols.iter().all(|&i| i < la) {
+            on_left.push(c);
+        } else if kind == JoinKind::Inner && !cols.is_empty() && cols.iter().all(|&i| i >= la) {
+            on_right.push(c.remap(&|i| i - la));
+        } else {
+            rest.push(c);
+        }
+    }
+    let join = Plan::Join {
+        left: Box::new(filter_into(*left, on_left)),
+        right: Box::new(filter_into(*right, on_right)),
+        kind,
+        left_keys,
+        right_keys,
+        residual,
+        right_arity,
+        null_safe,
+    };
+    filter(join, rest)
 }
 
 pub(super) fn filter(plan: Plan, predicates: Vec<Expr>) -> Plan {
