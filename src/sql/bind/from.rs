@@ -1064,6 +1064,9 @@ pub(super) fn factor_or(e: Expr) -> Vec<Expr> {
 /// whether or not it finds a match. A conjunct over both sides, or none,
 /// stays on top.
 fn filter_into(plan: Plan, conjuncts: Vec<Expr>) -> Plan {
+    if conjuncts.is_empty() {
+        return plan;
+    }
     let Plan::Join {
         left,
         right,
@@ -1077,18 +1080,6 @@ fn filter_into(plan: Plan, conjuncts: Vec<Expr>) -> Plan {
     else {
         return filter(plan, conjuncts);
     };
-    if conjuncts.is_empty() {
-        return Plan::Join {
-            left,
-            right,
-            kind,
-            left_keys,
-            right_keys,
-            residual,
-            right_arity,
-            null_safe,
-        };
-    }
     let la = left.arity();
     let (mut on_left, mut on_right, mut rest) = (vec![], vec![], vec![]);
     for c in conjuncts {
