@@ -22,9 +22,9 @@
 //! error exactly while one of its operators holds an error. A view's error
 //! collections are kept apart ([`ErrList`]) and each is an input of the
 //! operator that delivers the view's output: timely tracks progress through
-//! every operator and channel a transaction's frontier passes, and an
-//! operator concatenating errors at each join made a third of a join-heavy
-//! view's graph.
+//! every operator and channel a transaction's frontier passes, and the
+//! error outputs and the operators concatenating errors at each join were a
+//! fifth of a join-heavy view's operators and channels.
 
 mod accumulate;
 mod distinct;
