@@ -191,7 +191,16 @@ impl<'s, T: Time> ErrList<'s, T> {
     /// All of them as one collection (one operator if there are several);
     /// `None` if there are none.
     pub fn concatenated(self) -> Option<Errs<'s, T>> {
-        concat_all(self.0)
+        match self.0.len() {
+            0 => None,
+            1 => self.0.into_iter().next(),
+            _ => {
+                let scope = self.0[0].inner.scope();
+                Some(differential_dataflow::collection::concatenate(
+                    scope, self.0,
+                ))
+            }
+        }
     }
 }
 /// A join input arranged by its key, keys and rows packed, each batch's
@@ -687,18 +696,6 @@ impl<'s, T: Time> Context<'s, T> {
             .filter(|p| seen.insert(*p))
             .filter_map(|p| self.errors.get(p).cloned())
             .fold(ErrList::none(), ErrList::and)
-    }
-}
-
-/// The errors of all of `errs`, in one operator; `None` for none.
-pub fn concat_all<'s, T: Time>(errs: Vec<Errs<'s, T>>) -> Option<Errs<'s, T>> {
-    match errs.len() {
-        0 => None,
-        1 => errs.into_iter().next(),
-        _ => {
-            let scope = errs[0].inner.scope();
-            Some(differential_dataflow::collection::concatenate(scope, errs))
-        }
     }
 }
 

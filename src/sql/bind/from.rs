@@ -1083,14 +1083,10 @@ fn filter_into(plan: Plan, conjuncts: Vec<Expr>) -> Plan {
     let la = left.arity();
     let (mut on_left, mut on_right, mut rest) = (vec![], vec![], vec![]);
     for c in conjuncts {
-        let mut cols = Vec::new();
-        c.columns(&mut cols);
-        if !cols.is_empty() && cols.iter().all(|&i| i < la) {
-            on_left.push(c);
-        } else if kind == JoinKind::Inner && !cols.is_empty() && cols.iter().all(|&i| i >= la) {
-            on_right.push(c.remap(&|i| i - la));
-        } else {
-            rest.push(c);
+        match sides_read(&c, la) {
+            (true, false) => on_left.push(c),
+            (false, true) if kind == JoinKind::Inner => on_right.push(c.remap(&|i| i - la)),
+            _ => rest.push(c),
         }
     }
     let join = Plan::Join {
@@ -1104,6 +1100,17 @@ fn filter_into(plan: Plan, conjuncts: Vec<Expr>) -> Plan {
         null_safe,
     };
     filter(join, rest)
+}
+
+/// Whether `e`, over a join's row (left columns first, `left_arity` of
+/// them), reads the left side's columns and whether it reads the right's.
+fn sides_read(e: &Expr, left_arity: usize) -> (bool, bool) {
+    let mut cols = Vec::new();
+    e.columns(&mut cols);
+    (
+        cols.iter().any(|&c| c < left_arity),
+        cols.iter().any(|&c| c >= left_arity),
+    )
 }
 
 pub(super) fn filter(plan: Plan, predicates: Vec<Expr>) -> Plan {
@@ -1148,11 +1155,7 @@ pub(super) fn make_join(left: Plan, right: Plan, conjuncts: Vec<Expr>, kind: Joi
     let right_arity = right.arity();
     let (mut lk, mut rk, mut residual, mut lpush, mut rpush) =
         (vec![], vec![], vec![], vec![], vec![]);
-    let side = |e: &Expr| -> (bool, bool) {
-        let mut cols = Vec::new();
-        e.columns(&mut cols);
-        (cols.iter().any(|c| *c < la), cols.iter().any(|c| *c >= la))
-    };
+    let side = |e: &Expr| sides_read(e, la);
     for c in conjuncts {
         if let Expr::Binary {
             op: BinOp::Eq,
