@@ -35,6 +35,15 @@ pub async fn lsn(client: &tokio_postgres::Client) -> Lsn {
 }
 
 /// A setting from the environment, or `default`.
+/// `--view-groups` for `workers` threads: `BENCH_VIEW_GROUPS`, or the
+/// server's default.
+pub fn view_groups(workers: usize) -> usize {
+    env(
+        "BENCH_VIEW_GROUPS",
+        viewcast::config::default_view_groups(workers) as u64,
+    ) as usize
+}
+
 pub fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -145,6 +154,13 @@ impl Server {
             .arg("--queries")
             .arg(queries)
             .args(["--workers", &env("BENCH_WORKERS", 2).to_string()])
+            // Unset, the binary's own default (a baseline may predate the flag).
+            .args(
+                std::env::var("BENCH_VIEW_GROUPS")
+                    .ok()
+                    .into_iter()
+                    .flat_map(|groups| ["--view-groups".to_string(), groups]),
+            )
             // Paused for a backlog: it must not give the stream up as
             // silent when it resumes.
             .args(["--replication-timeout", "3600"])

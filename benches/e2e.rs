@@ -125,6 +125,7 @@ async fn main() {
         queries: dir.clone(),
         listen: "127.0.0.1:0".into(),
         workers: env("BENCH_WORKERS", 2) as usize,
+        view_groups: common::view_groups(env("BENCH_WORKERS", 2) as usize),
         publication: "viewcast".into(),
         timeouts: Default::default(),
         auth: None,

@@ -241,6 +241,7 @@ async fn main() {
         queries: dir.clone(),
         listen: "127.0.0.1:0".into(),
         workers,
+        view_groups: common::view_groups(workers),
         publication: "viewcast".into(),
         timeouts: Default::default(),
         auth: None,
@@ -254,8 +255,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "viewcast: {views} views complete {:.1} s after start ({workers} workers, --merge-after {merge_after}); resident memory {:.0} MB (+{:.0} MB)",
+        "viewcast: {views} views complete {:.1} s after start ({workers} workers in {} groups, --merge-after {merge_after}); resident memory {:.0} MB (+{:.0} MB)",
         t.elapsed().as_secs_f64(),
+        common::view_groups(workers),
         rss_mb(),
         rss_mb() - before
     );

@@ -18,6 +18,12 @@ pub struct Config {
     pub listen: String,
     /// Timely worker threads.
     pub workers: usize,
+    /// Independent groups the workers are split into (`--view-groups`):
+    /// each group keeps its own copy of every table and runs a share of
+    /// the views, so a transaction's views move in parallel and each view's
+    /// progress is tracked by its group's workers alone. 1 runs every view
+    /// on every worker. A cluster runs one group.
+    pub view_groups: usize,
     /// Publication to create or extend with the tables the views read.
     pub publication: String,
     /// When a connection to Postgres is given up.
@@ -48,6 +54,11 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// Default `--view-groups`: one per worker.
+pub fn default_view_groups(workers: usize) -> usize {
+    workers
 }
 
 /// Default cap on open HTTP connections. Each is a task, a socket and its

@@ -131,7 +131,8 @@ pub struct Controller {
     merge_after: usize,
     /// Rows handed to the dataflow since freed memory was last given back.
     rows_since_trim: usize,
-    workers: usize,
+    /// Worker threads, and the groups they are split into.
+    workers: (usize, usize),
     out_tx: mpsc::UnboundedSender<Output>,
     registry: Arc<Registry>,
     in_flight: Arc<InFlight>,
@@ -181,7 +182,8 @@ pub struct ControllerConfig {
     pub clustered: bool,
     pub queries_dir: PathBuf,
     pub files: Vec<(String, String)>,
-    pub workers: usize,
+    /// Worker threads, and the groups they are split into.
+    pub workers: (usize, usize),
     /// Waiting transactions beyond this many go in as one time.
     pub merge_after: usize,
     pub registry: Arc<Registry>,
@@ -465,7 +467,8 @@ impl Controller {
         if let Some(old) = self.dataflow.take() {
             tokio::task::spawn_blocking(move || old.shutdown(DATAFLOW_STOP_PATIENCE));
         }
-        match Dataflow::start(self.workers, None, self.out_tx.clone()) {
+        let (workers, groups) = self.workers;
+        match Dataflow::start(workers, groups, None, self.out_tx.clone()) {
             Ok(df) => {
                 self.registry.set_sizes(df.sizes());
                 self.dataflow = Some(df);

@@ -193,6 +193,7 @@ pub async fn run(queries: PathBuf, listen: String, workers: usize) -> anyhow::Re
         queries,
         listen,
         workers,
+        view_groups: crate::config::default_view_groups(workers),
         publication: crate::config::DEFAULT_PUBLICATION.into(),
         timeouts: Default::default(),
         // Tokens the demo issues itself (see the module docs).

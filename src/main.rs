@@ -9,8 +9,8 @@ use std::time::Duration;
 use viewcast::auth::AuthConfig;
 use viewcast::cluster::Cluster;
 use viewcast::config::{
-    default_workers, Config, HttpLimits, WsLimits, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MERGE_AFTER, DEFAULT_PUBLICATION, DEFAULT_WS_MAX_FRAME_BYTES,
+    default_view_groups, default_workers, Config, HttpLimits, WsLimits, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MERGE_AFTER, DEFAULT_PUBLICATION, DEFAULT_WS_MAX_FRAME_BYTES,
     DEFAULT_WS_MAX_PENDING_BYTES, DEFAULT_WS_MAX_SUBSCRIPTIONS,
 };
 use viewcast::pg::source::{Timeouts, DEFAULT_SCHEMA_POLL, DEFAULT_SILENCE_TIMEOUT};
@@ -33,6 +33,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Follow a database and serve the views in a directory of .sql files.
@@ -50,6 +52,12 @@ enum Command {
         /// Dataflow worker threads (default: the number of cores).
         #[arg(long, env = "VIEWCAST_WORKERS")]
         workers: Option<usize>,
+        /// Split the workers into this many groups, each with its own copy
+        /// of the tables and a share of the views: a transaction's views
+        /// then move in parallel, each on fewer workers (default: one group
+        /// per worker; 1: every view on every worker). Not with --cluster.
+        #[arg(long, env = "VIEWCAST_VIEW_GROUPS", value_parser = clap::value_parser!(u64).range(1..))]
+        view_groups: Option<u64>,
         /// Publication to create or extend with the tables the views read.
         #[arg(long, env = "VIEWCAST_PUBLICATION", default_value = DEFAULT_PUBLICATION)]
         publication: String,
@@ -157,6 +165,7 @@ async fn run() -> anyhow::Result<()> {
             queries,
             listen,
             workers,
+            view_groups,
             publication,
             replication_timeout,
             schema_poll,
@@ -181,6 +190,18 @@ async fn run() -> anyhow::Result<()> {
                 ),
                 _ => None,
             };
+            let workers = workers.unwrap_or_else(default_workers).max(1);
+            let view_groups = match (view_groups, &cluster) {
+                (Some(g), Some(_)) if g > 1 => anyhow::bail!(
+                    "viewcast serve: --view-groups {g} with --cluster: a cluster runs every view on every worker (one group)"
+                ),
+                (Some(g), _) if g as usize > workers => anyhow::bail!(
+                    "viewcast serve: --view-groups {g} is more than the {workers} workers: each group needs a worker of its own"
+                ),
+                (Some(g), _) => g as usize,
+                (None, Some(_)) => 1,
+                (None, None) => default_view_groups(workers),
+            };
             let follower = cluster.as_ref().is_some_and(|c| !c.is_leader());
             let pg = match pg {
                 Some(pg) => pg,
@@ -193,7 +214,8 @@ async fn run() -> anyhow::Result<()> {
                 pg,
                 queries,
                 listen,
-                workers: workers.unwrap_or_else(default_workers),
+                workers,
+                view_groups,
                 publication,
                 timeouts: Timeouts {
                     silence: Duration::from_secs(replication_timeout.max(3)),

@@ -330,7 +330,12 @@ pub async fn start_with_routes(
     }
 
     let views = files.len();
-    let dataflow = start_dataflow(config.workers, config.cluster.clone(), out_tx.clone()).await?;
+    let dataflow = start_dataflow(
+        (config.workers, config.view_groups),
+        config.cluster.clone(),
+        out_tx.clone(),
+    )
+    .await?;
     let controller = Controller::new(
         ControllerConfig {
             auth: auth.is_some(),
@@ -338,7 +343,7 @@ pub async fn start_with_routes(
             clustered: config.cluster.is_some(),
             queries_dir: config.queries.clone(),
             files,
-            workers: config.workers,
+            workers: (config.workers, config.view_groups),
             merge_after: config.merge_after,
             registry: registry.clone(),
             in_flight: in_flight.clone(),
@@ -426,7 +431,7 @@ fn serve_http(
 /// Starts the dataflow's workers; in cluster mode, once every process of
 /// the cluster has connected (which may take as long as they take to start).
 async fn start_dataflow(
-    workers: usize,
+    (workers, groups): (usize, usize),
     cluster: Option<Cluster>,
     out: mpsc::UnboundedSender<Output>,
 ) -> Result<Dataflow, ServerError> {
@@ -437,11 +442,12 @@ async fn start_dataflow(
             "connecting to the cluster's other processes"
         );
     }
-    let dataflow =
-        tokio::task::spawn_blocking(move || Dataflow::start(workers, cluster.as_ref(), out))
-            .await
-            .map_err(|e| ServerError::Dataflow(e.to_string()))?
-            .map_err(ServerError::Dataflow)?;
+    let dataflow = tokio::task::spawn_blocking(move || {
+        Dataflow::start(workers, groups, cluster.as_ref(), out)
+    })
+    .await
+    .map_err(|e| ServerError::Dataflow(e.to_string()))?
+    .map_err(ServerError::Dataflow)?;
     Ok(dataflow)
 }
 
@@ -471,7 +477,7 @@ async fn start_follower(
         registry.share_tuples();
     }
     let process = cluster.process;
-    let dataflow = start_dataflow(config.workers, Some(cluster), out_tx).await?;
+    let dataflow = start_dataflow((config.workers, 1), Some(cluster), out_tx).await?;
     registry.set_sizes(dataflow.sizes());
     let mut tasks = vec![tokio::spawn(crate::controller::follow(
         crate::controller::Following {

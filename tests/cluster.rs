@@ -224,6 +224,27 @@ async fn two_processes_serve_one_dataflow_with_identical_events() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--pg"), "{err}");
+    // Groups of views are for one process; each group needs a worker.
+    for (args, says) in [
+        (
+            vec!["--cluster", &hosts, "--process", "1", "--view-groups", "2"],
+            "a cluster runs every view on every worker",
+        ),
+        (
+            vec!["--workers", "2", "--view-groups", "3"],
+            "is more than the 2 workers",
+        ),
+        (vec!["--view-groups", "0"], "--view-groups"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_viewcast"))
+            .args(["serve", "--pg", &db.conninfo, "--queries", &queries])
+            .args(&args)
+            .output()
+            .expect("run viewcast");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 
     // Each process serves every view, equal to Postgres from the start.
     let mut at0 = Vec::new();

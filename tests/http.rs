@@ -40,6 +40,7 @@ impl Limited {
             queries: dir.clone(),
             listen: "127.0.0.1:0".into(),
             workers: 1,
+            view_groups: 1,
             publication: "viewcast".into(),
             timeouts: Default::default(),
             auth: None,

@@ -125,6 +125,7 @@ async fn refused(conninfo: &str, queries: &Path) -> String {
         queries: queries.to_path_buf(),
         listen: "127.0.0.1:0".into(),
         workers: 1,
+        view_groups: 1,
         publication: "viewcast".into(),
         timeouts: Default::default(),
         auth: None,

@@ -24,6 +24,16 @@
 //! Postgres is needed), after which it follows the same stream as the others.
 //! Every worker receives the same commands in the same order, so all of them
 //! build the same dataflows in the same order, as timely requires.
+//!
+//! The workers are split into groups (`--view-groups`), each a timely
+//! instance of its own. Every group receives every table command and every
+//! transaction and arranges each table itself (the arrangements hold handles
+//! to the source's row allocations, so a second copy costs handles, not
+//! rows); a view is built in one group only. A transaction's views then move
+//! in parallel, and each view's progress is tracked by its own group's
+//! workers alone. Each group's first worker releases its own views' outputs
+//! and reports its progress to [`JointProgress`]: the dataflow's progress
+//! (what the source acknowledges) is the least of the groups'.
 
 mod flat;
 mod import;
@@ -300,10 +310,78 @@ impl InFlight {
 
 /// Handle to the running workers. Dropping it stops them.
 pub struct Dataflow {
-    senders: Vec<Sender<Command>>,
+    groups: Vec<Group>,
+    /// Which group runs each view, and how much each group runs.
+    placement: Mutex<Placement>,
     sizes: Arc<memory::Sizes>,
+}
+
+/// One timely instance: its workers' command channels and threads.
+struct Group {
+    senders: Vec<Sender<Command>>,
     threads: Vec<Thread>,
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
+}
+
+/// Which group runs each view. A transaction moves the views that read the
+/// tables it changes, so what should be even is each table's readers: a
+/// group's load on a table is the plan nodes of its views that read it (a
+/// stand-in for the operators whose progress it tracks when the table moves).
+#[derive(Default)]
+struct Placement {
+    /// Each view's group, weight and tables.
+    views: HashMap<usize, (usize, usize, Vec<usize>)>,
+    /// Each group's load per table, and in all.
+    loads: Vec<(HashMap<usize, usize>, usize)>,
+}
+
+impl Placement {
+    fn new(groups: usize) -> Placement {
+        Placement {
+            views: HashMap::new(),
+            loads: vec![Default::default(); groups],
+        }
+    }
+
+    /// The view goes to the group with the least load on the tables it
+    /// reads, then the least load in all, then the first.
+    fn place(&mut self, view: usize, plan: &Plan) -> usize {
+        let weight = plan_nodes(plan);
+        let mut tables = Vec::new();
+        plan.tables(&mut tables);
+        tables.sort_unstable();
+        tables.dedup();
+        let group = (0..self.loads.len())
+            .min_by_key(|g| {
+                let (by_table, all) = &self.loads[*g];
+                let on_tables: usize = tables.iter().filter_map(|t| by_table.get(t)).sum();
+                (on_tables, *all)
+            })
+            .unwrap_or(0);
+        let (by_table, all) = &mut self.loads[group];
+        for t in &tables {
+            *by_table.entry(*t).or_default() += weight;
+        }
+        *all += weight;
+        self.views.insert(view, (group, weight, tables));
+        group
+    }
+
+    fn remove(&mut self, view: usize) -> Option<usize> {
+        let (group, weight, tables) = self.views.remove(&view)?;
+        let (by_table, all) = &mut self.loads[group];
+        for t in &tables {
+            if let Some(load) = by_table.get_mut(t) {
+                *load -= weight;
+            }
+        }
+        *all -= weight;
+        Some(group)
+    }
+}
+
+fn plan_nodes(plan: &Plan) -> usize {
+    1 + plan.inputs().into_iter().map(plan_nodes).sum::<usize>()
 }
 
 /// How long an idle worker parks before checking for commands again; sends
@@ -311,93 +389,62 @@ pub struct Dataflow {
 const IDLE_PARK: Duration = Duration::from_millis(50);
 
 impl Dataflow {
-    /// Starts `workers` threads with no tables and no views yet; with a
-    /// `cluster`, this process's share of a dataflow across its processes
-    /// (it returns once every process is connected).
+    /// Starts `workers` threads with no tables and no views yet, split into
+    /// `groups` timely instances (at most one per worker; a cluster runs
+    /// one); with a `cluster`, this process's share of a dataflow across
+    /// its processes (it returns once every process is connected).
     pub fn start(
         workers: usize,
+        groups: usize,
         cluster: Option<&Cluster>,
         out: OutputSender,
     ) -> Result<Dataflow, String> {
         let workers = workers.max(1);
-        let (config, place) = match cluster {
-            None => (timely::Config::process(workers), Place::alone(workers)),
-            Some(c) => (
-                timely::Config {
-                    communication: timely::CommunicationConfig::Cluster {
-                        threads: workers,
-                        process: c.process,
-                        addresses: c.hosts.clone(),
-                        report: false,
-                        zerocopy: false,
-                    },
-                    worker: timely::WorkerConfig::default(),
-                },
-                Place {
-                    process: c.process,
-                    processes: c.processes(),
-                    threads: workers,
-                },
-            ),
+        let groups = if cluster.is_some() {
+            1
+        } else {
+            groups.clamp(1, workers)
         };
-        let mut senders = Vec::new();
-        let mut receivers = Vec::new();
-        for _ in 0..workers {
-            let (tx, rx) = mpsc::channel::<Command>();
-            senders.push(tx);
-            receivers.push(Some(rx));
-        }
-        let receivers = Arc::new(Mutex::new(receivers));
-        let (thread_tx, thread_rx) = mpsc::channel::<(usize, Thread)>();
-        let thread_tx = Arc::new(Mutex::new(thread_tx));
-        let out = Arc::new(Mutex::new(out));
         let sizes = Arc::new(memory::Sizes::default());
-        let worker_sizes = sizes.clone();
-        let guards = timely::execute(config, move |worker| {
-            let index = worker.index() % place.threads;
-            let rx = receivers
-                .lock()
-                .expect("receiver lock")
-                .get_mut(index)
-                .and_then(Option::take)
-                .expect("one receiver per worker");
-            let _ = thread_tx
-                .lock()
-                .expect("thread lock")
-                .send((index, std::thread::current()));
-            let out = out.lock().expect("output lock").clone();
-            // A panic must not leave the server looking healthy: report it,
-            // and the controller replaces the whole dataflow.
-            let sizes = worker_sizes.clone();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_worker(worker, place, rx, out.clone(), sizes)
-            }));
-            if let Err(panic) = result {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                let _ = out.send(Output::WorkerFailed {
-                    message: format!(
-                        "dataflow worker {} panicked: {message}",
-                        place.describe(index)
-                    ),
-                });
-            }
-        })?;
-        let mut threads: Vec<Option<Thread>> = vec![None; workers];
-        for _ in 0..workers {
-            let (i, t) = thread_rx
-                .recv_timeout(Duration::from_secs(30))
-                .map_err(|_| "dataflow workers did not start".to_string())?;
-            threads[i] = Some(t);
+        let joint = Arc::new(JointProgress::new(groups));
+        let mut started = Vec::new();
+        let mut first_worker = 0;
+        for group in 0..groups {
+            let threads = workers / groups + usize::from(group < workers % groups);
+            let (config, place) = match cluster {
+                None => (
+                    timely::Config::process(threads),
+                    Place::alone(threads, group, groups, first_worker),
+                ),
+                Some(c) => (
+                    timely::Config {
+                        communication: timely::CommunicationConfig::Cluster {
+                            threads,
+                            process: c.process,
+                            addresses: c.hosts.clone(),
+                            report: false,
+                            zerocopy: false,
+                        },
+                        worker: timely::WorkerConfig::default(),
+                    },
+                    Place {
+                        process: c.process,
+                        processes: c.processes(),
+                        threads,
+                        group: 0,
+                        groups: 1,
+                        first_worker: 0,
+                    },
+                ),
+            };
+            let shared = (out.clone(), sizes.clone(), joint.clone());
+            started.push(Group::start(config, place, shared)?);
+            first_worker += threads;
         }
         Ok(Dataflow {
-            senders,
+            placement: Mutex::new(Placement::new(groups)),
+            groups: started,
             sizes,
-            threads: threads.into_iter().flatten().collect(),
-            guards: Mutex::new(Some(guards)),
         })
     }
 
@@ -407,9 +454,8 @@ impl Dataflow {
     }
 
     fn send(&self, make: impl Fn() -> Command) {
-        for (s, t) in self.senders.iter().zip(&self.threads) {
-            let _ = s.send(make());
-            t.unpark();
+        for g in &self.groups {
+            g.send(&make);
         }
     }
 
@@ -421,16 +467,25 @@ impl Dataflow {
         self.send(|| Command::DropTable { id });
     }
 
+    /// Builds the view in the group that runs the least so far.
     pub fn add_view(&self, id: usize, plan: Plan) {
+        let group = self.placement().place(id, &plan);
         let plan = Arc::new(plan);
-        self.send(|| Command::AddView {
+        self.groups[group].send(&|| Command::AddView {
             id,
             plan: plan.clone(),
         });
     }
 
     pub fn drop_view(&self, id: usize) {
-        self.send(|| Command::DropView { id });
+        match self.placement().remove(id) {
+            Some(group) => self.groups[group].send(&|| Command::DropView { id }),
+            None => self.send(|| Command::DropView { id }),
+        }
+    }
+
+    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
+        self.placement.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn apply(&self, lsn: u64, updates: Updates) {
@@ -463,17 +518,21 @@ impl Dataflow {
     /// and closes their command channels; later calls do nothing.
     fn disconnect(&mut self) {
         self.send(|| Command::Stop);
-        self.senders.clear();
-        for t in &self.threads {
-            t.unpark();
+        for g in &mut self.groups {
+            g.senders.clear();
+            for t in &g.threads {
+                t.unpark();
+            }
         }
     }
 
     /// Sends `command` to this process's first worker only.
     fn send_first(&self, command: Command) {
-        if let Some(s) = self.senders.first() {
-            let _ = s.send(command);
-            self.threads[0].unpark();
+        if let Some(g) = self.groups.first() {
+            if let Some(s) = g.senders.first() {
+                let _ = s.send(command);
+                g.threads[0].unpark();
+            }
         }
     }
 
@@ -488,35 +547,149 @@ impl Dataflow {
         self.send_first(Command::Requests(requests));
     }
 
-    /// Makes a worker panic (for tests of the recovery from one).
+    /// Makes a worker panic (for tests of the recovery from one): the last
+    /// worker of the last group.
     pub fn crash_a_worker(&self) {
-        self.send(|| Command::Crash);
+        if let Some(g) = self.groups.last() {
+            g.send(&|| Command::Crash);
+        }
     }
 
     /// Stops the workers and waits for them, at most `patience`: a worker
     /// stuck after another one's panic is left behind rather than waited for.
     pub fn shutdown(mut self, patience: Duration) {
         self.disconnect();
-        let guards = self.guards.lock().ok().and_then(|mut g| g.take());
-        if let Some(g) = guards {
-            let (done_tx, done_rx) = mpsc::channel();
-            std::thread::Builder::new()
-                .name("dataflow-join".into())
-                .spawn(move || {
-                    let _ = g.join();
-                    let _ = done_tx.send(());
-                })
-                .ok();
-            let _ = done_rx.recv_timeout(patience);
+        let guards: Vec<_> = self.groups.iter().filter_map(Group::take_guards).collect();
+        if guards.is_empty() {
+            return;
         }
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("dataflow-join".into())
+            .spawn(move || {
+                for g in guards {
+                    let _ = g.join();
+                }
+                let _ = done_tx.send(());
+            })
+            .ok();
+        let _ = done_rx.recv_timeout(patience);
     }
 }
 
 impl Drop for Dataflow {
     fn drop(&mut self) {
         self.disconnect();
-        if let Some(g) = self.guards.lock().ok().and_then(|mut g| g.take()) {
+        for g in self.groups.iter().filter_map(Group::take_guards) {
             let _ = g.join();
+        }
+    }
+}
+
+impl Group {
+    /// Starts one timely instance of `place.threads` workers.
+    fn start(
+        config: timely::Config,
+        place: Place,
+        (out, sizes, joint): (OutputSender, Arc<memory::Sizes>, Arc<JointProgress>),
+    ) -> Result<Group, String> {
+        let workers = place.threads;
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::channel::<Command>();
+            senders.push(tx);
+            receivers.push(Some(rx));
+        }
+        let receivers = Arc::new(Mutex::new(receivers));
+        let (thread_tx, thread_rx) = mpsc::channel::<(usize, Thread)>();
+        let thread_tx = Arc::new(Mutex::new(thread_tx));
+        let out = Arc::new(Mutex::new(out));
+        let guards = timely::execute(config, move |worker| {
+            let index = worker.index() % place.threads;
+            let rx = receivers
+                .lock()
+                .expect("receiver lock")
+                .get_mut(index)
+                .and_then(Option::take)
+                .expect("one receiver per worker");
+            let _ = thread_tx
+                .lock()
+                .expect("thread lock")
+                .send((index, std::thread::current()));
+            let out = out.lock().expect("output lock").clone();
+            // A panic must not leave the server looking healthy: report it,
+            // and the controller replaces the whole dataflow.
+            let shared = (out.clone(), sizes.clone(), joint.clone());
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_worker(worker, place, rx, shared)
+            }));
+            if let Err(panic) = result {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                let _ = out.send(Output::WorkerFailed {
+                    message: format!(
+                        "dataflow worker {} panicked: {message}",
+                        place.describe(index)
+                    ),
+                });
+            }
+        })?;
+        let mut threads: Vec<Option<Thread>> = vec![None; workers];
+        for _ in 0..workers {
+            let (i, t) = thread_rx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| "dataflow workers did not start".to_string())?;
+            threads[i] = Some(t);
+        }
+        Ok(Group {
+            senders,
+            threads: threads.into_iter().flatten().collect(),
+            guards: Mutex::new(Some(guards)),
+        })
+    }
+
+    fn send(&self, make: &dyn Fn() -> Command) {
+        for (s, t) in self.senders.iter().zip(&self.threads) {
+            let _ = s.send(make());
+            t.unpark();
+        }
+    }
+
+    fn take_guards(&self) -> Option<timely::communication::WorkerGuards<()>> {
+        self.guards.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+/// The groups' progress, joined: an LSN is complete when every group has
+/// passed it. Each group's first worker sends its batches before it reports
+/// here, and the report is sent under the lock, so a batch never arrives
+/// after the progress that passes it.
+struct JointProgress {
+    state: Mutex<(Vec<Option<u64>>, Option<u64>)>,
+}
+
+impl JointProgress {
+    fn new(groups: usize) -> JointProgress {
+        JointProgress {
+            state: Mutex::new((vec![None; groups], None)),
+        }
+    }
+
+    /// `group` has released everything through `lsn`.
+    fn report(&self, group: usize, lsn: u64, out: &OutputSender) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (groups, sent) = &mut *state;
+        groups[group] = Some(groups[group].map_or(lsn, |l| l.max(lsn)));
+        let Some(joint) = groups.iter().copied().min().flatten() else {
+            return;
+        };
+        if sent.is_none_or(|s| joint > s) {
+            *sent = Some(joint);
+            let _ = out.send(Output::Progress { lsn: joint });
         }
     }
 }
@@ -526,24 +699,34 @@ impl Drop for Dataflow {
 struct Place {
     process: usize,
     processes: usize,
-    /// Workers per process.
+    /// Workers per process (of this group).
     threads: usize,
+    /// This group of one process's workers, among `groups`.
+    group: usize,
+    groups: usize,
+    /// The group's first worker among all of the process's workers.
+    first_worker: usize,
 }
 
 impl Place {
-    fn alone(threads: usize) -> Place {
+    fn alone(threads: usize, group: usize, groups: usize, first_worker: usize) -> Place {
         Place {
             process: 0,
             processes: 1,
             threads,
+            group,
+            groups,
+            first_worker,
         }
     }
 
     fn describe(&self, local: usize) -> String {
-        if self.processes == 1 {
-            local.to_string()
-        } else {
+        if self.processes > 1 {
             format!("{local} of process {}", self.process)
+        } else if self.groups > 1 {
+            format!("{local} of group {}", self.group)
+        } else {
+            local.to_string()
         }
     }
 }
@@ -756,6 +939,8 @@ struct Worker<'w> {
     time: u64,
     last_progress: Option<u64>,
     out: OutputSender,
+    /// Where the process's first worker reports its group's progress.
+    joint: Arc<JointProgress>,
     /// Which dataflow each operator is in, for the arrangement sizes.
     owners: memory::Owners,
 }
@@ -764,8 +949,7 @@ fn run_worker(
     worker: &mut timely::worker::Worker,
     place: Place,
     rx: Receiver<Command>,
-    out: OutputSender,
-    sizes: Arc<memory::Sizes>,
+    (out, sizes, joint): (OutputSender, Arc<memory::Sizes>, Arc<JointProgress>),
 ) {
     let owners = memory::Owners::default();
     memory::log_into(worker, sizes.clone(), owners.clone());
@@ -783,6 +967,7 @@ fn run_worker(
         time: 0,
         last_progress: None,
         out,
+        joint,
         owners,
     };
     w.add_table(UNIT_TABLE);
@@ -862,7 +1047,7 @@ impl Worker<'_> {
             let view = v.measures.iter_mut().map(|m| m()).sum();
             measured.insert(memory::Owner::View(*id), view);
         }
-        sizes.set_measured(self.worker.index(), measured);
+        sizes.set_measured(self.place.first_worker + self.worker.index(), measured);
     }
 
     /// This process's first worker: it releases the views' outputs to the
@@ -957,7 +1142,8 @@ impl Worker<'_> {
                         }
                     }
                 }
-                if self.first_of_process() {
+                // Every group applies them at the same time: one tells.
+                if self.first_of_process() && self.place.group == 0 {
                     let _ = self.out.send(Output::TuplesApplied { ticket, lsn: t });
                 }
                 self.advance_tables(&[table], t + 1);
@@ -1140,7 +1326,12 @@ impl Worker<'_> {
             // Every step's progress tracking visits the operators whose
             // frontier moved, which is all of them: this is a view's cost
             // per transaction, whatever it changes.
-            tracing::debug!(view = id, operators = end - first, "view dataflow built");
+            tracing::debug!(
+                view = id,
+                group = self.place.group,
+                operators = end - first,
+                "view dataflow built"
+            );
         }
         self.owners.record(first, end, memory::Owner::View(id));
         self.dropped.remove(&id);
@@ -1221,7 +1412,7 @@ impl Worker<'_> {
         // progress never goes back.
         if frontier > 0 && self.last_progress.is_none_or(|p| frontier - 1 > p) {
             self.last_progress = Some(frontier - 1);
-            let _ = self.out.send(Output::Progress { lsn: frontier - 1 });
+            self.joint.report(self.place.group, frontier - 1, &self.out);
         }
     }
 }
@@ -1252,8 +1443,15 @@ mod tests {
     /// transaction even though most leave most views where they were.
     #[test]
     fn views_move_with_the_tables_they_read_and_progress_passes_the_others() {
+        // Two workers on every view, and each view in one of two groups.
+        for groups in [1, 2] {
+            views_move_with_the_tables_they_read(groups);
+        }
+    }
+
+    fn views_move_with_the_tables_they_read(groups: usize) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let dataflow = Dataflow::start(2, None, tx).expect("workers start");
+        let dataflow = Dataflow::start(2, groups, None, tx).expect("workers start");
         for t in [1, 2, 3] {
             dataflow.add_table(t);
         }
@@ -1297,10 +1495,17 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         while progress < 50 {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "progress stopped at {progress}");
+            assert!(
+                !left.is_zero(),
+                "{groups} groups: progress stopped at {progress}"
+            );
             match rx.try_recv() {
                 Ok(Output::Batch { lsn, views }) => {
                     assert!(lsn > progress, "a batch at {lsn} after progress {progress}");
+                    for v in &views {
+                        let again = batches.contains_key(&(v.view, lsn));
+                        assert!(!again, "view {} twice at {lsn}", v.view);
+                    }
                     for v in views {
                         assert!(v.errors.is_empty());
                         batches.insert((v.view, lsn), v.rows);
@@ -1357,8 +1562,40 @@ mod tests {
         for rows in got.values_mut() {
             rows.sort();
         }
-        assert_eq!(got, want);
+        assert_eq!(got, want, "{groups} groups");
+        let loads: Vec<usize> = dataflow.placement().loads.iter().map(|l| l.1).collect();
+        assert_eq!(loads.len(), groups);
+        assert!(loads.iter().all(|l| *l > 0), "views spread: {loads:?}");
         dataflow.shutdown(Duration::from_secs(5));
+    }
+
+    /// Each view goes where its tables' readers are fewest, so the views a
+    /// transaction moves are spread over the groups.
+    #[test]
+    fn views_spread_by_the_tables_they_read() {
+        let join = |l, r| Plan::Join {
+            left: Box::new(get(l)),
+            right: Box::new(get(r)),
+            kind: JoinKind::Inner,
+            left_keys: vec![Expr::Column(0)],
+            right_keys: vec![Expr::Column(0)],
+            residual: vec![],
+            right_arity: 2,
+            null_safe: false,
+        };
+        let mut p = Placement::new(2);
+        assert_eq!(p.place(10, &get(1)), 0);
+        assert_eq!(p.place(11, &get(1)), 1, "t1's second reader");
+        // Even on t1 and t2, and in all: the first group.
+        assert_eq!(p.place(12, &join(1, 2)), 0);
+        assert_eq!(p.place(13, &get(2)), 1, "away from the join over t2");
+        // Nobody reads t3: the group with less in all (1 + 1 against 1 + 3).
+        assert_eq!(p.place(14, &get(3)), 1);
+        assert_eq!(p.remove(12), Some(0));
+        assert_eq!(p.place(15, &get(2)), 0, "the join's load on t2 is gone");
+        assert_eq!(p.remove(99), None);
+        assert_eq!(p.loads[0].1, 2);
+        assert_eq!(p.loads[1].1, 3);
     }
 
     #[tokio::test]

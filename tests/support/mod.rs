@@ -425,6 +425,7 @@ impl TestServer {
             queries: dir.clone(),
             listen: "127.0.0.1:0".into(),
             workers: 2,
+            view_groups: viewcast::config::default_view_groups(2),
             publication: "viewcast".into(),
             timeouts,
             auth,
