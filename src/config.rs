@@ -56,9 +56,15 @@ pub fn default_workers() -> usize {
         .unwrap_or(1)
 }
 
-/// Default `--view-groups`: one per worker.
+/// Default `--view-groups`: one per worker, at most four. Each group
+/// arranges every table again (handles to the same rows, about 20 bytes a
+/// row each), so past a few groups the copies cost more memory than the
+/// parallel views save time; more workers than groups share each group's
+/// views by key.
+pub const MAX_DEFAULT_VIEW_GROUPS: usize = 4;
+
 pub fn default_view_groups(workers: usize) -> usize {
-    workers
+    workers.clamp(1, MAX_DEFAULT_VIEW_GROUPS)
 }
 
 /// Default cap on open HTTP connections. Each is a task, a socket and its

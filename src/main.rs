@@ -55,7 +55,8 @@ enum Command {
         /// Split the workers into this many groups, each with its own copy
         /// of the tables and a share of the views: a transaction's views
         /// then move in parallel, each on fewer workers (default: one group
-        /// per worker; 1: every view on every worker). Not with --cluster.
+        /// per worker, at most 4; 1: every view on every worker). Not with
+        /// --cluster.
         #[arg(long, env = "VIEWCAST_VIEW_GROUPS", value_parser = clap::value_parser!(u64).range(1..))]
         view_groups: Option<u64>,
         /// Publication to create or extend with the tables the views read.

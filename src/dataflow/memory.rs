@@ -286,6 +286,13 @@ fn vec_bytes<E: HeapSize>(v: &[E]) -> usize {
 /// have room for more).
 pub trait BatchBytes {
     fn bytes(&self) -> usize;
+
+    /// Of [`BatchBytes::bytes`], what the keys hold on the heap: for a
+    /// table, the rows' own bytes, which every view group's copy of the
+    /// table shares with the source's state.
+    fn keys_heap_bytes(&self) -> usize {
+        0
+    }
 }
 
 impl<T> BatchBytes for OrdValBatch<Layout<T>>
@@ -316,6 +323,10 @@ where
             + std::mem::size_of_val(s.upds.times.as_slice())
             + vec_bytes(&s.upds.diffs)
     }
+
+    fn keys_heap_bytes(&self) -> usize {
+        self.storage.keys.iter().map(HeapSize::heap_size).sum()
+    }
 }
 
 /// Adds up the bytes of one arrangement's batches (it holds a read handle
@@ -324,7 +335,26 @@ where
 pub type Measure = Box<dyn FnMut() -> Measured>;
 
 /// A [`Measure`] of `trace`.
-pub fn measure<Tr, B>(mut trace: TraceAgent<Tr>) -> Measure
+pub fn measure<Tr, B>(trace: TraceAgent<Tr>) -> Measure
+where
+    Tr: TraceReader<Batch = Rc<B>> + 'static,
+    B: BatchBytes + 'static,
+{
+    measure_by(trace, B::bytes)
+}
+
+/// A [`Measure`] of `trace` without what its keys hold on the heap: a
+/// table's copy in a view group after the first, whose rows are counted
+/// once, with the first group's.
+pub fn measure_handles<Tr, B>(trace: TraceAgent<Tr>) -> Measure
+where
+    Tr: TraceReader<Batch = Rc<B>> + 'static,
+    B: BatchBytes + 'static,
+{
+    measure_by(trace, |b: &B| b.bytes() - b.keys_heap_bytes())
+}
+
+fn measure_by<Tr, B>(mut trace: TraceAgent<Tr>, size: fn(&B) -> usize) -> Measure
 where
     Tr: TraceReader<Batch = Rc<B>> + 'static,
     B: BatchBytes + 'static,
@@ -343,7 +373,7 @@ where
                 let at = Rc::as_ptr(batch) as usize;
                 let bytes = match known.remove(&at) {
                     Some((weak, bytes)) => (weak, bytes),
-                    None => (Rc::downgrade(batch), batch.bytes()),
+                    None => (Rc::downgrade(batch), size(batch)),
                 };
                 total += bytes.1;
                 seen.insert(at, bytes);
@@ -513,6 +543,47 @@ mod tests {
                 COLLECTING.with(|c| c.borrow().is_none()),
                 "an arrangement built outside collect is not tracked"
             );
+        });
+    }
+
+    /// A table's copy in a second view group counts what it adds: all but
+    /// the rows' own bytes, which the first group's copy counts.
+    #[test]
+    fn a_second_copy_of_a_table_counts_its_handles_not_the_rows() {
+        use differential_dataflow::input::Input;
+        use timely::dataflow::operators::probe::Handle;
+        use timely::dataflow::operators::Probe;
+
+        let rows: Vec<PackedRow> = (0..1000)
+            .map(|i| {
+                PackedRow::pack(&[
+                    Datum::Int(i),
+                    Datum::Text(format!("customer number {i:08} of many")),
+                ])
+            })
+            .collect();
+        let heap: usize = rows.iter().map(HeapSize::heap_size).sum();
+        assert!(heap > 0, "rows this long live on the heap");
+        timely::execute_directly(move |worker| {
+            let probe = Handle::new();
+            let (mut input, trace) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, rows) = scope.new_collection::<PackedRow, isize>();
+                let arranged = rows.arrange_by_self();
+                arranged.stream.clone().probe_with(&probe);
+                (input, arranged.trace)
+            });
+            for row in &rows {
+                input.insert(row.clone());
+            }
+            input.advance_to(1);
+            input.flush();
+            while probe.less_than(&1) {
+                worker.step();
+            }
+            let whole = measure(trace.clone())().bytes;
+            let handles = measure_handles(trace)().bytes;
+            assert_eq!(whole - handles, heap);
+            assert!(handles >= rows.len() * std::mem::size_of::<PackedRow>());
         });
     }
 }

@@ -1229,7 +1229,12 @@ impl Worker<'_> {
         let since = [time.saturating_sub(1)];
         trace.set_logical_compaction(AntichainRef::new(&since));
         trace.set_physical_compaction(AntichainRef::new(&since));
-        let measure = memory::measure(trace.clone());
+        // The rows' bytes are the source's, counted once (with the first group).
+        let measure = if self.place.group == 0 {
+            memory::measure(trace.clone())
+        } else {
+            memory::measure_handles(trace.clone())
+        };
         self.tables.insert(
             id,
             Table {
