@@ -57,7 +57,7 @@ pub fn default_workers() -> usize {
 }
 
 /// Default `--view-groups`: one per worker, at most four. Each group
-/// arranges every table again (handles to the same rows, about 20 bytes a
+/// arranges every table again (handles to the same rows, about 28 bytes a
 /// row each), so past a few groups the copies cost more memory than the
 /// parallel views save time; more workers than groups share each group's
 /// views by key.

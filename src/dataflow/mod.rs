@@ -327,7 +327,6 @@ struct Group {
 /// tables it changes, so what should be even is each table's readers: a
 /// group's load on a table is the plan nodes of its views that read it (a
 /// stand-in for the operators whose progress it tracks when the table moves).
-#[derive(Default)]
 struct Placement {
     /// Each view's group, weight and tables.
     views: HashMap<usize, (usize, usize, Vec<usize>)>,
@@ -467,7 +466,8 @@ impl Dataflow {
         self.send(|| Command::DropTable { id });
     }
 
-    /// Builds the view in the group that runs the least so far.
+    /// Builds the view in one group, where the tables it reads have the
+    /// fewest readers so far ([`Placement`]).
     pub fn add_view(&self, id: usize, plan: Plan) {
         let group = self.placement().place(id, &plan);
         let plan = Arc::new(plan);
@@ -1437,6 +1437,20 @@ mod tests {
         }
     }
 
+    /// Two tables joined on their first columns.
+    fn join(left: usize, right: usize) -> Plan {
+        Plan::Join {
+            left: Box::new(get(left)),
+            right: Box::new(get(right)),
+            kind: JoinKind::Inner,
+            left_keys: vec![Expr::Column(0)],
+            right_keys: vec![Expr::Column(0)],
+            residual: vec![],
+            right_arity: 2,
+            null_safe: false,
+        }
+    }
+
     fn row(a: i64, b: i64) -> PackedRow {
         PackedRow::pack(&[Datum::Int(a), Datum::Int(b)])
     }
@@ -1463,17 +1477,7 @@ mod tests {
         dataflow.apply(10, vec![(1, row(1, 10), 1), (3, row(7, 70), 1)]);
         dataflow.add_view(100, get(1));
         dataflow.add_view(101, get(2));
-        let join = Plan::Join {
-            left: Box::new(get(1)),
-            right: Box::new(get(2)),
-            kind: JoinKind::Inner,
-            left_keys: vec![Expr::Column(0)],
-            right_keys: vec![Expr::Column(0)],
-            residual: vec![],
-            right_arity: 2,
-            null_safe: false,
-        };
-        dataflow.add_view(102, join);
+        dataflow.add_view(102, join(1, 2));
         let count = Plan::Reduce {
             input: Box::new(get(3)),
             keys: vec![],
@@ -1578,16 +1582,6 @@ mod tests {
     /// transaction moves are spread over the groups.
     #[test]
     fn views_spread_by_the_tables_they_read() {
-        let join = |l, r| Plan::Join {
-            left: Box::new(get(l)),
-            right: Box::new(get(r)),
-            kind: JoinKind::Inner,
-            left_keys: vec![Expr::Column(0)],
-            right_keys: vec![Expr::Column(0)],
-            residual: vec![],
-            right_arity: 2,
-            null_safe: false,
-        };
         let mut p = Placement::new(2);
         assert_eq!(p.place(10, &get(1)), 0);
         assert_eq!(p.place(11, &get(1)), 1, "t1's second reader");
