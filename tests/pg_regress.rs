@@ -101,7 +101,13 @@ const CHUNK: usize = 400;
 
 /// Wrong answers that are known, each as (file, a substring of the SQL that
 /// only that file's view has, reason). Any other wrong view fails the test,
-/// and so does an entry whose view agrees with Postgres (remove it then).
+/// and so does an entry whose view agrees with Postgres (remove it then),
+/// unless its reason says the answer is [`LEFT_OPEN`]: Postgres's order of
+/// rows that SQL does not order follows its plan (an index scan or a
+/// sequential one, as its statistics decide when autovacuum analyzes the
+/// table), so such a view may agree in one run and not in the next.
+const LEFT_OPEN: &str = "(SQL leaves it open)";
+
 const ALLOWED: &[(&str, &str, &str)] = &[
     (
         "window.sql",
@@ -1632,7 +1638,7 @@ async fn run_file(file: &'static str) {
             stale.push(format!(
                 "{needle:?} ({reason}) is in {matching} views' SQL: it must pick out one"
             ));
-        } else if !counts.allowed.iter().any(|(x, _)| *x == a) {
+        } else if !counts.allowed.iter().any(|(x, _)| *x == a) && !reason.contains(LEFT_OPEN) {
             stale.push(format!(
                 "{needle:?} ({reason}) agrees with Postgres now: remove the entry"
             ));
