@@ -34,7 +34,6 @@ pub async fn lsn(client: &tokio_postgres::Client) -> Lsn {
     s.parse().expect("lsn")
 }
 
-/// A setting from the environment, or `default`.
 /// `--view-groups` for `workers` threads: `BENCH_VIEW_GROUPS`, or the
 /// server's default.
 pub fn view_groups(workers: usize) -> usize {
@@ -44,6 +43,7 @@ pub fn view_groups(workers: usize) -> usize {
     ) as usize
 }
 
+/// A setting from the environment, or `default`.
 pub fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

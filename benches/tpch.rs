@@ -200,6 +200,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
+    let view_groups = common::view_groups(workers);
     let merge_after = common::env(
         "VIEWCAST_MERGE_AFTER",
         viewcast::config::DEFAULT_MERGE_AFTER as u64,
@@ -241,7 +242,7 @@ async fn main() {
         queries: dir.clone(),
         listen: "127.0.0.1:0".into(),
         workers,
-        view_groups: common::view_groups(workers),
+        view_groups,
         publication: "viewcast".into(),
         timeouts: Default::default(),
         auth: None,
@@ -255,9 +256,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "viewcast: {views} views complete {:.1} s after start ({workers} workers in {} groups, --merge-after {merge_after}); resident memory {:.0} MB (+{:.0} MB)",
+        "viewcast: {views} views complete {:.1} s after start ({workers} workers in {view_groups} groups, --merge-after {merge_after}); resident memory {:.0} MB (+{:.0} MB)",
         t.elapsed().as_secs_f64(),
-        common::view_groups(workers),
         rss_mb(),
         rss_mb() - before
     );

@@ -436,7 +436,11 @@ impl Dataflow {
                     },
                 ),
             };
-            let shared = (out.clone(), sizes.clone(), joint.clone());
+            let shared = Shared {
+                out: out.clone(),
+                sizes: sizes.clone(),
+                joint: joint.clone(),
+            };
             started.push(Group::start(config, place, shared)?);
             first_worker += threads;
         }
@@ -588,11 +592,7 @@ impl Drop for Dataflow {
 
 impl Group {
     /// Starts one timely instance of `place.threads` workers.
-    fn start(
-        config: timely::Config,
-        place: Place,
-        (out, sizes, joint): (OutputSender, Arc<memory::Sizes>, Arc<JointProgress>),
-    ) -> Result<Group, String> {
+    fn start(config: timely::Config, place: Place, shared: Shared) -> Result<Group, String> {
         let workers = place.threads;
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
@@ -604,7 +604,7 @@ impl Group {
         let receivers = Arc::new(Mutex::new(receivers));
         let (thread_tx, thread_rx) = mpsc::channel::<(usize, Thread)>();
         let thread_tx = Arc::new(Mutex::new(thread_tx));
-        let out = Arc::new(Mutex::new(out));
+        let shared = Arc::new(Mutex::new(shared));
         let guards = timely::execute(config, move |worker| {
             let index = worker.index() % place.threads;
             let rx = receivers
@@ -617,10 +617,10 @@ impl Group {
                 .lock()
                 .expect("thread lock")
                 .send((index, std::thread::current()));
-            let out = out.lock().expect("output lock").clone();
+            let shared = shared.lock().expect("output lock").clone();
+            let out = shared.out.clone();
             // A panic must not leave the server looking healthy: report it,
             // and the controller replaces the whole dataflow.
-            let shared = (out.clone(), sizes.clone(), joint.clone());
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 run_worker(worker, place, rx, shared)
             }));
@@ -662,6 +662,15 @@ impl Group {
     fn take_guards(&self) -> Option<timely::communication::WorkerGuards<()>> {
         self.guards.lock().ok().and_then(|mut g| g.take())
     }
+}
+
+/// What every worker of every group shares: where outputs go, the
+/// arrangements' sizes, and the groups' joint progress.
+#[derive(Clone)]
+struct Shared {
+    out: OutputSender,
+    sizes: Arc<memory::Sizes>,
+    joint: Arc<JointProgress>,
 }
 
 /// The groups' progress, joined: an LSN is complete when every group has
@@ -949,7 +958,7 @@ fn run_worker(
     worker: &mut timely::worker::Worker,
     place: Place,
     rx: Receiver<Command>,
-    (out, sizes, joint): (OutputSender, Arc<memory::Sizes>, Arc<JointProgress>),
+    Shared { out, sizes, joint }: Shared,
 ) {
     let owners = memory::Owners::default();
     memory::log_into(worker, sizes.clone(), owners.clone());
