@@ -376,19 +376,15 @@ pub fn render<'s, T: Time>(
     VecCollection<'s, T, (PackedRow, Accum), isize>,
 ) {
     let input_aggs = aggs.clone();
-    let (ok, input_errs): (VecCollection<'s, T, (PackedRow, Accum), isize>, _) =
-        input.eval(move |row, made, failed| {
-            let evaluated = super::project::eval_all(&keys, &row).and_then(|k| {
-                let (k, shown) = super::reduce::group_key(k);
-                let v = eval_inputs(&input_aggs, &row)?;
-                Ok(Some((
-                    PackedRow::pack(&k),
-                    Accum::of_row(&input_aggs, &v, shown),
-                )))
-            });
-            super::emit(evaluated, made, failed)
-        });
-    let groups = T::accumulate(ok.explode(|(k, acc)| Some((k, acc))));
+    let (ok, input_errs) = input.eval_summed(move |row| {
+        let (k, shown) = super::reduce::group_key(super::project::eval_all(&keys, &row)?);
+        let v = eval_inputs(&input_aggs, &row)?;
+        Ok(Some((
+            PackedRow::pack(&k),
+            Accum::of_row(&input_aggs, &v, shown),
+        )))
+    });
+    let groups = T::accumulate(ok);
     let (result, agg_errs) = super::eval_split(groups.clone(), move |(k, acc), made, failed| {
         let finished = acc.finish(&aggs).map_err(|e| e.0).map(|v| {
             let mut row = match acc.shown() {
@@ -407,6 +403,7 @@ pub fn render<'s, T: Time>(
 pub(super) mod tests {
     use super::*;
     use crate::dataflow::render::reduce::partial;
+    use std::collections::BTreeMap;
 
     /// An aggregate over column `col` (FILTER on column `filter`): the
     /// fixture of these tests and `extremes.rs`'s.
@@ -527,6 +524,76 @@ pub(super) mod tests {
                 "after {live:?}"
             );
         }
+    }
+
+    /// The operator over a stream of times, many changes per time (rows
+    /// added and taken back within one time, groups emptied and refilled,
+    /// numerics of several scales): the changes are summed by group before
+    /// they are arranged, and every time's output still adds up to what the
+    /// live rows finish to.
+    #[test]
+    fn the_operator_follows_the_groups_time_by_time() {
+        let aggs = vec![
+            agg(AggFunc::CountStar, 0, Type::Unknown, Type::Int8, None),
+            agg(AggFunc::Sum, 1, Type::Int4, Type::Int8, None),
+            agg(AggFunc::Sum, 2, Type::Numeric, Type::Numeric, None),
+        ];
+        crate::dataflow::render::testing::follow_times(
+            11,
+            40,
+            30,
+            move |rows| {
+                let staged = Staged {
+                    input: rows,
+                    stages: vec![],
+                };
+                let (out, errs, _) = render(staged, vec![Expr::Column(0)], aggs);
+                for errs in errs.into_vec() {
+                    errs.inspect(|e| panic!("no errors expected: {e:?}"));
+                }
+                out
+            },
+            |seed| {
+                let g = (seed >> 33) as i64 % 3;
+                let v = (seed >> 40) as i64 % 9 - 4;
+                let scale = (seed >> 50) % 3;
+                let n = Numeric::parse(&format!("{v}.{}", "5".repeat(scale as usize)));
+                vec![
+                    Datum::Int(g),
+                    Datum::Int(v),
+                    Datum::Numeric(n.expect("a numeric")),
+                ]
+            },
+            |live| {
+                let mut expected: BTreeMap<Row, isize> = BTreeMap::new();
+                for g in 0..3 {
+                    let rows: Vec<&Row> = live.iter().filter(|r| r[0] == Datum::Int(g)).collect();
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let ints: i64 = rows
+                        .iter()
+                        .map(|r| match r[1] {
+                            Datum::Int(v) => v,
+                            _ => unreachable!(),
+                        })
+                        .sum();
+                    // numeric_add, row by row: its scale is the larger one.
+                    let sum = rows.iter().fold(Numeric::zero(), |sum, r| match &r[2] {
+                        Datum::Numeric(v) => sum.add(v),
+                        _ => unreachable!(),
+                    });
+                    let row = vec![
+                        Datum::Int(g),
+                        Datum::Int(rows.len() as i64),
+                        Datum::Int(ints),
+                        Datum::Numeric(sum),
+                    ];
+                    expected.insert(row, 1);
+                }
+                expected
+            },
+        );
     }
 
     #[test]

@@ -515,6 +515,82 @@ impl<'s, T: Time> Staged<'s, T> {
         (ok, ErrList::of(errs))
     }
 
+    /// The rows through the stages, each turned by `logic` into a key and
+    /// its contribution to the key's sum, as a collection of keys whose
+    /// differences are those contributions (times the rows' counts). Each
+    /// batch of input is summed by time and key before it leaves the
+    /// operator: a table's first batch (every row at once) becomes one
+    /// record per group, not one per row, for the arrangement that adds
+    /// them up.
+    pub fn eval_summed<K, R, L>(self, mut logic: L) -> (VecCollection<'s, T, K, R>, ErrList<'s, T>)
+    where
+        K: differential_dataflow::Data + std::hash::Hash,
+        R: differential_dataflow::difference::Semigroup
+            + differential_dataflow::difference::Multiply<isize, Output = R>
+            + 'static,
+        L: FnMut(Row) -> Result<Option<(K, R)>, String> + 'static,
+    {
+        let stages = self.stages;
+        let mut builder = OperatorBuilder::new("EvalSummed".to_owned(), self.input.inner.scope());
+        let mut rows = builder.new_input(self.input.inner, Pipeline);
+        builder.set_notify_for(0, FrontierInterest::Never);
+        let (ok_output, ok_stream) = builder.new_output::<Vec<(K, T, R)>>();
+        let (err_output, err_stream) = builder.new_output::<Vec<(String, T, isize)>>();
+        let mut ok_output = OutputBuilder::from(ok_output);
+        let mut err_output = OutputBuilder::from(err_output);
+        builder.build(move |_| {
+            // Per time in the batch (mostly one), the sums by key.
+            let mut sums: Vec<(T, HashMap<K, R>)> = Vec::new();
+            move |_frontiers| {
+                let mut ok_handle = ok_output.activate();
+                let mut err_handle = err_output.activate();
+                rows.for_each_stamp(|cap, data| {
+                    let mut err = err_handle.session(&cap);
+                    for (row, time, diff) in data.flat_map(|c| c.drain(..)) {
+                        let made = run_stages(&stages, row).and_then(|row| match row {
+                            Some(row) => logic(row),
+                            None => Ok(None),
+                        });
+                        match made {
+                            Ok(Some((key, r))) => {
+                                let r = if diff == 1 { r } else { r.multiply(&diff) };
+                                let at = match sums.iter().position(|(t, _)| *t == time) {
+                                    Some(at) => at,
+                                    None => {
+                                        sums.push((time, HashMap::new()));
+                                        sums.len() - 1
+                                    }
+                                };
+                                match sums[at].1.entry(key) {
+                                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                                        e.get_mut().plus_equals(&r)
+                                    }
+                                    std::collections::hash_map::Entry::Vacant(e) => {
+                                        e.insert(r);
+                                    }
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => err.give((e, time, diff)),
+                        }
+                    }
+                    let mut ok = ok_handle.session(&cap);
+                    for (time, by_key) in sums.drain(..) {
+                        for (key, r) in by_key {
+                            if !r.is_zero() {
+                                ok.give((key, time.clone(), r));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (
+            ok_stream.as_collection(),
+            ErrList::of(err_stream.as_collection()),
+        )
+    }
+
     /// As [`Staged::eval`], for `logic` that cannot fail: if no stage can
     /// fail either ([`Expr::cannot_fail`]), one operator with no error
     /// output.
