@@ -2,6 +2,7 @@
 //! three-valued logic, NULL propagation, integer overflow and division by zero
 //! as errors, and the result types Postgres gives.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -339,9 +340,11 @@ impl Expr {
                 left,
                 right,
                 ty,
-            } => {
-                let l = left.eval(row)?;
-                let r = right.eval(row)?;
+            } if *op != BinOp::Concat => {
+                // Compared or computed from where they are: a column's
+                // value is not copied (a text, a big numeric) to be read.
+                let l = left.operand(row)?;
+                let r = right.operand(row)?;
                 if l.is_null() || r.is_null() {
                     return Ok(Datum::Null);
                 }
@@ -356,20 +359,28 @@ impl Expr {
                         _ => ord != Ordering::Less,
                     }));
                 }
-                if *op == BinOp::Concat {
-                    return Ok(match (l, r) {
-                        (Datum::Bytes(mut a), Datum::Bytes(b)) if *ty == Type::Bytea => {
-                            a.extend_from_slice(&b);
-                            Datum::Bytes(a)
-                        }
-                        (l, r) => {
-                            let mut s = text_of(&l);
-                            s.push_str(&text_of(&r));
-                            Datum::Text(s)
-                        }
-                    });
-                }
                 arith(*op, &l, &r, ty)
+            }
+            // `||`, which extends its left operand.
+            Expr::Binary {
+                left, right, ty, ..
+            } => {
+                let l = left.eval(row)?;
+                let r = right.eval(row)?;
+                if l.is_null() || r.is_null() {
+                    return Ok(Datum::Null);
+                }
+                Ok(match (l, r) {
+                    (Datum::Bytes(mut a), Datum::Bytes(b)) if *ty == Type::Bytea => {
+                        a.extend_from_slice(&b);
+                        Datum::Bytes(a)
+                    }
+                    (l, r) => {
+                        let mut s = text_of(&l);
+                        s.push_str(&text_of(&r));
+                        Datum::Text(s)
+                    }
+                })
             }
             Expr::IsNull { expr, negated } => {
                 Ok(Datum::Bool(expr.eval(row)?.is_null() != *negated))
@@ -379,13 +390,13 @@ impl Expr {
                 list,
                 negated,
             } => {
-                let v = expr.eval(row)?;
+                let v = expr.operand(row)?;
                 if v.is_null() {
                     return Ok(Datum::Null);
                 }
                 let mut saw_null = false;
                 for e in list {
-                    let x = e.eval(row)?;
+                    let x = e.operand(row)?;
                     if x.is_null() {
                         saw_null = true;
                     } else if sql_cmp(&v, &x)? == Ordering::Equal {
@@ -533,6 +544,18 @@ impl Expr {
     }
 
     /// Evaluates a predicate: only `true` keeps a row.
+    /// The value of a column or a literal where it is, or any other
+    /// expression's value, evaluated: for operators that only read their
+    /// operands.
+    fn operand<'a>(&'a self, row: &'a [Datum]) -> Result<Cow<'a, Datum>, EvalError> {
+        static NULL: Datum = Datum::Null;
+        match self {
+            Expr::Column(i) => Ok(Cow::Borrowed(row.get(*i).unwrap_or(&NULL))),
+            Expr::Literal(d) => Ok(Cow::Borrowed(d)),
+            e => e.eval(row).map(Cow::Owned),
+        }
+    }
+
     pub fn eval_predicate(&self, row: &[Datum]) -> Result<bool, EvalError> {
         Ok(self.eval(row)? == Datum::Bool(true))
     }
