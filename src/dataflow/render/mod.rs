@@ -459,12 +459,16 @@ pub fn emit<D>(result: Result<Option<D>, String>, made: &mut Vec<D>, failed: &mu
 pub enum Stage {
     Filter(Vec<Expr>),
     Project(Vec<Expr>),
+    /// A Project of nothing but columns: they are moved out of the row,
+    /// not copied.
+    Columns(Vec<usize>),
 }
 
 impl Stage {
     fn cannot_fail(&self) -> bool {
         match self {
             Stage::Filter(exprs) | Stage::Project(exprs) => exprs.iter().all(Expr::cannot_fail),
+            Stage::Columns(_) => true,
         }
     }
 }
@@ -482,6 +486,7 @@ pub fn run_stages(stages: &[Stage], mut row: Row) -> Result<Option<Row>, String>
                 }
             }
             Stage::Project(exprs) => row = project::eval_all(exprs, &row)?,
+            Stage::Columns(cols) => row = take_columns(row, cols),
         }
     }
     Ok(Some(row))
@@ -625,6 +630,22 @@ fn failed_where_nothing_can_fail(e: &str) {
     tracing::error!("an evaluation that cannot fail failed, the row is dropped: {e}");
 }
 
+/// `cols` of `row`, in that order, moved out of it (a column taken twice
+/// is copied for all but its last use); a column past the row's end is
+/// NULL, as [`Expr::Column`] reads it.
+fn take_columns(mut row: Row, cols: &[usize]) -> Row {
+    let mut out = Vec::with_capacity(cols.len());
+    for (n, &c) in cols.iter().enumerate() {
+        let value = match row.get_mut(c) {
+            None => Datum::Null,
+            Some(v) if cols[n + 1..].contains(&c) => v.clone(),
+            Some(v) => std::mem::replace(v, Datum::Null),
+        };
+        out.push(value);
+    }
+    out
+}
+
 /// The columns a projection takes, if it takes nothing but columns.
 fn column_list(exprs: &[Expr]) -> Option<Vec<usize>> {
     exprs
@@ -649,18 +670,22 @@ pub fn staged<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Staged<'s, 
                 base = input;
             }
             Plan::Project { input, exprs } => {
-                chain.push((base, Stage::Project(exprs.clone())));
+                let stage = match column_list(exprs) {
+                    Some(cols) => Stage::Columns(cols),
+                    None => Stage::Project(exprs.clone()),
+                };
+                chain.push((base, stage));
                 base = input;
             }
             _ => break,
         }
     }
     chain.reverse();
-    if let (Plan::Get { table, .. }, Some((projection, Stage::Project(exprs)))) =
+    if let (Plan::Get { table, .. }, Some((projection, Stage::Columns(cols)))) =
         (base, chain.first())
     {
-        if let (Some(cols), Some(import)) = (column_list(exprs), ctx.imports.get(table)) {
-            let input = import(Some(&cols));
+        if let Some(import) = ctx.imports.get(table) {
+            let input = import(Some(cols));
             ctx.collections.insert((*projection).clone(), input.clone());
             chain.remove(0);
             let stages = chain.into_iter().map(|(_, s)| s).collect();
@@ -991,5 +1016,34 @@ pub(super) mod testing {
                 assert_eq!(shown, expected(&live), "at time {t}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moving columns out of a row gives what evaluating them as
+    /// `Expr::Column`s does: duplicates, reordering, and columns past the
+    /// row's end.
+    #[test]
+    fn columns_moved_out_equal_columns_evaluated() {
+        let row: Row = vec![
+            Datum::Int(1),
+            Datum::Text("two".into()),
+            Datum::Null,
+            Datum::Text("four".into()),
+        ];
+        for cols in [
+            vec![],
+            vec![0, 1, 2, 3],
+            vec![3, 1],
+            vec![1, 1, 3, 1],
+            vec![5, 0, 7],
+        ] {
+            let exprs: Vec<Expr> = cols.iter().map(|&c| Expr::Column(c)).collect();
+            let evaluated = project::eval_all(&exprs, &row).expect("columns evaluate");
+            assert_eq!(take_columns(row.clone(), &cols), evaluated, "{cols:?}");
+        }
     }
 }
