@@ -403,6 +403,7 @@ pub fn render<'s, T: Time>(
 pub(super) mod tests {
     use super::*;
     use crate::dataflow::render::reduce::partial;
+    use crate::dataflow::render::testing::{follow_times, grouped_by_first};
     use std::collections::BTreeMap;
 
     /// An aggregate over column `col` (FILTER on column `filter`): the
@@ -538,21 +539,11 @@ pub(super) mod tests {
             agg(AggFunc::Sum, 1, Type::Int4, Type::Int8, None),
             agg(AggFunc::Sum, 2, Type::Numeric, Type::Numeric, None),
         ];
-        crate::dataflow::render::testing::follow_times(
+        follow_times(
             11,
             40,
             30,
-            move |rows| {
-                let staged = Staged {
-                    input: rows,
-                    stages: vec![],
-                };
-                let (out, errs, _) = render(staged, vec![Expr::Column(0)], aggs);
-                for errs in errs.into_vec() {
-                    errs.inspect(|e| panic!("no errors expected: {e:?}"));
-                }
-                out
-            },
+            move |rows| grouped_by_first(rows, |staged, keys| render(staged, keys, aggs)),
             |seed| {
                 let g = (seed >> 33) as i64 % 3;
                 let v = (seed >> 40) as i64 % 9 - 4;

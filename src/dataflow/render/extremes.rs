@@ -294,6 +294,7 @@ mod tests {
     use super::*;
     use crate::dataflow::render::accumulate::tests::agg;
     use crate::dataflow::render::reduce::partial;
+    use crate::dataflow::render::testing::{follow_times, grouped_by_first};
     use crate::repr::{Numeric, Type};
 
     #[test]
@@ -408,21 +409,11 @@ mod tests {
             agg(AggFunc::Max, 1, Type::Int8, Type::Int8, None),
             agg(AggFunc::Min, 1, Type::Int8, Type::Int8, None),
         ];
-        super::super::testing::follow_times(
+        follow_times(
             7,
             60,
             5,
-            move |rows| {
-                let staged = Staged {
-                    input: rows,
-                    stages: vec![],
-                };
-                let (out, errs, _) = render(staged, vec![Expr::Column(0)], aggs);
-                for errs in errs.into_vec() {
-                    errs.inspect(|e| panic!("no errors expected: {e:?}"));
-                }
-                out
-            },
+            move |rows| grouped_by_first(rows, |staged, keys| render(staged, keys, aggs)),
             |seed| {
                 let g = (seed >> 33) as i64 % 4;
                 let v = (seed >> 40) as i64 % 9 - 4;

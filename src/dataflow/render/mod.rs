@@ -951,7 +951,25 @@ pub(super) mod testing {
     use timely::dataflow::operators::probe::Handle;
     use timely::dataflow::operators::{Inspect, Probe};
 
+    use super::{Coll, ErrList, Expr, Staged};
     use crate::repr::Row;
+
+    /// What an aggregate's `render` gives for `rows` (no stages) grouped by
+    /// their first column; any evaluation error fails the test.
+    pub fn grouped_by_first<'s, X>(
+        rows: VecCollection<'s, u64, Row, isize>,
+        render: impl FnOnce(Staged<'s, u64>, Vec<Expr>) -> (Coll<'s, u64>, ErrList<'s, u64>, X),
+    ) -> Coll<'s, u64> {
+        let staged = Staged {
+            input: rows,
+            stages: vec![],
+        };
+        let (out, errs, _) = render(staged, vec![Expr::Column(0)]);
+        for errs in errs.into_vec() {
+            errs.inspect(|e| panic!("no errors expected: {e:?}"));
+        }
+        out
+    }
 
     /// Feeds the operator `build` makes, at times `1..times`, `per_time`
     /// pseudo-random changes each (from `seed`): a third of them remove a
