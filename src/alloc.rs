@@ -7,13 +7,25 @@
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Memory freed goes back to the system at once and arenas are committed as
-/// they are used. With mimalloc's defaults (eager commit, and freed memory
-/// purged only after a second, ten for whole arenas) freed pages stayed
-/// resident: the scale benchmark's memory after a backlog was 650 MiB rather
-/// than 350, and after the load 8–10× the tables rather than 5× (at 200k
-/// orders). An operator's `MIMALLOC_*` environment variables still win.
-/// Call it first thing, before other threads allocate.
+/// How long freed memory may stay with the allocator before it goes back
+/// to the system, in milliseconds.
+const PURGE_DELAY_MS: std::os::raw::c_long = 100;
+
+/// Arenas are committed as they are used, and memory freed goes back to the
+/// system after [`PURGE_DELAY_MS`], not at once and not after mimalloc's
+/// second:
+/// - With mimalloc's defaults (eager commit, a purge delay of a second)
+///   freed pages stayed resident: the scale benchmark's memory after a
+///   backlog was 650 MiB rather than 350, and after the load 8–10× the
+///   tables rather than 5× (at 200k orders).
+/// - With no delay, every page a step freed and the next step took again
+///   was given back and faulted in anew: loading TPC-H's 22 views took
+///   1.4M page faults and 6.6–8.4 s of system time, ready in 11.4–13.9 s;
+///   with 100 ms, 0.7M faults, 4.2–4.8 s, ready in 8.7–11.1 s, for 75–90
+///   MB more resident at the end (see docs/architecture.md).
+///
+/// An operator's `MIMALLOC_*` environment variables still win. Call it
+/// first thing, before other threads allocate.
 pub fn configure() {
     for (option, var, value) in [
         (
@@ -21,7 +33,11 @@ pub fn configure() {
             "MIMALLOC_ARENA_EAGER_COMMIT",
             0,
         ),
-        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
+        (
+            MI_OPTION_PURGE_DELAY,
+            "MIMALLOC_PURGE_DELAY",
+            PURGE_DELAY_MS,
+        ),
     ] {
         if std::env::var_os(var).is_none() {
             // SAFETY: setting an option has no preconditions; mimalloc
@@ -29,6 +45,17 @@ pub fn configure() {
             unsafe { libmimalloc_sys::mi_option_set(option, value) };
         }
     }
+}
+
+/// Gives the memory freed so far back to the system now, without waiting
+/// for the purge delay or for a thread to free a page (a process gone idle
+/// after a load would otherwise keep its last freed pages): mimalloc's
+/// forced collection purges every arena. When mimalloc is not the global
+/// allocator (the library's tests) it has nothing to give back.
+pub fn release_freed() {
+    // SAFETY: collecting has no preconditions; it only walks mimalloc's own
+    // structures.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 #[cfg(test)]

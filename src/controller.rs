@@ -1092,40 +1092,34 @@ fn clock_now() -> i64 {
     since_unix - crate::repr::datetime::UNIX_TO_PG_DAYS * crate::repr::datetime::MICROS_PER_DAY
 }
 
-/// Returns the heap's free pages to the operating system. Loading a snapshot
-/// or building a view allocates transient rows (the COPY's rows, the updates
-/// handed to the workers, arrangement merges) that are freed between the
-/// rows that stay; glibc keeps those pages unless asked, so the resident size
-/// would stay at the load's peak. Called when a view becomes ready and after
-/// a large ingest has gone through (at most once every 5 s), off the
-/// controller's task.
+/// Returns the allocator's freed pages to the operating system now. Loading
+/// a snapshot or building a view allocates transient rows (the COPY's rows,
+/// the updates handed to the workers, arrangement merges) that are freed
+/// between the rows that stay; the allocator gives them back after its purge
+/// delay, but only when some thread frees memory again, so a server gone
+/// idle after a load would keep them. Called when a view becomes ready and
+/// after a large ingest has gone through (at most once every 5 s), off the
+/// controller's task: at once, and again once the workers' merges after the
+/// load are done.
 fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = LAST.load(Ordering::Relaxed);
+    if now < last + 5
+        || LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
     {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static LAST: AtomicU64 = AtomicU64::new(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let last = LAST.load(Ordering::Relaxed);
-        if now < last + 5
-            || LAST
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        // Now, and again once the workers' merges after the load are done.
-        tokio::spawn(async {
-            for wait in [0, 2] {
-                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
-                let _ = tokio::task::spawn_blocking(|| {
-                    // Safety: malloc_trim only walks the allocator's own free lists.
-                    unsafe { libc::malloc_trim(0) };
-                })
-                .await;
-            }
-        });
+        return;
     }
+    tokio::spawn(async {
+        for wait in [0, 2] {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            let _ = tokio::task::spawn_blocking(crate::alloc::release_freed).await;
+        }
+    });
 }

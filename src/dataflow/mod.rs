@@ -989,6 +989,9 @@ fn run_worker(
     w.advance_tables(&[UNIT_TABLE], 1);
     let leader = place.process == 0;
     let mut measured = Instant::now();
+    // When the last command came, and whether memory was freed since the
+    // worker last gave its freed pages back.
+    let (mut commanded_at, mut unreleased) = (Instant::now(), false);
     loop {
         let mut disconnected = false;
         // A command may complete times without waking any operator (an
@@ -1037,8 +1040,20 @@ fn run_worker(
             w.measure(&sizes);
             measured = Instant::now();
         }
+        if commanded {
+            (commanded_at, unreleased) = (Instant::now(), true);
+        } else if unreleased && commanded_at.elapsed() >= RELEASE_WHEN_IDLE {
+            // The pages this thread freed and still holds go back to the
+            // system, not only those the allocator has passed on.
+            crate::alloc::release_freed();
+            unreleased = false;
+        }
     }
 }
+
+/// How long a worker goes without commands before it gives back the memory
+/// it freed (after a load, a burst): under a steady stream it never does.
+const RELEASE_WHEN_IDLE: Duration = Duration::from_secs(1);
 
 /// How often a worker adds up the bytes of its arrangements' batches: the
 /// sum visits each batch (a few dozen per arrangement), working out a
