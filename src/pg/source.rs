@@ -1243,19 +1243,19 @@ impl Source {
                 };
                 let key = match &info.key {
                     Some(cols) => {
-                        let partial = decode_partial(&info, tuple);
                         let values = cols
                             .iter()
-                            .map(|c| match partial.get(*c) {
-                                Some(Some(d)) => Ok(d),
-                                _ => Err(format!(
-                                    "{}: key column {} missing from the change",
-                                    info.qualified_name(),
-                                    info.columns[*c].name
-                                )),
+                            .map(|&c| {
+                                decode_value(&info, tuple, c).ok_or_else(|| {
+                                    format!(
+                                        "{}: key column {} missing from the change",
+                                        info.qualified_name(),
+                                        info.columns[c].name
+                                    )
+                                })
                             })
                             .collect::<Result<Vec<_>, _>>()?;
-                        packed_key(values.into_iter())
+                        packed_key(values.iter())
                     }
                     None if old_tuple.is_some() => PackedRow::pack(&decode(&info, tuple, None)?),
                     None => {
@@ -1282,9 +1282,8 @@ impl Source {
                     ));
                 };
                 self.undo.push(Undo::Removed(i, packed.clone()));
-                let row = packed.unpack();
-                out.push((i, packed, -1));
-                Some(row)
+                out.push((i, packed.clone(), -1));
+                Some(packed)
             }
         };
         if let Some(t) = new {
@@ -1313,8 +1312,9 @@ async fn poll_fingerprints(
         .map_err(|e| super::error_text(&e))
 }
 
-/// Decodes a tuple's text values; unchanged TOAST values come from `old`.
-fn decode(info: &TableInfo, t: &Tuple, old: Option<&Row>) -> Result<Row, String> {
+/// Decodes a tuple's text values; unchanged TOAST values come from `old`
+/// (only those columns of it are decoded).
+fn decode(info: &TableInfo, t: &Tuple, old: Option<&PackedRow>) -> Result<Row, String> {
     if t.len() != info.columns.len() {
         return Err(format!(
             "{}: tuple has {} columns, table has {}",
@@ -1334,13 +1334,15 @@ fn decode(info: &TableInfo, t: &Tuple, old: Option<&Row>) -> Result<Row, String>
                 Datum::from_text(&col.ty, s)
                     .map_err(|e| format!("column {} of {}: {e}", col.name, info.qualified_name()))
             }
-            TupleValue::UnchangedToast => old.and_then(|o| o.get(i).cloned()).ok_or_else(|| {
-                format!(
-                    "column {} of {}: unchanged TOAST value without a known old row",
-                    col.name,
-                    info.qualified_name()
-                )
-            }),
+            TupleValue::UnchangedToast => {
+                old.and_then(|o| o.columns(&[i]).pop()).ok_or_else(|| {
+                    format!(
+                        "column {} of {}: unchanged TOAST value without a known old row",
+                        col.name,
+                        info.qualified_name()
+                    )
+                })
+            }
             TupleValue::Binary(_) => Err(format!(
                 "column {}: binary values were not requested",
                 col.name
@@ -1349,16 +1351,14 @@ fn decode(info: &TableInfo, t: &Tuple, old: Option<&Row>) -> Result<Row, String>
         .collect()
 }
 
-/// Decodes what can be decoded without an old row (for finding the key).
-fn decode_partial(info: &TableInfo, t: &Tuple) -> Vec<Option<Datum>> {
-    t.iter()
-        .zip(&info.columns)
-        .map(|(v, col)| match v {
-            TupleValue::Null => Some(Datum::Null),
-            TupleValue::Text(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| Datum::from_text(&col.ty, s).ok()),
-            _ => None,
-        })
-        .collect()
+/// Decodes column `c` of a tuple, if the tuple carries its value (a key
+/// tuple's other columns are NULL, an unchanged TOAST value is not sent).
+fn decode_value(info: &TableInfo, t: &Tuple, c: usize) -> Option<Datum> {
+    match (t.get(c)?, &info.columns.get(c)?.ty) {
+        (TupleValue::Null, _) => Some(Datum::Null),
+        (TupleValue::Text(b), ty) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| Datum::from_text(ty, s).ok()),
+        _ => None,
+    }
 }
