@@ -17,7 +17,11 @@
 //! It prints each run's TPS, the ratio viewcast / pg_recvlogical, and how far
 //! behind viewcast is when pgbench stops (the time from pgbench's end until
 //! every view reflects its last commit). On a small machine every CPU second
-//! viewcast spends is taken from Postgres and pgbench.
+//! viewcast spends is taken from Postgres and pgbench, so it also prints
+//! each consumer's CPU time per committed transaction (from `/proc`), a
+//! steadier figure than TPS on a noisy VM. `BENCH_PGBENCH_RATE` (0: full
+//! speed) runs pgbench at that many transactions a second in all, so the
+//! consumers' CPU is compared at the same load.
 //!
 //! `cargo bench --bench pgbench`
 
@@ -26,7 +30,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{caught_up, connect, env, lsn, Server};
+use common::{caught_up, connect, cpu_seconds, env, lsn, Server};
 
 const VIEWS: &[(&str, &str)] = &[
     (
@@ -50,8 +54,15 @@ fn bin(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// Runs pgbench for `secs` and returns its TPS.
-fn pgbench(conninfo: &str, clients: u64, secs: u64) -> f64 {
+/// What one pgbench run did.
+struct Run {
+    tps: f64,
+    transactions: f64,
+}
+
+/// Runs pgbench for `secs` (at `rate` transactions a second in all, if
+/// not 0) and returns its TPS and how many transactions it committed.
+fn pgbench(conninfo: &str, clients: u64, secs: u64, rate: u64) -> Run {
     let out = Command::new(bin("pgbench"))
         .args([
             "-n",
@@ -61,17 +72,32 @@ fn pgbench(conninfo: &str, clients: u64, secs: u64) -> f64 {
             &clients.min(2).to_string(),
         ])
         .args(["-T", &secs.to_string(), conninfo])
+        .args(
+            (rate > 0)
+                .then(|| ["-R".to_string(), rate.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .stderr(Stdio::null())
         .output()
         .expect("run pgbench");
     assert!(out.status.success(), "pgbench failed");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix("tps = ")?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no tps in pgbench's output:\n{text}"))
+    let find = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(prefix)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {prefix:?} in pgbench's output:\n{text}"))
+    };
+    Run {
+        tps: find("tps = "),
+        transactions: find("number of transactions actually processed: "),
+    }
 }
 
 #[tokio::main]
@@ -79,6 +105,7 @@ async fn main() {
     let scale = env("BENCH_PGBENCH_SCALE", 10);
     let clients = env("BENCH_PGBENCH_CLIENTS", 4);
     let secs = env("BENCH_PGBENCH_SECS", 30);
+    let rate = env("BENCH_PGBENCH_RATE", 0);
     let (_pg, conninfo) = common::start_postgres().await;
     let client = connect(&conninfo).await;
     let status = Command::new(bin("pgbench"))
@@ -95,13 +122,19 @@ async fn main() {
         )
         .await
         .expect("publication");
+    let load = Load {
+        conninfo: &conninfo,
+        clients,
+        secs,
+        rate,
+    };
 
     // 1. Nothing attached.
     settle(&client).await;
-    let alone = pgbench(&conninfo, clients, secs);
+    let alone = load.run();
 
     // 2 and 3, in the order recv, viewcast, viewcast, recv.
-    let recv_first = with_recvlogical(&client, &conninfo, clients, secs).await;
+    let recv_first = with_recvlogical(&client, &load).await;
     let queries = std::env::temp_dir().join(format!("viewcast-pgbench-{}", std::process::id()));
     std::fs::create_dir_all(&queries).expect("queries dir");
     for (name, sql) in VIEWS {
@@ -117,35 +150,88 @@ async fn main() {
     let mut lags = Vec::new();
     for _ in 0..2 {
         settle(&client).await;
-        viewcast_runs.push(pgbench(&conninfo, clients, secs));
+        let cpu = server.cpu_seconds();
+        let run = load.run();
         let end = lsn(&client).await;
         let t = Instant::now();
         caught_up(&server.addr, end).await;
         lags.push(t.elapsed().as_secs_f64());
+        viewcast_runs.push((run, server.cpu_seconds() - cpu));
     }
     let rss = server.rss_mib();
     server.stop();
     let _ = std::fs::remove_dir_all(&queries);
-    let recv_last = with_recvlogical(&client, &conninfo, clients, secs).await;
+    let recv_last = with_recvlogical(&client, &load).await;
 
-    let with_recv = (recv_first + recv_last) / 2.0;
-    let with_viewcast = viewcast_runs.iter().sum::<f64>() / viewcast_runs.len() as f64;
+    let recv = [recv_first, recv_last];
+    let tps =
+        |runs: &[(Run, f64)]| runs.iter().map(|(r, _)| r.tps).sum::<f64>() / runs.len() as f64;
+    // CPU microseconds per committed transaction over both runs.
+    let cpu = |runs: &[(Run, f64)]| {
+        let txns: f64 = runs.iter().map(|(r, _)| r.transactions).sum();
+        runs.iter().map(|(_, c)| c).sum::<f64>() * 1e6 / txns.max(1.0)
+    };
+    let each = |runs: &[(Run, f64)], f: &dyn Fn(&(Run, f64)) -> f64| {
+        runs.iter()
+            .map(|r| format!("{:.0}", f(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let per_txn = |r: &(Run, f64)| r.1 * 1e6 / r.0.transactions.max(1.0);
     let lag = lags.iter().copied().fold(0.0, f64::max);
-    println!("pgbench -c {clients} -T {secs}, scale {scale}, 3 views ({ready_secs:.1} s to ready)");
-    println!("  TPS, nothing attached                 {alone:>9.0}");
+    let at = if rate > 0 {
+        format!(" -R {rate}")
+    } else {
+        String::new()
+    };
     println!(
-        "  TPS, pg_recvlogical attached          {with_recv:>9.0}   (runs: {recv_first:.0}, {recv_last:.0})"
+        "pgbench -c {clients} -T {secs}{at}, scale {scale}, 3 views ({ready_secs:.1} s to ready)"
+    );
+    println!("  TPS, nothing attached                 {:>9.0}", alone.tps);
+    println!(
+        "  TPS, pg_recvlogical attached          {:>9.0}   (runs: {})",
+        tps(&recv),
+        each(&recv, &|r| r.0.tps)
     );
     println!(
-        "  TPS, viewcast attached                {with_viewcast:>9.0}   (runs: {:.0}, {:.0})",
-        viewcast_runs[0], viewcast_runs[1]
+        "  TPS, viewcast attached                {:>9.0}   (runs: {})",
+        tps(&viewcast_runs),
+        each(&viewcast_runs, &|r| r.0.tps)
     );
     println!(
         "  ratio viewcast / pg_recvlogical       {:>9.2}",
-        with_viewcast / with_recv
+        tps(&viewcast_runs) / tps(&recv)
+    );
+    println!(
+        "  CPU per transaction, pg_recvlogical   {:>9.1} µs   (runs: {})",
+        cpu(&recv),
+        each(&recv, &per_txn)
+    );
+    println!(
+        "  CPU per transaction, viewcast         {:>9.1} µs   (runs: {})",
+        cpu(&viewcast_runs),
+        each(&viewcast_runs, &per_txn)
+    );
+    println!(
+        "  CPU ratio viewcast / pg_recvlogical   {:>9.1}×",
+        cpu(&viewcast_runs) / cpu(&recv).max(f64::MIN_POSITIVE)
     );
     println!("  viewcast behind when pgbench stops    {lag:>9.2} s (the longer of its two runs)");
     println!("  viewcast RSS at the end               {rss:>9.0} MiB");
+}
+
+/// How pgbench is run each time.
+struct Load<'a> {
+    conninfo: &'a str,
+    clients: u64,
+    secs: u64,
+    rate: u64,
+}
+
+impl Load<'_> {
+    fn run(&self) -> Run {
+        pgbench(self.conninfo, self.clients, self.secs, self.rate)
+    }
 }
 
 /// Vacuums what pgbench updates and checkpoints, so each run starts alike.
@@ -161,19 +247,15 @@ async fn settle(client: &tokio_postgres::Client) {
 }
 
 /// One pgbench run with `pg_recvlogical` streaming the publication from a
-/// slot of its own; the slot is dropped after.
-async fn with_recvlogical(
-    client: &tokio_postgres::Client,
-    conninfo: &str,
-    clients: u64,
-    secs: u64,
-) -> f64 {
+/// slot of its own, and the CPU seconds `pg_recvlogical` used over it; the
+/// slot is dropped after.
+async fn with_recvlogical(client: &tokio_postgres::Client, load: &Load<'_>) -> (Run, f64) {
     client
         .batch_execute("SELECT pg_create_logical_replication_slot('recv', 'pgoutput')")
         .await
         .expect("slot");
     let mut recv = Command::new(bin("pg_recvlogical"))
-        .args(["-d", conninfo, "--slot", "recv", "--start"])
+        .args(["-d", load.conninfo, "--slot", "recv", "--start"])
         .args(["-o", "proto_version=1", "-o", "publication_names=viewcast"])
         .args(["-f", "/dev/null"])
         .stderr(Stdio::null())
@@ -181,7 +263,11 @@ async fn with_recvlogical(
         .expect("pg_recvlogical");
     tokio::time::sleep(Duration::from_secs(1)).await;
     settle(client).await;
-    let tps = pgbench(conninfo, clients, secs);
+    let cpu = cpu_seconds(recv.id());
+    let run = load.run();
+    // What was committed last reaches it within moments.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cpu = cpu_seconds(recv.id()) - cpu;
     let _ = recv.kill();
     let _ = recv.wait();
     // The walsender may hold the slot a moment after its client is gone.
@@ -194,5 +280,5 @@ async fn with_recvlogical(
         assert!(tries < 100, "drop slot: {e}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tps
+    (run, cpu)
 }
