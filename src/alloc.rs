@@ -20,9 +20,10 @@ const PURGE_DELAY_MS: std::os::raw::c_long = 100;
 ///   tables rather than 5× (at 200k orders).
 /// - With no delay, every page a step freed and the next step took again
 ///   was given back and faulted in anew: loading TPC-H's 22 views took
-///   1.4M page faults and 6.6–8.4 s of system time, ready in 11.4–13.9 s;
-///   with 100 ms, 0.7M faults, 4.2–4.8 s, ready in 8.7–11.1 s, for 75–90
-///   MB more resident at the end (see docs/architecture.md).
+///   1.4–1.5M page faults and 6.3–8.4 s of system time; with 100 ms,
+///   0.7–0.8M faults and 3.9–5.2 s. Ready in 9.9–13.9 s (median 11.2)
+///   against 8.7–11.1 s (median 9.7), eight runs each, for 75–100 MB
+///   more resident when ready (see docs/architecture.md).
 ///
 /// An operator's `MIMALLOC_*` environment variables still win. Call it
 /// first thing, before other threads allocate.
