@@ -3,8 +3,9 @@
 //! has none.
 //!
 //! The table is a hash table of packed rows alone. An entry is hashed and
-//! compared by the key it carries (decoded from the row's leading bytes as
-//! far as the last key column), so the key is not stored a second time beside
+//! compared by the key it carries (its key columns' bytes as they are in the
+//! row, or decoded and packed in key form where a numeric or a float may
+//! differ from it), so the key is not stored a second time beside
 //! each row: at 1M rows that is 24 of every 56 bytes a `HashMap<key, (row,
 //! count)>` spent per slot. A multiset needs no count either: rows that share
 //! an identity are separate entries (a table without a key can hold equal
@@ -20,10 +21,12 @@ use crate::dataflow::Updates;
 use crate::repr::{Datum, PackedRow, Row};
 
 pub struct TableRows {
-    /// Key column positions; `None`: the whole row is the identity.
     key: Option<Vec<usize>>,
     rows: HashTable<PackedRow>,
     hasher: std::collections::hash_map::RandomState,
+    /// A key's bytes while it is hashed or compared (kept to reuse its
+    /// allocation).
+    scratch: Vec<u8>,
 }
 
 impl TableRows {
@@ -32,10 +35,10 @@ impl TableRows {
             key,
             rows: HashTable::with_capacity(capacity),
             hasher: Default::default(),
+            scratch: Vec::new(),
         }
     }
 
-    /// The rows of a snapshot.
     pub fn from_rows(info: &TableInfo, rows: Vec<PackedRow>) -> TableRows {
         let mut out = TableRows::with_key(info.key.clone(), rows.len());
         for row in rows {
@@ -44,17 +47,15 @@ impl TableRows {
         out
     }
 
-    /// The identity of a stored row.
-    fn key_of_packed(&self, row: &PackedRow) -> PackedRow {
-        key_bytes(&self.key, row)
+    /// The hash of a key's packed bytes.
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
     }
 
-    fn hash(&self, key: &PackedRow) -> u64 {
-        self.hasher.hash_one(key.as_bytes())
-    }
-
-    fn hash_row(&self, row: &PackedRow) -> u64 {
-        self.hash(&self.key_of_packed(row))
+    /// The hash of `row`'s key, the key's bytes left in `self.scratch`.
+    fn hash_row(&mut self, row: &PackedRow) -> u64 {
+        key_into(&self.key, row, &mut self.scratch);
+        self.hash(&self.scratch)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &PackedRow> {
@@ -70,42 +71,42 @@ impl TableRows {
         self.insert_hashed(hash, row);
     }
 
-    /// [`TableRows::insert`] of a row whose values are at hand (`row` packs
-    /// `values`): its key is taken from them rather than decoded again.
     pub fn insert_decoded(&mut self, row: PackedRow, values: &Row) {
-        let key = match &self.key {
-            Some(cols) => packed_key(cols.iter().map(|c| &values[*c])),
-            None => row.clone(),
+        let hash = match &self.key {
+            Some(cols) => self.hash(packed_key(cols.iter().map(|c| &values[*c])).as_bytes()),
+            None => self.hash(row.as_bytes()),
         };
-        let hash = self.hash(&key);
         self.insert_hashed(hash, row);
     }
 
     fn insert_hashed(&mut self, hash: u64, row: PackedRow) {
         let (key, hasher) = (&self.key, &self.hasher);
-        self.rows
-            .insert_unique(hash, row, |r| hasher.hash_one(key_bytes(key, r).as_bytes()));
+        // Only when the table grows are the rows it holds hashed again.
+        let scratch = std::cell::RefCell::new(Vec::new());
+        self.rows.insert_unique(hash, row, |r| {
+            let mut scratch = scratch.borrow_mut();
+            key_into(key, r, &mut scratch);
+            hasher.hash_one(&scratch[..])
+        });
     }
 
-    /// Removes a row with identity `key` (as [`key_bytes`] makes it) and
-    /// returns it. Of several rows with that identity, one for which `prefer`
-    /// holds is taken if there is one.
+    /// Removes a row whose key is `key`: when several share it, the first
+    /// that `prefer` accepts, else any of them.
     pub fn remove(
         &mut self,
         key: &PackedRow,
         prefer: impl Fn(&PackedRow) -> bool,
     ) -> Option<PackedRow> {
         if self.key.is_none() {
-            // The identity is the whole row: rows sharing it are equal.
             return self.remove_row(key).then(|| key.clone());
         }
-        let hash = self.hash(key);
-        let mut matching = self
-            .rows
-            .iter_hash(hash)
-            .filter(|r| self.key_of_packed(r) == *key);
+        let hash = self.hash(key.as_bytes());
+        let (cols, scratch) = (&self.key, &mut self.scratch);
+        let mut matching = self.rows.iter_hash(hash).filter(|r| {
+            key_into(cols, r, scratch);
+            scratch[..] == *key.as_bytes()
+        });
         let first = matching.next()?.clone();
-        // `prefer` is asked only when there is a choice.
         let chosen = match matching.next() {
             None => first,
             Some(_) if prefer(&first) => first,
@@ -119,10 +120,9 @@ impl TableRows {
         Some(entry.remove().0)
     }
 
-    /// Removes one entry equal to `row` (the whole row); whether there was one.
     pub fn remove_row(&mut self, row: &PackedRow) -> bool {
-        let key = self.key_of_packed(row);
-        match self.rows.find_entry(self.hash(&key), |r| r == row) {
+        let hash = self.hash_row(row);
+        match self.rows.find_entry(hash, |r| r == row) {
             Ok(entry) => {
                 entry.remove();
                 true
@@ -131,18 +131,15 @@ impl TableRows {
         }
     }
 
-    /// How many entries equal `row`.
     fn count(&self, row: &PackedRow) -> usize {
+        let mut key = Vec::new();
+        key_into(&self.key, row, &mut key);
         self.rows
-            .iter_hash(self.hash_row(row))
+            .iter_hash(self.hash(&key))
             .filter(|r| *r == row)
             .count()
     }
 
-    /// The updates of table `id` that turn `old`'s rows into `new`'s. A row
-    /// in both equally often sends nothing; otherwise each of its entries in
-    /// `old` is retracted and each in `new` inserted (the dataflow nets a
-    /// row that only changed its multiplicity).
     pub fn diff_into(id: usize, old: &TableRows, new: &TableRows, out: &mut Updates) {
         for row in old.iter() {
             if old.count(row) != new.count(row) {
@@ -157,17 +154,26 @@ impl TableRows {
     }
 }
 
-/// The bytes a row's identity hashes as (see [`TableRows::key_of_packed`]);
-/// a free function so `insert`'s rehash can borrow the table mutably.
-fn key_bytes(key: &Option<Vec<usize>>, row: &PackedRow) -> PackedRow {
+/// The packed bytes of `row`'s key into `out` (the whole row without a key):
+/// its key columns as they are in the row when they are in key form
+/// already, else decoded and packed again.
+fn key_into(key: &Option<Vec<usize>>, row: &PackedRow, out: &mut Vec<u8>) {
+    out.clear();
     match key {
-        Some(cols) => packed_key(row.columns(cols).iter()),
-        None => row.clone(),
+        None => out.extend_from_slice(row.as_bytes()),
+        Some(cols) => {
+            if !row.borrowed().key_bytes_into(cols, out) {
+                out.clear();
+                out.extend_from_slice(packed_key(row.columns(cols).iter()).as_bytes());
+            }
+        }
     }
 }
 
 /// Key values, in key form, packed: the one way an identity is made, from
-/// a stored row, from decoded values, or from a change's key columns.
+/// a stored row, from decoded values, or from a change's key columns
+/// ([`key_into`] reads a stored row's key columns as they are only where
+/// this would give the same bytes).
 pub(super) fn packed_key<'a>(values: impl Iterator<Item = &'a Datum>) -> PackedRow {
     PackedRow::pack(&values.map(Datum::key_form).collect::<Row>())
 }
@@ -228,6 +234,34 @@ mod tests {
         t.insert(stored.clone());
         let probe = PackedRow::pack(&[Datum::Numeric(Numeric::parse("1.5").unwrap()).key_form()]);
         assert_eq!(t.remove(&probe, |_| true), Some(stored));
+    }
+
+    /// Keys read in place (ints and texts in column order) and keys decoded
+    /// (a numeric, columns out of order) find the rows their values pack to,
+    /// also across the table's growth.
+    #[test]
+    fn keys_read_in_place_or_decoded_find_the_same_rows() {
+        for key in [vec![0, 2], vec![2, 0], vec![1]] {
+            let mut t = TableRows::with_key(Some(key.clone()), 0);
+            let rows: Vec<Row> = (0..300)
+                .map(|i| {
+                    vec![
+                        Datum::Int(i * 1000),
+                        Datum::Numeric(Numeric::parse(&format!("{i}.50")).unwrap()),
+                        Datum::Text(format!("text {}", i % 7)),
+                    ]
+                })
+                .collect();
+            for r in &rows {
+                t.insert(PackedRow::pack(r));
+            }
+            for r in &rows {
+                let k = packed_key(key.iter().map(|c| &r[*c]));
+                let got = t.remove(&k, |_| true).map(|p| p.unpack());
+                assert_eq!(got.as_ref(), Some(r), "key {key:?}");
+            }
+            assert_eq!(t.iter().count(), 0);
+        }
     }
 
     #[test]

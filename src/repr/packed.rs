@@ -199,6 +199,40 @@ impl<'a> PackedRef<'a> {
     /// [`PackedRef::columns`] when `cols` ascend, as a projection's do (a
     /// view decodes every row of a table it reads this way): one pass over
     /// the bytes, with no scratch space.
+    /// Appends the encoded bytes of columns `cols` as they are in the row:
+    /// the packed key of those values whenever each is in its key form
+    /// already ([`Datum::key_form`] changes only numerics and floats). False,
+    /// with `out` holding part of them, when that cannot be told without
+    /// decoding: `cols` not strictly ascending, a numeric or a float among
+    /// them, or a column past the row's end.
+    pub fn key_bytes_into(self, cols: &[usize], out: &mut Vec<u8>) -> bool {
+        if !cols.windows(2).all(|w| w[0] < w[1]) {
+            return false;
+        }
+        let mut r = Reader(self.0);
+        let mut at = 0;
+        for &c in cols {
+            while at < c && !r.0.is_empty() {
+                r.skip();
+                at += 1;
+            }
+            let Some(&tag) = r.0.first() else {
+                return false;
+            };
+            if matches!(
+                tag,
+                FLOAT4 | FLOAT8 | NUMERIC | NUMERIC_BIG | NUMERIC_NAN | NUMERIC_PINF | NUMERIC_NINF
+            ) {
+                return false;
+            }
+            let value = r.0;
+            r.skip();
+            at += 1;
+            out.extend_from_slice(&value[..value.len() - r.0.len()]);
+        }
+        true
+    }
+
     fn ascending_columns(self, cols: &[usize]) -> Row {
         let mut r = Reader(self.0);
         let mut at = 0;

@@ -537,6 +537,39 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(config(600))]
+
+    /// A key read from a packed row's bytes as they are is the key packed
+    /// from its decoded values in key form, whenever it is read that way;
+    /// and it is, unless a column is a numeric or a float, past the row's
+    /// end, or the columns are out of order.
+    #[test]
+    fn key_bytes_read_in_place_are_the_packed_key(
+        row in prop::collection::vec(
+            prop_oneof![
+                1 => Just(Datum::Null),
+                6 => any_type().prop_flat_map(|t| valid_datum(&t)),
+            ],
+            0..6,
+        ),
+        cols in prop::collection::vec(0usize..7, 0..4),
+    ) {
+        let packed = PackedRow::pack(&row);
+        let mut out = Vec::new();
+        let read = packed.borrowed().key_bytes_into(&cols, &mut out);
+        if read {
+            let want = PackedRow::pack(&key_form_of(&packed.columns(&cols)));
+            prop_assert_eq!(&out[..], want.as_bytes(), "{:?} at {:?}", row, cols);
+        }
+        let ascending = cols.windows(2).all(|w| w[0] < w[1]);
+        let plain = cols.iter().all(|&c| {
+            c < row.len() && !matches!(row[c], Datum::Numeric(_) | Datum::Float4(_) | Datum::Float8(_))
+        });
+        prop_assert_eq!(read, ascending && plain, "{:?} at {:?}", row, cols);
+    }
+}
+
+proptest! {
     #![proptest_config(config(400))]
 
     /// Plain digits (what COPY and pgoutput send) are read without a big
