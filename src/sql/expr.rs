@@ -543,7 +543,6 @@ impl Expr {
         }
     }
 
-    /// Evaluates a predicate: only `true` keeps a row.
     /// The value of a column or a literal where it is, or any other
     /// expression's value, evaluated: for operators that only read their
     /// operands.
@@ -556,6 +555,7 @@ impl Expr {
         }
     }
 
+    /// Evaluates a predicate: only `true` keeps a row.
     pub fn eval_predicate(&self, row: &[Datum]) -> Result<bool, EvalError> {
         Ok(self.eval(row)? == Datum::Bool(true))
     }
