@@ -54,7 +54,7 @@ use differential_dataflow::operators::arrange::{ShutdownButton, TraceAgent};
 use differential_dataflow::trace::implementations::KeySpine;
 use differential_dataflow::trace::TraceReader;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::{CapabilitySet, Exchange, Probe};
+use timely::dataflow::operators::{Exchange, Probe};
 use timely::progress::frontier::AntichainRef;
 use timely::progress::Antichain;
 
@@ -65,7 +65,7 @@ use timely::dataflow::InputHandle;
 
 use crate::cluster::{Cluster, Mirror};
 use crate::repr::{PackedRow, Row};
-use crate::sql::Plan;
+use crate::sql::{expr::Expr, Plan};
 
 /// Updates of one transaction: (table id, row, +1/-1). The rows are the
 /// source's own (a clone shares the bytes), so a table's arrangement holds
@@ -822,7 +822,7 @@ struct Table {
 /// One view on one worker.
 struct View {
     /// Pressed to drop the view: its imports stop and the dataflow completes.
-    buttons: Vec<ShutdownButton<CapabilitySet<u64>>>,
+    buttons: Vec<ShutdownButton<import::Held>>,
     /// The times the view may still produce output at ([`deliver`]).
     progress: Progress,
     /// The view's first output is its contents as of this time.
@@ -1307,13 +1307,14 @@ impl Worker<'_> {
                     let advanced = t.advanced.clone();
                     // One import per way of decoding (a self-join reads
                     // the same columns twice).
-                    let imported: RefCell<HashMap<Option<Vec<usize>>, render::Coll<'_, u64>>> =
-                        RefCell::default();
+                    type Decoding = (Option<Vec<usize>>, Vec<Expr>);
+                    type Decoded<'s> = (render::Coll<'s, u64>, render::ErrList<'s, u64>);
+                    let imported: RefCell<HashMap<Decoding, Decoded<'_>>> = RefCell::default();
                     let (buttons, clock, wake) = (buttons.clone(), clock.clone(), wake.clone());
-                    Some(Rc::new(move |cols: Option<&[usize]>| {
-                        let key = cols.map(<[usize]>::to_vec);
-                        if let Some(rows) = imported.borrow().get(&key) {
-                            return rows.clone();
+                    Some(Rc::new(move |cols: Option<&[usize]>, filter: &[Expr]| {
+                        let key = (cols.map(<[usize]>::to_vec), filter.to_vec());
+                        if let Some(decoded) = imported.borrow().get(&key) {
+                            return decoded.clone();
                         }
                         let at = import::Imported {
                             as_of,
@@ -1322,19 +1323,18 @@ impl Worker<'_> {
                             wake: &wake,
                         };
                         let name = format!("import {table}");
-                        let mut trace = trace.borrow_mut();
-                        let (rows, button) = match cols {
-                            None => import::import(scope, &mut trace, &name, at, PackedRow::unpack),
-                            Some(cols) => {
-                                let cols = cols.to_vec();
-                                import::import(scope, &mut trace, &name, at, move |row| {
-                                    row.columns(&cols)
-                                })
-                            }
-                        };
+                        let decoder = import::Decoder::new(key.0.clone(), key.1.clone());
+                        let import::Import {
+                            rows,
+                            errors,
+                            button,
+                        } = import::import(scope, &mut trace.borrow_mut(), &name, at, decoder);
                         buttons.borrow_mut().push(button);
-                        imported.borrow_mut().insert(key, rows.clone());
-                        rows
+                        let errors = errors.map_or_else(render::ErrList::none, render::ErrList::of);
+                        imported
+                            .borrow_mut()
+                            .insert(key, (rows.clone(), errors.clone()));
+                        (rows, errors)
                     }))
                 };
                 let unit = import(UNIT_TABLE).expect("the unit table exists from the start");

@@ -196,9 +196,6 @@ impl<'a> PackedRef<'a> {
         out
     }
 
-    /// [`PackedRef::columns`] when `cols` ascend, as a projection's do (a
-    /// view decodes every row of a table it reads this way): one pass over
-    /// the bytes, with no scratch space.
     /// Appends the encoded bytes of columns `cols` as they are in the row:
     /// the packed key of those values whenever each is in its key form
     /// already ([`Datum::key_form`] changes only numerics and floats). False,
@@ -233,6 +230,9 @@ impl<'a> PackedRef<'a> {
         true
     }
 
+    /// [`PackedRef::columns`] when `cols` ascend, as a projection's do (a
+    /// view decodes every row of a table it reads this way): one pass over
+    /// the bytes, with no scratch space.
     fn ascending_columns(self, cols: &[usize]) -> Row {
         let mut r = Reader(self.0);
         let mut at = 0;
@@ -250,6 +250,25 @@ impl<'a> PackedRef<'a> {
             }
         }
         out
+    }
+
+    /// Replaces `out` with the byte offsets at which the row's first `n`
+    /// values start (fewer if the row has fewer values), stepping over each
+    /// by its length without decoding it: then [`PackedRef::datum_at`]
+    /// decodes any of them, in any order, without stepping again.
+    pub fn offsets_into(self, n: usize, out: &mut Vec<usize>) {
+        out.clear();
+        let mut r = Reader(self.0);
+        while out.len() < n && !r.0.is_empty() {
+            out.push(self.0.len() - r.0.len());
+            r.skip();
+        }
+    }
+
+    /// The value starting at byte `at`: an offset that
+    /// [`PackedRef::offsets_into`] gave for this row.
+    pub fn datum_at(self, at: usize) -> Datum {
+        Reader(&self.0[at..]).datum()
     }
 }
 
@@ -639,6 +658,30 @@ mod tests {
                 "{cols:?}"
             );
         }
+    }
+
+    #[test]
+    fn offsets_find_every_value_in_any_order() {
+        let mut all: Vec<Datum> = rows().into_iter().flatten().collect();
+        all.push(Datum::Text("last".into()));
+        let packed = PackedRow::pack(&all);
+        let row = packed.borrowed();
+        let mut offsets = vec![7; 3];
+        for n in [0, 1, all.len() / 2, all.len(), all.len() + 5] {
+            row.offsets_into(n, &mut offsets);
+            assert_eq!(offsets.len(), n.min(all.len()), "{n}");
+            for (i, &at) in offsets.iter().enumerate().rev() {
+                assert_eq!(
+                    format!("{:?}", row.datum_at(at)),
+                    format!("{:?}", all[i]),
+                    "value {i} of {n}"
+                );
+            }
+        }
+        PackedRow::pack(&[])
+            .borrowed()
+            .offsets_into(4, &mut offsets);
+        assert!(offsets.is_empty());
     }
 
     #[test]

@@ -681,14 +681,32 @@ pub fn staged<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Staged<'s, 
         }
     }
     chain.reverse();
-    if let (Plan::Get { table, .. }, Some((projection, Stage::Columns(cols)))) =
-        (base, chain.first())
-    {
-        if let Some(import) = ctx.imports.get(table) {
-            let input = import(Some(cols));
-            ctx.collections.insert((*projection).clone(), input.clone());
-            chain.remove(0);
-            let stages = chain.into_iter().map(|(_, s)| s).collect();
+    if let Some(import) = match base {
+        Plan::Get { table, .. } => ctx.imports.get(table).cloned(),
+        _ => None,
+    } {
+        // The import decodes the columns of a projection right above the
+        // table, and evaluates the predicates of a filter right above
+        // that: the rows it sends are that filter's.
+        let mut pushed = 0;
+        let mut cols = None;
+        let mut filter: &[Expr] = &[];
+        if let Some((_, Stage::Columns(c))) = chain.first() {
+            cols = Some(c.as_slice());
+            pushed = 1;
+        }
+        if let Some((_, Stage::Filter(predicates))) = chain.get(pushed) {
+            filter = predicates;
+            pushed += 1;
+        }
+        if pushed > 0 {
+            let (input, errs) = import(cols, filter);
+            let top = chain[pushed - 1].0;
+            ctx.collections.insert(top.clone(), input.clone());
+            if !errs.is_empty() {
+                ctx.errors.insert(top.clone(), errs);
+            }
+            let stages = chain.into_iter().skip(pushed).map(|(_, s)| s).collect();
             return Staged { input, stages };
         }
     }
@@ -699,8 +717,11 @@ pub fn staged<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Staged<'s, 
 }
 
 /// A table's rows from the arrangement the view imported: every column, or
-/// only those listed (in that order), decoded from the packed rows.
-pub type Import<'s, T> = Rc<dyn Fn(Option<&[usize]>) -> Coll<'s, T> + 's>;
+/// only those listed (in that order), decoded from the packed rows, and of
+/// those the rows for which the predicates hold (with the errors they
+/// raise, in order, as a Filter's).
+pub type Import<'s, T> =
+    Rc<dyn Fn(Option<&[usize]>, &[Expr]) -> (Coll<'s, T>, ErrList<'s, T>) + 's>;
 
 pub struct Context<'s, T: Time> {
     /// The tables the view reads, by table id (imported by the caller),
@@ -759,7 +780,7 @@ impl<'s, T: Time> Context<'s, T> {
         if let Some(c) = self.tables.get(&table) {
             return Some(c.clone());
         }
-        let whole = self.imports.get(&table)?(None);
+        let (whole, _) = self.imports.get(&table)?(None, &[]);
         self.tables.insert(table, whole.clone());
         Some(whole)
     }
@@ -782,7 +803,7 @@ impl<'s, T: Time> Context<'s, T> {
             .unit_import
             .as_ref()
             .expect("a context has the unit table or its import");
-        let unit = import(Some(&[])).map(|_| ());
+        let unit = import(Some(&[]), &[]).0.map(|_| ());
         self.unit = Some(unit.clone());
         unit
     }
