@@ -685,6 +685,36 @@ mod tests {
     }
 
     #[test]
+    fn units_pinned_to_constants_are_joined_first() {
+        // After o, both c and o2 are linked to it; o2 is held to one amount,
+        // so it is joined first, and the output keeps FROM's column order.
+        let p = plan("SELECT * FROM orders o, customers c, orders o2 WHERE o.customer_id = c.id AND o.id = o2.id AND o2.amount = 5");
+        let at = |needle: &str| p.find(needle).unwrap_or_else(|| panic!("{needle} in {p}"));
+        assert!(at("Filter (#2 = 5") > at("InnerJoin on (#0) = (#0)"), "{p}");
+        assert!(
+            p.starts_with("Project #0, #1, #2, #3, #8, #9, #10, #4, #5, #6, #7"),
+            "{p}"
+        );
+        // An IN list of constants pins too (c2 is joined before c, so its
+        // filter is printed before c's table); a unit with no pin keeps its
+        // place in FROM's order.
+        let sql = |filter: &str| {
+            format!("SELECT o.id FROM orders o, customers c, customers c2 WHERE o.customer_id = c.id AND o.customer_id = c2.id AND c2.tier {filter}")
+        };
+        let first_customers = |p: &str| p.find("Get public.customers").expect("customers read");
+        let p = plan(&sql("IN ('a', 'b')"));
+        assert!(
+            p.find("Filter (#1 IN (\"a\", \"b\"))").expect("pinned") < first_customers(&p),
+            "{p}"
+        );
+        let p = plan(&sql("<> 'a'"));
+        assert!(
+            p.find("Filter (#1 <> \"a\")").expect("filtered") > first_customers(&p),
+            "{p}"
+        );
+    }
+
+    #[test]
     fn where_conjuncts_over_one_side_of_a_join_go_into_it() {
         // As with tables listed in FROM, WHERE's conjuncts over one side of
         // JOIN ... ON filter that side before the join.
