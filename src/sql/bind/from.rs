@@ -987,15 +987,15 @@ pub(super) fn join_units(units: Vec<(Plan, Scope)>, conjuncts: Vec<Expr>) -> Pla
 }
 
 /// Whether a unit's own conjunct holds one of its columns to constants:
-/// `col = constant` or `col IN (constants)`, casts aside.
+/// `f(col) = constant` or `f(col) IN (constants)`, where `f(col)` reads that
+/// column alone (`text(n_name)` for a char(n) column, `lower(name)`).
 fn pins_a_column(e: &Expr) -> bool {
-    fn column(e: &Expr) -> bool {
-        match e {
-            Expr::Column(_) => true,
-            Expr::Cast { expr, .. } => column(expr),
-            _ => false,
-        }
-    }
+    let one_column = |e: &Expr| {
+        let mut cols = Vec::new();
+        e.columns(&mut cols);
+        cols.dedup();
+        cols.len() == 1
+    };
     let constant = |e: &Expr| e.max_column().is_none();
     match e {
         Expr::Binary {
@@ -1003,12 +1003,12 @@ fn pins_a_column(e: &Expr) -> bool {
             left,
             right,
             ..
-        } => (column(left) && constant(right)) || (constant(left) && column(right)),
+        } => (one_column(left) && constant(right)) || (constant(left) && one_column(right)),
         Expr::InList {
             expr,
             list,
             negated: false,
-        } => column(expr) && list.iter().all(constant),
+        } => one_column(expr) && list.iter().all(constant),
         _ => false,
     }
 }
