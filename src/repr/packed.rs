@@ -629,13 +629,19 @@ mod tests {
         assert_ne!(x, y);
     }
 
+    /// Every test row's values in one row, ending with a text.
+    fn one_long_row() -> (Vec<Datum>, PackedRow) {
+        let mut all: Vec<Datum> = rows().into_iter().flatten().collect();
+        all.push(Datum::Text("last".into()));
+        let packed = PackedRow::pack(&all);
+        (all, packed)
+    }
+
     /// Every column list (with repeats, in any order, past the end) reads
     /// what the unpacked row holds at those positions.
     #[test]
     fn columns_read_the_values_at_their_positions() {
-        let mut all: Vec<Datum> = rows().into_iter().flatten().collect();
-        all.push(Datum::Text("last".into()));
-        let packed = PackedRow::pack(&all);
+        let (all, packed) = one_long_row();
         let n = all.len();
         let lists: Vec<Vec<usize>> = vec![
             vec![],
@@ -662,9 +668,7 @@ mod tests {
 
     #[test]
     fn offsets_find_every_value_in_any_order() {
-        let mut all: Vec<Datum> = rows().into_iter().flatten().collect();
-        all.push(Datum::Text("last".into()));
-        let packed = PackedRow::pack(&all);
+        let (all, packed) = one_long_row();
         let row = packed.borrowed();
         let mut offsets = vec![7; 3];
         for n in [0, 1, all.len() / 2, all.len(), all.len() + 5] {
