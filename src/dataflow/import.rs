@@ -39,6 +39,7 @@ use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Scope;
 use timely::scheduling::Activator;
 
+use super::render::holds;
 use super::TableTrace;
 use crate::repr::{Datum, PackedRef, Row};
 use crate::sql::expr::Expr;
@@ -144,7 +145,7 @@ impl Decoder {
     pub fn decode(&mut self, row: PackedRef<'_>) -> Result<Option<Row>, String> {
         let Some(cols) = &self.cols else {
             let whole = row.unpack();
-            return Ok(keeps(&self.filter, &whole)?.then_some(whole));
+            return Ok(holds(&self.filter, &whole)?.then_some(whole));
         };
         if self.filter.is_empty() {
             return Ok(Some(row.columns(cols)));
@@ -157,7 +158,7 @@ impl Decoder {
         for &p in &self.read {
             out[p] = value(cols[p]);
         }
-        let kept = keeps(&self.filter, &out);
+        let kept = holds(&self.filter, &out);
         if kept != Ok(true) {
             // Only the positions read are ever set: the next row sets them
             // all again.
@@ -172,17 +173,6 @@ impl Decoder {
         }
         Ok(Some(out))
     }
-}
-
-/// Whether every predicate holds for `row`, evaluated in order: false at
-/// the first that does not, the error of the first that fails.
-fn keeps(filter: &[Expr], row: &[Datum]) -> Result<bool, String> {
-    for p in filter {
-        if !p.eval_predicate(row).map_err(|e| e.0)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// What an import holds while it runs: a capability for its rows, and one

@@ -473,16 +473,27 @@ impl Stage {
     }
 }
 
+/// Whether every predicate of a filter holds for `row`, evaluated in
+/// order: false at the first that does not, the error of the first that
+/// fails. A Filter rendered as a stage and one evaluated in a table's
+/// import ([`super::import::Decoder`]) both go through it.
+pub fn holds(predicates: &[Expr], row: &[Datum]) -> Result<bool, String> {
+    for p in predicates {
+        if !p.eval_predicate(row).map_err(|e| e.0)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// `stages` applied in order to `row`: the row they make, `None` if a
 /// filter drops it, or the first error.
 pub fn run_stages(stages: &[Stage], mut row: Row) -> Result<Option<Row>, String> {
     for stage in stages {
         match stage {
             Stage::Filter(predicates) => {
-                for p in predicates {
-                    if !p.eval_predicate(&row).map_err(|e| e.0)? {
-                        return Ok(None);
-                    }
+                if !holds(predicates, &row)? {
+                    return Ok(None);
                 }
             }
             Stage::Project(exprs) => row = project::eval_all(exprs, &row)?,
