@@ -60,6 +60,20 @@ struct Run {
     transactions: f64,
 }
 
+/// A pgbench run with a consumer attached, and the CPU seconds the
+/// consumer used over it.
+struct Attached {
+    run: Run,
+    cpu: f64,
+}
+
+impl Attached {
+    /// The consumer's CPU microseconds per committed transaction.
+    fn cpu_per_transaction(&self) -> f64 {
+        self.cpu * 1e6 / self.run.transactions.max(1.0)
+    }
+}
+
 /// Runs pgbench for `secs` (at `rate` transactions a second in all, if
 /// not 0) and returns its TPS and how many transactions it committed.
 fn pgbench(conninfo: &str, clients: u64, secs: u64, rate: u64) -> Run {
@@ -156,7 +170,10 @@ async fn main() {
         let t = Instant::now();
         caught_up(&server.addr, end).await;
         lags.push(t.elapsed().as_secs_f64());
-        viewcast_runs.push((run, server.cpu_seconds() - cpu));
+        viewcast_runs.push(Attached {
+            run,
+            cpu: server.cpu_seconds() - cpu,
+        });
     }
     let rss = server.rss_mib();
     server.stop();
@@ -164,20 +181,18 @@ async fn main() {
     let recv_last = with_recvlogical(&client, &load).await;
 
     let recv = [recv_first, recv_last];
-    let tps =
-        |runs: &[(Run, f64)]| runs.iter().map(|(r, _)| r.tps).sum::<f64>() / runs.len() as f64;
+    let tps = |runs: &[Attached]| runs.iter().map(|a| a.run.tps).sum::<f64>() / runs.len() as f64;
     // CPU microseconds per committed transaction over both runs.
-    let cpu = |runs: &[(Run, f64)]| {
-        let txns: f64 = runs.iter().map(|(r, _)| r.transactions).sum();
-        runs.iter().map(|(_, c)| c).sum::<f64>() * 1e6 / txns.max(1.0)
+    let cpu = |runs: &[Attached]| {
+        let txns: f64 = runs.iter().map(|a| a.run.transactions).sum();
+        runs.iter().map(|a| a.cpu).sum::<f64>() * 1e6 / txns.max(1.0)
     };
-    let each = |runs: &[(Run, f64)], f: &dyn Fn(&(Run, f64)) -> f64| {
+    let each = |runs: &[Attached], f: &dyn Fn(&Attached) -> f64| {
         runs.iter()
-            .map(|r| format!("{:.0}", f(r)))
+            .map(|a| format!("{:.0}", f(a)))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let per_txn = |r: &(Run, f64)| r.1 * 1e6 / r.0.transactions.max(1.0);
     let lag = lags.iter().copied().fold(0.0, f64::max);
     let at = if rate > 0 {
         format!(" -R {rate}")
@@ -191,12 +206,12 @@ async fn main() {
     println!(
         "  TPS, pg_recvlogical attached          {:>9.0}   (runs: {})",
         tps(&recv),
-        each(&recv, &|r| r.0.tps)
+        each(&recv, &|a| a.run.tps)
     );
     println!(
         "  TPS, viewcast attached                {:>9.0}   (runs: {})",
         tps(&viewcast_runs),
-        each(&viewcast_runs, &|r| r.0.tps)
+        each(&viewcast_runs, &|a| a.run.tps)
     );
     println!(
         "  ratio viewcast / pg_recvlogical       {:>9.2}",
@@ -205,12 +220,12 @@ async fn main() {
     println!(
         "  CPU per transaction, pg_recvlogical   {:>9.1} µs   (runs: {})",
         cpu(&recv),
-        each(&recv, &per_txn)
+        each(&recv, &Attached::cpu_per_transaction)
     );
     println!(
         "  CPU per transaction, viewcast         {:>9.1} µs   (runs: {})",
         cpu(&viewcast_runs),
-        each(&viewcast_runs, &per_txn)
+        each(&viewcast_runs, &Attached::cpu_per_transaction)
     );
     println!(
         "  CPU ratio viewcast / pg_recvlogical   {:>9.1}×",
@@ -249,7 +264,7 @@ async fn settle(client: &tokio_postgres::Client) {
 /// One pgbench run with `pg_recvlogical` streaming the publication from a
 /// slot of its own, and the CPU seconds `pg_recvlogical` used over it; the
 /// slot is dropped after.
-async fn with_recvlogical(client: &tokio_postgres::Client, load: &Load<'_>) -> (Run, f64) {
+async fn with_recvlogical(client: &tokio_postgres::Client, load: &Load<'_>) -> Attached {
     client
         .batch_execute("SELECT pg_create_logical_replication_slot('recv', 'pgoutput')")
         .await
@@ -280,5 +295,5 @@ async fn with_recvlogical(client: &tokio_postgres::Client, load: &Load<'_>) -> (
         assert!(tries < 100, "drop slot: {e}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (run, cpu)
+    Attached { run, cpu }
 }
