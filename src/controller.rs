@@ -379,6 +379,12 @@ impl Controller {
                 };
                 self.mirror(Mirror::SetHealth((&health).into()));
             }
+            SourceEvent::Rows { table, rows } => {
+                // The rows hold every transaction sent before them: those
+                // still queued go first.
+                self.flush_queued();
+                self.df().load(table, rows);
+            }
             SourceEvent::TableFailed { table, message } => {
                 self.failed_tables.insert(table, message);
                 self.apply_table_faults();
@@ -564,7 +570,7 @@ impl Controller {
             .values()
             .all(|b| b.tables.iter().all(|t| !going.contains(t))));
         for a in &added {
-            self.df().add_table(a.id);
+            self.df().follow_table(a.id);
         }
         self.batching.sent = lsn.0;
         self.rows_since_trim += updates.len();
@@ -700,7 +706,10 @@ impl Controller {
                 params_table,
             },
         );
-        self.df().add_view(id, view.plan);
+        let ask = self.df().add_view(id, view.plan);
+        if !ask.is_empty() {
+            let _ = self.source_control.send(SourceControl::Rows(ask));
+        }
     }
 
     /// Stops a view's dataflow (and drops its parameters table).

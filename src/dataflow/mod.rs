@@ -4,6 +4,8 @@
 //! ```text
 //!  controller ─AddTable{id}──────▶ each worker: a dataflow with an input for
 //!                                  the table, arranged once (its trace is shared)
+//!             ─Load{table, rows}▶ the rows a table holds when a group begins
+//!                                  to hold it, at a time of their own
 //!             ─AddView{id, plan}─▶ a dataflow that imports the traces of the
 //!                                  tables the plan reads and renders it
 //!             ─Apply{lsn, rows}──▶ each worker: its share of the rows into the
@@ -26,10 +28,12 @@
 //! build the same dataflows in the same order, as timely requires.
 //!
 //! The workers are split into groups (`--view-groups`), each a timely
-//! instance of its own. Every group receives every table command and every
-//! transaction and arranges each table itself (the arrangements hold handles
-//! to the source's row allocations, so a second copy costs handles, not
-//! rows); a view is built in one group only. A transaction's views then move
+//! instance of its own. A view is built in one group only, and a group
+//! arranges a table the source follows only once a view built there reads
+//! it: it is loaded with the rows the source holds then
+//! ([`Dataflow::load`]) and follows the table's changes from there on (the
+//! arrangements hold handles to the source's row allocations, so a second
+//! group's copy costs handles, not rows). A transaction's views then move
 //! in parallel, and each view's progress is tracked by its own group's
 //! workers alone. Each group's first worker releases its own views' outputs
 //! and reports its progress to [`JointProgress`]: the dataflow's progress
@@ -83,7 +87,16 @@ pub struct TupleRequest {
 
 pub enum Command {
     /// A new base table (or a new version of one whose columns changed).
-    AddTable { id: usize },
+    /// `counts`: this group's arrangement is the one whose rows' bytes the
+    /// memory report counts (the groups share the source's allocations).
+    AddTable { id: usize, counts: bool },
+    /// The rows a table held when the group began to hold it, at a time of
+    /// their own between transactions (before the views that need them);
+    /// every group takes the time, with no rows if it was not waiting.
+    Load {
+        table: usize,
+        rows: Arc<Vec<PackedRow>>,
+    },
     /// Forget a table; views still importing it keep their copy until dropped.
     DropTable { id: usize },
     /// Start maintaining a view; its contents as of now arrive first.
@@ -127,7 +140,8 @@ pub enum Command {
 /// exchange.
 #[derive(Clone, Serialize, Deserialize)]
 enum Wire {
-    AddTable { id: usize },
+    AddTable { id: usize, counts: bool },
+    Load { table: usize },
     DropTable { id: usize },
     AddView { id: usize, plan: Plan },
     DropView { id: usize },
@@ -143,7 +157,11 @@ impl Wire {
     /// What the other processes need of `command`, if anything.
     fn of(command: &Command) -> Option<Wire> {
         Some(match command {
-            Command::AddTable { id } => Wire::AddTable { id: *id },
+            Command::AddTable { id, counts } => Wire::AddTable {
+                id: *id,
+                counts: *counts,
+            },
+            Command::Load { table, .. } => Wire::Load { table: *table },
             Command::DropTable { id } => Wire::DropTable { id: *id },
             Command::AddView { id, plan } => Wire::AddView {
                 id: *id,
@@ -169,7 +187,11 @@ impl Wire {
     /// The command a follower's worker carries out.
     fn into_command(self) -> Command {
         match self {
-            Wire::AddTable { id } => Command::AddTable { id },
+            Wire::AddTable { id, counts } => Command::AddTable { id, counts },
+            Wire::Load { table } => Command::Load {
+                table,
+                rows: Arc::default(),
+            },
             Wire::DropTable { id } => Command::DropTable { id },
             Wire::AddView { id, plan } => Command::AddView {
                 id,
@@ -311,9 +333,42 @@ impl InFlight {
 /// Handle to the running workers. Dropping it stops them.
 pub struct Dataflow {
     groups: Vec<Group>,
-    /// Which group runs each view, and how much each group runs.
-    placement: Mutex<Placement>,
+    /// Which group runs each view and holds each table.
+    state: Mutex<State>,
     sizes: Arc<memory::Sizes>,
+}
+
+/// Which group runs each view, and which groups hold each source table.
+struct State {
+    placement: Placement,
+    /// Each followed table's holding in each group. A group arranges a
+    /// table only once a view built there reads it: a transaction then
+    /// moves only the groups whose views read what it changes, and a
+    /// table no view of a group reads costs that group nothing.
+    tables: HashMap<usize, Vec<Hold>>,
+    /// Views waiting for tables' rows before they are built, in the order
+    /// they were added.
+    waiting: Vec<Waiting>,
+}
+
+/// A followed table in one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    /// Not arranged there: its changes are not sent to the group.
+    No,
+    /// Arranged, waiting for the rows it holds now ([`Dataflow::load`]);
+    /// its changes are not sent to the group, as the rows will have them.
+    Waiting,
+    /// Arranged and following every change.
+    Filled,
+}
+
+/// A view placed in a group, waiting for the rows of `tables` there.
+struct Waiting {
+    id: usize,
+    group: usize,
+    plan: Arc<Plan>,
+    tables: Vec<usize>,
 }
 
 /// One timely instance: its workers' command channels and threads.
@@ -445,7 +500,11 @@ impl Dataflow {
             first_worker += threads;
         }
         Ok(Dataflow {
-            placement: Mutex::new(Placement::new(groups)),
+            state: Mutex::new(State {
+                placement: Placement::new(groups),
+                tables: HashMap::new(),
+                waiting: Vec::new(),
+            }),
             groups: started,
             sizes,
         })
@@ -462,46 +521,188 @@ impl Dataflow {
         }
     }
 
+    /// A table of viewcast's own (a view's parameters, the clock): every
+    /// group holds it from the start.
     pub fn add_table(&self, id: usize) {
-        self.send(|| Command::AddTable { id });
+        for (group, g) in self.groups.iter().enumerate() {
+            g.send(&|| Command::AddTable {
+                id,
+                counts: group == 0,
+            });
+        }
+    }
+
+    /// A table the source follows: no group holds it until a view placed
+    /// there reads it ([`Dataflow::add_view`]); its rows are then loaded
+    /// from the source's state ([`Dataflow::load`]).
+    pub fn follow_table(&self, id: usize) {
+        let groups = self.groups.len();
+        self.state()
+            .tables
+            .entry(id)
+            .or_insert(vec![Hold::No; groups]);
     }
 
     pub fn drop_table(&self, id: usize) {
-        self.send(|| Command::DropTable { id });
+        match self.state().tables.remove(&id) {
+            Some(holds) => {
+                for (g, hold) in self.groups.iter().zip(holds) {
+                    if hold != Hold::No {
+                        g.send(&|| Command::DropTable { id });
+                    }
+                }
+            }
+            None => self.send(|| Command::DropTable { id }),
+        }
     }
 
     /// Builds the view in one group, where the tables it reads have the
-    /// fewest readers so far ([`Placement`]).
-    pub fn add_view(&self, id: usize, plan: Plan) {
-        let group = self.placement().place(id, &plan);
+    /// fewest readers so far ([`Placement`]). A followed table the group
+    /// does not hold yet is arranged there, and the view waits for its rows:
+    /// the tables returned are those whose rows must be asked of the source
+    /// (none asked already) and handed to [`Dataflow::load`].
+    #[must_use]
+    pub fn add_view(&self, id: usize, plan: Plan) -> Vec<usize> {
+        let mut state = self.state();
+        let group = state.placement.place(id, &plan);
+        let mut tables = Vec::new();
+        plan.tables(&mut tables);
+        tables.sort_unstable();
+        tables.dedup();
+        let (mut missing, mut ask) = (Vec::new(), Vec::new());
+        for table in tables {
+            let Some(holds) = state.tables.get_mut(&table) else {
+                continue;
+            };
+            match holds[group] {
+                Hold::Filled => continue,
+                Hold::Waiting => {}
+                Hold::No => {
+                    if !holds.contains(&Hold::Waiting) {
+                        ask.push(table);
+                    }
+                    let counts = holds.iter().all(|h| *h == Hold::No);
+                    holds[group] = Hold::Waiting;
+                    self.groups[group].send(&|| Command::AddTable { id: table, counts });
+                }
+            }
+            missing.push(table);
+        }
         let plan = Arc::new(plan);
-        self.groups[group].send(&|| Command::AddView {
-            id,
-            plan: plan.clone(),
-        });
+        if missing.is_empty() {
+            self.groups[group].send(&|| Command::AddView {
+                id,
+                plan: plan.clone(),
+            });
+        } else {
+            state.waiting.push(Waiting {
+                id,
+                group,
+                plan,
+                tables: missing,
+            });
+        }
+        ask
+    }
+
+    /// The rows `table` holds now, as the source sent them between
+    /// transactions: every group waiting for them gets them at a time of
+    /// their own and follows the table's changes from now on; the views
+    /// that waited only for them are built. Rows for a table no group waits
+    /// for (asked twice, dropped since) are ignored.
+    pub fn load(&self, table: usize, rows: Vec<PackedRow>) {
+        let mut state = self.state();
+        let Some(holds) = state.tables.get_mut(&table) else {
+            return;
+        };
+        if !holds.contains(&Hold::Waiting) {
+            return;
+        }
+        // The load takes a time of its own in every group, with no rows in
+        // those not waiting, so the groups' clocks stay alike (a parameter
+        // tuple's time, reported by the first group, is then every group's).
+        let (rows, none) = (Arc::new(rows), Arc::new(Vec::new()));
+        let mut filled = Vec::new();
+        for (group, hold) in holds.iter_mut().enumerate() {
+            let rows = if *hold == Hold::Waiting {
+                *hold = Hold::Filled;
+                filled.push(group);
+                &rows
+            } else {
+                &none
+            };
+            self.groups[group].send(&|| Command::Load {
+                table,
+                rows: rows.clone(),
+            });
+        }
+        let mut still = Vec::new();
+        for mut w in std::mem::take(&mut state.waiting) {
+            if filled.contains(&w.group) {
+                w.tables.retain(|t| *t != table);
+            }
+            if w.tables.is_empty() {
+                self.groups[w.group].send(&|| Command::AddView {
+                    id: w.id,
+                    plan: w.plan.clone(),
+                });
+            } else {
+                still.push(w);
+            }
+        }
+        state.waiting = still;
     }
 
     pub fn drop_view(&self, id: usize) {
-        match self.placement().remove(id) {
+        let mut state = self.state();
+        state.waiting.retain(|w| w.id != id);
+        match state.placement.remove(id) {
             Some(group) => self.groups[group].send(&|| Command::DropView { id }),
             None => self.send(|| Command::DropView { id }),
         }
     }
 
-    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
-        self.placement.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// One transaction (or several merged) at time `lsn`: each group gets
+    /// the changes of the tables it holds filled, and a group that holds
+    /// none of them only learns that `lsn` is complete.
     pub fn apply(&self, lsn: u64, updates: Updates) {
         let mut tables: Vec<usize> = updates.iter().map(|(t, _, _)| *t).collect();
         tables.sort_unstable();
         tables.dedup();
-        let (updates, tables) = (Arc::new(updates), Arc::new(tables));
-        self.send(|| Command::Apply {
-            lsn,
-            updates: updates.clone(),
-            tables: tables.clone(),
-        });
+        let state = self.state();
+        let follows = |group: usize, table: &usize| {
+            state
+                .tables
+                .get(table)
+                .is_none_or(|holds| holds[group] == Hold::Filled)
+        };
+        let (updates, all) = (Arc::new(updates), Arc::new(tables));
+        for (group, g) in self.groups.iter().enumerate() {
+            let tables: Vec<usize> = all.iter().copied().filter(|t| follows(group, t)).collect();
+            if tables.is_empty() {
+                g.send(&|| Command::Advance { lsn });
+                continue;
+            }
+            let (updates, tables) = if tables.len() == all.len() {
+                (updates.clone(), all.clone())
+            } else {
+                let mine: Updates = updates
+                    .iter()
+                    .filter(|(t, _, _)| tables.binary_search(t).is_ok())
+                    .cloned()
+                    .collect();
+                (Arc::new(mine), Arc::new(tables))
+            };
+            g.send(&|| Command::Apply {
+                lsn,
+                updates: updates.clone(),
+                tables: tables.clone(),
+            });
+        }
     }
 
     pub fn advance(&self, lsn: u64) {
@@ -979,7 +1180,7 @@ fn run_worker(
         joint,
         owners,
     };
-    w.add_table(UNIT_TABLE);
+    w.add_table(UNIT_TABLE, place.group == 0);
     if w.worker.index() == 0 {
         if let Some(t) = w.tables.get_mut(&UNIT_TABLE) {
             t.input.insert(PackedRow::pack(&[]));
@@ -1111,7 +1312,23 @@ impl Worker<'_> {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::AddTable { id } => self.add_table(id),
+            Command::AddTable { id, counts } => self.add_table(id, counts),
+            Command::Load { table, rows } => {
+                // Like parameter tuples: a time of its own after everything
+                // applied so far, each worker entering its share.
+                let t = self.time;
+                self.advance_tables(&[table], t);
+                let (index, threads) = (self.worker.index(), self.place.threads);
+                if let Some(tab) = self.tables.get_mut(&table) {
+                    for (n, row) in rows.iter().enumerate() {
+                        if n % threads == index {
+                            tab.input.update(row.clone(), 1);
+                        }
+                    }
+                }
+                self.advance_tables(&[table], t + 1);
+                self.move_views(&[table], t + 1);
+            }
             Command::DropTable { id } => {
                 // Dropping the input closes it; views that imported the
                 // arrangement hold their own handle until they are dropped.
@@ -1230,7 +1447,7 @@ impl Worker<'_> {
         }
     }
 
-    fn add_table(&mut self, id: usize) {
+    fn add_table(&mut self, id: usize, counts: bool) {
         let probe = ProbeHandle::new();
         let time = self.time;
         let first = self.worker.peek_identifier();
@@ -1253,8 +1470,9 @@ impl Worker<'_> {
         let since = [time.saturating_sub(1)];
         trace.set_logical_compaction(AntichainRef::new(&since));
         trace.set_physical_compaction(AntichainRef::new(&since));
-        // The rows' bytes are the source's, counted once (with the first group).
-        let measure = if self.place.group == 0 {
+        // The rows' bytes are the source's, counted once (with the first
+        // group to hold the table).
+        let measure = if counts {
             memory::measure(trace.clone())
         } else {
             memory::measure_handles(trace.clone())
@@ -1479,11 +1697,43 @@ mod tests {
         PackedRow::pack(&[Datum::Int(a), Datum::Int(b)])
     }
 
+    /// The source's side of the tables: their rows, as the transactions
+    /// handed to the dataflow left them, to answer its requests.
+    #[derive(Default)]
+    struct Source {
+        rows: HashMap<usize, Vec<PackedRow>>,
+    }
+
+    impl Source {
+        fn apply(&mut self, dataflow: &Dataflow, lsn: u64, updates: Updates) {
+            for (table, row, diff) in &updates {
+                let rows = self.rows.entry(*table).or_default();
+                if *diff > 0 {
+                    rows.push(row.clone());
+                } else {
+                    let at = rows.iter().position(|r| r == row).expect("a row to delete");
+                    rows.remove(at);
+                }
+            }
+            dataflow.apply(lsn, updates);
+        }
+
+        fn answer(&self, dataflow: &Dataflow, asked: Vec<usize>) {
+            for table in asked {
+                let rows = self.rows.get(&table).cloned().unwrap_or_default();
+                dataflow.load(table, rows);
+            }
+        }
+    }
+
     /// Views over different tables, a join of two and a global count (which
     /// also reads the unit table), through transactions that each change
     /// some of the tables: every view's batches come at the transactions
     /// that change what it reads, whole, and progress passes every
-    /// transaction even though most leave most views where they were.
+    /// transaction even though most leave most views where they were. The
+    /// tables are followed tables: a group holds one once a view there
+    /// reads it, and a transaction that comes before the rows it was asked
+    /// for does not reach it twice.
     #[test]
     fn views_move_with_the_tables_they_read_and_progress_passes_the_others() {
         // Two workers on every view, and each view in one of two groups.
@@ -1495,13 +1745,14 @@ mod tests {
     fn views_move_with_the_tables_they_read(groups: usize) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let dataflow = Dataflow::start(2, groups, None, tx).expect("workers start");
+        let mut source = Source::default();
         for t in [1, 2, 3] {
-            dataflow.add_table(t);
+            dataflow.follow_table(t);
         }
-        dataflow.apply(10, vec![(1, row(1, 10), 1), (3, row(7, 70), 1)]);
-        dataflow.add_view(100, get(1));
-        dataflow.add_view(101, get(2));
-        dataflow.add_view(102, join(1, 2));
+        source.apply(&dataflow, 10, vec![(1, row(1, 10), 1), (3, row(7, 70), 1)]);
+        let mut asked = dataflow.add_view(100, get(1));
+        asked.extend(dataflow.add_view(101, get(2)));
+        asked.extend(dataflow.add_view(102, join(1, 2)));
         let count = Plan::Reduce {
             input: Box::new(get(3)),
             keys: vec![],
@@ -1515,12 +1766,18 @@ mod tests {
                 distinct: false,
             }],
         };
-        dataflow.add_view(103, count);
-        dataflow.apply(20, vec![(2, row(1, 11), 1), (2, row(2, 22), 1)]);
+        asked.extend(dataflow.add_view(103, count));
+        asked.sort_unstable();
+        assert_eq!(asked, [1, 2, 3], "each table asked for once");
+        // Before the rows come: the groups waiting for them must not see it.
+        source.apply(&dataflow, 20, vec![(2, row(1, 11), 1), (2, row(2, 22), 1)]);
+        source.answer(&dataflow, asked.clone());
+        // Asked twice: the second answer is ignored.
+        source.answer(&dataflow, vec![2]);
         dataflow.advance(25);
-        dataflow.apply(30, vec![(3, row(8, 80), 1)]);
-        dataflow.apply(40, vec![(1, row(2, 20), 1), (2, row(1, 11), -1)]);
-        dataflow.apply(50, vec![(2, row(3, 33), 1)]);
+        source.apply(&dataflow, 30, vec![(3, row(8, 80), 1)]);
+        source.apply(&dataflow, 40, vec![(1, row(2, 20), 1), (2, row(1, 11), -1)]);
+        source.apply(&dataflow, 50, vec![(2, row(3, 33), 1)]);
 
         let mut batches: BTreeMap<(usize, u64), Vec<(Row, isize)>> = BTreeMap::new();
         let mut ready = HashMap::new();
@@ -1556,18 +1813,23 @@ mod tests {
             }
         }
         let r = |a, b| vec![Datum::Int(a), Datum::Int(b)];
-        // Views added after time 10 start as of it (ready once released).
+        // The views start as of their tables' rows, loaded at times of
+        // their own between the transactions at 20 and 30 (ready once
+        // released).
         assert_eq!(ready.len(), 4, "{ready:?}");
-        assert!(ready.values().all(|&lsn| lsn >= 10), "{ready:?}");
+        assert!(ready.values().all(|&lsn| lsn > 20), "{ready:?}");
+        let first: HashMap<usize, u64> = batches.keys().rev().map(|(v, lsn)| (*v, *lsn)).collect();
+        assert!(first.values().all(|&lsn| lsn > 20 && lsn < 30), "{first:?}");
+        let at = |view: usize| first[&view];
         let count = |n| vec![Datum::Int(n)];
         let want: BTreeMap<(usize, u64), Vec<(Row, isize)>> = [
-            ((100, 10), vec![(r(1, 10), 1)]),
+            ((100, at(100)), vec![(r(1, 10), 1)]),
             ((100, 40), vec![(r(2, 20), 1)]),
-            ((101, 20), vec![(r(1, 11), 1), (r(2, 22), 1)]),
+            ((101, at(101)), vec![(r(1, 11), 1), (r(2, 22), 1)]),
             ((101, 40), vec![(r(1, 11), -1)]),
             ((101, 50), vec![(r(3, 33), 1)]),
             (
-                (102, 20),
+                (102, at(102)),
                 vec![(
                     vec![Datum::Int(1), Datum::Int(10), Datum::Int(1), Datum::Int(11)],
                     1,
@@ -1586,7 +1848,7 @@ mod tests {
                     ),
                 ],
             ),
-            ((103, 10), vec![(count(1), 1)]),
+            ((103, at(103)), vec![(count(1), 1)]),
             ((103, 30), vec![(count(1), -1), (count(2), 1)]),
         ]
         .into_iter()
@@ -1596,9 +1858,20 @@ mod tests {
             rows.sort();
         }
         assert_eq!(got, want, "{groups} groups");
-        let loads: Vec<usize> = dataflow.placement().loads.iter().map(|l| l.1).collect();
+        let loads: Vec<usize> = dataflow
+            .state()
+            .placement
+            .loads
+            .iter()
+            .map(|l| l.1)
+            .collect();
         assert_eq!(loads.len(), groups);
         assert!(loads.iter().all(|l| *l > 0), "views spread: {loads:?}");
+        // Only the count reads t3: one group holds it.
+        let holds = dataflow.state().tables[&3].clone();
+        let filled = holds.iter().filter(|h| **h == Hold::Filled).count();
+        assert_eq!((filled, holds.len()), (1, groups), "{holds:?}");
+        assert!(holds.iter().all(|h| *h != Hold::Waiting));
         dataflow.shutdown(Duration::from_secs(5));
     }
 

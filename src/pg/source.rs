@@ -21,7 +21,9 @@
 //! and deletes under REPLICA IDENTITY DEFAULT, fills unchanged TOASTed
 //! values, and after a lost connection turns a fresh snapshot into a diff
 //! against what the views already hold: a subscriber sees one transaction
-//! that brings it up to date, never a gap or a duplicate.
+//! that brings it up to date, never a gap or a duplicate. A dataflow group
+//! that begins to hold a table gets its rows from this state too
+//! ([`SourceControl::Rows`]), sent between transactions.
 //!
 //! Faults (see [`super::errors`]): a transient one ends the session and the
 //! source reconnects with backoff; a definite one is reported
@@ -155,6 +157,13 @@ pub enum SourceEvent {
         table: usize,
         message: String,
     },
+    /// The current rows of a followed table, as [`SourceControl::Rows`]
+    /// asked: its state after the last transaction or resync sent before
+    /// this event, and nothing after (none if the table is not followed).
+    Rows {
+        table: usize,
+        rows: Vec<PackedRow>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +220,10 @@ pub enum SourceControl {
     /// writes a logical message of no content to the WAL, which the stream
     /// answers with a keepalive at a new position.
     NeedProgress,
+    /// The current rows of these tables, for a dataflow group that starts
+    /// holding them: answered with [`SourceEvent::Rows`] between
+    /// transactions, once everything the state holds has been sent.
+    Rows(Vec<usize>),
 }
 
 pub struct SourceConfig {
@@ -260,6 +273,8 @@ pub struct Source {
     stash: Option<Stash>,
     events: mpsc::UnboundedSender<SourceEvent>,
     control: mpsc::UnboundedReceiver<SourceControl>,
+    /// Tables whose rows the controller asked for and has not been sent.
+    rows_wanted: Vec<usize>,
 }
 
 /// Session settings that fix the text formats values are decoded from.
@@ -341,6 +356,7 @@ impl Source {
             stash: None,
             events,
             control,
+            rows_wanted: Vec::new(),
         })
     }
 
@@ -385,11 +401,12 @@ impl Source {
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                c = self.control.recv() => {
-                    if matches!(c, Some(SourceControl::Reload)) {
-                        self.forget_everything();
-                    }
-                }
+                c = self.control.recv() => match c {
+                    Some(SourceControl::Reload) => self.forget_everything(),
+                    // Answered once the stream runs again.
+                    Some(SourceControl::Rows(tables)) => self.rows_wanted.extend(tables),
+                    Some(SourceControl::NeedProgress) | None => {}
+                },
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
@@ -397,6 +414,8 @@ impl Source {
 
     /// After the dataflow was replaced: every table is new to it.
     fn forget_everything(&mut self) {
+        // The requests were the old dataflow's.
+        self.rows_wanted.clear();
         self.tables.clear();
         self.by_oid.clear();
         self.names.clear();
@@ -851,8 +870,14 @@ impl Source {
                 c = self.control.recv() => match c {
                     Some(SourceControl::Reload) => return Err(SourceError::Reload),
                     Some(SourceControl::NeedProgress) => self.mark_wal(),
+                    Some(SourceControl::Rows(tables)) => self.rows_wanted.extend(tables),
                     None => {}
                 },
+            }
+            // The state is what was sent only between transactions, with no
+            // resync installed ahead of the stream and none held back.
+            if in_tx.is_none() && pending.is_none() && hold.is_none() {
+                self.send_rows();
             }
             if poll_now && !polling {
                 polling = true;
@@ -880,6 +905,21 @@ impl Source {
                 resync.updates.splice(0..0, hold.take().unwrap_or_default());
                 pending = Some(Pending { resync });
             }
+        }
+    }
+
+    /// Answers the controller's requests for tables' rows from the state.
+    fn send_rows(&mut self) {
+        let mut wanted = std::mem::take(&mut self.rows_wanted);
+        wanted.sort_unstable();
+        wanted.dedup();
+        for table in wanted {
+            let rows = self
+                .tables
+                .get(&table)
+                .map(|t| t.rows.iter().cloned().collect())
+                .unwrap_or_default();
+            self.emit(SourceEvent::Rows { table, rows });
         }
     }
 
