@@ -682,14 +682,18 @@ impl Dataflow {
         };
         let (updates, all) = (Arc::new(updates), Arc::new(tables));
         for (group, g) in self.groups.iter().enumerate() {
-            let tables: Vec<usize> = all.iter().copied().filter(|t| follows(group, t)).collect();
-            if tables.is_empty() {
+            // Most transactions reach a group whole or not at all: only a
+            // group that follows some of their tables gets a copy.
+            let followed = all.iter().filter(|t| follows(group, t)).count();
+            if followed == 0 {
                 g.send(&|| Command::Advance { lsn });
                 continue;
             }
-            let (updates, tables) = if tables.len() == all.len() {
+            let (updates, tables) = if followed == all.len() {
                 (updates.clone(), all.clone())
             } else {
+                let tables: Vec<usize> =
+                    all.iter().copied().filter(|t| follows(group, t)).collect();
                 let mine: Updates = updates
                     .iter()
                     .filter(|(t, _, _)| tables.binary_search(t).is_ok())
@@ -1314,20 +1318,15 @@ impl Worker<'_> {
         match command {
             Command::AddTable { id, counts } => self.add_table(id, counts),
             Command::Load { table, rows } => {
-                // Like parameter tuples: a time of its own after everything
-                // applied so far, each worker entering its share.
-                let t = self.time;
-                self.advance_tables(&[table], t);
+                // Each worker enters its share.
                 let (index, threads) = (self.worker.index(), self.place.threads);
-                if let Some(tab) = self.tables.get_mut(&table) {
+                self.at_own_time(table, |input| {
                     for (n, row) in rows.iter().enumerate() {
                         if n % threads == index {
-                            tab.input.update(row.clone(), 1);
+                            input.update(row.clone(), 1);
                         }
                     }
-                }
-                self.advance_tables(&[table], t + 1);
-                self.move_views(&[table], t + 1);
+                });
             }
             Command::DropTable { id } => {
                 // Dropping the input closes it; views that imported the
@@ -1372,23 +1371,18 @@ impl Worker<'_> {
                 updates,
                 ticket,
             } => {
-                // A time of their own, after everything applied so far and
-                // before the next transaction (commit LSNs are far apart).
-                let t = self.time;
-                self.advance_tables(&[table], t);
-                if self.worker.index() == 0 {
-                    if let Some(tab) = self.tables.get_mut(&table) {
+                let first = self.worker.index() == 0;
+                let t = self.at_own_time(table, |input| {
+                    if first {
                         for (row, diff) in updates.iter() {
-                            tab.input.update(PackedRow::pack(row), *diff);
+                            input.update(PackedRow::pack(row), *diff);
                         }
                     }
-                }
+                });
                 // Every group applies them at the same time: one tells.
                 if self.first_of_process() && self.place.group == 0 {
                     let _ = self.out.send(Output::TuplesApplied { ticket, lsn: t });
                 }
-                self.advance_tables(&[table], t + 1);
-                self.move_views(&[table], t + 1);
             }
             Command::Crash => {
                 if self.worker.index() + 1 == self.worker.peers() {
@@ -1410,6 +1404,25 @@ impl Worker<'_> {
                 }
             }
         }
+    }
+
+    /// Moves `table` by a time of its own, after everything applied so far
+    /// and before the next transaction (commit LSNs are far apart), with
+    /// what `enter` puts in its input (if this group holds it); returns
+    /// that time. Every group takes it, so their clocks stay alike.
+    fn at_own_time(
+        &mut self,
+        table: usize,
+        enter: impl FnOnce(&mut InputSession<u64, PackedRow, isize>),
+    ) -> u64 {
+        let t = self.time;
+        self.advance_tables(&[table], t);
+        if let Some(tab) = self.tables.get_mut(&table) {
+            enter(&mut tab.input);
+        }
+        self.advance_tables(&[table], t + 1);
+        self.move_views(&[table], t + 1);
+        t
     }
 
     /// Advances the inputs of `tables` to `time` (those already there stay)
