@@ -125,18 +125,20 @@ impl BatchContainer for PackedRows {
     }
 }
 
-/// The updates an arrangement of packed rows is built from.
-type Updates<T> = Vec<((PackedRow, PackedRow), T, isize)>;
+/// The updates an arrangement of packed rows is built from: each (key,
+/// row) pair with its time and difference (a count, or for the summed side
+/// of a join an aggregate's accumulated inputs).
+type Updates<T, R> = Vec<((PackedRow, PackedRow), T, R)>;
 /// Keys and values flat, times and differences in vectors.
-pub type Layout<T> = (PackedRows, PackedRows, Vec<T>, Vec<isize>, OffsetList);
-pub type FlatBuilder<T> = OrdValBuilder<Layout<T>, Updates<T>>;
-pub type FlatBatcher<T> = MergeBatcher<
-    ContainerChunker<Updates<T>>,
-    VecMerger<(PackedRow, PackedRow), T, isize>,
-    FlatBuilder<T>,
+pub type Layout<T, R = isize> = (PackedRows, PackedRows, Vec<T>, Vec<R>, OffsetList);
+pub type FlatBuilder<T, R = isize> = OrdValBuilder<Layout<T, R>, Updates<T, R>>;
+pub type FlatBatcher<T, R = isize> = MergeBatcher<
+    ContainerChunker<Updates<T, R>>,
+    VecMerger<(PackedRow, PackedRow), T, R>,
+    FlatBuilder<T, R>,
 >;
 /// A trace of packed (key, value) rows with flat batches.
-pub type FlatSpine<T> = Spine<Rc<OrdValBatch<Layout<T>>>>;
+pub type FlatSpine<T, R = isize> = Spine<Rc<OrdValBatch<Layout<T, R>>>>;
 
 #[cfg(test)]
 mod tests {

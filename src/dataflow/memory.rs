@@ -295,9 +295,10 @@ pub trait BatchBytes {
     }
 }
 
-impl<T> BatchBytes for OrdValBatch<Layout<T>>
+impl<T, R> BatchBytes for OrdValBatch<Layout<T, R>>
 where
     T: differential_dataflow::lattice::Lattice + timely::progress::Timestamp,
+    R: Ord + Clone + differential_dataflow::difference::Semigroup + HeapSize + 'static,
 {
     fn bytes(&self) -> usize {
         let s = &self.storage;
@@ -306,7 +307,7 @@ where
             + s.vals.vals.heap_size()
             + offsets_bytes(&s.upds.offs)
             + std::mem::size_of_val(s.upds.times.as_slice())
-            + std::mem::size_of_val(s.upds.diffs.as_slice())
+            + vec_bytes(&s.upds.diffs)
     }
 }
 

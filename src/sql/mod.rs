@@ -881,6 +881,51 @@ mod tests {
         assert!(e.contains("only one column"), "{e}");
     }
 
+    /// Which joins a count or sum is pushed below: the side its aggregates
+    /// read, when the group keys read no more of that side than its join
+    /// columns, and nothing evaluated there can fail.
+    #[test]
+    fn sums_over_a_join_are_taken_on_the_side_they_read() {
+        let summed = |sql: &str| {
+            let p = plan(sql);
+            ["left", "right"]
+                .into_iter()
+                .find(|side| p.contains(&format!("the join's {side} rows summed by join key")))
+        };
+        let join = "FROM customers c JOIN orders o ON o.customer_id = c.id";
+        for (sql, want) in [
+            (format!("SELECT c.id, c.name, count(*), sum(o.amount) {join} GROUP BY c.id, c.name"), Some("right")),
+            (format!("SELECT c.tier, count(o.id), avg(o.amount) {join} GROUP BY c.tier"), Some("right")),
+            // Grouped by the summed side's join column.
+            (format!("SELECT o.customer_id, count(*) {join} GROUP BY o.customer_id"), Some("right")),
+            (format!("SELECT count(*), sum(o.id) {join}"), Some("right")),
+            (
+                "SELECT o.id, count(*), sum(c.id) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY o.id".into(),
+                Some("right"),
+            ),
+            (
+                "SELECT c.tier, sum(o.amount) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.tier".into(),
+                Some("left"),
+            ),
+            // The group keys read the summed side beyond its join column.
+            (format!("SELECT c.tier, o.id, count(*) {join} GROUP BY c.tier, o.id"), None),
+            // Aggregates of both sides, or not accumulable, or fallible.
+            (format!("SELECT c.tier, sum(o.amount), count(c.name) {join} GROUP BY c.tier"), None),
+            (format!("SELECT c.tier, max(o.amount) {join} GROUP BY c.tier"), None),
+            (format!("SELECT c.tier, count(DISTINCT o.id) {join} GROUP BY c.tier"), None),
+            (format!("SELECT c.tier, sum(o.amount * 2) {join} GROUP BY c.tier"), None),
+            (format!("SELECT c.tier || 'x', sum(o.amount) {join} GROUP BY 1"), None),
+            // An outer join, or a join condition beyond equality.
+            (
+                "SELECT c.tier, sum(o.amount) FROM customers c LEFT JOIN orders o ON o.customer_id = c.id GROUP BY c.tier".into(),
+                None,
+            ),
+            (format!("SELECT c.tier, sum(o.amount) {join} AND o.id < c.id GROUP BY c.tier"), None),
+        ] {
+            assert_eq!(summed(&sql), want, "{sql}\n{}", plan(&sql));
+        }
+    }
+
     #[test]
     fn aggregates_of_enclosing_queries_are_computed_there() {
         // max(o.amount) reads only the outer query: it aggregates, one row.

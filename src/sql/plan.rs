@@ -118,6 +118,26 @@ impl Aggregate {
     }
 }
 
+/// Whether every aggregate can be kept as accumulated differences (a row's
+/// contribution added, and taken back when it goes): `count(*)`,
+/// `count(x)`, and `sum`/`avg` of integers or numerics, none DISTINCT or
+/// ordered. Float sums are not exact under subtraction, and the other
+/// aggregates need the rows themselves.
+pub fn accumulable(aggs: &[Aggregate]) -> bool {
+    aggs.iter().all(|a| {
+        !a.distinct
+            && a.order_by.is_empty()
+            && match a.func {
+                AggFunc::CountStar | AggFunc::Count => true,
+                AggFunc::Sum | AggFunc::Avg => matches!(
+                    a.input_type,
+                    Type::Int2 | Type::Int4 | Type::Int8 | Type::Numeric
+                ),
+                _ => false,
+            }
+    })
+}
+
 impl fmt::Display for Aggregate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.func == AggFunc::CountStar {
@@ -401,7 +421,81 @@ pub enum Plan {
     },
 }
 
+/// An input of a join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Left,
+    Right,
+}
+
 impl Plan {
+    /// For a Reduce over an inner join, the side whose rows can be summed
+    /// by their join key before the join (eager aggregation): each key of
+    /// that side then meets the other side as one accumulated value instead
+    /// of one row per match, so a change to a row of the other side moves
+    /// one joined value, not one per row of that side sharing its key.
+    ///
+    /// It applies when every aggregate is [`accumulable`] and reads only
+    /// that side's columns, the group keys read of that side at most the
+    /// columns it joins on (a key of one column, or of a cast of one), the
+    /// join has no residual condition, and neither the aggregates' inputs
+    /// nor the group keys can fail (the inputs would be evaluated on rows
+    /// without a match too, and could fail where Postgres does not). The
+    /// right side is preferred when both qualify.
+    pub fn summed_side(&self) -> Option<Side> {
+        let Plan::Reduce { input, keys, aggs } = self else {
+            return None;
+        };
+        let Plan::Join {
+            left,
+            kind: JoinKind::Inner,
+            left_keys,
+            right_keys,
+            residual,
+            ..
+        } = &**input
+        else {
+            return None;
+        };
+        if !residual.is_empty() || !accumulable(aggs) {
+            return None;
+        }
+        let inputs: Vec<Expr> = aggs.iter().flat_map(Aggregate::inputs).collect();
+        if !inputs.iter().chain(keys).all(Expr::cannot_fail) {
+            return None;
+        }
+        let columns = |exprs: &[Expr]| {
+            let mut v = Vec::new();
+            exprs.iter().for_each(|e| e.columns(&mut v));
+            v
+        };
+        let (read, grouped) = (columns(&inputs), columns(keys));
+        let left_arity = left.arity();
+        // A join key that reads column `c` alone (`c`, or a cast of it).
+        let joined_on = |join_keys: &[Expr], offset: usize, c: usize| {
+            join_keys
+                .iter()
+                .any(|k| columns(std::slice::from_ref(k)) == [c - offset])
+        };
+        let right = read.iter().all(|&c| c >= left_arity)
+            && grouped
+                .iter()
+                .filter(|&&c| c >= left_arity)
+                .all(|&c| joined_on(right_keys, left_arity, c));
+        let left_side = read.iter().all(|&c| c < left_arity)
+            && grouped
+                .iter()
+                .filter(|&&c| c < left_arity)
+                .all(|&c| joined_on(left_keys, 0, c));
+        if right {
+            Some(Side::Right)
+        } else if left_side {
+            Some(Side::Left)
+        } else {
+            None
+        }
+    }
+
     pub fn arity(&self) -> usize {
         match self {
             Plan::Get { arity, .. }
@@ -581,12 +675,20 @@ impl Plan {
             }
             Plan::Reduce { input, keys, aggs } => {
                 let aggs: Vec<String> = aggs.iter().map(|a| a.to_string()).collect();
-                writeln!(
+                write!(
                     f,
                     "{pad}Reduce keys=[{}] aggs=[{}]",
                     list(keys),
                     aggs.join(", ")
                 )?;
+                match self.summed_side() {
+                    Some(side) => writeln!(
+                        f,
+                        " (the join's {} rows summed by join key before joining)",
+                        if side == Side::Left { "left" } else { "right" }
+                    )?,
+                    None => writeln!(f)?,
+                }
                 input.explain(depth + 1, f)
             }
             Plan::Distinct { input } => {

@@ -29,18 +29,7 @@ use crate::sql::plan::{AggFunc, Aggregate};
 /// Whether every aggregate can be accumulated: `count(*)`, `count(x)`, and
 /// `sum`/`avg` of integers or numerics, none DISTINCT.
 pub fn applies(aggs: &[Aggregate]) -> bool {
-    aggs.iter().all(|a| {
-        !a.distinct
-            && a.order_by.is_empty()
-            && match a.func {
-                AggFunc::CountStar | AggFunc::Count => true,
-                AggFunc::Sum | AggFunc::Avg => matches!(
-                    a.input_type,
-                    Type::Int2 | Type::Int4 | Type::Int8 | Type::Numeric
-                ),
-                _ => false,
-            }
-    })
+    crate::sql::plan::accumulable(aggs)
 }
 
 /// One aggregate's accumulated inputs.
@@ -291,7 +280,30 @@ impl Multiply<isize> for Accum {
     }
 }
 
+/// A count times accumulated inputs: a joined row's count times the summed
+/// side's value for its key, when a join meets a side summed before it
+/// (`eager.rs`).
+impl Multiply<Accum> for isize {
+    type Output = Accum;
+    fn multiply(self, rhs: &Accum) -> Accum {
+        rhs.clone().multiply(&self)
+    }
+}
+
 impl Accum {
+    /// These rows, each showing the group's key as `shown` (when that
+    /// differs from the form the group is keyed by).
+    pub(super) fn showing(mut self, shown: Option<Row>) -> Accum {
+        if let Some(shown) = shown.filter(|_| self.rows != 0) {
+            self.plus_equals(&Accum {
+                rows: 0,
+                parts: Vec::new(),
+                forms: vec![(shown, self.rows)],
+            });
+        }
+        self
+    }
+
     /// One row's contribution, from its aggregate inputs (as `eval_inputs`
     /// lays them out: filter, then arguments, per aggregate). A `min` or
     /// `max` (which `extremes.rs` keeps) counts its non-NULL inputs here.
@@ -384,7 +396,23 @@ pub fn render<'s, T: Time>(
             Accum::of_row(&input_aggs, &v, shown),
         )))
     });
-    let groups = T::accumulate(ok);
+    let (result, agg_errs, groups) = finish_groups(ok, aggs);
+    (result, input_errs.and(agg_errs), groups)
+}
+
+/// Adds up `summed` (each group key with its rows' accumulated inputs) by
+/// group, and finishes each group's aggregates: the group rows, the errors
+/// of finishing them, and the accumulated groups.
+#[allow(clippy::type_complexity)]
+pub(super) fn finish_groups<'s, T: Time>(
+    summed: VecCollection<'s, T, PackedRow, Accum>,
+    aggs: Vec<Aggregate>,
+) -> (
+    Coll<'s, T>,
+    ErrList<'s, T>,
+    VecCollection<'s, T, (PackedRow, Accum), isize>,
+) {
+    let groups = T::accumulate(summed);
     let (result, agg_errs) = super::eval_split(groups.clone(), move |(k, acc), made, failed| {
         let finished = acc.finish(&aggs).map_err(|e| e.0).map(|v| {
             let mut row = match acc.shown() {
@@ -396,7 +424,7 @@ pub fn render<'s, T: Time>(
         });
         super::emit(finished, made, failed)
     });
-    (result, input_errs.and(ErrList::of(agg_errs)), groups)
+    (result, ErrList::of(agg_errs), groups)
 }
 
 #[cfg(test)]

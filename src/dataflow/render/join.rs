@@ -25,7 +25,7 @@ use crate::sql::Plan;
 /// `plan` keyed by `keys` and arranged, once per dataflow for each (plan, keys).
 /// The Filter and Project stages on top of `plan` run in the operator that
 /// keys the rows.
-fn arranged<'s, T: Time>(
+pub(super) fn arranged<'s, T: Time>(
     plan: &Plan,
     keys: &[Expr],
     null_safe: bool,
@@ -74,7 +74,11 @@ where
 
 /// The join key of `row`, packed in key form; `None` if it has a NULL and
 /// NULLs do not match.
-fn join_key(keys: &[Expr], null_safe: bool, row: &[Datum]) -> Result<Option<PackedRow>, String> {
+pub(super) fn join_key(
+    keys: &[Expr],
+    null_safe: bool,
+    row: &[Datum],
+) -> Result<Option<PackedRow>, String> {
     let key = eval_all(keys, row)?;
     if !null_safe && key.iter().any(Datum::is_null) {
         return Ok(None);

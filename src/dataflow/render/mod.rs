@@ -28,6 +28,7 @@
 
 mod accumulate;
 mod distinct;
+mod eager;
 mod extremes;
 mod get;
 mod join;
@@ -904,8 +905,32 @@ pub fn render<'s, T: Time>(plan: &Plan, ctx: &mut Context<'s, T>) -> Coll<'s, T>
         ),
         Plan::Reduce { input, keys, aggs } => {
             let unit = keys.is_empty().then(|| ctx.unit());
-            let input = staged(input, ctx);
-            reduce::render(input, keys.clone(), aggs.clone(), unit)
+            match (plan.summed_side(), &**input) {
+                (
+                    Some(side),
+                    Plan::Join {
+                        left,
+                        right,
+                        left_keys,
+                        right_keys,
+                        null_safe,
+                        ..
+                    },
+                ) => {
+                    let join = eager::Join {
+                        left,
+                        right,
+                        left_keys,
+                        right_keys,
+                        null_safe: *null_safe,
+                    };
+                    eager::render(join, side, keys.clone(), aggs.clone(), unit, ctx)
+                }
+                _ => {
+                    let input = staged(input, ctx);
+                    reduce::render(input, keys.clone(), aggs.clone(), unit)
+                }
+            }
         }
         Plan::Distinct { input } => (distinct::render(render(input, ctx)), ErrList::none()),
         Plan::Union { inputs } => (

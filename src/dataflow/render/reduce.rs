@@ -110,7 +110,7 @@ pub fn render<'s, T: Time>(
 
 /// A global aggregate (no keys) has one row even over empty input: the
 /// aggregates' defaults while no group exists (`groups` is empty).
-fn with_default_row<'s, T: Time, G: differential_dataflow::Data>(
+pub(super) fn with_default_row<'s, T: Time, G: differential_dataflow::Data>(
     result: Coll<'s, T>,
     errs: ErrList<'s, T>,
     groups: VecCollection<'s, T, G, isize>,
