@@ -131,6 +131,7 @@ async fn main() {
         auth: None,
         cluster: None,
         merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
+        linger: std::time::Duration::ZERO,
     };
     let running = viewcast::server::start(config)
         .await

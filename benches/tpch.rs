@@ -248,6 +248,7 @@ async fn main() {
         auth: None,
         cluster: None,
         merge_after,
+        linger: Duration::ZERO,
     })
     .await
     .expect("viewcast starts");

@@ -40,6 +40,10 @@ pub struct Config {
     /// go in merged, as one time (`--merge-after`, see
     /// [`DEFAULT_MERGE_AFTER`]).
     pub merge_after: usize,
+    /// How long after handing transactions to the dataflow the next ones
+    /// wait, gathering others to go in with them (`--linger-us`; zero: a
+    /// transaction that finds the dataflow idle goes in at once).
+    pub linger: std::time::Duration,
 }
 
 /// Default for `--merge-after`: a burst of up to 16 transactions that find

@@ -129,6 +129,8 @@ pub struct Controller {
     batching: Batching,
     /// Waiting transactions beyond this many are merged into one time.
     merge_after: usize,
+    /// How long after a hand-over the next waits (`--linger-us`).
+    linger: Duration,
     /// Rows handed to the dataflow since freed memory was last given back.
     rows_since_trim: usize,
     /// Worker threads, and the groups they are split into.
@@ -149,7 +151,9 @@ pub struct Controller {
 /// scheduled, each reduce computing each time, a diff to every subscriber),
 /// so the waiting transactions cost about what one does. Transactions are
 /// never split: merged, a subscriber sees several whole transactions as one
-/// diff.
+/// diff. With `--linger-us`, transactions also wait while less than that has
+/// passed since the last hand-over, so a fast stream goes in a few at a
+/// time (each still at its own LSN) instead of one dataflow step each.
 #[derive(Default)]
 struct Batching {
     /// The LSN of the last transaction handed to the dataflow.
@@ -160,6 +164,8 @@ struct Batching {
     queued: Vec<(u64, crate::dataflow::Updates)>,
     /// A position the source reported after the queued transactions.
     advance: Option<u64>,
+    /// When transactions were last handed to the dataflow.
+    last_hand_over: Option<std::time::Instant>,
 }
 
 /// After this many rows have gone through the dataflow, freed memory is
@@ -186,6 +192,9 @@ pub struct ControllerConfig {
     pub workers: (usize, usize),
     /// Waiting transactions beyond this many go in as one time.
     pub merge_after: usize,
+    /// Transactions arriving within this long of the last hand-over wait
+    /// for it to pass.
+    pub linger: Duration,
     pub registry: Arc<Registry>,
     pub in_flight: Arc<InFlight>,
     pub wanted: watch::Sender<Vec<Vec<String>>>,
@@ -235,6 +244,7 @@ impl Controller {
             dataflow: Some(config.dataflow),
             batching: Batching::default(),
             merge_after: config.merge_after,
+            linger: config.linger,
             rows_since_trim: 0,
             workers: config.workers,
             out_tx,
@@ -321,6 +331,9 @@ impl Controller {
                     }
                     self.tuple_requests(all.into_iter().map(|r| (0, r)).collect());
                 }
+                _ = tokio::time::sleep_until(self.linger_ends()), if self.lingering() => {
+                    self.flush_queued();
+                }
                 _ = clock.tick() => self.move_clock(),
                 _ = reap.tick() => {
                     let expired = self.registry.expire_idle(TUPLE_LINGER);
@@ -355,11 +368,11 @@ impl Controller {
             SourceEvent::Transaction { lsn, updates } => {
                 self.lsn_arrived();
                 self.rows_since_trim += updates.len();
-                let b = &mut self.batching;
-                if b.queued.is_empty() && b.done >= b.sent {
+                let b = &self.batching;
+                if b.queued.is_empty() && b.done >= b.sent && !self.lingers() {
                     self.hand_over(lsn.0, updates);
                 } else {
-                    b.queued.push((lsn.0, updates));
+                    self.batching.queued.push((lsn.0, updates));
                 }
                 self.registry.transactions.fetch_add(1, Ordering::Relaxed);
             }
@@ -400,7 +413,7 @@ impl Controller {
             Output::Progress { lsn } => {
                 tracing::trace!(lsn = %Lsn(lsn), "dataflow progress");
                 self.batching.done = self.batching.done.max(lsn);
-                if self.batching.done >= self.batching.sent {
+                if self.batching.done >= self.batching.sent && !self.lingers() {
                     self.flush_queued();
                 }
                 self.registry.advance(Lsn(lsn));
@@ -426,9 +439,34 @@ impl Controller {
         }
     }
 
+    /// Whether transactions handed over now would be within `--linger-us`
+    /// of the last ones handed over: they wait for it to pass.
+    fn lingers(&self) -> bool {
+        self.batching
+            .last_hand_over
+            .is_some_and(|t| t.elapsed() < self.linger)
+    }
+
+    /// Transactions wait only for the linger to pass (the dataflow has
+    /// done what it was given).
+    fn lingering(&self) -> bool {
+        let b = &self.batching;
+        !b.queued.is_empty() && b.done >= b.sent
+    }
+
+    /// When the linger after the last hand-over ends.
+    fn linger_ends(&self) -> tokio::time::Instant {
+        let last = self
+            .batching
+            .last_hand_over
+            .unwrap_or_else(std::time::Instant::now);
+        tokio::time::Instant::from_std(last + self.linger)
+    }
+
     /// Hands transactions to the dataflow as one time, `lsn`.
     fn hand_over(&mut self, lsn: u64, updates: crate::dataflow::Updates) {
         self.batching.sent = lsn;
+        self.batching.last_hand_over = Some(std::time::Instant::now());
         self.registry.batches.fetch_add(1, Ordering::Relaxed);
         self.df().apply(lsn, updates);
     }

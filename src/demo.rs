@@ -200,6 +200,7 @@ pub async fn run(queries: PathBuf, listen: String, workers: usize) -> anyhow::Re
         auth: Some(crate::auth::AuthConfig::Secret(secret.clone())),
         cluster: None,
         merge_after: crate::config::DEFAULT_MERGE_AFTER,
+        linger: std::time::Duration::ZERO,
     };
     let running =
         crate::server::start_with_routes(config, Default::default(), routes(secret)).await?;

@@ -76,6 +76,14 @@ enum Command {
         /// under a sustained stream; 1 merges whenever two or more wait.
         #[arg(long, env = "VIEWCAST_MERGE_AFTER", default_value_t = DEFAULT_MERGE_AFTER)]
         merge_after: usize,
+        /// Microseconds transactions wait after the last ones went into the
+        /// dataflow, so that those arriving meanwhile go in with them (each
+        /// still its own diff, at its own LSN). Higher: less CPU per
+        /// transaction under a fast stream, up to this much added latency;
+        /// 0 (the default): a transaction that finds the dataflow idle goes
+        /// in at once.
+        #[arg(long, env = "VIEWCAST_LINGER_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+        linger_us: u64,
         /// Open HTTP connections at most (SSE subscribers included); further
         /// clients wait until one closes. Keep it under `ulimit -n`.
         #[arg(long, env = "VIEWCAST_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
@@ -171,6 +179,7 @@ async fn run() -> anyhow::Result<()> {
             replication_timeout,
             schema_poll,
             merge_after,
+            linger_us,
             max_connections,
             max_tuples_per_view,
             ws_max_subscriptions,
@@ -226,6 +235,7 @@ async fn run() -> anyhow::Result<()> {
                 auth,
                 cluster,
                 merge_after,
+                linger: Duration::from_micros(linger_us),
             };
             let http = HttpLimits {
                 max_connections: max_connections.max(1),

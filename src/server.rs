@@ -345,6 +345,7 @@ pub async fn start_with_routes(
             files,
             workers: (config.workers, config.view_groups),
             merge_after: config.merge_after,
+            linger: config.linger,
             registry: registry.clone(),
             in_flight: in_flight.clone(),
             wanted: wanted_tx,

@@ -101,6 +101,7 @@ async fn authenticate(base: &str) {
         auth: None,
         cluster: None,
         merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
+        linger: std::time::Duration::ZERO,
     };
     let err = viewcast::server::start(config)
         .await

@@ -46,6 +46,7 @@ impl Limited {
             auth: None,
             cluster: None,
             merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
+            linger: std::time::Duration::ZERO,
         };
         let running = viewcast::server::start_with(config, limits)
             .await

@@ -910,3 +910,55 @@ async fn a_change_of_form_reaches_subscribers() {
     }
     server.stop().await;
 }
+
+/// With `--linger-us`, transactions that come within the linger of the last
+/// ones handed to the dataflow wait for it to pass, then go in together:
+/// each is still its own diff at its own LSN, nothing is lost or merged, and
+/// the view equals Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lingering_transactions_still_arrive_one_diff_each() {
+    use std::time::{Duration, Instant};
+    let db = TestDb::new("linger").await;
+    db.exec(ORDERS).await;
+    let sql = "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer";
+    let linger = Duration::from_millis(500);
+    let server = TestServer::start_lingering(&db, &[("per_customer", sql)], linger).await;
+    let mut f = server.follow("per_customer").await;
+
+    // A first transaction, then five more right after it.
+    db.exec("INSERT INTO orders VALUES (1, 'a', 1, '')").await;
+    let first = db.lsn().await;
+    f.wait_for(first).await;
+    let first_seen = Instant::now();
+    let mut commits = Vec::new();
+    for i in 2..=6 {
+        db.exec(&format!(
+            "INSERT INTO orders VALUES ({i}, '{}', {i}, '')",
+            ["a", "b"][i % 2]
+        ))
+        .await;
+        commits.push(db.lsn().await);
+    }
+    let from = f.events.len();
+    f.wait_for(*commits.last().unwrap()).await;
+    // They waited for the linger after the first went in (which was before
+    // its diff was seen), less what delivering that diff took.
+    assert!(
+        first_seen.elapsed() >= linger / 2,
+        "the next transactions went in {:?} after the first was seen, within the linger",
+        first_seen.elapsed()
+    );
+    let diffs: Vec<Seen> = f.diffs_since(from).into_iter().cloned().collect();
+    assert_eq!(diffs.len(), 5, "one diff per transaction: {diffs:?}");
+    let mut after = first;
+    for (diff, commit) in diffs.iter().zip(&commits) {
+        let at = diff.lsn.expect("a diff has an LSN");
+        assert!(
+            after < at && at <= *commit,
+            "diff at {at} is not the transaction committed in ({after}, {commit}]"
+        );
+        after = *commit;
+    }
+    check_view(&db, &mut f, "per_customer", sql).await;
+    server.stop().await;
+}

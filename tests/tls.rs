@@ -131,6 +131,7 @@ async fn refused(conninfo: &str, queries: &Path) -> String {
         auth: None,
         cluster: None,
         merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
+        linger: std::time::Duration::ZERO,
     };
     let started = Instant::now();
     let err = match viewcast::server::start(config).await {

@@ -358,6 +358,7 @@ impl TestServer {
             auth,
             http,
             axum::Router::new(),
+            Duration::ZERO,
         )
         .await;
         server.wait_healthy().await;
@@ -379,6 +380,7 @@ impl TestServer {
             Some(auth),
             Default::default(),
             routes,
+            Duration::ZERO,
         )
         .await;
         server.wait_healthy().await;
@@ -398,8 +400,30 @@ impl TestServer {
             None,
             Default::default(),
             axum::Router::new(),
+            Duration::ZERO,
         )
         .await
+    }
+
+    /// Starts viewcast on `db` with `--linger-us` at `linger`, and waits
+    /// until it is healthy.
+    pub async fn start_lingering(
+        db: &TestDb,
+        views: &[(&str, &str)],
+        linger: Duration,
+    ) -> TestServer {
+        let server = Self::start_configured(
+            &db.conninfo,
+            views,
+            Default::default(),
+            None,
+            Default::default(),
+            axum::Router::new(),
+            linger,
+        )
+        .await;
+        server.wait_healthy().await;
+        server
     }
 
     async fn start_configured(
@@ -409,6 +433,7 @@ impl TestServer {
         auth: Option<viewcast::auth::AuthConfig>,
         http: viewcast::config::HttpLimits,
         routes: axum::Router,
+        linger: Duration,
     ) -> TestServer {
         init_logging();
         let dir = std::env::temp_dir().join(format!(
@@ -431,6 +456,7 @@ impl TestServer {
             auth,
             cluster: None,
             merge_after: viewcast::config::DEFAULT_MERGE_AFTER,
+            linger,
         };
         let running = viewcast::server::start_with_routes(config, http, routes)
             .await
