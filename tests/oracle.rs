@@ -8,7 +8,7 @@
 
 use viewcast::demo::Rng;
 
-use crate::support::{assert_same, TestDb, TestServer};
+use crate::support::{assert_same, Follower, TestDb, TestServer};
 
 const VIEWS: &[(&str, &str)] = &[
     ("joined", "SELECT c.name, o.qty, p.price FROM orders o JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id WHERE o.qty > 1"),
@@ -360,19 +360,32 @@ async fn run(db: TestDb, views: &[(&str, &str)], refused: &[&str], times: &Times
         let stmts: Vec<String> = (0..1 + rng.below(4))
             .map(|_| random_statement(&mut rng, &mut next_id, times))
             .collect();
-        db.exec(&format!("BEGIN; {}; COMMIT;", stmts.join("; ")))
-            .await;
-        let lsn = db.lsn().await;
-        for (f, (name, sql)) in followers.iter_mut().zip(&checked) {
-            f.wait_for(lsn).await;
-            let want = db.oracle(sql).await;
-            if f.rows != want {
-                eprintln!("seed {seed}, transaction {n}: {}", stmts.join("; "));
-            }
-            assert_same(name, lsn, &f.rows, &want);
-        }
+        let context = format!("seed {seed}, transaction {n}");
+        commit_and_check(&db, &stmts, &mut followers, &checked, &context).await;
     }
     server.stop().await;
+}
+
+/// Commits `stmts` as one transaction, then checks each view's follower
+/// against Postgres at that LSN (printing the transaction if one differs).
+async fn commit_and_check(
+    db: &TestDb,
+    stmts: &[String],
+    followers: &mut [Follower],
+    views: &[(&str, &str)],
+    context: &str,
+) {
+    db.exec(&format!("BEGIN; {}; COMMIT;", stmts.join("; ")))
+        .await;
+    let lsn = db.lsn().await;
+    for (f, (name, sql)) in followers.iter_mut().zip(views) {
+        f.wait_for(lsn).await;
+        let want = db.oracle(sql).await;
+        if f.rows != want {
+            eprintln!("{context}: {}", stmts.join("; "));
+        }
+        assert_same(name, lsn, &f.rows, &want);
+    }
 }
 
 /// Counts and sums over a join, summed on one side before the join, keep
@@ -462,17 +475,8 @@ async fn sums_taken_before_a_join_match_postgres() {
                 }
             })
             .collect();
-        db.exec(&format!("BEGIN; {}; COMMIT;", stmts.join("; ")))
-            .await;
-        let lsn = db.lsn().await;
-        for (f, (name, sql)) in followers.iter_mut().zip(SUMMED) {
-            f.wait_for(lsn).await;
-            let want = db.oracle(sql).await;
-            if f.rows != want {
-                eprintln!("transaction {n}: {}", stmts.join("; "));
-            }
-            assert_same(name, lsn, &f.rows, &want);
-        }
+        let context = format!("transaction {n}");
+        commit_and_check(&db, &stmts, &mut followers, SUMMED, &context).await;
     }
     server.stop().await;
 }

@@ -2,6 +2,7 @@
 //! subscriber must see.
 
 use crate::support::{assert_same, check_view, check_views, Seen, TestDb, TestServer};
+use viewcast::pg::Lsn;
 
 const ORDERS: &str =
     "CREATE TABLE orders (id int PRIMARY KEY, customer text, amount numeric(10,2), note text);";
@@ -294,16 +295,7 @@ async fn reconnecting_subscriber_resumes_with_the_diffs_it_missed() {
     let lsn = db.lsn().await;
     witness.wait_for(lsn).await;
     let live: Vec<Seen> = witness.diffs_since(0).into_iter().cloned().collect();
-    assert_eq!(live.len(), 3, "one diff per transaction: {live:?}");
-    let mut after = seen_lsn;
-    for (diff, commit) in live.iter().zip(&commits) {
-        let at = diff.lsn.expect("a diff has an LSN");
-        assert!(
-            after < at && at <= *commit,
-            "diff at {at} is not the transaction committed in ({after}, {commit}]"
-        );
-        after = *commit;
-    }
+    assert_one_diff_each(&live, seen_lsn, &commits);
 
     // It comes back with the id of the last event it saw: the first events
     // are exactly those three diffs, from the view's history (they all
@@ -949,9 +941,21 @@ async fn lingering_transactions_still_arrive_one_diff_each() {
         first_seen.elapsed()
     );
     let diffs: Vec<Seen> = f.diffs_since(from).into_iter().cloned().collect();
-    assert_eq!(diffs.len(), 5, "one diff per transaction: {diffs:?}");
-    let mut after = first;
-    for (diff, commit) in diffs.iter().zip(&commits) {
+    assert_one_diff_each(&diffs, first, &commits);
+    check_view(&db, &mut f, "per_customer", sql).await;
+    server.stop().await;
+}
+
+/// `diffs` are one per transaction committed after `after`, in order: the
+/// n-th at an LSN past the (n-1)-th commit and not past the n-th.
+fn assert_one_diff_each(diffs: &[Seen], after: Lsn, commits: &[Lsn]) {
+    assert_eq!(
+        diffs.len(),
+        commits.len(),
+        "one diff per transaction: {diffs:?}"
+    );
+    let mut after = after;
+    for (diff, commit) in diffs.iter().zip(commits) {
         let at = diff.lsn.expect("a diff has an LSN");
         assert!(
             after < at && at <= *commit,
@@ -959,6 +963,4 @@ async fn lingering_transactions_still_arrive_one_diff_each() {
         );
         after = *commit;
     }
-    check_view(&db, &mut f, "per_customer", sql).await;
-    server.stop().await;
 }
