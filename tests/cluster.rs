@@ -103,6 +103,13 @@ const VIEWS: &[(&str, &str)] = &[
         "large_open",
         "SELECT id, customer, amount FROM orders WHERE status = 'open' AND amount > 100",
     ),
+    // Orders summed by customer before the join: the summed side's
+    // arrangement carries accumulated values between processes.
+    (
+        "region_totals",
+        "SELECT c.region, count(*) AS n, sum(o.amount) AS total \
+         FROM orders o JOIN customers c ON c.id = o.customer GROUP BY c.region",
+    ),
 ];
 
 const PARAM_VIEW: &str =
