@@ -116,6 +116,20 @@ impl Aggregate {
         v.extend(self.order_by.iter().map(|(e, _, _)| e.clone()));
         v
     }
+
+    /// The same aggregate with every column it reads renumbered by `f`.
+    pub fn remap(&self, f: &impl Fn(usize) -> usize) -> Aggregate {
+        Aggregate {
+            args: self.args.iter().map(|e| e.remap(f)).collect(),
+            order_by: self
+                .order_by
+                .iter()
+                .map(|(e, desc, nulls)| (e.remap(f), *desc, *nulls))
+                .collect(),
+            filter: self.filter.as_ref().map(|e| e.remap(f)),
+            ..self.clone()
+        }
+    }
 }
 
 /// Whether every aggregate can be kept as accumulated differences (a row's

@@ -172,19 +172,7 @@ pub fn prune(plan: Plan, demand: &BTreeSet<usize>) -> (Plan, Map) {
             let (p, m) = prune(*input, &need);
             let arity = keys.len() + aggs.len();
             let keys = keys.iter().map(|e| remap(e, &m)).collect();
-            let aggs = aggs
-                .into_iter()
-                .map(|mut a| {
-                    a.args = a.args.iter().map(|e| remap(e, &m)).collect();
-                    a.filter = a.filter.as_ref().map(|e| remap(e, &m));
-                    a.order_by = a
-                        .order_by
-                        .iter()
-                        .map(|(e, d, n)| (remap(e, &m), *d, *n))
-                        .collect();
-                    a
-                })
-                .collect();
+            let aggs = aggs.iter().map(|a| a.remap(&|c| m[&c])).collect();
             (
                 Plan::Reduce {
                     input: Box::new(p),

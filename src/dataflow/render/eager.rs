@@ -78,7 +78,7 @@ pub fn render<'s, T: Time>(
     grouped.sort_unstable();
     grouped.dedup();
     // The aggregates over the summed side's rows alone.
-    let sum_aggs: Vec<Aggregate> = aggs.iter().map(|a| shifted(a, |c| c - offset)).collect();
+    let sum_aggs: Vec<Aggregate> = aggs.iter().map(|a| a.remap(&|c| c - offset)).collect();
 
     let (other_arr, other_errs) = super::join::arranged(other, other_keys, join.null_safe, ctx);
     let (sum_keys, null_safe, grouped_at) = (sum_keys.to_vec(), join.null_safe, grouped.clone());
@@ -143,19 +143,4 @@ pub fn render<'s, T: Time>(
 /// Column `c` of `row`, NULL past its end (as `Expr::Column` reads it).
 fn column(row: &[Datum], c: usize) -> Datum {
     row.get(c).cloned().unwrap_or(Datum::Null)
-}
-
-/// `agg` with every column it reads renumbered by `f`.
-fn shifted(agg: &Aggregate, f: impl Fn(usize) -> usize) -> Aggregate {
-    let remap = |e: &Expr| e.remap(&f);
-    Aggregate {
-        args: agg.args.iter().map(remap).collect(),
-        order_by: agg
-            .order_by
-            .iter()
-            .map(|(e, desc, nulls)| (remap(e), *desc, *nulls))
-            .collect(),
-        filter: agg.filter.as_ref().map(remap),
-        ..agg.clone()
-    }
 }
