@@ -331,7 +331,7 @@ impl Controller {
                     }
                     self.tuple_requests(all.into_iter().map(|r| (0, r)).collect());
                 }
-                _ = tokio::time::sleep_until(self.linger_ends()), if self.lingering() => {
+                _ = tokio::time::sleep_until(self.linger_ends()), if self.waiting_only_for_linger() => {
                     self.flush_queued();
                 }
                 _ = clock.tick() => self.move_clock(),
@@ -449,7 +449,7 @@ impl Controller {
 
     /// Transactions wait only for the linger to pass (the dataflow has
     /// done what it was given).
-    fn lingering(&self) -> bool {
+    fn waiting_only_for_linger(&self) -> bool {
         let b = &self.batching;
         !b.queued.is_empty() && b.done >= b.sent
     }
